@@ -1,0 +1,55 @@
+"""The service's own failures, as one hierarchy translated once at the gRPC boundary.
+
+A user's program failing is never one of these: that is an Outcome with a verdict.
+
+    GristmillError
+    ├── InvalidRequest          → INVALID_ARGUMENT (names the field)
+    │   ├── UnknownLanguage
+    │   └── LimitTooHigh
+    ├── Overloaded              → RESOURCE_EXHAUSTED
+    ├── LanguageUnavailable     → FAILED_PRECONDITION
+    ├── NotFound                → NOT_FOUND
+    └── SandboxFailure          → INTERNAL (the sandbox could not be set up)
+"""
+
+from __future__ import annotations
+
+
+class GristmillError(Exception):
+    """Base of every error the service raises on purpose."""
+
+
+class InvalidRequest(GristmillError):
+    """The request is malformed; `field` names the culprit."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class UnknownLanguage(InvalidRequest):
+    def __init__(self, language: str, known: list[str]) -> None:
+        super().__init__(
+            "job.language", f"unknown language {language!r}; known: {', '.join(sorted(known))}"
+        )
+
+
+class LimitTooHigh(InvalidRequest):
+    def __init__(self, field: str, asked: int, maximum: int) -> None:
+        super().__init__(f"job.limits.{field}", f"{asked} is over this server's maximum {maximum}")
+
+
+class Overloaded(GristmillError):
+    """Every job slot and queue place is taken."""
+
+
+class LanguageUnavailable(GristmillError):
+    """The language is known but its toolchain is missing on this server."""
+
+
+class NotFound(GristmillError):
+    """No such job."""
+
+
+class SandboxFailure(GristmillError):
+    """The sandbox could not be created; the job never ran."""

@@ -1,0 +1,99 @@
+"""The interface every sandbox backend implements, and the values it trades in.
+
+A backend takes a `SandboxPlan` (what to run, seen through which profile, under
+which limits) and starts it; the returned `Sandbox` is handed its job message
+separately, so that a sandbox and its interpreter can be started ahead of demand.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from gristmill.isolation.cgroups import JobCgroup
+from gristmill.isolation.profile import SandboxProfile
+from gristmill.model import Limits
+
+
+class StopReason(enum.Enum):
+    """Why the supervisor stopped a job before it ended by itself."""
+
+    WALL_TIME = "wall_time"
+    CPU_TIME = "cpu_time"
+    OUTPUT = "output"
+    CANCEL = "cancel"
+
+
+@dataclass(frozen=True)
+class SandboxPlan:
+    profile: SandboxProfile
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    # Host directory mounted read-write at /job, the working directory.
+    job_dir: Path
+    # Empty host directory the backend may build the jail's root on.
+    root_dir: Path
+    limits: Limits
+    cgroup: JobCgroup | None
+
+
+@dataclass(frozen=True)
+class SandboxExit:
+    """How the sandboxed program ended, as the supervisor saw it."""
+
+    exit_code: int
+    signal: int
+    stopped_for: StopReason | None
+    # Set when the sandbox could not be built or the program not started.
+    setup_error: str
+    setup_ns: int
+    run_ns: int
+    user_cpu_ns: int
+    system_cpu_ns: int
+    peak_memory_bytes: int
+
+
+@dataclass(frozen=True)
+class SandboxInfo:
+    backend: str
+    enforced_limits: tuple[str, ...]
+    detail: str
+
+
+class Sandbox(Protocol):
+    """One started sandbox. Its program reads the job message on fd 4."""
+
+    stdout: asyncio.StreamReader
+    stderr: asyncio.StreamReader
+    # The result channel: what the wrapper wrote on fd 3.
+    result: asyncio.StreamReader
+
+    async def started(self) -> int:
+        """Waits until the program runs (or failed to start); its supervisor's pid."""
+        ...
+
+    async def send_job(self, message: bytes) -> None:
+        """Hands the job to the waiting program and closes its fd 4."""
+        ...
+
+    def stop(self, reason: StopReason) -> None:
+        """Kills every process of the sandbox; `wait` then reports `reason`."""
+        ...
+
+    async def wait(self) -> SandboxExit:
+        """Waits until every process of the sandbox is gone."""
+        ...
+
+
+class SandboxBackend(Protocol):
+    name: str
+
+    def info(self) -> SandboxInfo: ...
+
+    async def start(self, plan: SandboxPlan) -> Sandbox: ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,1 @@
+"""The job lifecycle: prepare, run in a sandbox, and decide the verdict."""

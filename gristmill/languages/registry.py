@@ -1,0 +1,102 @@
+"""Discovers the languages in `runtimes/` and pairs each with its sandbox profile."""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from gristmill.errors import LanguageUnavailable, UnknownLanguage
+from gristmill.isolation.profile import SandboxProfile, load_profile
+from gristmill.languages.plugin import LanguagePlugin
+from gristmill.languages.spec import RuntimeSpec, load_spec
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Runtime:
+    spec: RuntimeSpec
+    plugin: LanguagePlugin
+    profile: SandboxProfile
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @functools.cached_property
+    def missing(self) -> tuple[str, ...]:
+        """Required host paths that are absent: the language cannot run while any is."""
+        return tuple(path for path in self.spec.requires if not Path(path).exists())
+
+    @property
+    def available(self) -> bool:
+        return not self.missing
+
+    @functools.cached_property
+    def toolchain_version(self) -> str:
+        if not self.available:
+            return ""
+        try:
+            done = subprocess.run(
+                self.spec.version_command, capture_output=True, text=True, timeout=30, check=False
+            )
+        except (OSError, subprocess.TimeoutExpired) as error:
+            return f"unknown ({error})"
+        text = (done.stdout or done.stderr).strip()
+        return text.splitlines()[0] if text else "unknown"
+
+
+def _load_plugin(folder: Path) -> LanguagePlugin:
+    module_file = folder / "language.py"
+    if not module_file.exists():
+        return LanguagePlugin()
+    module_spec = importlib.util.spec_from_file_location(
+        f"gristmill_runtime_{folder.name}", module_file
+    )
+    assert module_spec is not None and module_spec.loader is not None
+    module = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(module)
+    plugin: LanguagePlugin = module.Plugin()
+    return plugin
+
+
+class Registry:
+    """Every language found under `runtimes_dir`, by name."""
+
+    def __init__(
+        self,
+        runtimes_dir: Path = REPO_ROOT / "runtimes",
+        profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles",
+    ) -> None:
+        self._runtimes: dict[str, Runtime] = {}
+        for manifest in sorted(runtimes_dir.glob("*/runtime.toml")):
+            spec = load_spec(manifest.parent)
+            self._runtimes[spec.name] = Runtime(
+                spec=spec,
+                plugin=_load_plugin(manifest.parent),
+                profile=load_profile(profiles_dir, spec.name),
+            )
+
+    def __iter__(self) -> Iterator[Runtime]:
+        return iter(self._runtimes.values())
+
+    def names(self) -> list[str]:
+        return sorted(self._runtimes)
+
+    def get(self, language: str) -> Runtime:
+        """The runtime for `language`, or a typed error a caller can show as it is."""
+        runtime = self._runtimes.get(language)
+        if runtime is None:
+            raise UnknownLanguage(language, self.names())
+        if not runtime.available:
+            raise LanguageUnavailable(
+                f"{language} is not available here: missing {', '.join(runtime.missing)}"
+            )
+        return runtime
+
+    def for_extension(self, suffix: str) -> Runtime | None:
+        return next((r for r in self._runtimes.values() if suffix in r.spec.extensions), None)

@@ -1,0 +1,148 @@
+"""The job and its outcome as plain typed values, independent of protobuf.
+
+The gRPC layer converts to and from these at the boundary (`gristmill.server.convert`);
+everything inside the service speaks only these types.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+JsonValue = Any
+"""A value that `json.dumps` accepts."""
+
+
+class Verdict(enum.Enum):
+    """What happened to a job; names match the proto enum `gristmill.v1.Verdict`."""
+
+    SUCCESS = "SUCCESS"
+    ERROR = "ERROR"
+    INVALID_ARGUMENTS = "INVALID_ARGUMENTS"
+    TIMEOUT = "TIMEOUT"
+    MEMORY_LIMIT = "MEMORY_LIMIT"
+    CPU_LIMIT = "CPU_LIMIT"
+    OUTPUT_LIMIT = "OUTPUT_LIMIT"
+    PROCESS_LIMIT = "PROCESS_LIMIT"
+    KILLED_BY_SIGNAL = "KILLED_BY_SIGNAL"
+    CANCELLED = "CANCELLED"
+    SANDBOX_ERROR = "SANDBOX_ERROR"
+    COMPILE_ERROR = "COMPILE_ERROR"
+    DEPENDENCY_ERROR = "DEPENDENCY_ERROR"
+    SYSCALL_DENIED = "SYSCALL_DENIED"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Resource limits of one job; zero means "the server's default" only at the boundary."""
+
+    wall_time_ms: int
+    memory_bytes: int
+    cpu_time_ms: int
+    processes: int
+    output_bytes: int
+    network: bool = False
+
+
+@dataclass(frozen=True)
+class JobFile:
+    path: str
+    content: bytes
+    executable: bool = False
+
+
+@dataclass(frozen=True)
+class Job:
+    """One validated job, limits already filled in from the server's defaults."""
+
+    id: str
+    language: str
+    code: str
+    entry_point: str
+    args: Mapping[str, JsonValue]
+    limits: Limits
+    files: tuple[JobFile, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StackFrame:
+    file: str
+    line: int
+    function: str = ""
+    text: str = ""
+
+
+@dataclass(frozen=True)
+class JobError:
+    name: str
+    message: str
+    stack: tuple[StackFrame, ...] = ()
+
+
+@dataclass(frozen=True)
+class Output:
+    data: bytes = b""
+    truncated: bool = False
+    total_bytes: int = 0
+
+
+@dataclass(frozen=True)
+class Phases:
+    queued_ms: int = 0
+    prepare_ms: int = 0
+    sandbox_setup_ms: int = 0
+    run_ms: int = 0
+
+
+@dataclass(frozen=True)
+class Usage:
+    wall_time_ms: int = 0
+    user_cpu_ms: int = 0
+    system_cpu_ms: int = 0
+    peak_memory_bytes: int = 0
+    processes: int = 0
+    phases: Phases = Phases()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    job_id: str
+    verdict: Verdict
+    result_json: str = ""
+    error: JobError | None = None
+    stdout: Output = Output()
+    stderr: Output = Output()
+    exit_code: int = 0
+    signal: int = 0
+    usage: Usage = Usage()
+    sandbox: str = ""
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class PhaseEvent:
+    """A phase of the job began (e.g. "prepare", "sandbox_setup", "run")."""
+
+    name: str
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class StartedEvent:
+    """The sandboxed program is running; `pid` is its supervisor's host pid."""
+
+    pid: int
+
+
+@dataclass(frozen=True)
+class OutputEvent:
+    """A chunk the program wrote, in order per stream, up to the output cap."""
+
+    stream: str  # "stdout" or "stderr"
+    data: bytes
+
+
+JobEvent = PhaseEvent | StartedEvent | OutputEvent
