@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from gristmill.isolation.cgroups import JobCgroup
 from gristmill.isolation.profile import SandboxProfile
 from gristmill.model import Limits
 
@@ -38,7 +37,6 @@ class SandboxPlan:
     # Empty host directory the backend may build the jail's root on.
     root_dir: Path
     limits: Limits
-    cgroup: JobCgroup | None
 
 
 @dataclass(frozen=True)
@@ -55,6 +53,11 @@ class SandboxExit:
     user_cpu_ns: int
     system_cpu_ns: int
     peak_memory_bytes: int
+    # From the kernel's accounting (the job's cgroup), when the backend has one.
+    oom_killed: bool
+    pids_limit_hit: bool
+    # Processes still alive after the program ended, killed by the cleanup.
+    leftover_processes: int
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,10 @@ from typing import Any
 from gristmill.model import Job
 
 
+class ArgumentsRejected(Exception):
+    """The job's arguments do not fit its code; the job ends INVALID_ARGUMENTS unrun."""
+
+
 class LanguagePlugin:
     """Defaults that fit any language whose wrapper reads the JSON job message.
 
@@ -20,6 +24,9 @@ class LanguagePlugin:
         return {"type": "object", "properties": {}, "required": []}
 
     def job_message(self, job: Job, source_path: str) -> bytes:
-        """The bytes the wrapper reads on fd 4: by default the JSON job message."""
+        """The bytes the wrapper reads on fd 4: by default the JSON job message.
+
+        Raises ArgumentsRejected when the arguments can be judged wrong without running.
+        """
         message = {"entry_point": job.entry_point, "args": dict(job.args), "source": source_path}
         return json.dumps(message).encode()

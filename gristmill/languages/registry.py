@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import importlib.util
 import subprocess
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,7 @@ def _load_plugin(folder: Path) -> LanguagePlugin:
     )
     assert module_spec is not None and module_spec.loader is not None
     module = importlib.util.module_from_spec(module_spec)
+    sys.modules[module_spec.name] = module
     module_spec.loader.exec_module(module)
     plugin: LanguagePlugin = module.Plugin()
     return plugin

@@ -1,0 +1,240 @@
+"""The server's configuration: one frozen value, read from a TOML file, the environment and flags.
+
+Each setting has one flat key (`address`, `default_limits.wall_time_ms`, ...). A TOML file
+spells it with tables (`[default_limits]` then `wall_time_ms = ...`), the environment as
+`GRISTMILL_` plus the key in capitals with dots as underscores
+(`GRISTMILL_DEFAULT_LIMITS_WALL_TIME_MS`), the CLI as flags; later sources win.
+
+`max_limits.network` is the network policy: whether a job may ask for the network at all.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gristmill.errors import GristmillError
+from gristmill.languages.registry import REPO_ROOT
+from gristmill.model import Limits
+
+__all__ = [
+    "DEFAULT_LIMITS",
+    "ENV_PREFIX",
+    "MAX_LIMITS",
+    "ConfigError",
+    "ServerConfig",
+    "load_config",
+]
+
+MiB = 1024 * 1024
+ENV_PREFIX = "GRISTMILL_"
+
+DEFAULT_LIMITS = Limits(
+    wall_time_ms=10_000,
+    memory_bytes=256 * MiB,
+    cpu_time_ms=10_000,
+    processes=64,
+    output_bytes=1 * MiB,
+    network=False,
+)
+MAX_LIMITS = Limits(
+    wall_time_ms=15 * 60_000,
+    memory_bytes=8 * 1024 * MiB,
+    cpu_time_ms=15 * 60_000,
+    processes=1024,
+    output_bytes=64 * MiB,
+    network=False,
+)
+
+
+class ConfigError(GristmillError):
+    """A setting is unknown or its value is malformed or inconsistent."""
+
+
+def _default_work_dir() -> Path:
+    if os.geteuid() == 0:
+        return Path("/var/lib/gristmill")
+    return Path(tempfile.gettempdir()) / f"gristmill-{os.geteuid()}"
+
+
+def _cpu_count() -> int:
+    return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    address: str = "127.0.0.1:50051"
+    max_concurrent_jobs: int = field(default_factory=_cpu_count)
+    # Jobs waiting for a slot beyond those running; None means 4 x max_concurrent_jobs.
+    max_queued_jobs: int | None = None
+    default_limits: Limits = DEFAULT_LIMITS
+    # A request over any of these is refused, never clipped; `network` is the policy.
+    max_limits: Limits = MAX_LIMITS
+    # A backend name ("process", "nsjail"); None picks the best this machine supports.
+    sandbox_backend: str | None = None
+    work_dir: Path = field(default_factory=_default_work_dir)
+    # How long a finished job's outcome is kept for requests repeating its id.
+    recent_jobs_ttl_s: float = 600.0
+    runtimes_dir: Path = REPO_ROOT / "runtimes"
+    profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles"
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_jobs < 1:
+            raise ConfigError("max_concurrent_jobs must be at least 1")
+        if self.queue_capacity < 0:
+            raise ConfigError("max_queued_jobs must not be negative")
+        if self.recent_jobs_ttl_s < 0:
+            raise ConfigError("recent_jobs_ttl_s must not be negative")
+        for limit in dataclasses.fields(Limits):
+            default = getattr(self.default_limits, limit.name)
+            maximum = getattr(self.max_limits, limit.name)
+            if default > maximum:
+                raise ConfigError(
+                    f"default_limits.{limit.name} ({default}) is over max_limits.{limit.name}"
+                    f" ({maximum})"
+                )
+
+    @property
+    def queue_capacity(self) -> int:
+        if self.max_queued_jobs is None:
+            return 4 * self.max_concurrent_jobs
+        return self.max_queued_jobs
+
+    @property
+    def allow_network(self) -> bool:
+        return self.max_limits.network
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError(f"not a boolean: {text!r}")
+
+
+# Each flat key and its type.
+_TYPES: dict[str, type] = {
+    "address": str,
+    "max_concurrent_jobs": int,
+    "max_queued_jobs": int,
+    "sandbox_backend": str,
+    "work_dir": Path,
+    "recent_jobs_ttl_s": float,
+    "runtimes_dir": Path,
+    "profiles_dir": Path,
+}
+# Settings whose empty text means None ("pick automatically").
+_OPTIONAL = {"sandbox_backend", "max_queued_jobs"}
+_LIMIT_TABLES = {"default_limits": DEFAULT_LIMITS, "max_limits": MAX_LIMITS}
+_TYPES.update(
+    {
+        f"{table}.{limit.name}": type(getattr(DEFAULT_LIMITS, limit.name))
+        for table in _LIMIT_TABLES
+        for limit in dataclasses.fields(Limits)
+    }
+)
+
+
+def _parse(kind: type, text: str) -> Any:
+    if kind is bool:
+        return _parse_bool(text)
+    return kind(text)
+
+
+def _coerce(key: str, value: Any, origin: str) -> Any:
+    """`value` as the type of setting `key`: text is parsed, typed values are checked."""
+    kind = _TYPES.get(key)
+    if kind is None:
+        raise ConfigError(f"{origin}: unknown setting {key!r}")
+    try:
+        if isinstance(value, str):
+            return None if not value and key in _OPTIONAL else _parse(kind, value)
+        if kind is float and type(value) is int:
+            return float(value)
+        # bool is an int to Python, never to a setting.
+        if type(value) is not kind:
+            raise ValueError(f"expected {kind.__name__}, got {value!r}")
+        return value
+    except ValueError as error:
+        raise ConfigError(f"{origin}: {key}: {error}") from error
+
+
+def _flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, Mapping):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _from_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as error:
+        raise ConfigError(f"{path}: {error}") from error
+    return {key: _coerce(key, value, str(path)) for key, value in _flatten(data).items()}
+
+
+def _env_name(key: str) -> str:
+    return ENV_PREFIX + key.replace(".", "_").upper()
+
+
+def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
+    return {
+        key: _coerce(key, environ[_env_name(key)], _env_name(key))
+        for key in _TYPES
+        if _env_name(key) in environ
+    }
+
+
+def load_config(
+    config_file: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> ServerConfig:
+    """The configuration from defaults, then `config_file`, then `environ`, then `overrides`.
+
+    `overrides` holds flat keys (e.g. from CLI flags); a None value means "not given".
+    `config_file` defaults to `$GRISTMILL_CONFIG` when that is set.
+    """
+    environ = os.environ if environ is None else environ
+    if config_file is None and environ.get(f"{ENV_PREFIX}CONFIG"):
+        config_file = Path(environ[f"{ENV_PREFIX}CONFIG"])
+    settings: dict[str, Any] = {}
+    if config_file is not None:
+        settings.update(_from_toml(config_file))
+    settings.update(_from_env(environ))
+    settings.update(
+        {
+            key: _coerce(key, value, "flag")
+            for key, value in (overrides or {}).items()
+            if value is not None
+        }
+    )
+    return _build(settings)
+
+
+def _build(settings: Mapping[str, Any]) -> ServerConfig:
+    scalars: dict[str, Any] = {key: value for key, value in settings.items() if "." not in key}
+    limits: dict[str, Any] = {
+        table: dataclasses.replace(
+            defaults,
+            **{
+                key.partition(".")[2]: value
+                for key, value in settings.items()
+                if key.startswith(f"{table}.")
+            },
+        )
+        for table, defaults in _LIMIT_TABLES.items()
+    }
+    return ServerConfig(**scalars, **limits)

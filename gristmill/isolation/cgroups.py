@@ -1,0 +1,247 @@
+"""Per-job control groups: the kernel's limits and accounting for a whole process tree.
+
+Two hierarchies exist in the wild: cgroup v1 (one mount per controller, as on
+these machines) and cgroup v2 (one unified tree, as on most current hosts). Which
+one is usable is detected once at start-up; both give the same `JobCgroup`.
+Verdicts come from what the kernel counted here (an OOM kill, the pids limit
+refusing a fork), never from guessing at exit code 137.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+V1_ROOT = Path("/sys/fs/cgroup")
+GROUP_NAME = "gristmill"
+
+
+class Version(enum.Enum):
+    V1 = "v1"
+    V2 = "v2"
+
+
+@dataclass(frozen=True)
+class CgroupStats:
+    oom_kills: int
+    pids_refused: int
+    peak_memory_bytes: int
+    user_cpu_ns: int
+    system_cpu_ns: int
+
+
+def _read_int(path: Path) -> int:
+    try:
+        return int(path.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _read_keyed(path: Path, key: str) -> int:
+    """A value from a flat keyed file such as memory.events ("oom_kill 3")."""
+    try:
+        for line in path.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _write(path: Path, value: str) -> None:
+    path.write_text(value)
+
+
+@dataclass(frozen=True)
+class JobCgroup:
+    """The cgroup(s) of one job: v1 has one directory per controller, v2 just one."""
+
+    version: Version
+    # Controller name -> the job's directory (v2: the one directory under "").
+    dirs: dict[str, Path]
+
+    @property
+    def procs_files(self) -> tuple[Path, ...]:
+        """The files a process writes its pid into to join the job's group."""
+        return tuple(d / "cgroup.procs" for d in self.dirs.values())
+
+    def _dir(self, controller: str) -> Path:
+        return self.dirs[""] if self.version is Version.V2 else self.dirs[controller]
+
+    @property
+    def cpu_usage_file(self) -> Path:
+        """Cumulative CPU time of the whole tree, polled by the supervisor."""
+        if self.version is Version.V2:
+            return self.dirs[""] / "cpu.stat"
+        return self._dir("cpuacct") / "cpuacct.usage"
+
+    def cpu_ns(self) -> int:
+        if self.version is Version.V2:
+            return _read_keyed(self.cpu_usage_file, "usage_usec") * 1000
+        return _read_int(self.cpu_usage_file)
+
+    def pids(self) -> list[int]:
+        found: set[int] = set()
+        for procs in self.procs_files:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in procs.read_text().split())
+        return sorted(found)
+
+    def stats(self) -> CgroupStats:
+        if self.version is Version.V2:
+            d = self.dirs[""]
+            return CgroupStats(
+                oom_kills=_read_keyed(d / "memory.events", "oom_kill"),
+                pids_refused=_read_keyed(d / "pids.events", "max"),
+                peak_memory_bytes=_read_int(d / "memory.peak"),
+                user_cpu_ns=_read_keyed(d / "cpu.stat", "user_usec") * 1000,
+                system_cpu_ns=_read_keyed(d / "cpu.stat", "system_usec") * 1000,
+            )
+        memory, pids, cpu = self._dir("memory"), self._dir("pids"), self._dir("cpuacct")
+        return CgroupStats(
+            oom_kills=_read_keyed(memory / "memory.oom_control", "oom_kill"),
+            pids_refused=_read_keyed(pids / "pids.events", "max"),
+            peak_memory_bytes=_read_int(memory / "memory.max_usage_in_bytes"),
+            user_cpu_ns=_read_int(cpu / "cpuacct.usage_user"),
+            system_cpu_ns=_read_int(cpu / "cpuacct.usage_sys"),
+        )
+
+    def kill_all(self) -> int:
+        """SIGKILLs whatever is left in the group; how many processes that was."""
+        killed = 0
+        for _ in range(50):
+            pids = self.pids()
+            if not pids:
+                return killed
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+                    killed += 1
+            time.sleep(0.01)
+        return killed
+
+    def remove(self) -> None:
+        """Removes the group once it is empty (the kernel refuses while it is not)."""
+        for d in self.dirs.values():
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:
+                    time.sleep(0.005)
+
+
+@dataclass(frozen=True)
+class Cgroups:
+    """A usable hierarchy, found by `detect`, that makes one group per job."""
+
+    version: Version
+    # v1: controller name -> our parent directory in its mount; v2: {"": parent}.
+    parents: dict[str, Path]
+
+    def create(self, memory_bytes: int, processes: int) -> JobCgroup:
+        name = f"job-{uuid.uuid4().hex}"
+        dirs = {controller: parent / name for controller, parent in self.parents.items()}
+        for d in dirs.values():
+            d.mkdir()
+        group = JobCgroup(self.version, dirs)
+        if self.version is Version.V2:
+            d = dirs[""]
+            _write(d / "memory.max", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(d / "memory.swap.max", "0")
+            _write(d / "pids.max", str(processes))
+        else:
+            memory = group._dir("memory")
+            _write(memory / "memory.limit_in_bytes", str(memory_bytes))
+            with contextlib.suppress(OSError):
+                _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
+            _write(group._dir("pids") / "pids.max", str(processes))
+        return group
+
+    def describe(self) -> str:
+        where = ", ".join(str(p) for p in self.parents.values())
+        return f"cgroup {self.version.value} (memory, pids, cpu) under {where}"
+
+
+class CgroupsUnavailable(Exception):
+    """No hierarchy with the memory, pids and cpu controllers can be used here."""
+
+
+_V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+_V2_CONTROLLERS = ("memory", "pids", "cpu")
+
+
+def _mounts() -> list[tuple[str, str, set[str]]]:
+    found = []
+    for line in Path("/proc/self/mounts").read_text().splitlines():
+        _, mountpoint, fstype, options, *_ = line.split()
+        found.append((fstype, mountpoint, set(options.split(","))))
+    return found
+
+
+def _detect_v2(mountpoint: Path) -> Cgroups:
+    available = set((mountpoint / "cgroup.controllers").read_text().split())
+    missing = [c for c in _V2_CONTROLLERS if c not in available]
+    if missing:
+        raise CgroupsUnavailable(
+            f"cgroup v2 at {mountpoint} lacks controllers {missing} (they are bound to v1)"
+        )
+    parent = mountpoint / GROUP_NAME
+    parent.mkdir(exist_ok=True)
+    enable = " ".join(f"+{c}" for c in _V2_CONTROLLERS)
+    _write(mountpoint / "cgroup.subtree_control", enable)
+    _write(parent / "cgroup.subtree_control", enable)
+    return Cgroups(Version.V2, {"": parent})
+
+
+def _detect_v1(mounts: list[tuple[str, str, set[str]]]) -> Cgroups:
+    parents: dict[str, Path] = {}
+    for controller in _V1_CONTROLLERS:
+        mountpoint = next(
+            (Path(m) for fs, m, opts in mounts if fs == "cgroup" and controller in opts), None
+        )
+        if mountpoint is None:
+            raise CgroupsUnavailable(f"cgroup v1 has no {controller} hierarchy mounted")
+        parent = mountpoint / GROUP_NAME
+        parent.mkdir(exist_ok=True)
+        if controller == "memory":
+            with contextlib.suppress(OSError):
+                _write(parent / "memory.use_hierarchy", "1")
+        parents[controller] = parent
+    return Cgroups(Version.V1, parents)
+
+
+def detect(prefer: Version | None = None) -> Cgroups:
+    """The usable hierarchy: v2 when it has the controllers, else v1; raises if neither.
+
+    Creating our parent group needs root; an unprivileged service gets
+    `CgroupsUnavailable` and falls back to rlimits.
+    """
+    mounts = _mounts()
+    reasons = []
+    order = [Version.V2, Version.V1] if prefer is not Version.V1 else [Version.V1]
+    if prefer is Version.V2:
+        order = [Version.V2]
+    for version in order:
+        try:
+            if version is Version.V2:
+                v2 = next((Path(m) for fs, m, _ in mounts if fs == "cgroup2"), None)
+                if v2 is None:
+                    raise CgroupsUnavailable("no cgroup v2 hierarchy mounted")
+                return _detect_v2(v2)
+            return _detect_v1(mounts)
+        except CgroupsUnavailable as error:
+            reasons.append(str(error))
+        except OSError as error:
+            reasons.append(f"cgroup {version.value}: {error}")
+    raise CgroupsUnavailable("; ".join(reasons))

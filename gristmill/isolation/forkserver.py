@@ -1,0 +1,251 @@
+"""The fork server: a single-threaded process that is the parent of every jail.
+
+The gRPC server is threaded, and a threaded process must not do anything but
+exec between fork and exec. So the service starts this module once as its own
+process and sends it one message per job over a Unix socket: the `JailSpec` as
+JSON plus the job's pipes as passed descriptors. For each, it forks a supervisor
+(see `jail.py` for the tree) and goes back to listening.
+
+The supervisor reports to the service on the `report` pipe, one JSON object a
+line: `{"type": "started", ...}` once the program runs, then `{"type": "exit",
+...}`. It kills the job on its wall-clock or CPU deadline, on a byte on the
+`control` pipe (the stop reason), and when the control pipe closes: if the
+service dies, every job it started dies with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from gristmill.isolation.jail import (
+    JailSpec,
+    build_root,
+    enter_namespaces,
+    enter_root,
+    exec_program,
+)
+from gristmill.isolation.linux import PR_SET_DUMPABLE, prctl
+
+FD_NAMES = ("stdout", "stderr", "result", "job", "control", "report")
+"""The descriptors that come with each spawn message, in this order."""
+MAX_MESSAGE = 1 << 20
+CPU_POLL_S = 0.02
+
+
+def _send(fd: int, message: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, json.dumps(message).encode() + b"\n")
+
+
+def _rusage_ns(usage: Any) -> dict[str, int]:
+    return {
+        "user_cpu_ns": int(usage.ru_utime * 1e9),
+        "system_cpu_ns": int(usage.ru_stime * 1e9),
+        "peak_memory_bytes": usage.ru_maxrss * 1024,
+    }
+
+
+def _init(spec: JailSpec, fds: dict[str, int], status: int) -> None:
+    """Pid 1 of the job: starts the program, reaps, reports its end, exits (killing the rest)."""
+    try:
+        os.close(fds["control"])
+        os.close(fds["report"])
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
+            signal.signal(sig, signal.SIG_DFL)
+        enter_root(spec)
+        # The job runs as our uid: undumpable, our /proc/1/{fd,mem} are closed to it.
+        prctl(PR_SET_DUMPABLE, 0)
+        error_r, error_w = os.pipe2(os.O_CLOEXEC)
+        program = os.fork()
+        if program == 0:
+            os.close(error_r)
+            exec_program(spec, fds, error_w)
+        os.close(error_w)
+        for name in ("stdout", "stderr", "result", "job"):
+            os.close(fds[name])
+        failure = os.read(error_r, 4096)
+        if failure:
+            _send(status, {"error": failure.decode(errors="replace")})
+        else:
+            _send(status, {"running": time.monotonic_ns()})
+        while True:
+            try:
+                pid, wait_status, usage = os.wait4(-1, 0)
+            except ChildProcessError:
+                break
+            if pid == program:
+                _send(status, {"wait_status": wait_status, **_rusage_ns(usage)})
+                break
+    except BaseException as error:
+        _send(status, {"error": f"sandbox init: {error}"})
+    finally:
+        os._exit(0)
+
+
+class _Supervision:
+    """The supervisor's view of one running job, its deadlines and its end."""
+
+    def __init__(self, spec: JailSpec, report: int, started_ns: int) -> None:
+        self.spec = spec
+        self.report = report
+        self.started_ns = started_ns
+        self.running_ns = 0
+        self.stopped_for: str | None = None
+        self.error = ""
+        self.end: dict[str, int] = {}
+
+    def on_status(self, message: dict[str, Any]) -> None:
+        if "running" in message:
+            self.running_ns = message["running"]
+            _send(
+                self.report,
+                {"type": "started", "pid": os.getpid(), "setup_ns": self.running_ns - self.started_ns},
+            )
+        elif "error" in message:
+            self.error = message["error"]
+        else:
+            self.end = message
+
+    def deadline_ns(self) -> int | None:
+        if not self.running_ns or not self.spec.wall_time_ms:
+            return None
+        return self.running_ns + self.spec.wall_time_ms * 1_000_000
+
+    def cpu_used_ns(self) -> int:
+        try:
+            text = Path(self.spec.cpu_usage_file).read_text()
+        except OSError:
+            return 0
+        if self.spec.cpu_usage_v2:
+            usec = next(line.split()[1] for line in text.splitlines() if line.startswith("usage_"))
+            return int(usec) * 1000
+        return int(text)
+
+
+def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
+    report, control = fds["report"], fds["control"]
+    started_ns = time.monotonic_ns()
+    try:
+        enter_namespaces(spec)
+        build_root(spec)
+        status_r, status_w = os.pipe()
+        init = os.fork()
+        if init == 0:
+            os.close(status_r)
+            _init(spec, fds, status_w)
+    except BaseException as error:
+        _send(report, {"type": "exit", "setup_error": f"sandbox setup: {error}"})
+        os._exit(0)
+    os.close(status_w)
+    for name in ("stdout", "stderr", "result", "job"):
+        os.close(fds[name])
+    job = _Supervision(spec, report, started_ns)
+    pidfd = os.pidfd_open(init)
+    poller = select.poll()
+    for fd in (pidfd, control, status_r):
+        poller.register(fd, select.POLLIN)
+    buffer = b""
+    init_done = False
+
+    def stop(reason: str) -> None:
+        if job.stopped_for is None:
+            job.stopped_for = reason
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(init, signal.SIGKILL)
+
+    while not init_done:
+        timeout_ms: float | None = None
+        deadline = job.deadline_ns()
+        if deadline is not None:
+            timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
+        if spec.cpu_time_ms and job.running_ns:
+            timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
+        for fd, _ in poller.poll(timeout_ms):
+            if fd == status_r:
+                chunk = os.read(status_r, 65536)
+                if not chunk:
+                    poller.unregister(status_r)
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    job.on_status(json.loads(line))
+            elif fd == control:
+                reason = os.read(control, 64).decode(errors="replace").strip()
+                if not reason:
+                    poller.unregister(control)
+                stop(reason or "cancel")
+            elif fd == pidfd:
+                init_done = True
+        now = time.monotonic_ns()
+        if deadline is not None and now >= deadline:
+            stop("wall_time")
+        if spec.cpu_time_ms and job.running_ns and job.cpu_used_ns() >= spec.cpu_time_ms * 1e6:
+            stop("cpu_time")
+    ended_ns = time.monotonic_ns()
+    os.waitpid(init, 0)
+    with contextlib.suppress(OSError):
+        while chunk := os.read(status_r, 65536):
+            buffer += chunk
+    for line in buffer.split(b"\n"):
+        if line.strip():
+            job.on_status(json.loads(line))
+    _send(
+        report,
+        {
+            "type": "exit",
+            "setup_error": job.error,
+            "stopped_for": job.stopped_for,
+            "wait_status": job.end.get("wait_status"),
+            "run_ns": ended_ns - job.running_ns if job.running_ns else 0,
+            "setup_ns": (job.running_ns or ended_ns) - started_ns,
+            **{k: v for k, v in job.end.items() if k != "wait_status"},
+        },
+    )
+    os._exit(0)
+
+
+def serve(sock: socket.socket) -> None:
+    """Forks a supervisor per message until the service closes its end of the socket."""
+    # Supervisors are reaped by the kernel; each resets this for its own children.
+    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    while True:
+        try:
+            data, fd_list, _, _ = socket.recv_fds(sock, MAX_MESSAGE, len(FD_NAMES))
+        except InterruptedError:
+            continue
+        if not data:
+            return
+        fds = dict(zip(FD_NAMES, fd_list, strict=True))
+        try:
+            spec = JailSpec.from_json(data)
+            pid = os.fork()
+        except (ValueError, TypeError, OSError) as error:
+            _send(fds["report"], {"type": "exit", "setup_error": f"fork server: {error}"})
+            pid = -1
+        if pid == 0:
+            sock.close()
+            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+            try:
+                _supervise(spec, fds)
+            finally:
+                os._exit(1)
+        for fd in fd_list:
+            os.close(fd)
+
+
+def main() -> None:
+    serve(socket.socket(fileno=int(sys.argv[1])))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,260 @@
+"""Builds a jail from inside: namespaces, mounts, rlimits and seccomp, applied in the child.
+
+This is the `process` backend's rendering of a `SandboxProfile`. It runs only in
+processes forked by the single-threaded fork server (`forkserver.py`), never in
+the threaded gRPC server, because what a child may safely do between fork and
+exec in a threaded process is almost nothing.
+
+The process tree of one job:
+
+    fork server (root)
+    └── supervisor   joins the job's cgroup, becomes uid 65534, unshares the
+        │            user/mount/pid/ipc/uts/cgroup(/net) namespaces, builds the root
+        └── init     pid 1 of the job: mounts /proc, pivots into the root, reaps;
+            │        when the program ends, init exits and the kernel kills the rest
+            └── program   rlimits, no_new_privs, seccomp, then exec of the runtime
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import math
+import os
+import resource
+import signal
+import socket
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from gristmill.isolation import linux
+from gristmill.isolation.linux import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+    MNT_DETACH,
+    MS_BIND,
+    MS_NOATIME,
+    MS_NODEV,
+    MS_NODIRATIME,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_RELATIME,
+    MS_REMOUNT,
+    PR_SET_DUMPABLE,
+    PR_SET_NO_NEW_PRIVS,
+    mount,
+    prctl,
+    unshare,
+)
+from gristmill.isolation.profile import BindMount, SandboxProfile
+from gristmill.isolation.seccomp import load_filter
+
+# statvfs flags that a bind remount inside a user namespace must keep ("locked").
+_LOCKED_FLAGS = {
+    os.ST_NOSUID: MS_NOSUID,
+    os.ST_NODEV: MS_NODEV,
+    os.ST_NOEXEC: MS_NOEXEC,
+    os.ST_NOATIME: MS_NOATIME,
+    os.ST_NODIRATIME: MS_NODIRATIME,
+    os.ST_RELATIME: MS_RELATIME,
+}
+
+JOB_FDS = ("stdout", "stderr", "result", "job")
+"""The program's descriptors 1, 2, 3 and 4, in that order (0 is /dev/null)."""
+
+
+@dataclass(frozen=True)
+class JailSpec:
+    """Everything the fork server's children need, flat and JSON-able."""
+
+    argv: list[str]
+    env: dict[str, str]
+    job_dir: str
+    root_dir: str
+    jail_job_dir: str
+    uid: int
+    gid: int
+    hostname: str
+    tmpfs_bytes: int
+    file_size_bytes: int
+    mounts: list[dict[str, object]]
+    symlinks: list[dict[str, str]]
+    devices: list[str]
+    rlimits: dict[str, int]
+    seccomp_deny: list[str]
+    network: bool
+    wall_time_ms: int
+    cpu_time_ms: int
+    # RLIMIT_AS, only when no memory cgroup limits the job.
+    address_space_bytes: int
+    processes: int
+    cgroup_procs: list[str]
+    cpu_usage_file: str
+    cpu_usage_v2: bool
+
+    @classmethod
+    def from_profile(cls, profile: SandboxProfile, **fields: object) -> JailSpec:
+        return cls(
+            uid=profile.uid,
+            gid=profile.gid,
+            hostname=profile.hostname,
+            tmpfs_bytes=profile.tmpfs_bytes,
+            file_size_bytes=profile.file_size_bytes,
+            mounts=[asdict(m) for m in profile.mounts],
+            symlinks=[asdict(s) for s in profile.symlinks],
+            devices=list(profile.devices),
+            rlimits=asdict(profile.rlimits),
+            seccomp_deny=list(profile.seccomp.deny),
+            **fields,  # type: ignore[arg-type]
+        )
+
+    def to_json(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def from_json(cls, data: bytes) -> JailSpec:
+        return cls(**json.loads(data))
+
+
+def _bind(source: str, target: str, *, writable: bool) -> None:
+    """Bind-mounts `source` at `target`, read-only unless `writable`."""
+    if Path(source).is_dir():
+        Path(target).mkdir(parents=True, exist_ok=True)
+    else:
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).touch(exist_ok=True)
+    mount(source, target, None, MS_BIND | MS_REC)
+    flags = MS_REMOUNT | MS_BIND | MS_NOSUID
+    if not writable:
+        flags |= MS_RDONLY
+    vfs = os.statvfs(target).f_flag
+    for st_flag, ms_flag in _LOCKED_FLAGS.items():
+        if vfs & st_flag:
+            flags |= ms_flag
+    mount(None, target, None, flags)
+
+
+def enter_namespaces(spec: JailSpec) -> None:
+    """Drops to the jail's uid on the host, then unshares every namespace as that user.
+
+    Being unprivileged on the host first means the jail's uid maps to the same
+    unprivileged host uid, never to root; the new user namespace still grants
+    the capabilities needed to build the mounts.
+    """
+    for procs in spec.cgroup_procs:
+        Path(procs).write_text(str(os.getpid()))
+    os.setgroups([])
+    os.setresgid(spec.gid, spec.gid, spec.gid)
+    os.setresuid(spec.uid, spec.uid, spec.uid)
+    # Changing uid made us non-dumpable, which would make our own uid_map root's.
+    prctl(PR_SET_DUMPABLE, 1)
+    flags = CLONE_NEWUSER | CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWIPC | CLONE_NEWUTS
+    flags |= CLONE_NEWCGROUP
+    if not spec.network:
+        flags |= CLONE_NEWNET
+    unshare(flags)
+    Path("/proc/self/setgroups").write_text("deny")
+    Path("/proc/self/uid_map").write_text(f"{spec.uid} {spec.uid} 1")
+    Path("/proc/self/gid_map").write_text(f"{spec.gid} {spec.gid} 1")
+
+
+def build_root(spec: JailSpec) -> None:
+    """Builds the jail's root file system on a small tmpfs at `spec.root_dir`."""
+    root = spec.root_dir
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
+    for m in spec.mounts:
+        bind = BindMount(**m)  # type: ignore[arg-type]
+        if not Path(bind.source).exists():
+            if bind.optional:
+                continue
+            raise FileNotFoundError(errno.ENOENT, f"mount source {bind.source} is missing")
+        _bind(bind.source, root + bind.target, writable=bind.writable)
+    for device in spec.devices:
+        target = root + device
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).touch()
+        mount(device, target, None, MS_BIND)
+    for link in spec.symlinks:
+        Path(root + link["path"]).parent.mkdir(parents=True, exist_ok=True)
+        Path(root + link["path"]).symlink_to(link["target"])
+    _bind(spec.job_dir, root + spec.jail_job_dir, writable=True)
+    tmp = root + "/tmp"
+    Path(tmp).mkdir(exist_ok=True)
+    mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec.tmpfs_bytes},mode=1777")
+    Path(root + "/proc").mkdir(exist_ok=True)
+
+
+def enter_root(spec: JailSpec) -> None:
+    """In the new pid namespace: mounts its /proc, pivots into the root, seals it read-only."""
+    root = spec.root_dir
+    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    os.chdir(root)
+    # pivot_root(".", ".") stacks the old root under the new one; detaching it drops it.
+    linux.pivot_root(".", ".")
+    linux.umount2(".", MNT_DETACH)
+    os.chdir("/")
+    mount(None, "/", None, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV)
+    socket.sethostname(spec.hostname)
+
+
+def _set_rlimits(spec: JailSpec) -> None:
+    limits = {
+        resource.RLIMIT_NOFILE: spec.rlimits["nofile"],
+        resource.RLIMIT_STACK: spec.rlimits["stack"],
+        resource.RLIMIT_CORE: spec.rlimits["core"],
+        resource.RLIMIT_MEMLOCK: spec.rlimits["memlock"],
+        resource.RLIMIT_FSIZE: spec.file_size_bytes,
+        # Counted per user namespace, so this is the job's own process count.
+        resource.RLIMIT_NPROC: spec.processes,
+    }
+    for which, value in limits.items():
+        resource.setrlimit(which, (value, value))
+    if spec.cpu_time_ms:
+        # A backstop: the supervisor stops the whole tree on the cgroup's count first.
+        seconds = math.ceil(spec.cpu_time_ms / 1000) + 1
+        resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 1))
+    if spec.address_space_bytes:
+        resource.setrlimit(resource.RLIMIT_AS, (spec.address_space_bytes,) * 2)
+
+
+def _install_fds(fds: dict[str, int], error_pipe: int) -> int:
+    """Puts /dev/null and the job's channels at 0..4 and closes all else but the error pipe.
+
+    Returns the error pipe's new number; it stays close-on-exec.
+    """
+    wanted = [os.open("/dev/null", os.O_RDONLY)] + [fds[name] for name in JOB_FDS]
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in [*wanted, error_pipe]]
+    for target, fd in enumerate(high[:-1]):
+        os.dup2(fd, target)
+    error_fd = high[-1]
+    os.closerange(len(wanted), error_fd)
+    os.closerange(error_fd + 1, 65536)
+    return error_fd
+
+
+def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
+    """Becomes the job's program. Never returns: execs, or reports why not and exits 127."""
+    try:
+        os.setsid()
+        os.chdir(spec.jail_job_dir)
+        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_DFL)
+        _set_rlimits(spec)
+        prctl(PR_SET_NO_NEW_PRIVS, 1)
+        error_pipe = _install_fds(fds, error_pipe)
+        load_filter(spec.seccomp_deny, network=spec.network)
+        os.execve(spec.argv[0], spec.argv, spec.env)
+    except BaseException as error:
+        os.write(error_pipe, f"cannot start {spec.argv[0]}: {error}".encode())
+    finally:
+        os._exit(127)

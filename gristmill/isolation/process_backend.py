@@ -1,0 +1,241 @@
+"""The `process` backend: our own namespaces, cgroup, rlimits and seccomp, no nsjail.
+
+The asyncio side lives here; the jail is built by the fork server's children
+(`forkserver.py`, `jail.py`), because the gRPC server is threaded and must not
+fork-and-configure itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from typing import Any
+
+from gristmill.errors import SandboxFailure
+from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, StopReason
+from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
+from gristmill.isolation.forkserver import FD_NAMES
+from gristmill.isolation.jail import JailSpec
+from gristmill.languages.spec import JAIL_JOB_DIR
+
+STREAM_LIMIT = 1 << 20
+_FORK_SERVER_MAIN = "from gristmill.isolation.forkserver import main; main()"
+
+
+async def _reader(fd: int) -> asyncio.StreamReader:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=STREAM_LIMIT)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(fd, "rb", 0)
+    )
+    return reader
+
+
+class ProcessSandbox:
+    """One job's sandbox, seen from the service through its pipes."""
+
+    def __init__(
+        self,
+        readers: dict[str, asyncio.StreamReader],
+        job_fd: int,
+        control_fd: int,
+        cgroup: JobCgroup | None,
+    ) -> None:
+        self.stdout = readers["stdout"]
+        self.stderr = readers["stderr"]
+        self.result = readers["result"]
+        self._report = readers["report"]
+        self._job_fd = job_fd
+        self._control_fd = control_fd
+        self._cgroup = cgroup
+        self._started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._exit: dict[str, Any] | None = None
+        self._stop_reason: StopReason | None = None
+        self._reading = asyncio.ensure_future(self._read_report())
+
+    async def _read_report(self) -> None:
+        async for line in self._report:
+            message = json.loads(line)
+            if message["type"] == "started" and not self._started.done():
+                self._started.set_result(message["pid"])
+            elif message["type"] == "exit":
+                self._exit = message
+        if not self._started.done():
+            self._started.set_result(0)
+
+    async def started(self) -> int:
+        return await asyncio.shield(self._started)
+
+    async def send_job(self, message: bytes) -> None:
+        loop = asyncio.get_running_loop()
+        pipe = os.fdopen(self._job_fd, "wb", 0)
+        transport, protocol = await loop.connect_write_pipe(
+            asyncio.streams.FlowControlMixin, pipe
+        )
+        writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        try:
+            writer.write(message)
+            await writer.drain()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the program ended without reading its job; its exit tells why
+        finally:
+            writer.close()
+
+    def stop(self, reason: StopReason) -> None:
+        if self._stop_reason is None:
+            self._stop_reason = reason
+        with contextlib.suppress(OSError):
+            os.write(self._control_fd, reason.value.encode())
+
+    async def wait(self) -> SandboxExit:
+        try:
+            await self._reading
+        finally:
+            os.close(self._control_fd)
+        leftover = 0
+        stats = None
+        if self._cgroup is not None:
+            leftover = await asyncio.to_thread(self._cgroup.kill_all)
+            stats = self._cgroup.stats()
+            await asyncio.to_thread(self._cgroup.remove)
+        return self._decode_exit(self._exit or {"setup_error": "the supervisor died"}, leftover, stats)
+
+    def _decode_exit(self, m: dict[str, Any], leftover: int, stats: Any) -> SandboxExit:
+        wait_status = m.get("wait_status")
+        exit_code, sig = -1, 0
+        if wait_status is not None:
+            if os.WIFSIGNALED(wait_status):
+                sig = os.WTERMSIG(wait_status)
+            else:
+                exit_code = os.waitstatus_to_exitcode(wait_status)
+        elif m.get("stopped_for") or not m.get("setup_error"):
+            sig = signal.SIGKILL  # the whole namespace died with its init
+        stopped = m.get("stopped_for")
+        reason = self._stop_reason if stopped == "cancel" else None
+        return SandboxExit(
+            exit_code=exit_code,
+            signal=sig,
+            stopped_for=reason or (StopReason(stopped) if stopped else None),
+            setup_error=m.get("setup_error") or "",
+            setup_ns=m.get("setup_ns", 0),
+            run_ns=m.get("run_ns", 0),
+            user_cpu_ns=stats.user_cpu_ns if stats else m.get("user_cpu_ns", 0),
+            system_cpu_ns=stats.system_cpu_ns if stats else m.get("system_cpu_ns", 0),
+            peak_memory_bytes=stats.peak_memory_bytes if stats else m.get("peak_memory_bytes", 0),
+            oom_killed=bool(stats and stats.oom_kills),
+            pids_limit_hit=bool(stats and stats.pids_refused),
+            leftover_processes=leftover,
+        )
+
+
+class ProcessBackend:
+    """Starts jails through a fork server process it owns."""
+
+    name = "process"
+
+    def __init__(self, cgroups: Cgroups | None, cgroups_problem: str = "") -> None:
+        self.cgroups = cgroups
+        self._cgroups_problem = cgroups_problem
+        self._server: subprocess.Popen[bytes] | None = None
+        self._sock: socket.socket | None = None
+
+    def _start_fork_server(self) -> socket.socket:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._server = subprocess.Popen(
+            [sys.executable, "-c", _FORK_SERVER_MAIN, str(theirs.fileno())],
+            pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL,
+            cwd="/",
+        )
+        theirs.close()
+        self._sock = ours
+        return ours
+
+    def info(self) -> SandboxInfo:
+        enforced = ["wall_time", "cpu_time", "output", "network", "file_size"]
+        if self.cgroups is not None:
+            enforced[1:1] = ["memory", "processes"]
+            detail = self.cgroups.describe()
+        else:
+            enforced[1:1] = ["memory (RLIMIT_AS)", "processes (RLIMIT_NPROC)"]
+            detail = f"no cgroups ({self._cgroups_problem}); memory by RLIMIT_AS"
+        return SandboxInfo(self.name, tuple(enforced), f"namespaces + seccomp; {detail}")
+
+    def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
+        limits = plan.limits
+        return JailSpec.from_profile(
+            plan.profile,
+            argv=list(plan.argv),
+            env=dict(plan.env),
+            job_dir=str(plan.job_dir),
+            root_dir=str(plan.root_dir),
+            jail_job_dir=JAIL_JOB_DIR,
+            network=limits.network,
+            wall_time_ms=limits.wall_time_ms,
+            cpu_time_ms=limits.cpu_time_ms,
+            address_space_bytes=0 if cgroup else limits.memory_bytes,
+            processes=limits.processes + plan.profile.overhead_processes,
+            cgroup_procs=[str(p) for p in cgroup.procs_files] if cgroup else [],
+            cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
+            cpu_usage_v2=bool(cgroup and cgroup.version is Version.V2),
+        )
+
+    def _send(self, payload: bytes, fds: list[int]) -> None:
+        for attempt in range(2):
+            sock = self._sock or self._start_fork_server()
+            try:
+                socket.send_fds(sock, [payload], fds)
+                return
+            except OSError as error:
+                self._sock = None
+                if attempt:
+                    raise SandboxFailure(f"the fork server is gone: {error}") from error
+
+    async def start(self, plan: SandboxPlan) -> ProcessSandbox:
+        processes = plan.limits.processes + plan.profile.overhead_processes
+        cgroup = (
+            self.cgroups.create(plan.limits.memory_bytes, processes) if self.cgroups else None
+        )
+        pipes = {name: os.pipe() for name in FD_NAMES}
+        # The child gets the write ends of its output channels and the read ends of its inputs.
+        theirs = {
+            "stdout": pipes["stdout"][1],
+            "stderr": pipes["stderr"][1],
+            "result": pipes["result"][1],
+            "job": pipes["job"][0],
+            "control": pipes["control"][0],
+            "report": pipes["report"][1],
+        }
+        ours = {name: (r if theirs[name] == w else w) for name, (r, w) in pipes.items()}
+        try:
+            self._send(self._spec(plan, cgroup).to_json(), [theirs[n] for n in FD_NAMES])
+        except BaseException:
+            for fd in (*theirs.values(), *ours.values()):
+                os.close(fd)
+            if cgroup:
+                cgroup.remove()
+            raise
+        for fd in theirs.values():
+            os.close(fd)
+        readers = {
+            name: await _reader(ours[name]) for name in ("stdout", "stderr", "result", "report")
+        }
+        return ProcessSandbox(readers, ours["job"], ours["control"], cgroup)
+
+    async def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        if self._server is not None:
+            try:
+                await asyncio.to_thread(self._server.wait, 5)
+            except subprocess.TimeoutExpired:
+                self._server.kill()
+            self._server = None
+

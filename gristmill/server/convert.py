@@ -1,0 +1,147 @@
+"""Protobuf messages to and from `gristmill.model` values: the only module that builds pb2 types.
+
+Inside the service everything speaks the plain model; a request becomes a validated
+`Job` here (rules in `validate`), and an `Outcome` or event becomes a message here.
+"""
+
+from __future__ import annotations
+
+from google.protobuf import json_format
+
+from gristmill.config import ServerConfig
+from gristmill.errors import InvalidRequest
+from gristmill.isolation.backend import SandboxInfo
+from gristmill.languages import Registry, Runtime
+from gristmill.model import (
+    Job,
+    JobEvent,
+    JobFile,
+    Limits,
+    Outcome,
+    Output,
+    OutputEvent,
+    PhaseEvent,
+    StartedEvent,
+)
+from gristmill.server import validate
+from gristmill.v1 import runtime_pb2 as pb
+
+
+def job_from_proto(
+    message: pb.Job, registry: Registry, config: ServerConfig, remaining_s: float | None
+) -> Job:
+    """A validated job; `remaining_s` is the caller's deadline, which bounds the wall time."""
+    job_id = validate.job_id(message.id)
+    runtime = registry.get(message.language)
+    if message.HasField("args") and message.args_json:
+        raise InvalidRequest("job.args_json", "set either args or args_json, not both")
+    args = (
+        validate.args_json(message.args_json)
+        if message.args_json
+        else json_format.MessageToDict(message.args)
+    )
+    asked = Limits(
+        wall_time_ms=message.limits.wall_time_ms,
+        memory_bytes=message.limits.memory_bytes,
+        cpu_time_ms=message.limits.cpu_time_ms,
+        processes=message.limits.processes,
+        output_bytes=message.limits.output_bytes,
+        network=message.limits.network,
+    )
+    limits = validate.limits(asked, config.default_limits, config.max_limits)
+    return Job(
+        id=job_id,
+        language=runtime.name,
+        code=message.code,
+        entry_point=validate.entry_point(message.entry_point, runtime.spec.default_entry_point),
+        args=args,
+        limits=validate.clamp_wall_time(limits, remaining_s),
+        files=validate.files(
+            JobFile(path=f.path, content=f.content, executable=f.executable) for f in message.files
+        ),
+        env=validate.env(message.env),
+    )
+
+
+def _output(output: Output) -> pb.Output:
+    return pb.Output(data=output.data, truncated=output.truncated, total_bytes=output.total_bytes)
+
+
+def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
+    usage = outcome.usage
+    message = pb.Outcome(
+        job_id=outcome.job_id,
+        verdict=outcome.verdict.value,
+        result_json=outcome.result_json,
+        stdout=_output(outcome.stdout),
+        stderr=_output(outcome.stderr),
+        exit_code=outcome.exit_code,
+        signal=outcome.signal,
+        usage=pb.Usage(
+            wall_time_ms=usage.wall_time_ms,
+            user_cpu_ms=usage.user_cpu_ms,
+            system_cpu_ms=usage.system_cpu_ms,
+            peak_memory_bytes=usage.peak_memory_bytes,
+            processes=usage.processes,
+            phases=pb.Phases(
+                queued_ms=usage.phases.queued_ms,
+                prepare_ms=usage.phases.prepare_ms,
+                sandbox_setup_ms=usage.phases.sandbox_setup_ms,
+                run_ms=usage.phases.run_ms,
+            ),
+        ),
+        sandbox=outcome.sandbox,
+        detail=outcome.detail,
+    )
+    if outcome.error is not None:
+        message.error.CopyFrom(
+            pb.JobError(
+                name=outcome.error.name,
+                message=outcome.error.message,
+                stack=[
+                    pb.StackFrame(file=f.file, line=f.line, function=f.function, text=f.text)
+                    for f in outcome.error.stack
+                ],
+            )
+        )
+    return message
+
+
+def accepted_event(job_id: str, deduplicated: bool) -> pb.ExecuteEvent:
+    return pb.ExecuteEvent(accepted=pb.Accepted(job_id=job_id, deduplicated=deduplicated))
+
+
+def outcome_event(outcome: Outcome) -> pb.ExecuteEvent:
+    return pb.ExecuteEvent(outcome=outcome_to_proto(outcome))
+
+
+def event_to_proto(event: JobEvent) -> pb.ExecuteEvent:
+    match event:
+        case PhaseEvent(name=name, detail=detail):
+            return pb.ExecuteEvent(phase=pb.Phase(name=name, detail=detail))
+        case StartedEvent(pid=pid):
+            return pb.ExecuteEvent(started=pb.Started(pid=pid))
+        case OutputEvent(stream="stdout", data=data):
+            return pb.ExecuteEvent(stdout=data)
+        case OutputEvent(stream="stderr", data=data):
+            return pb.ExecuteEvent(stderr=data)
+    raise ValueError(f"no message for event {event!r}")
+
+
+def runtime_info(runtime: Runtime) -> pb.RuntimeInfo:
+    """What ListRuntimes says of one language; asks its toolchain for a version (blocking)."""
+    return pb.RuntimeInfo(
+        language=runtime.name,
+        display_name=runtime.spec.display_name,
+        toolchain_version=runtime.toolchain_version,
+        available=runtime.available,
+        unavailable_reason="" if runtime.available else f"missing {', '.join(runtime.missing)}",
+        file_extensions=list(runtime.spec.extensions),
+        default_entry_point=runtime.spec.default_entry_point,
+    )
+
+
+def sandbox_info(info: SandboxInfo) -> pb.SandboxInfo:
+    return pb.SandboxInfo(
+        backend=info.backend, enforced_limits=list(info.enforced_limits), detail=info.detail
+    )

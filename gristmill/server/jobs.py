@@ -1,0 +1,167 @@
+"""The table of jobs in flight and recently finished, keyed by job id.
+
+The job id is the idempotency key: a request repeating an id while the job runs joins
+that run (it never runs twice), and one arriving after it finished gets the same
+outcome until `ttl_s` has passed. A job lives as long as someone waits for it: when
+its last waiting client goes away, it is cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Protocol
+
+from gristmill.isolation.backend import SandboxInfo
+from gristmill.model import Job, JobEvent, Outcome, Verdict
+from gristmill.server.admission import Admission, Ticket
+
+__all__ = ["JobRunner", "JobTable", "Subscription"]
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner(Protocol):
+    """What the table needs of `gristmill.jobs.executor.Executor`."""
+
+    def sandbox_info(self) -> SandboxInfo: ...
+
+    async def run(
+        self,
+        job: Job,
+        on_event: Callable[[JobEvent], None] | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> Outcome: ...
+
+
+_END = object()
+"""Put on a listener's queue after the job's last event."""
+
+
+@dataclass(eq=False)
+class _Entry:
+    job: Job
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    history: list[JobEvent] = field(default_factory=list)
+    listeners: set[asyncio.Queue[object]] = field(default_factory=set)
+    waiters: int = 0
+    task: asyncio.Task[Outcome] | None = None
+
+    def publish(self, event: JobEvent) -> None:
+        self.history.append(event)
+        for queue in self.listeners:
+            queue.put_nowait(event)
+
+    def finished(self) -> bool:
+        assert self.task is not None
+        return self.task.done()
+
+
+class Subscription:
+    """One client's interest in a job, held with `async with`; leaving it may cancel the job."""
+
+    def __init__(self, table: JobTable, entry: _Entry, deduplicated: bool) -> None:
+        self._table = table
+        self._entry = entry
+        # True when this request joined a job already in flight or finished.
+        self.deduplicated = deduplicated
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self._table._leave(self._entry)
+
+    async def outcome(self) -> Outcome:
+        """The job's outcome; this caller going away does not cancel the run for others."""
+        assert self._entry.task is not None
+        return await asyncio.shield(self._entry.task)
+
+    async def events(self) -> AsyncIterator[JobEvent]:
+        """Every event of the job: those already past, then live ones until it ends."""
+        queue: asyncio.Queue[object] = asyncio.Queue()
+        for event in self._entry.history:
+            queue.put_nowait(event)
+        if self._entry.finished():
+            queue.put_nowait(_END)
+        self._entry.listeners.add(queue)
+        try:
+            while (item := await queue.get()) is not _END:
+                yield item  # type: ignore[misc]
+        finally:
+            self._entry.listeners.discard(queue)
+
+
+class JobTable:
+    def __init__(self, runner: JobRunner, admission: Admission, ttl_s: float) -> None:
+        self._runner = runner
+        self._admission = admission
+        self._ttl_s = ttl_s
+        self._entries: dict[str, _Entry] = {}
+
+    def submit(self, job: Job) -> Subscription:
+        """Joins the job with `job.id` or starts `job`; raises `Overloaded` when full."""
+        entry = self._entries.get(job.id)
+        if entry is not None:
+            entry.waiters += 1
+            return Subscription(self, entry, deduplicated=True)
+        ticket = self._admission.admit()
+        entry = _Entry(job=job, waiters=1)
+        entry.task = asyncio.create_task(self._run(entry, ticket), name=f"job {job.id}")
+        entry.task.add_done_callback(lambda _: ticket.release())
+        entry.task.add_done_callback(lambda task: self._finish(entry, task))
+        self._entries[job.id] = entry
+        return Subscription(self, entry, deduplicated=False)
+
+    async def cancel(self, job_id: str) -> bool:
+        """Cancels a running job and returns once its run is over; False if none was running."""
+        entry = self._entries.get(job_id)
+        if entry is None or entry.finished():
+            return False
+        entry.cancel.set()
+        assert entry.task is not None
+        await asyncio.wait({entry.task})
+        return True
+
+    async def close(self) -> None:
+        """Cancels every running job and waits until each run is over."""
+        running = [e for e in self._entries.values() if not e.finished()]
+        await asyncio.gather(*(self.cancel(entry.job.id) for entry in running))
+
+    async def _run(self, entry: _Entry, ticket: Ticket) -> Outcome:
+        if not await ticket.wait_turn(entry.cancel):
+            return Outcome(
+                job_id=entry.job.id, verdict=Verdict.CANCELLED, detail="cancelled while queued"
+            )
+        outcome = await self._runner.run(entry.job, entry.publish, entry.cancel)
+        phases = dataclasses.replace(outcome.usage.phases, queued_ms=ticket.queued_ms)
+        return dataclasses.replace(outcome, usage=dataclasses.replace(outcome.usage, phases=phases))
+
+    def _finish(self, entry: _Entry, task: asyncio.Task[Outcome]) -> None:
+        for queue in entry.listeners:
+            queue.put_nowait(_END)
+        if task.cancelled() or task.exception() is not None:
+            # The service failed, not the job: forget it so that a retry can run it again.
+            # Each waiting caller gets the exception; `exception()` also marks it as seen.
+            log.debug("job %s ended without an outcome", entry.job.id)
+            self._forget(entry)
+            return
+        asyncio.get_running_loop().call_later(self._ttl_s, self._forget, entry)
+
+    def _forget(self, entry: _Entry) -> None:
+        if self._entries.get(entry.job.id) is entry:
+            del self._entries[entry.job.id]
+
+    def _leave(self, entry: _Entry) -> None:
+        entry.waiters -= 1
+        if entry.waiters == 0 and not entry.finished():
+            entry.cancel.set()

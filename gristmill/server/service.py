@@ -1,0 +1,161 @@
+"""The grpc.aio servicer of `gristmill.v1.Runtime`: a thin transport over the job table.
+
+Each handler converts its request (`convert`), asks the job table or the registry,
+and converts back. The service's own errors are translated to status codes once,
+here, by `_boundary`; a user's program failing is an Outcome, never an RPC error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from typing import NoReturn, TypeVar
+
+import grpc
+
+from gristmill import errors
+from gristmill.config import ServerConfig
+from gristmill.languages import Registry
+from gristmill.model import Job
+from gristmill.server import convert, validate
+from gristmill.server.jobs import JobRunner, JobTable
+from gristmill.v1 import runtime_pb2 as pb
+from gristmill.v1 import runtime_pb2_grpc
+
+__all__ = ["RuntimeServicer", "status_for"]
+
+log = logging.getLogger(__name__)
+
+_Servicer = TypeVar("_Servicer")
+_Request = TypeVar("_Request")
+_Reply = TypeVar("_Reply")
+
+_STATUS: tuple[tuple[type[errors.GristmillError], grpc.StatusCode], ...] = (
+    (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
+    (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.LanguageUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
+    (errors.NotFound, grpc.StatusCode.NOT_FOUND),
+)
+
+
+def status_for(error: Exception) -> grpc.StatusCode:
+    """The status code a failure of the service is answered with."""
+    for kind, code in _STATUS:
+        if isinstance(error, kind):
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: Exception, rpc: str) -> NoReturn:
+    code = status_for(error)
+    if code is grpc.StatusCode.INTERNAL:
+        log.error("%s failed", rpc, exc_info=error)
+    message = str(error) if isinstance(error, errors.GristmillError) else "internal error"
+    await context.abort(code, message)
+    raise AssertionError("grpc's context.abort always raises")
+
+
+def _unary(
+    handler: Callable[[_Servicer, _Request, grpc.aio.ServicerContext], Awaitable[_Reply]],
+) -> Callable[[_Servicer, _Request, grpc.aio.ServicerContext], Awaitable[_Reply]]:
+    """The handler with the service's errors answered as statuses."""
+
+    @functools.wraps(handler)
+    async def translated(
+        self: _Servicer, request: _Request, context: grpc.aio.ServicerContext
+    ) -> _Reply:
+        try:
+            return await handler(self, request, context)
+        except Exception as error:
+            await _abort(context, error, handler.__name__)
+
+    return translated
+
+
+def _streaming(
+    handler: Callable[[_Servicer, _Request, grpc.aio.ServicerContext], AsyncGenerator[_Reply]],
+) -> Callable[[_Servicer, _Request, grpc.aio.ServicerContext], AsyncGenerator[_Reply]]:
+    """The streaming handler with the service's errors answered as statuses."""
+
+    @functools.wraps(handler)
+    async def translated(
+        self: _Servicer, request: _Request, context: grpc.aio.ServicerContext
+    ) -> AsyncGenerator[_Reply]:
+        try:
+            # aclosing: a client going away closes the handler at once, leaving its job.
+            async with contextlib.aclosing(handler(self, request, context)) as replies:
+                async for reply in replies:
+                    yield reply
+        except Exception as error:
+            await _abort(context, error, handler.__name__)
+
+    return translated
+
+
+class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
+    def __init__(
+        self, config: ServerConfig, registry: Registry, runner: JobRunner, table: JobTable
+    ) -> None:
+        self._config = config
+        self._registry = registry
+        self._runner = runner
+        self._table = table
+
+    def _job(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> Job:
+        return convert.job_from_proto(
+            request.job, self._registry, self._config, context.time_remaining()
+        )
+
+    @_unary
+    async def Execute(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.Outcome:
+        async with self._table.submit(self._job(request, context)) as subscription:
+            return convert.outcome_to_proto(await subscription.outcome())
+
+    @_streaming
+    async def ExecuteStream(
+        self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncGenerator[pb.ExecuteEvent]:
+        job = self._job(request, context)
+        async with self._table.submit(job) as subscription:
+            yield convert.accepted_event(job.id, subscription.deduplicated)
+            async for event in subscription.events():
+                yield convert.event_to_proto(event)
+            yield convert.outcome_event(await subscription.outcome())
+
+    @_unary
+    async def Cancel(
+        self, request: pb.CancelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.CancelResponse:
+        job_id = validate.job_id(request.job_id, field="job_id")
+        return pb.CancelResponse(cancelled=await self._table.cancel(job_id))
+
+    @_unary
+    async def ListRuntimes(
+        self, request: pb.ListRuntimesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListRuntimesResponse:
+        # Asking each toolchain its version runs a program: keep it off the event loop.
+        runtimes = await asyncio.to_thread(
+            lambda: [convert.runtime_info(runtime) for runtime in self._registry]
+        )
+        return pb.ListRuntimesResponse(
+            runtimes=runtimes, sandbox=convert.sandbox_info(self._runner.sandbox_info())
+        )
+
+    @_unary
+    async def Describe(
+        self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DescribeResponse:
+        runtime = self._registry.get(request.language)
+        entry_point = validate.entry_point(
+            request.entry_point, runtime.spec.default_entry_point, field="entry_point"
+        )
+        schema = await asyncio.to_thread(runtime.plugin.describe, request.code, entry_point)
+        return pb.DescribeResponse(
+            parameters_schema_json=json.dumps(schema), entry_point=entry_point
+        )

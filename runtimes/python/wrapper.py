@@ -1,0 +1,196 @@
+"""gristmill's Python wrapper: runs `main(**args)` of the job's code, per runtimes/PROTOCOL.md.
+
+Started by the sandbox before the job is known; it reads the job message on fd 4,
+then loads the user's code, binds the arguments to the entry point's parameters,
+calls it and writes the result or the error on fd 3. Standard library only, and
+as little of it as possible: every import here is paid by every job.
+"""
+
+import json
+import os
+import sys
+import types
+
+RESULT_FD = 3
+JOB_FD = 4
+JOB_DIR = "/job"
+
+# Annotation names checked against the JSON value given; anything else is not checked.
+_JSON_TYPES = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "list": (list,),
+    "dict": (dict,),
+    "List": (list,),
+    "Dict": (dict,),
+}
+
+
+class ArgumentError(Exception):
+    """The arguments do not fit the entry point's parameters."""
+
+
+def _annotation_types(annotation):
+    """(accepted types, None allowed) for an annotation, or None when it is not checked."""
+    if isinstance(annotation, type):
+        text = annotation.__name__
+    elif isinstance(annotation, str):
+        text = annotation.replace(" ", "")
+    else:
+        text = str(annotation).replace("typing.", "").replace(" ", "")
+    optional = False
+    if text.startswith("Optional[") and text.endswith("]"):
+        text, optional = text[len("Optional[") : -1], True
+    parts = text.split("|")
+    if "None" in parts:
+        parts.remove("None")
+        optional = True
+    accepted = ()
+    for part in parts:
+        base = part.split("[", 1)[0]
+        if base not in _JSON_TYPES:
+            return None
+        accepted += _JSON_TYPES[base]
+    return accepted, optional
+
+
+def _check_type(name, value, annotation):
+    checked = _annotation_types(annotation)
+    if checked is None:
+        return
+    accepted, optional = checked
+    if value is None and optional:
+        return
+    is_bool = isinstance(value, bool)
+    if is_bool and bool not in accepted or not isinstance(value, accepted):
+        expected = annotation if isinstance(annotation, str) else getattr(
+            annotation, "__name__", str(annotation)
+        )
+        got = "null" if value is None else type(value).__name__
+        raise ArgumentError(f"argument {name!r} must be {expected}, got {got}")
+
+
+def bind(function, args):
+    """The keyword arguments for `function`, or ArgumentError naming what does not fit."""
+    code = function.__code__
+    positional = code.co_varnames[: code.co_argcount + code.co_kwonlyargcount]
+    names = positional[code.co_posonlyargcount :]
+    accepts_any = bool(code.co_flags & 0x08)  # **kwargs
+    defaults = function.__defaults__ or ()
+    first_default = code.co_argcount - len(defaults)
+    kw_defaults = function.__kwdefaults__ or {}
+    annotations = getattr(function, "__annotations__", {})
+    if code.co_posonlyargcount:
+        raise ArgumentError("positional-only parameters cannot be given by name")
+    unknown = [key for key in args if key not in names]
+    if unknown and not accepts_any:
+        raise ArgumentError(f"unknown argument {unknown[0]!r}; parameters: {', '.join(names)}")
+    for index, name in enumerate(names):
+        has_default = (index >= first_default and index < code.co_argcount) or name in kw_defaults
+        if name not in args:
+            if not has_default:
+                raise ArgumentError(f"missing argument {name!r}")
+            continue
+        if name in annotations:
+            _check_type(name, args[name], annotations[name])
+    return dict(args)
+
+
+def _frames(error):
+    """The user's frames of `error`'s traceback, innermost last."""
+    import traceback
+
+    frames = []
+    for frame in traceback.extract_tb(error.__traceback__):
+        if frame.filename.startswith(JOB_DIR + "/"):
+            frames.append(
+                {
+                    "file": frame.filename[len(JOB_DIR) + 1 :],
+                    "line": frame.lineno or 0,
+                    "function": frame.name,
+                    "text": frame.line or "",
+                }
+            )
+    return frames
+
+
+def _print_traceback(error):
+    import traceback
+
+    lines = ["Traceback (most recent call last):\n"]
+    for frame in _frames(error):
+        lines.append(f'  File "{frame["file"]}", line {frame["line"]}, in {frame["function"]}\n')
+        if frame["text"]:
+            lines.append(f"    {frame['text']}\n")
+    lines.extend(traceback.format_exception_only(type(error), error))
+    sys.stderr.write("".join(lines))
+
+
+def _report(channel, message):
+    channel.write(json.dumps(message, ensure_ascii=False, allow_nan=False))
+    channel.flush()
+
+
+def _error(name, message, stack=(), verdict="ERROR"):
+    return {"error": {"name": name, "message": message, "stack": list(stack)}, "verdict": verdict}
+
+
+def run(job):
+    source_path = job["source"]
+    with open(source_path, encoding="utf-8") as source:
+        code = compile(source.read(), source_path, "exec")
+    module = types.ModuleType("main")
+    module.__file__ = source_path
+    sys.modules["main"] = module
+    sys.path.insert(0, JOB_DIR)
+    exec(code, module.__dict__)
+    entry = job["entry_point"]
+    function = module.__dict__.get(entry)
+    if not callable(function) or not hasattr(function, "__code__"):
+        return _error("EntryPointNotFound", f"the code defines no function {entry!r}")
+    try:
+        kwargs = bind(function, job["args"])
+    except ArgumentError as error:
+        return _error("InvalidArguments", str(error), verdict="INVALID_ARGUMENTS")
+    result = function(**kwargs)
+    if isinstance(result, types.CoroutineType):
+        import asyncio
+
+        result = asyncio.run(result)
+    try:
+        json.dumps(result, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        return _error(
+            "ResultNotSerializable",
+            f"{entry} returned a {type(result).__name__}, which is not JSON-serialisable: {error}",
+        )
+    return {"result": result}
+
+
+def main():
+    channel = os.fdopen(RESULT_FD, "w", encoding="utf-8")
+    os.set_inheritable(RESULT_FD, False)
+    with os.fdopen(JOB_FD, "rb") as job_channel:
+        job = json.loads(job_channel.read())
+    status = 0
+    try:
+        message = run(job)
+    except SystemExit as error:
+        code = error.code if isinstance(error.code, int) else (0 if error.code is None else 1)
+        if code == 0:
+            message = {"result": None}
+        else:
+            message = _error("SystemExit", f"exit status {error.code}", _frames(error))
+            status = code
+    except BaseException as error:
+        _print_traceback(error)
+        message = _error(type(error).__name__, str(error), _frames(error))
+        status = 1
+    sys.stdout.flush()
+    _report(channel, message)
+    sys.exit(status)
+
+
+main()
