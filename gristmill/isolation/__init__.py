@@ -1,24 +1,19 @@
 """Sandbox backends: every job runs in one, with no way to turn it off.
 
-`open_backend` picks a backend by name; `backend.SandboxBackend` is the interface.
+`backend.SandboxBackend` is the interface; `open_backend` (from `select`) picks
+one by name. This package imports nothing eagerly, because the fork server
+(`forkserver.py`) lives here and every module it imports is copied into each
+fork, costing every job time.
 """
 
-from gristmill.isolation.backend import (
-    Sandbox,
-    SandboxBackend,
-    SandboxExit,
-    SandboxInfo,
-    SandboxPlan,
-    StopReason,
-)
-from gristmill.isolation.select import open_backend
+from typing import Any
 
-__all__ = [
-    "Sandbox",
-    "SandboxBackend",
-    "SandboxExit",
-    "SandboxInfo",
-    "SandboxPlan",
-    "StopReason",
-    "open_backend",
-]
+__all__ = ["open_backend"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "open_backend":
+        from gristmill.isolation.select import open_backend
+
+        return open_backend
+    raise AttributeError(name)

@@ -53,6 +53,7 @@ class SandboxExit:
     user_cpu_ns: int
     system_cpu_ns: int
     peak_memory_bytes: int
+    peak_processes: int
     # From the kernel's accounting (the job's cgroup), when the backend has one.
     oom_killed: bool
     pids_limit_hit: bool

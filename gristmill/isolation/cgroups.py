@@ -34,6 +34,8 @@ class CgroupStats:
     peak_memory_bytes: int
     user_cpu_ns: int
     system_cpu_ns: int
+    # The most processes alive at once, where the kernel keeps count (pids.peak).
+    peak_processes: int
 
 
 def _read_int(path: Path) -> int:
@@ -103,6 +105,7 @@ class JobCgroup:
                 peak_memory_bytes=_read_int(d / "memory.peak"),
                 user_cpu_ns=_read_keyed(d / "cpu.stat", "user_usec") * 1000,
                 system_cpu_ns=_read_keyed(d / "cpu.stat", "system_usec") * 1000,
+                peak_processes=_read_int(d / "pids.peak"),
             )
         memory, pids, cpu = self._dir("memory"), self._dir("pids"), self._dir("cpuacct")
         return CgroupStats(
@@ -111,13 +114,14 @@ class JobCgroup:
             peak_memory_bytes=_read_int(memory / "memory.max_usage_in_bytes"),
             user_cpu_ns=_read_int(cpu / "cpuacct.usage_user"),
             system_cpu_ns=_read_int(cpu / "cpuacct.usage_sys"),
+            peak_processes=_read_int(pids / "pids.peak"),
         )
 
-    def kill_all(self) -> int:
-        """SIGKILLs whatever is left in the group; how many processes that was."""
+    def kill_all(self, spare: int = 0) -> int:
+        """SIGKILLs whatever is left in the group but `spare`; how many processes that was."""
         killed = 0
         for _ in range(50):
-            pids = self.pids()
+            pids = [pid for pid in self.pids() if pid != spare]
             if not pids:
                 return killed
             for pid in pids:
@@ -130,14 +134,14 @@ class JobCgroup:
     def remove(self) -> None:
         """Removes the group once it is empty (the kernel refuses while it is not)."""
         for d in self.dirs.values():
-            for _ in range(100):
+            for _ in range(2000):
                 try:
                     d.rmdir()
                     break
                 except FileNotFoundError:
                     break
                 except OSError:
-                    time.sleep(0.005)
+                    time.sleep(0.001)
 
 
 @dataclass(frozen=True)
@@ -168,6 +172,12 @@ class Cgroups:
             _write(group._dir("pids") / "pids.max", str(processes))
         return group
 
+    def remove(self) -> None:
+        """Removes this server's group; called when the server stops, its jobs gone."""
+        for parent in self.parents.values():
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+
     def describe(self) -> str:
         where = ", ".join(str(p) for p in self.parents.values())
         return f"cgroup {self.version.value} (memory, pids, cpu) under {where}"
@@ -189,6 +199,26 @@ def _mounts() -> list[tuple[str, str, set[str]]]:
     return found
 
 
+def _server_group(base: Path) -> Path:
+    """This server's own group under `base`, after clearing those of dead servers.
+
+    Each server process keeps its jobs under `server-<pid>`, so that several can
+    share a machine and a restarted one can remove what a killed one left.
+    """
+    for stale in base.glob("server-*"):
+        pid = int(stale.name.removeprefix("server-"))
+        if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
+            for job in stale.glob("job-*"):
+                JobCgroup(Version.V1, {"": job}).kill_all()
+                with contextlib.suppress(OSError):
+                    job.rmdir()
+            with contextlib.suppress(OSError):
+                stale.rmdir()
+    group = base / f"server-{os.getpid()}"
+    group.mkdir(parents=True, exist_ok=True)
+    return group
+
+
 def _detect_v2(mountpoint: Path) -> Cgroups:
     available = set((mountpoint / "cgroup.controllers").read_text().split())
     missing = [c for c in _V2_CONTROLLERS if c not in available]
@@ -196,10 +226,12 @@ def _detect_v2(mountpoint: Path) -> Cgroups:
         raise CgroupsUnavailable(
             f"cgroup v2 at {mountpoint} lacks controllers {missing} (they are bound to v1)"
         )
-    parent = mountpoint / GROUP_NAME
-    parent.mkdir(exist_ok=True)
+    base = mountpoint / GROUP_NAME
+    base.mkdir(exist_ok=True)
     enable = " ".join(f"+{c}" for c in _V2_CONTROLLERS)
     _write(mountpoint / "cgroup.subtree_control", enable)
+    _write(base / "cgroup.subtree_control", enable)
+    parent = _server_group(base)
     _write(parent / "cgroup.subtree_control", enable)
     return Cgroups(Version.V2, {"": parent})
 
@@ -212,12 +244,12 @@ def _detect_v1(mounts: list[tuple[str, str, set[str]]]) -> Cgroups:
         )
         if mountpoint is None:
             raise CgroupsUnavailable(f"cgroup v1 has no {controller} hierarchy mounted")
-        parent = mountpoint / GROUP_NAME
-        parent.mkdir(exist_ok=True)
+        base = mountpoint / GROUP_NAME
+        base.mkdir(exist_ok=True)
         if controller == "memory":
             with contextlib.suppress(OSError):
-                _write(parent / "memory.use_hierarchy", "1")
-        parents[controller] = parent
+                _write(base / "memory.use_hierarchy", "1")
+        parents[controller] = _server_group(base)
     return Cgroups(Version.V1, parents)
 
 

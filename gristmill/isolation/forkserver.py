@@ -23,7 +23,6 @@ import signal
 import socket
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from gristmill.isolation.jail import (
@@ -102,13 +101,18 @@ class _Supervision:
         self.stopped_for: str | None = None
         self.error = ""
         self.end: dict[str, int] = {}
+        self._cpu_usage = os.open(spec.cpu_usage_file, os.O_RDONLY) if spec.cpu_usage_file else -1
 
     def on_status(self, message: dict[str, Any]) -> None:
         if "running" in message:
             self.running_ns = message["running"]
             _send(
                 self.report,
-                {"type": "started", "pid": os.getpid(), "setup_ns": self.running_ns - self.started_ns},
+                {
+                    "type": "started",
+                    "pid": os.getpid(),
+                    "setup_ns": self.running_ns - self.started_ns,
+                },
             )
         elif "error" in message:
             self.error = message["error"]
@@ -122,7 +126,7 @@ class _Supervision:
 
     def cpu_used_ns(self) -> int:
         try:
-            text = Path(self.spec.cpu_usage_file).read_text()
+            text = os.pread(self._cpu_usage, 4096, 0).decode()
         except OSError:
             return 0
         if self.spec.cpu_usage_v2:
@@ -143,7 +147,9 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             os.close(status_r)
             _init(spec, fds, status_w)
     except BaseException as error:
-        _send(report, {"type": "exit", "setup_error": f"sandbox setup: {error}"})
+        _send(
+            report, {"type": "exit", "pid": os.getpid(), "setup_error": f"sandbox setup: {error}"}
+        )
         os._exit(0)
     os.close(status_w)
     for name in ("stdout", "stderr", "result", "job"):
@@ -202,6 +208,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         report,
         {
             "type": "exit",
+            "pid": os.getpid(),
             "setup_error": job.error,
             "stopped_for": job.stopped_for,
             "wait_status": job.end.get("wait_status"),

@@ -94,9 +94,10 @@ class JailSpec:
     network: bool
     wall_time_ms: int
     cpu_time_ms: int
-    # RLIMIT_AS, only when no memory cgroup limits the job.
+    # RLIMIT_AS and RLIMIT_NPROC, only when no cgroup limits the job: the cgroup's
+    # own refusal is what tells PROCESS_LIMIT apart, and RLIMIT_AS breaks the JVM.
     address_space_bytes: int
-    processes: int
+    nproc_limit: int
     cgroup_procs: list[str]
     cpu_usage_file: str
     cpu_usage_v2: bool
@@ -195,8 +196,13 @@ def build_root(spec: JailSpec) -> None:
 
 
 def enter_root(spec: JailSpec) -> None:
-    """In the new pid namespace: mounts its /proc, pivots into the root, seals it read-only."""
+    """In the new pid namespace: mounts its /proc, pivots into the root, seals it read-only.
+
+    A mount namespace of its own first, because pivot_root moves the root of every
+    process of the namespace, and the supervisor must stay outside.
+    """
     root = spec.root_dir
+    unshare(CLONE_NEWNS)
     mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     os.chdir(root)
     # pivot_root(".", ".") stacks the old root under the new one; detaching it drops it.
@@ -214,9 +220,10 @@ def _set_rlimits(spec: JailSpec) -> None:
         resource.RLIMIT_CORE: spec.rlimits["core"],
         resource.RLIMIT_MEMLOCK: spec.rlimits["memlock"],
         resource.RLIMIT_FSIZE: spec.file_size_bytes,
-        # Counted per user namespace, so this is the job's own process count.
-        resource.RLIMIT_NPROC: spec.processes,
     }
+    if spec.nproc_limit:
+        # Counted per user namespace, so this is the job's own process count.
+        limits[resource.RLIMIT_NPROC] = spec.nproc_limit
     for which, value in limits.items():
         resource.setrlimit(which, (value, value))
     if spec.cpu_time_ms:

@@ -41,6 +41,7 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 SYS_PIVOT_ROOT = 155
 
+
 def _check(result: int, what: str) -> None:
     if result != 0:
         code = ctypes.get_errno()

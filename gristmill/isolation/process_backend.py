@@ -46,6 +46,7 @@ class ProcessSandbox:
         job_fd: int,
         control_fd: int,
         cgroup: JobCgroup | None,
+        cleanups: set[asyncio.Future[None]],
     ) -> None:
         self.stdout = readers["stdout"]
         self.stderr = readers["stderr"]
@@ -54,6 +55,7 @@ class ProcessSandbox:
         self._job_fd = job_fd
         self._control_fd = control_fd
         self._cgroup = cgroup
+        self._cleanups = cleanups
         self._started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._exit: dict[str, Any] | None = None
         self._stop_reason: StopReason | None = None
@@ -75,9 +77,7 @@ class ProcessSandbox:
     async def send_job(self, message: bytes) -> None:
         loop = asyncio.get_running_loop()
         pipe = os.fdopen(self._job_fd, "wb", 0)
-        transport, protocol = await loop.connect_write_pipe(
-            asyncio.streams.FlowControlMixin, pipe
-        )
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
         writer = asyncio.StreamWriter(transport, protocol, None, loop)
         try:
             writer.write(message)
@@ -98,13 +98,17 @@ class ProcessSandbox:
             await self._reading
         finally:
             os.close(self._control_fd)
+        end = self._exit or {"setup_error": "the supervisor died"}
         leftover = 0
         stats = None
         if self._cgroup is not None:
-            leftover = await asyncio.to_thread(self._cgroup.kill_all)
+            # The supervisor may still be on its way out; anything else is a leftover.
+            leftover = self._cgroup.kill_all(spare=end.get("pid", 0))
             stats = self._cgroup.stats()
-            await asyncio.to_thread(self._cgroup.remove)
-        return self._decode_exit(self._exit or {"setup_error": "the supervisor died"}, leftover, stats)
+            removal = asyncio.ensure_future(asyncio.to_thread(self._cgroup.remove))
+            self._cleanups.add(removal)
+            removal.add_done_callback(self._cleanups.discard)
+        return self._decode_exit(end, leftover, stats)
 
     def _decode_exit(self, m: dict[str, Any], leftover: int, stats: Any) -> SandboxExit:
         wait_status = m.get("wait_status")
@@ -128,6 +132,7 @@ class ProcessSandbox:
             user_cpu_ns=stats.user_cpu_ns if stats else m.get("user_cpu_ns", 0),
             system_cpu_ns=stats.system_cpu_ns if stats else m.get("system_cpu_ns", 0),
             peak_memory_bytes=stats.peak_memory_bytes if stats else m.get("peak_memory_bytes", 0),
+            peak_processes=stats.peak_processes if stats else 0,
             oom_killed=bool(stats and stats.oom_kills),
             pids_limit_hit=bool(stats and stats.pids_refused),
             leftover_processes=leftover,
@@ -144,6 +149,8 @@ class ProcessBackend:
         self._cgroups_problem = cgroups_problem
         self._server: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
+        # Cgroups being removed in the background once their last process has gone.
+        self._cleanups: set[asyncio.Future[None]] = set()
 
     def _start_fork_server(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -180,7 +187,7 @@ class ProcessBackend:
             wall_time_ms=limits.wall_time_ms,
             cpu_time_ms=limits.cpu_time_ms,
             address_space_bytes=0 if cgroup else limits.memory_bytes,
-            processes=limits.processes + plan.profile.overhead_processes,
+            nproc_limit=0 if cgroup else limits.processes + plan.profile.overhead_processes,
             cgroup_procs=[str(p) for p in cgroup.procs_files] if cgroup else [],
             cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
             cpu_usage_v2=bool(cgroup and cgroup.version is Version.V2),
@@ -199,9 +206,7 @@ class ProcessBackend:
 
     async def start(self, plan: SandboxPlan) -> ProcessSandbox:
         processes = plan.limits.processes + plan.profile.overhead_processes
-        cgroup = (
-            self.cgroups.create(plan.limits.memory_bytes, processes) if self.cgroups else None
-        )
+        cgroup = self.cgroups.create(plan.limits.memory_bytes, processes) if self.cgroups else None
         pipes = {name: os.pipe() for name in FD_NAMES}
         # The child gets the write ends of its output channels and the read ends of its inputs.
         theirs = {
@@ -226,9 +231,12 @@ class ProcessBackend:
         readers = {
             name: await _reader(ours[name]) for name in ("stdout", "stderr", "result", "report")
         }
-        return ProcessSandbox(readers, ours["job"], ours["control"], cgroup)
+        return ProcessSandbox(readers, ours["job"], ours["control"], cgroup, self._cleanups)
 
     async def close(self) -> None:
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
+        if self.cgroups is not None:
+            self.cgroups.remove()
         if self._sock is not None:
             self._sock.close()
             self._sock = None
@@ -238,4 +246,3 @@ class ProcessBackend:
             except subprocess.TimeoutExpired:
                 self._server.kill()
             self._server = None
-

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from gristmill.model import JobError, StackFrame, Verdict
 
@@ -40,7 +41,7 @@ def text_to_json(text: str) -> str:
     return text.strip()
 
 
-def _error(data: dict[str, object]) -> JobError:
+def _error(data: dict[str, Any]) -> JobError:
     frames = data.get("stack") or []
     stack = tuple(
         StackFrame(

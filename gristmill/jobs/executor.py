@@ -15,7 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from gristmill.errors import SandboxFailure
-from gristmill.isolation.backend import Sandbox, SandboxBackend, SandboxInfo, SandboxPlan, StopReason
+from gristmill.isolation.backend import (
+    Sandbox,
+    SandboxBackend,
+    SandboxInfo,
+    SandboxPlan,
+    StopReason,
+)
 from gristmill.isolation.profile import BindMount
 from gristmill.jobs import envelope
 from gristmill.jobs.output import CappedOutput
@@ -115,7 +121,9 @@ class Executor:
             message = runtime.plugin.job_message(job, f"{JAIL_JOB_DIR}/{spec.source_file}")
         except ArgumentsRejected as rejected:
             error = JobError("InvalidArguments", str(rejected))
-            return Outcome(job.id, Verdict.INVALID_ARGUMENTS, error=error, sandbox=self.backend.name)
+            return Outcome(
+                job.id, Verdict.INVALID_ARGUMENTS, error=error, sandbox=self.backend.name
+            )
         workspace = await asyncio.to_thread(
             Workspace.create, self.jobs_dir, job, spec.source_file, *self._ids(runtime)
         )
@@ -123,7 +131,9 @@ class Executor:
             prepared = time.monotonic_ns()
             emit(PhaseEvent("sandbox_setup", self.backend.name))
             sandbox = await self.backend.start(self._plan(runtime, job, workspace))
-            return await self._supervise(job, runtime, sandbox, message, emit, cancel, began, prepared)
+            return await self._supervise(
+                job, runtime, sandbox, message, emit, cancel, began, prepared
+            )
         finally:
             await asyncio.to_thread(workspace.remove)
 
@@ -202,6 +212,7 @@ class Executor:
                 user_cpu_ms=_ms(end.user_cpu_ns),
                 system_cpu_ms=_ms(end.system_cpu_ns),
                 peak_memory_bytes=end.peak_memory_bytes,
+                processes=max(end.peak_processes - runtime.profile.overhead_processes, 0),
                 phases=Phases(
                     prepare_ms=_ms(prepared - began),
                     sandbox_setup_ms=_ms(end.setup_ns),

@@ -63,7 +63,9 @@ def decide(
     if end.signal:
         name = signal.Signals(end.signal).name
         if end.signal == signal.SIGSYS:
-            return Decision(Verdict.SYSCALL_DENIED, detail="killed by SIGSYS: a refused system call")
+            return Decision(
+                Verdict.SYSCALL_DENIED, detail="killed by SIGSYS: a refused system call"
+            )
         return Decision(Verdict.KILLED_BY_SIGNAL, detail=f"killed by {name}")
     if end.exit_code != 0:
         tail = _last_line(stderr)

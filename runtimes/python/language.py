@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -70,16 +71,18 @@ class Plugin(LanguagePlugin):
             zip([a.arg for a in arguments.args][::-1], arguments.defaults[::-1], strict=False)
         )
         defaults.update(
-            {a.arg: d for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults) if d is not None}
+            {
+                a.arg: d
+                for a, d in zip(arguments.kwonlyargs, arguments.kw_defaults, strict=True)
+                if d is not None
+            }
         )
         properties: dict[str, Any] = {}
         for parameter in parameters:
             schema = _schema(parameter.annotation)
             if parameter.arg in defaults:
-                try:
+                with contextlib.suppress(ValueError):
                     schema["default"] = ast.literal_eval(defaults[parameter.arg])
-                except ValueError:
-                    pass
             properties[parameter.arg] = schema
         required = [p.arg for p in parameters if p.arg not in defaults]
         return {"type": "object", "properties": properties, "required": required}

@@ -64,9 +64,11 @@ def _check_type(name, value, annotation):
     if value is None and optional:
         return
     is_bool = isinstance(value, bool)
-    if is_bool and bool not in accepted or not isinstance(value, accepted):
-        expected = annotation if isinstance(annotation, str) else getattr(
-            annotation, "__name__", str(annotation)
+    if (is_bool and bool not in accepted) or not isinstance(value, accepted):
+        expected = (
+            annotation
+            if isinstance(annotation, str)
+            else getattr(annotation, "__name__", str(annotation))
         )
         got = "null" if value is None else type(value).__name__
         raise ArgumentError(f"argument {name!r} must be {expected}, got {got}")
