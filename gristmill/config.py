@@ -160,7 +160,7 @@ def _coerce(key: str, value: Any, origin: str) -> Any:
         if kind is float and type(value) is int:
             return float(value)
         # bool is an int to Python, never to a setting.
-        if type(value) is not kind:
+        if not isinstance(value, kind) or (isinstance(value, bool) and kind is not bool):
             raise ValueError(f"expected {kind.__name__}, got {value!r}")
         return value
     except ValueError as error:

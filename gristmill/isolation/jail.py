@@ -68,6 +68,8 @@ _LOCKED_FLAGS = {
     os.ST_RELATIME: MS_RELATIME,
 }
 
+OOM_FIRST = 1000
+
 JOB_FDS = ("stdout", "stderr", "result", "job")
 """The program's descriptors 1, 2, 3 and 4, in that order (0 is /dev/null)."""
 
@@ -257,6 +259,11 @@ def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         _set_rlimits(spec)
+        # The OOM killer must pick the job, never its supervisor or init: a job whose
+        # memory is in tmpfs pages has little RSS of its own, and they would look larger.
+        # (Our /proc files are the init's undumpable ones until we are dumpable again.)
+        prctl(PR_SET_DUMPABLE, 1)
+        Path("/proc/self/oom_score_adj").write_text(str(OOM_FIRST))
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         error_pipe = _install_fds(fds, error_pipe)
         load_filter(spec.seccomp_deny, network=spec.network)

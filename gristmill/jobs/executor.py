@@ -170,8 +170,8 @@ class Executor:
         try:
             pid = await sandbox.started()
             if pid:
-                emit(StartedEvent(pid))
                 emit(PhaseEvent("run"))
+                emit(StartedEvent(pid))
             try:
                 end = await asyncio.wait_for(
                     asyncio.shield(sandbox.wait()), job.limits.wall_time_ms / 1000 + WALL_GRACE_S

@@ -18,7 +18,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gristmill.config import ServerConfig
-from gristmill.isolation import SandboxBackend, open_backend
+from gristmill.isolation.backend import SandboxBackend
+from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
 from gristmill.server.admission import Admission

@@ -1,0 +1,169 @@
+"""`gristmill doctor`: what this machine offers the sandbox, and what is missing, with why.
+
+Each check answers ok, warn (works, with less isolation or fewer languages) or fail
+(the service cannot run jobs safely), in words an operator can act on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import ctypes.util
+import enum
+import shutil
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from gristmill.config import ServerConfig
+from gristmill.languages import Registry
+
+__all__ = ["Check", "Status", "main", "run_checks"]
+
+
+class Status(enum.Enum):
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "fail"
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+def _python() -> Iterator[Check]:
+    yield Check("python", Status.OK, f"{sys.version.split()[0]} at {sys.executable}")
+
+
+def _runtimes(config: ServerConfig) -> Iterator[Check]:
+    registry = Registry(config.runtimes_dir, config.profiles_dir)
+    for runtime in registry:
+        if runtime.available:
+            yield Check(f"runtime {runtime.name}", Status.OK, runtime.toolchain_version)
+        else:
+            missing = ", ".join(runtime.missing)
+            yield Check(f"runtime {runtime.name}", Status.WARN, f"unavailable: missing {missing}")
+
+
+def _user_namespaces() -> Iterator[Check]:
+    limit_file = Path("/proc/sys/user/max_user_namespaces")
+    limit = limit_file.read_text().strip() if limit_file.exists() else "absent"
+    if limit in {"0", "absent"}:
+        yield Check("user namespaces", Status.FAIL, f"{limit_file}: {limit}")
+        return
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        yield Check("user namespaces", Status.WARN, f"max {limit}; no unshare(1) to try one")
+        return
+    done = subprocess.run(
+        [unshare, "--user", "--map-root-user", "--pid", "--fork", "--mount", "true"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode == 0:
+        yield Check("user namespaces", Status.OK, f"max {limit}; unshare of user+pid+mount works")
+    else:
+        yield Check("user namespaces", Status.FAIL, f"unshare failed: {done.stderr.strip()}")
+
+
+class _SeccompVersion(ctypes.Structure):
+    _fields_ = (("major", ctypes.c_uint), ("minor", ctypes.c_uint), ("micro", ctypes.c_uint))
+
+
+def _seccomp() -> Iterator[Check]:
+    try:
+        import pyseccomp  # noqa: F401
+    except ImportError as error:
+        yield Check("seccomp", Status.FAIL, f"pyseccomp cannot be imported: {error}")
+        return
+    library = ctypes.util.find_library("seccomp")
+    if library is None:
+        yield Check("seccomp", Status.FAIL, "libseccomp is not installed")
+        return
+    seccomp_version = ctypes.CDLL(library).seccomp_version
+    seccomp_version.restype = ctypes.POINTER(_SeccompVersion)
+    version = seccomp_version().contents
+    yield Check(
+        "seccomp",
+        Status.OK,
+        f"pyseccomp with {library} {version.major}.{version.minor}.{version.micro}",
+    )
+
+
+def _cgroups() -> Iterator[Check]:
+    try:
+        from gristmill.isolation import cgroups
+    except ImportError as error:
+        yield Check("cgroups", Status.WARN, f"cannot check: {error}")
+        return
+    try:
+        found = cgroups.detect()
+    except cgroups.CgroupsUnavailable as error:
+        yield Check("cgroups", Status.WARN, f"{error}; memory and processes limited by rlimits")
+        return
+    yield Check("cgroups", Status.OK, found.describe())
+
+
+def _nsjail() -> Iterator[Check]:
+    path = shutil.which("nsjail")
+    if path is None:
+        yield Check("nsjail", Status.WARN, "not on PATH; the process backend is used")
+    else:
+        yield Check("nsjail", Status.OK, path)
+
+
+def _backend(config: ServerConfig) -> Iterator[Check]:
+    from gristmill.errors import GristmillError
+    from gristmill.isolation.select import open_backend
+
+    try:
+        config.work_dir.mkdir(parents=True, exist_ok=True)
+        backend = open_backend(config.sandbox_backend, config.work_dir)
+    except GristmillError as error:
+        yield Check("sandbox backend", Status.FAIL, str(error))
+        return
+    info = backend.info()
+    asyncio.run(backend.close())
+    chosen = config.sandbox_backend or "auto"
+    yield Check(
+        "sandbox backend",
+        Status.OK,
+        f"{info.backend} ({chosen}): {info.detail}; enforces {', '.join(info.enforced_limits)}",
+    )
+
+
+def run_checks(config: ServerConfig) -> list[Check]:
+    checks: list[Callable[[], Iterator[Check]]] = [
+        _python,
+        lambda: _runtimes(config),
+        _user_namespaces,
+        _seccomp,
+        _cgroups,
+        _nsjail,
+        lambda: _backend(config),
+    ]
+    return [check for run in checks for check in run()]
+
+
+_STYLE = {Status.OK: "green", Status.WARN: "yellow", Status.FAIL: "bold red"}
+
+
+def main(config: ServerConfig, console: Console | None = None) -> int:
+    """Prints every check; 1 when any failed."""
+    console = console or Console()
+    table = Table("check", "status", "why")
+    results = run_checks(config)
+    for check in results:
+        style = _STYLE[check.status]
+        table.add_row(check.name, f"[{style}]{check.status.value}[/]", check.detail)
+    console.print(table)
+    return 1 if any(check.status is Status.FAIL for check in results) else 0

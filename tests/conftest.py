@@ -1,0 +1,164 @@
+"""Shared fixtures: server configurations, a fake job runner, and servers to talk to.
+
+The fake runner stands in for the executor where a test is about the transport, the
+job table or admission; the `real_server` fixture runs jobs in the real sandbox.
+Both read GRISTMILL_* variables (e.g. GRISTMILL_SANDBOX_BACKEND), like the CLI.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from gristmill.config import ServerConfig, load_config
+from gristmill.isolation.backend import SandboxInfo
+from gristmill.model import Job, JobEvent, Outcome, OutputEvent, PhaseEvent, StartedEvent, Verdict
+from gristmill.server import BackgroundServer
+
+ConfigFactory = Callable[..., ServerConfig]
+
+
+@pytest.fixture
+def make_config(tmp_path: Path) -> ConfigFactory:
+    """A config bound to a free port with a private work dir; keywords are flat settings."""
+
+    def make(**overrides: object) -> ServerConfig:
+        return load_config(
+            overrides={"address": "127.0.0.1:0", "work_dir": tmp_path / "work", **overrides}
+        )
+
+    return make
+
+
+class FakeRunner:
+    """Runs "jobs" by their code: `wait` until cancelled, `gate` until `gate` is set,
+    `crash` by raising; anything else at once, its result the job's arguments.
+
+    Every finished run is in `finished`, in order; `cancelled` is set when a run saw its
+    cancel event.
+    """
+
+    def __init__(self) -> None:
+        self.calls: list[Job] = []
+        self.finished: list[str] = []
+        self.gate = threading.Event()
+        self.cancelled = threading.Event()
+
+    def sandbox_info(self) -> SandboxInfo:
+        return SandboxInfo(backend="fake", enforced_limits=("wall_time",), detail="a test double")
+
+    async def run(
+        self,
+        job: Job,
+        on_event: Callable[[JobEvent], None] | None = None,
+        cancel: asyncio.Event | None = None,
+    ) -> Outcome:
+        self.calls.append(job)
+        emit = on_event or (lambda _: None)
+        cancel = cancel or asyncio.Event()
+        emit(PhaseEvent("prepare"))
+        emit(StartedEvent(pid=4242))
+        emit(OutputEvent("stdout", b"out-1"))
+        try:
+            if job.code == "crash":
+                raise RuntimeError("the fake runner crashed")
+            if job.code == "gate":
+                await asyncio.to_thread(self.gate.wait, 30)
+            if job.code == "wait":
+                await cancel.wait()
+            if cancel.is_set():
+                self.cancelled.set()
+                return Outcome(job_id=job.id, verdict=Verdict.CANCELLED, sandbox="fake")
+            emit(OutputEvent("stdout", b"out-2"))
+            return Outcome(
+                job_id=job.id,
+                verdict=Verdict.SUCCESS,
+                result_json=json.dumps(dict(job.args)),
+                detail=f"run {len(self.calls)}",
+                sandbox="fake",
+            )
+        finally:
+            self.finished.append(job.id)
+
+
+@pytest.fixture
+def fake_runtimes(tmp_path: Path) -> Path:
+    """A runtimes dir with `fake` (available) and `missing` (its toolchain is absent)."""
+    root = tmp_path / "runtimes"
+    for name, requires in (("fake", "/bin/sh"), ("missing", "/nonexistent/toolchain")):
+        (root / name).mkdir(parents=True)
+        (root / name / "runtime.toml").write_text(
+            f'name = "{name}"\nextensions = [".{name}"]\nsource_file = "main.{name}"\n'
+            f'run = ["/bin/sh"]\nrequires = ["{requires}"]\n'
+            'version_command = ["/bin/echo", "1.0"]\n'
+        )
+    return root
+
+
+@pytest.fixture
+def fake_profiles(tmp_path: Path) -> Path:
+    root = tmp_path / "profiles"
+    root.mkdir()
+    (root / "base.toml").write_text("")
+    return root
+
+
+FakeServer = Callable[..., tuple[str, FakeRunner]]
+
+
+@pytest.fixture
+def fake_server(
+    make_config: ConfigFactory, fake_runtimes: Path, fake_profiles: Path
+) -> Iterator[FakeServer]:
+    """Starts servers over a `FakeRunner`; keywords are flat settings. Yields (address, runner)."""
+    with_servers: list[BackgroundServer] = []
+
+    def start(**overrides: object) -> tuple[str, FakeRunner]:
+        runner = FakeRunner()
+        config = make_config(runtimes_dir=fake_runtimes, profiles_dir=fake_profiles, **overrides)
+        server = BackgroundServer(config, runner=runner)
+        with_servers.append(server)
+        return server.__enter__(), runner
+
+    yield start
+    for server in with_servers:
+        server.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def sandbox_work_dir() -> Iterator[Path]:
+    """A work dir the jail's unprivileged user can traverse (pytest's tmp dirs are 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="gristmill-test-"))
+    path.chmod(0o711)
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def real_config() -> Iterator[ConfigFactory]:
+    """Configs for servers over the real sandbox; keywords are flat settings."""
+    with sandbox_work_dir() as work_dir:
+        yield lambda **overrides: load_config(
+            overrides={"address": "127.0.0.1:0", "work_dir": work_dir, **overrides}
+        )
+
+
+@pytest.fixture(scope="module")
+def real_server() -> Iterator[str]:
+    """A server running jobs in the real sandbox, shared by a test module."""
+    with sandbox_work_dir() as work_dir:
+        config = load_config(
+            overrides={"address": "127.0.0.1:0", "work_dir": work_dir, "max_concurrent_jobs": 4}
+        )
+        with BackgroundServer(config) as address:
+            yield address

@@ -1,0 +1,290 @@
+"""The process backend holds its promises: each test attacks one of them for real."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import psutil
+import pytest
+
+from gristmill.jobs.executor import Executor
+from gristmill.model import Verdict
+
+from .conftest import run
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+def _alive(marker: str) -> list[psutil.Process]:
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if marker in " ".join(process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+async def test_job_is_an_unprivileged_user_on_the_host(executor: Executor) -> None:
+    code = "def main():\n    return open('/proc/self/uid_map').read().split()\n"
+    outcome = await run(executor, "python", code)
+    assert outcome.verdict is Verdict.SUCCESS
+    assert json.loads(outcome.result_json) == ["65534", "65534", "1"]
+
+
+async def test_background_processes_are_killed_when_the_job_ends(executor: Executor) -> None:
+    code = "sleep 31337 &\n( setsid sleep 31338 & )\nnohup sleep 31339 >/dev/null 2>&1 &\necho ok\n"
+    outcome = await run(executor, "bash", code)
+    assert outcome.verdict is Verdict.SUCCESS
+    for marker in ("sleep 31337", "sleep 31338", "sleep 31339"):
+        assert _alive(marker) == []
+
+
+async def test_double_forked_daemon_ignoring_signals_is_killed(executor: Executor) -> None:
+    code = textwrap.dedent(
+        """
+        import os, signal, time
+        def main():
+            if os.fork() == 0:
+                os.setsid()
+                if os.fork() == 0:
+                    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+                        signal.signal(sig, signal.SIG_IGN)
+                    os.execv("/bin/sleep", ["sleep", "27182"])
+                os._exit(0)
+            time.sleep(0.2)
+            return "parent done"
+        """
+    )
+    outcome = await run(executor, "python", code)
+    assert outcome.verdict is Verdict.SUCCESS
+    assert _alive("sleep 27182") == []
+
+
+async def test_memory_hog_is_memory_limit(executor: Executor) -> None:
+    code = "def main():\n    hog = []\n    while True:\n        hog.append(bytearray(8 << 20))\n"
+    outcome = await run(executor, "python", code, memory_bytes=64 << 20)
+    assert outcome.verdict is Verdict.MEMORY_LIMIT
+    assert outcome.usage.peak_memory_bytes >= 60 << 20
+
+
+async def test_tmpfs_file_counts_against_memory(executor: Executor) -> None:
+    code = "head -c 200M /dev/zero > /tmp/big\necho wrote\n"
+    outcome = await run(executor, "bash", code, memory_bytes=48 << 20)
+    assert outcome.verdict in (Verdict.MEMORY_LIMIT, Verdict.ERROR)
+    assert outcome.verdict is not Verdict.SUCCESS
+
+
+async def test_fork_bomb_is_process_limit(executor: Executor) -> None:
+    code = "import os\ndef main():\n    while True:\n        os.fork()\n"
+    outcome = await run(executor, "python", code, processes=16)
+    assert outcome.verdict is Verdict.PROCESS_LIMIT
+    assert outcome.usage.processes <= 16
+
+
+async def test_cpu_spin_is_cpu_limit_at_the_limit(executor: Executor) -> None:
+    code = "def main():\n    while True:\n        pass\n"
+    outcome = await run(executor, "python", code, cpu_time_ms=300)
+    assert outcome.verdict is Verdict.CPU_LIMIT
+    assert outcome.usage.user_cpu_ms + outcome.usage.system_cpu_ms >= 300
+
+
+async def test_sleep_ignoring_sigterm_is_timeout(executor: Executor) -> None:
+    code = "trap '' TERM\nsleep 30\n"
+    started = time.monotonic()
+    outcome = await run(executor, "bash", code, wall_time_ms=400)
+    assert outcome.verdict is Verdict.TIMEOUT
+    assert time.monotonic() - started < 10
+
+
+async def test_output_flood_keeps_exactly_the_cap(executor: Executor) -> None:
+    outcome = await run(executor, "bash", "yes 0123456789\n", output_bytes=1000)
+    assert outcome.verdict is Verdict.OUTPUT_LIMIT
+    assert outcome.stdout.truncated
+    assert len(outcome.stdout.data) == 1000
+    assert outcome.stdout.data.startswith(b"0123456789\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "number"),
+    [
+        ("ptrace", 101),
+        ("mount", 165),
+        ("unshare", 272),
+        ("setns", 308),
+        ("bpf", 321),
+        ("keyctl", 250),
+        ("io_uring_setup", 425),
+        ("kexec_load", 246),
+        ("settimeofday", 164),
+        ("sethostname", 170),
+    ],
+)
+async def test_dangerous_syscalls_are_refused(executor: Executor, name: str, number: int) -> None:
+    code = textwrap.dedent(
+        f"""
+        import ctypes
+        def main():
+            libc = ctypes.CDLL(None, use_errno=True)
+            result = libc.syscall({number}, 0, 0, 0, 0, 0)
+            return [result, ctypes.get_errno()]
+        """
+    )
+    outcome = await run(executor, "python", code)
+    assert outcome.verdict is Verdict.SUCCESS, outcome
+    result, error = json.loads(outcome.result_json)
+    assert result == -1
+    assert error == 1, f"{name} answered errno {error}, not EPERM"
+
+
+@pytest.mark.parametrize("family", ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"])
+async def test_sockets_other_than_unix_are_refused_without_network(
+    executor: Executor, family: str
+) -> None:
+    code = textwrap.dedent(
+        f"""
+        import socket
+        def main():
+            try:
+                socket.socket(socket.{family}, socket.SOCK_RAW if "{family}" in ("AF_PACKET", "AF_NETLINK") else socket.SOCK_STREAM)
+            except OSError as error:
+                return error.errno
+            return "opened"
+        """
+    )
+    outcome = await run(executor, "python", code)
+    assert outcome.verdict is Verdict.SUCCESS
+    assert outcome.result_json != '"opened"'
+
+
+async def test_unix_sockets_still_work_inside_the_job(executor: Executor) -> None:
+    code = textwrap.dedent(
+        """
+        import socket
+        def main():
+            a, b = socket.socketpair()
+            a.sendall(b"ping")
+            return b.recv(4).decode()
+        """
+    )
+    outcome = await run(executor, "python", code)
+    assert outcome.result_json == '"ping"'
+
+
+async def test_namespace_creating_clone_is_refused(executor: Executor) -> None:
+    code = textwrap.dedent(
+        """
+        import ctypes
+        def main():
+            libc = ctypes.CDLL(None, use_errno=True)
+            # clone(CLONE_NEWUSER | SIGCHLD): a new user namespace would regain capabilities.
+            result = libc.syscall(56, 0x10000000 | 17, 0, 0, 0, 0)
+            return [result, ctypes.get_errno()]
+        """
+    )
+    outcome = await run(executor, "python", code)
+    assert json.loads(outcome.result_json) == [-1, 1]
+
+
+async def test_jobs_see_only_their_own_processes(executor: Executor) -> None:
+    code = "import os\ndef main():\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+    outcome = await run(executor, "python", code)
+    # The job's init (pid 1) and the program itself: nothing of the host.
+    assert json.loads(outcome.result_json) == [1, 2]
+
+
+async def test_root_and_system_directories_are_read_only(executor: Executor) -> None:
+    code = textwrap.dedent(
+        """
+        def main():
+            results = {}
+            for path in ["/x", "/usr/x", "/etc/x", "/job/x", "/tmp/x"]:
+                try:
+                    open(path, "w").write("x")
+                    results[path] = "written"
+                except OSError as error:
+                    results[path] = error.errno
+            return results
+        """
+    )
+    outcome = await run(executor, "python", code)
+    assert json.loads(outcome.result_json) == {
+        "/x": 30,
+        "/usr/x": 30,
+        "/etc/x": 30,
+        "/job/x": "written",
+        "/tmp/x": "written",
+    }
+
+
+async def test_symlink_planted_in_job_dir_does_not_reach_the_host(executor: Executor) -> None:
+    victim = "/var/tmp/gristmill-victim"
+    with open(victim, "w") as file:
+        file.write("host file")
+    os.chmod(victim, 0o666)
+    code = f"ln -s {victim} /job/link\necho overwritten > /job/link || echo refused\n"
+    outcome = await run(executor, "bash", code)
+    assert outcome.verdict in (Verdict.SUCCESS, Verdict.ERROR)
+    with open(victim) as file:
+        assert file.read() == "host file"
+    os.unlink(victim)
+
+
+async def test_environment_holds_only_what_the_job_was_given(executor: Executor) -> None:
+    os.environ["GRISTMILL_TEST_SECRET"] = "leak"
+    code = "import os\ndef main():\n    return dict(os.environ)\n"
+    outcome = await run(executor, "python", code)
+    env = json.loads(outcome.result_json)
+    assert "GRISTMILL_TEST_SECRET" not in env
+    assert env["HOME"] == "/tmp"
+    assert not {"SSH_AUTH_SOCK", "PIP_CERT", "VIRTUAL_ENV"} & set(env)
+
+
+async def test_no_cgroup_is_left_after_jobs(executor: Executor) -> None:
+    await run(executor, "bash", "echo hi\n")
+    await asyncio.sleep(0.5)
+    backend = executor.backend
+    cgroups = getattr(backend, "cgroups", None)
+    if cgroups is None:
+        pytest.skip("no cgroups on this machine")
+    for parent in cgroups.parents.values():
+        assert list(parent.glob("job-*")) == []
+
+
+async def test_jobs_die_when_the_service_dies() -> None:
+    script = textwrap.dedent(
+        """
+        import asyncio, sys, tempfile
+        from pathlib import Path
+        from gristmill.isolation.select import open_backend
+        from gristmill.jobs.executor import Executor
+        from gristmill.languages import Registry
+        from gristmill.model import Job, Limits
+
+        async def main():
+            work = Path(tempfile.mkdtemp(dir="/var/tmp"))
+            executor = Executor(Registry(), open_backend(None, work), work)
+            limits = Limits(60000, 64 << 20, 60000, 8, 1 << 16)
+            job = Job("orphan", "bash", "echo started\\nsleep 16180\\n", "main", {}, limits)
+            await executor.run(job, on_event=lambda e: print(e, flush=True))
+
+        asyncio.run(main())
+        """
+    )
+    service = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    assert service.stdout is not None
+    for line in service.stdout:
+        if "started" in line and "OutputEvent" in line:
+            break
+    assert _alive("sleep 16180")
+    service.send_signal(signal.SIGKILL)
+    service.wait()
+    deadline = time.monotonic() + 5
+    while _alive("sleep 16180") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _alive("sleep 16180") == []

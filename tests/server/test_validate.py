@@ -1,0 +1,73 @@
+"""Request rules that need no protobuf: limits, paths, names, exact arguments."""
+
+from __future__ import annotations
+
+import pytest
+
+from gristmill.config import DEFAULT_LIMITS, MAX_LIMITS
+from gristmill.errors import InvalidRequest, LimitTooHigh
+from gristmill.model import JobFile, Limits
+from gristmill.server import validate
+
+ZERO = Limits(0, 0, 0, 0, 0)
+
+
+def test_zero_limits_take_the_defaults():
+    assert validate.limits(ZERO, DEFAULT_LIMITS, MAX_LIMITS) == DEFAULT_LIMITS
+
+
+def test_limit_over_the_maximum_is_refused_not_clipped():
+    asked = Limits(0, MAX_LIMITS.memory_bytes + 1, 0, 0, 0)
+    with pytest.raises(LimitTooHigh) as refused:
+        validate.limits(asked, DEFAULT_LIMITS, MAX_LIMITS)
+    assert refused.value.field == "job.limits.memory_bytes"
+
+
+def test_network_needs_the_servers_permission():
+    asked = Limits(0, 0, 0, 0, 0, network=True)
+    with pytest.raises(InvalidRequest):
+        validate.limits(asked, DEFAULT_LIMITS, MAX_LIMITS)
+    allowed = Limits(**{**MAX_LIMITS.__dict__, "network": True})
+    assert validate.limits(asked, DEFAULT_LIMITS, allowed).network
+
+
+def test_deadline_cuts_the_wall_time_only_when_shorter():
+    assert validate.clamp_wall_time(DEFAULT_LIMITS, 2.5).wall_time_ms == 2500
+    assert (
+        validate.clamp_wall_time(DEFAULT_LIMITS, 3600).wall_time_ms == DEFAULT_LIMITS.wall_time_ms
+    )
+    assert validate.clamp_wall_time(DEFAULT_LIMITS, None) == DEFAULT_LIMITS
+
+
+def test_args_json_keeps_big_integers_exactly():
+    assert validate.args_json('{"n": 123456789012345678901234567890}') == {
+        "n": 123456789012345678901234567890
+    }
+
+
+@pytest.mark.parametrize("text", ["{", "[]", '{"a": NaN}'])
+def test_args_json_must_be_a_json_object(text):
+    with pytest.raises(InvalidRequest):
+        validate.args_json(text)
+
+
+@pytest.mark.parametrize("path", ["", "/abs", "../up", "a/../../b", "nul\0"])
+def test_file_paths_stay_inside_the_job_directory(path):
+    with pytest.raises(InvalidRequest):
+        validate.files([JobFile(path=path, content=b"")])
+
+
+def test_duplicate_file_paths_are_refused():
+    with pytest.raises(InvalidRequest):
+        validate.files([JobFile("a/b", b""), JobFile("a//b", b"")])
+
+
+@pytest.mark.parametrize("name", ["GRISTMILL_X", "gristmill_x", "1A", "A-B", ""])
+def test_env_names_are_valid_and_not_reserved(name):
+    with pytest.raises(InvalidRequest):
+        validate.env({name: "v"})
+
+
+@pytest.mark.parametrize("job_id", ["ok-1", "a.b:c_D", "x" * 128])
+def test_job_ids_of_the_allowed_alphabet_pass(job_id):
+    assert validate.job_id(job_id) == job_id

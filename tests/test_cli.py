@@ -1,0 +1,99 @@
+"""The `gristmill` command, called in-process: run (embedded and --target), runtimes, demo."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gristmill.cli import main
+from gristmill.server import BackgroundServer
+
+ADD = "def main(a: int, b: int = 2):\n    print('adding')\n    return a + b\n"
+
+
+@pytest.fixture
+def script(tmp_path):
+    def write(code: str, name: str = "job.py"):
+        path = tmp_path / name
+        path.write_text(code)
+        return path
+
+    return write
+
+
+@pytest.fixture
+def work_dir(real_config):
+    return str(real_config().work_dir)
+
+
+def test_run_embedded_prints_output_and_result_and_exits_0(script, work_dir, capsys):
+    status = main(["run", str(script(ADD)), "--arg", "a=40", "--work-dir", work_dir])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert "adding\n" in out
+    assert "result: 42" in out
+
+
+def test_run_json_prints_the_outcome_in_protobufs_json_mapping(script, work_dir, capsys):
+    status = main(
+        ["run", str(script(ADD)), "--args", '{"a": 1, "b": 1}', "--json", "--work-dir", work_dir]
+    )
+    outcome = json.loads(capsys.readouterr().out)
+    assert status == 0
+    assert outcome["verdict"] == "SUCCESS"
+    assert outcome["resultJson"] == "2"
+
+
+def test_run_exits_1_when_the_job_fails(script, work_dir, capsys):
+    status = main(["run", str(script("def main():\n    1 / 0\n")), "--work-dir", work_dir])
+    assert status == 1
+    assert "ZeroDivisionError" in capsys.readouterr().err
+
+
+def test_run_against_a_target_server(script, real_config, capsys):
+    with BackgroundServer(real_config()) as address:
+        status = main(["run", str(script(ADD)), "--arg", "a=1", "--target", address])
+    assert status == 0
+    assert "result: 3" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--args", "[1]"], "--args must be a JSON object"),
+        (["--arg", "novalue"], "expected NAME=VALUE"),
+        (["--memory-mb", "1000000"], "job.limits.memory_bytes"),
+    ],
+)
+def test_run_exits_2_with_a_clear_message_on_usage_errors(script, work_dir, capsys, extra, message):
+    status = main(["run", str(script(ADD)), "--work-dir", work_dir, *extra])
+    assert status == 2
+    assert message in capsys.readouterr().err
+
+
+def test_run_exits_2_for_a_file_of_no_known_language(script, capsys):
+    status = main(["run", str(script("x", name="job.cobol"))])
+    assert status == 2
+    assert "--lang" in capsys.readouterr().err
+
+
+def test_runtimes_lists_the_languages(work_dir, capsys):
+    assert main(["runtimes", "--work-dir", work_dir]) == 0
+    out = capsys.readouterr().out
+    assert "python" in out and "bash" in out
+
+
+def test_demo_runs_every_runtimes_example(work_dir, capsys):
+    status = main(["demo", "--work-dir", work_dir])
+    out = capsys.readouterr().out
+    assert status == 0, out
+    assert "python" in out and "SUCCESS" in out
+
+
+def test_doctor_reports_every_check(capsys):
+    status = main(["doctor"])
+    out = capsys.readouterr().out
+    assert status in (0, 1)
+    for check in ("user namespaces", "seccomp", "cgroups", "nsjail", "sandbox backend"):
+        assert check in out
