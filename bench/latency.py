@@ -1,0 +1,526 @@
+"""gristmill's latency and throughput, beside the bare interpreters, in one run.
+
+For each language (a trivial job: Python `def main(): return 1`, Bash `echo 1`):
+
+- Execute latency, p50 and p95 over N sequential calls after a warm-up, and the bare
+  interpreter's start (`/usr/bin/python3 -c pass`, `bash -c true`) via subprocess, same N;
+- jobs per second with 1, 2, 4, 8 concurrent clients for a few seconds each, and bare
+  interpreter starts per second with as many concurrent spawners;
+
+then the ratios service/bare. The service runs in a child process (embedded
+`BackgroundServer`), so that the clients here do not share its interpreter lock;
+`--address` measures a server that is already running instead.
+
+Numbers depend on the machine and its load: they belong here, never in a pass/fail test.
+
+    .venv/bin/python bench/latency.py                  # rich tables
+    .venv/bin/python bench/latency.py --json           # one JSON object on stdout
+    .venv/bin/python bench/latency.py -n 50 --duration 2 --clients 1,2   # quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import multiprocessing
+import multiprocessing.connection
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from gristmill.v1 import runtime_pb2 as pb  # noqa: E402
+from gristmill.v1 import runtime_pb2_grpc as pb_grpc  # noqa: E402
+
+# The generated stub is untyped; held as Any so that calling it is not an untyped call.
+RuntimeStub: Any = pb_grpc.RuntimeStub
+
+# A clean environment for the bare runs, as a job gets one (an inherited
+# NODE_EXTRA_CA_CERTS and the like cost start-up time).
+BARE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "/tmp"}
+
+
+@dataclass(frozen=True)
+class Workload:
+    language: str
+    code: str
+    bare_argv: tuple[str, ...]
+
+
+WORKLOADS = (
+    Workload("python", "def main():\n    return 1\n", ("/usr/bin/python3", "-c", "pass")),
+    Workload("bash", "echo 1\n", ("bash", "-c", "true")),
+)
+
+
+@dataclass
+class Latency:
+    n: int
+    failures: int
+    p50_ms: float
+    p95_ms: float
+    mean_ms: float
+    min_ms: float
+
+
+@dataclass
+class Throughput:
+    clients: int
+    duration_s: float
+    completed: int
+    failures: int
+    per_s: float
+
+
+@dataclass
+class LanguageResult:
+    language: str
+    service: Latency
+    bare: Latency
+    bare_command: str
+    # Medians of the server's own phase timings over the latency run, in ms.
+    phases_ms: dict[str, float] = field(default_factory=dict)
+    sandbox: str = ""
+    throughput: list[dict[str, Any]] = field(default_factory=list)
+    first_failure: str = ""
+
+
+# --- statistics ------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100) by linear interpolation between closest ranks."""
+    if not sorted_values:
+        return math.nan
+    position = (len(sorted_values) - 1) * q / 100
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * (position - low)
+
+
+def summarize(samples_s: list[float], failures: int) -> Latency:
+    values = sorted(s * 1000 for s in samples_s)
+    return Latency(
+        n=len(values),
+        failures=failures,
+        p50_ms=percentile(values, 50),
+        p95_ms=percentile(values, 95),
+        mean_ms=statistics.fmean(values) if values else math.nan,
+        min_ms=values[0] if values else math.nan,
+    )
+
+
+# --- the service ------------------------------------------------------------------
+
+
+def _serve(conn: multiprocessing.connection.Connection, work_dir: str, backend: str | None) -> None:
+    """Child process: runs the embedded server until told to stop."""
+    from gristmill.config import ServerConfig
+    from gristmill.server.app import BackgroundServer
+
+    try:
+        config = ServerConfig(
+            address="127.0.0.1:0", work_dir=Path(work_dir), sandbox_backend=backend
+        )
+        with BackgroundServer(config) as address:
+            conn.send(("ok", str(address)))
+            conn.recv()  # any message, or the parent going away, stops it
+    except EOFError:
+        pass
+    except BaseException as error:
+        with contextlib.suppress(OSError):
+            conn.send(("error", f"{type(error).__name__}: {error}"))
+        raise
+
+
+@contextlib.contextmanager
+def embedded_server(backend: str | None) -> Iterator[str]:
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work_dir:
+        Path(work_dir).chmod(0o755)
+        process = context.Process(target=_serve, args=(child, work_dir, backend), daemon=True)
+        process.start()
+        child.close()
+        try:
+            if not parent.poll(60):
+                raise RuntimeError("the embedded server did not start within 60 s")
+            status, value = parent.recv()
+            if status != "ok":
+                raise RuntimeError(f"the embedded server failed to start: {value}")
+            yield value
+        finally:
+            with contextlib.suppress(OSError):
+                parent.send("stop")
+            parent.close()
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+                process.join()
+
+
+def make_job(workload: Workload, tag: str) -> pb.ExecuteRequest:
+    # Every call needs its own id: a repeated id returns the first outcome (idempotency).
+    job_id = f"bench-{workload.language}-{tag}-{uuid.uuid4().hex[:12]}"
+    return pb.ExecuteRequest(job=pb.Job(id=job_id, language=workload.language, code=workload.code))
+
+
+def outcome_problem(outcome: pb.Outcome) -> str:
+    """Why an outcome is not the expected success, or "" when it is."""
+    if outcome.verdict == pb.SUCCESS and outcome.result_json.strip() in {"1", '"1"'}:
+        return ""
+    return (
+        f"verdict={pb.Verdict.Name(outcome.verdict)} result={outcome.result_json!r} "
+        f"detail={outcome.detail!r} error={outcome.error.name}: {outcome.error.message!r} "
+        f"stderr={outcome.stderr.data[-300:]!r}"
+    )
+
+
+class ServiceClient:
+    def __init__(self, address: str, timeout_s: float) -> None:
+        self.channel = grpc.insecure_channel(address)
+        self.stub = RuntimeStub(self.channel)
+        self.timeout_s = timeout_s
+
+    def execute(self, request: pb.ExecuteRequest) -> pb.Outcome:
+        outcome: pb.Outcome = self.stub.Execute(request, timeout=self.timeout_s)
+        return outcome
+
+    def close(self) -> None:
+        self.channel.close()
+
+
+# --- measurements -------------------------------------------------------------------
+
+
+def time_calls(call: Callable[[], str], n: int) -> tuple[list[float], int, str]:
+    """Runs `call` n times; its durations, the number of failures and the first problem."""
+    samples: list[float] = []
+    failures = 0
+    first = ""
+    for _ in range(n):
+        start = time.perf_counter()
+        problem = call()
+        elapsed = time.perf_counter() - start
+        if problem:
+            failures += 1
+            first = first or problem
+        else:
+            samples.append(elapsed)
+    return samples, failures, first
+
+
+def bare_call(argv: Sequence[str]) -> Callable[[], str]:
+    def call() -> str:
+        completed = subprocess.run(
+            argv,
+            env=BARE_ENV,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            check=False,
+        )
+        return "" if completed.returncode == 0 else f"exit {completed.returncode}"
+
+    return call
+
+
+def service_call(
+    client: ServiceClient, workload: Workload, outcomes: list[pb.Outcome] | None = None
+) -> Callable[[], str]:
+    def call() -> str:
+        try:
+            outcome = client.execute(make_job(workload, "lat"))
+        except grpc.RpcError as error:
+            return f"rpc {error.code().name}: {error.details()}"
+        if outcomes is not None:
+            outcomes.append(outcome)
+        return outcome_problem(outcome)
+
+    return call
+
+
+def run_for(
+    clients: int, duration_s: float, make_call: Callable[[int], Callable[[], str]]
+) -> Throughput:
+    """`clients` threads, each calling its own callable in a loop until the deadline."""
+    calls = [make_call(i) for i in range(clients)]
+    completed = [0] * clients
+    failed = [0] * clients
+    barrier = threading.Barrier(clients + 1)
+    deadline = 0.0
+
+    def worker(index: int) -> None:
+        barrier.wait()
+        call = calls[index]
+        while time.perf_counter() < deadline:
+            if call():
+                failed[index] += 1
+            else:
+                completed[index] += 1
+
+    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    start = time.perf_counter()
+    deadline = start + duration_s
+    barrier.wait()
+    for thread in threads:
+        # Bounded: a call in flight at the deadline has its own timeout.
+        thread.join(duration_s + 120)
+    elapsed = time.perf_counter() - start
+    done = sum(completed)
+    return Throughput(
+        clients=clients,
+        duration_s=round(elapsed, 3),
+        completed=done,
+        failures=sum(failed),
+        per_s=done / elapsed if elapsed > 0 else math.nan,
+    )
+
+
+def median_phases(outcomes: list[pb.Outcome]) -> dict[str, float]:
+    phases: dict[str, list[float]] = {
+        "queued": [],
+        "prepare": [],
+        "sandbox_setup": [],
+        "run": [],
+        "wall": [],
+    }
+    for outcome in outcomes:
+        usage = outcome.usage
+        phases["queued"].append(usage.phases.queued_ms)
+        phases["prepare"].append(usage.phases.prepare_ms)
+        phases["sandbox_setup"].append(usage.phases.sandbox_setup_ms)
+        phases["run"].append(usage.phases.run_ms)
+        phases["wall"].append(usage.wall_time_ms)
+    return {name: statistics.median(values) for name, values in phases.items() if values}
+
+
+def measure_service(
+    address: str, workload: Workload, clients: int, args: argparse.Namespace
+) -> Throughput:
+    """Jobs per second with `clients` concurrent clients, each on its own channel."""
+    service_clients = [ServiceClient(address, args.timeout) for _ in range(clients)]
+    try:
+        return run_for(clients, args.duration, lambda i: service_call(service_clients[i], workload))
+    finally:
+        for service_client in service_clients:
+            service_client.close()
+
+
+def bench_language(
+    address: str, workload: Workload, args: argparse.Namespace, console: Console
+) -> LanguageResult:
+    client = ServiceClient(address, args.timeout)
+    try:
+        console.log(f"{workload.language}: warm-up ({args.warmup})")
+        _, warm_failures, warm_problem = time_calls(service_call(client, workload), args.warmup)
+        if warm_failures == args.warmup and args.warmup > 0:
+            raise SystemExit(f"bench: every {workload.language} warm-up job failed: {warm_problem}")
+        time_calls(bare_call(workload.bare_argv), args.warmup)
+
+        console.log(f"{workload.language}: latency, n={args.n} (service, then bare)")
+        outcomes: list[pb.Outcome] = []
+        samples, failures, problem = time_calls(service_call(client, workload, outcomes), args.n)
+        bare_samples, bare_failures, bare_problem = time_calls(
+            bare_call(workload.bare_argv), args.n
+        )
+    finally:
+        client.close()
+    result = LanguageResult(
+        language=workload.language,
+        service=summarize(samples, failures),
+        bare=summarize(bare_samples, bare_failures),
+        bare_command=" ".join(workload.bare_argv),
+        phases_ms=median_phases(outcomes),
+        sandbox=outcomes[0].sandbox if outcomes else "",
+        first_failure=problem or warm_problem or bare_problem,
+    )
+
+    for clients in args.clients:
+        console.log(f"{workload.language}: throughput, {clients} client(s), {args.duration:g} s")
+        service = measure_service(address, workload, clients, args)
+        bare = run_for(clients, args.duration, lambda _i: bare_call(workload.bare_argv))
+        result.throughput.append(
+            {
+                "clients": clients,
+                "service": asdict(service),
+                "bare": asdict(bare),
+                "ratio": service.per_s / bare.per_s if bare.per_s else math.nan,
+            }
+        )
+    return result
+
+
+# --- report -----------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return "-" if math.isnan(value) else f"{value:.1f}"
+
+
+def _ratio(service: float, bare: float) -> str:
+    if math.isnan(service) or math.isnan(bare) or bare == 0:
+        return "-"
+    return f"{service / bare:.2f}x"
+
+
+def print_tables(console: Console, results: list[LanguageResult], meta: dict[str, Any]) -> None:
+    latency = Table(
+        title="Execute latency, sequential (ms)",
+        caption="ratio = service / bare: below 1.00x the job beat a bare interpreter start",
+    )
+    for column in (
+        "language",
+        "p50",
+        "p95",
+        "bare p50",
+        "bare p95",
+        "ratio p50",
+        "ratio p95",
+        "failed",
+    ):
+        latency.add_column(column, justify="left" if column == "language" else "right")
+    for r in results:
+        latency.add_row(
+            r.language,
+            _ms(r.service.p50_ms),
+            _ms(r.service.p95_ms),
+            _ms(r.bare.p50_ms),
+            _ms(r.bare.p95_ms),
+            _ratio(r.service.p50_ms, r.bare.p50_ms),
+            _ratio(r.service.p95_ms, r.bare.p95_ms),
+            f"{r.service.failures}/{r.service.n + r.service.failures}",
+        )
+    console.print(latency)
+
+    phases = Table(title="Server-side phases, median per job (ms)")
+    names = ["queued", "prepare", "sandbox_setup", "run", "wall"]
+    phases.add_column("language")
+    for name in names:
+        phases.add_column(name, justify="right")
+    for r in results:
+        phases.add_row(r.language, *(_ms(r.phases_ms.get(name, math.nan)) for name in names))
+    console.print(phases)
+
+    throughput = Table(
+        title=f"Throughput, {meta['duration_s']:g} s per row (jobs or starts per second)",
+        caption="ratio = service / bare: above 1.00x the service beat bare interpreter starts",
+    )
+    for column in ("language", "clients", "service /s", "bare /s", "ratio", "failed"):
+        throughput.add_column(column, justify="left" if column == "language" else "right")
+    for r in results:
+        for row in r.throughput:
+            service, bare = row["service"], row["bare"]
+            throughput.add_row(
+                r.language,
+                str(row["clients"]),
+                f"{service['per_s']:.1f}",
+                f"{bare['per_s']:.1f}",
+                "-" if math.isnan(row["ratio"]) else f"{row['ratio']:.2f}x",
+                str(service["failures"] + bare["failures"]),
+            )
+    console.print(throughput)
+    for r in results:
+        console.print(
+            f"{r.language}: sandbox {r.sandbox or '?'}; bare = [bold]{r.bare_command}[/bold]"
+        )
+    for r in results:
+        if r.first_failure:
+            console.print(f"[red]{r.language}: first failure:[/red] {r.first_failure}")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-n", type=int, default=200, help="sequential jobs per language (200)")
+    parser.add_argument("--warmup", type=int, default=20, help="warm-up jobs per language (20)")
+    parser.add_argument(
+        "--clients", default="1,2,4,8", help="concurrent clients for throughput (1,2,4,8)"
+    )
+    parser.add_argument(
+        "--duration", type=float, default=5.0, help="seconds per throughput row (5)"
+    )
+    parser.add_argument(
+        "--languages",
+        default=",".join(w.language for w in WORKLOADS),
+        help="which of: " + ", ".join(w.language for w in WORKLOADS),
+    )
+    parser.add_argument("--backend", default=None, help="sandbox backend of the embedded server")
+    parser.add_argument("--address", default=None, help="bench this running server instead")
+    parser.add_argument("--timeout", type=float, default=60.0, help="per-call deadline, s (60)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
+    args = parser.parse_args(argv)
+    args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    if args.n < 1 or args.duration <= 0 or any(c < 1 for c in args.clients):
+        parser.error("-n, --duration and --clients must be positive")
+    known = {w.language: w for w in WORKLOADS}
+    wanted = [name.strip() for name in args.languages.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in known]
+    if unknown:
+        parser.error(f"unknown language(s): {', '.join(unknown)}")
+    args.workloads = [known[name] for name in wanted]
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    # Progress goes to stderr; with --json, stdout holds the JSON object alone.
+    console = Console(stderr=args.json)
+    # Piped (make, CI) rich assumes 80 columns, too narrow for the latency table.
+    console.width = max(console.width, 100)
+    progress = Console(stderr=True)
+    meta: dict[str, Any] = {
+        "n": args.n,
+        "warmup": args.warmup,
+        "duration_s": args.duration,
+        "clients": args.clients,
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if args.address:
+            address = args.address
+        else:
+            progress.log(f"starting the embedded server (backend: {args.backend or 'auto'})")
+            address = stack.enter_context(embedded_server(args.backend))
+        meta["address"] = address
+        results = [bench_language(address, w, args, progress) for w in args.workloads]
+    meta["elapsed_s"] = round(time.perf_counter() - started, 1)
+
+    if args.json:
+        print(json.dumps({"meta": meta, "languages": [asdict(r) for r in results]}, indent=2))
+    else:
+        print_tables(console, results, meta)
+        console.print(
+            f"[dim]{meta['cpus']} CPUs, Python {meta['python']}, kernel {meta['kernel']}, "
+            f"n={args.n}, warm-up {args.warmup}, {meta['elapsed_s']} s in all[/dim]"
+        )
+    failed = any(r.service.n == 0 for r in results)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
