@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest_asyncio
 
@@ -34,7 +36,11 @@ async def executor() -> AsyncIterator[Executor]:
 
 
 async def run(
-    executor: Executor, language: str, code: str, args: dict[str, object] | None = None, **limits: object
+    executor: Executor,
+    language: str,
+    code: str,
+    args: dict[str, object] | None = None,
+    **limits: Any,
 ) -> Outcome:
     job = Job(
         id="test",
@@ -42,6 +48,6 @@ async def run(
         code=code,
         entry_point="main",
         args=args or {},
-        limits=Limits(**{**LIMITS.__dict__, **limits}),  # type: ignore[arg-type]
+        limits=dataclasses.replace(LIMITS, **limits),
     )
     return await executor.run(job)

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import psutil
 import pytest
@@ -77,7 +78,6 @@ async def test_tmpfs_file_counts_against_memory(executor: Executor) -> None:
     code = "head -c 200M /dev/zero > /tmp/big\necho wrote\n"
     outcome = await run(executor, "bash", code, memory_bytes=48 << 20)
     assert outcome.verdict in (Verdict.MEMORY_LIMIT, Verdict.ERROR)
-    assert outcome.verdict is not Verdict.SUCCESS
 
 
 async def test_fork_bomb_is_process_limit(executor: Executor) -> None:
@@ -142,16 +142,24 @@ async def test_dangerous_syscalls_are_refused(executor: Executor, name: str, num
     assert error == 1, f"{name} answered errno {error}, not EPERM"
 
 
-@pytest.mark.parametrize("family", ["AF_INET", "AF_INET6", "AF_NETLINK", "AF_PACKET"])
+@pytest.mark.parametrize(
+    ("family", "kind"),
+    [
+        ("AF_INET", "SOCK_STREAM"),
+        ("AF_INET6", "SOCK_DGRAM"),
+        ("AF_NETLINK", "SOCK_RAW"),
+        ("AF_PACKET", "SOCK_RAW"),
+    ],
+)
 async def test_sockets_other_than_unix_are_refused_without_network(
-    executor: Executor, family: str
+    executor: Executor, family: str, kind: str
 ) -> None:
     code = textwrap.dedent(
         f"""
         import socket
         def main():
             try:
-                socket.socket(socket.{family}, socket.SOCK_RAW if "{family}" in ("AF_PACKET", "AF_NETLINK") else socket.SOCK_STREAM)
+                socket.socket(socket.{family}, socket.{kind})
             except OSError as error:
                 return error.errno
             return "opened"
@@ -192,7 +200,13 @@ async def test_namespace_creating_clone_is_refused(executor: Executor) -> None:
 
 
 async def test_jobs_see_only_their_own_processes(executor: Executor) -> None:
-    code = "import os\ndef main():\n    return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())\n"
+    code = textwrap.dedent(
+        """
+        import os
+        def main():
+            return sorted(int(p) for p in os.listdir('/proc') if p.isdigit())
+        """
+    )
     outcome = await run(executor, "python", code)
     # The job's init (pid 1) and the program itself: nothing of the host.
     assert json.loads(outcome.result_json) == [1, 2]
@@ -223,16 +237,14 @@ async def test_root_and_system_directories_are_read_only(executor: Executor) -> 
 
 
 async def test_symlink_planted_in_job_dir_does_not_reach_the_host(executor: Executor) -> None:
-    victim = "/var/tmp/gristmill-victim"
-    with open(victim, "w") as file:
-        file.write("host file")
-    os.chmod(victim, 0o666)
+    victim = Path("/var/tmp/gristmill-victim")
+    victim.write_text("host file")
+    victim.chmod(0o666)
     code = f"ln -s {victim} /job/link\necho overwritten > /job/link || echo refused\n"
     outcome = await run(executor, "bash", code)
     assert outcome.verdict in (Verdict.SUCCESS, Verdict.ERROR)
-    with open(victim) as file:
-        assert file.read() == "host file"
-    os.unlink(victim)
+    assert victim.read_text() == "host file"
+    victim.unlink()
 
 
 async def test_environment_holds_only_what_the_job_was_given(executor: Executor) -> None:
@@ -256,7 +268,7 @@ async def test_no_cgroup_is_left_after_jobs(executor: Executor) -> None:
         assert list(parent.glob("job-*")) == []
 
 
-async def test_jobs_die_when_the_service_dies() -> None:
+def test_jobs_die_when_the_service_dies() -> None:
     script = textwrap.dedent(
         """
         import asyncio, sys, tempfile
