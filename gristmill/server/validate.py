@@ -99,9 +99,17 @@ def limits(asked: Limits, defaults: Limits, maxima: Limits) -> Limits:
     return Limits(**resolved)
 
 
+DEADLINE_MARGIN = 0.05
+"""The share of a caller's deadline kept back, so that the outcome still reaches it."""
+
+
 def clamp_wall_time(resolved: Limits, remaining_s: float | None) -> Limits:
-    """The limits with the wall time cut to the caller's remaining deadline, if it has one."""
+    """The limits with the wall time cut to the caller's remaining deadline, if it has one.
+
+    A little is kept back: a job stopped exactly at the deadline would leave no time
+    to deliver its TIMEOUT outcome, and the caller would see DEADLINE_EXCEEDED instead.
+    """
     if remaining_s is None:
         return resolved
-    remaining_ms = max(1, int(remaining_s * 1000))
+    remaining_ms = max(1, int(remaining_s * 1000 * (1 - DEADLINE_MARGIN)))
     return dataclasses.replace(resolved, wall_time_ms=min(resolved.wall_time_ms, remaining_ms))

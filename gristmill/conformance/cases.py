@@ -1,0 +1,446 @@
+"""Conformance cases: the TOML files of `tests/conformance/`, loaded and validated.
+
+The case files are data that anyone may read and extend, for any server speaking the
+contract. This module is the one place that knows their schema (documented in
+`tests/conformance/README.md`), so that a typo in a file is an error naming the file,
+the case and the key, never a case that silently checks less than it says.
+
+A case written for several languages (`code.<language> = "..."`) is expanded here
+into one `Case` per language; everything downstream sees single-language cases.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gristmill.v1 import runtime_pb2
+
+__all__ = [
+    "PLACEHOLDERS",
+    "Case",
+    "CaseFileError",
+    "CaseLimits",
+    "Expectation",
+    "load_case_file",
+    "load_cases",
+]
+
+VERDICTS = frozenset(name for name, number in runtime_pb2.Verdict.items() if number != 0)
+"""Verdict names a case may expect: the contract's enum, never its zero value."""
+
+PLACEHOLDERS = ("{service_host}", "{service_port}")
+"""Tokens in a case's code replaced with the address of the server under test."""
+
+KNOWN_NEEDS = frozenset({"service_port"})
+
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+_CASE_KEYS = frozenset(
+    {
+        "name",
+        "language",
+        "code",
+        "args",
+        "args_json",
+        "env",
+        "limits",
+        "entry_point",
+        "cancel_after_ms",
+        "needs",
+        "expect",
+        "expect_for",
+    }
+)
+_EXPECT_KEYS = frozenset(
+    {
+        "verdict",
+        "verdict_in",
+        "result",
+        "result_json",
+        "stdout",
+        "stderr",
+        "stdout_truncated",
+        "stderr_truncated",
+        "error_name",
+        "error_message",
+        "error_line",
+        "exit_code",
+        "signal",
+        "within_ms",
+    }
+)
+_LIMIT_KEYS = frozenset(
+    {"wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "output_bytes", "network"}
+)
+
+
+class CaseFileError(Exception):
+    """A case file is malformed; the message names the file, the case and the key."""
+
+
+@dataclass(frozen=True)
+class CaseLimits:
+    """The job's limits as sent; zero asks for the server's default."""
+
+    wall_time_ms: int = 0
+    memory_bytes: int = 0
+    cpu_time_ms: int = 0
+    processes: int = 0
+    output_bytes: int = 0
+    network: bool = False
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the outcome must show; `None` leaves that part of the outcome unchecked."""
+
+    # Any one of these verdicts passes (one, unless the kernel may answer several ways).
+    verdicts: tuple[str, ...]
+    # Compared as JSON values, exactly: 1 and 1.0 differ, and so do 1 and true.
+    result_json: str | None = None
+    # Searched (`re.search`) in the stream decoded as UTF-8; anchor with \A and \Z.
+    stdout: re.Pattern[str] | None = None
+    stderr: re.Pattern[str] | None = None
+    stdout_truncated: bool | None = None
+    stderr_truncated: bool | None = None
+    error_name: str | None = None
+    error_message: re.Pattern[str] | None = None
+    # The line of the innermost stack frame, in the user's own file.
+    error_line: int | None = None
+    exit_code: int | None = None
+    signal: int | None = None
+    # The whole Execute call, as the runner measures it, must answer within this.
+    within_ms: int | None = None
+
+
+@dataclass(frozen=True)
+class Case:
+    """One case in one language: a job to send and what its outcome must show."""
+
+    name: str
+    language: str
+    code: str
+    expect: Expectation
+    source: Path
+    # Sent as the Struct `args` (numbers travel as doubles) ...
+    args: Mapping[str, Any] | None = None
+    # ... or as `args_json` text, exact (integers over 2^53, null).
+    args_json: str | None = None
+    env: Mapping[str, str] = field(default_factory=dict)
+    limits: CaseLimits = CaseLimits()
+    entry_point: str = ""
+    cancel_after_ms: int | None = None
+    needs: frozenset[str] = frozenset()
+
+    @property
+    def id(self) -> str:
+        """A stable, readable name for this case in this language."""
+        return f"{self.name}[{self.language}]"
+
+
+def load_cases(directory: Path) -> list[Case]:
+    """Every case of every `*.toml` file in `directory`, in file order then case order."""
+    if not directory.is_dir():
+        raise CaseFileError(f"{directory}: no such directory of case files")
+    paths = sorted(directory.glob("*.toml"))
+    if not paths:
+        raise CaseFileError(f"{directory}: no *.toml case files")
+    cases: list[Case] = []
+    defined_in: dict[tuple[str, str], Path] = {}
+    for path in paths:
+        for case in load_case_file(path):
+            key = (case.name, case.language)
+            if key in defined_in:
+                raise CaseFileError(
+                    f"{path}: case {case.name!r} for {case.language} is already defined "
+                    f"in {defined_in[key]}"
+                )
+            defined_in[key] = path
+            cases.append(case)
+    return cases
+
+
+def load_case_file(path: Path) -> list[Case]:
+    """The cases of one file, expanded to one `Case` per language."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise CaseFileError(f"{path}: cannot be read as TOML: {error}") from error
+    _only_keys(data, frozenset({"case"}), str(path))
+    raw_cases = data.get("case")
+    if not isinstance(raw_cases, list) or not raw_cases:
+        raise CaseFileError(f"{path}: expected one or more [[case]] tables")
+    cases: list[Case] = []
+    for index, raw in enumerate(raw_cases, start=1):
+        name = raw.get("name")
+        where = f"{path}: case {name!r}" if isinstance(name, str) else f"{path}: case #{index}"
+        cases.extend(_parse_case(raw, path, where))
+    return cases
+
+
+def _parse_case(raw: dict[str, Any], path: Path, where: str) -> list[Case]:
+    _only_keys(raw, _CASE_KEYS, where)
+    name = _required_str(raw, "name", where)
+    if not _NAME.fullmatch(name):
+        raise CaseFileError(f"{where}: name must match {_NAME.pattern}")
+    codes = _parse_codes(raw, where)
+
+    if "args" in raw and "args_json" in raw:
+        raise CaseFileError(f"{where}: give args or args_json, not both")
+    args = _table(raw, "args", where) if "args" in raw else None
+    args_json = _parse_args_json(raw, where)
+    env = _parse_env(raw, where)
+    limits = _parse_limits(raw, where)
+    entry_point = _optional_str(raw, "entry_point", where) or ""
+    cancel_after_ms = _optional_int(raw, "cancel_after_ms", where, minimum=1)
+    needs = _parse_needs(raw, codes, where)
+
+    base_expect = _table(raw, "expect", where)
+    overrides = _table(raw, "expect_for", where) if "expect_for" in raw else {}
+    for language in overrides:
+        if language not in codes:
+            raise CaseFileError(f"{where}: expect_for.{language} names a language without code")
+
+    cases = []
+    for language, code in codes.items():
+        expect_where = f"{where} [{language}]"
+        merged = _merge_expect(base_expect, _table(overrides, language, where, "expect_for."))
+        cases.append(
+            Case(
+                name=name,
+                language=language,
+                code=code,
+                expect=_parse_expect(merged, expect_where),
+                source=path,
+                args=args,
+                args_json=args_json,
+                env=env,
+                limits=limits,
+                entry_point=entry_point,
+                cancel_after_ms=cancel_after_ms,
+                needs=needs,
+            )
+        )
+    return cases
+
+
+def _parse_codes(raw: dict[str, Any], where: str) -> dict[str, str]:
+    """`language` + `code` text, or a `code.<language>` table: the case once per language."""
+    code = raw.get("code")
+    if isinstance(code, str):
+        language = _required_str(raw, "language", where)
+        codes = {language: code}
+    elif isinstance(code, dict):
+        if "language" in raw:
+            raise CaseFileError(f"{where}: with a code.<language> table, leave out language")
+        codes = {}
+        for language, text in code.items():
+            if not isinstance(text, str):
+                raise CaseFileError(f"{where}: code.{language} must be a string")
+            codes[language] = text
+    else:
+        raise CaseFileError(f"{where}: code must be a string (with language) or a table")
+    if not codes:
+        raise CaseFileError(f"{where}: code is empty")
+    for language, text in codes.items():
+        if not _NAME.fullmatch(language):
+            raise CaseFileError(f"{where}: language {language!r} must match {_NAME.pattern}")
+        if not text.strip():
+            raise CaseFileError(f"{where}: the {language} code is empty")
+    return codes
+
+
+def _parse_args_json(raw: dict[str, Any], where: str) -> str | None:
+    text = _optional_str(raw, "args_json", where)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as error:
+        raise CaseFileError(f"{where}: args_json is not JSON: {error}") from error
+    if not isinstance(value, dict):
+        raise CaseFileError(f"{where}: args_json must be a JSON object")
+    return text
+
+
+def _parse_env(raw: dict[str, Any], where: str) -> dict[str, str]:
+    env = _table(raw, "env", where) if "env" in raw else {}
+    for key, value in env.items():
+        if not isinstance(value, str):
+            raise CaseFileError(f"{where}: env.{key} must be a string")
+    return env
+
+
+def _parse_limits(raw: dict[str, Any], where: str) -> CaseLimits:
+    if "limits" not in raw:
+        return CaseLimits()
+    table = _table(raw, "limits", where)
+    _only_keys(table, _LIMIT_KEYS, f"{where}: limits")
+    numbers = {
+        key: _optional_int(table, key, where, minimum=0, prefix="limits.") or 0
+        for key in _LIMIT_KEYS - {"network"}
+    }
+    network = _optional_bool(table, "network", where, prefix="limits.") or False
+    return CaseLimits(network=network, **numbers)
+
+
+def _parse_needs(raw: dict[str, Any], codes: Mapping[str, str], where: str) -> frozenset[str]:
+    """What the case needs of the runner; a placeholder without its need would stay literal."""
+    needs_list = raw.get("needs", [])
+    if not isinstance(needs_list, list) or not all(isinstance(n, str) for n in needs_list):
+        raise CaseFileError(f"{where}: needs must be a list of strings")
+    needs = frozenset(needs_list)
+    if unknown := needs - KNOWN_NEEDS:
+        raise CaseFileError(
+            f"{where}: unknown needs {sorted(unknown)}; known: {sorted(KNOWN_NEEDS)}"
+        )
+    for language, code in codes.items():
+        uses_placeholder = any(token in code for token in PLACEHOLDERS)
+        if "service_port" in needs and not uses_placeholder:
+            raise CaseFileError(
+                f"{where}: needs service_port but the {language} code has no "
+                f"{' or '.join(PLACEHOLDERS)}"
+            )
+        if uses_placeholder and "service_port" not in needs:
+            raise CaseFileError(
+                f"{where}: the {language} code uses a placeholder; add needs = ['service_port']"
+            )
+    return needs
+
+
+def _merge_expect(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """`expect` with one language's `expect_for` on top; a verdict replaces a verdict_in."""
+    merged = dict(base)
+    if "verdict" in override or "verdict_in" in override:
+        merged.pop("verdict", None)
+        merged.pop("verdict_in", None)
+    merged.update(override)
+    return merged
+
+
+def _parse_expect(table: dict[str, Any], where: str) -> Expectation:
+    _only_keys(table, _EXPECT_KEYS, f"{where}: expect")
+    return Expectation(
+        verdicts=_parse_verdicts(table, where),
+        result_json=_parse_result(table, where),
+        stdout=_optional_regex(table, "stdout", where),
+        stderr=_optional_regex(table, "stderr", where),
+        stdout_truncated=_optional_bool(table, "stdout_truncated", where, prefix="expect."),
+        stderr_truncated=_optional_bool(table, "stderr_truncated", where, prefix="expect."),
+        error_name=_optional_str(table, "error_name", where, prefix="expect."),
+        error_message=_optional_regex(table, "error_message", where),
+        error_line=_optional_int(table, "error_line", where, minimum=1, prefix="expect."),
+        exit_code=_optional_int(table, "exit_code", where, prefix="expect."),
+        signal=_optional_int(table, "signal", where, minimum=0, prefix="expect."),
+        within_ms=_optional_int(table, "within_ms", where, minimum=1, prefix="expect."),
+    )
+
+
+def _parse_verdicts(table: dict[str, Any], where: str) -> tuple[str, ...]:
+    if ("verdict" in table) == ("verdict_in" in table):
+        raise CaseFileError(f"{where}: give exactly one of expect.verdict, expect.verdict_in")
+    if "verdict" in table:
+        verdicts = [_required_str(table, "verdict", where, prefix="expect.")]
+    else:
+        verdicts = table["verdict_in"]
+        if (
+            not isinstance(verdicts, list)
+            or not verdicts
+            or not all(isinstance(v, str) for v in verdicts)
+        ):
+            raise CaseFileError(f"{where}: expect.verdict_in must be a non-empty list of names")
+    for verdict in verdicts:
+        if verdict not in VERDICTS:
+            raise CaseFileError(
+                f"{where}: unknown verdict {verdict!r}; known: {', '.join(sorted(VERDICTS))}"
+            )
+    return tuple(verdicts)
+
+
+def _parse_result(table: dict[str, Any], where: str) -> str | None:
+    """The expected result as JSON text, whether written as TOML or as JSON text."""
+    if "result" in table and "result_json" in table:
+        raise CaseFileError(f"{where}: give expect.result or expect.result_json, not both")
+    if "result" in table:
+        try:
+            return json.dumps(table["result"], ensure_ascii=False)
+        except TypeError as error:
+            raise CaseFileError(f"{where}: expect.result has no JSON form: {error}") from error
+    text = _optional_str(table, "result_json", where, prefix="expect.")
+    if text is not None:
+        try:
+            json.loads(text)
+        except ValueError as error:
+            raise CaseFileError(f"{where}: expect.result_json is not JSON: {error}") from error
+    return text
+
+
+def _only_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
+    if unknown := set(table) - allowed:
+        raise CaseFileError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
+            f"allowed: {', '.join(sorted(allowed))}"
+        )
+
+
+def _table(table: Mapping[str, Any], key: str, where: str, prefix: str = "") -> dict[str, Any]:
+    value = table.get(key, {})
+    if not isinstance(value, dict):
+        raise CaseFileError(f"{where}: {prefix}{key} must be a table")
+    return value
+
+
+def _required_str(table: Mapping[str, Any], key: str, where: str, prefix: str = "") -> str:
+    if key not in table:
+        raise CaseFileError(f"{where}: {prefix}{key} is required")
+    value = _optional_str(table, key, where, prefix)
+    assert value is not None
+    return value
+
+
+def _optional_str(table: Mapping[str, Any], key: str, where: str, prefix: str = "") -> str | None:
+    value = table.get(key)
+    if value is not None and not isinstance(value, str):
+        raise CaseFileError(f"{where}: {prefix}{key} must be a string")
+    return value
+
+
+def _optional_int(
+    table: Mapping[str, Any],
+    key: str,
+    where: str,
+    *,
+    minimum: int | None = None,
+    prefix: str = "",
+) -> int | None:
+    value = table.get(key)
+    if value is None:
+        return None
+    # bool is an int in Python but never a number in a case file.
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CaseFileError(f"{where}: {prefix}{key} must be an integer")
+    if minimum is not None and value < minimum:
+        raise CaseFileError(f"{where}: {prefix}{key} must be at least {minimum}")
+    return value
+
+
+def _optional_bool(table: Mapping[str, Any], key: str, where: str, prefix: str = "") -> bool | None:
+    value = table.get(key)
+    if value is not None and not isinstance(value, bool):
+        raise CaseFileError(f"{where}: {prefix}{key} must be true or false")
+    return value
+
+
+def _optional_regex(table: Mapping[str, Any], key: str, where: str) -> re.Pattern[str] | None:
+    pattern = _optional_str(table, key, where, prefix="expect.")
+    if pattern is None:
+        return None
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise CaseFileError(f"{where}: expect.{key} is not a valid regex: {error}") from error
