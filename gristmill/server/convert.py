@@ -6,6 +6,8 @@ Inside the service everything speaks the plain model; a request becomes a valida
 
 from __future__ import annotations
 
+from typing import Any
+
 from google.protobuf import json_format
 
 from gristmill.config import ServerConfig
@@ -26,6 +28,23 @@ from gristmill.model import (
 from gristmill.server import validate
 from gristmill.v1 import runtime_pb2 as pb
 
+EXACT_DOUBLE_INTEGER = 2**53
+
+
+def _whole_numbers_as_integers(value: Any) -> Any:
+    """Struct carries every number as a double; a whole one within 2**53 was an integer.
+
+    This is the rule protobuf's own JSON mapping prints by. Integers beyond 2**53
+    cannot travel in a Struct at all: `args_json` carries them exactly.
+    """
+    if isinstance(value, float) and value.is_integer() and abs(value) <= EXACT_DOUBLE_INTEGER:
+        return int(value)
+    if isinstance(value, dict):
+        return {key: _whole_numbers_as_integers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_whole_numbers_as_integers(item) for item in value]
+    return value
+
 
 def job_from_proto(
     message: pb.Job, registry: Registry, config: ServerConfig, remaining_s: float | None
@@ -38,7 +57,7 @@ def job_from_proto(
     args = (
         validate.args_json(message.args_json)
         if message.args_json
-        else json_format.MessageToDict(message.args)
+        else _whole_numbers_as_integers(json_format.MessageToDict(message.args))
     )
     asked = Limits(
         wall_time_ms=message.limits.wall_time_ms,

@@ -1,8 +1,9 @@
 # gristmill's Bash wrapper, per runtimes/PROTOCOL.md.
 # Reads the job's positional arguments (NUL-separated) on fd 4, runs the job's
-# script with them, its fd 3 going to a file, then sends that file's text on the
-# real fd 3 as {"result_text": ...}. Nothing written there means the service takes
-# the last line of stdout instead.
+# script with them and its fd 3 going to an unlinked file, then sends that file's
+# text on the real fd 3 as {"result_text": ...}. Nothing written there means the
+# service takes the last line of stdout instead. A script killed by a signal
+# makes the wrapper die of the same signal, so the verdict can say so.
 
 args=()
 while IFS= read -r -d '' arg; do
@@ -10,12 +11,21 @@ while IFS= read -r -d '' arg; do
 done <&4
 exec 4<&-
 
+# Opened twice and unlinked at once: the job never sees the file in its /tmp.
 result_file="/tmp/.gristmill-result-$$"
-/bin/bash /job/main.sh "${args[@]}" 3>"$result_file"
-status=$?
+exec 5>"$result_file" 6<"$result_file"
+rm -f "$result_file"
 
-if [[ -s $result_file ]]; then
-    text=$(<"$result_file")
+/bin/bash /job/main.sh "${args[@]}" 3>&5 5>&- 6<&-
+status=$?
+exec 5>&-
+
+text=""
+IFS= read -r -d '' text <&6
+if [[ -n $text ]]; then
+    while [[ $text == *$'\n' ]]; do
+        text=${text%$'\n'}
+    done
     text=${text//\\/\\\\}
     text=${text//\"/\\\"}
     text=${text//$'\n'/\\n}
@@ -23,5 +33,10 @@ if [[ -s $result_file ]]; then
     text=${text//$'\t'/\\t}
     printf '{"result_text":"%s"}' "$text" >&3
 fi
-rm -f "$result_file"
+
+if ((status > 128 && status < 160)); then
+    signal=$((status - 128))
+    trap - "$signal" 2>/dev/null
+    kill -s "$signal" "$$"
+fi
 exit "$status"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import time
 import uuid
 
 import grpc
@@ -96,12 +97,13 @@ def test_cancel_kills_the_job_before_answering(client):
     assert outcome.verdict == pb.CANCELLED
 
 
-def test_client_deadline_passing_kills_the_job(client):
+def test_client_deadline_bounds_the_job_and_its_outcome_arrives_in_time(client):
     job_id = str(uuid.uuid4())
-    with pytest.raises(grpc.RpcError) as expired:
-        client.execute("python", SLEEPER, job_id=job_id, timeout_s=2)
-    assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-    # Joining the same id waits for that run's end: killed, not slept out.
+    started = time.monotonic()
+    outcome = client.execute("python", SLEEPER, job_id=job_id, timeout_s=3)
+    assert outcome.verdict == pb.TIMEOUT
+    assert time.monotonic() - started < 3
+    # Joining the same id returns that run's end: killed, not slept out.
     outcome = client.execute("python", SLEEPER, job_id=job_id, timeout_s=50)
     assert outcome.verdict in (pb.CANCELLED, pb.TIMEOUT), outcome
 

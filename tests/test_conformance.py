@@ -1,0 +1,456 @@
+"""The conformance suite: its loader and checker on their own, then every case against
+a real server started here.
+
+`test_case_against_server` is the suite proper: one test per (case, language) from
+tests/conformance/*.toml. A failing attack case there is a bug in the server or its
+sandbox, never a reason to weaken the case.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from gristmill.config import load_config
+from gristmill.conformance import runner
+from gristmill.conformance.cases import Case, CaseFileError, load_case_file, load_cases
+from gristmill.conformance.checks import check_outcome, json_equal
+from gristmill.conformance.report import describe_outcome
+from gristmill.conformance.runner import default_cases_dir, run_cases
+from gristmill.server import BackgroundServer
+from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
+from tests.conftest import sandbox_work_dir
+
+ALL_CASES = load_cases(default_cases_dir())
+
+
+def write_cases(directory: Path, text: str, name: str = "cases.toml") -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def one_case(tmp_path: Path, text: str) -> Case:
+    [case] = load_case_file(write_cases(tmp_path, text))
+    return case
+
+
+# The loader
+
+
+def test_every_topic_covers_python_and_bash():
+    topics: dict[str, set[str]] = {}
+    for case in ALL_CASES:
+        topics.setdefault(case.source.stem, set()).add(case.language)
+    assert {"values", "arguments", "errors", "output", "limits", "attacks"} <= topics.keys()
+    for topic, languages in topics.items():
+        assert {"python", "bash"} <= languages, topic
+
+
+def test_a_case_with_code_per_language_expands_once_per_language(tmp_path):
+    cases = load_case_file(
+        write_cases(
+            tmp_path,
+            """
+            [[case]]
+            name = "attack"
+            code.python = "def main(): return 1"
+            code.bash = "echo 1"
+            limits = { wall_time_ms = 500, network = false }
+            expect.verdict = "SUCCESS"
+            expect.result = 1
+            """,
+        )
+    )
+    assert [case.id for case in cases] == ["attack[python]", "attack[bash]"]
+    assert all(case.limits.wall_time_ms == 500 for case in cases)
+    assert all(case.expect.result_json == "1" for case in cases)
+
+
+def test_expect_for_overrides_one_language_only(tmp_path):
+    python, bash = load_case_file(
+        write_cases(
+            tmp_path,
+            """
+            [[case]]
+            name = "exit"
+            code.python = "def main(): return 1"
+            code.bash = "exit 3"
+            expect.verdict = "SUCCESS"
+            expect_for.bash.verdict_in = ["ERROR", "KILLED_BY_SIGNAL"]
+            expect_for.bash.exit_code = 3
+            """,
+        )
+    )
+    assert python.expect.verdicts == ("SUCCESS",)
+    assert python.expect.exit_code is None
+    assert bash.expect.verdicts == ("ERROR", "KILLED_BY_SIGNAL")
+    assert bash.expect.exit_code == 3
+
+
+def test_args_json_keeps_big_integers_as_text(tmp_path):
+    case = one_case(
+        tmp_path,
+        """
+        [[case]]
+        name = "big"
+        language = "python"
+        code = "def main(n): return n"
+        args_json = '{"n": 1180591620717411303424}'
+        expect.verdict = "SUCCESS"
+        expect.result_json = "1180591620717411303424"
+        """,
+    )
+    assert case.args is None
+    assert case.args_json == '{"n": 1180591620717411303424}'
+
+
+MALFORMED = {
+    "unknown key": ('code = "x"\nlanguage = "python"\nexpect.verdit = "SUCCESS"', "verdit"),
+    "no verdict": ('code = "x"\nlanguage = "python"\nexpect.stdout = "x"', "exactly one"),
+    "both verdicts": (
+        'code = "x"\nlanguage = "python"\nexpect.verdict = "ERROR"\nexpect.verdict_in = ["ERROR"]',
+        "exactly one",
+    ),
+    "unknown verdict": ('code = "x"\nlanguage = "python"\nexpect.verdict = "OK"', "'OK'"),
+    "language missing": ('code = "x"\nexpect.verdict = "SUCCESS"', "language is required"),
+    "language and table": (
+        'language = "python"\ncode.python = "x"\nexpect.verdict = "SUCCESS"',
+        "leave out language",
+    ),
+    "bad regex": (
+        'code = "x"\nlanguage = "python"\nexpect.verdict = "SUCCESS"\nexpect.stdout = "("',
+        "not a valid regex",
+    ),
+    "args and args_json": (
+        'code = "x"\nlanguage = "python"\nargs = {}\nargs_json = "{}"\nexpect.verdict = "SUCCESS"',
+        "not both",
+    ),
+    "args_json not an object": (
+        'code = "x"\nlanguage = "python"\nargs_json = "[1]"\nexpect.verdict = "SUCCESS"',
+        "JSON object",
+    ),
+    "limit not a number": (
+        'code = "x"\nlanguage = "python"\nlimits = { wall_time_ms = "1s" }\n'
+        'expect.verdict = "SUCCESS"',
+        "limits.wall_time_ms must be an integer",
+    ),
+    "unknown limit": (
+        'code = "x"\nlanguage = "python"\nlimits = { wall_ms = 1 }\nexpect.verdict = "SUCCESS"',
+        "wall_ms",
+    ),
+    "placeholder without need": (
+        'code = "{service_port}"\nlanguage = "python"\nexpect.verdict = "SUCCESS"',
+        "needs",
+    ),
+    "need without placeholder": (
+        'code = "x"\nlanguage = "python"\nneeds = ["service_port"]\nexpect.verdict = "SUCCESS"',
+        "has no",
+    ),
+    "expect_for unknown language": (
+        'code = "x"\nlanguage = "python"\nexpect.verdict = "SUCCESS"\n'
+        "expect_for.bash.exit_code = 1",
+        "expect_for.bash",
+    ),
+    "result not JSON": (
+        'code = "x"\nlanguage = "python"\nexpect.verdict = "SUCCESS"\nexpect.result_json = "{"',
+        "not JSON",
+    ),
+}
+
+
+@pytest.mark.parametrize("body, message", MALFORMED.values(), ids=MALFORMED.keys())
+def test_a_malformed_case_names_file_case_and_key(tmp_path, body, message):
+    path = write_cases(tmp_path, f'[[case]]\nname = "broken"\n{body}\n')
+    with pytest.raises(CaseFileError, match="broken") as raised:
+        load_case_file(path)
+    assert str(path) in str(raised.value)
+    assert message in str(raised.value)
+
+
+def test_invalid_toml_is_a_case_file_error(tmp_path):
+    with pytest.raises(CaseFileError, match="cannot be read as TOML"):
+        load_case_file(write_cases(tmp_path, "[[case]\n"))
+
+
+def test_a_name_defined_twice_for_one_language_is_refused(tmp_path):
+    case = '[[case]]\nname = "twice"\nlanguage = "python"\ncode = "x"\nexpect.verdict = "ERROR"\n'
+    write_cases(tmp_path, case, "a.toml")
+    write_cases(tmp_path, case, "b.toml")
+    with pytest.raises(CaseFileError, match="already defined"):
+        load_cases(tmp_path)
+
+
+# The checker
+
+
+def outcome(**fields) -> runtime_pb2.Outcome:
+    return json_format.ParseDict(fields, runtime_pb2.Outcome())
+
+
+def expectation(tmp_path: Path, expect: str):
+    return one_case(
+        tmp_path, f'[[case]]\nname = "c"\nlanguage = "python"\ncode = "x"\n{expect}\n'
+    ).expect
+
+
+def test_a_matching_outcome_has_no_problems(tmp_path):
+    expect = expectation(
+        tmp_path,
+        'expect.verdict = "ERROR"\nexpect.error_name = "ZeroDivisionError"\n'
+        'expect.error_message = "division"\nexpect.error_line = 2\n'
+        "expect.stdout = '\\Abefore\\n\\Z'\nexpect.stdout_truncated = false\n"
+        "expect.within_ms = 1000",
+    )
+    got = outcome(
+        verdict="ERROR",
+        error={
+            "name": "ZeroDivisionError",
+            "message": "division by zero",
+            "stack": [{"file": "main.py", "line": 7}, {"file": "main.py", "line": 2}],
+        },
+        stdout={"data": "YmVmb3JlCg==", "totalBytes": 7},
+    )
+    assert check_outcome(expect, got, elapsed_ms=20) == []
+
+
+def test_each_difference_is_named(tmp_path):
+    expect = expectation(
+        tmp_path,
+        'expect.verdict_in = ["PROCESS_LIMIT", "TIMEOUT"]\nexpect.result = 1\n'
+        'expect.stderr = "warn"\nexpect.stderr_truncated = true\nexpect.exit_code = 3\n'
+        "expect.signal = 9\nexpect.error_line = 2\nexpect.within_ms = 100",
+    )
+    got = outcome(
+        verdict="SUCCESS",
+        resultJson="1.0",
+        exitCode=0,
+        error={"name": "E", "stack": [{"file": "main.py", "line": 5, "function": "f"}]},
+    )
+    problems = check_outcome(expect, got, elapsed_ms=250)
+    assert [p.split(":")[0] for p in problems] == [
+        "verdict",
+        "result",
+        "stderr",
+        "stderr.truncated",
+        "error line",
+        "exit_code",
+        "signal",
+        "answered after 250 ms, expected within 100",
+    ]
+    assert "PROCESS_LIMIT or TIMEOUT, got SUCCESS" in problems[0]
+    assert "main.py:5 (f)" in problems[4]
+
+
+def test_a_missing_error_or_result_is_a_problem(tmp_path):
+    expect = expectation(
+        tmp_path, 'expect.verdict = "ERROR"\nexpect.error_name = "E"\nexpect.result_json = "null"'
+    )
+    assert check_outcome(expect, outcome(verdict="ERROR"), elapsed_ms=1) == [
+        "result: expected 'null', got no result_json",
+        "error: expected one, got none",
+    ]
+
+
+def test_nan_in_a_result_is_not_json(tmp_path):
+    expect = expectation(tmp_path, 'expect.verdict = "SUCCESS"\nexpect.result_json = "null"')
+    [problem] = check_outcome(expect, outcome(verdict="SUCCESS", resultJson="NaN"), 1)
+    assert "invalid JSON" in problem
+
+
+@pytest.mark.parametrize(
+    "left, right, equal",
+    [
+        (1, 1, True),
+        (1, 1.0, False),
+        (1, True, False),
+        (0, False, False),
+        ({"a": [1, {"b": None}]}, {"a": [1, {"b": None}]}, True),
+        ({"a": 1}, {"a": 1, "b": 2}, False),
+        ([1, 2], [2, 1], False),
+        (2**70, 2**70, True),
+    ],
+)
+def test_json_equal_is_exact(left, right, equal):
+    assert json_equal(left, right) is equal
+
+
+# The runner, against a fake server that answers from the job itself
+
+
+class FakeRuntime(runtime_pb2_grpc.RuntimeServicer):
+    """Echoes the job's arguments as the result and its code as stdout; "wait" waits
+    for Cancel. Python is available, bash is not."""
+
+    def __init__(self) -> None:
+        self.cancelled: dict[str, threading.Event] = {}
+
+    def ListRuntimes(self, request, context):
+        return runtime_pb2.ListRuntimesResponse(
+            runtimes=[
+                runtime_pb2.RuntimeInfo(language="python", available=True),
+                runtime_pb2.RuntimeInfo(
+                    language="bash", available=False, unavailable_reason="no bash here"
+                ),
+            ]
+        )
+
+    def Execute(self, request, context):
+        job = request.job
+        if job.code == "wait":
+            event = self.cancelled.setdefault(job.id, threading.Event())
+            cancelled = event.wait(timeout=10)
+            verdict = runtime_pb2.CANCELLED if cancelled else runtime_pb2.TIMEOUT
+            return runtime_pb2.Outcome(job_id=job.id, verdict=verdict)
+        args = job.args_json or json_format.MessageToJson(job.args)
+        return runtime_pb2.Outcome(
+            job_id=job.id,
+            verdict=runtime_pb2.SUCCESS,
+            result_json=args,
+            stdout=runtime_pb2.Output(data=job.code.encode()),
+        )
+
+    def Cancel(self, request, context):
+        event = self.cancelled.setdefault(request.job_id, threading.Event())
+        event.set()
+        return runtime_pb2.CancelResponse(cancelled=True)
+
+
+@pytest.fixture
+def fake_target():
+    server = grpc.server(ThreadPoolExecutor(max_workers=4))
+    runtime_pb2_grpc.add_RuntimeServicer_to_server(FakeRuntime(), server)  # type: ignore[no-untyped-call]
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop(grace=None)
+
+
+FAKE_CASES = """
+[[case]]
+name = "echo.big_integer"
+language = "python"
+code = "echo"
+args_json = '{"n": 1180591620717411303424}'
+expect.verdict = "SUCCESS"
+expect.result_json = '{"n": 1180591620717411303424}'
+
+[[case]]
+name = "echo.wrong"
+language = "python"
+code = "echo"
+args = { s = "x" }
+expect.verdict = "SUCCESS"
+expect.result = { s = "y" }
+
+[[case]]
+name = "echo.port"
+needs = ["service_port"]
+code.python = "{service_host} {service_port}"
+code.bash = "{service_host} {service_port}"
+expect.verdict = "SUCCESS"
+expect.stdout = '\\A127\\.0\\.0\\.1 \\d+\\Z'
+
+[[case]]
+name = "echo.cancel"
+language = "python"
+code = "wait"
+cancel_after_ms = 100
+expect.verdict = "CANCELLED"
+expect.within_ms = 5000
+"""
+
+
+def test_run_cases_sends_each_job_and_checks_its_outcome(tmp_path, fake_target):
+    cases = [c for c in load_case_file(write_cases(tmp_path, FAKE_CASES)) if c.language == "python"]
+    results = run_cases(fake_target, cases)
+    assert [(r.case.name, r.passed) for r in results] == [
+        ("echo.big_integer", True),
+        ("echo.wrong", False),
+        ("echo.port", True),
+        ("echo.cancel", True),
+    ]
+    assert results[1].problems == ('result: expected \'{"s": "y"}\', got \'{\\n  "s": "x"\\n}\'',)
+    assert results[2].outcome is not None
+    assert results[2].outcome.stdout.data == f"127.0.0.1 {fake_target.split(':')[1]}".encode()
+
+
+def test_main_reports_json_and_fails_on_any_failure(tmp_path, fake_target, capsys):
+    cases_dir = tmp_path / "cases"
+    write_cases(cases_dir, FAKE_CASES)
+    assert runner.main(["--target", fake_target, "--cases", str(cases_dir), "--json"]) == 1
+    document = json.loads(capsys.readouterr().out)
+    assert document["passed"] is False
+    assert document["unavailable"] == {"bash": "no bash here"}
+    assert document["totals"] == {"python": {"passed": 3, "ran": 4}}
+    failed = [r for r in document["results"] if not r["passed"]]
+    assert [r["case"] for r in failed] == ["echo.wrong"]
+    assert failed[0]["outcome"]["verdict"] == "SUCCESS"
+
+
+def test_main_prints_a_table_and_passes_when_every_case_passes(tmp_path, fake_target, capsys):
+    cases_dir = tmp_path / "cases"
+    write_cases(cases_dir, FAKE_CASES)
+    args = ["--target", fake_target, "--cases", str(cases_dir), "--filter", "echo.big"]
+    assert runner.main(args) == 0
+    out = capsys.readouterr().out
+    assert "echo.big_integer" in out
+    assert "pass" in out
+    assert "1/1" in out
+
+
+def test_main_fails_when_no_case_runs(tmp_path, fake_target, capsys):
+    cases_dir = tmp_path / "cases"
+    write_cases(cases_dir, FAKE_CASES)
+    args = ["--target", fake_target, "--cases", str(cases_dir), "--language", "bash"]
+    assert runner.main(args) == 1
+    captured = capsys.readouterr()
+    assert "bash: not run: no bash here" in captured.out
+    assert "no case ran" in captured.err
+
+
+def test_main_refuses_a_malformed_case_directory(tmp_path, fake_target, capsys):
+    write_cases(tmp_path, "[[case]]\nname = 'x'\n")
+    assert runner.main(["--target", fake_target, "--cases", str(tmp_path)]) == 2
+    assert "code must be" in capsys.readouterr().err
+
+
+# The suite proper, against a real server
+
+
+@pytest.fixture(scope="session")
+def server_address():
+    """One real server for the whole suite; GRISTMILL_* variables choose e.g. its backend."""
+    with sandbox_work_dir() as work_dir:
+        config = load_config(overrides={"address": "127.0.0.1:0", "work_dir": work_dir})
+        with BackgroundServer(config) as address:
+            yield address
+
+
+@pytest.fixture(scope="session")
+def available_languages(server_address) -> dict[str, str]:
+    """Language -> "" when it runs here, else the server's reason why not."""
+    response = runner.list_runtimes(server_address)
+    return {
+        info.language: "" if info.available else info.unavailable_reason
+        for info in response.runtimes
+    }
+
+
+@pytest.mark.parametrize("case", ALL_CASES, ids=lambda case: case.id)
+def test_case_against_server(case, server_address, available_languages):
+    reason = available_languages.get(case.language, "the server does not list it")
+    if reason:
+        pytest.skip(f"{case.language}: {reason}")
+    [result] = run_cases(server_address, [case])
+    details = "\n".join(result.problems)
+    if result.outcome is not None:
+        details += "\ngot:\n  " + "\n  ".join(describe_outcome(result.outcome))
+    assert result.passed, f"{case.id} ({case.source.name}):\n{details}"
