@@ -1,4 +1,5 @@
-"""The `gristmill` command: serve, run a file, list runtimes, check the host, demo, conformance.
+"""The `gristmill` command: serve, run or resolve a file, list runtimes, check the host, demo,
+conformance.
 
 Commands that talk to a server use `--target HOST:PORT`, or without it an embedded
 server in this process (`BackgroundServer`), so one file can be run with no set-up.
@@ -23,6 +24,8 @@ from typing import Any
 import grpc
 from google.protobuf import json_format
 from rich.console import Console
+from rich.markup import escape
+from rich.status import Status
 from rich.table import Table
 
 from gristmill import __version__
@@ -83,6 +86,24 @@ def _build_parser() -> argparse.ArgumentParser:
     run.add_argument("--network", action="store_true")
     run.add_argument("--target", help="HOST:PORT of a server (default: embedded)")
     run.add_argument("--json", action="store_true", help="print the Outcome as JSON")
+    run.add_argument(
+        "--lockfile", type=Path, help="install exactly this lockfile (never resolve again)"
+    )
+    run.add_argument(
+        "--save-lockfile", type=Path, metavar="PATH", help="write the lockfile the job used"
+    )
+
+    resolve = commands.add_parser(
+        "resolve", help="find a file's dependencies and print their lockfile, without running it"
+    )
+    _server_flags(resolve)
+    resolve.add_argument("file", type=Path)
+    resolve.add_argument("--lang", help="language (default: from the file's extension)")
+    resolve.add_argument("--target", help="HOST:PORT of a server (default: embedded)")
+    resolve.add_argument("--json", action="store_true", help="print the response as JSON")
+    resolve.add_argument(
+        "-o", "--output", type=Path, help="write the lockfile here instead of to stdout"
+    )
 
     runtimes = commands.add_parser("runtimes", help="list the languages a server knows")
     _server_flags(runtimes)
@@ -100,6 +121,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 _NOT_SETTINGS = {"command", "config", "file", "lang", "args_json", "arg", "entry_point"}
 _NOT_SETTINGS |= {"timeout_ms", "memory_mb", "network", "target", "json"}
+_NOT_SETTINGS |= {"lockfile", "save_lockfile", "output"}
 
 
 def _config(options: argparse.Namespace) -> ServerConfig:
@@ -160,12 +182,71 @@ def _print_outcome(outcome: pb.Outcome) -> None:
         print(f"{verdict}: {error or outcome.detail}", file=sys.stderr)
 
 
+class _Progress:
+    """Shows what a job's dependency phases are doing, from its stream's `phase` events:
+    on a terminal each phase as a line and its progress on a spinner, else plain lines."""
+
+    SHOWN = ("resolve", "install")
+
+    def __init__(self) -> None:
+        self._console = Console(stderr=True, highlight=False)
+        self._status: Status | None = None
+        self._phase = ""
+
+    def show(self, phase: pb.Phase) -> None:
+        if phase.name not in self.SHOWN:
+            self.close()
+            return
+        if not self._console.is_terminal:
+            print(f"{phase.name}: {phase.detail}".rstrip(": "), file=sys.stderr, flush=True)
+            return
+        if phase.name != self._phase:
+            self._phase = phase.name
+            self._console.print(f"[bold]{phase.name}[/bold] {escape(phase.detail)}")
+        text = f"{phase.name}: {escape(phase.detail)}"
+        if self._status is None:
+            self._status = self._console.status(text)
+            self._status.start()
+        else:
+            self._status.update(text)
+
+    def close(self) -> None:
+        if self._status is not None:
+            self._status.stop()
+            self._status = None
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from error
+
+
+def _write(path: Path, text: str) -> None:
+    try:
+        path.write_text(text)
+    except OSError as error:
+        raise UsageError(f"cannot write {path}: {error.strerror}") from error
+
+
+def _execute_with_progress(client: Client, request: dict[str, Any]) -> pb.Outcome:
+    progress = _Progress()
+    try:
+        for event in client.execute_stream(**request):
+            if event.HasField("phase"):
+                progress.show(event.phase)
+            elif event.HasField("outcome"):
+                return event.outcome
+    finally:
+        progress.close()
+    raise UsageError("the server ended the stream without an outcome")
+
+
 def _run(options: argparse.Namespace) -> int:
     config = _config(options)
-    try:
-        code = options.file.read_text()
-    except OSError as error:
-        raise UsageError(f"cannot read {options.file}: {error.strerror}") from error
+    code = _read(options.file)
+    lockfile = pb.Lockfile(content=_read(options.lockfile)) if options.lockfile else None
     request = {
         "language": _language(options, config),
         "code": code,
@@ -176,14 +257,42 @@ def _run(options: argparse.Namespace) -> int:
             memory_bytes=options.memory_mb * MiB,
             network=options.network,
         ),
+        "lockfile": lockfile,
     }
     with _server(options, config) as address, Client(address) as client:
-        outcome = client.execute(**request)
+        outcome = _execute_with_progress(client, request)
+    if options.save_lockfile and outcome.HasField("lockfile"):
+        _write(options.save_lockfile, outcome.lockfile.content)
     if options.json:
         print(json_format.MessageToJson(outcome))
     else:
         _print_outcome(outcome)
     return EXIT_OK if outcome.verdict == pb.SUCCESS else EXIT_JOB_FAILED
+
+
+def _resolve(options: argparse.Namespace) -> int:
+    config = _config(options)
+    code = _read(options.file)
+    with _server(options, config) as address, Client(address) as client:
+        response = client.resolve(_language(options, config), code)
+    if options.json:
+        print(json_format.MessageToJson(response))
+        return EXIT_JOB_FAILED if response.HasField("error") else EXIT_OK
+    console = Console(stderr=True, highlight=False)
+    table = Table("dependency", "requirement", "source", "where")
+    for dependency in response.dependencies:
+        source = pb.DependencySource.Name(dependency.source).lower()
+        table.add_row(dependency.name, dependency.requirement, source, dependency.where)
+    console.print(table if response.dependencies else "no dependencies")
+    if response.HasField("error"):
+        print(f"DEPENDENCY_ERROR: {response.error.message}", file=sys.stderr)
+        return EXIT_JOB_FAILED
+    if response.HasField("lockfile"):
+        if options.output:
+            _write(options.output, response.lockfile.content)
+        else:
+            sys.stdout.write(response.lockfile.content)
+    return EXIT_OK
 
 
 def _runtimes(options: argparse.Namespace) -> int:
@@ -284,6 +393,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = {
         "serve": _serve,
         "run": _run,
+        "resolve": _resolve,
         "runtimes": _runtimes,
         "doctor": _doctor,
         "demo": _demo,

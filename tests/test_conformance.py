@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from gristmill.conformance.cases import Case, CaseFileError, load_case_file, loa
 from gristmill.conformance.checks import check_outcome, json_equal
 from gristmill.conformance.report import describe_outcome
 from gristmill.conformance.runner import default_cases_dir, run_cases
+from gristmill.errors import SandboxFailure
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 from tests.conftest import sandbox_work_dir
@@ -45,13 +47,16 @@ def one_case(tmp_path: Path, text: str) -> Case:
 # The loader
 
 
-def test_every_topic_covers_python_and_bash():
+SHARED_TOPICS = ("values", "arguments", "errors", "output", "limits", "attacks")
+"""Topics every language must cover; others (e.g. dependencies) concern some languages only."""
+
+
+def test_every_shared_topic_covers_python_and_bash():
     topics: dict[str, set[str]] = {}
     for case in ALL_CASES:
         topics.setdefault(case.source.stem, set()).add(case.language)
-    assert {"values", "arguments", "errors", "output", "limits", "attacks"} <= topics.keys()
-    for topic, languages in topics.items():
-        assert {"python", "bash"} <= languages, topic
+    for topic in SHARED_TOPICS:
+        assert {"python", "bash"} <= topics.get(topic, set()), topic
 
 
 def test_a_case_with_code_per_language_expands_once_per_language(tmp_path):
@@ -425,13 +430,40 @@ def test_main_refuses_a_malformed_case_directory(tmp_path, fake_target, capsys):
 # The suite proper, against a real server
 
 
-@pytest.fixture(scope="session")
-def server_address():
-    """One real server for the whole suite; GRISTMILL_* variables choose e.g. its backend."""
+BACKENDS = ("process", "nsjail")
+ATTACKS: dict[tuple[str, str], list[bool]] = {}
+"""(backend, language) -> whether each attack case run against it was contained."""
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def server_address(request: pytest.FixtureRequest) -> Iterator[str]:
+    """One real server per sandbox backend, for the whole suite."""
     with sandbox_work_dir() as work_dir:
-        config = load_config(overrides={"address": "127.0.0.1:0", "work_dir": work_dir})
-        with BackgroundServer(config) as address:
+        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir}
+        config = load_config(overrides={**overrides, "sandbox_backend": request.param})
+        try:
+            server = BackgroundServer(config)
+            address = server.__enter__()
+        except SandboxFailure as unusable:
+            pytest.skip(f"{request.param}: {unusable}")
+        try:
             yield address
+        finally:
+            server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def attack_table(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Prints, after the suite, how many attacks each backend contained per language."""
+    yield
+    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    if reporter is None or capture is None or not ATTACKS:
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_sep("-", "attacks contained (backend, language: contained/tried)")
+        for (backend, language), outcomes in sorted(ATTACKS.items()):
+            reporter.write_line(f"{backend:8} {language:8} {sum(outcomes)}/{len(outcomes)}")
 
 
 @pytest.fixture(scope="session")
@@ -450,6 +482,9 @@ def test_case_against_server(case, server_address, available_languages):
     if reason:
         pytest.skip(f"{case.language}: {reason}")
     [result] = run_cases(server_address, [case])
+    if case.is_attack:
+        backend = runner.list_runtimes(server_address).sandbox.backend
+        ATTACKS.setdefault((backend, case.language), []).append(result.passed)
     details = "\n".join(result.problems)
     if result.outcome is not None:
         details += "\ngot:\n  " + "\n  ".join(describe_outcome(result.outcome))

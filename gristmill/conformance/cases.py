@@ -52,10 +52,14 @@ _CASE_KEYS = frozenset(
         "entry_point",
         "cancel_after_ms",
         "needs",
+        "tags",
+        "partner",
         "expect",
         "expect_for",
     }
 )
+KNOWN_TAGS = frozenset({"attack"})
+"""`attack`: the case attacks the sandbox; the report counts attacks tried and contained."""
 _EXPECT_KEYS = frozenset(
     {
         "verdict",
@@ -136,6 +140,14 @@ class Case:
     entry_point: str = ""
     cancel_after_ms: int | None = None
     needs: frozenset[str] = frozenset()
+    tags: frozenset[str] = frozenset()
+    # A second job in the same language, run at the same time as this one; it must
+    # succeed. For attacks of one job on another (processes, files, IPC, sockets).
+    partner: str | None = None
+
+    @property
+    def is_attack(self) -> bool:
+        return "attack" in self.tags
 
     @property
     def id(self) -> str:
@@ -199,6 +211,8 @@ def _parse_case(raw: dict[str, Any], path: Path, where: str) -> list[Case]:
     entry_point = _optional_str(raw, "entry_point", where) or ""
     cancel_after_ms = _optional_int(raw, "cancel_after_ms", where, minimum=1)
     needs = _parse_needs(raw, codes, where)
+    tags = _parse_tags(raw, where)
+    partners = _parse_partners(raw, codes, where)
 
     base_expect = _table(raw, "expect", where)
     overrides = _table(raw, "expect_for", where) if "expect_for" in raw else {}
@@ -224,6 +238,8 @@ def _parse_case(raw: dict[str, Any], path: Path, where: str) -> list[Case]:
                 entry_point=entry_point,
                 cancel_after_ms=cancel_after_ms,
                 needs=needs,
+                tags=tags,
+                partner=partners.get(language),
             )
         )
     return cases
@@ -311,6 +327,30 @@ def _parse_needs(raw: dict[str, Any], codes: Mapping[str, str], where: str) -> f
                 f"{where}: the {language} code uses a placeholder; add needs = ['service_port']"
             )
     return needs
+
+
+def _parse_tags(raw: dict[str, Any], where: str) -> frozenset[str]:
+    tags = raw.get("tags", [])
+    if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+        raise CaseFileError(f"{where}: tags must be a list of strings")
+    if unknown := set(tags) - KNOWN_TAGS:
+        raise CaseFileError(f"{where}: unknown tags {sorted(unknown)}; known: {sorted(KNOWN_TAGS)}")
+    return frozenset(tags)
+
+
+def _parse_partners(raw: dict[str, Any], codes: Mapping[str, str], where: str) -> dict[str, str]:
+    """`partner.<language>`: the concurrent second job, one for every language of the case."""
+    if "partner" not in raw:
+        return {}
+    partners = _table(raw, "partner", where)
+    if set(partners) != set(codes):
+        raise CaseFileError(f"{where}: partner must give code for exactly the case's languages")
+    for language, text in partners.items():
+        if not isinstance(text, str) or not text.strip():
+            raise CaseFileError(f"{where}: partner.{language} must be non-empty code")
+    if "cancel_after_ms" in raw:
+        raise CaseFileError(f"{where}: a case with a partner cannot be cancelled")
+    return dict(partners)
 
 
 def _merge_expect(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

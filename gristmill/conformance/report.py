@@ -23,11 +23,21 @@ from gristmill.v1 import runtime_pb2
 if TYPE_CHECKING:
     from gristmill.conformance.runner import CaseResult
 
-__all__ = ["describe_outcome", "print_json", "print_table"]
+__all__ = ["attack_summary", "describe_outcome", "print_json", "print_table"]
 
 _HEAD_CHARS = 300
 """How much of stdout, stderr and the result a failure shows."""
 _NOT_RUN = "\N{EN DASH}"
+
+
+def attack_summary(results: Sequence[CaseResult]) -> dict[str, tuple[int, int]]:
+    """Per language: attack cases tried, and how many of them the sandbox contained."""
+    summary: dict[str, tuple[int, int]] = {}
+    for result in results:
+        if result.case.is_attack:
+            tried, contained = summary.get(result.case.language, (0, 0))
+            summary[result.case.language] = (tried + 1, contained + result.passed)
+    return summary
 
 
 def print_table(
@@ -35,6 +45,7 @@ def print_table(
     results: Sequence[CaseResult],
     unavailable: Mapping[str, str],
     console: Console | None = None,
+    backend: str = "",
 ) -> None:
     """The pass/FAIL grid of the selected `cases`, per-language totals, then each failure."""
     console = console or Console()
@@ -42,7 +53,8 @@ def print_table(
     names = list(dict.fromkeys(case.name for case in cases))
     by_key = {(r.case.name, r.case.language): r for r in results}
 
-    table = Table(title="gristmill conformance")
+    title = "gristmill conformance" + (f" (sandbox: {backend})" if backend else "")
+    table = Table(title=title)
     table.add_column("case")
     for language in languages:
         table.add_column(language, justify="center")
@@ -57,6 +69,13 @@ def print_table(
         style = "green" if ran and passed == len(ran) else "red" if ran else "dim"
         totals.append(Text(f"{passed}/{len(ran)}" if ran else _NOT_RUN, style=style))
     table.add_row(Text("passed", style="bold"), *totals)
+    attacks = attack_summary(results)
+    contained_cells = []
+    for language in languages:
+        tried, contained = attacks.get(language, (0, 0))
+        style = "green" if tried and contained == tried else "red" if tried else "dim"
+        contained_cells.append(Text(f"{contained}/{tried}" if tried else _NOT_RUN, style=style))
+    table.add_row(Text("attacks contained", style="bold"), *contained_cells)
     console.print(table)
 
     for language, reason in sorted(unavailable.items()):
@@ -115,10 +134,20 @@ def describe_outcome(outcome: runtime_pb2.Outcome) -> list[str]:
     return lines
 
 
-def print_json(target: str, results: Sequence[CaseResult], unavailable: Mapping[str, str]) -> None:
+def print_json(
+    target: str,
+    results: Sequence[CaseResult],
+    unavailable: Mapping[str, str],
+    backend: str = "",
+) -> None:
     """One JSON document: each result with its outcome in protobuf's JSON mapping."""
     document: dict[str, Any] = {
         "target": target,
+        "backend": backend,
+        "attacks": {
+            language: {"tried": tried, "contained": contained}
+            for language, (tried, contained) in attack_summary(results).items()
+        },
         "passed": bool(results) and all(r.passed for r in results),
         "unavailable": dict(unavailable),
         "totals": {},

@@ -8,6 +8,7 @@ the wire contract itself and can be pointed at any implementation of it.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import socket
 import sys
@@ -129,7 +130,9 @@ def _run_case(stub: Any, case: Case, service: ServiceAddress | None) -> CaseResu
     started = time.monotonic()
     outcome: runtime_pb2.Outcome
     try:
-        if case.cancel_after_ms is None:
+        if case.partner is not None:
+            outcome = _execute_with_partner(stub, case, request, service, problems)
+        elif case.cancel_after_ms is None:
             outcome = stub.Execute(request, timeout=_deadline_s(case))
         else:
             outcome = _execute_and_cancel(stub, request, case.cancel_after_ms, problems)
@@ -140,6 +143,28 @@ def _run_case(stub: Any, case: Case, service: ServiceAddress | None) -> CaseResu
     elapsed_ms = (time.monotonic() - started) * 1000
     problems.extend(check_outcome(case.expect, outcome, elapsed_ms))
     return CaseResult(case, tuple(problems), outcome, elapsed_ms)
+
+
+def _execute_with_partner(
+    stub: Any,
+    case: Case,
+    request: runtime_pb2.ExecuteRequest,
+    service: ServiceAddress | None,
+    problems: list[str],
+) -> runtime_pb2.Outcome:
+    """Runs the case and its partner job at once; the partner must succeed."""
+    assert case.partner is not None
+    partner_case = dataclasses.replace(case, name=f"{case.name}.partner", code=case.partner)
+    partner_request = runtime_pb2.ExecuteRequest(job=_job(partner_case, service))
+    partner_call = stub.Execute.future(partner_request, timeout=_deadline_s(case))
+    try:
+        outcome: runtime_pb2.Outcome = stub.Execute(request, timeout=_deadline_s(case))
+    finally:
+        partner: runtime_pb2.Outcome = partner_call.result()
+    if partner.verdict != runtime_pb2.SUCCESS:
+        verdict = runtime_pb2.Verdict.Name(partner.verdict)
+        problems.append(f"partner job: expected SUCCESS, got {verdict} ({partner.detail})")
+    return outcome
 
 
 def _execute_and_cancel(
@@ -251,10 +276,11 @@ def main(argv: list[str]) -> int:
     runnable = [case for case in cases if case.language in available]
 
     results = run_cases(args.target, runnable, parallelism=args.jobs)
+    backend = runtimes.sandbox.backend
     if args.json:
-        report.print_json(args.target, results, unavailable)
+        report.print_json(args.target, results, unavailable, backend)
     else:
-        report.print_table(cases, results, unavailable)
+        report.print_table(cases, results, unavailable, backend=backend)
     if not results:
         print("gristmill conformance: no case ran", file=sys.stderr)
         return 1

@@ -23,14 +23,16 @@ import signal
 import socket
 import sys
 import time
-from typing import Any
+from typing import Any, Protocol
 
+from gristmill.isolation import nsjail
 from gristmill.isolation.jail import (
     JailSpec,
     build_root,
     enter_namespaces,
     enter_root,
     exec_program,
+    rusage_ns,
 )
 from gristmill.isolation.linux import PR_SET_DUMPABLE, prctl
 
@@ -43,14 +45,6 @@ CPU_POLL_S = 0.02
 def _send(fd: int, message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):
         os.write(fd, json.dumps(message).encode() + b"\n")
-
-
-def _rusage_ns(usage: Any) -> dict[str, int]:
-    return {
-        "user_cpu_ns": int(usage.ru_utime * 1e9),
-        "system_cpu_ns": int(usage.ru_stime * 1e9),
-        "peak_memory_bytes": usage.ru_maxrss * 1024,
-    }
 
 
 def _init(spec: JailSpec, fds: dict[str, int], status: int) -> None:
@@ -82,12 +76,67 @@ def _init(spec: JailSpec, fds: dict[str, int], status: int) -> None:
             except ChildProcessError:
                 break
             if pid == program:
-                _send(status, {"wait_status": wait_status, **_rusage_ns(usage)})
+                _send(status, {"wait_status": wait_status, **rusage_ns(usage)})
                 break
     except BaseException as error:
         _send(status, {"error": f"sandbox init: {error}"})
     finally:
         os._exit(0)
+
+
+class _Jail(Protocol):
+    """How the supervisor sees a jail being built and run, whichever builds it."""
+
+    pid: int
+
+    def watched(self) -> list[int]: ...
+
+    def read(self, fd: int) -> tuple[bool, list[dict[str, Any]]]: ...
+
+    def finish(self) -> list[dict[str, Any]]: ...
+
+
+class _OwnJail:
+    """The process backend's jail: its init reports on a pipe, one JSON object a line."""
+
+    def __init__(self, spec: JailSpec, fds: dict[str, int]) -> None:
+        enter_namespaces(spec)
+        build_root(spec)
+        status_r, status_w = os.pipe()
+        self.pid = os.fork()
+        if self.pid == 0:
+            os.close(status_r)
+            _init(spec, fds, status_w)
+        os.close(status_w)
+        self._status = status_r
+        self._buffer = b""
+
+    def watched(self) -> list[int]:
+        return [self._status]
+
+    def _lines(self, chunk: bytes) -> list[dict[str, Any]]:
+        self._buffer += chunk
+        *lines, self._buffer = self._buffer.split(b"\n")
+        return [json.loads(line) for line in lines if line.strip()]
+
+    def read(self, fd: int) -> tuple[bool, list[dict[str, Any]]]:
+        chunk = os.read(fd, 65536)
+        return bool(chunk), self._lines(chunk)
+
+    def finish(self) -> list[dict[str, Any]]:
+        os.waitpid(self.pid, 0)
+        messages = []
+        with contextlib.suppress(OSError):
+            while chunk := os.read(self._status, 65536):
+                messages += self._lines(chunk)
+        return messages + self._lines(b"\n")
+
+
+def _build_jail(spec: JailSpec, fds: dict[str, int]) -> _Jail:
+    """Builds the jail the spec asks for: nsjail when it carries an nsjail argv, else ours."""
+    if spec.nsjail_argv:
+        return nsjail.launch(spec, fds)
+    return _OwnJail(spec, fds)
 
 
 class _Supervision:
@@ -139,36 +188,29 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     report, control = fds["report"], fds["control"]
     started_ns = time.monotonic_ns()
     try:
-        enter_namespaces(spec)
-        build_root(spec)
-        status_r, status_w = os.pipe()
-        init = os.fork()
-        if init == 0:
-            os.close(status_r)
-            _init(spec, fds, status_w)
+        jail = _build_jail(spec, fds)
     except BaseException as error:
         _send(
             report, {"type": "exit", "pid": os.getpid(), "setup_error": f"sandbox setup: {error}"}
         )
         os._exit(0)
-    os.close(status_w)
     for name in ("stdout", "stderr", "result", "job"):
         os.close(fds[name])
     job = _Supervision(spec, report, started_ns)
-    pidfd = os.pidfd_open(init)
+    pidfd = os.pidfd_open(jail.pid)
     poller = select.poll()
-    for fd in (pidfd, control, status_r):
+    for fd in (pidfd, control, *jail.watched()):
         poller.register(fd, select.POLLIN)
-    buffer = b""
-    init_done = False
+    jail_done = False
 
     def stop(reason: str) -> None:
         if job.stopped_for is None:
             job.stopped_for = reason
         with contextlib.suppress(ProcessLookupError):
-            os.kill(init, signal.SIGKILL)
+            # The jail's pid 1: the kernel kills the rest of its pid namespace with it.
+            os.kill(jail.pid, signal.SIGKILL)
 
-    while not init_done:
+    while not jail_done:
         timeout_ms: float | None = None
         deadline = job.deadline_ns()
         if deadline is not None:
@@ -176,34 +218,27 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         if spec.cpu_time_ms and job.running_ns:
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
-            if fd == status_r:
-                chunk = os.read(status_r, 65536)
-                if not chunk:
-                    poller.unregister(status_r)
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    job.on_status(json.loads(line))
-            elif fd == control:
+            if fd == control:
                 reason = os.read(control, 64).decode(errors="replace").strip()
                 if not reason:
                     poller.unregister(control)
                 stop(reason or "cancel")
             elif fd == pidfd:
-                init_done = True
+                jail_done = True
+            else:
+                still_open, messages = jail.read(fd)
+                if not still_open:
+                    poller.unregister(fd)
+                for message in messages:
+                    job.on_status(message)
         now = time.monotonic_ns()
         if deadline is not None and now >= deadline:
             stop("wall_time")
         if spec.cpu_time_ms and job.running_ns and job.cpu_used_ns() >= spec.cpu_time_ms * 1e6:
             stop("cpu_time")
     ended_ns = time.monotonic_ns()
-    os.waitpid(init, 0)
-    with contextlib.suppress(OSError):
-        while chunk := os.read(status_r, 65536):
-            buffer += chunk
-    for line in buffer.split(b"\n"):
-        if line.strip():
-            job.on_status(json.loads(line))
+    for message in jail.finish():
+        job.on_status(message)
     _send(
         report,
         {

@@ -25,7 +25,7 @@ import os
 import resource
 import signal
 import socket
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from gristmill.isolation import linux
@@ -87,6 +87,7 @@ class JailSpec:
     gid: int
     hostname: str
     tmpfs_bytes: int
+    job_dir_bytes: int
     file_size_bytes: int
     mounts: list[dict[str, object]]
     symlinks: list[dict[str, str]]
@@ -103,6 +104,9 @@ class JailSpec:
     cgroup_procs: list[str]
     cpu_usage_file: str
     cpu_usage_v2: bool
+    # How the jail is built: empty for our own namespaces (`build_root`), else the
+    # nsjail command line (`nsjail.render_argv`) the supervisor's pid 1 execs.
+    nsjail_argv: list[str] = field(default_factory=list)
 
     @classmethod
     def from_profile(cls, profile: SandboxProfile, **fields: object) -> JailSpec:
@@ -111,6 +115,7 @@ class JailSpec:
             gid=profile.gid,
             hostname=profile.hostname,
             tmpfs_bytes=profile.tmpfs_bytes,
+            job_dir_bytes=profile.job_dir_bytes,
             file_size_bytes=profile.file_size_bytes,
             mounts=[asdict(m) for m in profile.mounts],
             symlinks=[asdict(s) for s in profile.symlinks],
@@ -146,6 +151,47 @@ def _bind(source: str, target: str, *, writable: bool) -> None:
     mount(None, target, None, flags)
 
 
+def join_cgroup(spec: JailSpec) -> None:
+    """Moves the calling process (and so all it will start) into the job's cgroup."""
+    for procs in spec.cgroup_procs:
+        Path(procs).write_text(str(os.getpid()))
+
+
+def _copy_tree(source: str, target: str, uid: int, gid: int) -> None:
+    """Copies the job's regular files and directories; anything else is not the job's."""
+    owned = os.geteuid() == 0
+    for where, dirs, files in os.walk(source):
+        into = Path(target) / Path(where).relative_to(source)
+        for name in dirs:
+            (into / name).mkdir(0o755)
+        for name in files:
+            fd = os.open(Path(where) / name, os.O_RDONLY | os.O_NOFOLLOW)
+            mode = os.fstat(fd).st_mode & 0o755
+            out = os.open(into / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            while os.sendfile(out, fd, None, 1 << 20):
+                pass
+            os.close(fd)
+            os.close(out)
+        if owned:
+            for name in (*dirs, *files):
+                os.chown(into / name, uid, gid)
+    if owned:
+        os.chown(target, uid, gid)
+
+
+def fill_job_dir(spec: JailSpec, target: str) -> None:
+    """Mounts the job directory as a tmpfs of `job_dir_bytes` at `target`, with the job's files.
+
+    A bind mount of the host directory would let a job fill the host's disk
+    (RLIMIT_FSIZE caps one file, not their sum); a tmpfs has a size, and its pages
+    are charged to the job's cgroup because this process is already in it.
+    """
+    Path(target).mkdir(parents=True, exist_ok=True)
+    options = f"size={spec.job_dir_bytes},mode=0755,uid={spec.uid},gid={spec.gid}"
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    _copy_tree(spec.job_dir, target, spec.uid, spec.gid)
+
+
 def enter_namespaces(spec: JailSpec) -> None:
     """Drops to the jail's uid on the host, then unshares every namespace as that user.
 
@@ -153,8 +199,7 @@ def enter_namespaces(spec: JailSpec) -> None:
     unprivileged host uid, never to root; the new user namespace still grants
     the capabilities needed to build the mounts.
     """
-    for procs in spec.cgroup_procs:
-        Path(procs).write_text(str(os.getpid()))
+    join_cgroup(spec)
     os.setgroups([])
     os.setresgid(spec.gid, spec.gid, spec.gid)
     os.setresuid(spec.uid, spec.uid, spec.uid)
@@ -190,7 +235,7 @@ def build_root(spec: JailSpec) -> None:
     for link in spec.symlinks:
         Path(root + link["path"]).parent.mkdir(parents=True, exist_ok=True)
         Path(root + link["path"]).symlink_to(link["target"])
-    _bind(spec.job_dir, root + spec.jail_job_dir, writable=True)
+    fill_job_dir(spec, root + spec.jail_job_dir)
     tmp = root + "/tmp"
     Path(tmp).mkdir(exist_ok=True)
     mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec.tmpfs_bytes},mode=1777")
@@ -236,19 +281,28 @@ def _set_rlimits(spec: JailSpec) -> None:
         resource.setrlimit(resource.RLIMIT_AS, (spec.address_space_bytes,) * 2)
 
 
-def _install_fds(fds: dict[str, int], error_pipe: int) -> int:
-    """Puts /dev/null and the job's channels at 0..4 and closes all else but the error pipe.
+def place_fds(wanted: list[int], keep: int = -1) -> int:
+    """Puts `wanted` at 0, 1, 2, ... and closes every other descriptor but `keep`.
 
-    Returns the error pipe's new number; it stays close-on-exec.
+    Returns `keep`'s new number (close-on-exec), or -1 when there is none.
     """
-    wanted = [os.open("/dev/null", os.O_RDONLY)] + [fds[name] for name in JOB_FDS]
-    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in [*wanted, error_pipe]]
-    for target, fd in enumerate(high[:-1]):
+    sources = [*wanted, keep] if keep >= 0 else wanted
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 16) for fd in sources]
+    for target, fd in enumerate(high[: len(wanted)]):
         os.dup2(fd, target)
-    error_fd = high[-1]
-    os.closerange(len(wanted), error_fd)
-    os.closerange(error_fd + 1, 65536)
-    return error_fd
+    kept = high[-1] if keep >= 0 else 65536
+    os.closerange(len(wanted), kept)
+    os.closerange(kept + 1, 65536)
+    return kept if keep >= 0 else -1
+
+
+def rusage_ns(usage: resource.struct_rusage) -> dict[str, int]:
+    """A reaped process's CPU time and peak memory, for when no cgroup counts them."""
+    return {
+        "user_cpu_ns": int(usage.ru_utime * 1e9),
+        "system_cpu_ns": int(usage.ru_stime * 1e9),
+        "peak_memory_bytes": usage.ru_maxrss * 1024,
+    }
 
 
 def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
@@ -265,7 +319,8 @@ def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
         prctl(PR_SET_DUMPABLE, 1)
         Path("/proc/self/oom_score_adj").write_text(str(OOM_FIRST))
         prctl(PR_SET_NO_NEW_PRIVS, 1)
-        error_pipe = _install_fds(fds, error_pipe)
+        stdio = [os.open("/dev/null", os.O_RDONLY)] + [fds[name] for name in JOB_FDS]
+        error_pipe = place_fds(stdio, error_pipe)
         load_filter(spec.seccomp_deny, network=spec.network)
         os.execve(spec.argv[0], spec.argv, spec.env)
     except BaseException as error:

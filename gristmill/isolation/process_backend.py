@@ -140,9 +140,14 @@ class ProcessSandbox:
 
 
 class ProcessBackend:
-    """Starts jails through a fork server process it owns."""
+    """Starts jails through a fork server process it owns.
+
+    The fork server, the supervisor, the cgroup and the accounting are shared with
+    the nsjail backend, which only changes how the jail itself is built (`_spec`).
+    """
 
     name = "process"
+    jail_detail = "own namespaces + seccomp (libseccomp)"
 
     def __init__(self, cgroups: Cgroups | None, cgroups_problem: str = "") -> None:
         self.cgroups = cgroups
@@ -165,14 +170,14 @@ class ProcessBackend:
         return ours
 
     def info(self) -> SandboxInfo:
-        enforced = ["wall_time", "cpu_time", "output", "network", "file_size"]
+        enforced = ["wall_time", "cpu_time", "output", "network", "file_size", "disk"]
         if self.cgroups is not None:
             enforced[1:1] = ["memory", "processes"]
             detail = self.cgroups.describe()
         else:
             enforced[1:1] = ["memory (RLIMIT_AS)", "processes (RLIMIT_NPROC)"]
             detail = f"no cgroups ({self._cgroups_problem}); memory by RLIMIT_AS"
-        return SandboxInfo(self.name, tuple(enforced), f"namespaces + seccomp; {detail}")
+        return SandboxInfo(self.name, tuple(enforced), f"{self.jail_detail}; {detail}")
 
     def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
         limits = plan.limits

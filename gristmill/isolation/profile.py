@@ -55,6 +55,8 @@ class SandboxProfile:
     gid: int = 65534
     hostname: str = "gristmill"
     tmpfs_bytes: int = 64 * 1024 * 1024
+    # Size of the tmpfs the job directory is copied into: the job cannot fill the host disk.
+    job_dir_bytes: int = 64 * 1024 * 1024
     file_size_bytes: int = 64 * 1024 * 1024
     overhead_processes: int = 2
     mounts: tuple[BindMount, ...] = ()
@@ -69,7 +71,15 @@ class SandboxProfile:
         return replace(self, mounts=self.mounts + mounts)
 
 
-_SCALARS = ("uid", "gid", "hostname", "tmpfs_bytes", "file_size_bytes", "overhead_processes")
+_SCALARS = (
+    "uid",
+    "gid",
+    "hostname",
+    "tmpfs_bytes",
+    "job_dir_bytes",
+    "file_size_bytes",
+    "overhead_processes",
+)
 
 
 def _merge(base: SandboxProfile, data: Mapping[str, Any], origin: Path) -> SandboxProfile:

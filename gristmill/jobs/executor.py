@@ -1,19 +1,24 @@
-"""Runs one job: prepare its directory, start its sandbox, collect, decide.
+"""Runs one job: its environment, its directory, its sandbox; collect, decide.
 
 The executor is the only place that knows the order of a job's phases; what a
-language is comes from the registry, how a sandbox works from the backend, and
-what the verdict is from `verdict.decide`.
+language is comes from the registry, its dependencies from `gristmill.deps`, how a
+sandbox works from the backend, and what the verdict is from `verdict.decide`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
+from gristmill.config import DependencyConfig
+from gristmill.deps import DependencyFailure, DependencyManager, PreparedEnvironment
+from gristmill.deps.tool import ENV_VARIABLE, JAIL_ENV_DIR
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import (
     Sandbox,
@@ -31,6 +36,7 @@ from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
 from gristmill.languages.spec import JAIL_JOB_DIR, JAIL_RUNTIME_DIR
 from gristmill.model import (
+    EnvironmentInfo,
     Job,
     JobError,
     JobEvent,
@@ -44,6 +50,7 @@ from gristmill.model import (
 )
 
 EventSink = Callable[[JobEvent], None]
+_T = TypeVar("_T")
 
 RESULT_CAP_BYTES = 64 * 1024 * 1024
 """The largest result a job may return on its result channel."""
@@ -55,14 +62,59 @@ def _ms(ns: int) -> int:
     return ns // 1_000_000
 
 
+class _Cancelled(Exception):
+    """The job was cancelled before its sandbox started."""
+
+
+async def _unless_cancelled(awaitable: Awaitable[_T], cancel: asyncio.Event | None) -> _T:
+    """`awaitable`'s value, or `_Cancelled` as soon as `cancel` is set (it is then stopped)."""
+    task = asyncio.ensure_future(awaitable)
+    watcher = asyncio.ensure_future(cancel.wait() if cancel else asyncio.Event().wait())
+    try:
+        await asyncio.wait({task, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watcher.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.cancelled():
+        raise _Cancelled
+    return task.result()
+
+
+def _with_environment(outcome: Outcome, environment: PreparedEnvironment | None) -> Outcome:
+    """The outcome with what its dependency phase did: lockfile, cache, timings."""
+    if environment is None:
+        return outcome
+    phases = dataclasses.replace(
+        outcome.usage.phases,
+        resolve_ms=environment.resolve_ms,
+        install_ms=environment.install_ms,
+    )
+    return dataclasses.replace(
+        outcome,
+        lockfile=environment.lockfile,
+        environment=EnvironmentInfo(cached=environment.cached, key=environment.key),
+        usage=dataclasses.replace(outcome.usage, phases=phases),
+    )
+
+
 class Executor:
-    def __init__(self, registry: Registry, backend: SandboxBackend, work_dir: Path) -> None:
+    def __init__(
+        self,
+        registry: Registry,
+        backend: SandboxBackend,
+        work_dir: Path,
+        deps_config: DependencyConfig | None = None,
+    ) -> None:
         self.registry = registry
         self.backend = backend
         self.work_dir = work_dir
         self.jobs_dir = work_dir / "jobs"
         self._runtime_dirs = work_dir / "runtimes"
         self._prepare_dirs()
+        self.deps = DependencyManager(backend, work_dir, deps_config or DependencyConfig())
 
     def _prepare_dirs(self) -> None:
         """Makes the work directory reachable by the jail's unprivileged uid.
@@ -92,13 +144,23 @@ class Executor:
     def sandbox_info(self) -> SandboxInfo:
         return self.backend.info()
 
-    def _plan(self, runtime: Runtime, job: Job, workspace: Workspace) -> SandboxPlan:
-        runtime_mount = BindMount(str(self._runtime_dirs / runtime.name), JAIL_RUNTIME_DIR)
-        profile = runtime.profile.with_mounts(runtime_mount)
+    def _plan(
+        self,
+        runtime: Runtime,
+        job: Job,
+        workspace: Workspace,
+        environment: PreparedEnvironment | None,
+    ) -> SandboxPlan:
+        mounts = [BindMount(str(self._runtime_dirs / runtime.name), JAIL_RUNTIME_DIR)]
+        env = {**runtime.profile.env, **job.env}
+        if environment is not None:
+            mounts.append(BindMount(str(environment.path), JAIL_ENV_DIR))
+            env[ENV_VARIABLE] = JAIL_ENV_DIR
+        profile = runtime.profile.with_mounts(*mounts)
         return SandboxPlan(
             profile=profile,
             argv=runtime.spec.run,
-            env={**profile.env, **job.env},
+            env=env,
             job_dir=workspace.job_dir,
             root_dir=workspace.root_dir,
             limits=job.limits,
@@ -114,23 +176,53 @@ class Executor:
         """
         emit: EventSink = on_event or (lambda _event: None)
         runtime = self.registry.get(job.language)
-        began = time.monotonic_ns()
-        emit(PhaseEvent("prepare"))
-        spec = runtime.spec
         try:
-            message = runtime.plugin.job_message(job, f"{JAIL_JOB_DIR}/{spec.source_file}")
+            message = runtime.plugin.job_message(job, f"{JAIL_JOB_DIR}/{runtime.spec.source_file}")
         except ArgumentsRejected as rejected:
             error = JobError("InvalidArguments", str(rejected))
             return Outcome(
                 job.id, Verdict.INVALID_ARGUMENTS, error=error, sandbox=self.backend.name
             )
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                environment = await _unless_cancelled(
+                    stack.enter_async_context(self.deps.environment(runtime, job, emit)), cancel
+                )
+                outcome = await self._run_in_sandbox(
+                    job, runtime, message, environment, emit, cancel
+                )
+                return _with_environment(outcome, environment)
+        except DependencyFailure as failure:
+            return Outcome(
+                job.id,
+                Verdict.DEPENDENCY_ERROR,
+                error=JobError("DependencyError", str(failure)),
+                sandbox=self.backend.name,
+                detail="the dependencies could not be resolved or installed",
+            )
+        except _Cancelled:
+            detail = "cancelled while its dependencies were being prepared"
+            return Outcome(job.id, Verdict.CANCELLED, sandbox=self.backend.name, detail=detail)
+
+    async def _run_in_sandbox(
+        self,
+        job: Job,
+        runtime: Runtime,
+        message: bytes,
+        environment: PreparedEnvironment | None,
+        emit: EventSink,
+        cancel: asyncio.Event | None,
+    ) -> Outcome:
+        began = time.monotonic_ns()
+        emit(PhaseEvent("prepare"))
         workspace = await asyncio.to_thread(
-            Workspace.create, self.jobs_dir, job, spec.source_file, *self._ids(runtime)
+            Workspace.create, self.jobs_dir, job, runtime.spec.source_file, *self._ids(runtime)
         )
         try:
             prepared = time.monotonic_ns()
             emit(PhaseEvent("sandbox_setup", self.backend.name))
-            sandbox = await self.backend.start(self._plan(runtime, job, workspace))
+            plan = self._plan(runtime, job, workspace, environment)
+            sandbox = await self.backend.start(plan)
             return await self._supervise(
                 job, runtime, sandbox, message, emit, cancel, began, prepared
             )

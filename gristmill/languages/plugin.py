@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
-from gristmill.model import Job
+from gristmill.model import Dependency, Job
+
+if TYPE_CHECKING:
+    from gristmill.deps.tool import Resolver
 
 
 class ArgumentsRejected(Exception):
@@ -30,3 +33,15 @@ class LanguagePlugin:
         """
         message = {"entry_point": job.entry_point, "args": dict(job.args), "source": source_path}
         return json.dumps(message).encode()
+
+    def resolver(self) -> Resolver | None:
+        """The language's dependency tool; None (the default) for a language without packages."""
+        return None
+
+    def dependencies(self, code: str, files: Sequence[str] = ()) -> tuple[Dependency, ...]:
+        """The packages `code` needs, in order of appearance; `files` are the job's other
+        files (by relative path), which are never packages. None by default.
+
+        Raises `gristmill.deps.DependencyFailure` for a declaration that cannot be read.
+        """
+        return ()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import importlib
 import importlib.util
 import subprocess
 import sys
@@ -52,16 +53,19 @@ class Runtime:
 
 
 def _load_plugin(folder: Path) -> LanguagePlugin:
-    module_file = folder / "language.py"
-    if not module_file.exists():
+    """The folder's `language.Plugin`, the folder loaded as a package of its own so that
+    `language.py` may import its siblings (`from .dependencies import ...`)."""
+    if not (folder / "language.py").exists():
         return LanguagePlugin()
-    module_spec = importlib.util.spec_from_file_location(
-        f"gristmill_runtime_{folder.name}", module_file
-    )
-    assert module_spec is not None and module_spec.loader is not None
-    module = importlib.util.module_from_spec(module_spec)
-    sys.modules[module_spec.name] = module
-    module_spec.loader.exec_module(module)
+    package_name = f"gristmill_runtime_{folder.name}"
+    package_spec = importlib.util.spec_from_loader(package_name, loader=None, is_package=True)
+    assert package_spec is not None and package_spec.submodule_search_locations is not None
+    package_spec.submodule_search_locations.append(str(folder))
+    # A registry loads its folders afresh, even when another loaded one of that name.
+    for stale in [name for name in sys.modules if name.startswith(f"{package_name}.")]:
+        del sys.modules[stale]
+    sys.modules[package_name] = importlib.util.module_from_spec(package_spec)
+    module = importlib.import_module(f"{package_name}.language")
     plugin: LanguagePlugin = module.Plugin()
     return plugin
 

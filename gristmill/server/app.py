@@ -61,20 +61,23 @@ class Server:
 
 
 async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server:
-    """A running server for `config`; `runner` replaces the real executor (tests only)."""
+    """A running server for `config`; `runner` replaces the real executor (tests only;
+    such a server answers Resolve with UNIMPLEMENTED)."""
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     backend = None
+    resolver = None
     if runner is None:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         backend = open_backend(config.sandbox_backend, config.work_dir)
-        runner = Executor(registry, backend, config.work_dir)
+        executor = Executor(registry, backend, config.work_dir, config.deps)
+        runner, resolver = executor, executor.deps
     table = JobTable(
         runner,
         Admission(config.max_concurrent_jobs, config.queue_capacity),
         config.recent_jobs_ttl_s,
     )
     server = grpc.aio.server()
-    servicer = RuntimeServicer(config, registry, runner, table)
+    servicer = RuntimeServicer(config, registry, runner, table, resolver)
     runtime_pb2_grpc.add_RuntimeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

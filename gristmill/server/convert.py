@@ -6,23 +6,29 @@ Inside the service everything speaks the plain model; a request becomes a valida
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from google.protobuf import json_format
 
 from gristmill.config import ServerConfig
+from gristmill.deps.errors import DependencyFailure
 from gristmill.errors import InvalidRequest
 from gristmill.isolation.backend import SandboxInfo
 from gristmill.languages import Registry, Runtime
 from gristmill.model import (
+    Dependency,
     Job,
+    JobError,
     JobEvent,
     JobFile,
     Limits,
+    Lockfile,
     Outcome,
     Output,
     OutputEvent,
     PhaseEvent,
+    Resolution,
     StartedEvent,
 )
 from gristmill.server import validate
@@ -44,6 +50,24 @@ def _whole_numbers_as_integers(value: Any) -> Any:
     if isinstance(value, list):
         return [_whole_numbers_as_integers(item) for item in value]
     return value
+
+
+def job_files(messages: Iterable[pb.File]) -> list[JobFile]:
+    return [JobFile(path=f.path, content=f.content, executable=f.executable) for f in messages]
+
+
+def _lockfile_from_proto(message: pb.Job, runtime: Runtime) -> Lockfile | None:
+    if not message.HasField("lockfile"):
+        return None
+    given = message.lockfile
+    resolver = runtime.plugin.resolver()
+    return validate.lockfile(
+        Lockfile(given.language, given.format, given.content),
+        given.sha256,
+        runtime.name,
+        resolver.lock_format if resolver else None,
+        "job.lockfile",
+    )
 
 
 def job_from_proto(
@@ -75,10 +99,9 @@ def job_from_proto(
         entry_point=validate.entry_point(message.entry_point, runtime.spec.default_entry_point),
         args=args,
         limits=validate.clamp_wall_time(limits, remaining_s),
-        files=validate.files(
-            JobFile(path=f.path, content=f.content, executable=f.executable) for f in message.files
-        ),
+        files=validate.files(job_files(message.files)),
         env=validate.env(message.env),
+        lockfile=_lockfile_from_proto(message, runtime),
     )
 
 
@@ -107,23 +130,62 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
                 prepare_ms=usage.phases.prepare_ms,
                 sandbox_setup_ms=usage.phases.sandbox_setup_ms,
                 run_ms=usage.phases.run_ms,
+                resolve_ms=usage.phases.resolve_ms,
+                install_ms=usage.phases.install_ms,
             ),
         ),
         sandbox=outcome.sandbox,
         detail=outcome.detail,
     )
-    if outcome.error is not None:
-        message.error.CopyFrom(
-            pb.JobError(
-                name=outcome.error.name,
-                message=outcome.error.message,
-                stack=[
-                    pb.StackFrame(file=f.file, line=f.line, function=f.function, text=f.text)
-                    for f in outcome.error.stack
-                ],
-            )
+    if outcome.lockfile is not None:
+        message.lockfile.CopyFrom(lockfile_to_proto(outcome.lockfile))
+    if outcome.environment is not None:
+        message.environment.CopyFrom(
+            pb.Environment(cached=outcome.environment.cached, key=outcome.environment.key)
         )
+    if outcome.error is not None:
+        message.error.CopyFrom(_error(outcome.error))
     return message
+
+
+def _error(error: JobError) -> pb.JobError:
+    return pb.JobError(
+        name=error.name,
+        message=error.message,
+        stack=[
+            pb.StackFrame(file=f.file, line=f.line, function=f.function, text=f.text)
+            for f in error.stack
+        ],
+    )
+
+
+def lockfile_to_proto(lockfile: Lockfile) -> pb.Lockfile:
+    return pb.Lockfile(
+        language=lockfile.language,
+        format=lockfile.format,
+        content=lockfile.content,
+        sha256=lockfile.sha256,
+    )
+
+
+def _dependency(dependency: Dependency) -> pb.Dependency:
+    return pb.Dependency(
+        name=dependency.name,
+        requirement=dependency.requirement,
+        source=dependency.source.value,
+        where=dependency.where,
+    )
+
+
+def resolution_to_proto(resolution: Resolution) -> pb.ResolveResponse:
+    response = pb.ResolveResponse(dependencies=[_dependency(d) for d in resolution.dependencies])
+    if resolution.lockfile is not None:
+        response.lockfile.CopyFrom(lockfile_to_proto(resolution.lockfile))
+    return response
+
+
+def resolve_failure(failure: DependencyFailure) -> pb.ResolveResponse:
+    return pb.ResolveResponse(error=_error(JobError("DependencyError", str(failure))))
 
 
 def accepted_event(job_id: str, deduplicated: bool) -> pb.ExecuteEvent:

@@ -12,21 +12,22 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable
-from typing import NoReturn, TypeVar
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from typing import NoReturn, Protocol, TypeVar
 
 import grpc
 
 from gristmill import errors
 from gristmill.config import ServerConfig
-from gristmill.languages import Registry
-from gristmill.model import Job
+from gristmill.deps.errors import DependencyFailure
+from gristmill.languages import Registry, Runtime
+from gristmill.model import Job, Resolution
 from gristmill.server import convert, validate
 from gristmill.server.jobs import JobRunner, JobTable
 from gristmill.v1 import runtime_pb2 as pb
 from gristmill.v1 import runtime_pb2_grpc
 
-__all__ = ["RuntimeServicer", "status_for"]
+__all__ = ["DependencyResolver", "RuntimeServicer", "status_for"]
 
 log = logging.getLogger(__name__)
 
@@ -96,14 +97,26 @@ def _streaming(
     return translated
 
 
+class DependencyResolver(Protocol):
+    """What the Resolve RPC needs of `gristmill.deps.DependencyManager`."""
+
+    async def resolve(self, runtime: Runtime, code: str, files: Sequence[str]) -> Resolution: ...
+
+
 class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
     def __init__(
-        self, config: ServerConfig, registry: Registry, runner: JobRunner, table: JobTable
+        self,
+        config: ServerConfig,
+        registry: Registry,
+        runner: JobRunner,
+        table: JobTable,
+        resolver: DependencyResolver | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
         self._runner = runner
         self._table = table
+        self._resolver = resolver
 
     def _job(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> Job:
         return convert.job_from_proto(
@@ -159,3 +172,18 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         return pb.DescribeResponse(
             parameters_schema_json=json.dumps(schema), entry_point=entry_point
         )
+
+    @_unary
+    async def Resolve(
+        self, request: pb.ResolveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ResolveResponse:
+        if self._resolver is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server resolves nothing")
+        assert self._resolver is not None
+        runtime = self._registry.get(request.language)
+        files = [f.path for f in validate.files(convert.job_files(request.files), "files")]
+        try:
+            resolution = await self._resolver.resolve(runtime, request.code, files)
+        except DependencyFailure as failure:
+            return convert.resolve_failure(failure)
+        return convert.resolution_to_proto(resolution)

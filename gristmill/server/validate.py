@@ -15,7 +15,7 @@ from typing import Any
 
 from gristmill.config import ENV_PREFIX
 from gristmill.errors import InvalidRequest, LimitTooHigh
-from gristmill.model import JobFile, Limits
+from gristmill.model import JobFile, Limits, Lockfile
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -53,12 +53,12 @@ def args_json(text: str) -> dict[str, Any]:
     return value
 
 
-def files(items: Iterable[JobFile]) -> tuple[JobFile, ...]:
+def files(items: Iterable[JobFile], name: str = "job.files") -> tuple[JobFile, ...]:
     """The job's extra files; each path stays inside the job directory."""
     seen: set[PurePosixPath] = set()
     checked = []
     for index, item in enumerate(items):
-        field = f"job.files[{index}].path"
+        field = f"{name}[{index}].path"
         path = PurePosixPath(item.path)
         if not item.path or "\0" in item.path:
             raise InvalidRequest(field, "must be a non-empty path")
@@ -113,3 +113,27 @@ def clamp_wall_time(resolved: Limits, remaining_s: float | None) -> Limits:
         return resolved
     remaining_ms = max(1, int(remaining_s * 1000 * (1 - DEADLINE_MARGIN)))
     return dataclasses.replace(resolved, wall_time_ms=min(resolved.wall_time_ms, remaining_ms))
+
+
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def lockfile(
+    given: Lockfile, sha256: str, language: str, lock_format: str | None, field: str
+) -> Lockfile:
+    """A lockfile a job may be installed from: for its language, in its resolver's format,
+    its content matching `sha256` when that is given. Empty language and format mean
+    the job's."""
+    if lock_format is None:
+        raise InvalidRequest(field, f"{language} jobs have no dependencies to lock")
+    if given.language and given.language != language:
+        raise InvalidRequest(f"{field}.language", f"{given.language!r} is not {language!r}")
+    if given.format and given.format != lock_format:
+        raise InvalidRequest(f"{field}.format", f"{given.format!r} is not {lock_format!r}")
+    if not given.content:
+        raise InvalidRequest(f"{field}.content", "required")
+    checked = Lockfile(language, lock_format, given.content)
+    if sha256 and sha256 != checked.sha256:
+        why = "is not hex SHA-256" if not _SHA256.fullmatch(sha256) else "does not match content"
+        raise InvalidRequest(f"{field}.sha256", why)
+    return checked

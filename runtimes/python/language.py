@@ -1,14 +1,19 @@
-"""What only Python code can say about Python jobs: their parameters, read with `ast`."""
+"""What only Python code can say about Python jobs: their parameters, read with `ast`, and
+their dependencies (`dependencies.py`, resolved with uv by `resolver.py`)."""
 
 from __future__ import annotations
 
 import ast
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gristmill.errors import InvalidRequest
 from gristmill.languages.plugin import LanguagePlugin
+from gristmill.model import Dependency
+
+from . import dependencies
+from .resolver import Uv
 
 _SCHEMA_TYPES = {
     "int": "integer",
@@ -86,3 +91,9 @@ class Plugin(LanguagePlugin):
             properties[parameter.arg] = schema
         required = [p.arg for p in parameters if p.arg not in defaults]
         return {"type": "object", "properties": properties, "required": required}
+
+    def resolver(self) -> Uv:
+        return Uv()
+
+    def dependencies(self, code: str, files: Sequence[str] = ()) -> tuple[Dependency, ...]:
+        return dependencies.find(code, files)

@@ -14,6 +14,8 @@ import types
 RESULT_FD = 3
 JOB_FD = 4
 JOB_DIR = "/job"
+# Set when the job has dependencies: their environment, mounted read-only.
+ENVIRONMENT_VARIABLE = "GRISTMILL_ENVIRONMENT"
 
 # Annotation names checked against the JSON value given; anything else is not checked.
 _JSON_TYPES = {
@@ -171,7 +173,18 @@ def run(job):
     return {"result": result}
 
 
+def _add_environment():
+    """Puts the job's installed packages on sys.path (after the standard library), with
+    their .pth files: the interpreter runs with -S, so no site-packages is there by itself."""
+    environment = os.environ.get(ENVIRONMENT_VARIABLE)
+    if environment:
+        import site
+
+        site.addsitedir(environment + "/site-packages")
+
+
 def main():
+    _add_environment()
     channel = os.fdopen(RESULT_FD, "w", encoding="utf-8")
     os.set_inheritable(RESULT_FD, False)
     with os.fdopen(JOB_FD, "rb") as job_channel:

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_asyncio
 
+from gristmill.errors import SandboxFailure
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
@@ -25,11 +28,16 @@ LIMITS = Limits(
 )
 
 
-@pytest_asyncio.fixture(scope="session", loop_scope="session")
-async def executor() -> AsyncIterator[Executor]:
+@pytest_asyncio.fixture(scope="session", loop_scope="session", params=["process", "nsjail"])
+async def executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
+    """A real executor on each backend in turn: every attack test runs on both."""
     # /var/tmp, not pytest's tmp_path: the jail's uid must be able to reach it.
     work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
-    backend = open_backend(None, work_dir)
+    work_dir.chmod(0o755)
+    try:
+        backend = open_backend(request.param, work_dir)
+    except SandboxFailure as unusable:
+        pytest.skip(f"{request.param}: {unusable}")
     yield Executor(Registry(), backend, work_dir)
     await backend.close()
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -51,3 +59,19 @@ async def run(
         limits=dataclasses.replace(LIMITS, **limits),
     )
     return await executor.run(job)
+
+
+@pytest.fixture(scope="module")
+def nsjail_run() -> Iterator[Callable[..., Outcome]]:
+    """Runs one job on the nsjail backend, synchronously: `nsjail_run(language, code)`."""
+    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
+    work_dir.chmod(0o755)
+    backend = open_backend("nsjail", work_dir)
+    executor = Executor(Registry(), backend, work_dir)
+
+    def run_one(language: str, code: str, **limits: Any) -> Outcome:
+        return asyncio.run(run(executor, language, code, **limits))
+
+    yield run_one
+    asyncio.run(backend.close())
+    shutil.rmtree(work_dir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""The process backend holds its promises: each test attacks one of them for real."""
+"""Each backend (process, nsjail) holds its promises: each test attacks one for real."""
 
 from __future__ import annotations
 

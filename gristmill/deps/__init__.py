@@ -1,0 +1,29 @@
+"""Dependencies, for every language: resolve, lock, install once, share read-only.
+
+    manager.DependencyManager   what the executor and the Resolve RPC call
+    ├── tool                    what a language says about its resolver (argv as data)
+    ├── sandboxed.ToolRunner    runs the resolver in a sandbox with network
+    ├── key.EnvironmentKey      everything that decides an environment, hashed
+    └── cache.EnvironmentCache  built once, renamed into place, leased, evicted LRU
+
+Nothing here names a language: the language's plugin (`runtimes/<name>/language.py`)
+finds the dependencies in the code and gives the commands that lock and install them.
+"""
+
+from gristmill.deps.cache import EnvironmentCache, Lease
+from gristmill.deps.errors import DependencyFailure
+from gristmill.deps.key import EnvironmentKey
+from gristmill.deps.manager import DependencyManager, PreparedEnvironment
+from gristmill.deps.tool import Resolver, Step, ToolContext
+
+__all__ = [
+    "DependencyFailure",
+    "DependencyManager",
+    "EnvironmentCache",
+    "EnvironmentKey",
+    "Lease",
+    "PreparedEnvironment",
+    "Resolver",
+    "Step",
+    "ToolContext",
+]

@@ -1,0 +1,193 @@
+"""The dependency phase of a job, and the Resolve RPC: find, lock, install once, lease.
+
+The executor asks `environment()` for a job's environment between reading the job
+and starting its sandbox; the Resolve RPC asks `resolve()`. Both go through the
+language's plugin for what the code needs and how to lock and install it, through
+`ToolRunner` for running that in a sandbox, and through `EnvironmentCache` so that
+an environment is built once and then shared read-only by every job that needs it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gristmill.config import DependencyConfig
+from gristmill.deps.cache import EnvironmentCache
+from gristmill.deps.errors import DependencyFailure
+from gristmill.deps.key import EnvironmentKey
+from gristmill.deps.sandboxed import ToolPaths, ToolRunner
+from gristmill.deps.tool import Resolver, ToolContext
+from gristmill.errors import LanguageUnavailable
+from gristmill.isolation.backend import SandboxBackend
+from gristmill.languages.registry import Runtime
+from gristmill.model import Dependency, Job, JobEvent, Lockfile, PhaseEvent, Resolution
+
+__all__ = ["DependencyManager", "PreparedEnvironment"]
+
+EventSink = Callable[[JobEvent], None]
+
+
+@dataclass(frozen=True)
+class PreparedEnvironment:
+    """A job's installed dependencies, leased for as long as the job runs."""
+
+    # Host directory to mount read-only into the job's sandbox.
+    path: Path
+    cached: bool
+    key: str
+    lockfile: Lockfile
+    resolve_ms: int
+    install_ms: int
+
+
+def _ms_since(start: float) -> int:
+    return int((time.monotonic() - start) * 1000)
+
+
+def _summary(dependencies: Sequence[Dependency]) -> str:
+    return ", ".join(
+        f"{d.requirement} ({d.where})" if d.where else d.requirement for d in dependencies
+    )
+
+
+def _find_program(name: str) -> Path:
+    """A resolver's program on this host: beside the service's interpreter, else on PATH."""
+    search = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    found = shutil.which(name, path=search)
+    if found is None:
+        raise LanguageUnavailable(f"the dependency tool {name!r} is not installed")
+    return Path(found)
+
+
+class DependencyManager:
+    def __init__(self, backend: SandboxBackend, work_dir: Path, config: DependencyConfig) -> None:
+        self.config = config
+        deps_dir = config.cache_dir or work_dir / "deps"
+        self.cache = EnvironmentCache(deps_dir / "environments", config.cache_max_bytes)
+        self._tool_cache_root = deps_dir / "tool-cache"
+        self._tools_dir = work_dir / "tools"
+        self._runs_dir = work_dir / "resolve"
+        for directory in (self._tool_cache_root, self._tools_dir, self._runs_dir):
+            directory.mkdir(parents=True, exist_ok=True)
+            directory.chmod(0o755)
+        self._backend = backend
+        self._installing = asyncio.Lock()
+        self._runners: dict[str, ToolRunner] = {}
+        self._versions: dict[str, str] = {}
+
+    def _context(self, runtime: Runtime) -> ToolContext:
+        index_urls = (self.config.index_url,) if self.config.index_url else ()
+        return ToolContext(runtime.toolchain_version, index_urls, self.config.system_certs)
+
+    def _install(self, resolver: Resolver, uid: int, gid: int) -> ToolRunner:
+        """Makes the resolver runnable in a sandbox: its programs copied where the sandbox's
+        user can read them (the originals may live under a 0700 home), its download cache
+        owned by that user. Returns its runner; the version goes into `_versions`."""
+        programs = self._tools_dir / resolver.name
+        programs.mkdir(exist_ok=True, mode=0o755)
+        for name in resolver.programs:
+            staging = programs / f".{name}.new"
+            shutil.copy2(_find_program(name), staging)
+            staging.chmod(0o755)
+            staging.rename(programs / name)
+        argv = resolver.version_argv(str(programs / resolver.programs[0]))
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
+        self._versions[resolver.name] = done.stdout.strip()
+        cache_dir = self._tool_cache_root / resolver.name
+        cache_dir.mkdir(exist_ok=True)
+        os.chown(cache_dir, uid, gid)
+        return ToolRunner(
+            self._backend, ToolPaths(programs, cache_dir, self._runs_dir), self.config.limits()
+        )
+
+    async def _prepared_runner(
+        self, runtime: Runtime, resolver: Resolver
+    ) -> tuple[ToolRunner, str]:
+        """The resolver's runner and version, set up on first use."""
+        async with self._installing:
+            if resolver.name not in self._runners:
+                uid, gid = runtime.profile.uid, runtime.profile.gid
+                runner = await asyncio.to_thread(self._install, resolver, uid, gid)
+                self._runners[resolver.name] = runner
+        return self._runners[resolver.name], self._versions[resolver.name]
+
+    async def resolve(self, runtime: Runtime, code: str, files: Sequence[str]) -> Resolution:
+        """What `code` needs and its lockfile, without running it (the Resolve RPC)."""
+        resolver = runtime.plugin.resolver()
+        dependencies = runtime.plugin.dependencies(code, files)
+        if resolver is None or not dependencies:
+            return Resolution(dependencies, None)
+        lockfile = await self._lock(runtime, resolver, dependencies, lambda _event: None)
+        return Resolution(dependencies, lockfile)
+
+    async def _lock(
+        self,
+        runtime: Runtime,
+        resolver: Resolver,
+        dependencies: Sequence[Dependency],
+        emit: EventSink,
+    ) -> Lockfile:
+        emit(PhaseEvent("resolve", _summary(dependencies)))
+        runner, _ = await self._prepared_runner(runtime, resolver)
+        step = resolver.lock(dependencies, self._context(runtime))
+        content = await runner.run(
+            step, runtime.profile, lambda line: emit(PhaseEvent("resolve", line))
+        )
+        if content is None:
+            raise DependencyFailure(f"{resolver.name} produced no lockfile")
+        return Lockfile(runtime.name, resolver.lock_format, content)
+
+    @contextlib.asynccontextmanager
+    async def environment(
+        self, runtime: Runtime, job: Job, emit: EventSink
+    ) -> AsyncIterator[PreparedEnvironment | None]:
+        """The job's environment, leased until the block ends; None when it needs none.
+
+        Resolves first unless the job brings a lockfile; installs unless the cache has
+        the environment. Raises `DependencyFailure` with the tool's message.
+        """
+        resolver = runtime.plugin.resolver()
+        began = time.monotonic()
+        lockfile = job.lockfile
+        if resolver is None:
+            yield None
+            return
+        if lockfile is None:
+            dependencies = runtime.plugin.dependencies(job.code, [f.path for f in job.files])
+            if not dependencies:
+                yield None
+                return
+            lockfile = await self._lock(runtime, resolver, dependencies, emit)
+        resolve_ms = _ms_since(began) if job.lockfile is None else 0
+        runner, version = await self._prepared_runner(runtime, resolver)
+        key = EnvironmentKey(
+            language=runtime.name,
+            toolchain_version=runtime.toolchain_version,
+            resolver=resolver.name,
+            resolver_version=version,
+            lockfile_sha256=lockfile.sha256,
+            index_urls=self._context(runtime).index_urls,
+        ).digest()
+        step = resolver.install(lockfile, self._context(runtime))
+
+        async def build(target: Path) -> None:
+            emit(PhaseEvent("install", f"{lockfile.format} {lockfile.sha256[:12]}"))
+            os.chown(target, runtime.profile.uid, runtime.profile.gid)
+            await runner.run(
+                step, runtime.profile, lambda line: emit(PhaseEvent("install", line)), target
+            )
+
+        installing = time.monotonic()
+        async with self.cache.use(key, build) as lease:
+            yield PreparedEnvironment(
+                lease.path, lease.cached, key, lockfile, resolve_ms, _ms_since(installing)
+            )

@@ -1,0 +1,79 @@
+"""What a language says about its resolver: the commands that lock and install, as data.
+
+A language's plugin returns a `Resolver`; the core runs its `Step`s in a sandbox with
+network (`sandboxed.ToolRunner`). Steps are argv lists and file contents, never shell
+strings, and they see only the jail paths in `ToolContext`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gristmill.model import Dependency, Lockfile
+
+JAIL_TOOLS_DIR = "/gristmill/tools"
+"""Where the resolver's programs are mounted, read-only, in the resolve sandbox."""
+JAIL_TOOL_CACHE_DIR = "/gristmill/cache"
+"""The resolver's own download cache, writable and shared by every resolve and install."""
+JAIL_BUILD_DIR = "/gristmill/build"
+"""The environment being built: the only other place an install step may write."""
+JAIL_ENV_DIR = "/gristmill/env"
+"""Where a job finds its environment, read-only; `ENV_VARIABLE` in its environment says so."""
+ENV_VARIABLE = "GRISTMILL_ENVIRONMENT"
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What a step may refer to; every path is as seen inside the resolve sandbox."""
+
+    # The interpreter or compiler the job runs on, as `Runtime.toolchain_version` says.
+    toolchain_version: str
+    # Registries to use instead of the resolver's default; empty: its default.
+    index_urls: tuple[str, ...] = ()
+    # Trust the system's CA store (mounted at /etc/ssl/certs) rather than the tool's own.
+    system_certs: bool = True
+    tools_dir: str = JAIL_TOOLS_DIR
+    cache_dir: str = JAIL_TOOL_CACHE_DIR
+    build_dir: str = JAIL_BUILD_DIR
+
+
+@dataclass(frozen=True)
+class Step:
+    """One run of the resolver in the sandbox, in the job directory `/job`."""
+
+    argv: tuple[str, ...]
+    # Written into /job before the run, by relative path.
+    files: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    # Whether its stdout is its result (the lockfile); then only stderr is progress.
+    # (Not a file: /job may be a copy in the sandbox, and what is written there stays.)
+    stdout_is_result: bool = False
+
+
+class Resolver(Protocol):
+    """A language's dependency tool (e.g. uv for Python)."""
+
+    # The tool's name, part of the cache key.
+    name: str
+    # The format of the lockfiles it writes, e.g. "requirements.txt".
+    lock_format: str
+    # Host programs, by name, the steps run from `ToolContext.tools_dir`.
+    programs: tuple[str, ...]
+
+    def version_argv(self, program_path: str) -> Sequence[str]:
+        """The host command printing the tool's version (part of the cache key)."""
+        ...
+
+    def lock(self, dependencies: Sequence[Dependency], context: ToolContext) -> Step:
+        """The step that prints the lockfile for `dependencies` on its stdout.
+
+        Raises `DependencyFailure` for what can be judged wrong without the registry
+        (e.g. the code asks for another interpreter version).
+        """
+        ...
+
+    def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
+        """The step that installs exactly `lockfile` into `context.build_dir`."""
+        ...

