@@ -3,7 +3,9 @@
 The job id is the idempotency key: a request repeating an id while the job runs joins
 that run (it never runs twice), and one arriving after it finished gets the same
 outcome until `ttl_s` has passed. A job lives as long as someone waits for it: when
-its last waiting client goes away, it is cancelled.
+its last waiting client goes away, it is cancelled and forgotten, so that the worker's
+retry (after a dropped connection, say) runs it again, once the abandoned run is gone.
+A job cancelled by `Cancel` keeps its CANCELLED outcome like any other.
 """
 
 from __future__ import annotations
@@ -50,6 +52,8 @@ class _Entry:
     listeners: set[asyncio.Queue[object]] = field(default_factory=set)
     waiters: int = 0
     task: asyncio.Task[Outcome] | None = None
+    # Every waiting client went away before the end: the run is being killed.
+    abandoned: bool = False
 
     def publish(self, event: JobEvent) -> None:
         self.history.append(event)
@@ -111,12 +115,13 @@ class JobTable:
     def submit(self, job: Job) -> Subscription:
         """Joins the job with `job.id` or starts `job`; raises `Overloaded` when full."""
         entry = self._entries.get(job.id)
-        if entry is not None:
+        if entry is not None and not entry.abandoned:
             entry.waiters += 1
             return Subscription(self, entry, deduplicated=True)
+        previous = entry.task if entry is not None else None
         ticket = self._admission.admit()
         entry = _Entry(job=job, waiters=1)
-        entry.task = asyncio.create_task(self._run(entry, ticket), name=f"job {job.id}")
+        entry.task = asyncio.create_task(self._run(entry, ticket, previous), name=f"job {job.id}")
         entry.task.add_done_callback(lambda _: ticket.release())
         entry.task.add_done_callback(lambda task: self._finish(entry, task))
         self._entries[job.id] = entry
@@ -137,7 +142,12 @@ class JobTable:
         running = [e for e in self._entries.values() if not e.finished()]
         await asyncio.gather(*(self.cancel(entry.job.id) for entry in running))
 
-    async def _run(self, entry: _Entry, ticket: Ticket) -> Outcome:
+    async def _run(
+        self, entry: _Entry, ticket: Ticket, previous: asyncio.Task[Outcome] | None
+    ) -> Outcome:
+        if previous is not None:
+            # The abandoned run of this id must be gone first: never two at once.
+            await asyncio.wait({previous})
         if not await ticket.wait_turn(entry.cancel):
             return Outcome(
                 job_id=entry.job.id, verdict=Verdict.CANCELLED, detail="cancelled while queued"
@@ -155,6 +165,9 @@ class JobTable:
             log.debug("job %s ended without an outcome", entry.job.id)
             self._forget(entry)
             return
+        if entry.abandoned:
+            self._forget(entry)
+            return
         asyncio.get_running_loop().call_later(self._ttl_s, self._forget, entry)
 
     def _forget(self, entry: _Entry) -> None:
@@ -164,4 +177,5 @@ class JobTable:
     def _leave(self, entry: _Entry) -> None:
         entry.waiters -= 1
         if entry.waiters == 0 and not entry.finished():
+            entry.abandoned = True
             entry.cancel.set()

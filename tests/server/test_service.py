@@ -133,15 +133,27 @@ def test_cancel_of_no_running_job_says_so(fake_server):
         assert client.cancel("never-seen") is False
 
 
-def test_client_deadline_passing_cancels_the_job(fake_server):
+def test_client_deadline_passing_cancels_the_job_and_a_retry_runs_it_again(fake_server):
     address, runner = fake_server()
     with Client(address) as client:
         with pytest.raises(grpc.RpcError) as expired:
             client.execute("fake", "wait", job_id="impatient", timeout_s=0.5)
         assert runner.cancelled.wait(30)
-        # The cancelled run is the job's outcome from now on.
-        assert client.execute("fake", "wait", job_id="impatient").verdict == pb.CANCELLED
+        # Nobody received the abandoned run's outcome: the worker's retry runs the job.
+        assert client.execute("fake", "now", job_id="impatient").verdict == pb.SUCCESS
     assert expired.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert len(runner.calls) == 2
+
+
+def test_a_job_cancelled_by_cancel_keeps_its_outcome(fake_server):
+    address, runner = fake_server()
+    with Client(address) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(client.execute, "fake", "wait", job_id="stopped")
+        _wait_until_running(runner)
+        assert client.cancel("stopped") is True
+        assert waiting.result(30).verdict == pb.CANCELLED
+        assert client.execute("fake", "now", job_id="stopped").verdict == pb.CANCELLED
+    assert len(runner.calls) == 1
 
 
 def test_client_deadline_bounds_the_jobs_wall_time(fake_server):
