@@ -97,3 +97,38 @@ def test_doctor_reports_every_check(capsys):
     assert status in (0, 1)
     for check in ("user namespaces", "seccomp", "cgroups", "nsjail", "sandbox backend"):
         assert check in out
+
+
+YAML_JOB = "import yaml\n\n\ndef main():\n    return yaml.safe_load('a: [1, 2]')\n"
+
+
+def test_run_shows_dependency_progress_as_plain_lines_off_a_terminal(script, work_dir, capsys):
+    assert main(["run", str(script(YAML_JOB)), "--work-dir", work_dir]) == 0
+    captured = capsys.readouterr()
+    progress = [line for line in captured.err.splitlines() if line.startswith("resolve")]
+    assert progress, captured.err
+    assert "\x1b[" not in captured.err
+    assert '{"a": [1, 2]}' in captured.out
+
+
+def test_resolve_prints_a_hashed_lockfile_and_run_replays_it(script, work_dir, tmp_path, capsys):
+    lockfile = tmp_path / "requirements.lock"
+    source = str(script(YAML_JOB))
+    assert main(["resolve", source, "--work-dir", work_dir, "-o", str(lockfile)]) == 0
+    assert "pyyaml" in capsys.readouterr().err.lower()
+    text = lockfile.read_text()
+    assert "pyyaml==" in text.lower()
+    assert "--hash=sha256:" in text
+    saved = tmp_path / "used.lock"
+    argv = ["run", source, "--work-dir", work_dir, "--lockfile", str(lockfile)]
+    assert main([*argv, "--save-lockfile", str(saved), "--json"]) == 0
+    outcome = json.loads(capsys.readouterr().out)
+    assert outcome["verdict"] == "SUCCESS"
+    assert "resolveMs" not in outcome["usage"]["phases"]
+    assert saved.read_text() == text
+
+
+def test_resolve_of_a_package_that_does_not_exist_exits_1(script, work_dir, capsys):
+    code = "# /// script\n# dependencies = ['gristmill-no-such-package-x9']\n# ///\n"
+    assert main(["resolve", str(script(code + YAML_JOB)), "--work-dir", work_dir]) == 1
+    assert "DEPENDENCY_ERROR" in capsys.readouterr().err
