@@ -9,6 +9,9 @@ import time
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from gristmill.client import Client
 from gristmill.v1 import runtime_pb2 as pb
@@ -258,3 +261,10 @@ def test_health_service_says_serving(fake_server):
         for service in ("", "gristmill.v1.Runtime"):
             response = health.Check(health_pb2.HealthCheckRequest(service=service))
             assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_reflection_lists_the_runtime_and_health_services(fake_server):
+    address, _ = fake_server()
+    with grpc.insecure_channel(address) as channel:
+        services = ProtoReflectionDescriptorDatabase(channel).get_services()
+    assert {"gristmill.v1.Runtime", "grpc.health.v1.Health"} <= set(services)
