@@ -131,6 +131,8 @@ class Phases:
     run_ms: int = 0
     resolve_ms: int = 0
     install_ms: int = 0
+    # Compiling, or waiting for another job compiling the same code (small when cached).
+    build_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,15 @@ class EnvironmentInfo:
 
 
 @dataclass(frozen=True)
+class BuildInfo:
+    """The compiled job a run used (or whose compilation failed)."""
+
+    # False when this job compiled it; true when it was already there or another compiled it.
+    cached: bool
+    key: str
+
+
+@dataclass(frozen=True)
 class Outcome:
     job_id: str
     verdict: Verdict
@@ -167,6 +178,7 @@ class Outcome:
     detail: str = ""
     lockfile: Lockfile | None = None
     environment: EnvironmentInfo | None = None
+    build: BuildInfo | None = None
 
 
 @dataclass(frozen=True)
@@ -179,9 +191,11 @@ class Resolution:
 
 @dataclass(frozen=True)
 class PhaseEvent:
-    """A phase of the job began ("resolve", "install", "prepare", "sandbox_setup", "run").
+    """A phase of the job began: "resolve", "install", "build", "prepare", "sandbox_setup",
+    "run", in that order.
 
-    Repeated with the same name during "resolve" and "install", `detail` is a progress line.
+    Repeated with the same name during "resolve", "install" and "build", `detail` is a
+    progress line.
     """
 
     name: str

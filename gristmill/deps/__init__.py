@@ -5,6 +5,7 @@
     ├── sandboxed.ToolRunner    runs the resolver in a sandbox with network
     ├── key.EnvironmentKey      everything that decides an environment, hashed
     └── cache.EnvironmentCache  built once, renamed into place, leased, evicted LRU
+                                (also keeps compiled jobs: `gristmill.jobs.build`)
 
 Nothing here names a language: the language's plugin (`runtimes/<name>/language.py`)
 finds the dependencies in the code and gives the commands that lock and install them.

@@ -1,5 +1,9 @@
 """The environment cache: each environment built once, renamed into place, shared read-only.
 
+An "environment" here is any directory built from a key: installed dependencies
+(`deps.manager`), or a job's compiled output (`jobs.build`, under a root of its own).
+The cache knows only digests and a builder; what goes in is the caller's business.
+
 Layout under the cache root:
 
     envs/<digest>/         finished environments, sealed (owned by the service, no one

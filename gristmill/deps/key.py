@@ -2,7 +2,8 @@
 
 A typed, frozen value hashed canonically (sorted JSON of its fields), so that adding
 a field or changing the layout means bumping `SCHEMA_VERSION`, never inventing a
-string prefix.
+string prefix. `canonical_digest` is that hash, for every cache key of the service
+(the build's too, `gristmill.jobs.build.BuildKey`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ import json
 import platform
 import sys
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 SCHEMA_VERSION = 1
 """Bumped when the on-disk layout of an environment changes."""
@@ -22,6 +27,12 @@ def host_platform() -> str:
     """The machine and C library that compiled wheels depend on, e.g. "linux-x86_64-glibc2.36"."""
     libc, version = platform.libc_ver()
     return f"{sys.platform}-{platform.machine()}-{libc}{version}"
+
+
+def canonical_digest(key: DataclassInstance) -> str:
+    """Hex SHA-256 of the canonical JSON (sorted keys, no spaces) of a dataclass's fields."""
+    canonical = json.dumps(dataclasses.asdict(key), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -39,5 +50,4 @@ class EnvironmentKey:
 
     def digest(self) -> str:
         """Hex SHA-256 of the canonical JSON of every field."""
-        canonical = json.dumps(dataclasses.asdict(self), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(canonical.encode()).hexdigest()
+        return canonical_digest(self)

@@ -72,6 +72,8 @@ class DependencyManager:
     def __init__(self, backend: SandboxBackend, work_dir: Path, config: DependencyConfig) -> None:
         self.config = config
         deps_dir = config.cache_dir or work_dir / "deps"
+        # Where the caches live: environments here, and other built things beside them.
+        self.root = deps_dir
         self.cache = EnvironmentCache(deps_dir / "environments", config.cache_max_bytes)
         self._tool_cache_root = deps_dir / "tool-cache"
         self._tools_dir = work_dir / "tools"

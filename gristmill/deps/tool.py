@@ -11,14 +11,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from gristmill.languages.spec import JAIL_BUILD_DIR
 from gristmill.model import Dependency, Lockfile
 
 JAIL_TOOLS_DIR = "/gristmill/tools"
 """Where the resolver's programs are mounted, read-only, in the resolve sandbox."""
 JAIL_TOOL_CACHE_DIR = "/gristmill/cache"
 """The resolver's own download cache, writable and shared by every resolve and install."""
-JAIL_BUILD_DIR = "/gristmill/build"
-"""The environment being built: the only other place an install step may write."""
 JAIL_ENV_DIR = "/gristmill/env"
 """Where a job finds its environment, read-only; `ENV_VARIABLE` in its environment says so."""
 ENV_VARIABLE = "GRISTMILL_ENVIRONMENT"
@@ -36,6 +35,7 @@ class ToolContext:
     system_certs: bool = True
     tools_dir: str = JAIL_TOOLS_DIR
     cache_dir: str = JAIL_TOOL_CACHE_DIR
+    # The environment being built: the only other place an install step may write.
     build_dir: str = JAIL_BUILD_DIR
 
 

@@ -1,8 +1,9 @@
-"""Runs one job: its environment, its directory, its sandbox; collect, decide.
+"""Runs one job: its environment, its build, its directory, its sandbox; collect, decide.
 
 The executor is the only place that knows the order of a job's phases; what a
-language is comes from the registry, its dependencies from `gristmill.deps`, how a
-sandbox works from the backend, and what the verdict is from `verdict.decide`.
+language is comes from the registry, its dependencies from `gristmill.deps`, its
+compiled output from `build.Builds`, how a sandbox works from the backend, and what
+the verdict is from `verdict.decide`.
 """
 
 from __future__ import annotations
@@ -17,8 +18,12 @@ from pathlib import Path
 from typing import TypeVar
 
 from gristmill.config import DependencyConfig
-from gristmill.deps import DependencyFailure, DependencyManager, PreparedEnvironment
-from gristmill.deps.tool import ENV_VARIABLE, JAIL_ENV_DIR
+from gristmill.deps import (
+    DependencyFailure,
+    DependencyManager,
+    EnvironmentCache,
+    PreparedEnvironment,
+)
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import (
     Sandbox,
@@ -27,15 +32,17 @@ from gristmill.isolation.backend import (
     SandboxPlan,
     StopReason,
 )
-from gristmill.isolation.profile import BindMount
 from gristmill.jobs import envelope
+from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
+from gristmill.jobs.mounts import job_mounts
 from gristmill.jobs.output import CappedOutput
 from gristmill.jobs.verdict import decide
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
-from gristmill.languages.spec import JAIL_JOB_DIR, JAIL_RUNTIME_DIR
+from gristmill.languages.spec import JAIL_JOB_DIR
 from gristmill.model import (
+    BuildInfo,
     EnvironmentInfo,
     Job,
     JobError,
@@ -83,21 +90,31 @@ async def _unless_cancelled(awaitable: Awaitable[_T], cancel: asyncio.Event | No
     return task.result()
 
 
+def _with_phases(outcome: Outcome, **phases: int) -> Outcome:
+    usage = outcome.usage
+    return dataclasses.replace(
+        outcome,
+        usage=dataclasses.replace(usage, phases=dataclasses.replace(usage.phases, **phases)),
+    )
+
+
 def _with_environment(outcome: Outcome, environment: PreparedEnvironment | None) -> Outcome:
     """The outcome with what its dependency phase did: lockfile, cache, timings."""
     if environment is None:
         return outcome
-    phases = dataclasses.replace(
-        outcome.usage.phases,
-        resolve_ms=environment.resolve_ms,
-        install_ms=environment.install_ms,
-    )
-    return dataclasses.replace(
+    outcome = dataclasses.replace(
         outcome,
         lockfile=environment.lockfile,
         environment=EnvironmentInfo(cached=environment.cached, key=environment.key),
-        usage=dataclasses.replace(outcome.usage, phases=phases),
     )
+    return _with_phases(
+        outcome, resolve_ms=environment.resolve_ms, install_ms=environment.install_ms
+    )
+
+
+def _with_build(outcome: Outcome, build: BuildInfo, build_ns: int) -> Outcome:
+    """The outcome with what its build phase did: the build's cache key, its timing."""
+    return _with_phases(dataclasses.replace(outcome, build=build), build_ms=_ms(build_ns))
 
 
 class Executor:
@@ -115,6 +132,9 @@ class Executor:
         self._runtime_dirs = work_dir / "runtimes"
         self._prepare_dirs()
         self.deps = DependencyManager(backend, work_dir, deps_config or DependencyConfig())
+        # Build outputs are kept like environments, beside them, under the same budget.
+        builds_cache = EnvironmentCache(self.deps.root / "builds", self.deps.config.cache_max_bytes)
+        self.builds = Builds(backend, builds_cache, work_dir, self._runtime_dirs)
 
     def _prepare_dirs(self) -> None:
         """Makes the work directory reachable by the jail's unprivileged uid.
@@ -150,17 +170,15 @@ class Executor:
         job: Job,
         workspace: Workspace,
         environment: PreparedEnvironment | None,
+        build: PreparedBuild | None,
     ) -> SandboxPlan:
-        mounts = [BindMount(str(self._runtime_dirs / runtime.name), JAIL_RUNTIME_DIR)]
-        env = {**runtime.profile.env, **job.env}
-        if environment is not None:
-            mounts.append(BindMount(str(environment.path), JAIL_ENV_DIR))
-            env[ENV_VARIABLE] = JAIL_ENV_DIR
-        profile = runtime.profile.with_mounts(*mounts)
+        mounts, variables = job_mounts(
+            self._runtime_dirs / runtime.name, environment, build.path if build else None
+        )
         return SandboxPlan(
-            profile=profile,
+            profile=runtime.profile.with_mounts(*mounts),
             argv=runtime.spec.run,
-            env=env,
+            env={**runtime.profile.env, **job.env, **variables},
             job_dir=workspace.job_dir,
             root_dir=workspace.root_dir,
             limits=job.limits,
@@ -178,31 +196,64 @@ class Executor:
         runtime = self.registry.get(job.language)
         try:
             message = runtime.plugin.job_message(job, f"{JAIL_JOB_DIR}/{runtime.spec.source_file}")
-        except ArgumentsRejected as rejected:
-            error = JobError("InvalidArguments", str(rejected))
-            return Outcome(
-                job.id, Verdict.INVALID_ARGUMENTS, error=error, sandbox=self.backend.name
-            )
-        try:
             async with contextlib.AsyncExitStack() as stack:
                 environment = await _unless_cancelled(
                     stack.enter_async_context(self.deps.environment(runtime, job, emit)), cancel
                 )
-                outcome = await self._run_in_sandbox(
+                outcome = await self._build_and_run(
                     job, runtime, message, environment, emit, cancel
                 )
                 return _with_environment(outcome, environment)
+        except ArgumentsRejected as rejected:
+            error = JobError("InvalidArguments", str(rejected))
+            return self._ended(job, Verdict.INVALID_ARGUMENTS, error)
         except DependencyFailure as failure:
-            return Outcome(
-                job.id,
-                Verdict.DEPENDENCY_ERROR,
-                error=JobError("DependencyError", str(failure)),
-                sandbox=self.backend.name,
-                detail="the dependencies could not be resolved or installed",
-            )
+            error = JobError("DependencyError", str(failure))
+            detail = "the dependencies could not be resolved or installed"
+            return self._ended(job, Verdict.DEPENDENCY_ERROR, error, detail)
         except _Cancelled:
-            detail = "cancelled while its dependencies were being prepared"
-            return Outcome(job.id, Verdict.CANCELLED, sandbox=self.backend.name, detail=detail)
+            detail = "cancelled before it ran, while its dependencies or build were prepared"
+            return self._ended(job, Verdict.CANCELLED, None, detail)
+
+    def _ended(
+        self, job: Job, verdict: Verdict, error: JobError | None, detail: str = ""
+    ) -> Outcome:
+        """The outcome of a job that ended before its sandbox ran."""
+        return Outcome(job.id, verdict, error=error, sandbox=self.backend.name, detail=detail)
+
+    async def _build_and_run(
+        self,
+        job: Job,
+        runtime: Runtime,
+        message: bytes,
+        environment: PreparedEnvironment | None,
+        emit: EventSink,
+        cancel: asyncio.Event | None,
+    ) -> Outcome:
+        """The build phase (for a language with one), then the run, the build leased till then.
+
+        A compile failure is the job's: a COMPILE_ERROR outcome with the compiler's message.
+        """
+        began = time.monotonic_ns()
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                build = await _unless_cancelled(
+                    stack.enter_async_context(self.builds.output(runtime, job, environment, emit)),
+                    cancel,
+                )
+            except BuildFailure as failure:
+                error = JobError("CompileError", str(failure))
+                outcome = self._ended(job, Verdict.COMPILE_ERROR, error, "the code did not compile")
+                return _with_build(
+                    outcome, BuildInfo(False, failure.key), time.monotonic_ns() - began
+                )
+            built = time.monotonic_ns()
+            outcome = await self._run_in_sandbox(
+                job, runtime, message, environment, build, emit, cancel
+            )
+            if build is None:
+                return outcome
+            return _with_build(outcome, BuildInfo(build.cached, build.key), built - began)
 
     async def _run_in_sandbox(
         self,
@@ -210,6 +261,7 @@ class Executor:
         runtime: Runtime,
         message: bytes,
         environment: PreparedEnvironment | None,
+        build: PreparedBuild | None,
         emit: EventSink,
         cancel: asyncio.Event | None,
     ) -> Outcome:
@@ -221,7 +273,7 @@ class Executor:
         try:
             prepared = time.monotonic_ns()
             emit(PhaseEvent("sandbox_setup", self.backend.name))
-            plan = self._plan(runtime, job, workspace, environment)
+            plan = self._plan(runtime, job, workspace, environment, build)
             sandbox = await self.backend.start(plan)
             return await self._supervise(
                 job, runtime, sandbox, message, emit, cancel, began, prepared

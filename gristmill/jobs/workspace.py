@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -29,7 +30,17 @@ class Workspace:
     root_dir: Path
 
     @classmethod
-    def create(cls, jobs_dir: Path, job: Job, source_file: str, uid: int, gid: int) -> Workspace:
+    def create(
+        cls,
+        jobs_dir: Path,
+        job: Job,
+        source_file: str,
+        uid: int,
+        gid: int,
+        generated: Mapping[str, bytes] | None = None,
+    ) -> Workspace:
+        """The job's code as `source_file`, its files, and `generated` (what the language's
+        plugin wrote for a build step), all owned by the sandbox's `uid`/`gid`."""
         base = jobs_dir / uuid.uuid4().hex
         job_dir, root_dir = base / "job", base / "root"
         base.mkdir(mode=0o755)
@@ -41,6 +52,10 @@ class Workspace:
             for index, extra in enumerate(job.files):
                 relative = safe_relative_path(extra.path, f"job.files[{index}].path")
                 workspace._write(str(relative), extra.content, extra.executable, uid, gid)
+            for path, content in (generated or {}).items():
+                workspace._write(
+                    str(safe_relative_path(path, "generated")), content, False, uid, gid
+                )
             os.chown(job_dir, uid, gid)
         except BaseException:
             workspace.remove()

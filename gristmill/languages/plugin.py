@@ -34,6 +34,17 @@ class LanguagePlugin:
         message = {"entry_point": job.entry_point, "args": dict(job.args), "source": source_path}
         return json.dumps(message).encode()
 
+    def build_files(self, job: Job) -> Mapping[str, bytes]:
+        """Files generated beside the job's code for its `[build]` step, by relative path.
+
+        What only code can write: e.g. Go's real `main`, which decodes the job message and
+        calls the user's entry point. They are part of the build's cache key, so a change
+        to what the plugin generates builds again. None by default; never seen by the run.
+        Raises ArgumentsRejected when the job cannot be built as asked (e.g. an entry point
+        the language cannot name).
+        """
+        return {}
+
     def resolver(self) -> Resolver | None:
         """The language's dependency tool; None (the default) for a language without packages."""
         return None

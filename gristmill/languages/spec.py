@@ -4,15 +4,33 @@ from __future__ import annotations
 
 import enum
 import tomllib
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 from gristmill.errors import GristmillError
+from gristmill.model import Limits
 
 JAIL_RUNTIME_DIR = "/gristmill/runtime"
 """Where a language's folder is mounted, read-only, inside the sandbox."""
 JAIL_JOB_DIR = "/job"
 """The job's own directory inside the sandbox: its working directory, writable."""
+JAIL_BUILD_DIR = "/gristmill/build"
+"""What a step produces: writable while a build (or an install) step fills it, then
+mounted read-only into the job's run sandbox; `BUILD_VARIABLE` there says so."""
+BUILD_VARIABLE = "GRISTMILL_BUILD"
+
+MiB = 1024 * 1024
+DEFAULT_BUILD_LIMITS = Limits(
+    wall_time_ms=60_000,
+    memory_bytes=1024 * MiB,
+    cpu_time_ms=60_000,
+    processes=64,
+    output_bytes=MiB,
+)
+"""A build step's limits unless its `[build]` table says otherwise; never a job's own.
+`output_bytes` caps what is kept of the compiler's messages."""
 
 
 class SpecError(GristmillError):
@@ -24,6 +42,24 @@ class ResultFallback(enum.Enum):
 
     NONE = "none"
     LAST_STDOUT_LINE = "last_stdout_line"
+
+
+@dataclass(frozen=True)
+class BuildSpec:
+    """`[build]`: the compile step, run once per distinct job and cached (`jobs.build`).
+
+    It runs in a sandbox of its own with no network, in a copy of the job's directory
+    (its code, files and what the plugin generates), and writes into `JAIL_BUILD_DIR`.
+    """
+
+    # The compiler's argv, run in /job; relative paths are the job's files.
+    run: tuple[str, ...]
+    # Paths under JAIL_BUILD_DIR the step must leave; a build without them failed.
+    outputs: tuple[str, ...]
+    # Added to the profile's environment, e.g. a compiler's cache or home directory.
+    env: Mapping[str, str] = field(default_factory=dict)
+    # `network` is always off: a build sees only the job's files and its environment.
+    limits: Limits = DEFAULT_BUILD_LIMITS
 
 
 @dataclass(frozen=True)
@@ -41,6 +77,39 @@ class RuntimeSpec:
     version_command: tuple[str, ...]
     result_fallback: ResultFallback
     folder: Path
+    # The compile step; None for a language that runs its source as it is.
+    build: BuildSpec | None = None
+
+
+_BUILD_LIMITS = ("wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "output_bytes")
+
+
+def _build_spec(data: Mapping[str, Any]) -> BuildSpec:
+    unknown = set(data) - {"run", "outputs", "env", *_BUILD_LIMITS}
+    if unknown:
+        raise ValueError(f"[build]: unknown keys {sorted(unknown)}")
+    run, outputs = tuple(data["run"]), tuple(data["outputs"])
+    if not run or not outputs:
+        raise ValueError("[build]: run and outputs must not be empty")
+    for output in outputs:
+        if PurePosixPath(output).is_absolute() or ".." in PurePosixPath(output).parts:
+            raise ValueError(f"[build]: output {output!r} must be a path inside the build dir")
+
+    def limit(name: str) -> int:
+        return int(data.get(name, getattr(DEFAULT_BUILD_LIMITS, name)))
+
+    return BuildSpec(
+        run=run,
+        outputs=outputs,
+        env={str(name): str(value) for name, value in data.get("env", {}).items()},
+        limits=Limits(
+            wall_time_ms=limit("wall_time_ms"),
+            memory_bytes=limit("memory_bytes"),
+            cpu_time_ms=limit("cpu_time_ms"),
+            processes=limit("processes"),
+            output_bytes=limit("output_bytes"),
+        ),
+    )
 
 
 def load_spec(folder: Path) -> RuntimeSpec:
@@ -58,6 +127,7 @@ def load_spec(folder: Path) -> RuntimeSpec:
             version_command=tuple(data["version_command"]),
             result_fallback=ResultFallback(data.get("result_fallback", "none")),
             folder=folder,
+            build=_build_spec(data["build"]) if "build" in data else None,
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SpecError(f"{path}: {error!r}") from error

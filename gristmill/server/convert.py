@@ -132,6 +132,7 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
                 run_ms=usage.phases.run_ms,
                 resolve_ms=usage.phases.resolve_ms,
                 install_ms=usage.phases.install_ms,
+                build_ms=usage.phases.build_ms,
             ),
         ),
         sandbox=outcome.sandbox,
@@ -143,6 +144,8 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
         message.environment.CopyFrom(
             pb.Environment(cached=outcome.environment.cached, key=outcome.environment.key)
         )
+    if outcome.build is not None:
+        message.build.CopyFrom(pb.Build(cached=outcome.build.cached, key=outcome.build.key))
     if outcome.error is not None:
         message.error.CopyFrom(_error(outcome.error))
     return message

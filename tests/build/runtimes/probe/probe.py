@@ -1,0 +1,50 @@
+"""Tries to reach the port named in /job/main.probe, in the build step and in the run.
+
+`build` writes what it found into the build output; `run` answers, per
+runtimes/PROTOCOL.md, what the build found, what the run finds, and whether the run
+could write into the build output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sys
+from pathlib import Path
+
+BUILD_DIR = Path(os.environ["GRISTMILL_BUILD"])
+
+
+def reach() -> str:
+    port = int(Path("/job/main.probe").read_text())
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except OSError as error:
+        return f"unreachable: {error}"
+    return "connected"
+
+
+def build_dir_writable() -> bool:
+    try:
+        (BUILD_DIR / "scribble").write_text("")
+    except OSError:
+        return False
+    return True
+
+
+def main(step: str) -> None:
+    if step == "build":
+        (BUILD_DIR / "answer").write_text(reach())
+        return
+    found = {
+        "build": (BUILD_DIR / "answer").read_text(),
+        "run": reach(),
+        "build_dir_writable": build_dir_writable(),
+    }
+    with os.fdopen(3, "w") as channel:
+        json.dump({"result": found}, channel)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

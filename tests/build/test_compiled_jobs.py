@@ -1,0 +1,187 @@
+"""The build phase through the real server, sandbox and compiler, on each backend.
+
+The languages are test-only folders (`tests/build/runtimes/`): `c`, compiled by gcc
+with its wrapper linked in and a file its plugin generates; `probe`, whose build step
+reports what it could reach; `slow`, whose build outlives its own time limit. Each
+test's code is unique (a `nonce` comment), so that what one test builds is never
+another's cache hit.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gristmill.client import Client, outcome_result
+from gristmill.config import load_config
+from gristmill.errors import SandboxFailure
+from gristmill.languages.registry import REPO_ROOT
+from gristmill.server import BackgroundServer
+from gristmill.v1 import runtime_pb2 as pb
+from tests.conftest import sandbox_work_dir
+
+RUNTIMES = Path(__file__).parent / "runtimes"
+TIMEOUT_S = 60
+SQUARE = """\
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* nonce: %s */
+const char *run(const char *args_json) {
+    static char out[64];
+    const char *n = strchr(args_json, ':');
+    long value = n ? strtol(n + 1, NULL, 10) : 0;
+    snprintf(out, sizeof out, "{\\"square\\": %%ld}", value * value);
+    return out;
+}
+"""
+
+
+def square_job() -> str:
+    return SQUARE % uuid.uuid4().hex
+
+
+@pytest.fixture(scope="module", params=["process", "nsjail"])
+def client(request: pytest.FixtureRequest) -> Iterator[Client]:
+    """A client of a real server on each backend, knowing only the test languages."""
+    with sandbox_work_dir() as work_dir:
+        overrides = {
+            "address": "127.0.0.1:0",
+            "work_dir": work_dir,
+            "runtimes_dir": RUNTIMES,
+            "profiles_dir": REPO_ROOT / "sandbox" / "profiles",
+            "sandbox_backend": request.param,
+            "max_concurrent_jobs": 4,
+            "max_limits.network": True,
+        }
+        try:
+            server = BackgroundServer(load_config(overrides=overrides))
+            address = server.__enter__()
+        except SandboxFailure as unusable:
+            pytest.skip(f"{request.param}: {unusable}")
+        try:
+            with Client(address) as client:
+                yield client
+        finally:
+            server.__exit__(None, None, None)
+
+
+def run(client: Client, code: str, **job: object) -> pb.Outcome:
+    return client.execute("c", code, {"n": 7}, timeout_s=TIMEOUT_S, **job)
+
+
+def test_c_job_compiles_and_runs_with_its_arguments(client):
+    outcome = run(client, square_job())
+    assert outcome.verdict == pb.SUCCESS, outcome
+    assert outcome_result(outcome) == {"square": 49}
+    assert outcome.HasField("build") and not outcome.build.cached
+    assert len(outcome.build.key) == 64
+    assert outcome.usage.phases.build_ms > 0
+
+
+def test_second_identical_job_is_served_from_the_build_cache(client):
+    code = square_job()
+    first, second = run(client, code), run(client, code)
+    assert (first.verdict, second.verdict) == (pb.SUCCESS, pb.SUCCESS), (first, second)
+    assert (first.build.cached, second.build.cached) == (False, True)
+    assert second.build.key == first.build.key
+    assert outcome_result(second) == {"square": 49}
+
+
+def test_syntax_error_is_compile_error_with_gccs_own_message(client):
+    outcome = run(client, "const char *run(const char *args_json {\n    return 0;\n}\n")
+    assert outcome.verdict == pb.COMPILE_ERROR, outcome
+    assert outcome.error.name == "CompileError"
+    assert "main.c:1:" in outcome.error.message and "error:" in outcome.error.message
+    assert "Traceback" not in outcome.error.message
+    assert not outcome.build.cached and outcome.build.key
+    assert outcome.usage.phases.run_ms == 0
+
+
+def test_a_failed_build_is_not_kept(client):
+    broken = "int run( {\n"
+    outcomes = [run(client, broken) for _ in range(2)]
+    assert [o.verdict for o in outcomes] == [pb.COMPILE_ERROR] * 2
+    assert [o.build.cached for o in outcomes] == [False, False]
+
+
+def test_concurrent_identical_jobs_compile_once(client):
+    code = square_job()
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(lambda _: run(client, code), range(4)))
+    assert all(o.verdict == pb.SUCCESS for o in outcomes), outcomes
+    assert sorted(o.build.cached for o in outcomes) == [False, True, True, True]
+    assert len({o.build.key for o in outcomes}) == 1
+
+
+def test_changed_source_compiles_again(client):
+    first, second = run(client, square_job()), run(client, square_job())
+    assert not first.build.cached and not second.build.cached
+    assert first.build.key != second.build.key
+
+
+def test_the_order_of_the_jobs_files_does_not_change_the_build(client):
+    code, files = square_job(), {"a.h": "#define A 1\n", "b.h": "#define B 2\n"}
+    first = run(client, code, files=files)
+    second = run(client, code, files=dict(reversed(files.items())))
+    assert (first.build.cached, second.build.cached) == (False, True)
+
+
+def test_changed_entry_point_changes_the_generated_file_and_compiles_again(client):
+    code = square_job() + 'const char *other(const char *a) { (void)a; return "1"; }\n'
+    by_run, by_other = run(client, code), run(client, code, entry_point="other")
+    assert (outcome_result(by_run), outcome_result(by_other)) == ({"square": 49}, 1)
+    assert not by_other.build.cached and by_other.build.key != by_run.build.key
+
+
+def test_stream_announces_build_before_sandbox_setup(client):
+    events = list(client.execute_stream("c", square_job(), {"n": 2}, timeout_s=TIMEOUT_S))
+    phases = [e.phase.name for e in events if e.HasField("phase")]
+    firsts = list(dict.fromkeys(phases))
+    assert firsts == ["build", "prepare", "sandbox_setup", "run"], phases
+    assert events[-1].outcome.verdict == pb.SUCCESS
+
+
+def test_compile_error_stream_ends_after_build(client):
+    events = list(client.execute_stream("c", "int run( {\n", timeout_s=TIMEOUT_S))
+    phases = {e.phase.name for e in events if e.HasField("phase")}
+    assert phases == {"build"}
+    assert not any(e.HasField("started") for e in events)
+    assert events[-1].outcome.verdict == pb.COMPILE_ERROR
+
+
+@pytest.fixture
+def host_port() -> Iterator[int]:
+    """A TCP port listening on the host's loopback."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        yield listener.getsockname()[1]
+
+
+def test_build_step_has_no_network_even_when_the_job_has_it(client, host_port):
+    limits = pb.Limits(network=True, wall_time_ms=20_000)
+    outcome = client.execute("probe", str(host_port), limits=limits, timeout_s=TIMEOUT_S)
+    assert outcome.verdict == pb.SUCCESS, outcome
+    found = outcome_result(outcome)
+    # The run, granted the network, reaches the listener: the probe can tell.
+    assert found["run"] == "connected"
+    assert found["build"].startswith("unreachable"), found
+
+
+def test_run_sees_the_build_output_read_only(client, host_port):
+    outcome = client.execute("probe", str(host_port), timeout_s=TIMEOUT_S)
+    assert outcome.verdict == pb.SUCCESS, outcome
+    assert outcome_result(outcome)["build_dir_writable"] is False
+
+
+def test_build_past_its_own_time_limit_is_compile_error(client):
+    limits = pb.Limits(wall_time_ms=60_000)
+    outcome = client.execute("slow", uuid.uuid4().hex, limits=limits, timeout_s=TIMEOUT_S)
+    assert outcome.verdict == pb.COMPILE_ERROR, outcome
+    assert outcome.error.message.startswith("sleep did not finish within 1 s")
+    assert outcome.usage.phases.build_ms < 10_000
