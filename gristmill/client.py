@@ -7,8 +7,9 @@ exception; the service failing is a `grpc.RpcError`.
 
 A call that finds the server unavailable is retried with backoff under the same job id,
 which is the server's idempotency key: a retry joins the first attempt's run or gets its
-outcome, it never runs the job twice. `timeout_s` is the deadline of the whole call,
-retries included; the server kills the job when it passes.
+outcome, so the job never runs twice at once (a run every caller abandoned is killed, and
+a later retry runs it again). `timeout_s` is the deadline of the whole call, retries
+included; the server bounds the job by it and kills the job when it passes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 import grpc
 
-from gristmill.model import JsonValue
+from gristmill.model import MAX_MESSAGE_BYTES, JsonValue
 from gristmill.v1 import runtime_pb2 as pb
 from gristmill.v1 import runtime_pb2_grpc
 
@@ -69,6 +70,8 @@ class RetryPolicy:
         # a retry is not refused by a channel still waiting to reconnect.
         backoff_ms = int(self.initial_backoff_s * 1000)
         return [
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.initial_reconnect_backoff_ms", backoff_ms),
             ("grpc.min_reconnect_backoff_ms", backoff_ms),
             ("grpc.max_reconnect_backoff_ms", int(self.max_backoff_s * 1000)),

@@ -72,13 +72,22 @@ def _cpu_count() -> int:
 class DependencyConfig:
     """How dependencies are resolved, installed and cached (keys `deps.*`)."""
 
-    # Environments and the resolvers' download caches; None means <work_dir>/deps.
-    # Several servers may share one: each environment is still built once.
+    # Environments, build outputs and the resolvers' download caches; None means
+    # <work_dir>/deps. Several servers may share one: each is still built once.
     cache_dir: Path | None = None
-    # Past this total size, environments no job is using go, least recently used first.
+    # Each cache has a budget of its own; the disk they need is the sum. Past it,
+    # environments (or build outputs) no job is using go, least recently used first;
+    # a resolver's download cache is emptied when no resolve or install is using it.
     cache_max_bytes: int = 10 * 1024 * MiB
+    build_cache_max_bytes: int = 2 * 1024 * MiB
+    tool_cache_max_bytes: int = 2 * 1024 * MiB
     # A registry to use instead of each resolver's default (e.g. a PyPI mirror).
     index_url: str = ""
+    # Let the resolver build packages that have no wheel from source. Their build code
+    # then runs in the resolve sandbox with the download cache, shared by every
+    # tenant, writable: a package could rewrite what other jobs install. Only for a
+    # service whose tenants all trust each other.
+    allow_source_builds: bool = False
     # Trust the system's CA store (/etc/ssl/certs) rather than the resolver's own.
     system_certs: bool = True
     # Limits of each resolve or install run: its own, never a job's.

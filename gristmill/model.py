@@ -15,6 +15,10 @@ from typing import Any
 JsonValue = Any
 """A value that `json.dumps` accepts."""
 
+MAX_MESSAGE_BYTES = 256 * 1024 * 1024
+"""The largest gRPC message either side accepts: an Outcome may carry two outputs of up to
+64 MiB each and a result of up to 64 MiB (gRPC's own default, 4 MiB, would refuse them)."""
+
 
 class Verdict(enum.Enum):
     """What happened to a job; names match the proto enum `gristmill.v1.Verdict`."""
@@ -97,6 +101,10 @@ class Job:
     limits: Limits
     files: tuple[JobFile, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
+    # When the caller stops waiting, on the `time.monotonic()` clock; None for never.
+    # The wall limit is cut to it again just before the sandbox starts, so time spent
+    # queued, resolving or building still leaves room to deliver a TIMEOUT outcome.
+    deadline: float | None = None
     # Install exactly this, never resolve; None: resolve the code's dependencies first.
     lockfile: Lockfile | None = None
 

@@ -4,12 +4,17 @@ An "environment" here is any directory built from a key: installed dependencies
 (`deps.manager`), or a job's compiled output (`jobs.build`, under a root of its own).
 The cache knows only digests and a builder; what goes in is the caller's business.
 
-Layout under the cache root:
+Layout under the cache root (mode 0711, as are `envs/` and `tmp/`: the jail's user
+must traverse them to reach the one environment mounted for it, but no other local
+user may list which environments exist):
 
     envs/<digest>/         finished environments, sealed (owned by the service, no one
-                           else may write), their mtime the last time a job used them
+                           else may write, no setuid, setgid or sticky bit, nothing but
+                           regular files, directories and symlinks), their mtime the
+                           last time a job used them
     tmp/<digest>.<random>  environments being built, or being deleted
-    locks/<digest>.build   held exclusively while <digest> is built or deleted
+    locks/<digest>.build   held exclusively while <digest> is built or deleted (0700:
+                           only the service opens them)
     locks/<digest>.use     held shared by every job using <digest>; eviction needs it
                            exclusively, so an environment in use is never removed
 
@@ -34,15 +39,36 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Builder", "EnvironmentCache", "Lease"]
+from gristmill.deps.locks import flock, open_lock, try_flock
+
+__all__ = ["Builder", "EnvironmentCache", "Lease", "Unsealable", "tree_size"]
 
 log = logging.getLogger(__name__)
 
 Builder = Callable[[Path], Awaitable[None]]
 """Fills the empty directory it is given with the environment, or raises."""
 
-LOCK_POLL_S = 0.02
-"""How often a waiting job tries a file lock again (polling keeps waiting cancellable)."""
+_DIRECTORY_MODES = {".": 0o711, "envs": 0o711, "tmp": 0o711, "locks": 0o700}
+"""Searchable, not listable, by the jail's user, who only needs a path it is given."""
+_SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
+"""Never kept: a setuid file owned by the service's user (root) would run as root."""
+
+
+class Unsealable(Exception):
+    """A build left something no environment may hold (a device node, a fifo, a socket).
+
+    What was built is the sandbox's doing, so the caller reports this as its build
+    failing (`DependencyFailure`, `BuildFailure`); the cache has kept nothing of it.
+    """
+
+
+@dataclass
+class _Turn:
+    """This process's queue for building one digest, dropped when no one is in it."""
+
+    lock: asyncio.Lock
+    # Callers in or waiting for `lock`: the last one out removes the turn.
+    users: int = 0
 
 
 @dataclass(frozen=True)
@@ -61,10 +87,11 @@ class EnvironmentCache:
         self._envs = root / "envs"
         self._tmp = root / "tmp"
         self._locks = root / "locks"
-        for directory in (root, self._envs, self._tmp, self._locks):
-            directory.mkdir(parents=True, exist_ok=True)
-            directory.chmod(0o755)
-        self._building: dict[str, asyncio.Lock] = {}
+        for directory, mode in _DIRECTORY_MODES.items():
+            path = root / directory
+            path.mkdir(parents=True, exist_ok=True)
+            path.chmod(mode)
+        self._building: dict[str, _Turn] = {}
         self._remove_stale()
 
     def path(self, digest: str) -> Path:
@@ -81,9 +108,9 @@ class EnvironmentCache:
         Concurrent callers for one digest, in this process or another, wait for a
         single build. Raises what `build` raised; nothing of the failed build remains.
         """
-        use_fd = _open_lock(self._locks / f"{digest}.use")
+        use_fd = open_lock(self._locks / f"{digest}.use")
         try:
-            await _flock(use_fd, fcntl.LOCK_SH)
+            await flock(use_fd, fcntl.LOCK_SH)
             cached = True
             if not self._exists(digest):
                 cached = await self._build_once(digest, build)
@@ -97,11 +124,10 @@ class EnvironmentCache:
 
     async def _build_once(self, digest: str, build: Builder) -> bool:
         """Builds `digest` unless someone finished it while we waited; True if they did."""
-        lock = self._building.setdefault(digest, asyncio.Lock())
-        async with lock:
-            build_fd = _open_lock(self._locks / f"{digest}.build")
+        async with self._turn(digest):
+            build_fd = open_lock(self._locks / f"{digest}.build")
             try:
-                await _flock(build_fd, fcntl.LOCK_EX)
+                await flock(build_fd, fcntl.LOCK_EX)
                 if self._exists(digest):
                     return True
                 staging = await asyncio.to_thread(self._staging, digest)
@@ -116,13 +142,30 @@ class EnvironmentCache:
         await asyncio.to_thread(self.evict)
         return False
 
+    @contextlib.asynccontextmanager
+    async def _turn(self, digest: str) -> AsyncIterator[None]:
+        """Holds this process's lock for building `digest`; the last holder drops it,
+        so that the table holds only the digests being built, not every one ever built."""
+        turn = self._building.setdefault(digest, _Turn(asyncio.Lock()))
+        turn.users += 1
+        try:
+            async with turn.lock:
+                yield
+        finally:
+            turn.users -= 1
+            if turn.users == 0:
+                del self._building[digest]
+
     def _staging(self, digest: str) -> Path:
         staging = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=self._tmp))
         staging.chmod(0o755)
         return staging
 
     def _publish(self, staging: Path, digest: str) -> None:
-        """Seals a finished build and renames it into place: it appears whole or not at all."""
+        """Seals a finished build and renames it into place: it appears whole or not at all.
+
+        Raises `Unsealable` (and the caller removes `staging`) for what may not be kept.
+        """
         _seal(staging)
         staging.rename(self.path(digest))
 
@@ -135,7 +178,7 @@ class EnvironmentCache:
         entries = []
         for path in self._envs.iterdir():
             with contextlib.suppress(FileNotFoundError):
-                entries.append((path.stat().st_mtime, path.name, _size(path)))
+                entries.append((path.stat().st_mtime, path.name, tree_size(path)))
         total = sum(size for _, _, size in entries)
         removed = []
         for _, digest, size in sorted(entries):
@@ -148,10 +191,10 @@ class EnvironmentCache:
 
     def _remove(self, digest: str) -> bool:
         """Removes `digest` if no one uses or builds it; False if someone does."""
-        use_fd = _open_lock(self._locks / f"{digest}.use")
-        build_fd = _open_lock(self._locks / f"{digest}.build")
+        use_fd = open_lock(self._locks / f"{digest}.use")
+        build_fd = open_lock(self._locks / f"{digest}.build")
         try:
-            if not (_try_flock(use_fd, fcntl.LOCK_EX) and _try_flock(build_fd, fcntl.LOCK_EX)):
+            if not (try_flock(use_fd, fcntl.LOCK_EX) and try_flock(build_fd, fcntl.LOCK_EX)):
                 return False
             doomed = Path(tempfile.mkdtemp(prefix=f"{digest}.", dir=self._tmp))
             try:
@@ -160,8 +203,6 @@ class EnvironmentCache:
                 return False
             finally:
                 shutil.rmtree(doomed, ignore_errors=True)
-            if not self._building.get(digest, asyncio.Lock()).locked():
-                self._building.pop(digest, None)
             log.info("evicted environment %s", digest)
             return True
         finally:
@@ -172,32 +213,12 @@ class EnvironmentCache:
         """Removes what builds and evictions of dead processes left in `tmp/`."""
         for leftover in self._tmp.iterdir():
             digest = leftover.name.partition(".")[0]
-            build_fd = _open_lock(self._locks / f"{digest}.build")
+            build_fd = open_lock(self._locks / f"{digest}.build")
             try:
-                if _try_flock(build_fd, fcntl.LOCK_EX):
+                if try_flock(build_fd, fcntl.LOCK_EX):
                     shutil.rmtree(leftover, ignore_errors=True)
             finally:
                 os.close(build_fd)
-
-
-def _open_lock(path: Path) -> int:
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-
-
-def _try_flock(fd: int, operation: int) -> bool:
-    try:
-        fcntl.flock(fd, operation | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    return True
-
-
-async def _flock(fd: int, operation: int) -> None:
-    """Takes a file lock without blocking the loop; cancelling the wait leaves it untaken."""
-    # A file lock has no event to await, and a thread blocked in flock() cannot be
-    # cancelled: polling is what keeps a waiting job cancellable.
-    while not _try_flock(fd, operation):  # noqa: ASYNC110
-        await asyncio.sleep(LOCK_POLL_S)
 
 
 def _touch(path: Path) -> None:
@@ -206,7 +227,8 @@ def _touch(path: Path) -> None:
         os.utime(path)
 
 
-def _size(root: Path) -> int:
+def tree_size(root: Path) -> int:
+    """The bytes of the files under `root` (symlinks not followed)."""
     total = 0
     for directory, _, files in os.walk(root):
         for name in files:
@@ -219,16 +241,43 @@ def _seal(root: Path) -> None:
     """Makes a finished environment the service's own and read-only to everyone else.
 
     It was built by the sandbox's unprivileged user, which is also the user jobs run
-    as: sealed, no job can change it even where it is not mounted read-only.
+    as: sealed, no job can change it even where it is not mounted read-only. Whatever
+    that user did to it is undone: owner, write bits for others, and the setuid,
+    setgid and sticky bits (chowned to the service's user, usually root, a setuid
+    file in a path others can reach would run as root). A device node, fifo or socket
+    is refused rather than kept: an environment is files, directories and symlinks.
+
+    Each entry is changed through a descriptor opened without following symlinks and
+    checked to be the entry that was inspected, so that nothing outside `root` is
+    touched even if the tree changed under the walk.
     """
     uid, gid = os.geteuid(), os.getegid()
     for directory, _, files in os.walk(root):
         for path in [Path(directory), *(Path(directory) / name for name in files)]:
-            mode = path.lstat().st_mode
-            os.lchown(path, uid, gid)
-            if not stat.S_ISLNK(mode):
-                readable = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
-                searchable = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
-                keep = stat.S_IMODE(mode) & ~(stat.S_IWGRP | stat.S_IWOTH)
-                extra = readable | (searchable if stat.S_ISDIR(mode) else 0)
-                path.chmod(keep | extra)
+            status = path.lstat()
+            if stat.S_ISLNK(status.st_mode):
+                os.lchown(path, uid, gid)
+            elif stat.S_ISREG(status.st_mode) or stat.S_ISDIR(status.st_mode):
+                _seal_entry(path, status, uid, gid)
+            else:
+                raise Unsealable(
+                    f"the build left {path.relative_to(root)}, which is not a regular file, "
+                    "directory or symlink"
+                )
+
+
+def _seal_entry(path: Path, seen: os.stat_result, uid: int, gid: int) -> None:
+    """Chowns and chmods the regular file or directory `path`, `seen` by `lstat`."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    fd = os.open(path, flags | (os.O_DIRECTORY if stat.S_ISDIR(seen.st_mode) else 0))
+    try:
+        status = os.fstat(fd)
+        if (status.st_dev, status.st_ino) != (seen.st_dev, seen.st_ino):
+            raise Unsealable(f"{path.name} changed while the build was being sealed")
+        os.fchown(fd, uid, gid)
+        readable = stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH
+        searchable = stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH
+        keep = stat.S_IMODE(status.st_mode) & ~(stat.S_IWGRP | stat.S_IWOTH | _SPECIAL_BITS)
+        os.fchmod(fd, keep | readable | (searchable if stat.S_ISDIR(status.st_mode) else 0))
+    finally:
+        os.close(fd)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gristmill.config import DependencyConfig
-from gristmill.deps.cache import EnvironmentCache
+from gristmill.deps.cache import EnvironmentCache, Unsealable
 from gristmill.deps.errors import DependencyFailure
 from gristmill.deps.key import EnvironmentKey
 from gristmill.deps.sandboxed import ToolPaths, ToolRunner
@@ -74,13 +74,20 @@ class DependencyManager:
         deps_dir = config.cache_dir or work_dir / "deps"
         # Where the caches live: environments here, and other built things beside them.
         self.root = deps_dir
+        deps_dir.mkdir(parents=True, exist_ok=True)
+        # Searchable, not listable: the jail's user reaches only the paths it is given.
+        deps_dir.chmod(0o711)
         self.cache = EnvironmentCache(deps_dir / "environments", config.cache_max_bytes)
         self._tool_cache_root = deps_dir / "tool-cache"
         self._tools_dir = work_dir / "tools"
         self._runs_dir = work_dir / "resolve"
-        for directory in (self._tool_cache_root, self._tools_dir, self._runs_dir):
+        for directory, mode in (
+            (self._tool_cache_root, 0o711),
+            (self._tools_dir, 0o755),
+            (self._runs_dir, 0o755),
+        ):
             directory.mkdir(parents=True, exist_ok=True)
-            directory.chmod(0o755)
+            directory.chmod(mode)
         self._backend = backend
         self._installing = asyncio.Lock()
         self._runners: dict[str, ToolRunner] = {}
@@ -88,7 +95,12 @@ class DependencyManager:
 
     def _context(self, runtime: Runtime) -> ToolContext:
         index_urls = (self.config.index_url,) if self.config.index_url else ()
-        return ToolContext(runtime.toolchain_version, index_urls, self.config.system_certs)
+        return ToolContext(
+            runtime.toolchain_version,
+            index_urls,
+            self.config.system_certs,
+            allow_source_builds=self.config.allow_source_builds,
+        )
 
     def _install(self, resolver: Resolver, uid: int, gid: int) -> ToolRunner:
         """Makes the resolver runnable in a sandbox: its programs copied where the sandbox's
@@ -105,10 +117,17 @@ class DependencyManager:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
         self._versions[resolver.name] = done.stdout.strip()
         cache_dir = self._tool_cache_root / resolver.name
+        # What a server that died while emptying the download cache left behind.
+        for leftover in self._tool_cache_root.glob(f"{resolver.name}.*.old"):
+            shutil.rmtree(leftover, ignore_errors=True)
         cache_dir.mkdir(exist_ok=True)
         os.chown(cache_dir, uid, gid)
+        cache_dir.chmod(0o700)
         return ToolRunner(
-            self._backend, ToolPaths(programs, cache_dir, self._runs_dir), self.config.limits()
+            self._backend,
+            ToolPaths(programs, cache_dir, self._runs_dir),
+            self.config.limits(),
+            self.config.tool_cache_max_bytes,
         )
 
     async def _prepared_runner(
@@ -189,7 +208,11 @@ class DependencyManager:
             )
 
         installing = time.monotonic()
-        async with self.cache.use(key, build) as lease:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                lease = await stack.enter_async_context(self.cache.use(key, build))
+            except Unsealable as refused:
+                raise DependencyFailure(str(refused)) from refused
             yield PreparedEnvironment(
                 lease.path, lease.cached, key, lockfile, resolve_ms, _ms_since(installing)
             )

@@ -5,19 +5,42 @@ three mounts: the resolver's programs (read-only), its download cache (writable,
 shared by every resolve) and, for an install, the environment being built (writable).
 Its limits are the service's `deps` settings, never a job's; it gets the network
 because it must reach the registries, and nothing of the service's environment.
+
+Its network is the host's: loopback (the service's own gRPC port among it), the
+local network and link-local addresses are all reachable from inside. What makes
+that safe is that nothing a job chose runs or is fetched there:
+
+- no job code runs in it, and no package's either: the resolver takes wheels only
+  (`deps.allow_source_builds` off, the default), so no `setup.py` or build backend
+  runs, and installing a wheel runs none of its code;
+- the resolver talks only to the configured index (`deps.index_url`, else its
+  default): requirements and lockfiles naming a URL, a path or an index option are
+  refused before any step starts (`runtimes/python/dependencies.py`,
+  `gristmill.deps.lockfiles`), and the resolver runs with `--no-config`.
+
+With source builds allowed, a package's build code runs here with that network and
+the shared download cache writable: for tenants who trust one another only.
+
+The download cache has a budget of its own (`deps.tool_cache_max_bytes`): past it,
+it is emptied after a step, once no other step (of any server sharing it) is using
+it; it only holds what the index serves, so emptying it costs downloads, nothing else.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import fcntl
+import logging
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from gristmill.deps.cache import tree_size
 from gristmill.deps.errors import DependencyFailure
+from gristmill.deps.locks import flock, open_lock, try_flock
 from gristmill.deps.tool import JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR, Step
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
@@ -27,7 +50,9 @@ from gristmill.jobs.workspace import safe_relative_path
 from gristmill.languages.spec import JAIL_BUILD_DIR
 from gristmill.model import Limits
 
-__all__ = ["ToolRunner"]
+__all__ = ["ToolPaths", "ToolRunner", "trim_cache"]
+
+log = logging.getLogger(__name__)
 
 OUTPUT_CAP_BYTES = 16 * 1024 * 1024
 """What is kept of a step's stdout and stderr: a lockfile with hashes, or the error."""
@@ -48,12 +73,42 @@ class ToolPaths:
     # Where each step's own /job and root directories are made and removed.
     work_dir: Path
 
+    @property
+    def cache_lock(self) -> Path:
+        """Held shared by every step using `cache_dir`, exclusively to empty it."""
+        return self.cache_dir.with_name(f"{self.cache_dir.name}.lock")
+
+
+def trim_cache(paths: ToolPaths, max_bytes: int) -> bool:
+    """Empties the download cache if it is past `max_bytes` and no step is using it;
+    True if it did. (A cache always in use waits for a quiet moment.)"""
+    cache_dir = paths.cache_dir
+    if tree_size(cache_dir) <= max_bytes:
+        return False
+    lock_fd = open_lock(paths.cache_lock)
+    try:
+        if not try_flock(lock_fd, fcntl.LOCK_EX):
+            return False
+        owner = cache_dir.stat()
+        doomed = cache_dir.with_name(f"{cache_dir.name}.{uuid.uuid4().hex}.old")
+        cache_dir.rename(doomed)
+        cache_dir.mkdir(mode=0o700)
+        os.chown(cache_dir, owner.st_uid, owner.st_gid)
+    finally:
+        os.close(lock_fd)
+    shutil.rmtree(doomed, ignore_errors=True)
+    log.info("emptied the download cache %s: past %d bytes", cache_dir, max_bytes)
+    return True
+
 
 class ToolRunner:
-    def __init__(self, backend: SandboxBackend, paths: ToolPaths, limits: Limits) -> None:
+    def __init__(
+        self, backend: SandboxBackend, paths: ToolPaths, limits: Limits, cache_max_bytes: int
+    ) -> None:
         self.backend = backend
         self.paths = paths
         self.limits = dataclasses.replace(limits, network=True)
+        self.cache_max_bytes = cache_max_bytes
 
     async def run(
         self,
@@ -67,7 +122,9 @@ class ToolRunner:
         Raises `DependencyFailure` with the tool's own message when it fails.
         """
         base = self.paths.work_dir / uuid.uuid4().hex
+        lock_fd = open_lock(self.paths.cache_lock)
         try:
+            await flock(lock_fd, fcntl.LOCK_SH)
             await asyncio.to_thread(self._prepare, base, step, profile)
             plan = self._plan(step, profile, base, build_dir)
             run = await run_step(
@@ -76,7 +133,9 @@ class ToolRunner:
             self._check(plan, run)
             return run.stdout.data.decode() if step.stdout_is_result else None
         finally:
+            os.close(lock_fd)
             await asyncio.to_thread(shutil.rmtree, base, True)
+            await asyncio.to_thread(trim_cache, self.paths, self.cache_max_bytes)
 
     def _prepare(self, base: Path, step: Step, profile: SandboxProfile) -> None:
         job_dir = base / "job"

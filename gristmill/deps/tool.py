@@ -17,7 +17,8 @@ from gristmill.model import Dependency, Lockfile
 JAIL_TOOLS_DIR = "/gristmill/tools"
 """Where the resolver's programs are mounted, read-only, in the resolve sandbox."""
 JAIL_TOOL_CACHE_DIR = "/gristmill/cache"
-"""The resolver's own download cache, writable and shared by every resolve and install."""
+"""The resolver's own download cache, writable and shared by every resolve and install
+(which is why no package's build code may run there unless the service allows it)."""
 JAIL_ENV_DIR = "/gristmill/env"
 """Where a job finds its environment, read-only; `ENV_VARIABLE` in its environment says so."""
 ENV_VARIABLE = "GRISTMILL_ENVIRONMENT"
@@ -33,6 +34,9 @@ class ToolContext:
     index_urls: tuple[str, ...] = ()
     # Trust the system's CA store (mounted at /etc/ssl/certs) rather than the tool's own.
     system_certs: bool = True
+    # Whether packages may be built from source: their build code would then run in
+    # the resolve sandbox, with the download cache every job shares writable.
+    allow_source_builds: bool = False
     tools_dir: str = JAIL_TOOLS_DIR
     cache_dir: str = JAIL_TOOL_CACHE_DIR
     # The environment being built: the only other place an install step may write.
@@ -75,5 +79,9 @@ class Resolver(Protocol):
         ...
 
     def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
-        """The step that installs exactly `lockfile` into `context.build_dir`."""
+        """The step that installs exactly `lockfile` into `context.build_dir`.
+
+        Raises `DependencyFailure` for a lockfile that names anything but pinned packages
+        of the configured index (`gristmill.deps.lockfiles`).
+        """
         ...

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import itertools
 import os
 import signal
 import time
@@ -20,6 +21,9 @@ from pathlib import Path
 
 V1_ROOT = Path("/sys/fs/cgroup")
 GROUP_NAME = "gristmill"
+# Numbers the hierarchies detected in this process: each server (there may be several
+# in one process, e.g. in tests) owns its own parent group and removes only that.
+_DETECTIONS = itertools.count()
 
 
 class Version(enum.Enum):
@@ -71,8 +75,22 @@ class JobCgroup:
 
     @property
     def procs_files(self) -> tuple[Path, ...]:
-        """The files a process writes its pid into to join the job's group."""
+        """The files that list the group's processes (and take a pid to move one in)."""
         return tuple(d / "cgroup.procs" for d in self.dirs.values())
+
+    @property
+    def join_files(self) -> tuple[Path, ...]:
+        """The files a single-threaded process writes "0" into to move itself into the group.
+
+        v1: `tasks`. Moving a whole thread group (a pid written to `cgroup.procs`)
+        takes the kernel's global threadgroup lock for writing, which waits for an
+        RCU grace period: ~10 ms per job here. Moving only the calling thread skips
+        that lock (Linux >= 6.0), and the supervisor that writes is single-threaded,
+        so its thread is the whole process. v2 offers `tasks` only in threaded
+        subtrees, so there it is `cgroup.procs`.
+        """
+        name = "cgroup.procs" if self.version is Version.V2 else "tasks"
+        return tuple(d / name for d in self.dirs.values())
 
     def _dir(self, controller: str) -> Path:
         return self.dirs[""] if self.version is Version.V2 else self.dirs[controller]
@@ -199,14 +217,14 @@ def _mounts() -> list[tuple[str, str, set[str]]]:
     return found
 
 
-def _server_group(base: Path) -> Path:
-    """This server's own group under `base`, after clearing those of dead servers.
+def _server_group(base: Path, name: str) -> Path:
+    """This server's own group `name` under `base`, after clearing those of dead servers.
 
-    Each server process keeps its jobs under `server-<pid>`, so that several can
-    share a machine and a restarted one can remove what a killed one left.
+    Each server keeps its jobs under `server-<pid>-<n>`, so that several can share a
+    machine (or a process) and a restarted one can remove what a killed one left.
     """
     for stale in base.glob("server-*"):
-        pid = int(stale.name.removeprefix("server-"))
+        pid = int(stale.name.removeprefix("server-").partition("-")[0])
         if pid != os.getpid() and not Path(f"/proc/{pid}").exists():
             for job in stale.glob("job-*"):
                 JobCgroup(Version.V1, {"": job}).kill_all()
@@ -214,12 +232,12 @@ def _server_group(base: Path) -> Path:
                     job.rmdir()
             with contextlib.suppress(OSError):
                 stale.rmdir()
-    group = base / f"server-{os.getpid()}"
+    group = base / name
     group.mkdir(parents=True, exist_ok=True)
     return group
 
 
-def _detect_v2(mountpoint: Path) -> Cgroups:
+def _detect_v2(mountpoint: Path, name: str) -> Cgroups:
     available = set((mountpoint / "cgroup.controllers").read_text().split())
     missing = [c for c in _V2_CONTROLLERS if c not in available]
     if missing:
@@ -231,12 +249,12 @@ def _detect_v2(mountpoint: Path) -> Cgroups:
     enable = " ".join(f"+{c}" for c in _V2_CONTROLLERS)
     _write(mountpoint / "cgroup.subtree_control", enable)
     _write(base / "cgroup.subtree_control", enable)
-    parent = _server_group(base)
+    parent = _server_group(base, name)
     _write(parent / "cgroup.subtree_control", enable)
     return Cgroups(Version.V2, {"": parent})
 
 
-def _detect_v1(mounts: list[tuple[str, str, set[str]]]) -> Cgroups:
+def _detect_v1(mounts: list[tuple[str, str, set[str]]], name: str) -> Cgroups:
     parents: dict[str, Path] = {}
     for controller in _V1_CONTROLLERS:
         mountpoint = next(
@@ -249,7 +267,7 @@ def _detect_v1(mounts: list[tuple[str, str, set[str]]]) -> Cgroups:
         if controller == "memory":
             with contextlib.suppress(OSError):
                 _write(base / "memory.use_hierarchy", "1")
-        parents[controller] = _server_group(base)
+        parents[controller] = _server_group(base, name)
     return Cgroups(Version.V1, parents)
 
 
@@ -260,6 +278,7 @@ def detect(prefer: Version | None = None) -> Cgroups:
     `CgroupsUnavailable` and falls back to rlimits.
     """
     mounts = _mounts()
+    name = f"server-{os.getpid()}-{next(_DETECTIONS)}"
     reasons = []
     order = [Version.V2, Version.V1] if prefer is not Version.V1 else [Version.V1]
     if prefer is Version.V2:
@@ -270,8 +289,8 @@ def detect(prefer: Version | None = None) -> Cgroups:
                 v2 = next((Path(m) for fs, m, _ in mounts if fs == "cgroup2"), None)
                 if v2 is None:
                     raise CgroupsUnavailable("no cgroup v2 hierarchy mounted")
-                return _detect_v2(v2)
-            return _detect_v1(mounts)
+                return _detect_v2(v2, name)
+            return _detect_v1(mounts, name)
         except CgroupsUnavailable as error:
             reasons.append(str(error))
         except OSError as error:

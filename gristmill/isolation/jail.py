@@ -27,6 +27,7 @@ import signal
 import socket
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gristmill.isolation import linux
 from gristmill.isolation.linux import (
@@ -53,10 +54,14 @@ from gristmill.isolation.linux import (
     PR_SET_NO_NEW_PRIVS,
     mount,
     prctl,
+    set_seccomp_filter,
     unshare,
 )
-from gristmill.isolation.profile import BindMount, SandboxProfile
-from gristmill.isolation.seccomp import load_filter
+
+if TYPE_CHECKING:
+    # Only for annotations: this module runs in the fork server, where every import
+    # is copied into each job's processes (see `forkserver.py`).
+    from gristmill.isolation.profile import SandboxProfile
 
 # statvfs flags that a bind remount inside a user namespace must keep ("locked").
 _LOCKED_FLAGS = {
@@ -94,6 +99,9 @@ class JailSpec:
     devices: list[str]
     rlimits: dict[str, int]
     seccomp_deny: list[str]
+    # The same policy compiled to BPF by the service (`seccomp.compile_bpf`), as hex;
+    # what the process backend's program installs. nsjail compiles its own from Kafel.
+    seccomp_bpf: str
     network: bool
     wall_time_ms: int
     cpu_time_ms: int
@@ -101,7 +109,8 @@ class JailSpec:
     # own refusal is what tells PROCESS_LIMIT apart, and RLIMIT_AS breaks the JVM.
     address_space_bytes: int
     nproc_limit: int
-    cgroup_procs: list[str]
+    # Files the supervisor writes "0" into to join the job's cgroup (`JobCgroup.join_files`).
+    cgroup_join_files: list[str]
     cpu_usage_file: str
     cpu_usage_v2: bool
     # How the jail is built: empty for our own namespaces (`build_root`), else the
@@ -133,13 +142,27 @@ class JailSpec:
         return cls(**json.loads(data))
 
 
+def write_file(path: str, text: str) -> None:
+    """Writes `text` to an existing file (a /proc or cgroup file) in one write."""
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+def _mount_point(target: str, *, directory: bool) -> None:
+    """Creates `target` (and its parents) to mount on: a directory, or an empty file."""
+    if directory:
+        Path(target).mkdir(parents=True, exist_ok=True)
+        return
+    Path(target).parent.mkdir(parents=True, exist_ok=True)
+    Path(target).touch(exist_ok=True)
+
+
 def _bind(source: str, target: str, *, writable: bool) -> None:
     """Bind-mounts `source` at `target`, read-only unless `writable`."""
-    if Path(source).is_dir():
-        Path(target).mkdir(parents=True, exist_ok=True)
-    else:
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).touch(exist_ok=True)
+    _mount_point(target, directory=Path(source).is_dir())
     mount(source, target, None, MS_BIND | MS_REC)
     flags = MS_REMOUNT | MS_BIND | MS_NOSUID
     if not writable:
@@ -152,9 +175,13 @@ def _bind(source: str, target: str, *, writable: bool) -> None:
 
 
 def join_cgroup(spec: JailSpec) -> None:
-    """Moves the calling process (and so all it will start) into the job's cgroup."""
-    for procs in spec.cgroup_procs:
-        Path(procs).write_text(str(os.getpid()))
+    """Moves the calling process (and so all it will start) into the job's cgroup.
+
+    The caller must be single-threaded: "0" in a v1 `tasks` file moves the calling
+    thread only (see `JobCgroup.join_files`).
+    """
+    for name in spec.cgroup_join_files:
+        write_file(name, "0")
 
 
 def _copy_tree(source: str, target: str, uid: int, gid: int) -> None:
@@ -210,9 +237,9 @@ def enter_namespaces(spec: JailSpec) -> None:
     if not spec.network:
         flags |= CLONE_NEWNET
     unshare(flags)
-    Path("/proc/self/setgroups").write_text("deny")
-    Path("/proc/self/uid_map").write_text(f"{spec.uid} {spec.uid} 1")
-    Path("/proc/self/gid_map").write_text(f"{spec.gid} {spec.gid} 1")
+    write_file("/proc/self/setgroups", "deny")
+    write_file("/proc/self/uid_map", f"{spec.uid} {spec.uid} 1")
+    write_file("/proc/self/gid_map", f"{spec.gid} {spec.gid} 1")
 
 
 def build_root(spec: JailSpec) -> None:
@@ -220,17 +247,16 @@ def build_root(spec: JailSpec) -> None:
     root = spec.root_dir
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     mount("tmpfs", root, "tmpfs", MS_NOSUID | MS_NODEV, "size=1m,mode=0755")
-    for m in spec.mounts:
-        bind = BindMount(**m)  # type: ignore[arg-type]
-        if not Path(bind.source).exists():
-            if bind.optional:
+    for m in spec.mounts:  # `profile.BindMount`s, as dicts
+        source = str(m["source"])
+        if not Path(source).exists():
+            if m.get("optional"):
                 continue
-            raise FileNotFoundError(errno.ENOENT, f"mount source {bind.source} is missing")
-        _bind(bind.source, root + bind.target, writable=bind.writable)
+            raise FileNotFoundError(errno.ENOENT, f"mount source {source} is missing")
+        _bind(source, root + str(m["target"]), writable=bool(m.get("writable")))
     for device in spec.devices:
         target = root + device
-        Path(target).parent.mkdir(parents=True, exist_ok=True)
-        Path(target).touch()
+        _mount_point(target, directory=False)
         mount(device, target, None, MS_BIND)
     for link in spec.symlinks:
         Path(root + link["path"]).parent.mkdir(parents=True, exist_ok=True)
@@ -317,11 +343,13 @@ def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
         # memory is in tmpfs pages has little RSS of its own, and they would look larger.
         # (Our /proc files are the init's undumpable ones until we are dumpable again.)
         prctl(PR_SET_DUMPABLE, 1)
-        Path("/proc/self/oom_score_adj").write_text(str(OOM_FIRST))
+        write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         stdio = [os.open("/dev/null", os.O_RDONLY)] + [fds[name] for name in JOB_FDS]
         error_pipe = place_fds(stdio, error_pipe)
-        load_filter(spec.seccomp_deny, network=spec.network)
+        if not spec.seccomp_bpf:
+            raise ValueError("no seccomp filter in the spec")  # never run a job without one
+        set_seccomp_filter(bytes.fromhex(spec.seccomp_bpf))
         os.execve(spec.argv[0], spec.argv, spec.env)
     except BaseException as error:
         os.write(error_pipe, f"cannot start {spec.argv[0]}: {error}".encode())

@@ -39,7 +39,10 @@ MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 SYS_PIVOT_ROOT = 155
+_BPF_INSTRUCTION_BYTES = 8
 
 
 def _check(result: int, what: str) -> None:
@@ -75,3 +78,22 @@ def pivot_root(new_root: str, put_old: str) -> None:
 
 def umount2(target: str, flags: int) -> None:
     _check(_libc.umount2(target.encode(), flags), f"umount {target}")
+
+
+class _SockFprog(ctypes.Structure):
+    """struct sock_fprog: a classic BPF program, as seccomp takes it."""
+
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def set_seccomp_filter(program: bytes) -> None:
+    """Installs a compiled seccomp BPF program on the calling thread; it holds across exec.
+
+    The caller must have set no_new_privs (or hold CAP_SYS_ADMIN), as for libseccomp's load.
+    """
+    instructions = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // _BPF_INSTRUCTION_BYTES, ctypes.addressof(instructions))
+    _check(
+        _libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog), 0, 0),
+        "seccomp",
+    )

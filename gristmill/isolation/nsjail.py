@@ -35,10 +35,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from gristmill.isolation.jail import JailSpec, fill_job_dir, join_cgroup, place_fds, rusage_ns
+from gristmill.isolation.jail import (
+    OOM_FIRST,
+    JailSpec,
+    fill_job_dir,
+    join_cgroup,
+    place_fds,
+    rusage_ns,
+    write_file,
+)
 from gristmill.isolation.linux import (
     CLONE_NEWNS,
     CLONE_NEWPID,
@@ -50,7 +57,6 @@ from gristmill.isolation.linux import (
     mount,
     unshare,
 )
-from gristmill.isolation.seccomp import render_kafel, rules
 
 __all__ = ["SHIM", "NsjailJail", "launch", "parse_log", "render_argv"]
 
@@ -83,6 +89,10 @@ def _mib(size: int) -> str:
 
 @lru_cache(maxsize=16)
 def _kafel(deny: tuple[str, ...], network: bool) -> str:
+    # Imported here, in the service: the fork server imports this module for `launch`,
+    # and libseccomp's binding would be copied into every job's processes.
+    from gristmill.isolation.seccomp import render_kafel, rules
+
     return render_kafel(rules(deny, network=network))
 
 
@@ -183,7 +193,7 @@ def _exec_nsjail(spec: JailSpec, fds: dict[str, int], log_w: int, ready_w: int) 
     try:
         mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
         # The OOM killer must pick the job, never its supervisor; the job inherits this.
-        Path("/proc/self/oom_score_adj").write_text("1000")
+        write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
         null = os.open("/dev/null", os.O_RDONLY)
         # nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on.
         place_fds([null, fds["stdout"], log_w, fds["result"], fds["job"], fds["stderr"], ready_w])

@@ -24,4 +24,6 @@ class NsjailBackend(ProcessBackend):
 
     def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
         spec = super()._spec(plan, cgroup)
-        return dataclasses.replace(spec, nsjail_argv=render_argv(spec, self.nsjail))
+        # nsjail compiles the same rules from their Kafel rendering: no BPF to ship.
+        argv = render_argv(spec, self.nsjail)
+        return dataclasses.replace(spec, nsjail_argv=argv, seccomp_bpf="")

@@ -22,6 +22,7 @@ from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, S
 from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
 from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec
+from gristmill.isolation.seccomp import compile_bpf
 from gristmill.languages.spec import JAIL_JOB_DIR
 
 STREAM_LIMIT = 1 << 20
@@ -193,9 +194,10 @@ class ProcessBackend:
             cpu_time_ms=limits.cpu_time_ms,
             address_space_bytes=0 if cgroup else limits.memory_bytes,
             nproc_limit=0 if cgroup else limits.processes + plan.profile.overhead_processes,
-            cgroup_procs=[str(p) for p in cgroup.procs_files] if cgroup else [],
+            cgroup_join_files=[str(p) for p in cgroup.join_files] if cgroup else [],
             cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
             cpu_usage_v2=bool(cgroup and cgroup.version is Version.V2),
+            seccomp_bpf=compile_bpf(plan.profile.seccomp.deny, network=limits.network).hex(),
         )
 
     def _send(self, payload: bytes, fds: list[int]) -> None:

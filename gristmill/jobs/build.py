@@ -7,9 +7,11 @@
 
 The compile step is the language's `[build]` table (`languages.spec.BuildSpec`) plus
 the files its plugin generates (`LanguagePlugin.build_files`). The outputs live in the
-same `EnvironmentCache` as dependency environments, under a root of their own: one build
-per key under concurrency (across processes too), an atomic rename into place, LRU
-eviction that never removes an output a job holds. A failed build is never kept.
+same kind of `EnvironmentCache` as dependency environments, under a root of their own:
+one build per key under concurrency (across processes too), an atomic rename into
+place, LRU eviction that never removes an output a job holds. A failed build is never
+kept, nor one that left a device node, fifo or socket; what is kept is sealed like an
+environment (the service's own, read-only to others, without setuid or setgid bits).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gristmill.deps import EnvironmentCache, PreparedEnvironment
+from gristmill.deps.cache import Unsealable
 from gristmill.deps.key import canonical_digest, host_platform
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
@@ -199,7 +202,11 @@ class Builds:
         async def build(target: Path) -> None:
             await self._compile(what, target, emit)
 
-        async with self.cache.use(key, build) as lease:
+        async with contextlib.AsyncExitStack() as stack:
+            try:
+                lease = await stack.enter_async_context(self.cache.use(key, build))
+            except Unsealable as refused:
+                raise BuildFailure(str(refused), key) from refused
             yield PreparedBuild(lease.path, lease.cached, key)
 
     async def _compile(self, what: _Compile, target: Path, emit: EventSink) -> None:

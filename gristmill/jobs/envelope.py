@@ -13,6 +13,7 @@ and nothing else. The protocol is described for wrapper authors in runtimes/PROT
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,43 +33,89 @@ class Envelope:
     malformed: str = ""
 
 
+MAX_LINE = 2**32 - 1
+"""Stack-frame line numbers travel as uint32."""
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def _loads(text: str | bytes) -> Any:
+    """Strict JSON: NaN and Infinity are refused, as is nesting too deep to decode."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
+    except RecursionError as error:
+        raise ValueError("nested too deeply") from error
+
+
+def _dumps(value: Any) -> str:
+    """JSON text that is valid UTF-8: lone surrogates from the job are kept as escapes."""
+    text = json.dumps(value, ensure_ascii=False)
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return json.dumps(value)
+    return text
+
+
+def _clean(value: object) -> str:
+    """A job's string, made valid UTF-8 for the contract (a lone surrogate becomes '?')."""
+    return str(value).encode("utf-8", "replace").decode()
+
+
 def text_to_json(text: str) -> str:
     """A result given as text: kept when it is JSON, else made a JSON string."""
     try:
-        json.loads(text)
+        return _dumps(_loads(text))
     except ValueError:
-        return json.dumps(text)
-    return text.strip()
+        return _dumps(text)
+
+
+def _line(value: object) -> int:
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_LINE:
+        return value
+    return 0
 
 
 def _error(data: dict[str, Any]) -> JobError:
     frames = data.get("stack") or []
+    if not isinstance(frames, list):
+        frames = []
     stack = tuple(
         StackFrame(
-            file=str(f.get("file", "")),
-            line=int(f.get("line", 0)),
-            function=str(f.get("function", "")),
-            text=str(f.get("text", "")),
+            file=_clean(f.get("file", "")),
+            line=_line(f.get("line", 0)),
+            function=_clean(f.get("function", "")),
+            text=_clean(f.get("text", "")),
         )
         for f in frames
         if isinstance(f, dict)
     )
-    return JobError(str(data.get("name", "Error")), str(data.get("message", "")), stack)
+    return JobError(_clean(data.get("name", "Error")), _clean(data.get("message", "")), stack)
 
 
 def parse(raw: bytes) -> Envelope:
+    """The channel's message; anything off the protocol is `malformed`, never an exception."""
     if not raw.strip():
         return Envelope()
     try:
-        message = json.loads(raw)
+        message = _loads(raw)
     except ValueError as error:
         return Envelope(malformed=f"the result channel is not JSON: {error}")
     if not isinstance(message, dict):
         return Envelope(malformed="the result channel must hold a JSON object")
     if "result" in message:
-        return Envelope(result_json=json.dumps(message["result"], ensure_ascii=False))
+        return Envelope(result_json=_dumps(message["result"]))
     if "result_text" in message:
-        return Envelope(result_json=text_to_json(str(message["result_text"])))
+        return Envelope(result_json=text_to_json(_clean(message["result_text"])))
     if isinstance(message.get("error"), dict):
         verdict = _ERROR_VERDICTS.get(str(message.get("verdict", "ERROR")), Verdict.ERROR)
         return Envelope(error=_error(message["error"]), error_verdict=verdict)

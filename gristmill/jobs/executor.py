@@ -36,7 +36,7 @@ from gristmill.jobs import envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_mounts
 from gristmill.jobs.output import CappedOutput
-from gristmill.jobs.verdict import decide
+from gristmill.jobs.verdict import Decision, decide
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
@@ -117,6 +117,25 @@ def _with_build(outcome: Outcome, build: BuildInfo, build_ns: int) -> Outcome:
     return _with_phases(dataclasses.replace(outcome, build=build), build_ms=_ms(build_ns))
 
 
+DEADLINE_MARGIN = 0.05
+"""The share of the time left to a caller's deadline kept back for delivering the outcome."""
+
+
+def within_deadline(job: Job) -> Job:
+    """`job` with its wall limit cut to what is left before its caller's deadline.
+
+    A little is kept back: a job stopped exactly at the deadline would leave no time to
+    deliver its TIMEOUT outcome, and the caller would see DEADLINE_EXCEEDED instead.
+    """
+    if job.deadline is None:
+        return job
+    left_ms = int((job.deadline - time.monotonic()) * 1000 * (1 - DEADLINE_MARGIN))
+    wall_time_ms = max(1, min(job.limits.wall_time_ms, left_ms))
+    return dataclasses.replace(
+        job, limits=dataclasses.replace(job.limits, wall_time_ms=wall_time_ms)
+    )
+
+
 class Executor:
     def __init__(
         self,
@@ -132,8 +151,10 @@ class Executor:
         self._runtime_dirs = work_dir / "runtimes"
         self._prepare_dirs()
         self.deps = DependencyManager(backend, work_dir, deps_config or DependencyConfig())
-        # Build outputs are kept like environments, beside them, under the same budget.
-        builds_cache = EnvironmentCache(self.deps.root / "builds", self.deps.config.cache_max_bytes)
+        # Build outputs are kept like environments, beside them, under a budget of their own.
+        builds_cache = EnvironmentCache(
+            self.deps.root / "builds", self.deps.config.build_cache_max_bytes
+        )
         self.builds = Builds(backend, builds_cache, work_dir, self._runtime_dirs)
 
     def _prepare_dirs(self) -> None:
@@ -265,6 +286,7 @@ class Executor:
         emit: EventSink,
         cancel: asyncio.Event | None,
     ) -> Outcome:
+        job = within_deadline(job)
         began = time.monotonic_ns()
         emit(PhaseEvent("prepare"))
         workspace = await asyncio.to_thread(
@@ -339,9 +361,10 @@ class Executor:
             stdout.output(),
             stderr.output(),
             runtime.spec.result_fallback,
+            job.limits.cpu_time_ms,
         )
         if result.overflowed:
-            decision = decision.__class__(Verdict.OUTPUT_LIMIT, detail="the result was too large")
+            decision = Decision(Verdict.OUTPUT_LIMIT, detail="the result was too large")
         return Outcome(
             job_id=job.id,
             verdict=decision.verdict,

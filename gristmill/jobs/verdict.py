@@ -30,6 +30,14 @@ def _last_line(output: Output) -> str:
     return lines[-1] if lines else ""
 
 
+def _signal_name(number: int) -> str:
+    """SIGSEGV and its kind by name; a real-time signal by number."""
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
 def _succeeded(end: SandboxExit, envelope: Envelope) -> bool:
     return end.exit_code == 0 and end.stopped_for is None and envelope.error is None
 
@@ -40,7 +48,9 @@ def decide(
     stdout: Output,
     stderr: Output,
     fallback: ResultFallback,
+    cpu_time_ms: int,
 ) -> Decision:
+    """The verdict of a job that ended as `end`; `cpu_time_ms` is its CPU-time limit."""
     if end.setup_error:
         return Decision(Verdict.SANDBOX_ERROR, detail=end.setup_error)
     stop = end.stopped_for
@@ -54,19 +64,23 @@ def decide(
             return Decision(Verdict.MEMORY_LIMIT, detail="the kernel OOM-killed the job")
         if end.pids_limit_hit:
             return Decision(Verdict.PROCESS_LIMIT, detail="a fork failed at the process limit")
-    if stop is StopReason.CPU_TIME or end.signal == signal.SIGXCPU:
+    if stop is StopReason.CPU_TIME or (
+        # RLIMIT_CPU's SIGXCPU, not one the job sent itself: the time was really used.
+        end.signal == signal.SIGXCPU
+        and cpu_time_ms
+        and end.user_cpu_ns + end.system_cpu_ns >= cpu_time_ms * 1_000_000
+    ):
         return Decision(Verdict.CPU_LIMIT, detail="the CPU-time limit ran out")
     if stop is StopReason.WALL_TIME:
         return Decision(Verdict.TIMEOUT, detail="the wall-time limit ran out")
     if envelope.error is not None:
         return Decision(envelope.error_verdict, error=envelope.error)
     if end.signal:
-        name = signal.Signals(end.signal).name
         if end.signal == signal.SIGSYS:
             return Decision(
                 Verdict.SYSCALL_DENIED, detail="killed by SIGSYS: a refused system call"
             )
-        return Decision(Verdict.KILLED_BY_SIGNAL, detail=f"killed by {name}")
+        return Decision(Verdict.KILLED_BY_SIGNAL, detail=f"killed by {_signal_name(end.signal)}")
     if end.exit_code != 0:
         tail = _last_line(stderr)
         message = f"exited with status {end.exit_code}" + (f": {tail}" if tail else "")

@@ -22,6 +22,7 @@ from gristmill.isolation.backend import SandboxBackend
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
+from gristmill.model import MAX_MESSAGE_BYTES
 from gristmill.server.admission import Admission
 from gristmill.server.jobs import JobRunner, JobTable
 from gristmill.server.service import RuntimeServicer
@@ -76,7 +77,12 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
         Admission(config.max_concurrent_jobs, config.queue_capacity),
         config.recent_jobs_ttl_s,
     )
-    server = grpc.aio.server()
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
     servicer = RuntimeServicer(config, registry, runner, table, resolver)
     runtime_pb2_grpc.add_RuntimeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()

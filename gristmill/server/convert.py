@@ -6,6 +6,7 @@ Inside the service everything speaks the plain model; a request becomes a valida
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -73,7 +74,8 @@ def _lockfile_from_proto(message: pb.Job, runtime: Runtime) -> Lockfile | None:
 def job_from_proto(
     message: pb.Job, registry: Registry, config: ServerConfig, remaining_s: float | None
 ) -> Job:
-    """A validated job; `remaining_s` is the caller's deadline, which bounds the wall time."""
+    """A validated job; `remaining_s` is the time left to the caller's deadline, which
+    bounds the job (see `gristmill.jobs.executor.within_deadline`)."""
     job_id = validate.job_id(message.id)
     runtime = registry.get(message.language)
     if message.HasField("args") and message.args_json:
@@ -98,10 +100,11 @@ def job_from_proto(
         code=message.code,
         entry_point=validate.entry_point(message.entry_point, runtime.spec.default_entry_point),
         args=args,
-        limits=validate.clamp_wall_time(limits, remaining_s),
-        files=validate.files(job_files(message.files)),
+        limits=limits,
+        files=validate.files(job_files(message.files), runtime.spec.source_file),
         env=validate.env(message.env),
         lockfile=_lockfile_from_proto(message, runtime),
+        deadline=None if remaining_s is None else time.monotonic() + remaining_s,
     )
 
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Protocol
 
+from gristmill.errors import InvalidRequest
 from gristmill.isolation.backend import SandboxInfo
 from gristmill.model import Job, JobEvent, Outcome, Verdict
 from gristmill.server.admission import Admission, Ticket
@@ -116,6 +117,10 @@ class JobTable:
         """Joins the job with `job.id` or starts `job`; raises `Overloaded` when full."""
         entry = self._entries.get(job.id)
         if entry is not None and not entry.abandoned:
+            if dataclasses.replace(entry.job, deadline=None) != dataclasses.replace(
+                job, deadline=None
+            ):
+                raise InvalidRequest("job.id", f"{job.id!r} is in use by a different job")
             entry.waiters += 1
             return Subscription(self, entry, deduplicated=True)
         previous = entry.task if entry is not None else None
@@ -156,9 +161,16 @@ class JobTable:
         phases = dataclasses.replace(outcome.usage.phases, queued_ms=ticket.queued_ms)
         return dataclasses.replace(outcome, usage=dataclasses.replace(outcome.usage, phases=phases))
 
+    @property
+    def admission(self) -> Admission:
+        return self._admission
+
     def _finish(self, entry: _Entry, task: asyncio.Task[Outcome]) -> None:
         for queue in entry.listeners:
             queue.put_nowait(_END)
+        if entry.waiters == 0:
+            # The outcome holds everything the events did; kept, they would only cost memory.
+            entry.history.clear()
         if task.cancelled() or task.exception() is not None:
             # The service failed, not the job: forget it so that a retry can run it again.
             # Each waiting caller gets the exception; `exception()` also marks it as seen.
@@ -176,6 +188,8 @@ class JobTable:
 
     def _leave(self, entry: _Entry) -> None:
         entry.waiters -= 1
+        if entry.waiters == 0 and entry.finished():
+            entry.history.clear()
         if entry.waiters == 0 and not entry.finished():
             entry.abandoned = True
             entry.cancel.set()

@@ -181,9 +181,15 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server resolves nothing")
         assert self._resolver is not None
         runtime = self._registry.get(request.language)
-        files = [f.path for f in validate.files(convert.job_files(request.files), "files")]
+        source = runtime.spec.source_file
+        files = [f.path for f in validate.files(convert.job_files(request.files), source, "files")]
+        # A resolution runs a sandbox with the network: it takes a job slot like any job.
+        ticket = self._table.admission.admit()
         try:
+            await ticket.wait_turn(asyncio.Event())
             resolution = await self._resolver.resolve(runtime, request.code, files)
         except DependencyFailure as failure:
             return convert.resolve_failure(failure)
+        finally:
+            ticket.release()
         return convert.resolution_to_proto(resolution)

@@ -14,6 +14,7 @@ from pathlib import PurePosixPath
 from typing import Any
 
 from gristmill.config import ENV_PREFIX
+from gristmill.deps import lockfiles
 from gristmill.errors import InvalidRequest, LimitTooHigh
 from gristmill.model import JobFile, Limits, Lockfile
 
@@ -53,25 +54,41 @@ def args_json(text: str) -> dict[str, Any]:
     return value
 
 
-def files(items: Iterable[JobFile], name: str = "job.files") -> tuple[JobFile, ...]:
-    """The job's extra files; each path stays inside the job directory."""
-    seen: set[PurePosixPath] = set()
+def files(
+    items: Iterable[JobFile], source_file: str, name: str = "job.files"
+) -> tuple[JobFile, ...]:
+    """The job's extra files: each a distinct file inside the job directory, none of them
+    the code's own file, and none both a file and a directory of another's path."""
+    seen = {PurePosixPath(source_file): "the job's code"}
     checked = []
     for index, item in enumerate(items):
         field = f"{name}[{index}].path"
         path = PurePosixPath(item.path)
-        if not item.path or "\0" in item.path:
-            raise InvalidRequest(field, "must be a non-empty path")
+        if not item.path or "\0" in item.path or path.name in ("", "."):
+            raise InvalidRequest(field, "must name a file")
         if path.is_absolute() or ".." in path.parts:
             raise InvalidRequest(field, f"{item.path!r} must be relative, without '..'")
         if path in seen:
-            raise InvalidRequest(field, f"{item.path!r} is given twice")
-        seen.add(path)
+            raise InvalidRequest(field, f"{item.path!r} is already {seen[path]}")
+        seen[path] = f"{name}[{index}]"
         checked.append(item)
+    for path, origin in seen.items():
+        clash = next((parent for parent in path.parents if parent in seen), None)
+        if clash is not None:
+            raise InvalidRequest(
+                f"{origin}.path", f"{str(path)!r} lies under {str(clash)!r}, which is a file"
+            )
     return tuple(checked)
 
 
+MAX_ENV_BYTES = 64 * 1024
+"""All of a job's environment, names and values: it travels in one message to the sandbox."""
+
+
 def env(values: Mapping[str, str]) -> dict[str, str]:
+    total = sum(len(name.encode()) + len(value.encode()) + 2 for name, value in values.items())
+    if total > MAX_ENV_BYTES:
+        raise InvalidRequest("job.env", f"{total} bytes in all, over {MAX_ENV_BYTES}")
     for name, value in values.items():
         field = f"job.env[{name!r}]"
         if not _ENV_NAME.fullmatch(name):
@@ -99,22 +116,6 @@ def limits(asked: Limits, defaults: Limits, maxima: Limits) -> Limits:
     return Limits(**resolved)
 
 
-DEADLINE_MARGIN = 0.05
-"""The share of a caller's deadline kept back, so that the outcome still reaches it."""
-
-
-def clamp_wall_time(resolved: Limits, remaining_s: float | None) -> Limits:
-    """The limits with the wall time cut to the caller's remaining deadline, if it has one.
-
-    A little is kept back: a job stopped exactly at the deadline would leave no time
-    to deliver its TIMEOUT outcome, and the caller would see DEADLINE_EXCEEDED instead.
-    """
-    if remaining_s is None:
-        return resolved
-    remaining_ms = max(1, int(remaining_s * 1000 * (1 - DEADLINE_MARGIN)))
-    return dataclasses.replace(resolved, wall_time_ms=min(resolved.wall_time_ms, remaining_ms))
-
-
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -122,8 +123,10 @@ def lockfile(
     given: Lockfile, sha256: str, language: str, lock_format: str | None, field: str
 ) -> Lockfile:
     """A lockfile a job may be installed from: for its language, in its resolver's format,
-    its content matching `sha256` when that is given. Empty language and format mean
-    the job's."""
+    its content matching `sha256` when that is given, and pinning only packages of the
+    configured index (`gristmill.deps.lockfiles`: no URL, path or installer option,
+    which would fetch code from wherever the caller likes). Empty language and format
+    mean the job's."""
     if lock_format is None:
         raise InvalidRequest(field, f"{language} jobs have no dependencies to lock")
     if given.language and given.language != language:
@@ -136,4 +139,8 @@ def lockfile(
     if sha256 and sha256 != checked.sha256:
         why = "is not hex SHA-256" if not _SHA256.fullmatch(sha256) else "does not match content"
         raise InvalidRequest(f"{field}.sha256", why)
+    try:
+        lockfiles.check(lock_format, checked.content)
+    except lockfiles.LockfileRefused as refused:
+        raise InvalidRequest(f"{field}.content", str(refused)) from refused
     return checked

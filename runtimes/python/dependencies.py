@@ -9,6 +9,9 @@ In order of authority:
    imports and the job's own modules dropped, import names mapped to distributions by
    `distributions.toml`, INFERRED. A comment on the import's line replaces what it
    infers: `import yaml  # gristmill: pyyaml==6.0.1` (several: separate them by commas).
+
+Either way a requirement names a package of the configured index, with extras,
+versions and markers, and nothing else: no URL, path or option (`_requirement`).
 """
 
 from __future__ import annotations
@@ -33,6 +36,9 @@ PYTHON = "python"
 
 _METADATA = re.compile(r"(?m)^# /// (?P<type>[a-zA-Z0-9-]+)$\s(?P<content>(^#(| .*)$\s)+)^# ///$")
 _OVERRIDE = re.compile(r"#\s*gristmill:\s*(?P<requirements>.+?)\s*$")
+# What a normalised requirement without a URL may contain: no `#`, `\`, `/`, `:` or
+# `@`, so no comment, continuation, path or URL, even inside a marker's quotes.
+_PLAIN = re.compile(r"[A-Za-z0-9 ._+*!<>=~,;()\[\]\"'-]+")
 _TABLE = tomllib.loads((Path(__file__).parent / "distributions.toml").read_text())
 DISTRIBUTIONS: dict[str, str] = _TABLE["distributions"]
 """Import name (possibly dotted) → distribution name, for the names that differ."""
@@ -41,10 +47,31 @@ _NOT_PACKAGES = frozenset(sys.stdlib_module_names) | {"__future__", "main"}
 
 
 def _requirement(text: str, where: str) -> Requirement:
+    """`text` as a requirement on a package of the configured index, or `DependencyFailure`.
+
+    Only `name[extras] specifier ; marker` is accepted: a direct reference (`name @
+    https://...`, `file:`, `git+`) would fetch code from wherever the job likes,
+    loopback and the service's own network included, and an archive that is not a
+    wheel runs its build code while it is resolved. The lock step writes the
+    requirement as a line of a requirements file, so its text (free only in the
+    marker's quoted values) must also hold nothing that file could read as a comment,
+    a continuation, a path or an option.
+    """
     try:
-        return Requirement(text)
+        requirement = Requirement(text)
     except InvalidRequirement as error:
         raise DependencyFailure(f"{where}: {text!r} is not a valid requirement: {error}") from error
+    if requirement.url is not None:
+        raise DependencyFailure(
+            f"{where}: {text!r} names a URL; requirements may only name packages of the "
+            "configured index"
+        )
+    if not _PLAIN.fullmatch(str(requirement)):
+        raise DependencyFailure(
+            f"{where}: {text!r} holds characters a requirement here may not have "
+            "(a package of the configured index, with extras, versions and markers)"
+        )
+    return requirement
 
 
 def _dependency(text: str, source: DependencySource, where: str) -> Dependency:

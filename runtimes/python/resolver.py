@@ -4,6 +4,12 @@ Jobs run on Debian's /usr/bin/python3, so that is the interpreter both steps res
 and install for. An environment is a `--target` directory, `site-packages/`, that the
 wrapper adds to `sys.path`; its bytecode is compiled at install time, because jobs see
 it read-only and would otherwise compile every module on every run.
+
+Both steps take wheels only (`--only-binary :all:`) unless the service allows source
+builds: building an sdist runs its code in the resolve sandbox, where uv's download
+cache, shared by every job, is writable. The install step reads a requirements file
+rendered from the checked pins of the lockfile (`gristmill.deps.lockfiles`), never the
+caller's text itself.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from collections.abc import Sequence
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from gristmill.deps import lockfiles
 from gristmill.deps.errors import DependencyFailure
 from gristmill.deps.tool import Step, ToolContext
 from gristmill.model import Dependency, Lockfile
@@ -21,7 +28,7 @@ from .dependencies import PYTHON
 
 INTERPRETER = "/usr/bin/python3"
 REQUIREMENTS_IN = "requirements.in"
-REQUIREMENTS_TXT = "requirements.txt"
+REQUIREMENTS_TXT = lockfiles.REQUIREMENTS_TXT
 SITE_PACKAGES = "site-packages"
 """The environment's directory of packages; the wrapper adds `<environment>/site-packages`."""
 
@@ -57,6 +64,8 @@ class Uv:
             options += ["--default-index" if index == 0 else "--index", url]
         if context.system_certs:
             options.append("--system-certs")
+        if not context.allow_source_builds:
+            options += ["--only-binary", ":all:"]
         return options
 
     def lock(self, dependencies: Sequence[Dependency], context: ToolContext) -> Step:
@@ -76,9 +85,14 @@ class Uv:
         )
 
     def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
+        try:
+            pins = lockfiles.requirements_txt(lockfile.content)
+        except lockfiles.LockfileRefused as refused:
+            raise DependencyFailure(f"the lockfile: {refused}") from refused
         argv = [f"{context.tools_dir}/uv", "pip", "install", "--require-hashes", "--no-deps"]
         # Copies, not links into the shared download cache: an environment never changes.
         argv += ["--compile-bytecode", "--link-mode", "copy"]
         argv += ["--target", f"{context.build_dir}/{SITE_PACKAGES}", *self._options(context)]
         argv += ["--requirement", REQUIREMENTS_TXT]
-        return Step(argv=tuple(argv), files={REQUIREMENTS_TXT: lockfile.content}, env=_ENV)
+        rendered = "".join(pin.render() for pin in pins)
+        return Step(argv=tuple(argv), files={REQUIREMENTS_TXT: rendered}, env=_ENV)

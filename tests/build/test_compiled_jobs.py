@@ -2,7 +2,8 @@
 
 The languages are test-only folders (`tests/build/runtimes/`): `c`, compiled by gcc
 with its wrapper linked in and a file its plugin generates; `probe`, whose build step
-reports what it could reach; `slow`, whose build outlives its own time limit. Each
+reports what it could reach; `slow`, whose build outlives its own time limit;
+`planter`, whose build leaves setuid files and, when asked, a fifo. Each
 test's code is unique (a `nonce` comment), so that what one test builds is never
 another's cache hit.
 """
@@ -185,3 +186,19 @@ def test_build_past_its_own_time_limit_is_compile_error(client):
     assert outcome.verdict == pb.COMPILE_ERROR, outcome
     assert outcome.error.message.startswith("sleep did not finish within 1 s")
     assert outcome.usage.phases.build_ms < 10_000
+
+
+def test_setuid_setgid_and_sticky_bits_a_build_sets_are_not_kept(client):
+    # Sealed, the output is owned by the service's user (root): a setuid bit kept would
+    # give any local user who can reach the cache a root shell.
+    outcome = client.execute("planter", uuid.uuid4().hex, timeout_s=TIMEOUT_S)
+    assert outcome.verdict == pb.SUCCESS, outcome
+    assert outcome_result(outcome) == {"program": "0o755", "shared": "0o755", "sticky": "0o644"}
+
+
+def test_a_build_that_leaves_a_fifo_is_compile_error_and_not_kept(client):
+    code = f"fifo {uuid.uuid4().hex}"
+    outcomes = [client.execute("planter", code, timeout_s=TIMEOUT_S) for _ in range(2)]
+    assert [o.verdict for o in outcomes] == [pb.COMPILE_ERROR] * 2, outcomes
+    assert "pipe, which is not a regular file, directory or symlink" in outcomes[0].error.message
+    assert [o.build.cached for o in outcomes] == [False, False]

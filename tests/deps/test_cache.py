@@ -8,11 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import stat
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from gristmill.deps.cache import EnvironmentCache
+from gristmill.deps.cache import EnvironmentCache, Unsealable
 
 
 class FakeBuilder:
@@ -98,6 +102,80 @@ async def test_an_environment_is_sealed_read_only_to_others(tmp_path):
         assert mode & 0o022 == 0
         assert mode & 0o004
         assert lease.path.stat().st_uid == os.geteuid()
+
+
+async def test_setuid_setgid_and_sticky_bits_are_stripped_when_sealed(tmp_path):
+    # Sealed, a file is owned by the service's user (root): a setuid bit the sandbox
+    # set would make it a root program for anyone who can reach it.
+    async def plant(target: Path) -> None:
+        (target / "program").write_text("#!/bin/sh\n")
+        (target / "program").chmod(0o6755)
+        (target / "sticky").write_text("")
+        (target / "sticky").chmod(0o1644)
+        (target / "shared").mkdir()
+        (target / "shared").chmod(0o3777)
+
+    cache = EnvironmentCache(tmp_path, 1 << 30)
+    async with cache.use(digest(1), plant) as lease:
+        modes = {p.name: stat.S_IMODE(p.lstat().st_mode) for p in lease.path.iterdir()}
+    assert modes == {"program": 0o755, "sticky": 0o644, "shared": 0o755}
+
+
+def _fifo(path: Path) -> None:
+    os.mkfifo(path)
+
+
+def _socket(path: Path) -> None:
+    # Bound where the path fits a socket address, then moved into the environment.
+    with tempfile.TemporaryDirectory(dir="/tmp") as short:
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(f"{short}/s")
+        Path(short, "s").rename(path)
+
+
+def _device(path: Path) -> None:
+    # The kernel's null device: harmless, but no environment may hold a device node.
+    os.mknod(path, 0o666 | stat.S_IFCHR, os.makedev(1, 3))
+
+
+@pytest.mark.parametrize("make", [_fifo, _socket, _device], ids=["fifo", "socket", "device"])
+async def test_a_build_that_leaves_a_special_file_is_refused_and_leaves_nothing(
+    tmp_path, make: Callable[[Path], None]
+):
+    async def plant(target: Path) -> None:
+        (target / "lib").mkdir()
+        make(target / "lib" / "odd")
+
+    cache = EnvironmentCache(tmp_path, 1 << 30)
+    with pytest.raises(Unsealable, match=r"lib/odd, which is not a regular file"):
+        async with cache.use(digest(1), plant):
+            pass
+    assert not cache.path(digest(1)).exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+def test_the_cache_is_searchable_but_not_listable_by_others(tmp_path):
+    EnvironmentCache(tmp_path / "cache", 1 << 30)
+    modes = {
+        name: stat.S_IMODE((tmp_path / "cache" / name).stat().st_mode)
+        for name in (".", "envs", "tmp", "locks")
+    }
+    assert modes == {".": 0o711, "envs": 0o711, "tmp": 0o711, "locks": 0o700}
+
+
+async def test_finished_builds_leave_no_per_key_lock_behind(tmp_path):
+    # One asyncio lock per key being built; kept for every key ever built, the table
+    # would grow for as long as the server runs.
+    cache = EnvironmentCache(tmp_path, 1 << 30)
+
+    async def use(n: int, builder: FakeBuilder) -> None:
+        async with cache.use(digest(n), builder):
+            pass
+
+    await asyncio.gather(*(use(n % 3, FakeBuilder(delay_s=0.05)) for n in range(9)))
+    with pytest.raises(RuntimeError):
+        await use(4, FakeBuilder(fail=True))
+    assert cache._building == {}
 
 
 def test_leftovers_of_a_dead_builder_are_removed_at_start(tmp_path):

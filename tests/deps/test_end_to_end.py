@@ -7,6 +7,7 @@ fresh cache where a test needs one. Few jobs, small packages: these need the net
 from __future__ import annotations
 
 import concurrent.futures
+import socket
 import uuid
 from collections.abc import Iterator
 
@@ -35,6 +36,8 @@ def main(text: str):
     return yaml.safe_load(text)
 """
 TIMEOUT_S = 300
+# docopt 0.6.2 exists only as an sdist: installing it runs its setup.py.
+DOCOPT_SDIST_SHA256 = "49b3a825280bd66b3aa83585ef59c4a8c82f2c8a522dbe754a8bc8d08c85c491"
 
 
 def serve() -> Iterator[str]:
@@ -194,3 +197,61 @@ def test_a_lockfile_that_does_not_fit_is_invalid_argument(client, language, lock
         client.execute(language, "def main(): pass\n", lockfile=lockfile, timeout_s=60)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert refused.value.details().startswith(f"{field}:")
+
+
+def test_a_package_without_a_wheel_is_a_dependency_error_and_its_build_code_never_runs(client):
+    # Its setup.py would run in the resolve sandbox with uv's cache, shared by every
+    # tenant, writable: source builds are off unless the service allows them.
+    code = '# /// script\n# dependencies = ["docopt==0.6.2"]\n# ///\ndef main():\n    pass\n'
+    outcome = run(client, code)
+    assert outcome.verdict == pb.DEPENDENCY_ERROR, outcome
+    assert "docopt==0.6.2 has no usable wheels" in outcome.error.message
+
+
+def test_a_lockfile_pinning_an_sdist_is_a_dependency_error_and_its_build_code_never_runs(client):
+    content = f"docopt==0.6.2 --hash=sha256:{DOCOPT_SDIST_SHA256}\n"
+    outcome = run(client, "def main():\n    pass\n", lockfile=pb.Lockfile(content=content))
+    assert outcome.verdict == pb.DEPENDENCY_ERROR, outcome
+    assert "docopt" in outcome.error.message
+    assert "building from source is disabled" in outcome.error.message
+
+
+@pytest.fixture
+def loopback() -> Iterator[socket.socket]:
+    """A TCP listener on the host's loopback that no one should ever connect to."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        listener.setblocking(False)
+        yield listener
+
+
+def nobody_connected(listener: socket.socket) -> bool:
+    try:
+        listener.accept()[0].close()
+    except BlockingIOError:
+        return True
+    return False
+
+
+def test_a_requirement_naming_a_loopback_url_is_refused_before_anything_runs(client, loopback):
+    # The resolve sandbox shares the host's network: a URL of the job's choosing could
+    # reach the service's own port. It is refused before the sandbox starts.
+    url = f"http://127.0.0.1:{loopback.getsockname()[1]}/evil-1.0.tar.gz"
+    code = f'# /// script\n# dependencies = ["evil @ {url}"]\n# ///\ndef main():\n    pass\n'
+    events = list(client.execute_stream("python", code, timeout_s=TIMEOUT_S))
+    outcome = events[-1].outcome
+    assert outcome.verdict == pb.DEPENDENCY_ERROR, outcome
+    assert "names a URL; requirements may only name packages of the" in outcome.error.message
+    assert not any(e.HasField("phase") for e in events)
+    assert nobody_connected(loopback)
+
+
+def test_a_lockfile_naming_a_loopback_url_is_invalid_argument_before_anything_runs(
+    client, loopback
+):
+    url = f"http://127.0.0.1:{loopback.getsockname()[1]}/evil-1.0.tar.gz"
+    content = f"evil @ {url} \\\n    --hash=sha256:{'0' * 64}\n"
+    with pytest.raises(grpc.RpcError) as refused:
+        run(client, "def main():\n    pass\n", lockfile=pb.Lockfile(content=content))
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details().startswith("job.lockfile.content: line 1: 'evil @ http://")
+    assert nobody_connected(loopback)

@@ -87,3 +87,47 @@ def test_detect_explains_why_v2_is_not_used_when_it_is_not() -> None:
     if found.version is Version.V1:
         with pytest.raises(CgroupsUnavailable, match="v2"):
             detect(prefer=Version.V2)
+
+
+def test_a_process_joins_by_tasks_on_v1_and_by_cgroup_procs_on_v2(tmp_path: Path) -> None:
+    v1 = JobCgroup(Version.V1, {"memory": tmp_path / "m", "pids": tmp_path / "p"})
+    assert v1.join_files == (tmp_path / "m" / "tasks", tmp_path / "p" / "tasks")
+    assert JobCgroup(Version.V2, {"": tmp_path}).join_files == (tmp_path / "cgroup.procs",)
+
+
+def _real_v1() -> Cgroups | None:
+    try:
+        return detect(prefer=Version.V1)
+    except CgroupsUnavailable:
+        return None
+
+
+_JOIN_AND_SAY_WHERE = """
+import os, sys
+for name in sys.argv[1:]:
+    fd = os.open(name, os.O_WRONLY)
+    os.write(fd, b"0")
+    os.close(fd)
+print(open("/proc/self/cgroup").read())
+"""
+
+
+@pytest.mark.skipif(_real_v1() is None, reason="no usable cgroup v1 hierarchies here")
+def test_real_v1_join_by_writing_zero_moves_the_whole_single_threaded_process() -> None:
+    cgroups = _real_v1()
+    assert cgroups is not None
+    group = cgroups.create(32 << 20, 4)
+    try:
+        files = [str(f) for f in group.join_files]
+        where = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _JOIN_AND_SAY_WHERE, *files],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        for controller, directory in group.dirs.items():
+            line = next(x for x in where.splitlines() if controller in x.split(":")[1])
+            assert line.endswith(directory.name), line
+    finally:
+        group.remove()
+        cgroups.remove()

@@ -40,7 +40,8 @@ def spec(**fields: object) -> JailSpec:
         "cpu_time_ms": 2000,
         "address_space_bytes": 0,
         "nproc_limit": 0,
-        "cgroup_procs": [],
+        "cgroup_join_files": [],
+        "seccomp_bpf": "",
         "cpu_usage_file": "",
         "cpu_usage_v2": False,
     }

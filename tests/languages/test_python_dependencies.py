@@ -151,12 +151,70 @@ def test_lock_step_refuses_a_script_for_another_python(plugin):
         plugin.resolver().lock(found, ToolContext("Python 3.11.2"))
 
 
+HASH = "--hash=sha256:" + "ab" * 32
+
+
 def test_install_step_installs_exactly_the_lockfile_into_the_build_dir(plugin):
-    lockfile = Lockfile("python", "requirements.txt", "pyyaml==6.0.1 --hash=sha256:00\n")
+    content = f"PyYAML==6.0.1 \\\n    {HASH}\n    # via -r requirements.in\n"
+    lockfile = Lockfile("python", "requirements.txt", content)
     step = plugin.resolver().install(lockfile, ToolContext("Python 3.11.2"))
     assert {"--require-hashes", "--no-deps", "--compile-bytecode"} <= set(step.argv)
     assert step.argv[step.argv.index("--target") + 1] == "/gristmill/build/site-packages"
-    assert step.files == {"requirements.txt": lockfile.content}
+    # What uv reads is rendered from the checked pins, not the caller's text.
+    assert step.files == {"requirements.txt": f"pyyaml==6.0.1 {HASH}\n"}
+
+
+@pytest.mark.parametrize("step", ["lock", "install"])
+def test_both_steps_take_wheels_only_unless_source_builds_are_allowed(plugin, step):
+    resolver = plugin.resolver()
+
+    def argv(allow: bool) -> tuple[str, ...]:
+        context = ToolContext("Python 3.11.2", allow_source_builds=allow)
+        if step == "lock":
+            made = resolver.lock(plugin.dependencies("import yaml\n"), context)
+        else:
+            made = resolver.install(Lockfile("python", "requirements.txt", f"a==1 {HASH}"), context)
+        argv: tuple[str, ...] = made.argv
+        return argv
+
+    only_binary = argv(allow=False)
+    assert only_binary[only_binary.index("--only-binary") + 1] == ":all:"
+    assert "--only-binary" not in argv(allow=True)
+
+
+@pytest.mark.parametrize(
+    "requirement",
+    [
+        "evil @ http://127.0.0.1:8080/evil-1.0.tar.gz",
+        "evil @ https://files.example/evil-1.0-py3-none-any.whl",
+        "evil @ file:///tmp/evil-1.0.tar.gz",
+        "evil @ git+https://github.com/evil/evil",
+        'evil; python_version >= "3 # comment"',
+        'evil; python_version >= "http://169.254.169.254/"',
+    ],
+)
+def test_a_requirement_naming_anything_but_an_index_package_is_refused(plugin, requirement):
+    listed = requirement.replace('"', "'")
+    declared = f'# /// script\n# dependencies = ["{listed}"]\n# ///\n'
+    with pytest.raises(DependencyFailure, match=r"names a URL|characters a requirement"):
+        plugin.dependencies(declared)
+    overridden = f"import evil  # gristmill: {requirement}\n"
+    with pytest.raises(DependencyFailure, match=r"by its comment: .*(names a URL|characters)"):
+        plugin.dependencies(overridden)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        f"evil @ http://127.0.0.1:8080/evil-1.0.tar.gz {HASH}",
+        f"-e git+https://github.com/evil/evil#egg=evil {HASH}",
+        f"--extra-index-url http://127.0.0.1:8080/simple\npyyaml==6.0.1 {HASH}",
+    ],
+)
+def test_install_step_refuses_a_lockfile_naming_anything_but_index_packages(plugin, content):
+    lockfile = Lockfile("python", "requirements.txt", content)
+    with pytest.raises(DependencyFailure, match="the lockfile: line 1"):
+        plugin.resolver().install(lockfile, ToolContext("Python 3.11.2"))
 
 
 def test_bash_declares_no_dependencies():

@@ -151,3 +151,25 @@ def test_full_server_refuses_with_resource_exhausted(real_config):
             client.execute("python", "def main():\n    return 1\n", timeout_s=60)
         client.cancel(job_id)
     assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_a_result_larger_than_grpcs_default_message_reaches_the_client(client):
+    code = "def main():\n    return 'x' * (10 * 1024 * 1024)\n"
+    outcome = client.execute("python", code, timeout_s=60)
+    assert outcome.verdict == pb.SUCCESS
+    assert len(outcome_result(outcome)) == 10 * 1024 * 1024
+
+
+def test_time_spent_queued_still_leaves_room_for_a_timeout_outcome(real_config):
+    config = real_config(max_concurrent_jobs=1)
+    blocking = "import time\n\ndef main():\n    time.sleep(1.5)\n"
+    with (
+        BackgroundServer(config) as address,
+        Client(address) as client,
+        concurrent.futures.ThreadPoolExecutor(1) as pool,
+    ):
+        blocker = pool.submit(client.execute, "python", blocking)
+        time.sleep(0.3)
+        outcome = client.execute("python", SLEEPER, timeout_s=3)
+        assert outcome.verdict == pb.TIMEOUT
+        assert blocker.result().verdict == pb.SUCCESS

@@ -31,15 +31,6 @@ def test_network_needs_the_servers_permission():
     assert validate.limits(asked, DEFAULT_LIMITS, allowed).network
 
 
-def test_deadline_cuts_the_wall_time_only_when_shorter():
-    # A share of the deadline is kept back for delivering the outcome.
-    assert validate.clamp_wall_time(DEFAULT_LIMITS, 2.5).wall_time_ms == 2375
-    assert (
-        validate.clamp_wall_time(DEFAULT_LIMITS, 3600).wall_time_ms == DEFAULT_LIMITS.wall_time_ms
-    )
-    assert validate.clamp_wall_time(DEFAULT_LIMITS, None) == DEFAULT_LIMITS
-
-
 def test_args_json_keeps_big_integers_exactly():
     assert validate.args_json('{"n": 123456789012345678901234567890}') == {
         "n": 123456789012345678901234567890
@@ -52,15 +43,33 @@ def test_args_json_must_be_a_json_object(text):
         validate.args_json(text)
 
 
-@pytest.mark.parametrize("path", ["", "/abs", "../up", "a/../../b", "nul\0"])
-def test_file_paths_stay_inside_the_job_directory(path):
+@pytest.mark.parametrize("path", ["", "/abs", "../up", "a/../../b", "nul\0", ".", "./"])
+def test_file_paths_name_a_file_inside_the_job_directory(path):
     with pytest.raises(InvalidRequest):
-        validate.files([JobFile(path=path, content=b"")])
+        validate.files([JobFile(path=path, content=b"")], "main.py")
 
 
 def test_duplicate_file_paths_are_refused():
     with pytest.raises(InvalidRequest):
-        validate.files([JobFile("a/b", b""), JobFile("a//b", b"")])
+        validate.files([JobFile("a/b", b""), JobFile("a//b", b"")], "main.py")
+
+
+@pytest.mark.parametrize("path", ["main.py", "./main.py"])
+def test_a_file_cannot_replace_the_jobs_own_code(path):
+    with pytest.raises(InvalidRequest, match="job's code"):
+        validate.files([JobFile(path, b"")], "main.py")
+
+
+def test_a_path_cannot_be_both_a_file_and_a_directory():
+    with pytest.raises(InvalidRequest, match="which is a file"):
+        validate.files([JobFile("a", b""), JobFile("a/b", b"")], "main.py")
+    with pytest.raises(InvalidRequest, match="which is a file"):
+        validate.files([JobFile("main.py/x", b"")], "main.py")
+
+
+def test_an_environment_too_large_to_send_is_refused():
+    with pytest.raises(InvalidRequest, match=r"job\.env"):
+        validate.env({"BIG": "x" * (validate.MAX_ENV_BYTES + 1)})
 
 
 @pytest.mark.parametrize("name", ["GRISTMILL_X", "gristmill_x", "1A", "A-B", ""])
