@@ -36,6 +36,7 @@ from gristmill.jobs import envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_mounts
 from gristmill.jobs.output import CappedOutput
+from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Registry, Runtime
@@ -61,8 +62,6 @@ _T = TypeVar("_T")
 
 RESULT_CAP_BYTES = 64 * 1024 * 1024
 """The largest result a job may return on its result channel."""
-WALL_GRACE_S = 2.0
-"""How long past its wall limit the service waits for the supervisor before stopping it itself."""
 
 
 def _ms(ns: int) -> int:
@@ -149,6 +148,8 @@ class Executor:
         self.work_dir = work_dir
         self.jobs_dir = work_dir / "jobs"
         self._runtime_dirs = work_dir / "runtimes"
+        # Workspaces being removed in the background after their job's outcome.
+        self._cleanups: set[asyncio.Future[None]] = set()
         self._prepare_dirs()
         self.deps = DependencyManager(backend, work_dir, deps_config or DependencyConfig())
         # Build outputs are kept like environments, beside them, under a budget of their own.
@@ -181,6 +182,11 @@ class Executor:
             )
         for path in [self._runtime_dirs, *self._runtime_dirs.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
+
+    async def close(self) -> None:
+        """Waits for the background clean-ups, then closes the sandbox backend."""
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
+        await self.backend.close()
 
     def sandbox_info(self) -> SandboxInfo:
         return self.backend.info()
@@ -289,8 +295,9 @@ class Executor:
         job = within_deadline(job)
         began = time.monotonic_ns()
         emit(PhaseEvent("prepare"))
-        workspace = await asyncio.to_thread(
-            Workspace.create, self.jobs_dir, job, runtime.spec.source_file, *self._ids(runtime)
+        # A few small files: quicker written here than handed to a thread and back.
+        workspace = Workspace.create(
+            self.jobs_dir, job, runtime.spec.source_file, *self._ids(runtime)
         )
         try:
             prepared = time.monotonic_ns()
@@ -301,7 +308,11 @@ class Executor:
                 job, runtime, sandbox, message, emit, cancel, began, prepared
             )
         finally:
-            await asyncio.to_thread(workspace.remove)
+            # Off the outcome's path: nothing of the job runs any more, the files just go.
+            self._cleanups.add(
+                removal := asyncio.ensure_future(asyncio.to_thread(workspace.remove))
+            )
+            removal.add_done_callback(self._cleanups.discard)
 
     @staticmethod
     def _ids(runtime: Runtime) -> tuple[int, int]:
@@ -323,38 +334,15 @@ class Executor:
         def overflow() -> None:
             sandbox.stop(StopReason.OUTPUT)
 
-        stdout = CappedOutput(cap, lambda b: emit(OutputEvent("stdout", b)), overflow)
-        stderr = CappedOutput(cap, lambda b: emit(OutputEvent("stderr", b)), overflow)
-        result = CappedOutput(RESULT_CAP_BYTES, lambda _b: None, overflow)
-        tasks = [
-            asyncio.ensure_future(stdout.drain(sandbox.stdout)),
-            asyncio.ensure_future(stderr.drain(sandbox.stderr)),
-            asyncio.ensure_future(result.drain(sandbox.result)),
-            asyncio.ensure_future(sandbox.send_job(message)),
-        ]
-        watcher = asyncio.ensure_future(self._watch_cancel(sandbox, cancel))
-        try:
-            pid = await sandbox.started()
+        def started(pid: int) -> None:
             if pid:
                 emit(PhaseEvent("run"))
                 emit(StartedEvent(pid))
-            try:
-                end = await asyncio.wait_for(
-                    asyncio.shield(sandbox.wait()), job.limits.wall_time_ms / 1000 + WALL_GRACE_S
-                )
-            except TimeoutError:
-                sandbox.stop(StopReason.WALL_TIME)
-                end = await sandbox.wait()
-            await asyncio.gather(*tasks)
-        except BaseException:
-            sandbox.stop(StopReason.CANCEL)
-            with contextlib.suppress(Exception):
-                await asyncio.shield(sandbox.wait())
-            raise
-        finally:
-            watcher.cancel()
-            for task in tasks:
-                task.cancel()
+
+        stdout = CappedOutput(cap, lambda b: emit(OutputEvent("stdout", b)), overflow)
+        stderr = CappedOutput(cap, lambda b: emit(OutputEvent("stderr", b)), overflow)
+        result = CappedOutput(RESULT_CAP_BYTES, lambda _b: None, overflow)
+        end = await drive(sandbox, job.limits, message, (stdout, stderr, result), started, cancel)
         decision = decide(
             end,
             envelope.parse(result.output().data),
@@ -389,9 +377,3 @@ class Executor:
             sandbox=self.backend.name,
             detail=decision.detail,
         )
-
-    @staticmethod
-    async def _watch_cancel(sandbox: Sandbox, cancel: asyncio.Event | None) -> None:
-        if cancel is not None:
-            await cancel.wait()
-            sandbox.stop(StopReason.CANCEL)

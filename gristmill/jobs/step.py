@@ -23,9 +23,9 @@ from gristmill.isolation.backend import (
     StopReason,
 )
 from gristmill.jobs.output import CappedOutput
-from gristmill.model import Output
+from gristmill.model import Limits, Output
 
-__all__ = ["LineSink", "StepRun", "failure", "run_step"]
+__all__ = ["LineSink", "StepRun", "drive", "failure", "run_step"]
 
 LineSink = Callable[[str], None]
 WALL_GRACE_S = 2.0
@@ -78,15 +78,36 @@ async def run_step(
     stdout = CappedOutput(cap, stdout_lines, overflow)
     stderr = CappedOutput(cap, _Lines(on_line).feed, overflow)
     result = CappedOutput(0, lambda _chunk: None, lambda: None)
+    end = await drive(sandbox, plan.limits, b"", (stdout, stderr, result))
+    return StepRun(stdout.output(), stderr.output(), end, cap)
+
+
+async def drive(
+    sandbox: Sandbox,
+    limits: Limits,
+    message: bytes,
+    outputs: tuple[CappedOutput, CappedOutput, CappedOutput],
+    on_started: Callable[[int], None] = lambda _pid: None,
+    cancel: asyncio.Event | None = None,
+) -> SandboxExit:
+    """Hands a started sandbox its job message and waits for its end, draining its stdout,
+    stderr and result channel into `outputs` as it goes.
+
+    Setting `cancel`, or cancelling the call, kills the sandbox; the latter still waits
+    until its processes are gone. Past its wall limit plus a grace the service stops the
+    sandbox itself, should the supervisor's own clock have failed.
+    """
+    stdout, stderr, result = outputs
     tasks = [
         asyncio.ensure_future(stdout.drain(sandbox.stdout)),
         asyncio.ensure_future(stderr.drain(sandbox.stderr)),
         asyncio.ensure_future(result.drain(sandbox.result)),
-        asyncio.ensure_future(sandbox.send_job(b"")),
+        asyncio.ensure_future(sandbox.send_job(message)),
     ]
+    watcher = asyncio.ensure_future(_stop_on(cancel, sandbox))
     try:
-        await sandbox.started()
-        end = await _wait(sandbox, plan.limits.wall_time_ms / 1000 + WALL_GRACE_S)
+        on_started(await sandbox.started())
+        end = await _wait(sandbox, limits.wall_time_ms / 1000 + WALL_GRACE_S)
         await asyncio.gather(*tasks)
     except BaseException:
         sandbox.stop(StopReason.CANCEL)
@@ -94,9 +115,16 @@ async def run_step(
             await asyncio.shield(sandbox.wait())
         raise
     finally:
+        watcher.cancel()
         for task in tasks:
             task.cancel()
-    return StepRun(stdout.output(), stderr.output(), end, cap)
+    return end
+
+
+async def _stop_on(cancel: asyncio.Event | None, sandbox: Sandbox) -> None:
+    if cancel is not None:
+        await cancel.wait()
+        sandbox.stop(StopReason.CANCEL)
 
 
 async def _wait(sandbox: Sandbox, timeout_s: float) -> SandboxExit:

@@ -18,7 +18,6 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from gristmill.config import ServerConfig
-from gristmill.isolation.backend import SandboxBackend
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
@@ -43,12 +42,12 @@ class Server:
         server: grpc.aio.Server,
         address: str,
         table: JobTable,
-        backend: SandboxBackend | None,
+        executor: Executor | None,
     ) -> None:
         self._server = server
         self.address = address
         self._table = table
-        self._backend = backend
+        self._executor = executor
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
@@ -57,15 +56,15 @@ class Server:
         """Stops taking calls, cancels jobs still running after `grace_s`, closes the sandbox."""
         await self._server.stop(grace_s)
         await self._table.close()
-        if self._backend is not None:
-            await self._backend.close()
+        if self._executor is not None:
+            await self._executor.close()
 
 
 async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server:
     """A running server for `config`; `runner` replaces the real executor (tests only;
     such a server answers Resolve with UNIMPLEMENTED)."""
     registry = Registry(config.runtimes_dir, config.profiles_dir)
-    backend = None
+    executor = None
     resolver = None
     if runner is None:
         config.work_dir.mkdir(parents=True, exist_ok=True)
@@ -95,7 +94,7 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     host = config.address.rpartition(":")[0]
-    return Server(server, f"{host}:{port}", table, backend)
+    return Server(server, f"{host}:{port}", table, executor)
 
 
 class BackgroundServer:
