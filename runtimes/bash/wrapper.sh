@@ -34,7 +34,9 @@ if [[ -n $text ]]; then
     printf '{"result_text":"%s"}' "$text" >&3
 fi
 
-if ((status > 128 && status < 160)); then
+# Bash reports a child killed by signal N as status 128+N, the same as `exit 128+N`.
+# SIGSYS (159) is not relayed: a script's own `exit 159` must not read as a refused call.
+if ((status > 128 && status < 159)); then
     signal=$((status - 128))
     trap - "$signal" 2>/dev/null
     kill -s "$signal" "$$"
