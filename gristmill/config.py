@@ -90,6 +90,9 @@ class DependencyConfig:
     allow_source_builds: bool = False
     # Trust the system's CA store (/etc/ssl/certs) rather than the resolver's own.
     system_certs: bool = True
+    # How long a resolution is reused for the same requirements (0: resolve every time).
+    # A package released meanwhile is picked up once it expires.
+    resolution_ttl_s: float = 3600.0
     # Limits of each resolve or install run: its own, never a job's.
     wall_time_ms: int = 600_000
     cpu_time_ms: int = 600_000

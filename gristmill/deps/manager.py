@@ -24,6 +24,7 @@ from gristmill.config import DependencyConfig
 from gristmill.deps.cache import EnvironmentCache, Unsealable
 from gristmill.deps.errors import DependencyFailure
 from gristmill.deps.key import EnvironmentKey
+from gristmill.deps.resolutions import ResolutionKey, Resolutions
 from gristmill.deps.sandboxed import ToolPaths, ToolRunner
 from gristmill.deps.tool import Resolver, ToolContext
 from gristmill.errors import LanguageUnavailable
@@ -92,6 +93,7 @@ class DependencyManager:
         self._installing = asyncio.Lock()
         self._runners: dict[str, ToolRunner] = {}
         self._versions: dict[str, str] = {}
+        self._resolutions = Resolutions(config.resolution_ttl_s)
 
     def _context(self, runtime: Runtime) -> ToolContext:
         index_urls = (self.config.index_url,) if self.config.index_url else ()
@@ -158,14 +160,35 @@ class DependencyManager:
         emit: EventSink,
     ) -> Lockfile:
         emit(PhaseEvent("resolve", _summary(dependencies)))
-        runner, _ = await self._prepared_runner(runtime, resolver)
-        step = resolver.lock(dependencies, self._context(runtime))
-        content = await runner.run(
-            step, runtime.profile, lambda line: emit(PhaseEvent("resolve", line))
+        runner, version = await self._prepared_runner(runtime, resolver)
+        context = self._context(runtime)
+        key = ResolutionKey(
+            language=runtime.name,
+            toolchain_version=runtime.toolchain_version,
+            resolver=resolver.name,
+            resolver_version=version,
+            index_urls=context.index_urls,
+            allow_source_builds=context.allow_source_builds,
+            requirements=tuple(sorted(d.requirement for d in dependencies)),
         )
-        if content is None:
-            raise DependencyFailure(f"{resolver.name} produced no lockfile")
-        return Lockfile(runtime.name, resolver.lock_format, content)
+
+        async def lock() -> Lockfile:
+            step = resolver.lock(dependencies, context)
+            content = await runner.run(
+                step, runtime.profile, lambda line: emit(PhaseEvent("resolve", line))
+            )
+            if content is None:
+                raise DependencyFailure(f"{resolver.name} produced no lockfile")
+            return Lockfile(runtime.name, resolver.lock_format, content)
+
+        lockfile, remembered = await self._resolutions.get(key, lock)
+        if remembered:
+            emit(
+                PhaseEvent(
+                    "resolve", f"resolved within the last {self.config.resolution_ttl_s:g} s"
+                )
+            )
+        return lockfile
 
     @contextlib.asynccontextmanager
     async def environment(

@@ -84,6 +84,17 @@ def test_inferred_yaml_job_runs_and_its_second_run_is_cached(client):
     assert [o.environment.cached for o in outcomes] == [False, True]
 
 
+def test_a_second_job_with_the_same_requirements_reuses_the_resolution(client):
+    code = YAML_JOB + "\n# a different job, the same requirements\n"
+    run(client, YAML_JOB, args={"text": "1"})
+    events = list(client.execute_stream("python", code, {"text": "2"}, timeout_s=TIMEOUT_S))
+    outcome = events[-1].outcome
+    assert outcome.verdict == pb.SUCCESS, outcome
+    resolve = [e.phase.detail for e in events if e.HasField("phase") and e.phase.name == "resolve"]
+    assert any(detail.startswith("resolved within the last") for detail in resolve), resolve
+    assert outcome.environment.cached
+
+
 def test_a_job_given_its_lockfile_is_not_resolved_again(client):
     lockfile = run(client, YAML_JOB, args={"text": "1"}).lockfile
     replay = run(client, YAML_JOB, args={"text": "1"}, lockfile=lockfile)
