@@ -7,8 +7,8 @@ cache and uv's download cache):
 - `cold`: the PEP 723 `requests` job's first run: resolve, download, install, run;
 - `warm, lockfile`: the same job sent with the lockfile the cold run returned (the
   worker's replay path: no resolve, environment from the cache), median of N;
-- `warm, resolve`: the same job without a lockfile (resolved again with uv's warm
-  cache, environment from the cache), median of N;
+- `warm, no lockfile`: the same job without a lockfile (its resolution remembered
+  within `deps.resolution_ttl_s`, environment from the cache), median of N;
 
 each with the Outcome's phase timings. Numbers depend on the machine and on how far
 the registry is: they belong here, never in a pass/fail test.
@@ -82,7 +82,7 @@ def measure(client: Client, n: int) -> dict[str, dict[str, Any]]:
     cold, outcome = _timed(job(REQUESTS))
     rows["cold"] = {**cold, "n": 1}
     rows["warm, lockfile"] = _median(job(REQUESTS, lockfile=outcome.lockfile), n)
-    rows["warm, resolve"] = _median(job(REQUESTS), n)
+    rows["warm, no lockfile"] = _median(job(REQUESTS), n)
     rows["none (after)"] = _median(job(NO_DEPENDENCIES), n)
     return rows
 
