@@ -6,9 +6,9 @@ with hand-made outcomes and reused by any client of the contract.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
+from gristmill import strictjson
 from gristmill.conformance.cases import Expectation
 from gristmill.v1 import runtime_pb2
 
@@ -55,13 +55,13 @@ def _check_result(expected_json: str, got_json: str) -> list[str]:
     if not got_json:
         return [f"result: expected {shown(expected_json)}, got no result_json"]
     try:
-        got = _strict_loads(got_json)
+        got = strictjson.loads(got_json)
     except ValueError as error:
         return [
             f"result: expected {shown(expected_json)}, got invalid JSON ({error}): "
             f"{shown(got_json)}"
         ]
-    if not json_equal(_strict_loads(expected_json), got):
+    if not json_equal(strictjson.loads(expected_json), got):
         return [f"result: expected {shown(expected_json)}, got {shown(got_json)}"]
     return []
 
@@ -105,15 +105,6 @@ def json_equal(left: Any, right: Any) -> bool:
     if isinstance(left, list):
         return len(left) == len(right) and all(map(json_equal, left, right))
     return bool(left == right)
-
-
-def _strict_loads(text: str) -> Any:
-    """`json.loads` refusing NaN and Infinity, which are not JSON (RFC 8259)."""
-
-    def refuse(token: str) -> Any:
-        raise ValueError(f"{token} is not JSON")
-
-    return json.loads(text, parse_constant=refuse)
 
 
 def decode(data: bytes) -> str:

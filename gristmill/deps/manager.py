@@ -213,15 +213,16 @@ class DependencyManager:
             lockfile = await self._lock(runtime, resolver, dependencies, emit)
         resolve_ms = _ms_since(began) if job.lockfile is None else 0
         runner, version = await self._prepared_runner(runtime, resolver)
+        context = self._context(runtime)
         key = EnvironmentKey(
             language=runtime.name,
             toolchain_version=runtime.toolchain_version,
             resolver=resolver.name,
             resolver_version=version,
             lockfile_sha256=lockfile.sha256,
-            index_urls=self._context(runtime).index_urls,
+            index_urls=context.index_urls,
         ).digest()
-        step = resolver.install(lockfile, self._context(runtime))
+        step = resolver.install(lockfile, context)
 
         async def build(target: Path) -> None:
             emit(PhaseEvent("install", f"{lockfile.format} {lockfile.sha256[:12]}"))

@@ -29,7 +29,7 @@ from gristmill.deps.cache import Unsealable
 from gristmill.deps.key import canonical_digest, host_platform
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
-from gristmill.jobs.mounts import job_mounts
+from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.step import failure, run_step
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Runtime
@@ -245,14 +245,14 @@ class Builds:
 
     def _plan(self, what: _Compile, workspace: Workspace, target: Path) -> SandboxPlan:
         runtime = what.runtime
-        mounts, variables = job_mounts(
-            self._runtime_dirs / runtime.name, what.environment, target, build_writable=True
-        )
-        return SandboxPlan(
-            profile=runtime.profile.with_mounts(*mounts),
-            argv=what.spec.run,
-            env={**runtime.profile.env, **what.spec.env, **variables},
-            job_dir=workspace.job_dir,
-            root_dir=workspace.root_dir,
-            limits=what.spec.limits,
+        return job_plan(
+            runtime,
+            self._runtime_dirs / runtime.name,
+            workspace,
+            what.spec.run,
+            what.spec.env,
+            what.spec.limits,
+            what.environment,
+            target,
+            build_writable=True,
         )

@@ -13,10 +13,10 @@ and nothing else. The protocol is described for wrapper authors in runtimes/PROT
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from gristmill import strictjson
 from gristmill.model import JobError, StackFrame, Verdict
 
 _ERROR_VERDICTS = {"ERROR": Verdict.ERROR, "INVALID_ARGUMENTS": Verdict.INVALID_ARGUMENTS}
@@ -37,25 +37,6 @@ MAX_LINE = 2**32 - 1
 """Stack-frame line numbers travel as uint32."""
 
 
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-def _finite(text: str) -> float:
-    value = float(text)
-    if math.isinf(value):
-        raise ValueError(f"{text} is out of range")
-    return value
-
-
-def _loads(text: str | bytes) -> Any:
-    """Strict JSON: NaN and Infinity are refused, as is nesting too deep to decode."""
-    try:
-        return json.loads(text, parse_constant=_reject_constant, parse_float=_finite)
-    except RecursionError as error:
-        raise ValueError("nested too deeply") from error
-
-
 def _dumps(value: Any) -> str:
     """JSON text that is valid UTF-8: lone surrogates from the job are kept as escapes."""
     text = json.dumps(value, ensure_ascii=False)
@@ -74,7 +55,7 @@ def _clean(value: object) -> str:
 def text_to_json(text: str) -> str:
     """A result given as text: kept when it is JSON, else made a JSON string."""
     try:
-        return _dumps(_loads(text))
+        return _dumps(strictjson.loads(text))
     except ValueError:
         return _dumps(text)
 
@@ -107,7 +88,7 @@ def parse(raw: bytes) -> Envelope:
     if not raw.strip():
         return Envelope()
     try:
-        message = _loads(raw)
+        message = strictjson.loads(raw)
     except ValueError as error:
         return Envelope(malformed=f"the result channel is not JSON: {error}")
     if not isinstance(message, dict):

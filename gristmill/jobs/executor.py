@@ -29,12 +29,11 @@ from gristmill.isolation.backend import (
     Sandbox,
     SandboxBackend,
     SandboxInfo,
-    SandboxPlan,
     StopReason,
 )
 from gristmill.jobs import envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
-from gristmill.jobs.mounts import job_mounts
+from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.output import CappedOutput
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
@@ -191,26 +190,6 @@ class Executor:
     def sandbox_info(self) -> SandboxInfo:
         return self.backend.info()
 
-    def _plan(
-        self,
-        runtime: Runtime,
-        job: Job,
-        workspace: Workspace,
-        environment: PreparedEnvironment | None,
-        build: PreparedBuild | None,
-    ) -> SandboxPlan:
-        mounts, variables = job_mounts(
-            self._runtime_dirs / runtime.name, environment, build.path if build else None
-        )
-        return SandboxPlan(
-            profile=runtime.profile.with_mounts(*mounts),
-            argv=runtime.spec.run,
-            env={**runtime.profile.env, **job.env, **variables},
-            job_dir=workspace.job_dir,
-            root_dir=workspace.root_dir,
-            limits=job.limits,
-        )
-
     async def run(
         self, job: Job, on_event: EventSink | None = None, cancel: asyncio.Event | None = None
     ) -> Outcome:
@@ -302,7 +281,16 @@ class Executor:
         try:
             prepared = time.monotonic_ns()
             emit(PhaseEvent("sandbox_setup", self.backend.name))
-            plan = self._plan(runtime, job, workspace, environment, build)
+            plan = job_plan(
+                runtime,
+                self._runtime_dirs / runtime.name,
+                workspace,
+                runtime.spec.run,
+                job.env,
+                job.limits,
+                environment,
+                build.path if build else None,
+            )
             sandbox = await self.backend.start(plan)
             return await self._supervise(
                 job, runtime, sandbox, message, emit, cancel, began, prepared

@@ -1,29 +1,41 @@
-"""What a job's sandboxes see besides /job: its language's folder, environment and build.
+"""The sandbox plan of a job's build step and of its run: its language's folder, its
+environment and its build output, besides /job.
 
-One function for the build step and the run, so that both find the same things at the
-same paths under the same variables (runtimes/PROTOCOL.md lists them for wrapper
-authors). Our variables are set last: a job's own `env` cannot point them elsewhere.
+One function for both, so that both find the same things at the same paths under the
+same variables (runtimes/PROTOCOL.md lists them for wrapper authors). Our variables
+are set last: a job's own `env` cannot point them elsewhere.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from gristmill.deps import PreparedEnvironment
 from gristmill.deps.tool import ENV_VARIABLE, JAIL_ENV_DIR
+from gristmill.isolation.backend import SandboxPlan
 from gristmill.isolation.profile import BindMount
+from gristmill.jobs.workspace import Workspace
+from gristmill.languages import Runtime
 from gristmill.languages.spec import BUILD_VARIABLE, JAIL_BUILD_DIR, JAIL_RUNTIME_DIR
+from gristmill.model import Limits
 
-__all__ = ["job_mounts"]
+__all__ = ["job_plan"]
 
 
-def job_mounts(
+def job_plan(
+    runtime: Runtime,
     runtime_dir: Path,
+    workspace: Workspace,
+    argv: tuple[str, ...],
+    env: Mapping[str, str],
+    limits: Limits,
     environment: PreparedEnvironment | None,
     build_dir: Path | None,
     build_writable: bool = False,
-) -> tuple[tuple[BindMount, ...], dict[str, str]]:
-    """The bind mounts and environment variables for a job's sandbox.
+) -> SandboxPlan:
+    """The plan of one of a job's sandboxes: `argv` with `env` over the profile's, under
+    `limits`, in `workspace`.
 
     `runtime_dir` is the language's folder (read-only); `environment` the installed
     dependencies (read-only); `build_dir` the build output: writable for the build
@@ -37,4 +49,11 @@ def job_mounts(
     if build_dir is not None:
         mounts.append(BindMount(str(build_dir), JAIL_BUILD_DIR, writable=build_writable))
         variables[BUILD_VARIABLE] = JAIL_BUILD_DIR
-    return tuple(mounts), variables
+    return SandboxPlan(
+        profile=runtime.profile.with_mounts(*mounts),
+        argv=argv,
+        env={**runtime.profile.env, **env, **variables},
+        job_dir=workspace.job_dir,
+        root_dir=workspace.root_dir,
+        limits=limits,
+    )

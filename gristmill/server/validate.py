@@ -7,12 +7,12 @@ Kept free of protobuf so that the rules read on their own and are tested without
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
+from gristmill import strictjson
 from gristmill.config import ENV_PREFIX
 from gristmill.deps import lockfiles
 from gristmill.errors import InvalidRequest, LimitTooHigh
@@ -39,14 +39,10 @@ def entry_point(value: str, default: str, field: str = "job.entry_point") -> str
     return value
 
 
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def args_json(text: str) -> dict[str, Any]:
     """The arguments from exact JSON text; integers keep every digit."""
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = strictjson.loads(text)
     except ValueError as error:
         raise InvalidRequest("job.args_json", f"not valid JSON: {error}") from error
     if not isinstance(value, dict):

@@ -1,0 +1,33 @@
+"""JSON as RFC 8259 has it, for text that comes from outside: requests, jobs, servers.
+
+Python's `json.loads` accepts NaN and Infinity, turns 1e400 into infinity, and lets
+deep nesting escape as RecursionError; none of those is JSON, and each would reach a
+caller as something other than a plain `ValueError`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+__all__ = ["loads"]
+
+
+def _refuse_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def loads(text: str | bytes) -> Any:
+    """The value of `text`; any way it is not JSON is a `ValueError`."""
+    try:
+        return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
+    except RecursionError as error:
+        raise ValueError("nested too deeply") from error
