@@ -1,9 +1,10 @@
 """gristmill's latency and throughput, beside the bare interpreters, in one run.
 
-For each language (a trivial job: Python `def main(): return 1`, Bash `echo 1`):
+For each language whose `runtimes/<lang>/runtime.toml` has a `[bench]` table (its
+trivial job, whose result is 1, and the bare program to compare it with):
 
 - Execute latency, p50 and p95 over N sequential calls after a warm-up, and the bare
-  interpreter's start (`/usr/bin/python3 -c pass`, `bash -c true`) via subprocess, same N;
+  program's start (e.g. `/usr/bin/python3 -c pass`, `bash -c true`) via subprocess, same N;
 - jobs per second with 1, 2, 4, 8 concurrent clients for a few seconds each, and bare
   interpreter starts per second with as many concurrent spawners;
 
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -61,15 +63,52 @@ BARE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8", "HOME": "
 
 @dataclass(frozen=True)
 class Workload:
+    """A language's `[bench]` table: its trivial job and the bare program beside it.
+
+    `bare` runs in a scratch directory holding `bare_files`, after `bare_setup` (argv
+    lists run there once, untimed: e.g. compiling the bare program of a compiled language).
+    """
+
     language: str
     code: str
     bare_argv: tuple[str, ...]
+    bare_files: tuple[tuple[str, str], ...] = ()
+    bare_setup: tuple[tuple[str, ...], ...] = ()
 
 
-WORKLOADS = (
-    Workload("python", "def main():\n    return 1\n", ("/usr/bin/python3", "-c", "pass")),
-    Workload("bash", "echo 1\n", ("bash", "-c", "true")),
-)
+def load_workloads(runtimes_dir: Path = REPO_ROOT / "runtimes") -> tuple[Workload, ...]:
+    workloads = []
+    for manifest in sorted(runtimes_dir.glob("*/runtime.toml")):
+        data = tomllib.loads(manifest.read_text())
+        table = data.get("bench")
+        if table is None:
+            continue
+        workloads.append(
+            Workload(
+                language=data["name"],
+                code=table["code"],
+                bare_argv=tuple(table["bare"]),
+                bare_files=tuple(table.get("bare_files", {}).items()),
+                bare_setup=tuple(tuple(argv) for argv in table.get("bare_setup", ())),
+            )
+        )
+    return tuple(workloads)
+
+
+WORKLOADS = load_workloads()
+
+
+@contextlib.contextmanager
+def bare_directory(workload: Workload) -> Iterator[Path]:
+    """A scratch directory with the bare program's files, its set-up done."""
+    with tempfile.TemporaryDirectory(prefix=f"gristmill-bare-{workload.language}-") as name:
+        directory = Path(name)
+        for relative, text in workload.bare_files:
+            (directory / relative).parent.mkdir(parents=True, exist_ok=True)
+            (directory / relative).write_text(text)
+        for argv in workload.bare_setup:
+            subprocess.run(argv, cwd=directory, env=BARE_ENV, check=True, capture_output=True)
+        yield directory
 
 
 @dataclass
@@ -229,10 +268,11 @@ def time_calls(call: Callable[[], str], n: int) -> tuple[list[float], int, str]:
     return samples, failures, first
 
 
-def bare_call(argv: Sequence[str]) -> Callable[[], str]:
+def bare_call(argv: Sequence[str], cwd: Path | None = None) -> Callable[[], str]:
     def call() -> str:
         completed = subprocess.run(
             argv,
+            cwd=cwd,
             env=BARE_ENV,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
@@ -331,20 +371,31 @@ def measure_service(
 def bench_language(
     address: str, workload: Workload, args: argparse.Namespace, console: Console
 ) -> LanguageResult:
+    with bare_directory(workload) as directory:
+        return _bench_language(
+            address, workload, bare_call(workload.bare_argv, directory), args, console
+        )
+
+
+def _bench_language(
+    address: str,
+    workload: Workload,
+    bare: Callable[[], str],
+    args: argparse.Namespace,
+    console: Console,
+) -> LanguageResult:
     client = ServiceClient(address, args.timeout)
     try:
         console.log(f"{workload.language}: warm-up ({args.warmup})")
         _, warm_failures, warm_problem = time_calls(service_call(client, workload), args.warmup)
         if warm_failures == args.warmup and args.warmup > 0:
             raise SystemExit(f"bench: every {workload.language} warm-up job failed: {warm_problem}")
-        time_calls(bare_call(workload.bare_argv), args.warmup)
+        time_calls(bare, args.warmup)
 
         console.log(f"{workload.language}: latency, n={args.n} (service, then bare)")
         outcomes: list[pb.Outcome] = []
         samples, failures, problem = time_calls(service_call(client, workload, outcomes), args.n)
-        bare_samples, bare_failures, bare_problem = time_calls(
-            bare_call(workload.bare_argv), args.n
-        )
+        bare_samples, bare_failures, bare_problem = time_calls(bare, args.n)
     finally:
         client.close()
     result = LanguageResult(
@@ -360,13 +411,13 @@ def bench_language(
     for clients in args.clients:
         console.log(f"{workload.language}: throughput, {clients} client(s), {args.duration:g} s")
         service = measure_service(address, workload, clients, args)
-        bare = run_for(clients, args.duration, lambda _i: bare_call(workload.bare_argv))
+        bare_rate = run_for(clients, args.duration, lambda _i: bare)
         result.throughput.append(
             {
                 "clients": clients,
                 "service": asdict(service),
-                "bare": asdict(bare),
-                "ratio": service.per_s / bare.per_s if bare.per_s else math.nan,
+                "bare": asdict(bare_rate),
+                "ratio": service.per_s / bare_rate.per_s if bare_rate.per_s else math.nan,
             }
         )
     return result

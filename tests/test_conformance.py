@@ -20,16 +20,23 @@ from google.protobuf import json_format
 
 from gristmill.config import load_config
 from gristmill.conformance import runner
-from gristmill.conformance.cases import Case, CaseFileError, load_case_file, load_cases
+from gristmill.conformance.cases import (
+    Case,
+    CaseFileError,
+    coverage,
+    load_case_file,
+    load_cases,
+    not_applicable,
+)
 from gristmill.conformance.checks import check_outcome, json_equal
-from gristmill.conformance.report import describe_outcome
-from gristmill.conformance.runner import default_cases_dir, run_cases
+from gristmill.conformance.report import coverage_lines, describe_outcome
+from gristmill.conformance.runner import default_cases_dir, language_case_files, run_cases
 from gristmill.errors import SandboxFailure
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 from tests.conftest import sandbox_work_dir
 
-ALL_CASES = load_cases(default_cases_dir())
+ALL_CASES = load_cases(default_cases_dir(), language_case_files())
 
 
 def write_cases(directory: Path, text: str, name: str = "cases.toml") -> Path:
@@ -191,6 +198,67 @@ def test_a_name_defined_twice_for_one_language_is_refused(tmp_path):
     write_cases(tmp_path, case, "b.toml")
     with pytest.raises(CaseFileError, match="already defined"):
         load_cases(tmp_path)
+
+
+SHARED_TIMEOUT = """
+[[case]]
+name = "limits.timeout"
+code.python = "import time"
+partner.python = "def main(): return 1"
+limits = { wall_time_ms = 1000 }
+tags = ["attack"]
+expect.verdict = "TIMEOUT"
+expect.within_ms = 9000
+"""
+
+
+def test_a_translation_takes_all_but_its_code_from_the_shared_case(tmp_path):
+    write_cases(tmp_path / "shared", SHARED_TIMEOUT)
+    own = write_cases(
+        tmp_path / "runtimes" / "cobol",
+        '[[translation]]\nname = "limits.timeout"\ncode = "SLEEP"\npartner = "OK"\n'
+        "expect.within_ms = 5000\n"
+        '[[case]]\nname = "cobol.own"\ncode = "X"\nexpect.verdict = "SUCCESS"\n',
+        "conformance.toml",
+    )
+    cases = {c.id: c for c in load_cases(tmp_path / "shared", [own])}
+    translated = cases["limits.timeout[cobol]"]
+    assert (translated.code, translated.partner) == ("SLEEP", "OK")
+    assert translated.limits.wall_time_ms == 1000 and translated.is_attack
+    assert translated.expect.verdicts == ("TIMEOUT",) and translated.expect.within_ms == 5000
+    assert cases["limits.timeout[python]"].expect.within_ms == 9000
+    assert cases["cobol.own[cobol]"].language == "cobol"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ('[[translation]]\nname = "nope"\ncode = "X"\n', "names no shared case"),
+        ('[[translation]]\nname = "limits.timeout"\ncode = "X"\n', "partner is required"),
+        (
+            '[[translation]]\nname = "limits.timeout"\ncode = "X"\npartner = "Y"\nargs = {}\n',
+            "unknown key",
+        ),
+    ],
+)
+def test_a_bad_translation_is_refused(tmp_path, body, message):
+    write_cases(tmp_path / "shared", SHARED_TIMEOUT)
+    own = write_cases(tmp_path / "runtimes" / "cobol", body, "conformance.toml")
+    with pytest.raises(CaseFileError, match=message):
+        load_cases(tmp_path / "shared", [own])
+
+
+def test_coverage_names_what_each_language_lacks_unless_declared_not_applicable(tmp_path):
+    write_cases(tmp_path / "shared", SHARED_TIMEOUT)
+    own = write_cases(
+        tmp_path / "runtimes" / "cobol",
+        '[not_applicable]\n"limits.timeout" = "COBOL never sleeps"\n'
+        '[[case]]\nname = "cobol.own"\ncode = "X"\nexpect.verdict = "SUCCESS"\n',
+        "conformance.toml",
+    )
+    cases = load_cases(tmp_path / "shared", [own])
+    assert coverage(cases) == {"cobol": ["limits.timeout"], "python": ["cobol.own"]}
+    assert coverage(cases, not_applicable([own])) == {"cobol": [], "python": ["cobol.own"]}
 
 
 # The checker
@@ -464,6 +532,10 @@ def attack_table(request: pytest.FixtureRequest) -> Iterator[None]:
         reporter.write_sep("-", "attacks contained (backend, language: contained/tried)")
         for (backend, language), outcomes in sorted(ATTACKS.items()):
             reporter.write_line(f"{backend:8} {language:8} {sum(outcomes)}/{len(outcomes)}")
+        reporter.write_sep("-", "conformance coverage (cases x languages)")
+        own = language_case_files()
+        for line in coverage_lines(coverage(ALL_CASES, not_applicable(own))):
+            reporter.write_line(line)
 
 
 @pytest.fixture(scope="session")

@@ -7,6 +7,12 @@ the case and the key, never a case that silently checks less than it says.
 
 A case written for several languages (`code.<language> = "..."`) is expanded here
 into one `Case` per language; everything downstream sees single-language cases.
+
+A language's folder carries its own cases (`runtimes/<lang>/conformance.toml`): full
+`[[case]]` tables (their `language` defaults to the folder's), and `[[translation]]`
+tables that give a shared case's code in that language and take everything else (args,
+limits, tags, expectations) from the shared case, so that adding a language never
+edits the shared files.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from __future__ import annotations
 import json
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,8 +33,11 @@ __all__ = [
     "CaseFileError",
     "CaseLimits",
     "Expectation",
+    "coverage",
     "load_case_file",
     "load_cases",
+    "load_language_cases",
+    "not_applicable",
 ]
 
 VERDICTS = frozenset(name for name, number in runtime_pb2.Verdict.items() if number != 0)
@@ -155,34 +164,116 @@ class Case:
         return f"{self.name}[{self.language}]"
 
 
-def load_cases(directory: Path) -> list[Case]:
-    """Every case of every `*.toml` file in `directory`, in file order then case order."""
+def load_cases(directory: Path, language_files: Sequence[Path] = ()) -> list[Case]:
+    """Every case of every `*.toml` file in `directory`, in file order then case order,
+    then those of each language's own file (`load_language_cases`)."""
     if not directory.is_dir():
         raise CaseFileError(f"{directory}: no such directory of case files")
     paths = sorted(directory.glob("*.toml"))
     if not paths:
         raise CaseFileError(f"{directory}: no *.toml case files")
+    shared: dict[str, dict[str, Any]] = {}
+    loaded: list[Case] = []
+    for path in paths:
+        for raw in _raw_cases(path):
+            if isinstance(raw.get("name"), str) and isinstance(raw.get("code"), dict):
+                shared.setdefault(raw["name"], raw)
+        loaded.extend(load_case_file(path))
+    for path in language_files:
+        loaded.extend(load_language_cases(path, shared))
     cases: list[Case] = []
     defined_in: dict[tuple[str, str], Path] = {}
-    for path in paths:
-        for case in load_case_file(path):
-            key = (case.name, case.language)
-            if key in defined_in:
-                raise CaseFileError(
-                    f"{path}: case {case.name!r} for {case.language} is already defined "
-                    f"in {defined_in[key]}"
-                )
-            defined_in[key] = path
-            cases.append(case)
+    for case in loaded:
+        key = (case.name, case.language)
+        if key in defined_in:
+            raise CaseFileError(
+                f"{case.source}: case {case.name!r} for {case.language} is already defined "
+                f"in {defined_in[key]}"
+            )
+        defined_in[key] = case.source
+        cases.append(case)
     return cases
+
+
+def load_language_cases(path: Path, shared: Mapping[str, Mapping[str, Any]]) -> list[Case]:
+    """A language folder's `conformance.toml` (the language is the folder's name).
+
+    `[[translation]]`: `name` of a shared multi-language case, `code`, and optionally
+    `partner` (its partner's code, required when the shared case has partners) and
+    `expect` (keys replacing the shared expectation for this language, as `expect_for`).
+    `[[case]]`: a case of its own, as in the shared files, `language` defaulting.
+    """
+    language = path.parent.name
+    data = _read_toml(path)
+    _only_keys(data, frozenset({"case", "translation", "not_applicable"}), str(path))
+    cases: list[Case] = []
+    for index, raw in enumerate(data.get("translation", []), start=1):
+        name = raw.get("name")
+        where = f"{path}: translation {name!r}" if isinstance(name, str) else f"{path}: #{index}"
+        _only_keys(raw, frozenset({"name", "code", "partner", "expect"}), where)
+        if not isinstance(name, str) or name not in shared:
+            raise CaseFileError(f"{where}: names no shared case written for several languages")
+        base = {k: v for k, v in shared[name].items() if k not in {"expect_for", "partner"}}
+        base["code"] = {language: _required_str(raw, "code", where)}
+        if "partner" in shared[name] or "partner" in raw:
+            base["partner"] = {language: _required_str(raw, "partner", where)}
+        base["expect_for"] = {language: _table(raw, "expect", where)}
+        cases.extend(_parse_case(base, path, where))
+    for index, raw in enumerate(data.get("case", []), start=1):
+        name = raw.get("name")
+        where = f"{path}: case {name!r}" if isinstance(name, str) else f"{path}: case #{index}"
+        if not isinstance(raw.get("code"), dict):
+            raw = {"language": language, **raw}
+        cases.extend(_parse_case(raw, path, where))
+    return cases
+
+
+def not_applicable(language_files: Sequence[Path]) -> dict[str, dict[str, str]]:
+    """Per language: the shared cases that mean nothing in it, each with the reason
+    (`[not_applicable]` of its `conformance.toml`: case name = "why")."""
+    found: dict[str, dict[str, str]] = {}
+    for path in language_files:
+        table = _table(_read_toml(path), "not_applicable", str(path))
+        for name, why in table.items():
+            if not isinstance(why, str) or not why.strip():
+                raise CaseFileError(f"{path}: not_applicable.{name} must give the reason")
+        found[path.parent.name] = dict(table)
+    return found
+
+
+def coverage(
+    cases: Sequence[Case], exempt: Mapping[str, Mapping[str, str]] | None = None
+) -> dict[str, list[str]]:
+    """Per language: the case names some language has and it lacks (the coverage matrix's
+    holes), leaving out those it declares not applicable."""
+    by_language: dict[str, set[str]] = {}
+    for case in cases:
+        by_language.setdefault(case.language, set()).add(case.name)
+    every = list(dict.fromkeys(case.name for case in cases))
+    exempt = exempt or {}
+    return {
+        language: [n for n in every if n not in names and n not in exempt.get(language, {})]
+        for language, names in sorted(by_language.items())
+    }
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise CaseFileError(f"{path}: cannot be read as TOML: {error}") from error
+
+
+def _raw_cases(path: Path) -> list[dict[str, Any]]:
+    raw_cases = _read_toml(path).get("case")
+    return (
+        [raw for raw in raw_cases if isinstance(raw, dict)] if isinstance(raw_cases, list) else []
+    )
 
 
 def load_case_file(path: Path) -> list[Case]:
     """The cases of one file, expanded to one `Case` per language."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise CaseFileError(f"{path}: cannot be read as TOML: {error}") from error
+    data = _read_toml(path)
     _only_keys(data, frozenset({"case"}), str(path))
     raw_cases = data.get("case")
     if not isinstance(raw_cases, list) or not raw_cases:

@@ -23,7 +23,14 @@ from gristmill.v1 import runtime_pb2
 if TYPE_CHECKING:
     from gristmill.conformance.runner import CaseResult
 
-__all__ = ["attack_summary", "describe_outcome", "print_json", "print_table"]
+__all__ = [
+    "attack_summary",
+    "coverage_lines",
+    "describe_outcome",
+    "print_coverage",
+    "print_json",
+    "print_table",
+]
 
 _HEAD_CHARS = 300
 """How much of stdout, stderr and the result a failure shows."""
@@ -84,6 +91,21 @@ def print_table(
     for result in results:
         if not result.passed:
             _print_failure(console, result)
+
+
+def coverage_lines(holes: Mapping[str, Sequence[str]]) -> list[str]:
+    """The coverage matrix in words: per language, the cases it lacks, by name."""
+    return [
+        f"{language:10} " + (f"lacks {len(names)}: {', '.join(names)}" if names else "every case")
+        for language, names in holes.items()
+    ]
+
+
+def print_coverage(holes: Mapping[str, Sequence[str]], console: Console | None = None) -> None:
+    console = console or Console()
+    console.print(Text("coverage (cases written for some language and not for this one)"))
+    for line in coverage_lines(holes):
+        console.print(Text(line, style="yellow" if "lacks" in line else "green"))
 
 
 def _cell(result: CaseResult | None) -> Text:

@@ -23,7 +23,13 @@ from typing import Any
 import grpc
 
 from gristmill.conformance import report
-from gristmill.conformance.cases import Case, CaseFileError, load_cases
+from gristmill.conformance.cases import (
+    Case,
+    CaseFileError,
+    coverage,
+    load_cases,
+    not_applicable,
+)
 from gristmill.conformance.checks import check_outcome
 from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 
@@ -31,6 +37,7 @@ __all__ = [
     "CaseResult",
     "ServiceAddress",
     "default_cases_dir",
+    "language_case_files",
     "list_runtimes",
     "main",
     "run_cases",
@@ -85,6 +92,11 @@ class ServiceAddress:
 def default_cases_dir() -> Path:
     """The repository's `tests/conformance`, found from this package's place in the tree."""
     return Path(__file__).resolve().parents[2] / "tests" / "conformance"
+
+
+def language_case_files() -> list[Path]:
+    """Each language folder's own cases and translations, `runtimes/*/conformance.toml`."""
+    return sorted((Path(__file__).resolve().parents[2] / "runtimes").glob("*/conformance.toml"))
 
 
 def list_runtimes(target: str, timeout_s: float = 10.0) -> runtime_pb2.ListRuntimesResponse:
@@ -247,7 +259,10 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
 
     try:
-        cases = load_cases(args.cases)
+        # The languages' own files go with the repository's cases, not with another set.
+        own = language_case_files() if args.cases == default_cases_dir() else []
+        cases = load_cases(args.cases, own)
+        holes = coverage(cases, not_applicable(own))
     except CaseFileError as error:
         print(f"gristmill conformance: {error}", file=sys.stderr)
         return 2
@@ -281,6 +296,7 @@ def main(argv: list[str]) -> int:
         report.print_json(args.target, results, unavailable, backend)
     else:
         report.print_table(cases, results, unavailable, backend=backend)
+        report.print_coverage(holes)
     if not results:
         print("gristmill conformance: no case ran", file=sys.stderr)
         return 1
