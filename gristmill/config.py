@@ -27,6 +27,7 @@ __all__ = [
     "DEFAULT_LIMITS",
     "ENV_PREFIX",
     "MAX_LIMITS",
+    "Caps",
     "ConfigError",
     "DependencyConfig",
     "ServerConfig",
@@ -112,6 +113,26 @@ class DependencyConfig:
 
 
 @dataclass(frozen=True)
+class Caps:
+    """What one request or result may hold (keys `caps.*`).
+
+    The service's own work on a job (checking its request, inferring its dependencies,
+    writing its files, reading its result) grows with these sizes; past them a request
+    is refused with INVALID_ARGUMENT naming the field, and a result stops the job with
+    OUTPUT_LIMIT, so that no one job can stall or bloat the service for the others.
+    """
+
+    code_bytes: int = 1 * MiB
+    args_bytes: int = 16 * MiB
+    files: int = 1000
+    files_bytes: int = 64 * MiB
+    result_bytes: int = 16 * MiB
+    # Finished outcomes (and their jobs) kept for retries under their id, in bytes;
+    # past it the oldest are forgotten before their `recent_jobs_ttl_s` is up.
+    recent_jobs_bytes: int = 256 * MiB
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
     max_concurrent_jobs: int = field(default_factory=_cpu_count)
@@ -128,6 +149,7 @@ class ServerConfig:
     runtimes_dir: Path = REPO_ROOT / "runtimes"
     profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles"
     deps: DependencyConfig = DependencyConfig()
+    caps: Caps = Caps()
 
     @property
     def deps_dir(self) -> Path:
@@ -140,6 +162,9 @@ class ServerConfig:
             raise ConfigError("max_queued_jobs must not be negative")
         if self.recent_jobs_ttl_s < 0:
             raise ConfigError("recent_jobs_ttl_s must not be negative")
+        for cap in dataclasses.fields(Caps):
+            if getattr(self.caps, cap.name) < 1:
+                raise ConfigError(f"caps.{cap.name} must be at least 1")
         for limit in dataclasses.fields(Limits):
             default = getattr(self.default_limits, limit.name)
             maximum = getattr(self.max_limits, limit.name)
@@ -181,6 +206,7 @@ _TYPES: dict[str, type] = {
     "profiles_dir": Path,
 }
 _TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyConfig).items()})
+_TYPES.update({f"caps.{name}": kind for name, kind in get_type_hints(Caps).items()})
 _TYPES["deps.cache_dir"] = Path  # optional: "" means the default
 # Settings whose empty text means None ("pick automatically").
 _OPTIONAL = {"sandbox_backend", "max_queued_jobs", "deps.cache_dir"}
@@ -288,4 +314,5 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
         for table, defaults in _LIMIT_TABLES.items()
     }
     deps = DependencyConfig(**_table(settings, "deps"))
-    return ServerConfig(**scalars, **limits, deps=deps)
+    caps = Caps(**_table(settings, "caps"))
+    return ServerConfig(**scalars, **limits, deps=deps, caps=caps)

@@ -31,6 +31,7 @@ from gristmill.errors import LanguageUnavailable
 from gristmill.isolation.backend import SandboxBackend
 from gristmill.languages.registry import Runtime
 from gristmill.model import Dependency, Job, JobEvent, Lockfile, PhaseEvent, Resolution
+from gristmill.offload import Offload
 
 __all__ = ["DependencyManager", "PreparedEnvironment"]
 
@@ -70,8 +71,15 @@ def _find_program(name: str) -> Path:
 
 
 class DependencyManager:
-    def __init__(self, backend: SandboxBackend, work_dir: Path, config: DependencyConfig) -> None:
+    def __init__(
+        self,
+        backend: SandboxBackend,
+        work_dir: Path,
+        config: DependencyConfig,
+        offload: Offload,
+    ) -> None:
         self.config = config
+        self._offload = offload
         deps_dir = config.cache_dir or work_dir / "deps"
         # Where the caches live: environments here, and other built things beside them.
         self.root = deps_dir
@@ -146,7 +154,8 @@ class DependencyManager:
     async def resolve(self, runtime: Runtime, code: str, files: Sequence[str]) -> Resolution:
         """What `code` needs and its lockfile, without running it (the Resolve RPC)."""
         resolver = runtime.plugin.resolver()
-        dependencies = runtime.plugin.dependencies(code, files)
+        size = len(code) + sum(map(len, files))
+        dependencies = await self._offload.plugin_call(runtime, "dependencies", size, code, files)
         if resolver is None or not dependencies:
             return Resolution(dependencies, None)
         lockfile = await self._lock(runtime, resolver, dependencies, lambda _event: None)
@@ -206,7 +215,9 @@ class DependencyManager:
             yield None
             return
         if lockfile is None:
-            dependencies = runtime.plugin.dependencies(job.code, [f.path for f in job.files])
+            dependencies = await self._offload.plugin_call(
+                runtime, "dependencies", job.size_bytes, job.code, [f.path for f in job.files]
+            )
             if not dependencies:
                 yield None
                 return

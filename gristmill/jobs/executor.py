@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from gristmill.config import DependencyConfig
+from gristmill.config import Caps, DependencyConfig
 from gristmill.deps import (
     DependencyFailure,
     DependencyManager,
@@ -55,12 +55,10 @@ from gristmill.model import (
     Usage,
     Verdict,
 )
+from gristmill.offload import Offload
 
 EventSink = Callable[[JobEvent], None]
 _T = TypeVar("_T")
-
-RESULT_CAP_BYTES = 64 * 1024 * 1024
-"""The largest result a job may return on its result channel."""
 
 
 def _ms(ns: int) -> int:
@@ -115,8 +113,14 @@ def _with_build(outcome: Outcome, build: BuildInfo, build_ns: int) -> Outcome:
     return _with_phases(dataclasses.replace(outcome, build=build), build_ms=_ms(build_ns))
 
 
+_INLINE_FILES = 16
+"""Jobs with more files than this have their workspace written on a thread."""
+
 DEADLINE_MARGIN = 0.05
-"""The share of the time left to a caller's deadline kept back for delivering the outcome."""
+"""The share of the time left to a caller's deadline kept back for delivering the outcome..."""
+DEADLINE_MARGIN_MIN_S = 0.3
+"""... and at least this much: stopping the sandbox, reaping it and answering take a
+few tens of milliseconds on a quiet machine and several times that on a loaded one."""
 
 
 def within_deadline(job: Job) -> Job:
@@ -127,7 +131,8 @@ def within_deadline(job: Job) -> Job:
     """
     if job.deadline is None:
         return job
-    left_ms = int((job.deadline - time.monotonic()) * 1000 * (1 - DEADLINE_MARGIN))
+    left_s = job.deadline - time.monotonic()
+    left_ms = int((left_s - max(left_s * DEADLINE_MARGIN, DEADLINE_MARGIN_MIN_S)) * 1000)
     wall_time_ms = max(1, min(job.limits.wall_time_ms, left_ms))
     return dataclasses.replace(
         job, limits=dataclasses.replace(job.limits, wall_time_ms=wall_time_ms)
@@ -141,8 +146,12 @@ class Executor:
         backend: SandboxBackend,
         work_dir: Path,
         deps_config: DependencyConfig | None = None,
+        caps: Caps | None = None,
     ) -> None:
         self.registry = registry
+        self.caps = caps or Caps()
+        # The service's own work that grows with a job's input or output goes here.
+        self.offload = Offload(registry.runtimes_dir, registry.profiles_dir)
         self.backend = backend
         self.work_dir = work_dir
         self.jobs_dir = work_dir / "jobs"
@@ -150,7 +159,9 @@ class Executor:
         # Workspaces being removed in the background after their job's outcome.
         self._cleanups: set[asyncio.Future[None]] = set()
         self._prepare_dirs()
-        self.deps = DependencyManager(backend, work_dir, deps_config or DependencyConfig())
+        self.deps = DependencyManager(
+            backend, work_dir, deps_config or DependencyConfig(), self.offload
+        )
         # Build outputs are kept like environments, beside them, under a budget of their own.
         builds_cache = EnvironmentCache(
             self.deps.root / "builds", self.deps.config.build_cache_max_bytes
@@ -185,6 +196,7 @@ class Executor:
     async def close(self) -> None:
         """Waits for the background clean-ups, then closes the sandbox backend."""
         await asyncio.gather(*self._cleanups, return_exceptions=True)
+        self.offload.close()
         await self.backend.close()
 
     def sandbox_info(self) -> SandboxInfo:
@@ -201,7 +213,10 @@ class Executor:
         emit: EventSink = on_event or (lambda _event: None)
         runtime = self.registry.get(job.language)
         try:
-            message = runtime.plugin.job_message(job, f"{JAIL_JOB_DIR}/{runtime.spec.source_file}")
+            source_path = f"{JAIL_JOB_DIR}/{runtime.spec.source_file}"
+            message = await self.offload.plugin_call(
+                runtime, "job_message", job.size_bytes, job, source_path
+            )
             async with contextlib.AsyncExitStack() as stack:
                 environment = await _unless_cancelled(
                     stack.enter_async_context(self.deps.environment(runtime, job, emit)), cancel
@@ -274,10 +289,12 @@ class Executor:
         job = within_deadline(job)
         began = time.monotonic_ns()
         emit(PhaseEvent("prepare"))
-        # A few small files: quicker written here than handed to a thread and back.
-        workspace = Workspace.create(
-            self.jobs_dir, job, runtime.spec.source_file, *self._ids(runtime)
-        )
+        workspace_args = (self.jobs_dir, job, runtime.spec.source_file, *self._ids(runtime))
+        if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
+            # A few small files: quicker written here than handed to a thread and back.
+            workspace = Workspace.create(*workspace_args)
+        else:
+            workspace = await asyncio.to_thread(Workspace.create, *workspace_args)
         try:
             prepared = time.monotonic_ns()
             emit(PhaseEvent("sandbox_setup", self.backend.name))
@@ -329,11 +346,12 @@ class Executor:
 
         stdout = CappedOutput(cap, lambda b: emit(OutputEvent("stdout", b)), overflow)
         stderr = CappedOutput(cap, lambda b: emit(OutputEvent("stderr", b)), overflow)
-        result = CappedOutput(RESULT_CAP_BYTES, lambda _b: None, overflow)
+        result = CappedOutput(self.caps.result_bytes, lambda _b: None, overflow)
         end = await drive(sandbox, job.limits, message, (stdout, stderr, result), started, cancel)
+        channel = result.output().data
         decision = decide(
             end,
-            envelope.parse(result.output().data),
+            await self.offload.call(len(channel), envelope.parse, channel),
             stdout.output(),
             stderr.output(),
             runtime.spec.result_fallback,

@@ -22,6 +22,7 @@ from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
 from gristmill.model import MAX_MESSAGE_BYTES
+from gristmill.offload import Offload
 from gristmill.server.admission import Admission
 from gristmill.server.jobs import JobRunner, JobTable
 from gristmill.server.service import RuntimeServicer
@@ -43,11 +44,13 @@ class Server:
         address: str,
         table: JobTable,
         executor: Executor | None,
+        offload: Offload,
     ) -> None:
         self._server = server
         self.address = address
         self._table = table
         self._executor = executor
+        self._offload = offload
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
@@ -58,6 +61,7 @@ class Server:
         await self._table.close()
         if self._executor is not None:
             await self._executor.close()
+        self._offload.close()
 
 
 async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server:
@@ -66,15 +70,18 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     executor = None
     resolver = None
+    offload = Offload(config.runtimes_dir, config.profiles_dir)
     if runner is None:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         backend = open_backend(config.sandbox_backend, config.work_dir)
-        executor = Executor(registry, backend, config.work_dir, config.deps)
+        executor = Executor(registry, backend, config.work_dir, config.deps, config.caps)
+        offload = executor.offload
         runner, resolver = executor, executor.deps
     table = JobTable(
         runner,
         Admission(config.max_concurrent_jobs, config.queue_capacity),
         config.recent_jobs_ttl_s,
+        config.caps.recent_jobs_bytes,
     )
     server = grpc.aio.server(
         options=[
@@ -82,7 +89,7 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
     )
-    servicer = RuntimeServicer(config, registry, runner, table, resolver)
+    servicer = RuntimeServicer(config, registry, runner, table, offload, resolver)
     runtime_pb2_grpc.add_RuntimeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -94,7 +101,7 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     host = config.address.rpartition(":")[0]
-    return Server(server, f"{host}:{port}", table, executor)
+    return Server(server, f"{host}:{port}", table, executor, offload)
 
 
 class BackgroundServer:
