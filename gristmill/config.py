@@ -30,6 +30,7 @@ __all__ = [
     "Caps",
     "ConfigError",
     "DependencyConfig",
+    "PoolConfig",
     "ServerConfig",
     "load_config",
 ]
@@ -133,6 +134,22 @@ class Caps:
 
 
 @dataclass(frozen=True)
+class PoolConfig:
+    """Warm sandboxes (keys `pool.*`): started ahead of demand, one job each.
+
+    A language gets `per_language` of them from its first job on, within `max_sandboxes`
+    in all; after `idle_s` without a job of that language its warm sandboxes are stopped.
+    A job that none fits (dependencies, a build, its own environment variables, network,
+    limits past the pool's) starts cold.
+    """
+
+    enabled: bool = True
+    per_language: int = 2
+    max_sandboxes: int = 8
+    idle_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
     max_concurrent_jobs: int = field(default_factory=_cpu_count)
@@ -150,6 +167,7 @@ class ServerConfig:
     profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles"
     deps: DependencyConfig = DependencyConfig()
     caps: Caps = Caps()
+    pool: PoolConfig = PoolConfig()
 
     @property
     def deps_dir(self) -> Path:
@@ -207,6 +225,7 @@ _TYPES: dict[str, type] = {
 }
 _TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyConfig).items()})
 _TYPES.update({f"caps.{name}": kind for name, kind in get_type_hints(Caps).items()})
+_TYPES.update({f"pool.{name}": kind for name, kind in get_type_hints(PoolConfig).items()})
 _TYPES["deps.cache_dir"] = Path  # optional: "" means the default
 # Settings whose empty text means None ("pick automatically").
 _OPTIONAL = {"sandbox_backend", "max_queued_jobs", "deps.cache_dir"}
@@ -315,4 +334,5 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
     }
     deps = DependencyConfig(**_table(settings, "deps"))
     caps = Caps(**_table(settings, "caps"))
-    return ServerConfig(**scalars, **limits, deps=deps, caps=caps)
+    pool = PoolConfig(**_table(settings, "pool"))
+    return ServerConfig(**scalars, **limits, deps=deps, caps=caps, pool=pool)

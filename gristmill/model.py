@@ -190,6 +190,7 @@ class Outcome:
     lockfile: Lockfile | None = None
     environment: EnvironmentInfo | None = None
     build: BuildInfo | None = None
+    warm_sandbox: bool = False
 
 
 @dataclass(frozen=True)

@@ -147,6 +147,30 @@ class JobCgroup:
             peak_processes=peak_processes,
         )
 
+    def hand_over(self, memory_bytes: int, processes: int) -> None:
+        """A warm sandbox's group gets its job's limits and forgets what its wait used:
+        the CPU time and peak memory reported (and the CPU limit judged) are the job's.
+        Raises OSError when the group already holds more than the job may."""
+        if self.version is Version.V2:
+            d = self.dirs[""]
+            _write(d / "memory.max", str(memory_bytes))
+            _write(d / "pids.max", str(processes))
+            # v2 has no counters to reset: its CPU total is read as a baseline instead.
+            with contextlib.suppress(OSError):
+                _write(d / "memory.peak", "0")  # resettable since Linux 6.12
+            return
+        memory = self._dir("memory")
+        # memsw must stay at or above the limit: raised before it, lowered after it.
+        for name in ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes"):
+            with contextlib.suppress(OSError):
+                _write(memory / name, str(memory_bytes))
+        _write(memory / "memory.limit_in_bytes", str(memory_bytes))
+        with contextlib.suppress(OSError):
+            _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
+        _write(memory / "memory.max_usage_in_bytes", "0")
+        _write(self._dir("pids") / "pids.max", str(processes))
+        _write(self._dir("cpuacct") / "cpuacct.usage", "0")
+
     def kill_all(self, spare: int = 0) -> int:
         """SIGKILLs whatever is left in the group but `spare`; how many processes that was."""
         killed = 0

@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from gristmill.config import Caps, DependencyConfig
+from gristmill.config import DEFAULT_LIMITS, Caps, DependencyConfig, PoolConfig
 from gristmill.deps import (
     DependencyFailure,
     DependencyManager,
@@ -35,6 +35,7 @@ from gristmill.jobs import envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.output import CappedOutput
+from gristmill.jobs.pool import WarmPool
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
 from gristmill.jobs.workspace import Workspace
@@ -47,6 +48,7 @@ from gristmill.model import (
     Job,
     JobError,
     JobEvent,
+    Limits,
     Outcome,
     OutputEvent,
     PhaseEvent,
@@ -147,6 +149,8 @@ class Executor:
         work_dir: Path,
         deps_config: DependencyConfig | None = None,
         caps: Caps | None = None,
+        pool: PoolConfig | None = None,
+        pool_limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.registry = registry
         self.caps = caps or Caps()
@@ -167,6 +171,13 @@ class Executor:
             self.deps.root / "builds", self.deps.config.build_cache_max_bytes
         )
         self.builds = Builds(backend, builds_cache, work_dir, self._runtime_dirs)
+        self.pool = WarmPool(
+            backend,
+            self.jobs_dir,
+            self._runtime_dirs,
+            pool or PoolConfig(enabled=False),
+            pool_limits,
+        )
 
     def _prepare_dirs(self) -> None:
         """Makes the work directory reachable by the jail's unprivileged uid.
@@ -195,6 +206,7 @@ class Executor:
 
     async def close(self) -> None:
         """Waits for the background clean-ups, then closes the sandbox backend."""
+        await self.pool.close()
         await asyncio.gather(*self._cleanups, return_exceptions=True)
         self.offload.close()
         await self.backend.close()
@@ -286,17 +298,29 @@ class Executor:
         emit: EventSink,
         cancel: asyncio.Event | None,
     ) -> Outcome:
+        """Runs the job in a warm sandbox when one fits and waits, else in a new one."""
         job = within_deadline(job)
         began = time.monotonic_ns()
         emit(PhaseEvent("prepare"))
-        workspace_args = (self.jobs_dir, job, runtime.spec.source_file, *self._ids(runtime))
-        if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
-            # A few small files: quicker written here than handed to a thread and back.
-            workspace = Workspace.create(*workspace_args)
-        else:
-            workspace = await asyncio.to_thread(Workspace.create, *workspace_args)
+        needs_mounts = environment is not None or build is not None
+        warm = self.pool.take(runtime) if self.pool.fits(job, needs_mounts) else None
+        workspace = warm.workspace if warm else Workspace.empty(self.jobs_dir)
         try:
+            uid, gid = self._ids(runtime)
+            if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
+                # A few small files: quicker written here than handed to a thread and back.
+                workspace.fill(job, runtime.spec.source_file, uid, gid)
+            else:
+                await asyncio.to_thread(workspace.fill, job, runtime.spec.source_file, uid, gid)
             prepared = time.monotonic_ns()
+            if warm is not None:
+                emit(PhaseEvent("sandbox_setup", f"{self.backend.name}, warm"))
+                if await warm.sandbox.hand_over(job.limits):
+                    return await self._supervise(
+                        job, runtime, warm.sandbox, message, emit, cancel, began, prepared, True
+                    )
+                # It died while it waited (or cannot take the job's limits): start anew.
+                self.pool.discard(warm)
             emit(PhaseEvent("sandbox_setup", self.backend.name))
             plan = job_plan(
                 runtime,
@@ -310,9 +334,10 @@ class Executor:
             )
             sandbox = await self.backend.start(plan)
             return await self._supervise(
-                job, runtime, sandbox, message, emit, cancel, began, prepared
+                job, runtime, sandbox, message, emit, cancel, began, prepared, False
             )
         finally:
+            self.pool.refill(runtime)
             # Off the outcome's path: nothing of the job runs any more, the files just go.
             self._cleanups.add(
                 removal := asyncio.ensure_future(asyncio.to_thread(workspace.remove))
@@ -333,6 +358,7 @@ class Executor:
         cancel: asyncio.Event | None,
         began: int,
         prepared: int,
+        warm: bool,
     ) -> Outcome:
         cap = job.limits.output_bytes
 
@@ -382,4 +408,5 @@ class Executor:
             ),
             sandbox=self.backend.name,
             detail=decision.detail,
+            warm_sandbox=warm,
         )

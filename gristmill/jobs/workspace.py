@@ -41,26 +41,40 @@ class Workspace:
     ) -> Workspace:
         """The job's code as `source_file`, its files, and `generated` (what the language's
         plugin wrote for a build step), all owned by the sandbox's `uid`/`gid`."""
+        workspace = cls.empty(jobs_dir)
+        workspace.fill(job, source_file, uid, gid, generated)
+        return workspace
+
+    @classmethod
+    def empty(cls, jobs_dir: Path) -> Workspace:
+        """A workspace with no job yet: a warm sandbox's, filled at its hand-over."""
         base = jobs_dir / uuid.uuid4().hex
         job_dir, root_dir = base / "job", base / "root"
         base.mkdir(mode=0o755)
         root_dir.mkdir(mode=0o755)
         job_dir.mkdir(mode=0o755)
-        workspace = cls(base, job_dir, root_dir)
+        return cls(base, job_dir, root_dir)
+
+    def fill(
+        self,
+        job: Job,
+        source_file: str,
+        uid: int,
+        gid: int,
+        generated: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Writes the job's files (see `create`); on failure the workspace is removed."""
         try:
-            workspace._write(source_file, job.code.encode(), executable=False, uid=uid, gid=gid)
+            self._write(source_file, job.code.encode(), executable=False, uid=uid, gid=gid)
             for index, extra in enumerate(job.files):
                 relative = safe_relative_path(extra.path, f"job.files[{index}].path")
-                workspace._write(str(relative), extra.content, extra.executable, uid, gid)
+                self._write(str(relative), extra.content, extra.executable, uid, gid)
             for path, content in (generated or {}).items():
-                workspace._write(
-                    str(safe_relative_path(path, "generated")), content, False, uid, gid
-                )
-            os.chown(job_dir, uid, gid)
+                self._write(str(safe_relative_path(path, "generated")), content, False, uid, gid)
+            os.chown(self.job_dir, uid, gid)
         except BaseException:
-            workspace.remove()
+            self.remove()
             raise
-        return workspace
 
     def _write(self, relative: str, content: bytes, executable: bool, uid: int, gid: int) -> None:
         target = self.job_dir / relative

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 from collections.abc import Coroutine
 from types import TracebackType
@@ -74,7 +75,23 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
     if runner is None:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         backend = open_backend(config.sandbox_backend, config.work_dir)
-        executor = Executor(registry, backend, config.work_dir, config.deps, config.caps)
+        # Warm sandboxes wait under the default memory and the maximum times: a job's
+        # own limits replace them at its hand-over.
+        pool_limits = dataclasses.replace(
+            config.default_limits,
+            wall_time_ms=config.max_limits.wall_time_ms,
+            cpu_time_ms=config.max_limits.cpu_time_ms,
+            processes=config.max_limits.processes,
+        )
+        executor = Executor(
+            registry,
+            backend,
+            config.work_dir,
+            config.deps,
+            config.caps,
+            config.pool,
+            pool_limits,
+        )
         offload = executor.offload
         runner, resolver = executor, executor.deps
     table = JobTable(

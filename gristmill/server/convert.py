@@ -152,6 +152,7 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
         ),
         sandbox=outcome.sandbox,
         detail=outcome.detail,
+        warm_sandbox=outcome.warm_sandbox,
     )
     if outcome.lockfile is not None:
         message.lockfile.CopyFrom(lockfile_to_proto(outcome.lockfile))
