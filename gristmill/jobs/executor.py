@@ -38,7 +38,7 @@ from gristmill.jobs.output import CappedOutput
 from gristmill.jobs.pool import WarmPool
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
-from gristmill.jobs.workspace import Workspace
+from gristmill.jobs.workspace import Workspace, mount_jobs_dir, unmount_jobs_dir
 from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
 from gristmill.languages.spec import JAIL_JOB_DIR
@@ -193,7 +193,7 @@ class Executor:
                     f"work dir {self.work_dir}: {parent} is not searchable by other users, "
                     "so the jail's unprivileged user could not reach its job directory"
                 )
-        self.jobs_dir.mkdir(exist_ok=True, mode=0o755)
+        mount_jobs_dir(self.jobs_dir)
         shutil.rmtree(self._runtime_dirs, ignore_errors=True)
         for runtime in self.registry:
             shutil.copytree(
@@ -210,6 +210,7 @@ class Executor:
         await asyncio.gather(*self._cleanups, return_exceptions=True)
         self.offload.close()
         await self.backend.close()
+        unmount_jobs_dir(self.jobs_dir)
 
     def sandbox_info(self) -> SandboxInfo:
         return self.backend.info()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -10,9 +11,43 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from gristmill.errors import InvalidRequest
+from gristmill.isolation import linux
 from gristmill.model import Job
 
 MAX_PATH_DEPTH = 16
+JOBS_TMPFS_BYTES = 2 * 1024 * 1024 * 1024
+"""The size of the tmpfs that holds the workspaces (their files are small and brief)."""
+
+
+def mount_jobs_dir(jobs_dir: Path) -> bool:
+    """Puts the workspaces on a tmpfs of their own, emptied (of what a killed server left).
+
+    A workspace lives for one job: creating and removing its directories on a disk file
+    system (ext4 here) costs ~3 ms a job, on a tmpfs ~0.06 ms. Only root may mount;
+    elsewhere the workspaces stay on the work directory's own file system. True if mounted.
+    """
+    jobs_dir.mkdir(mode=0o755, exist_ok=True)
+    if os.path.ismount(jobs_dir):
+        linux.umount2(str(jobs_dir), linux.MNT_DETACH)
+    if os.geteuid() != 0:
+        return False
+    try:
+        linux.mount(
+            "tmpfs",
+            str(jobs_dir),
+            "tmpfs",
+            linux.MS_NOSUID | linux.MS_NODEV,
+            f"size={JOBS_TMPFS_BYTES},mode=0755",
+        )
+    except OSError:
+        return False
+    return True
+
+
+def unmount_jobs_dir(jobs_dir: Path) -> None:
+    if os.path.ismount(jobs_dir):
+        with contextlib.suppress(OSError):
+            linux.umount2(str(jobs_dir), linux.MNT_DETACH)
 
 
 def safe_relative_path(path: str, field: str) -> PurePosixPath:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
-import shutil
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -21,6 +20,7 @@ from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
 from gristmill.model import Job, Limits, Outcome, Verdict
+from tests.conftest import remove_work_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -48,7 +48,7 @@ async def pooled(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
     executor = Executor(Registry(), backend, work_dir, pool=pool, pool_limits=POOL_LIMITS)
     yield executor
     await executor.close()
-    shutil.rmtree(work_dir, ignore_errors=True)
+    remove_work_dir(work_dir)
 
 
 def job(language: str, code: str, **limits: Any) -> Job:
