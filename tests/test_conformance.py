@@ -259,6 +259,8 @@ def test_coverage_names_what_each_language_lacks_unless_declared_not_applicable(
     cases = load_cases(tmp_path / "shared", [own])
     assert coverage(cases) == {"cobol": ["limits.timeout"], "python": ["cobol.own"]}
     assert coverage(cases, not_applicable([own])) == {"cobol": [], "python": ["cobol.own"]}
+    shared = tmp_path / "shared"
+    assert coverage(cases, not_applicable([own]), shared) == {"cobol": [], "python": []}
 
 
 # The checker
@@ -544,7 +546,8 @@ def attack_table(request: pytest.FixtureRequest) -> Iterator[None]:
             reporter.write_line(f"{server:12} {language:10} {sum(outcomes)}/{len(outcomes)}")
         reporter.write_sep("-", "conformance coverage (cases x languages)")
         own = language_case_files()
-        for line in coverage_lines(coverage(ALL_CASES, not_applicable(own))):
+        holes = coverage(ALL_CASES, not_applicable(own), default_cases_dir())
+        for line in coverage_lines(holes):
             reporter.write_line(line)
 
 
