@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from gristmill.errors import InvalidRequest
@@ -10,7 +12,7 @@ from gristmill.languages import Registry
 PYTHON = Registry().get("python").plugin
 
 
-def describe(code: str) -> dict:
+def describe(code: str) -> dict[str, Any]:
     return dict(PYTHON.describe(code, "main"))
 
 
