@@ -261,9 +261,15 @@ def main():
         _print_traceback(error)
         message = _error(type(error).__name__, str(error), _frames(error))
         status = 1
-    sys.stdout.flush()
     _report(channel, message)
-    sys.exit(status)
+    # The job ends when its entry point returns: threads it left running (non-daemon
+    # ones too) must not hold the outcome back, as the interpreter's exit would.
+    for stream in (sys.stdout, sys.stderr):
+        try:  # noqa: SIM105 (contextlib would be one more import for every job)
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(status)
 
 
 main()
