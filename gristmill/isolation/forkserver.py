@@ -27,14 +27,16 @@ from typing import Any, Protocol
 
 from gristmill.isolation import nsjail
 from gristmill.isolation.jail import (
+    OOM_FIRST,
     JailSpec,
     build_root,
     enter_namespaces,
     enter_root,
     exec_program,
     rusage_ns,
+    write_file,
 )
-from gristmill.isolation.linux import PR_SET_DUMPABLE, prctl
+from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
 
 FD_NAMES = ("stdout", "stderr", "result", "job", "control", "report")
 """The descriptors that come with each spawn message, in this order."""
@@ -96,18 +98,55 @@ class _Jail(Protocol):
     def finish(self) -> list[dict[str, Any]]: ...
 
 
+def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> None:
+    """The builder: sets the OOM floor, joins the job's cgroup, builds the jail, starts init.
+
+    It writes "pid N" (init's pid) or why it failed on `answer`, then exits, leaving init
+    to the supervisor (a subreaper). The supervisor itself so stays outside the job's
+    cgroup and namespaces: a job that fills its memory cannot get it OOM-killed.
+    """
+    try:
+        # The OOM killer must pick the job, never init: a job whose memory is in tmpfs
+        # pages has little RSS of its own. Inherited by init and the program; the job's
+        # /proc is read-only, so it cannot lower it (and with CAP_SYS_RESOURCE, writing
+        # it here also sets the kernel's floor).
+        write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
+        enter_namespaces(spec)
+        build_root(spec)
+        pid = os.fork()
+        if pid == 0:
+            os.close(answer)
+            _init(spec, fds, status)
+        os.write(answer, f"pid {pid}".encode())
+    except BaseException as error:
+        os.write(answer, str(error).encode(errors="replace") or repr(error).encode())
+    finally:
+        os._exit(0)
+
+
 class _OwnJail:
     """The process backend's jail: its init reports on a pipe, one JSON object a line."""
 
     def __init__(self, spec: JailSpec, fds: dict[str, int]) -> None:
-        enter_namespaces(spec)
-        build_root(spec)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
         status_r, status_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
+        answer_r, answer_w = os.pipe()
+        builder = os.fork()
+        if builder == 0:
             os.close(status_r)
-            _init(spec, fds, status_w)
+            os.close(answer_r)
+            _build(spec, fds, status_w, answer_w)
         os.close(status_w)
+        os.close(answer_w)
+        answer = b""
+        while chunk := os.read(answer_r, 4096):
+            answer += chunk
+        os.close(answer_r)
+        os.waitpid(builder, 0)
+        if not answer.startswith(b"pid "):
+            os.close(status_r)
+            raise RuntimeError(answer.decode(errors="replace") or "the jail builder died")
+        self.pid = int(answer[4:])
         self._status = status_r
         self._buffer = b""
 

@@ -197,7 +197,9 @@ class ProcessBackend:
             cgroup_join_files=[str(p) for p in cgroup.join_files] if cgroup else [],
             cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
             cpu_usage_v2=bool(cgroup and cgroup.version is Version.V2),
-            seccomp_bpf=compile_bpf(plan.profile.seccomp.deny, network=limits.network).hex(),
+            seccomp_bpf=compile_bpf(
+                plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
+            ).hex(),
         )
 
     def _send(self, payload: bytes, fds: list[int]) -> None:
