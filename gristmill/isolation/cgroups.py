@@ -92,6 +92,18 @@ class JobCgroup:
         name = "cgroup.procs" if self.version is Version.V2 else "tasks"
         return tuple(d / name for d in self.dirs.values())
 
+    @property
+    def supervisor_join_files(self) -> tuple[Path, ...]:
+        """What the process backend's supervisor joins: every controller but memory (v1).
+
+        Outside the job's memory group, a job that fills its memory cannot get its
+        supervisor OOM-killed; in the pids group it is counted as before (the profile's
+        `overhead_processes`). v2 has one group for all: there it joins the whole.
+        """
+        if self.version is Version.V2:
+            return self.join_files
+        return tuple(d / "tasks" for name, d in self.dirs.items() if name != "memory")
+
     def _dir(self, controller: str) -> Path:
         return self.dirs[""] if self.version is Version.V2 else self.dirs[controller]
 
@@ -101,6 +113,11 @@ class JobCgroup:
         if self.version is Version.V2:
             return self.dirs[""] / "cpu.stat"
         return self._dir("cpuacct") / "cpuacct.usage"
+
+    @property
+    def pids_events_file(self) -> Path:
+        """Counts the forks the pids limit refused (its "max" line)."""
+        return self._dir("pids") / "pids.events"
 
     def cpu_ns(self) -> int:
         if self.version is Version.V2:

@@ -42,6 +42,10 @@ FD_NAMES = ("stdout", "stderr", "result", "job", "control", "report")
 """The descriptors that come with each spawn message, in this order."""
 MAX_MESSAGE = 1 << 20
 CPU_POLL_S = 0.02
+PIDS_GRACE_NS = 500_000_000
+"""A job whose forks are still refused this long after the first refusal is stopped."""
+PIDS_EPISODE_NS = 3_000_000_000
+"""Refusals further apart than this are separate episodes, each with its own grace."""
 
 
 def _send(fd: int, message: dict[str, Any]) -> None:
@@ -103,7 +107,7 @@ def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> Non
 
     It writes "pid N" (init's pid) or why it failed on `answer`, then exits, leaving init
     to the supervisor (a subreaper). The supervisor itself so stays outside the job's
-    cgroup and namespaces: a job that fills its memory cannot get it OOM-killed.
+    namespaces and memory cgroup: a job that fills its memory cannot get it OOM-killed.
     """
     try:
         # The OOM killer must pick the job, never init: a job whose memory is in tmpfs
@@ -143,6 +147,10 @@ class _OwnJail:
             answer += chunk
         os.close(answer_r)
         os.waitpid(builder, 0)
+        # Only now that the builder is gone: counted with it, init's fork of the program
+        # could meet the pids limit.
+        for name in spec.supervisor_cgroup_files:
+            write_file(name, "0")
         if not answer.startswith(b"pid "):
             os.close(status_r)
             raise RuntimeError(answer.decode(errors="replace") or "the jail builder died")
@@ -190,6 +198,29 @@ class _Supervision:
         self.error = ""
         self.end: dict[str, int] = {}
         self._cpu_usage = os.open(spec.cpu_usage_file, os.O_RDONLY) if spec.cpu_usage_file else -1
+        self._pids_events = (
+            os.open(spec.pids_events_file, os.O_RDONLY) if spec.pids_events_file else -1
+        )
+        self._refused = 0
+        self._episode = (0, 0)  # first and last refusal seen, monotonic ns
+
+    def stuck_at_process_limit(self, now: int) -> bool:
+        """Whether forks have kept failing at the pids limit for longer than the grace."""
+        if self._pids_events < 0:
+            return False
+        try:
+            text = os.pread(self._pids_events, 4096, 0).decode()
+            refused = int(next(line.split()[1] for line in text.splitlines() if line[:4] == "max "))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return False
+        if refused == self._refused:
+            return False
+        self._refused = refused
+        first, last = self._episode
+        if not first or now - last > PIDS_EPISODE_NS:
+            first = now
+        self._episode = (first, now)
+        return now - first >= PIDS_GRACE_NS
 
     def on_status(self, message: dict[str, Any]) -> None:
         if "running" in message:
@@ -254,7 +285,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         deadline = job.deadline_ns()
         if deadline is not None:
             timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
-        if spec.cpu_time_ms and job.running_ns:
+        if (spec.cpu_time_ms or spec.pids_events_file) and job.running_ns:
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
             if fd == control:
@@ -275,6 +306,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             stop("wall_time")
         if spec.cpu_time_ms and job.running_ns and job.cpu_used_ns() >= spec.cpu_time_ms * 1e6:
             stop("cpu_time")
+        if job.running_ns and job.stuck_at_process_limit(now):
+            stop("processes")
     ended_ns = time.monotonic_ns()
     for message in jail.finish():
         job.on_status(message)

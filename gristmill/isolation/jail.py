@@ -114,6 +114,10 @@ class JailSpec:
     cpu_usage_file: str
     cpu_usage_v2: bool
     shm_bytes: int = 0
+    # The cgroup's pids.events: the supervisor stops a job that stays stuck at the limit.
+    pids_events_file: str = ""
+    # What the process backend's supervisor joins (`JobCgroup.supervisor_join_files`).
+    supervisor_cgroup_files: list[str] = field(default_factory=list)
     masked_paths: list[str] = field(default_factory=list)
     seccomp_nosys: list[str] = field(default_factory=list)
     # How the jail is built: empty for our own namespaces (`build_root`), else the

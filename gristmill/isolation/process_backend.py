@@ -196,6 +196,10 @@ class ProcessBackend:
             nproc_limit=0 if cgroup else limits.processes + plan.profile.overhead_processes,
             cgroup_join_files=[str(p) for p in cgroup.join_files] if cgroup else [],
             cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
+            pids_events_file=str(cgroup.pids_events_file) if cgroup else "",
+            supervisor_cgroup_files=[str(p) for p in cgroup.supervisor_join_files]
+            if cgroup
+            else [],
             cpu_usage_v2=bool(cgroup and cgroup.version is Version.V2),
             seccomp_bpf=compile_bpf(
                 plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
