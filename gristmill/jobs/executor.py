@@ -37,7 +37,7 @@ from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.output import CappedOutput
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
-from gristmill.jobs.workspace import Workspace
+from gristmill.jobs.workspace import Workspace, remove_stale
 from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
 from gristmill.languages.spec import JAIL_JOB_DIR
@@ -172,6 +172,7 @@ class Executor:
                     "so the jail's unprivileged user could not reach its job directory"
                 )
         self.jobs_dir.mkdir(exist_ok=True, mode=0o755)
+        remove_stale(self.jobs_dir)
         shutil.rmtree(self._runtime_dirs, ignore_errors=True)
         for runtime in self.registry:
             shutil.copytree(

@@ -23,6 +23,23 @@ def safe_relative_path(path: str, field: str) -> PurePosixPath:
     return pure
 
 
+def remove_stale(jobs_dir: Path) -> int:
+    """Removes the workspaces of servers that are gone (e.g. SIGKILLed); how many it removed.
+
+    Those of live servers, this one included, are left alone: several servers may
+    share a work directory.
+    """
+    removed = 0
+    for base in jobs_dir.iterdir():
+        pid, separator, _ = base.name.partition("-")
+        if not separator or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        if not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(base, ignore_errors=True)
+            removed += 1
+    return removed
+
+
 @dataclass(frozen=True)
 class Workspace:
     base: Path
@@ -41,9 +58,14 @@ class Workspace:
     ) -> Workspace:
         """The job's code as `source_file`, its files, and `generated` (what the language's
         plugin wrote for a build step), all owned by the sandbox's `uid`/`gid`."""
-        base = jobs_dir / uuid.uuid4().hex
+        # Named for this server's pid, so that a server started later can tell which
+        # workspaces a killed one left behind (`remove_stale`).
+        base = jobs_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
         job_dir, root_dir = base / "job", base / "root"
-        base.mkdir(mode=0o755)
+        # Private to the service and the jail's uid (the supervisor reads the files as
+        # that uid on the process backend): no other local user may read a tenant's code.
+        base.mkdir(mode=0o700)
+        os.chown(base, uid, gid)
         root_dir.mkdir(mode=0o755)
         job_dir.mkdir(mode=0o755)
         workspace = cls(base, job_dir, root_dir)
