@@ -187,7 +187,8 @@ class Cgroups:
     # v1: controller name -> our parent directory in its mount; v2: {"": parent}.
     parents: dict[str, Path]
 
-    def create(self, memory_bytes: int, processes: int) -> JobCgroup:
+    def create(self, memory_bytes: int, processes: int, cpu_millicores: int = 0) -> JobCgroup:
+        """A job's group; `cpu_millicores` (thousandths of a core) is its CPU quota, 0 none."""
         name = f"job-{uuid.uuid4().hex}"
         dirs = {controller: parent / name for controller, parent in self.parents.items()}
         for d in dirs.values():
@@ -199,12 +200,18 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 _write(d / "memory.swap.max", "0")
             _write(d / "pids.max", str(processes))
+            if cpu_millicores:
+                _write(d / "cpu.max", f"{cpu_millicores * CPU_PERIOD_US // 1000} {CPU_PERIOD_US}")
         else:
             memory = group._dir("memory")
             _write(memory / "memory.limit_in_bytes", str(memory_bytes))
             with contextlib.suppress(OSError):
                 _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
             _write(group._dir("pids") / "pids.max", str(processes))
+            cpu = dirs.get("cpu", dirs["cpuacct"])
+            if cpu_millicores and (cpu / "cpu.cfs_quota_us").exists():
+                _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                _write(cpu / "cpu.cfs_quota_us", str(cpu_millicores * CPU_PERIOD_US // 1000))
         return group
 
     def remove(self) -> None:
@@ -223,6 +230,9 @@ class CgroupsUnavailable(Exception):
 
 
 _V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+# The CPU quota's controller; without it (or mounted with cpuacct) jobs get no quota.
+_V1_OPTIONAL = ("cpu",)
+CPU_PERIOD_US = 100_000
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 
 
@@ -273,10 +283,14 @@ def _detect_v2(mountpoint: Path, name: str) -> Cgroups:
 
 def _detect_v1(mounts: list[tuple[str, str, set[str]]], name: str) -> Cgroups:
     parents: dict[str, Path] = {}
-    for controller in _V1_CONTROLLERS:
+    for controller in (*_V1_CONTROLLERS, *_V1_OPTIONAL):
         mountpoint = next(
             (Path(m) for fs, m, opts in mounts if fs == "cgroup" and controller in opts), None
         )
+        if mountpoint is not None and mountpoint in {p.parent.parent for p in parents.values()}:
+            continue  # co-mounted with a controller already used (e.g. cpu,cpuacct)
+        if mountpoint is None and controller in _V1_OPTIONAL:
+            continue
         if mountpoint is None:
             raise CgroupsUnavailable(f"cgroup v1 has no {controller} hierarchy mounted")
         base = mountpoint / GROUP_NAME

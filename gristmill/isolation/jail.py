@@ -298,11 +298,12 @@ def mask_proc(proc: str, masked: list[str]) -> None:
     for path in masked:
         target = proc + path.removeprefix("/proc")
         try:
-            is_dir = os.path.isdir(target)
-            if not is_dir and not os.path.exists(target):
+            is_dir = Path(target).is_dir()
+            if not is_dir and not Path(target).exists():
                 continue
             if is_dir:
-                mount("tmpfs", target, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0555")
+                flags = MS_RDONLY | MS_NOSUID | MS_NODEV
+                mount("tmpfs", target, "tmpfs", flags, "size=4k,mode=0555")
             else:
                 mount("/dev/null", target, None, MS_BIND)
         except FileNotFoundError:

@@ -160,9 +160,10 @@ def render_argv(
     # millisecond deadline, which the supervisor enforces.
     wall = math.ceil(spec.wall_time_ms / 1000) + 1 if spec.wall_time_ms else 0
     argv += ["--time_limit", str(wall)]
-    argv += ["--seccomp_string", _kafel(
-        tuple(spec.seccomp_deny), spec.network, tuple(spec.seccomp_nosys)
-    )]
+    argv += [
+        "--seccomp_string",
+        _kafel(tuple(spec.seccomp_deny), spec.network, tuple(spec.seccomp_nosys)),
+    ]
     for name, value in spec.env.items():
         if "=" in name or "\0" in name + value:
             raise ValueError(f"environment variable {name!r} cannot be passed")

@@ -219,7 +219,11 @@ class ProcessBackend:
 
     async def start(self, plan: SandboxPlan) -> ProcessSandbox:
         processes = plan.limits.processes + plan.profile.overhead_processes
-        cgroup = self.cgroups.create(plan.limits.memory_bytes, processes) if self.cgroups else None
+        cgroup = (
+            self.cgroups.create(plan.limits.memory_bytes, processes, plan.limits.cpu_millicores)
+            if self.cgroups
+            else None
+        )
         pipes = {name: os.pipe() for name in FD_NAMES}
         # The child gets the write ends of its output channels and the read ends of its inputs.
         theirs = {
