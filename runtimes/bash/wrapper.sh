@@ -21,7 +21,13 @@ status=$?
 exec 5>&-
 
 # Each byte that is not part of a UTF-8 character becomes U+FFFD: the message is JSON,
-# so it must be UTF-8. Checked at once by iconv; repaired one character at a time.
+# so it must be UTF-8. ASCII needs no check; other text is checked at once by iconv and,
+# if need be, repaired one character at a time.
+has_high_bytes() {
+    local LC_ALL=C
+    [[ $1 == *[$'\x80'-$'\xff']* ]]
+}
+
 utf8_repaired() {
     local text=$1 fixed="" char code hex byte i
     for ((i = 0; i < ${#text}; i++)); do
@@ -40,7 +46,7 @@ utf8_repaired() {
 text=""
 IFS= read -r -d '' text <&6
 if [[ -n $text ]]; then
-    if ! iconv -f UTF-8 -t UTF-8 >/dev/null 2>&1 <<<"$text"; then
+    if has_high_bytes "$text" && ! iconv -f UTF-8 -t UTF-8 >/dev/null 2>&1 <<<"$text"; then
         text=$(utf8_repaired "$text")
     fi
     while [[ $text == *$'\n' ]]; do

@@ -126,7 +126,7 @@ def test_real_v1_join_by_writing_zero_moves_the_whole_single_threaded_process() 
             check=True,
         ).stdout
         for controller, directory in group.dirs.items():
-            line = next(x for x in where.splitlines() if controller in x.split(":")[1])
+            line = next(x for x in where.splitlines() if controller in x.split(":")[1].split(","))
             assert line.endswith(directory.name), line
     finally:
         group.remove()
