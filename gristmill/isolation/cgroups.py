@@ -220,6 +220,14 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 parent.rmdir()
 
+    @property
+    def cpu_quota(self) -> bool:
+        """Whether jobs get a CPU quota here (v1 needs the cpu controller mounted)."""
+        if self.version is Version.V2:
+            return True
+        cpu = self.parents.get("cpu", self.parents["cpuacct"])
+        return (cpu / "cpu.cfs_quota_us").exists()
+
     def describe(self) -> str:
         where = ", ".join(str(p) for p in self.parents.values())
         return f"cgroup {self.version.value} (memory, pids, cpu) under {where}"

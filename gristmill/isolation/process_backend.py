@@ -174,6 +174,8 @@ class ProcessBackend:
         enforced = ["wall_time", "cpu_time", "output", "network", "file_size", "disk"]
         if self.cgroups is not None:
             enforced[1:1] = ["memory", "processes"]
+            if self.cgroups.cpu_quota:
+                enforced.append("cpu_millicores")
             detail = self.cgroups.describe()
         else:
             enforced[1:1] = ["memory (RLIMIT_AS)", "processes (RLIMIT_NPROC)"]
