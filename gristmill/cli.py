@@ -15,11 +15,12 @@ import contextlib
 import dataclasses
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import grpc
 from google.protobuf import json_format
@@ -170,16 +171,37 @@ def _language(options: argparse.Namespace, config: ServerConfig) -> str:
     return runtime.name
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _visible(text: str) -> str:
+    """`text` with every control character but newline and tab shown as an escape
+    (`\x1b`), so that a job cannot drive the terminal: set its title, write the
+    clipboard (OSC 52), clear the screen."""
+    return _CONTROL.sub(lambda found: f"\\x{ord(found[0]):02x}", text)
+
+
+def _for(stream: TextIO, text: str) -> str:
+    return _visible(text) if stream.isatty() else text
+
+
+def _write_output(stream: TextIO, data: bytes) -> None:
+    if stream.isatty():
+        stream.write(_visible(data.decode(errors="replace")))
+    else:
+        stream.buffer.write(data)
+
+
 def _print_outcome(outcome: pb.Outcome) -> None:
-    sys.stdout.buffer.write(outcome.stdout.data)
-    sys.stderr.buffer.write(outcome.stderr.data)
+    _write_output(sys.stdout, outcome.stdout.data)
+    _write_output(sys.stderr, outcome.stderr.data)
     sys.stdout.flush()
     verdict = pb.Verdict.Name(outcome.verdict)
     if outcome.verdict == pb.SUCCESS:
-        print(f"result: {outcome.result_json}")
+        print(_for(sys.stdout, f"result: {outcome.result_json}"))
     else:
         error = f"{outcome.error.name}: {outcome.error.message}" if outcome.error.name else ""
-        print(f"{verdict}: {error or outcome.detail}", file=sys.stderr)
+        print(_for(sys.stderr, f"{verdict}: {error or outcome.detail}"), file=sys.stderr)
 
 
 class _Progress:

@@ -45,6 +45,7 @@ DEFAULT_LIMITS = Limits(
     processes=64,
     output_bytes=1 * MiB,
     network=False,
+    cpu_millicores=1000,
 )
 MAX_LIMITS = Limits(
     wall_time_ms=15 * 60_000,
@@ -53,6 +54,7 @@ MAX_LIMITS = Limits(
     processes=1024,
     output_bytes=64 * MiB,
     network=False,
+    cpu_millicores=max(os.cpu_count() or 1, 1) * 1000,
 )
 
 

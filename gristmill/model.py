@@ -49,6 +49,8 @@ class Limits:
     processes: int
     output_bytes: int
     network: bool = False
+    # CPU bandwidth in thousandths of a core, as a cgroup quota; 0 for none.
+    cpu_millicores: int = 0
 
 
 @dataclass(frozen=True)

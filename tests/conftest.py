@@ -147,7 +147,7 @@ def sandbox_work_dir() -> Iterator[Path]:
 
 def remove_work_dir(path: Path) -> None:
     """Removes a work dir, unmounting the workspaces' tmpfs a server left (if killed)."""
-    unmount_jobs_dir(path / "jobs")
+    unmount_jobs_dir(path / "jobs", force=True)
     shutil.rmtree(path, ignore_errors=True)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import sys
 
 import pytest
 
+from gristmill import cli
 from gristmill.cli import main
 from gristmill.server import BackgroundServer
+from gristmill.v1 import runtime_pb2 as pb
 
 ADD = "def main(a: int, b: int = 2):\n    print('adding')\n    return a + b\n"
 
@@ -132,3 +136,35 @@ def test_resolve_of_a_package_that_does_not_exist_exits_1(script, work_dir, caps
     code = "# /// script\n# dependencies = ['gristmill-no-such-package-x9']\n# ///\n"
     assert main(["resolve", str(script(code + YAML_JOB)), "--work-dir", work_dir]) == 1
     assert "DEPENDENCY_ERROR" in capsys.readouterr().err
+
+
+class _Terminal(io.TextIOWrapper):
+    """A text stream that says it is a terminal; what reached its bytes is `raw_bytes`."""
+
+    def __init__(self) -> None:
+        self.raw_bytes = io.BytesIO()
+        super().__init__(self.raw_bytes, encoding="utf-8")
+
+    def isatty(self) -> bool:
+        return True
+
+    def getvalue(self) -> str:
+        self.flush()
+        return self.raw_bytes.getvalue().decode()
+
+
+def test_run_neutralises_a_jobs_escape_sequences_on_a_terminal(monkeypatch):
+    out, err = _Terminal(), _Terminal()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setattr(sys, "stderr", err)
+    title, clipboard = "\x1b]0;owned\x07", "\x1b]52;c;b3duZWQ=\x07"
+    cli._print_outcome(
+        pb.Outcome(
+            verdict=pb.ERROR,
+            stdout=pb.Output(data=f"{title}line\n".encode()),
+            error=pb.JobError(name="E", message=f"{clipboard}\x1b[2J\x9b2J"),
+        )
+    )
+    shown = out.getvalue() + err.getvalue()
+    assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
+    assert "\\x1b]0;owned\\x07line\n" in out.getvalue()

@@ -88,7 +88,15 @@ _EXPECT_KEYS = frozenset(
     }
 )
 _LIMIT_KEYS = frozenset(
-    {"wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "output_bytes", "network"}
+    {
+        "wall_time_ms",
+        "memory_bytes",
+        "cpu_time_ms",
+        "processes",
+        "output_bytes",
+        "network",
+        "cpu_millicores",
+    }
 )
 
 
@@ -106,6 +114,7 @@ class CaseLimits:
     processes: int = 0
     output_bytes: int = 0
     network: bool = False
+    cpu_millicores: int = 0
 
 
 @dataclass(frozen=True)

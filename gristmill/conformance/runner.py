@@ -214,6 +214,7 @@ def _job(case: Case, service: ServiceAddress | None) -> runtime_pb2.Job:
             processes=limits.processes,
             output_bytes=limits.output_bytes,
             network=limits.network,
+            cpu_millicores=limits.cpu_millicores,
         ),
     )
     if case.args is not None:

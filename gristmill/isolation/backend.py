@@ -25,6 +25,8 @@ class StopReason(enum.Enum):
     CPU_TIME = "cpu_time"
     OUTPUT = "output"
     CANCEL = "cancel"
+    # Stuck at the process limit: forks kept failing (Bash alone retries for 15 s).
+    PROCESSES = "processes"
 
 
 @dataclass(frozen=True)

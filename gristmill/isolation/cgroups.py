@@ -92,6 +92,18 @@ class JobCgroup:
         name = "cgroup.procs" if self.version is Version.V2 else "tasks"
         return tuple(d / name for d in self.dirs.values())
 
+    @property
+    def supervisor_join_files(self) -> tuple[Path, ...]:
+        """What the process backend's supervisor joins: every controller but memory (v1).
+
+        Outside the job's memory group, a job that fills its memory cannot get its
+        supervisor OOM-killed; in the pids group it is counted as before (the profile's
+        `overhead_processes`). v2 has one group for all: there it joins the whole.
+        """
+        if self.version is Version.V2:
+            return self.join_files
+        return tuple(d / "tasks" for name, d in self.dirs.items() if name != "memory")
+
     def _dir(self, controller: str) -> Path:
         return self.dirs[""] if self.version is Version.V2 else self.dirs[controller]
 
@@ -101,6 +113,11 @@ class JobCgroup:
         if self.version is Version.V2:
             return self.dirs[""] / "cpu.stat"
         return self._dir("cpuacct") / "cpuacct.usage"
+
+    @property
+    def pids_events_file(self) -> Path:
+        """Counts the forks the pids limit refused (its "max" line)."""
+        return self._dir("pids") / "pids.events"
 
     def cpu_ns(self) -> int:
         if self.version is Version.V2:
@@ -206,7 +223,8 @@ class Cgroups:
     # v1: controller name -> our parent directory in its mount; v2: {"": parent}.
     parents: dict[str, Path]
 
-    def create(self, memory_bytes: int, processes: int) -> JobCgroup:
+    def create(self, memory_bytes: int, processes: int, cpu_millicores: int = 0) -> JobCgroup:
+        """A job's group; `cpu_millicores` (thousandths of a core) is its CPU quota, 0 none."""
         name = f"job-{uuid.uuid4().hex}"
         dirs = {controller: parent / name for controller, parent in self.parents.items()}
         for d in dirs.values():
@@ -218,12 +236,18 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 _write(d / "memory.swap.max", "0")
             _write(d / "pids.max", str(processes))
+            if cpu_millicores:
+                _write(d / "cpu.max", f"{cpu_millicores * CPU_PERIOD_US // 1000} {CPU_PERIOD_US}")
         else:
             memory = group._dir("memory")
             _write(memory / "memory.limit_in_bytes", str(memory_bytes))
             with contextlib.suppress(OSError):
                 _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
             _write(group._dir("pids") / "pids.max", str(processes))
+            cpu = dirs.get("cpu", dirs["cpuacct"])
+            if cpu_millicores and (cpu / "cpu.cfs_quota_us").exists():
+                _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+                _write(cpu / "cpu.cfs_quota_us", str(cpu_millicores * CPU_PERIOD_US // 1000))
         return group
 
     def remove(self) -> None:
@@ -231,6 +255,14 @@ class Cgroups:
         for parent in self.parents.values():
             with contextlib.suppress(OSError):
                 parent.rmdir()
+
+    @property
+    def cpu_quota(self) -> bool:
+        """Whether jobs get a CPU quota here (v1 needs the cpu controller mounted)."""
+        if self.version is Version.V2:
+            return True
+        cpu = self.parents.get("cpu", self.parents["cpuacct"])
+        return (cpu / "cpu.cfs_quota_us").exists()
 
     def describe(self) -> str:
         where = ", ".join(str(p) for p in self.parents.values())
@@ -251,6 +283,9 @@ def _split_exactly(total_ns: int, user_ns: int, system_ns: int) -> tuple[int, in
 
 
 _V1_CONTROLLERS = ("memory", "pids", "cpuacct")
+# The CPU quota's controller; without it (or mounted with cpuacct) jobs get no quota.
+_V1_OPTIONAL = ("cpu",)
+CPU_PERIOD_US = 100_000
 _V2_CONTROLLERS = ("memory", "pids", "cpu")
 
 
@@ -301,10 +336,14 @@ def _detect_v2(mountpoint: Path, name: str) -> Cgroups:
 
 def _detect_v1(mounts: list[tuple[str, str, set[str]]], name: str) -> Cgroups:
     parents: dict[str, Path] = {}
-    for controller in _V1_CONTROLLERS:
+    for controller in (*_V1_CONTROLLERS, *_V1_OPTIONAL):
         mountpoint = next(
             (Path(m) for fs, m, opts in mounts if fs == "cgroup" and controller in opts), None
         )
+        if mountpoint is not None and mountpoint in {p.parent.parent for p in parents.values()}:
+            continue  # co-mounted with a controller already used (e.g. cpu,cpuacct)
+        if mountpoint is None and controller in _V1_OPTIONAL:
+            continue
         if mountpoint is None:
             raise CgroupsUnavailable(f"cgroup v1 has no {controller} hierarchy mounted")
         base = mountpoint / GROUP_NAME

@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from gristmill.isolation import nsjail
 from gristmill.isolation.jail import (
+    OOM_FIRST,
     JailSpec,
     build_root,
     copy_job_files,
@@ -34,13 +35,18 @@ from gristmill.isolation.jail import (
     enter_root,
     exec_program,
     rusage_ns,
+    write_file,
 )
-from gristmill.isolation.linux import PR_SET_DUMPABLE, prctl
+from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
 
 FD_NAMES = ("stdout", "stderr", "result", "job", "control", "report")
 """The descriptors that come with each spawn message, in this order."""
 MAX_MESSAGE = 1 << 20
 CPU_POLL_S = 0.02
+PIDS_GRACE_NS = 500_000_000
+"""A job whose forks are still refused this long after the first refusal is stopped."""
+PIDS_EPISODE_NS = 3_000_000_000
+"""Refusals further apart than this are separate episodes, each with its own grace."""
 
 
 def _send(fd: int, message: dict[str, Any]) -> None:
@@ -99,19 +105,61 @@ class _Jail(Protocol):
     def finish(self) -> list[dict[str, Any]]: ...
 
 
+def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> None:
+    """The builder: sets the OOM floor, joins the job's cgroup, builds the jail, starts init.
+
+    It writes "pid N" (init's pid) or why it failed on `answer`, then exits, leaving init
+    to the supervisor (a subreaper). The supervisor itself so stays outside the job's
+    namespaces and memory cgroup: a job that fills its memory cannot get it OOM-killed.
+    """
+    try:
+        # The OOM killer must pick the job, never init: a job whose memory is in tmpfs
+        # pages has little RSS of its own. Inherited by init and the program; the job's
+        # /proc is read-only, so it cannot lower it (and with CAP_SYS_RESOURCE, writing
+        # it here also sets the kernel's floor).
+        write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
+        enter_namespaces(spec)
+        build_root(spec)
+        pid = os.fork()
+        if pid == 0:
+            os.close(answer)
+            _init(spec, fds, status)
+        os.write(answer, f"pid {pid}".encode())
+    except BaseException as error:
+        os.write(answer, str(error).encode(errors="replace") or repr(error).encode())
+    finally:
+        os._exit(0)
+
+
 class _OwnJail:
     """The process backend's jail: its init reports on a pipe, one JSON object a line."""
 
     def __init__(self, spec: JailSpec, fds: dict[str, int]) -> None:
-        enter_namespaces(spec)
-        build_root(spec)
+        prctl(PR_SET_CHILD_SUBREAPER, 1)
         status_r, status_w = os.pipe()
-        self.pid = os.fork()
-        if self.pid == 0:
+        answer_r, answer_w = os.pipe()
+        builder = os.fork()
+        if builder == 0:
             os.close(status_r)
-            _init(spec, fds, status_w)
+            os.close(answer_r)
+            _build(spec, fds, status_w, answer_w)
         os.close(status_w)
-        self.job_target = spec.root_dir + spec.jail_job_dir
+        os.close(answer_w)
+        answer = b""
+        while chunk := os.read(answer_r, 4096):
+            answer += chunk
+        os.close(answer_r)
+        os.waitpid(builder, 0)
+        # Only now that the builder is gone: counted with it, init's fork of the program
+        # could meet the pids limit.
+        for name in spec.supervisor_cgroup_files:
+            write_file(name, "0")
+        if not answer.startswith(b"pid "):
+            os.close(status_r)
+            raise RuntimeError(answer.decode(errors="replace") or "the jail builder died")
+        self.pid = int(answer[4:])
+        # The job's tmpfs lives in the builder's mount namespace, seen through init's root.
+        self.job_target = f"/proc/{self.pid}/root{spec.jail_job_dir}"
         self._status = status_r
         self._buffer = b""
 
@@ -162,6 +210,29 @@ class _Supervision:
         self.error = ""
         self.end: dict[str, int] = {}
         self._cpu_usage = os.open(spec.cpu_usage_file, os.O_RDONLY) if spec.cpu_usage_file else -1
+        self._pids_events = (
+            os.open(spec.pids_events_file, os.O_RDONLY) if spec.pids_events_file else -1
+        )
+        self._refused = 0
+        self._episode = (0, 0)  # first and last refusal seen, monotonic ns
+
+    def stuck_at_process_limit(self, now: int) -> bool:
+        """Whether forks have kept failing at the pids limit for longer than the grace."""
+        if self._pids_events < 0:
+            return False
+        try:
+            text = os.pread(self._pids_events, 4096, 0).decode()
+            refused = int(next(line.split()[1] for line in text.splitlines() if line[:4] == "max "))
+        except (OSError, StopIteration, ValueError, IndexError):
+            return False
+        if refused == self._refused:
+            return False
+        self._refused = refused
+        first, last = self._episode
+        if not first or now - last > PIDS_EPISODE_NS:
+            first = now
+        self._episode = (first, now)
+        return now - first >= PIDS_GRACE_NS
 
     def on_status(self, message: dict[str, Any]) -> None:
         if "running" in message:
@@ -248,7 +319,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         deadline = job.deadline_ns()
         if deadline is not None:
             timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
-        if job.cpu_time_ms and job.limits_apply():
+        if (job.cpu_time_ms or spec.pids_events_file) and job.limits_apply():
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
             if fd == control:
@@ -281,6 +352,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             and job.cpu_used_ns() - job.cpu_baseline_ns >= cpu_limit * 1e6
         ):
             stop("cpu_time")
+        if job.limits_apply() and job.stuck_at_process_limit(now):
+            stop("processes")
     ended_ns = time.monotonic_ns()
     for message in jail.finish():
         job.on_status(message)

@@ -113,6 +113,13 @@ class JailSpec:
     cgroup_join_files: list[str]
     cpu_usage_file: str
     cpu_usage_v2: bool
+    shm_bytes: int = 0
+    # The cgroup's pids.events: the supervisor stops a job that stays stuck at the limit.
+    pids_events_file: str = ""
+    # What the process backend's supervisor joins (`JobCgroup.supervisor_join_files`).
+    supervisor_cgroup_files: list[str] = field(default_factory=list)
+    masked_paths: list[str] = field(default_factory=list)
+    seccomp_nosys: list[str] = field(default_factory=list)
     # How the jail is built: empty for our own namespaces (`build_root`), else the
     # nsjail command line (`nsjail.render_argv`) the supervisor's pid 1 execs.
     nsjail_argv: list[str] = field(default_factory=list)
@@ -135,6 +142,9 @@ class JailSpec:
             devices=list(profile.devices),
             rlimits=asdict(profile.rlimits),
             seccomp_deny=list(profile.seccomp.deny),
+            seccomp_nosys=list(profile.seccomp.nosys),
+            shm_bytes=profile.shm_bytes,
+            masked_paths=list(profile.masked_paths),
             **fields,  # type: ignore[arg-type]
         )
 
@@ -226,8 +236,11 @@ def fill_job_dir(spec: JailSpec, target: str) -> None:
 
 
 def copy_job_files(spec: JailSpec, target: str) -> None:
-    """The job's files from its host directory into its mounted tmpfs at `target`."""
-    _copy_tree(spec.job_dir, target, spec.uid, spec.gid)
+    """The job's files from its host directory into its mounted tmpfs at `target`, created
+    as the jail's user (`linux.file_system_ids`: a warm sandbox's tmpfs may belong to its
+    user namespace)."""
+    with linux.file_system_ids(spec.uid, spec.gid):
+        _copy_tree(spec.job_dir, target, spec.uid, spec.gid)
 
 
 def enter_namespaces(spec: JailSpec) -> None:
@@ -276,7 +289,39 @@ def build_root(spec: JailSpec) -> None:
     tmp = root + "/tmp"
     Path(tmp).mkdir(exist_ok=True)
     mount("tmpfs", tmp, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec.tmpfs_bytes},mode=1777")
+    if spec.shm_bytes:
+        # The job's own /dev/shm, never the host's: sized, and charged to its memory.
+        shm = root + "/dev/shm"
+        Path(shm).mkdir(parents=True, exist_ok=True)
+        mount("tmpfs", shm, "tmpfs", MS_NOSUID | MS_NODEV, f"size={spec.shm_bytes},mode=1777")
     Path(root + "/proc").mkdir(exist_ok=True)
+
+
+PROC_OPTIONS = "hidepid=2"
+"""How every job's /proc is mounted: a process the job could not ptrace is invisible, so
+the job sees its own processes only, never its init, supervisor or nsjail (whose
+`net/*` and `mountinfo` would be the host's, and whose `cmdline` names the service)."""
+
+
+def mask_proc(proc: str, masked: list[str]) -> None:
+    """Covers each of `masked` ("/proc/..." paths) in the /proc mounted at `proc`.
+
+    A file goes under /dev/null, a directory under an empty read-only tmpfs;
+    an entry this kernel does not have is skipped.
+    """
+    for path in masked:
+        target = proc + path.removeprefix("/proc")
+        try:
+            is_dir = Path(target).is_dir()
+            if not is_dir and not Path(target).exists():
+                continue
+            if is_dir:
+                flags = MS_RDONLY | MS_NOSUID | MS_NODEV
+                mount("tmpfs", target, "tmpfs", flags, "size=4k,mode=0555")
+            else:
+                mount("/dev/null", target, None, MS_BIND)
+        except FileNotFoundError:
+            continue
 
 
 def enter_root(spec: JailSpec) -> None:
@@ -287,7 +332,11 @@ def enter_root(spec: JailSpec) -> None:
     """
     root = spec.root_dir
     unshare(CLONE_NEWNS)
-    mount("proc", root + "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    # Read-only, as nsjail's: a job must not lower its processes' oom_score_adj (the
+    # kernel's own floor needs CAP_SYS_RESOURCE, which the service may lack).
+    proc_flags = MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC
+    mount("proc", root + "/proc", "proc", proc_flags, PROC_OPTIONS)
+    mask_proc(root + "/proc", spec.masked_paths)
     os.chdir(root)
     # pivot_root(".", ".") stacks the old root under the new one; detaching it drops it.
     linux.pivot_root(".", ".")
@@ -304,6 +353,8 @@ def _set_rlimits(spec: JailSpec) -> None:
         resource.RLIMIT_CORE: spec.rlimits["core"],
         resource.RLIMIT_MEMLOCK: spec.rlimits["memlock"],
         resource.RLIMIT_FSIZE: spec.file_size_bytes,
+        resource.RLIMIT_SIGPENDING: spec.rlimits["sigpending"],
+        resource.RLIMIT_MSGQUEUE: spec.rlimits["msgqueue"],
     }
     if spec.nproc_limit:
         # Counted per user namespace, so this is the job's own process count.
@@ -350,11 +401,9 @@ def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
         for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.SIG_DFL)
         _set_rlimits(spec)
-        # The OOM killer must pick the job, never its supervisor or init: a job whose
-        # memory is in tmpfs pages has little RSS of its own, and they would look larger.
-        # (Our /proc files are the init's undumpable ones until we are dumpable again.)
+        # Our /proc files are the init's undumpable ones until we are dumpable again.
+        # (The OOM killer's preference, OOM_FIRST, was set by the builder: /proc is read-only.)
         prctl(PR_SET_DUMPABLE, 1)
-        write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
         prctl(PR_SET_NO_NEW_PRIVS, 1)
         stdio = [os.open("/dev/null", os.O_RDONLY)] + [fds[name] for name in JOB_FDS]
         error_pipe = place_fds(stdio, error_pipe)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
+import platform
+import struct
+from collections.abc import Iterator
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
@@ -40,6 +44,7 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
+PR_SET_CHILD_SUBREAPER = 36
 SECCOMP_MODE_FILTER = 2
 SYS_PIVOT_ROOT = 155
 _BPF_INSTRUCTION_BYTES = 8
@@ -66,6 +71,22 @@ def mount(source: str | None, target: str, fstype: str | None, flags: int, data:
         ),
         f"mount {source} on {target}",
     )
+
+
+@contextlib.contextmanager
+def file_system_ids(uid: int, gid: int) -> Iterator[None]:
+    """Creates files as `uid`/`gid` in the block (the calling thread's fsuid and fsgid).
+
+    A tmpfs mounted in a job's user namespace refuses (EOVERFLOW) a file whose owner it
+    cannot map, such as host root's; the jail's own ids map. Single-threaded callers only.
+    """
+    old_gid = _libc.setfsgid(gid)
+    old_uid = _libc.setfsuid(uid)
+    try:
+        yield
+    finally:
+        _libc.setfsuid(old_uid)
+        _libc.setfsgid(old_gid)
 
 
 def prctl(option: int, value: int) -> None:
@@ -97,3 +118,30 @@ def set_seccomp_filter(program: bytes) -> None:
         _libc.prctl(PR_SET_SECCOMP, ctypes.c_ulong(SECCOMP_MODE_FILTER), ctypes.byref(fprog), 0, 0),
         "seccomp",
     )
+
+
+AUDIT_ARCH_X86_64 = 0xC000003E
+X32_SYSCALL_BIT = 0x40000000
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_RET_ALLOW = 0x7FFF0000
+
+
+def x32_refusing_filter() -> bytes:
+    """A BPF program that kills a process making an x32 system call, and allows the rest.
+
+    x32 calls are x86_64 calls with bit 30 set in their number; a filter written for
+    x86_64 numbers (nsjail's Kafel policy) would let them all through where the kernel
+    has the x32 ABI. Empty on other machines, which have no x32.
+    """
+    if platform.machine() != "x86_64":
+        return b""
+    load_word, jump_eq, jump_ge, ret = 0x20, 0x15, 0x35, 0x06
+    program = [
+        (load_word, 0, 0, 4),  # A = seccomp_data.arch
+        (jump_eq, 0, 3, AUDIT_ARCH_X86_64),  # another architecture: allow
+        (load_word, 0, 0, 0),  # A = seccomp_data.nr
+        (jump_ge, 0, 1, X32_SYSCALL_BIT),
+        (ret, 0, 0, SECCOMP_RET_KILL_PROCESS),
+        (ret, 0, 0, SECCOMP_RET_ALLOW),
+    ]
+    return b"".join(struct.pack("=HBBI", *instruction) for instruction in program)

@@ -31,6 +31,7 @@ import errno
 import math
 import os
 import re
+import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -39,9 +40,11 @@ from typing import Any
 
 from gristmill.isolation.jail import (
     OOM_FIRST,
+    PROC_OPTIONS,
     JailSpec,
     fill_job_dir,
     join_cgroup,
+    mask_proc,
     place_fds,
     rusage_ns,
     write_file,
@@ -55,7 +58,9 @@ from gristmill.isolation.linux import (
     MS_PRIVATE,
     MS_REC,
     mount,
+    set_seccomp_filter,
     unshare,
+    x32_refusing_filter,
 )
 
 __all__ = ["SHIM", "NsjailJail", "launch", "parse_log", "render_argv"]
@@ -88,12 +93,12 @@ def _mib(size: int) -> str:
 
 
 @lru_cache(maxsize=16)
-def _kafel(deny: tuple[str, ...], network: bool) -> str:
+def _kafel(deny: tuple[str, ...], network: bool, nosys: tuple[str, ...] = ()) -> str:
     # Imported here, in the service: the fork server imports this module for `launch`,
     # and libseccomp's binding would be copied into every job's processes.
     from gristmill.isolation.seccomp import render_kafel, rules
 
-    return render_kafel(rules(deny, network=network))
+    return render_kafel(rules(deny, network=network, nosys=nosys))
 
 
 def _rlimits(spec: JailSpec) -> list[str]:
@@ -110,6 +115,8 @@ def _rlimits(spec: JailSpec) -> list[str]:
         *("--rlimit_nproc", str(spec.nproc_limit) if spec.nproc_limit else "soft"),
         *("--rlimit_stack", _mib(spec.rlimits["stack"])),
         *("--rlimit_memlock", str(spec.rlimits["memlock"] // 1024)),
+        *("--rlimit_msgqueue", str(spec.rlimits["msgqueue"])),
+        # nsjail has no flag for RLIMIT_SIGPENDING: its pid 1 sets it (`_exec_nsjail`).
     ]
 
 
@@ -146,12 +153,17 @@ def render_argv(
     argv += ["--bindmount", f"{_checked(spec.root_dir, 'job dir')}:{spec.jail_job_dir}"]
     # -T would be a 4 MiB tmpfs whatever we asked: size it ourselves.
     argv += ["--mount", f"none:/tmp:tmpfs:size={spec.tmpfs_bytes},mode=1777"]
+    if spec.shm_bytes:
+        argv += ["--mount", f"none:/dev/shm:tmpfs:size={spec.shm_bytes},mode=1777"]
     argv += _rlimits(spec)
     # Whole seconds only, and from nsjail's own start: a backstop strictly after our
     # millisecond deadline, which the supervisor enforces.
     wall = math.ceil(spec.wall_time_ms / 1000) + 1 if spec.wall_time_ms else 0
     argv += ["--time_limit", str(wall)]
-    argv += ["--seccomp_string", _kafel(tuple(spec.seccomp_deny), spec.network)]
+    argv += [
+        "--seccomp_string",
+        _kafel(tuple(spec.seccomp_deny), spec.network, tuple(spec.seccomp_nosys)),
+    ]
     for name, value in spec.env.items():
         if "=" in name or "\0" in name + value:
             raise ValueError(f"environment variable {name!r} cannot be passed")
@@ -161,8 +173,12 @@ def render_argv(
     return [*argv, "--", "/bin/sh", "-c", SHIM, SHIM_ARGV0, *spec.argv]
 
 
-_EXITED = re.compile(r"\) exited with status: (\d+)")
-_SIGNALLED = re.compile(r"\) terminated with signal: .*?\((\d+)\)")
+# Only the program's own end: nsjail, as pid 1, also logs the orphans it reaps after
+# the program (labelled "[UNKNOWN]"), and their status is not the job's.
+_PROGRAM = r"pid=\d+ \(\[STANDALONE MODE\]\) "
+_EXITED = re.compile(_PROGRAM + r"exited with status: (\d+)")
+_SIGNALLED = re.compile(_PROGRAM + r"terminated with signal: .*?\((\d+)\)")
+_REAPED = re.compile(r"pid=\d+ \(\[UNKNOWN\]\) |removeProc\(\)")
 _PROBLEM = re.compile(r"^\[[EF]\]\S* ?(?:\S+\(\):\d+ )?(.*)$")
 
 
@@ -183,6 +199,8 @@ def parse_log(text: str) -> LogSummary:
             wait_status = int(found[1]) << 8
         elif found := _SIGNALLED.search(line):
             wait_status = int(found[1])
+        elif _REAPED.search(line):
+            continue
         elif found := _PROBLEM.match(line):
             problems.append(found[1].strip())
     return LogSummary(wait_status, tuple(problems))
@@ -191,9 +209,18 @@ def parse_log(text: str) -> LogSummary:
 def _exec_nsjail(spec: JailSpec, fds: dict[str, int], log_w: int, ready_w: int) -> None:
     """Pid 1 of the job's pid namespace: mounts its /proc, then becomes nsjail."""
     try:
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-        # The OOM killer must pick the job, never its supervisor; the job inherits this.
+        # hidepid: the job never sees nsjail, which lives in the host's network and mount
+        # namespaces (its /proc/1/net/* and /proc/1/mountinfo would be the host's).
+        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, PROC_OPTIONS)
+        mask_proc("/proc", spec.masked_paths)
+        # The OOM killer must pick the job, never its supervisor; the job inherits this,
+        # and written by root it is also the floor the job cannot go below.
         write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
+        sigpending = spec.rlimits["sigpending"]
+        resource.setrlimit(resource.RLIMIT_SIGPENDING, (sigpending, sigpending))
+        if x32 := x32_refusing_filter():
+            # Inherited by nsjail (which makes no x32 call) and so by the job.
+            set_seccomp_filter(x32)
         null = os.open("/dev/null", os.O_RDONLY)
         # nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on.
         place_fds([null, fds["stdout"], log_w, fds["result"], fds["job"], fds["stderr"], ready_w])

@@ -196,6 +196,8 @@ class ProcessBackend:
         enforced = ["wall_time", "cpu_time", "output", "network", "file_size", "disk"]
         if self.cgroups is not None:
             enforced[1:1] = ["memory", "processes"]
+            if self.cgroups.cpu_quota:
+                enforced.append("cpu_millicores")
             detail = self.cgroups.describe()
         else:
             enforced[1:1] = ["memory (RLIMIT_AS)", "processes (RLIMIT_NPROC)"]
@@ -218,8 +220,14 @@ class ProcessBackend:
             nproc_limit=0 if cgroup else limits.processes + plan.profile.overhead_processes,
             cgroup_join_files=[str(p) for p in cgroup.join_files] if cgroup else [],
             cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
+            pids_events_file=str(cgroup.pids_events_file) if cgroup else "",
+            supervisor_cgroup_files=[str(p) for p in cgroup.supervisor_join_files]
+            if cgroup
+            else [],
             cpu_usage_v2=bool(cgroup and cgroup.version is Version.V2),
-            seccomp_bpf=compile_bpf(plan.profile.seccomp.deny, network=limits.network).hex(),
+            seccomp_bpf=compile_bpf(
+                plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
+            ).hex(),
             warm=plan.warm,
         )
 
@@ -236,7 +244,11 @@ class ProcessBackend:
 
     async def start(self, plan: SandboxPlan) -> ProcessSandbox:
         processes = plan.limits.processes + plan.profile.overhead_processes
-        cgroup = self.cgroups.create(plan.limits.memory_bytes, processes) if self.cgroups else None
+        cgroup = (
+            self.cgroups.create(plan.limits.memory_bytes, processes, plan.limits.cpu_millicores)
+            if self.cgroups
+            else None
+        )
         pipes = {name: os.pipe() for name in FD_NAMES}
         # The child gets the write ends of its output channels and the read ends of its inputs.
         theirs = {

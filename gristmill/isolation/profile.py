@@ -42,11 +42,17 @@ class Rlimits:
     stack: int = 8 * 1024 * 1024
     core: int = 0
     memlock: int = 64 * 1024
+    # Per-user kernel quotas, charged to the host uid that made the job's user
+    # namespace: a job's own rlimit bounds how much of them it can take.
+    sigpending: int = 256
+    msgqueue: int = 256 * 1024
 
 
 @dataclass(frozen=True)
 class SeccompPolicy:
     deny: tuple[str, ...] = ()
+    # Calls answered ENOSYS, as if this kernel lacked them (programs then fall back).
+    nosys: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -58,10 +64,15 @@ class SandboxProfile:
     # Size of the tmpfs the job directory is copied into: the job cannot fill the host disk.
     job_dir_bytes: int = 64 * 1024 * 1024
     file_size_bytes: int = 64 * 1024 * 1024
+    # Size of the job's private /dev/shm (POSIX shared memory and semaphores).
+    shm_bytes: int = 64 * 1024 * 1024
     overhead_processes: int = 2
     mounts: tuple[BindMount, ...] = ()
     symlinks: tuple[Symlink, ...] = ()
     devices: tuple[str, ...] = ()
+    # /proc entries hidden from the job (a file under /dev/null, a directory under an
+    # empty read-only tmpfs); entries this kernel lacks are skipped.
+    masked_paths: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     rlimits: Rlimits = Rlimits()
     seccomp: SeccompPolicy = SeccompPolicy()
@@ -78,12 +89,22 @@ _SCALARS = (
     "tmpfs_bytes",
     "job_dir_bytes",
     "file_size_bytes",
+    "shm_bytes",
     "overhead_processes",
 )
 
 
 def _merge(base: SandboxProfile, data: Mapping[str, Any], origin: Path) -> SandboxProfile:
-    unknown = set(data) - {*_SCALARS, "mount", "symlink", "devices", "env", "rlimits", "seccomp"}
+    unknown = set(data) - {
+        *_SCALARS,
+        "mount",
+        "symlink",
+        "devices",
+        "masked_paths",
+        "env",
+        "rlimits",
+        "seccomp",
+    }
     if unknown:
         raise ProfileError(f"{origin}: unknown keys {sorted(unknown)}")
     try:
@@ -92,6 +113,7 @@ def _merge(base: SandboxProfile, data: Mapping[str, Any], origin: Path) -> Sandb
         symlinks = tuple(Symlink(**s) for s in data.get("symlink", ()))
         rlimits = replace(base.rlimits, **data.get("rlimits", {}))
         deny = tuple(data.get("seccomp", {}).get("deny", ()))
+        nosys = tuple(data.get("seccomp", {}).get("nosys", ()))
     except TypeError as error:
         raise ProfileError(f"{origin}: {error}") from error
     return replace(
@@ -100,9 +122,10 @@ def _merge(base: SandboxProfile, data: Mapping[str, Any], origin: Path) -> Sandb
         mounts=base.mounts + mounts,
         symlinks=base.symlinks + symlinks,
         devices=base.devices + tuple(data.get("devices", ())),
+        masked_paths=base.masked_paths + tuple(data.get("masked_paths", ())),
         env={**base.env, **data.get("env", {})},
         rlimits=rlimits,
-        seccomp=SeccompPolicy(deny=base.seccomp.deny + deny),
+        seccomp=SeccompPolicy(deny=base.seccomp.deny + deny, nosys=base.seccomp.nosys + nosys),
     )
 
 

@@ -11,7 +11,8 @@ a Kafel policy (`render_kafel`). Both name system calls by the number libseccomp
 resolves for this machine, so the two filters cannot drift apart.
 
 Refusals answer EPERM (EAFNOSUPPORT for socket families) so that programs see an
-ordinary error they can report, rather than dying of SIGSYS.
+ordinary error they can report, rather than dying of SIGSYS; the profile's `nosys`
+calls answer ENOSYS, so that programs take their fallback for a kernel without them.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ __all__ = ["ArgTest", "Rule", "compile_bpf", "render_kafel", "rules"]
 SOCK_TYPE_MASK = 0xF
 SOCK_RAW = 3
 SOCK_PACKET = 10
-# Families a job granted the network may still not open.
-_NEVER = (socket.AF_NETLINK, socket.AF_PACKET)
+# Families a job granted the network may still not open (vsock reaches the hypervisor).
+_NEVER = (socket.AF_NETLINK, socket.AF_PACKET, socket.AF_VSOCK)
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,8 @@ def _number(name: str) -> int:
     return int(seccomp.resolve_syscall(seccomp.Arch.NATIVE, name))
 
 
-def rules(deny: Sequence[str], *, network: bool) -> list[Rule]:
-    """The whole policy for a job: the profile's deny list plus the argument rules."""
+def rules(deny: Sequence[str], *, network: bool, nosys: Sequence[str] = ()) -> list[Rule]:
+    """The whole policy for a job: the profile's deny and nosys lists plus the argument rules."""
 
     def rule(code: int, name: str, arg: ArgTest | None = None) -> list[Rule]:
         number = _number(name)
@@ -73,6 +74,8 @@ def rules(deny: Sequence[str], *, network: bool) -> list[Rule]:
     found: list[Rule] = []
     for name in deny:
         found += rule(errno.EPERM, name)
+    for name in nosys:
+        found += rule(errno.ENOSYS, name)
     for flag in NAMESPACE_FLAGS:
         found += rule(errno.EPERM, "clone", ArgTest(0, "masked_eq", flag, flag))
     # clone3 passes its flags in memory a filter cannot read: make libc fall back to clone.
@@ -95,14 +98,14 @@ def _libseccomp_arg(test: ArgTest) -> seccomp.Arg:
 
 
 @lru_cache(maxsize=16)
-def compile_bpf(deny: tuple[str, ...], *, network: bool) -> bytes:
+def compile_bpf(deny: tuple[str, ...], *, network: bool, nosys: tuple[str, ...] = ()) -> bytes:
     """The policy as the BPF program libseccomp would load (its `seccomp_export_bpf`).
 
     Computed once per policy rather than in every job's process, where building
     the filter cost ~0.5 ms and importing libseccomp's binding made every fork slower.
     """
     compiled = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
-    for r in rules(deny, network=network):
+    for r in rules(deny, network=network, nosys=nosys):
         if r.arg is None:
             compiled.add_rule(seccomp.ERRNO(r.errno), r.syscall)
         else:

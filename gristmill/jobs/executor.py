@@ -35,10 +35,10 @@ from gristmill.jobs import envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.output import CappedOutput
-from gristmill.jobs.pool import WarmPool
+from gristmill.jobs.pool import Warm, WarmPool
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
-from gristmill.jobs.workspace import Workspace, mount_jobs_dir, unmount_jobs_dir
+from gristmill.jobs.workspace import Workspace, mount_jobs_dir, remove_stale, unmount_jobs_dir
 from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
 from gristmill.languages.spec import JAIL_JOB_DIR
@@ -194,6 +194,7 @@ class Executor:
                     "so the jail's unprivileged user could not reach its job directory"
                 )
         mount_jobs_dir(self.jobs_dir)
+        remove_stale(self.jobs_dir)
         shutil.rmtree(self._runtime_dirs, ignore_errors=True)
         for runtime in self.registry:
             shutil.copytree(
@@ -305,45 +306,78 @@ class Executor:
         emit(PhaseEvent("prepare"))
         needs_mounts = environment is not None or build is not None
         warm = self.pool.take(runtime) if self.pool.fits(job, needs_mounts) else None
-        workspace = warm.workspace if warm else Workspace.empty(self.jobs_dir)
         try:
-            uid, gid = self._ids(runtime)
-            if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
-                # A few small files: quicker written here than handed to a thread and back.
-                workspace.fill(job, runtime.spec.source_file, uid, gid)
-            else:
-                await asyncio.to_thread(workspace.fill, job, runtime.spec.source_file, uid, gid)
-            prepared = time.monotonic_ns()
             if warm is not None:
-                emit(PhaseEvent("sandbox_setup", f"{self.backend.name}, warm"))
-                if await warm.sandbox.hand_over(job.limits):
-                    return await self._supervise(
-                        job, runtime, warm.sandbox, message, emit, cancel, began, prepared, True
-                    )
-                # It died while it waited (or cannot take the job's limits): start anew.
-                self.pool.discard(warm)
-            emit(PhaseEvent("sandbox_setup", self.backend.name))
-            plan = job_plan(
-                runtime,
-                self._runtime_dirs / runtime.name,
-                workspace,
-                runtime.spec.run,
-                job.env,
-                job.limits,
-                environment,
-                build.path if build else None,
-            )
-            sandbox = await self.backend.start(plan)
-            return await self._supervise(
-                job, runtime, sandbox, message, emit, cancel, began, prepared, False
-            )
+                outcome = await self._run_warm(job, runtime, warm, message, emit, cancel, began)
+                if outcome is not None:
+                    return outcome
+            uid, gid = self._ids(runtime)
+            workspace = Workspace.empty(self.jobs_dir, uid, gid)
+            try:
+                await self._fill(workspace, job, runtime)
+                prepared = time.monotonic_ns()
+                emit(PhaseEvent("sandbox_setup", self.backend.name))
+                plan = job_plan(
+                    runtime,
+                    self._runtime_dirs / runtime.name,
+                    workspace,
+                    runtime.spec.run,
+                    job.env,
+                    job.limits,
+                    environment,
+                    build.path if build else None,
+                )
+                sandbox = await self.backend.start(plan)
+                return await self._supervise(
+                    job, runtime, sandbox, message, emit, cancel, began, prepared, False
+                )
+            finally:
+                self._remove_later(workspace)
         finally:
             self.pool.refill(runtime)
-            # Off the outcome's path: nothing of the job runs any more, the files just go.
-            self._cleanups.add(
-                removal := asyncio.ensure_future(asyncio.to_thread(workspace.remove))
+
+    async def _run_warm(
+        self,
+        job: Job,
+        runtime: Runtime,
+        warm: Warm,
+        message: bytes,
+        emit: EventSink,
+        cancel: asyncio.Event | None,
+        began: int,
+    ) -> Outcome | None:
+        """The job in a warm sandbox; None if that sandbox could not take it (it died
+        while it waited, or already holds more memory than the job may use)."""
+        try:
+            await self._fill(warm.workspace, job, runtime)
+        except BaseException:
+            self.pool.discard(warm)
+            raise
+        prepared = time.monotonic_ns()
+        emit(PhaseEvent("sandbox_setup", f"{self.backend.name}, warm"))
+        if not await warm.sandbox.hand_over(job.limits):
+            self.pool.discard(warm)
+            return None
+        try:
+            return await self._supervise(
+                job, runtime, warm.sandbox, message, emit, cancel, began, prepared, True
             )
-            removal.add_done_callback(self._cleanups.discard)
+        finally:
+            self._remove_later(warm.workspace)
+
+    async def _fill(self, workspace: Workspace, job: Job, runtime: Runtime) -> None:
+        uid, gid = self._ids(runtime)
+        if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
+            # A few small files: quicker written here than handed to a thread and back.
+            workspace.fill(job, runtime.spec.source_file, uid, gid)
+        else:
+            await asyncio.to_thread(workspace.fill, job, runtime.spec.source_file, uid, gid)
+
+    def _remove_later(self, workspace: Workspace) -> None:
+        """Off the outcome's path: nothing of the job runs any more, the files just go."""
+        removal = asyncio.ensure_future(asyncio.to_thread(workspace.remove))
+        self._cleanups.add(removal)
+        removal.add_done_callback(self._cleanups.discard)
 
     @staticmethod
     def _ids(runtime: Runtime) -> tuple[int, int]:

@@ -122,7 +122,8 @@ class WarmPool:
     async def _start(self, runtime: Runtime) -> None:
         workspace: Workspace | None = None
         try:
-            workspace = await asyncio.to_thread(Workspace.empty, self._jobs_dir)
+            uid, gid = runtime.profile.uid, runtime.profile.gid
+            workspace = await asyncio.to_thread(Workspace.empty, self._jobs_dir, uid, gid)
             plan = job_plan(
                 runtime,
                 self._runtime_dirs / runtime.name,

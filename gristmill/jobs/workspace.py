@@ -20,15 +20,18 @@ JOBS_TMPFS_BYTES = 2 * 1024 * 1024 * 1024
 
 
 def mount_jobs_dir(jobs_dir: Path) -> bool:
-    """Puts the workspaces on a tmpfs of their own, emptied (of what a killed server left).
+    """Puts the workspaces on a tmpfs of their own, unless they already are (a server
+    sharing the work directory, or a killed one, mounted it: `remove_stale` clears what
+    the dead left).
 
     A workspace lives for one job: creating and removing its directories on a disk file
     system (ext4 here) costs ~3 ms a job, on a tmpfs ~0.06 ms. Only root may mount;
-    elsewhere the workspaces stay on the work directory's own file system. True if mounted.
+    elsewhere the workspaces stay on the work directory's own file system. True if the
+    workspaces are on a tmpfs.
     """
     jobs_dir.mkdir(mode=0o755, exist_ok=True)
     if os.path.ismount(jobs_dir):
-        linux.umount2(str(jobs_dir), linux.MNT_DETACH)
+        return True
     if os.geteuid() != 0:
         return False
     try:
@@ -44,9 +47,12 @@ def mount_jobs_dir(jobs_dir: Path) -> bool:
     return True
 
 
-def unmount_jobs_dir(jobs_dir: Path) -> None:
-    if os.path.ismount(jobs_dir):
-        with contextlib.suppress(OSError):
+def unmount_jobs_dir(jobs_dir: Path, *, force: bool = False) -> None:
+    """Unmounts the workspaces' tmpfs once no server has a workspace there (or `force`)."""
+    if not os.path.ismount(jobs_dir):
+        return
+    with contextlib.suppress(OSError):
+        if force or not any(jobs_dir.iterdir()):
             linux.umount2(str(jobs_dir), linux.MNT_DETACH)
 
 
@@ -56,6 +62,23 @@ def safe_relative_path(path: str, field: str) -> PurePosixPath:
     if not path or pure.is_absolute() or ".." in pure.parts or len(pure.parts) > MAX_PATH_DEPTH:
         raise InvalidRequest(field, f"{path!r} must be a relative path inside the job directory")
     return pure
+
+
+def remove_stale(jobs_dir: Path) -> int:
+    """Removes the workspaces of servers that are gone (e.g. SIGKILLed); how many it removed.
+
+    Those of live servers, this one included, are left alone: several servers may
+    share a work directory.
+    """
+    removed = 0
+    for base in jobs_dir.iterdir():
+        pid, separator, _ = base.name.partition("-")
+        if not separator or not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        if not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(base, ignore_errors=True)
+            removed += 1
+    return removed
 
 
 @dataclass(frozen=True)
@@ -76,16 +99,21 @@ class Workspace:
     ) -> Workspace:
         """The job's code as `source_file`, its files, and `generated` (what the language's
         plugin wrote for a build step), all owned by the sandbox's `uid`/`gid`."""
-        workspace = cls.empty(jobs_dir)
+        workspace = cls.empty(jobs_dir, uid, gid)
         workspace.fill(job, source_file, uid, gid, generated)
         return workspace
 
     @classmethod
-    def empty(cls, jobs_dir: Path) -> Workspace:
+    def empty(cls, jobs_dir: Path, uid: int, gid: int) -> Workspace:
         """A workspace with no job yet: a warm sandbox's, filled at its hand-over."""
-        base = jobs_dir / uuid.uuid4().hex
+        # Named for this server's pid, so that a server started later can tell which
+        # workspaces a killed one left behind (`remove_stale`).
+        base = jobs_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
         job_dir, root_dir = base / "job", base / "root"
-        base.mkdir(mode=0o755)
+        # Private to the service and the jail's uid (the supervisor reads the files as
+        # that uid on the process backend): no other local user may read a tenant's code.
+        base.mkdir(mode=0o700)
+        os.chown(base, uid, gid)
         root_dir.mkdir(mode=0o755)
         job_dir.mkdir(mode=0o755)
         return cls(base, job_dir, root_dir)

@@ -93,6 +93,7 @@ def job_from_proto(
         processes=message.limits.processes,
         output_bytes=message.limits.output_bytes,
         network=message.limits.network,
+        cpu_millicores=message.limits.cpu_millicores,
     )
     limits = validate.limits(asked, config.default_limits, config.max_limits)
     return Job(

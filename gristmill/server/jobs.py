@@ -6,7 +6,9 @@ outcome until `ttl_s` has passed, or until the outcomes kept pass `max_bytes` (t
 oldest go first). A job lives as long as someone waits for it: when
 its last waiting client goes away, it is cancelled and forgotten, so that the worker's
 retry (after a dropped connection, say) runs it again, once the abandoned run is gone.
-A job cancelled by `Cancel` keeps its CANCELLED outcome like any other.
+A job cancelled by `Cancel` keeps its CANCELLED outcome like any other. A run cut
+short by its caller's deadline (before the job's own wall-time limit) says so, and is
+not kept: a retry bringing more time runs the job again.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class _Entry:
     task: asyncio.Task[Outcome] | None = None
     # Every waiting client went away before the end: the run is being killed.
     abandoned: bool = False
+    # The caller's deadline, not the job's wall-time limit, ended the run.
+    cut_short: bool = False
 
     def publish(self, event: JobEvent) -> None:
         self.history.append(event)
@@ -108,15 +112,28 @@ class Subscription:
 
 
 def _footprint(job: Job, outcome: Outcome) -> int:
-    """About how many bytes a kept entry holds: its job's request and its outcome."""
+    """About how many bytes a kept entry holds: its job's request and its outcome, and
+    about a kilobyte of its own."""
     error = outcome.error
     error_bytes = len(error.message) + 100 * len(error.stack) if error is not None else 0
     return (
-        job.size_bytes
+        1024
+        + job.size_bytes
         + len(outcome.result_json)
         + len(outcome.stdout.data)
         + len(outcome.stderr.data)
         + error_bytes
+    )
+
+
+def _cut_by_deadline(job: Job, outcome: Outcome) -> bool:
+    """Whether a TIMEOUT came from the caller's deadline (`executor.within_deadline`
+    cut the wall limit to it) rather than from the job's own limit, which it would
+    have run for in full."""
+    return (
+        outcome.verdict is Verdict.TIMEOUT
+        and job.deadline is not None
+        and outcome.usage.wall_time_ms < job.limits.wall_time_ms
     )
 
 
@@ -178,6 +195,13 @@ class JobTable:
                 job_id=entry.job.id, verdict=Verdict.CANCELLED, detail="cancelled while queued"
             )
         outcome = await self._runner.run(entry.job, entry.publish, entry.cancel)
+        if _cut_by_deadline(entry.job, outcome):
+            entry.cut_short = True
+            outcome = dataclasses.replace(
+                outcome,
+                detail=f"the caller's deadline ran out after {outcome.usage.wall_time_ms} ms, "
+                f"before the job's wall-time limit of {entry.job.limits.wall_time_ms} ms",
+            )
         phases = dataclasses.replace(outcome.usage.phases, queued_ms=ticket.queued_ms)
         return dataclasses.replace(outcome, usage=dataclasses.replace(outcome.usage, phases=phases))
 
@@ -197,7 +221,7 @@ class JobTable:
             log.debug("job %s ended without an outcome", entry.job.id)
             self._forget(entry)
             return
-        if entry.abandoned:
+        if entry.abandoned or entry.cut_short:
             self._forget(entry)
             return
         asyncio.get_running_loop().call_later(self._ttl_s, self._forget, entry)

@@ -62,6 +62,10 @@ def args_json(text: str) -> dict[str, Any]:
     return value
 
 
+MAX_NAME_BYTES = 255
+"""The longest file name Linux file systems take (NAME_MAX)."""
+
+
 def files(
     items: Iterable[JobFile], source_file: str, name: str = "job.files"
 ) -> tuple[JobFile, ...]:
@@ -76,6 +80,8 @@ def files(
             raise InvalidRequest(field, "must name a file")
         if path.is_absolute() or ".." in path.parts:
             raise InvalidRequest(field, f"{item.path!r} must be relative, without '..'")
+        if any(len(part.encode()) > MAX_NAME_BYTES for part in path.parts):
+            raise InvalidRequest(field, f"a path component is over {MAX_NAME_BYTES} bytes")
         if path in seen:
             raise InvalidRequest(field, f"{item.path!r} is already {seen[path]}")
         seen[path] = f"{name}[{index}]"
@@ -108,8 +114,18 @@ def env(values: Mapping[str, str]) -> dict[str, str]:
     return dict(values)
 
 
+MIN_MEMORY_BYTES = 16 * 1024 * 1024
+"""The least memory a job may ask for: below it the sandbox itself (supervisor, nsjail,
+an interpreter's start) does not fit, and the job would end in SANDBOX_ERROR."""
+
+
 def limits(asked: Limits, defaults: Limits, maxima: Limits) -> Limits:
     """`asked` with zeros taken from `defaults`; a value over `maxima` is refused, not clipped."""
+    if 0 < asked.memory_bytes < MIN_MEMORY_BYTES:
+        raise InvalidRequest(
+            "job.limits.memory_bytes",
+            f"{asked.memory_bytes} is under the minimum {MIN_MEMORY_BYTES} (16 MiB)",
+        )
     if asked.network and not maxima.network:
         raise InvalidRequest("job.limits.network", "this server does not allow network access")
     resolved: dict[str, Any] = {"network": asked.network}

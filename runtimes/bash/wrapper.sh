@@ -20,9 +20,35 @@ rm -f "$result_file"
 status=$?
 exec 5>&-
 
+# Each byte that is not part of a UTF-8 character becomes U+FFFD: the message is JSON,
+# so it must be UTF-8. ASCII needs no check; other text is checked at once by iconv and,
+# if need be, repaired one character at a time.
+has_high_bytes() {
+    local LC_ALL=C
+    [[ $1 == *[$'\x80'-$'\xff']* ]]
+}
+
+utf8_repaired() {
+    local text=$1 fixed="" char code hex byte i
+    for ((i = 0; i < ${#text}; i++)); do
+        char=${text:i:1}
+        printf -v code '%d' "'$char"
+        if ((code >= 128)); then
+            printf -v hex '%x' "$code"
+            printf -v byte "\\x$hex"
+            [[ $char == "$byte" ]] && char=$'\xef\xbf\xbd'
+        fi
+        fixed+=$char
+    done
+    printf '%s' "$fixed"
+}
+
 text=""
 IFS= read -r -d '' text <&6
 if [[ -n $text ]]; then
+    if has_high_bytes "$text" && ! iconv -f UTF-8 -t UTF-8 >/dev/null 2>&1 <<<"$text"; then
+        text=$(utf8_repaired "$text")
+    fi
     while [[ $text == *$'\n' ]]; do
         text=${text%$'\n'}
     done
@@ -31,6 +57,15 @@ if [[ -n $text ]]; then
     text=${text//$'\n'/\\n}
     text=${text//$'\r'/\\r}
     text=${text//$'\t'/\\t}
+    if [[ $text == *[[:cntrl:]]* ]]; then
+        # Any other control character would make the message invalid JSON.
+        for ((code = 1; code < 32; code++)); do
+            printf -v hex %02x "$code"
+            printf -v char "\\x$hex"
+            printf -v escaped '\\u%04x' "$code"
+            text=${text//"$char"/$escaped}
+        done
+    fi
     printf '{"result_text":"%s"}' "$text" >&3
 fi
 

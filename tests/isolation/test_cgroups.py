@@ -126,8 +126,28 @@ def test_real_v1_join_by_writing_zero_moves_the_whole_single_threaded_process() 
             check=True,
         ).stdout
         for controller, directory in group.dirs.items():
-            line = next(x for x in where.splitlines() if controller in x.split(":")[1])
+            line = next(x for x in where.splitlines() if controller in x.split(":")[1].split(","))
             assert line.endswith(directory.name), line
+    finally:
+        group.remove()
+        cgroups.remove()
+
+
+def test_v2_cpu_quota_is_written_as_cpu_max(tmp_path: Path) -> None:
+    group = Cgroups(Version.V2, {"": tmp_path}).create(64 << 20, 17, cpu_millicores=1500)
+    [job] = group.dirs.values()
+    assert (job / "cpu.max").read_text() == "150000 100000"
+
+
+@pytest.mark.skipif(_real_v1() is None, reason="no usable cgroup v1 hierarchies here")
+def test_real_v1_cpu_quota_is_written_to_the_cpu_controller() -> None:
+    cgroups = _real_v1()
+    assert cgroups is not None
+    group = cgroups.create(32 << 20, 4, cpu_millicores=500)
+    try:
+        cpu = group.dirs.get("cpu", group.dirs["cpuacct"])
+        assert (cpu / "cpu.cfs_quota_us").read_text().strip() == "50000"
+        assert (cpu / "cpu.cfs_period_us").read_text().strip() == "100000"
     finally:
         group.remove()
         cgroups.remove()

@@ -75,7 +75,11 @@ def test_no_network_flag_unless_the_job_was_granted_the_network() -> None:
 def test_tmp_is_a_tmpfs_of_the_profile_size_not_nsjails_4_mib_default() -> None:
     args = argv()
     assert "-T" not in args and "--tmpfsmount" not in args
-    assert flag(args, "--mount") == [f"none:/tmp:tmpfs:size={64 * MiB},mode=1777"]
+    assert flag(args, "--mount")[0] == f"none:/tmp:tmpfs:size={64 * MiB},mode=1777"
+
+
+def test_dev_shm_is_a_private_tmpfs_of_the_profile_size() -> None:
+    assert f"none:/dev/shm:tmpfs:size={64 * MiB},mode=1777" in flag(argv(), "--mount")
 
 
 @pytest.mark.parametrize(("wall_ms", "seconds"), [(1500, "3"), (1000, "2"), (1, "2"), (0, "0")])
@@ -181,3 +185,13 @@ def test_job_under_nsjail_is_pid_2_and_an_unprivileged_user(nsjail_run: object) 
     )
     outcome = nsjail_run("python", code)  # type: ignore[operator]
     assert json.loads(outcome.result_json) == [2, 65534, ["65534", "65534", "1"]]
+
+
+def test_parse_log_takes_the_programs_end_not_an_orphans():
+    summary = parse_log(
+        "[I][2026] pid=2 ([STANDALONE MODE]) exited with status: 0, (PIDs left: 0)\n"
+        "[I][2026] pid=3 ([UNKNOWN]) exited with status: 1, (PIDs left: -1)\n"
+        "[W][2026][1] removeProc():257 pid=3 doesn't exist ?\n"
+    )
+    assert summary.wait_status == 0
+    assert summary.problems == ()

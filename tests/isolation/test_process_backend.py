@@ -205,8 +205,9 @@ async def test_jobs_see_only_their_own_processes(executor: Executor) -> None:
         """
     )
     outcome = await run(executor, "python", code)
-    # The job's init (pid 1) and the program itself: nothing of the host.
-    assert json.loads(outcome.result_json) == [1, 2]
+    # The program itself: nothing of the host, nor the job's init or nsjail (pid 1),
+    # which live partly outside the job's namespaces (hidepid).
+    assert json.loads(outcome.result_json) == [2]
 
 
 async def test_root_and_system_directories_are_read_only(executor: Executor) -> None:
@@ -263,3 +264,29 @@ async def test_no_cgroup_is_left_after_jobs(executor: Executor) -> None:
         pytest.skip("no cgroups on this machine")
     for parent in cgroups.parents.values():
         assert list(parent.glob("job-*")) == []
+
+
+async def test_a_cpu_hog_of_many_processes_gets_no_more_than_its_cpu_quota(
+    executor: Executor,
+) -> None:
+    code = textwrap.dedent(
+        """
+        import os, time
+        def main():
+            start = time.monotonic()
+            for _ in range(4):
+                if os.fork() == 0:
+                    end = time.monotonic() + 2
+                    while time.monotonic() < end:
+                        pass
+                    os._exit(0)
+            for _ in range(4):
+                os.wait()
+            used = os.times().children_user + os.times().children_system
+            return [used, time.monotonic() - start]
+        """
+    )
+    outcome = await run(executor, "python", code, cpu_millicores=250, wall_time_ms=20000)
+    used_s, wall_s = json.loads(outcome.result_json)
+    # A quarter of a core over the run, with a period's worth of slack per child.
+    assert used_s <= 0.25 * wall_s + 0.5

@@ -23,6 +23,23 @@ def test_limit_over_the_maximum_is_refused_not_clipped():
     assert refused.value.field == "job.limits.memory_bytes"
 
 
+@pytest.mark.parametrize("memory_bytes", [1, 4096, 4 << 20, (16 << 20) - 1])
+def test_memory_under_what_a_sandbox_runs_in_is_refused_naming_the_minimum(memory_bytes):
+    asked = Limits(0, memory_bytes, 0, 0, 0)
+    with pytest.raises(InvalidRequest) as refused:
+        validate.limits(asked, DEFAULT_LIMITS, MAX_LIMITS)
+    assert refused.value.field == "job.limits.memory_bytes"
+    assert str(16 << 20) in str(refused.value)
+    assert validate.limits(Limits(0, 16 << 20, 0, 0, 0), DEFAULT_LIMITS, MAX_LIMITS)
+
+
+def test_a_path_component_over_255_bytes_is_refused_naming_the_field():
+    with pytest.raises(InvalidRequest) as refused:
+        validate.files([JobFile("d/" + "é" * 128, b"")], "main.py")
+    assert refused.value.field == "job.files[0].path"
+    assert validate.files([JobFile("d/" + "x" * 255, b"")], "main.py")
+
+
 def test_network_needs_the_servers_permission():
     asked = Limits(0, 0, 0, 0, 0, network=True)
     with pytest.raises(InvalidRequest):
