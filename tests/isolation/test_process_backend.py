@@ -290,3 +290,19 @@ async def test_a_cpu_hog_of_many_processes_gets_no_more_than_its_cpu_quota(
     used_s, wall_s = json.loads(outcome.result_json)
     # A quarter of a core over the run, with a period's worth of slack per child.
     assert used_s <= 0.25 * wall_s + 0.5
+
+
+async def test_vsock_is_refused_even_with_the_network(executor: Executor) -> None:
+    code = textwrap.dedent(
+        """
+        import errno, socket
+        def main():
+            try:
+                socket.socket(socket.AF_VSOCK, socket.SOCK_STREAM).close()
+            except OSError as error:
+                return errno.errorcode[error.errno]
+            return "opened"
+        """
+    )
+    outcome = await run(executor, "python", code, network=True)
+    assert json.loads(outcome.result_json) == "EAFNOSUPPORT"
