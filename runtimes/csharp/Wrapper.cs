@@ -519,6 +519,11 @@ namespace Gristmill
         private static extern IntPtr WriteFd(int fd, byte[] buffer, IntPtr count);
 
         private const int EINTR = 4;
+        private const int SIGXFSZ = 25;
+        private static readonly IntPtr SIG_IGN = (IntPtr)1;
+
+        [DllImport("libc", EntryPoint = "signal")]
+        private static extern IntPtr Signal(int signal, IntPtr handler);
 
         private static byte[] ReadAll(int fd)
         {
@@ -572,6 +577,18 @@ namespace Gristmill
 
         // The user's frames of `error`, innermost last: those in files under /job.
         private static List<object> Frames(Exception error)
+        {
+            // An exception raised outside the user's code (a TypeInitializationException,
+            // say) takes the frames of the first inner exception that has some.
+            for (var e = error; e != null; e = e.InnerException)
+            {
+                var frames = UserFrames(e);
+                if (frames.Count > 0) return frames;
+            }
+            return new List<object>();
+        }
+
+        private static List<object> UserFrames(Exception error)
         {
             var frames = new List<object>();
             var trace = new System.Diagnostics.StackTrace(error, true);
@@ -706,6 +723,9 @@ namespace Gristmill
             System.Threading.Thread.CurrentThread.CurrentCulture = CultureInfo.InvariantCulture;
 
             AppDomain.CurrentDomain.AssemblyResolve += Resolve;
+            // A write past the file size limit fails with EFBIG (an IOException) rather
+            // than killing the job, as in the other languages.
+            Signal(SIGXFSZ, SIG_IGN);
             var job = (Dictionary<string, object>)JsonReader.Parse(utf8.GetString(ReadAll(4)));
             Dictionary<string, object> message;
             try { message = Run(job); }
