@@ -10,6 +10,9 @@ options=(-nologo -debug -langversion:7.2 -target:exe -main:Gristmill.Wrapper
 if [[ -n "${GRISTMILL_ENVIRONMENT:-}" && -f "$GRISTMILL_ENVIRONMENT/references.rsp" ]]; then
     options+=("@$GRISTMILL_ENVIRONMENT/references.rsp")
 fi
+# `#r "nuget: ..."` lines are for the resolver, not mcs: blanked, so lines keep their numbers
+# (this /job is the build step's own copy).
+sed -i -E 's/^[[:space:]]*#r[[:space:]].*$//' main.cs
 messages="$(/usr/bin/mono /usr/lib/mono/4.5/mcs.exe "${options[@]}" main.cs /gristmill/runtime/Wrapper.cs 2>&1)"
 status=$?
 # mcs writes its messages on stdout: they go to stderr, the compiler's words of the
