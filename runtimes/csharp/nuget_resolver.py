@@ -29,14 +29,14 @@ REQUIREMENTS = "requirements.jsonl"
 LOCKFILE = "packages.lock.json"
 
 # `#r "nuget: Name, Version"` (the version, or range, may be left out): dotnet-script's form.
-_REFERENCE = re.compile(r'^\s*#r\s+"nuget:\s*(?P<body>[^"]*)"\s*$')
+REFERENCE = re.compile(r'^\s*#r\s+"nuget:\s*(?P<body>[^"]*)"\s*$')
 
 
 def find(code: str) -> tuple[Dependency, ...]:
     """The packages `code` references, in order of appearance, each once."""
     found: dict[str, Dependency] = {}
     for number, line in enumerate(code.splitlines(), start=1):
-        match = _REFERENCE.match(line)
+        match = REFERENCE.match(line)
         if match is None:
             continue
         name, _, version = (part.strip() for part in match["body"].partition(","))
