@@ -29,6 +29,24 @@ namespace Gristmill
         public ResultError(string message) : base(message) { }
     }
 
+    // Integers past 64 bits, as System.Numerics.BigInteger. Kept apart, and recognised by
+    // type name elsewhere, so that System.Numerics is loaded only by jobs that use it
+    // (each assembly loaded costs every job's start a few milliseconds).
+    internal static class Big
+    {
+        public const string Name = "System.Numerics.BigInteger";
+
+        public static bool Is(object value) { return value != null && value.GetType().FullName == Name; }
+
+        public static object Parse(string token) { return BigInteger.Parse(token, CultureInfo.InvariantCulture); }
+
+        public static object FromLong(long value) { return new BigInteger(value); }
+
+        public static object ToDecimal(object value) { return (decimal)(BigInteger)value; }
+
+        public static double ToDouble(object value) { return (double)(BigInteger)value; }
+    }
+
     // --- JSON: parsed into Dictionary<string, object>, List<object>, string, long,
     // BigInteger, double, bool and null; written from any .NET value. --------------------
     internal sealed class JsonReader
@@ -153,7 +171,7 @@ namespace Gristmill
             {
                 long small;
                 if (long.TryParse(token, NumberStyles.AllowLeadingSign, CultureInfo.InvariantCulture, out small)) return small;
-                return BigInteger.Parse(token, CultureInfo.InvariantCulture);
+                return Big.Parse(token);
             }
             return double.Parse(token, NumberStyles.Float, CultureInfo.InvariantCulture);
         }
@@ -174,13 +192,13 @@ namespace Gristmill
             if (value == null) { o.Append("null"); return; }
             var type = value.GetType();
             if (value is string) { Text(o, (string)value); return; }
-            if (value is char || value is Guid || value is Uri || value is TimeSpan) { Text(o, Convert.ToString(value, CultureInfo.InvariantCulture)); return; }
+            if (value is char || value is Guid || value is TimeSpan || type.FullName == "System.Uri") { Text(o, Convert.ToString(value, CultureInfo.InvariantCulture)); return; }
             if (value is bool) { o.Append((bool)value ? "true" : "false"); return; }
             if (type.IsEnum) { Text(o, value.ToString()); return; }
             if (value is DateTime) { Text(o, ((DateTime)value).ToString("o", CultureInfo.InvariantCulture)); return; }
             if (value is DateTimeOffset) { Text(o, ((DateTimeOffset)value).ToString("o", CultureInfo.InvariantCulture)); return; }
             if (value is int || value is long || value is short || value is sbyte || value is byte
-                || value is uint || value is ulong || value is ushort || value is BigInteger)
+                || value is uint || value is ulong || value is ushort || Big.Is(value))
             {
                 o.Append(Convert.ToString(value, CultureInfo.InvariantCulture));
                 return;
@@ -290,7 +308,7 @@ namespace Gristmill
             if (value == null) return "null";
             if (value is string) return "a string";
             if (value is bool) return "a boolean";
-            if (value is long || value is BigInteger) return "an integer";
+            if (value is long || Big.Is(value)) return "an integer";
             if (value is double) return "a number";
             if (value is List<object>) return "an array";
             return "an object";
@@ -346,25 +364,25 @@ namespace Gristmill
             if (type == typeof(int) || type == typeof(long) || type == typeof(short) || type == typeof(byte)
                 || type == typeof(sbyte) || type == typeof(uint) || type == typeof(ulong) || type == typeof(ushort))
             {
-                if (value is long || value is BigInteger)
+                if (value is long || Big.Is(value))
                 {
-                    try { return System.Convert.ChangeType(value is long ? (object)(long)value : (object)(decimal)(BigInteger)value, type, CultureInfo.InvariantCulture); }
+                    try { return System.Convert.ChangeType(value is long ? value : Big.ToDecimal(value), type, CultureInfo.InvariantCulture); }
                     catch (Exception) { throw new ArgumentError(where + ": " + value + " does not fit " + TypeName(type)); }
                 }
                 throw Mismatch(where, type, value);
             }
-            if (type == typeof(BigInteger))
+            if (type.FullName == Big.Name)
             {
-                if (value is long) return new BigInteger((long)value);
-                if (value is BigInteger) return value;
+                if (value is long) return Big.FromLong((long)value);
+                if (Big.Is(value)) return value;
                 throw Mismatch(where, type, value);
             }
             if (type == typeof(double) || type == typeof(float) || type == typeof(decimal))
             {
-                if (value is long || value is double || value is BigInteger)
+                if (value is long || value is double || Big.Is(value))
                 {
-                    if (type == typeof(decimal)) return System.Convert.ToDecimal(value is BigInteger ? (double)(BigInteger)value : value, CultureInfo.InvariantCulture);
-                    double d = value is BigInteger ? (double)(BigInteger)value : System.Convert.ToDouble(value, CultureInfo.InvariantCulture);
+                    if (type == typeof(decimal)) return System.Convert.ToDecimal(Big.Is(value) ? Big.ToDouble(value) : value, CultureInfo.InvariantCulture);
+                    double d = Big.Is(value) ? Big.ToDouble(value) : System.Convert.ToDouble(value, CultureInfo.InvariantCulture);
                     return type == typeof(float) ? (object)(float)d : d;
                 }
                 throw Mismatch(where, type, value);
@@ -478,10 +496,10 @@ namespace Gristmill
         public static object[] Bind(MethodInfo method, Dictionary<string, object> args)
         {
             var parameters = method.GetParameters();
-            var known = new HashSet<string>();
+            var known = new List<string>();
             foreach (var parameter in parameters) known.Add(parameter.Name);
             var unknown = new List<string>();
-            foreach (var name in args.Keys) if (!known.Contains(name)) unknown.Add(name);
+            foreach (var name in args.Keys) if (known.IndexOf(name) < 0) unknown.Add(name);
             if (unknown.Count > 0)
                 throw new ArgumentError("unknown argument" + (unknown.Count > 1 ? "s " : " ") + string.Join(", ", unknown)
                     + " (" + method.Name + " takes " + (parameters.Length == 0 ? "none" : string.Join(", ", known)) + ")");
