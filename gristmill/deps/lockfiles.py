@@ -115,9 +115,7 @@ def requirements_txt(content: str) -> tuple[Pin, ...]:
     return pins
 
 
-def check(
-    lock_format: str, content: str, own_rules: Callable[[str], None] | None = None
-) -> None:
+def check(lock_format: str, content: str, own_rules: Callable[[str], None] | None = None) -> None:
     """Raises `LockfileRefused` unless `content` is a lockfile of `lock_format` that only
     pins packages. A format this module has no rules for is checked by `own_rules` (the
     resolver's `ChecksLockfiles.check_lockfile`, raising `LockfileRefused`); without
