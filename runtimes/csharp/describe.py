@@ -168,8 +168,8 @@ def _default(node: Node, types: _Types) -> object:
         value = _number(syntax.text(node))
         return _NO_DEFAULT if value is None else value
     if kind == "prefix_unary_expression" and syntax.text(node).startswith("-"):
-        value = _default(node.named_children[-1], types)
-        return -value if isinstance(value, int | float) else _NO_DEFAULT
+        negated = _default(node.named_children[-1], types)
+        return -negated if isinstance(negated, int | float) else _NO_DEFAULT
     if kind == "string_literal" and not syntax.text(node).startswith(("@", "$")):
         parts = list(syntax.children(node))
         if all(p.type == "string_literal_content" for p in parts):
@@ -185,9 +185,11 @@ def _default(node: Node, types: _Types) -> object:
 
 def _documentation(method: Node) -> tuple[str, dict[str, str]]:
     """The `///` comment above `method`: its summary and its parameters' descriptions."""
-    lines = []
+    lines: list[str] = []
     sibling = method.prev_named_sibling
-    while sibling is not None and sibling.type == "comment" and syntax.text(sibling).startswith("///"):
+    while (
+        sibling is not None and sibling.type == "comment" and syntax.text(sibling).startswith("///")
+    ):
         lines.insert(0, syntax.text(sibling)[3:])
         sibling = sibling.prev_named_sibling
     if not lines:

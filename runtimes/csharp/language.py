@@ -47,5 +47,3 @@ class Plugin(LanguagePlugin):
 
     def dependencies(self, code: str, files: Sequence[str] = ()) -> tuple[Dependency, ...]:
         return nuget_resolver.find(code)
-
-

@@ -32,12 +32,13 @@ import json
 import os
 import re
 import shutil
-import stat
 import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 import zipfile
+from pathlib import Path
+from typing import Any
 
 CLIENT_VERSION = "gristmill-nuget 1"
 LOCK_VERSION = 1
@@ -70,7 +71,7 @@ def version_key(text: str) -> tuple[tuple[int, ...], int, tuple[tuple[int, int |
     numbers = tuple(int(part) for part in release.split("."))
     numbers += (0,) * (4 - len(numbers))
     labels = tuple((0, int(p)) if p.isdigit() else (1, p.lower()) for p in pre.split(".") if p)
-    return numbers, 0 if pre else 1, labels  # type: ignore[return-value]
+    return numbers, 0 if pre else 1, labels
 
 
 class Range:
@@ -126,7 +127,7 @@ class Feed:
     def __init__(self, url: str) -> None:
         self.url = url
         index = self._json(url)
-        resources = {}
+        resources: dict[str, str] = {}
         for resource in index.get("resources", []):
             kinds = resource.get("@type", [])
             for kind in [kinds] if isinstance(kinds, str) else kinds:
@@ -134,7 +135,7 @@ class Feed:
         self.flat = self._resource(resources, "PackageBaseAddress/3.0.0")
         self.registrations = self._resource(resources, "RegistrationsBaseUrl")
         self._versions: dict[str, list[str]] = {}
-        self._leaves: dict[str, dict[str, dict]] = {}  # type: ignore[type-arg]
+        self._leaves: dict[str, dict[str, dict[str, Any]]] = {}
 
     def _resource(self, resources: dict[str, str], kind: str) -> str:
         for name, url in resources.items():
@@ -154,7 +155,7 @@ class Feed:
             reason = getattr(error, "reason", error)
             raise Failure(f"the feed is unreachable: {url}: {reason}") from error
 
-    def _json(self, url: str) -> dict:  # type: ignore[type-arg]
+    def _json(self, url: str) -> dict[str, Any]:
         try:
             return json.loads(self._get(url))  # type: ignore[no-any-return]
         except LookupError as missing:
@@ -173,7 +174,7 @@ class Feed:
             self._versions[lower] = sorted(listed, key=version_key)
         return self._versions[lower]
 
-    def leaf(self, package: str, version: str) -> dict:  # type: ignore[type-arg]
+    def leaf(self, package: str, version: str) -> dict[str, Any]:
         """The registration's catalog entry of one version: its dependency groups."""
         lower = package.lower()
         if lower not in self._leaves:
@@ -221,7 +222,7 @@ def best_framework(available: list[str]) -> str | None:
     return "" if "" in by_short else None
 
 
-def dependencies_of(entry: dict) -> list[tuple[str, Range]]:  # type: ignore[type-arg]
+def dependencies_of(entry: dict[str, Any]) -> list[tuple[str, Range]]:
     groups = {g.get("targetFramework", ""): g for g in entry.get("dependencyGroups", [])}
     chosen = best_framework(list(groups))
     if chosen is None:
@@ -241,12 +242,10 @@ def lowest(feed: Feed, package: str, ranges: list[Range], wanted_by: list[str]) 
             if all(r.allows(version) for r in ranges):
                 return version
     wanted = "; ".join(f"{r} (by {who})" for r, who in zip(ranges, wanted_by, strict=True))
-    raise Failure(
-        f"no version of {package} satisfies {wanted}; the feed has {', '.join(versions)}"
-    )
+    raise Failure(f"no version of {package} satisfies {wanted}; the feed has {', '.join(versions)}")
 
 
-def lock(feed_url: str, requirements: list[tuple[str, str]]) -> dict:  # type: ignore[type-arg]
+def lock(feed_url: str, requirements: list[tuple[str, str]]) -> dict[str, Any]:
     feed = Feed(feed_url)
     chosen: dict[str, tuple[str, str]] = {}  # lower id -> (id, version)
     level: dict[str, tuple[str, list[Range], list[str]]] = {}
@@ -282,7 +281,7 @@ def lock(feed_url: str, requirements: list[tuple[str, str]]) -> dict:  # type: i
 
 
 # --- install -------------------------------------------------------------------------
-def read_lockfile(text: str, feed_url: str | None) -> list[dict]:  # type: ignore[type-arg]
+def read_lockfile(text: str, feed_url: str | None) -> list[dict[str, str]]:
     """The packages of a lockfile, refused unless every entry is an exact, hashed pin
     (and it was made from `feed_url`, unless that is None)."""
     try:
@@ -308,7 +307,7 @@ def read_lockfile(text: str, feed_url: str | None) -> list[dict]:  # type: ignor
     return packages
 
 
-def _extract(archive: zipfile.ZipFile, target: str) -> None:
+def _extract(archive: zipfile.ZipFile, target: Path) -> None:
     for member in archive.infolist():
         name = urllib.parse.unquote(member.filename)
         parts = name.split("/")
@@ -316,97 +315,97 @@ def _extract(archive: zipfile.ZipFile, target: str) -> None:
             raise Failure(f"the package holds an unsafe path: {member.filename!r}")
         if member.is_dir():
             continue
-        path = os.path.join(target, *parts)
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with archive.open(member) as source, open(path, "wb") as destination:
+        path = target.joinpath(*parts)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with archive.open(member) as source, path.open("wb") as destination:
             shutil.copyfileobj(source, destination)
 
 
-def _assets(package_dir: str) -> list[str]:
-    """The .dll files of the lib/ folder Mono should use, relative to the package."""
-    lib = os.path.join(package_dir, "lib")
-    if not os.path.isdir(lib):
+def _assets(package_dir: Path) -> list[Path]:
+    """The .dll files of the lib/ folder Mono should use."""
+    lib = package_dir / "lib"
+    if not lib.is_dir():
         return []
-    folders = [n for n in os.listdir(lib) if os.path.isdir(os.path.join(lib, n))]
-    root_dlls = [n for n in os.listdir(lib) if n.lower().endswith(".dll")]
+    folders = [entry.name for entry in lib.iterdir() if entry.is_dir()]
+    root_dlls = [entry for entry in lib.iterdir() if entry.name.lower().endswith(".dll")]
     chosen = best_framework(folders + ([""] if root_dlls else []))
     if chosen is None:
         return []
-    folder = os.path.join(lib, chosen) if chosen else lib
-    return sorted(
-        os.path.relpath(os.path.join(folder, n), package_dir)
-        for n in os.listdir(folder)
-        if n.lower().endswith(".dll")
-    )
+    folder = lib / chosen if chosen else lib
+    return sorted(entry for entry in folder.iterdir() if entry.name.lower().endswith(".dll"))
 
 
-def _seal(root: str) -> None:
+def _seal(root: Path) -> None:
     for directory, _dirs, files in os.walk(root):
         for name in files:
-            os.chmod(os.path.join(directory, name), 0o444)
-        os.chmod(directory, 0o555)
+            (Path(directory) / name).chmod(0o444)
+        Path(directory).chmod(0o555)
 
 
-def install(feed_url: str, lockfile: str, target: str, cache: str) -> None:
-    packages = read_lockfile(lockfile, feed_url)
-    feed: Feed | None = None
-    downloads = os.path.join(cache, "nupkg")
-    os.makedirs(downloads, exist_ok=True)
-    references = []
-    lib = os.path.join(target, "lib")
-    os.makedirs(lib, exist_ok=True)
-    for package in packages:
-        name = f"{package['id'].lower()}.{package['version'].lower()}.nupkg"
-        cached = os.path.join(downloads, name)
-        data = b""
-        if os.path.exists(cached):
-            with open(cached, "rb") as file:
-                data = file.read()
-        if base64.b64encode(hashlib.sha512(data).digest()).decode() != package["sha512"]:
-            feed = feed or Feed(feed_url)
-            data = feed.nupkg(package["id"], package["version"])
-            digest = base64.b64encode(hashlib.sha512(data).digest()).decode()
-            if digest != package["sha512"]:
-                raise Failure(
-                    f"{package['id']} {package['version']}: the .nupkg's SHA-512 is {digest}, "
-                    f"the lockfile says {package['sha512']}"
-                )
-            with open(cached + ".part", "wb") as file:
-                file.write(data)
-            os.replace(cached + ".part", cached)
-        package_dir = os.path.join(
-            target, "packages", package["id"].lower(), package["version"].lower()
+def _sha512(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+def _download(feed_url: str, package: dict[str, str], downloads: Path) -> Path:
+    """The package's .nupkg, from the download cache if its hash is the lockfile's."""
+    cached = downloads / f"{package['id'].lower()}.{package['version'].lower()}.nupkg"
+    if cached.exists() and _sha512(cached.read_bytes()) == package["sha512"]:
+        return cached
+    data = Feed(feed_url).nupkg(package["id"], package["version"])
+    digest = _sha512(data)
+    if digest != package["sha512"]:
+        raise Failure(
+            f"{package['id']} {package['version']}: the .nupkg's SHA-512 is {digest}, "
+            f"the lockfile says {package['sha512']}"
         )
-        os.makedirs(package_dir)
-        with zipfile.ZipFile(cached) as archive:
+    partial = cached.with_name(cached.name + ".part")
+    partial.write_bytes(data)
+    partial.replace(cached)
+    return cached
+
+
+def install(feed_url: str, lockfile: str, target_dir: str, cache_dir: str) -> None:
+    """Installs exactly `lockfile` into `target_dir`: each package extracted under
+    packages/<id>/<version>/, the assemblies Mono should use copied into lib/, and
+    references.rsp listing them for mcs; everything read-only."""
+    packages = read_lockfile(lockfile, feed_url)
+    target = Path(target_dir)
+    downloads = Path(cache_dir) / "nupkg"
+    downloads.mkdir(parents=True, exist_ok=True)
+    lib = target / "lib"
+    lib.mkdir(parents=True, exist_ok=True)
+    references = []
+    for package in packages:
+        nupkg = _download(feed_url, package, downloads)
+        package_dir = target / "packages" / package["id"].lower() / package["version"].lower()
+        package_dir.mkdir(parents=True)
+        with zipfile.ZipFile(nupkg) as archive:
             _extract(archive, package_dir)
         for asset in _assets(package_dir):
-            destination = os.path.join(lib, os.path.basename(asset))
-            if os.path.exists(destination):
-                raise Failure(f"two packages bring {os.path.basename(asset)}")
-            shutil.copyfile(os.path.join(package_dir, asset), destination)
-            references.append(f"-r:{JAIL_ENV_DIR}/lib/{os.path.basename(asset)}")
+            destination = lib / asset.name
+            if destination.exists():
+                raise Failure(f"two packages bring {asset.name}")
+            shutil.copyfile(asset, destination)
+            references.append(f"-r:{JAIL_ENV_DIR}/lib/{asset.name}\n")
         print(f"installed {package['id']} {package['version']}", file=sys.stderr)
-    with open(os.path.join(target, "references.rsp"), "w") as file:
-        file.write("".join(f"{line}\n" for line in references))
-    for path in (os.path.join(target, "packages"), lib):
-        if os.path.isdir(path):
+    rsp = target / "references.rsp"
+    rsp.write_text("".join(references))
+    for path in (target / "packages", lib):
+        if path.is_dir():
             _seal(path)
-    os.chmod(os.path.join(target, "references.rsp"), stat.S_IRUSR | stat.S_IRGRP | stat.S_IROTH)
+    rsp.chmod(0o444)
 
 
 def main(argv: list[str]) -> int:
     try:
         if argv[:1] == ["--version"]:
-            with open(__file__, "rb") as source:
-                print(CLIENT_VERSION, hashlib.sha256(source.read()).hexdigest()[:16])
+            print(CLIENT_VERSION, hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16])
         elif argv[:1] == ["lock"] and len(argv) == 3:
-            with open(argv[2]) as file:
-                requirements = [tuple(json.loads(line)) for line in file if line.strip()]
-            print(json.dumps(lock(argv[1], requirements), indent=2))  # type: ignore[arg-type]
+            lines = Path(argv[2]).read_text().splitlines()
+            requirements = [(str(n), str(v)) for n, v in (json.loads(x) for x in lines if x)]
+            print(json.dumps(lock(argv[1], requirements), indent=2))
         elif argv[:1] == ["install"] and len(argv) == 5:
-            with open(argv[2]) as file:
-                install(argv[1], file.read(), argv[3], argv[4])
+            install(argv[1], Path(argv[2]).read_text(), argv[3], argv[4])
         else:
             print(__doc__, file=sys.stderr)
             return 2

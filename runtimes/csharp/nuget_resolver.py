@@ -48,7 +48,9 @@ def find(code: str) -> tuple[Dependency, ...]:
         except nuget.Failure as refused:
             raise DependencyFailure(f"{where}: {refused}") from refused
         requirement = f"{name}, {version}" if version else name
-        found.setdefault(name.lower(), Dependency(name, requirement, DependencySource.DECLARED, where))
+        found.setdefault(
+            name.lower(), Dependency(name, requirement, DependencySource.DECLARED, where)
+        )
     return tuple(found.values())
 
 
@@ -95,4 +97,3 @@ class NuGet:
             argv=(*argv, context.build_dir, context.cache_dir),
             files={"nuget.py": CLIENT.read_text(), LOCKFILE: json.dumps(clean)},
         )
-

@@ -52,7 +52,9 @@ def test_every_kind_of_parameter_has_its_schema(describe: Any) -> None:
     assert p["ratio"] == {"type": "number", "default": -0.5}
     assert p["ids"] == {"type": "array", "items": {"type": "integer"}, "default": None}
     assert p["flags"] == {
-        "type": "object", "additionalProperties": {"type": "boolean"}, "default": None,
+        "type": "object",
+        "additionalProperties": {"type": "boolean"},
+        "default": None,
     }
     assert p["tier"] == {"type": "string", "enum": ["Free", "Pro"], "default": "Pro"}
     assert p["to"] == {
@@ -92,7 +94,11 @@ def test_hostile_code_is_an_invalid_request_not_a_crash(describe: Any, code: str
 
 def test_nuget_references_are_read_in_order_each_once() -> None:
     plugin = Registry().get("csharp").plugin
-    code = '#r "nuget: Newtonsoft.Json, 13.0.1"\n#r "nuget: Dapper"\n#r "nuget: newtonsoft.json, 12.0.0"\n'
+    code = (
+        '#r "nuget: Newtonsoft.Json, 13.0.1"\n'
+        '#r "nuget: Dapper"\n'
+        '#r "nuget: newtonsoft.json, 12.0.0"\n'
+    )
     found = plugin.dependencies(code + CODE)
     assert [(d.name, d.requirement, d.where) for d in found] == [
         ("Newtonsoft.Json", "Newtonsoft.Json, 13.0.1", "#r, line 1"),

@@ -6,8 +6,6 @@ each distinct program happens once per session (the build cache keeps it after).
 
 from __future__ import annotations
 
-import json
-import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +37,9 @@ def client(request: pytest.FixtureRequest) -> Iterator[Client]:
             pytest.skip(f"{request.param}: {unusable}")
         try:
             with Client(address) as client:
-                if "csharp" not in {r.language for r in client.list_runtimes().runtimes if r.available}:
+                if "csharp" not in {
+                    r.language for r in client.list_runtimes().runtimes if r.available
+                }:
                     pytest.skip("Mono is not installed (runtimes/csharp/install.sh)")
                 yield client
         finally:
@@ -80,14 +80,29 @@ public class Script
 
 def test_arguments_convert_to_the_declared_types(client: Client) -> None:
     args = {
-        "a": 1, "b": "x", "ratio": 0.25, "ids": [1, 2], "counts": [3, 4, 5],
-        "weights": {"w": 1.5}, "size": "Large", "point": {"X": 2, "Y": 3},
+        "a": 1,
+        "b": "x",
+        "ratio": 0.25,
+        "ids": [1, 2],
+        "counts": [3, 4, 5],
+        "weights": {"w": 1.5},
+        "size": "Large",
+        "point": {"X": 2, "Y": 3},
     }
     outcome = run(client, TYPES, args)
     assert outcome.verdict == pb.SUCCESS, outcome
     assert outcome_result(outcome) == {
-        "a": 2, "b": "X", "ratio": 0.5, "ids": 3, "counts": 3, "weights": 1.5,
-        "size": "Large", "point": 5, "maybe": None, "greeting": "hi", "tuple": [1, "two"],
+        "a": 2,
+        "b": "X",
+        "ratio": 0.5,
+        "ids": 3,
+        "counts": 3,
+        "weights": 1.5,
+        "size": "Large",
+        "point": 5,
+        "maybe": None,
+        "greeting": "hi",
+        "tuple": [1, "two"],
     }
     assert outcome.stdout.data == b"to stdout\n"
     assert outcome.stderr.data == b"to stderr\n"

@@ -37,14 +37,18 @@ from tests.conftest import sandbox_work_dir
 TIMEOUT_S = 180
 MCS = "/usr/bin/mcs"
 
-WORDS = {
-    "1.0.0": 'namespace Gristmill.Words { public static class Vocabulary { public static string Hello() { return "hello"; } } }',
-    "2.0.0": 'namespace Gristmill.Words { public static class Vocabulary { public static string Hello() { return "HELLO v2"; } } }',
+VOCABULARY = """\
+namespace Gristmill.Words {
+    public static class Vocabulary { public static string Hello() { return "%s"; } }
 }
+"""
+WORDS = {"1.0.0": VOCABULARY % "hello", "2.0.0": VOCABULARY % "HELLO v2"}
 GREETING = """\
 namespace Gristmill.Greeting {
     public static class Greeter {
-        public static string Greet(string name) { return Gristmill.Words.Vocabulary.Hello() + ", " + name; }
+        public static string Greet(string name) {
+            return Gristmill.Words.Vocabulary.Hello() + ", " + name;
+        }
     }
 }
 """
@@ -82,8 +86,13 @@ class Feed:
         self.entries: dict[str, list[dict[str, Any]]] = {}
 
     def add(
-        self, package: str, version: str, source: str, dependencies: dict[str, str],
-        references: list[Path], extra: dict[str, bytes] | None = None,
+        self,
+        package: str,
+        version: str,
+        source: str,
+        dependencies: dict[str, str],
+        references: list[Path],
+        extra: dict[str, bytes] | None = None,
     ) -> Path:
         build = self.root / "build" / f"{package}.{version}"
         build.mkdir(parents=True)
@@ -164,8 +173,14 @@ def feed_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     base = f"http://127.0.0.1:{server.server_address[1]}"
     feed = Feed(root)
-    words = feed.add("Gristmill.Words", "1.0.0", WORDS["1.0.0"], {}, [],
-                     {"lib/netcoreapp3.1/Gristmill.Words.dll": b"not an assembly"})
+    words = feed.add(
+        "Gristmill.Words",
+        "1.0.0",
+        WORDS["1.0.0"],
+        {},
+        [],
+        {"lib/netcoreapp3.1/Gristmill.Words.dll": b"not an assembly"},
+    )
     feed.add("Gristmill.Words", "2.0.0", WORDS["2.0.0"], {}, [])
     feed.add("Gristmill.Greeting", "1.0.0", GREETING, {"Gristmill.Words": "1.0.0"}, [words])
     feed.write_indexes(base)
@@ -260,8 +275,9 @@ def test_installed_packages_are_read_only_to_the_job(client: Client) -> None:
         "public class Script {\n"
         "    public static object Main() {\n"
         '        var lib = Environment.GetEnvironmentVariable("GRISTMILL_ENVIRONMENT") + "/lib";\n'
-        '        try { File.WriteAllText(lib + "/Gristmill.Words.dll", "planted"); return "written"; }\n'
-        '        catch (Exception error) { return error.GetType().Name; }\n'
+        '        try { File.WriteAllText(lib + "/Gristmill.Words.dll", "planted"); }\n'
+        "        catch (Exception error) { return error.GetType().Name; }\n"
+        '        return "written";\n'
         "    }\n"
         "}\n"
     )
