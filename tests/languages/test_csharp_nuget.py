@@ -25,6 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 
 from gristmill.client import Client, outcome_result
@@ -284,3 +285,28 @@ def test_installed_packages_are_read_only_to_the_job(client: Client) -> None:
     outcome = run(client, code)
     assert outcome.verdict == pb.SUCCESS, outcome
     assert outcome_result(outcome) in ("UnauthorizedAccessException", "IOException")
+
+
+def test_resolve_gives_the_lockfile_a_job_then_replays_without_resolving(client: Client) -> None:
+    code = JOB.replace("Greeter.Greet(name)", 'Greeter.Greet(name) + "!"')
+    resolved = client.resolve("csharp", code, timeout_s=TIMEOUT_S)
+    assert not resolved.HasField("error"), resolved
+    assert [d.name for d in resolved.dependencies] == ["Gristmill.Greeting"]
+    outcome = run(client, code, {"name": "replayed"}, lockfile=resolved.lockfile)
+    assert outcome.verdict == pb.SUCCESS, outcome
+    assert outcome_result(outcome) == "hello, replayed!"
+    assert outcome.usage.phases.resolve_ms == 0
+    assert outcome.lockfile.content == resolved.lockfile.content
+
+
+def test_a_lockfile_naming_a_url_is_refused_before_anything_runs(client: Client) -> None:
+    lock = {
+        "version": 1,
+        "feed": "http://127.0.0.1:1/v3/index.json",
+        "packages": [{"id": "http://evil/x.nupkg", "version": "1.0.0", "sha512": "A" * 86 + "=="}],
+    }
+    tampered = pb.Lockfile(language="csharp", content=json.dumps(lock))
+    with pytest.raises(grpc.RpcError) as refused:
+        run(client, JOB, {"name": "x"}, lockfile=tampered)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "job.lockfile.content" in (refused.value.details() or "")
