@@ -346,12 +346,17 @@ def _sha512(data: bytes) -> str:
     return base64.b64encode(hashlib.sha512(data).digest()).decode()
 
 
-def _download(feed_url: str, package: dict[str, str], downloads: Path) -> Path:
-    """The package's .nupkg, from the download cache if its hash is the lockfile's."""
+def _download(
+    feeds: dict[str, Feed], feed_url: str, package: dict[str, str], downloads: Path
+) -> Path:
+    """The package's .nupkg, from the download cache if its hash is the lockfile's (the
+    feed, in `feeds`, is asked for its service index only when something is missing)."""
     cached = downloads / f"{package['id'].lower()}.{package['version'].lower()}.nupkg"
     if cached.exists() and _sha512(cached.read_bytes()) == package["sha512"]:
         return cached
-    data = Feed(feed_url).nupkg(package["id"], package["version"])
+    if feed_url not in feeds:
+        feeds[feed_url] = Feed(feed_url)
+    data = feeds[feed_url].nupkg(package["id"], package["version"])
     digest = _sha512(data)
     if digest != package["sha512"]:
         raise Failure(
@@ -375,8 +380,9 @@ def install(feed_url: str, lockfile: str, target_dir: str, cache_dir: str) -> No
     lib = target / "lib"
     lib.mkdir(parents=True, exist_ok=True)
     references = []
+    feeds: dict[str, Feed] = {}
     for package in packages:
-        nupkg = _download(feed_url, package, downloads)
+        nupkg = _download(feeds, feed_url, package, downloads)
         package_dir = target / "packages" / package["id"].lower() / package["version"].lower()
         package_dir.mkdir(parents=True)
         with zipfile.ZipFile(nupkg) as archive:
