@@ -655,7 +655,7 @@ namespace Gristmill
             var found = new List<MethodInfo>();
             foreach (var type in typeof(Wrapper).Assembly.GetTypes())
             {
-                if (type.Namespace == "Gristmill" || !(type.IsPublic || type.IsNestedPublic)) continue;
+                if (type == typeof(Wrapper) || !(type.IsPublic || type.IsNestedPublic)) continue;
                 foreach (var method in type.GetMethods(BindingFlags.Public | BindingFlags.Static | BindingFlags.DeclaredOnly))
                 {
                     if (method.Name != name || method.IsGenericMethodDefinition) continue;
