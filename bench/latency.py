@@ -66,10 +66,10 @@ class Workload:
     """A language's `[bench]` table: its trivial job and the bare program beside it.
 
     `bare` runs in a scratch directory holding `bare_files`, after `bare_setup` (argv
-    lists run there once, untimed: e.g. compiling the bare program of a compiled language).
-    A compiled language's `[bench.cold]` adds the cold build: `code` with a `{nonce}`
+    lists run there once, untimed: e.g. compiling the bare program of a compiled language);
+    `{folder}` in any of their arguments is the language's folder. A compiled language's `[bench.cold]` adds the cold build: `code` with a `{nonce}`
     (each job new, so each one compiles), beside `bare`, the compiler alone on the same
-    files in that directory (`{folder}` in it is the language's folder).
+    files in that directory.
     """
 
     language: str
@@ -79,6 +79,11 @@ class Workload:
     bare_setup: tuple[tuple[str, ...], ...] = ()
     cold_code: str = ""
     cold_bare_argv: tuple[str, ...] = ()
+
+
+def _in_folder(argv: Sequence[str], folder: str) -> tuple[str, ...]:
+    """`argv` with `{folder}` replaced by the language's folder (e.g. a wrapper to compile)."""
+    return tuple(arg.replace("{folder}", folder) for arg in argv)
 
 
 def load_workloads(runtimes_dir: Path = REPO_ROOT / "runtimes") -> tuple[Workload, ...]:
@@ -94,11 +99,11 @@ def load_workloads(runtimes_dir: Path = REPO_ROOT / "runtimes") -> tuple[Workloa
             Workload(
                 language=data["name"],
                 code=table["code"],
-                bare_argv=tuple(table["bare"]),
+                bare_argv=_in_folder(table["bare"], folder),
                 bare_files=tuple(table.get("bare_files", {}).items()),
-                bare_setup=tuple(tuple(argv) for argv in table.get("bare_setup", ())),
+                bare_setup=tuple(_in_folder(argv, folder) for argv in table.get("bare_setup", ())),
                 cold_code=cold.get("code", ""),
-                cold_bare_argv=tuple(a.replace("{folder}", folder) for a in cold.get("bare", ())),
+                cold_bare_argv=_in_folder(cold.get("bare", ()), folder),
             )
         )
     return tuple(workloads)
