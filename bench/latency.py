@@ -67,9 +67,9 @@ class Workload:
 
     `bare` runs in a scratch directory holding `bare_files`, after `bare_setup` (argv
     lists run there once, untimed: e.g. compiling the bare program of a compiled language);
-    `{folder}` in any of their arguments is the language's folder. A compiled language's `[bench.cold]` adds the cold build: `code` with a `{nonce}`
-    (each job new, so each one compiles), beside `bare`, the compiler alone on the same
-    files in that directory.
+    `{folder}` in any of their arguments is the language's folder. A compiled language's
+    `[bench.cold]` adds the cold build: `code` with a `{nonce}` (each job new, so each
+    one compiles), beside `bare`, the compiler alone on the same files in that directory.
     """
 
     language: str
