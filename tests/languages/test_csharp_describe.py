@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
@@ -116,3 +117,40 @@ def test_a_reference_that_is_not_an_id_and_a_version_is_refused(line: str) -> No
 
     with pytest.raises(DependencyFailure, match="line 1"):
         Registry().get("csharp").plugin.dependencies(line + "\n")
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        ({"quantity": 1, "extra": 2}, "unknown argument extra"),
+        ({"label": "y"}, "missing argument quantity"),
+        ({"quantity": "seven"}, "quantity: expected integer, got string"),
+        ({"quantity": 1, "ratio": "x"}, "ratio: expected number, got string"),
+        ({"quantity": 1, "ids": {"a": 1}}, "ids: expected array, got object"),
+        ({"quantity": 1, "limit": True}, "limit: expected integer, got boolean"),
+    ],
+)
+def test_arguments_that_cannot_fit_are_refused_before_any_build(
+    args: dict[str, Any], message: str
+) -> None:
+    from gristmill.languages.plugin import ArgumentsRejected
+
+    plugin = Registry().get("csharp").plugin
+    with pytest.raises(ArgumentsRejected, match=message):
+        plugin.job_message(_job(args), "/job/main.cs")
+
+
+def test_arguments_that_fit_pass_on_as_the_json_job_message() -> None:
+    plugin = Registry().get("csharp").plugin
+    args = {"quantity": 1, "ratio": 2, "tier": 1, "limit": None, "to": {"City": "x"}}
+    message = json.loads(plugin.job_message(_job(args), "/s"))
+    assert message == {"entry_point": "Main", "args": args, "source": "/s"}
+
+
+def _job(args: dict[str, Any]) -> Any:
+    from gristmill.config import DEFAULT_LIMITS
+    from gristmill.model import Job
+
+    return Job(
+        id="j", language="csharp", code=CODE, entry_point="Main", args=args, limits=DEFAULT_LIMITS
+    )
