@@ -1,6 +1,7 @@
 #!/bin/bash
 # The C# build step (runtimes/PROTOCOL.md, "The build step"): in /job, compiles the
-# job's main.cs with the wrapper into /gristmill/build/job.exe (+ .mdb for line numbers).
+# job's main.cs (and its other .cs files) with the wrapper into /gristmill/build/job.exe
+# (+ .mdb for line numbers).
 # A job with NuGet packages has them in $GRISTMILL_ENVIRONMENT, whose references.rsp
 # (written by the install step) lists their assemblies for mcs.
 set -u
@@ -13,7 +14,13 @@ fi
 # `#r "nuget: ..."` lines are for the resolver, not mcs: blanked, so lines keep their numbers
 # (this /job is the build step's own copy).
 sed -i -E 's/^[[:space:]]*#r[[:space:]].*$//' main.cs
-messages="$(/usr/bin/mono /usr/lib/mono/4.5/mcs.exe "${options[@]}" main.cs /gristmill/runtime/Wrapper.cs 2>&1)"
+# The job's other .cs files (its `files`, at any depth) are compiled with it.
+shopt -s nullglob globstar
+sources=(main.cs)
+for file in **/*.cs; do
+    [[ "$file" == main.cs ]] || sources+=("$file")
+done
+messages="$(/usr/bin/mono /usr/lib/mono/4.5/mcs.exe "${options[@]}" "${sources[@]}" /gristmill/runtime/Wrapper.cs 2>&1)"
 status=$?
 # mcs writes its messages on stdout: they go to stderr, the compiler's words of the
 # failure. An internal compiler error's own stack (Mono.CSharp frames) is left out.

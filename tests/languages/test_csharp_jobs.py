@@ -106,3 +106,33 @@ def test_arguments_convert_to_the_declared_types(client: Client) -> None:
     }
     assert outcome.stdout.data == b"to stdout\n"
     assert outcome.stderr.data == b"to stderr\n"
+
+
+def test_the_jobs_other_cs_files_are_compiled_with_it_and_their_lines_reported(
+    client: Client,
+) -> None:
+    code = (
+        "public class Script { public static object Main(int n) { return Helpers.Lib.Half(n); } }\n"
+    )
+    helper = (
+        "namespace Helpers {\n"
+        "    public static class Lib {\n"
+        "        public static int Half(int n) {\n"
+        "            return 10 / (n - n) + n / 2;\n"
+        "        }\n"
+        "    }\n"
+        "}\n"
+    )
+    outcome = run(client, code, {"n": 4}, files={"lib/helpers.cs": helper})
+    assert outcome.verdict == pb.ERROR, outcome
+    assert outcome.error.name == "DivideByZeroException"
+    frames = [(f.file, f.line) for f in outcome.error.stack]
+    assert frames == [("main.cs", 1), ("lib/helpers.cs", 4)]
+
+
+def test_a_compile_error_names_the_users_file_and_line(client: Client) -> None:
+    code = "public class Script {\n    public static object Main() {\n        return undefined;\n    }\n}\n"
+    outcome = run(client, code)
+    assert outcome.verdict == pb.COMPILE_ERROR, outcome
+    assert outcome.error.name == "CompileError"
+    assert "main.cs(3,16): error CS0103" in outcome.error.message
