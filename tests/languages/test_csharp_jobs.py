@@ -131,7 +131,8 @@ def test_the_jobs_other_cs_files_are_compiled_with_it_and_their_lines_reported(
 
 
 def test_a_compile_error_names_the_users_file_and_line(client: Client) -> None:
-    code = "public class Script {\n    public static object Main() {\n        return undefined;\n    }\n}\n"
+    code = "public class Script {\n    public static object Main() {\n        return undefined;\n"
+    code += "    }\n}\n"
     outcome = run(client, code)
     assert outcome.verdict == pb.COMPILE_ERROR, outcome
     assert outcome.error.name == "CompileError"
