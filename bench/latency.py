@@ -66,7 +66,10 @@ class Workload:
     """A language's `[bench]` table: its trivial job and the bare program beside it.
 
     `bare` runs in a scratch directory holding `bare_files`, after `bare_setup` (argv
-    lists run there once, untimed: e.g. compiling the bare program of a compiled language).
+    lists run there once, untimed: e.g. compiling the bare program of a compiled language);
+    `{folder}` in any of their arguments is the language's folder. A compiled language's
+    `[bench.cold]` adds the cold build: `code` with a `{nonce}` (each job new, so each
+    one compiles), beside `bare`, the compiler alone on the same files in that directory.
     """
 
     language: str
@@ -74,6 +77,13 @@ class Workload:
     bare_argv: tuple[str, ...]
     bare_files: tuple[tuple[str, str], ...] = ()
     bare_setup: tuple[tuple[str, ...], ...] = ()
+    cold_code: str = ""
+    cold_bare_argv: tuple[str, ...] = ()
+
+
+def _in_folder(argv: Sequence[str], folder: str) -> tuple[str, ...]:
+    """`argv` with `{folder}` replaced by the language's folder (e.g. a wrapper to compile)."""
+    return tuple(arg.replace("{folder}", folder) for arg in argv)
 
 
 def load_workloads(runtimes_dir: Path = REPO_ROOT / "runtimes") -> tuple[Workload, ...]:
@@ -83,13 +93,17 @@ def load_workloads(runtimes_dir: Path = REPO_ROOT / "runtimes") -> tuple[Workloa
         table = data.get("bench")
         if table is None:
             continue
+        cold = table.get("cold", {})
+        folder = str(manifest.parent.resolve())
         workloads.append(
             Workload(
                 language=data["name"],
                 code=table["code"],
-                bare_argv=tuple(table["bare"]),
+                bare_argv=_in_folder(table["bare"], folder),
                 bare_files=tuple(table.get("bare_files", {}).items()),
-                bare_setup=tuple(tuple(argv) for argv in table.get("bare_setup", ())),
+                bare_setup=tuple(_in_folder(argv, folder) for argv in table.get("bare_setup", ())),
+                cold_code=cold.get("code", ""),
+                cold_bare_argv=_in_folder(cold.get("bare", ()), folder),
             )
         )
     return tuple(workloads)
@@ -145,6 +159,9 @@ class LanguageResult:
     sandbox: str = ""
     throughput: list[dict[str, Any]] = field(default_factory=list)
     first_failure: str = ""
+    # The cold build (compiled languages): whole Execute and its build phase, beside
+    # the compiler alone, p50 in ms.
+    cold: dict[str, Any] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -230,10 +247,11 @@ def embedded_server(backend: str | None, pool: bool = True) -> Iterator[str]:
                 process.join()
 
 
-def make_job(workload: Workload, tag: str) -> pb.ExecuteRequest:
+def make_job(workload: Workload, tag: str, code: str | None = None) -> pb.ExecuteRequest:
     # Every call needs its own id: a repeated id returns the first outcome (idempotency).
     job_id = f"bench-{workload.language}-{tag}-{uuid.uuid4().hex[:12]}"
-    return pb.ExecuteRequest(job=pb.Job(id=job_id, language=workload.language, code=workload.code))
+    job = pb.Job(id=job_id, language=workload.language, code=code or workload.code)
+    return pb.ExecuteRequest(job=job)
 
 
 def outcome_problem(outcome: pb.Outcome) -> str:
@@ -385,9 +403,45 @@ def bench_language(
     address: str, workload: Workload, args: argparse.Namespace, console: Console
 ) -> LanguageResult:
     with bare_directory(workload) as directory:
-        return _bench_language(
+        result = _bench_language(
             address, workload, bare_call(workload.bare_argv, directory), args, console
         )
+        if workload.cold_code and args.cold_n > 0:
+            result.cold = measure_cold(address, workload, directory, args, console)
+        return result
+
+
+def measure_cold(
+    address: str, workload: Workload, directory: Path, args: argparse.Namespace, console: Console
+) -> dict[str, Any]:
+    """Jobs whose code is new each time (so each compiles), beside the compiler alone."""
+    console.log(f"{workload.language}: cold builds, n={args.cold_n} (service, then compiler)")
+    client = ServiceClient(address, args.timeout)
+    builds: list[float] = []
+
+    def cold_call() -> str:
+        code = workload.cold_code.replace("{nonce}", uuid.uuid4().hex)
+        try:
+            outcome = client.execute(make_job(workload, "cold", code))
+        except grpc.RpcError as error:
+            return f"rpc {error.code().name}: {error.details()}"
+        builds.append(outcome.usage.phases.build_ms)
+        return outcome_problem(outcome)
+
+    try:
+        samples, failures, problem = time_calls(cold_call, args.cold_n)
+    finally:
+        client.close()
+    bare_samples, bare_failures, bare_problem = time_calls(
+        bare_call(workload.cold_bare_argv, directory), args.cold_n
+    )
+    return {
+        "service": asdict(summarize(samples, failures)),
+        "build_phase_p50_ms": statistics.median(builds) if builds else math.nan,
+        "bare": asdict(summarize(bare_samples, bare_failures)),
+        "bare_command": " ".join(workload.cold_bare_argv),
+        "first_failure": problem or bare_problem,
+    }
 
 
 def _bench_language(
@@ -509,10 +563,32 @@ def print_tables(console: Console, results: list[LanguageResult], meta: dict[str
                 str(service["failures"] + bare["failures"]),
             )
     console.print(throughput)
+    colds = [r for r in results if r.cold]
+    if colds:
+        cold = Table(
+            title=f"Cold build: new code each job, n={meta['cold_n']} (ms)",
+            caption="bare = the compiler alone on the same files, no sandbox",
+        )
+        for column in ("language", "Execute p50", "build phase p50", "compiler p50", "failed"):
+            cold.add_column(column, justify="left" if column == "language" else "right")
+        for r in colds:
+            service, bare = r.cold["service"], r.cold["bare"]
+            cold.add_row(
+                r.language,
+                _ms(service["p50_ms"]),
+                _ms(r.cold["build_phase_p50_ms"]),
+                _ms(bare["p50_ms"]),
+                str(service["failures"] + bare["failures"]),
+            )
+        console.print(cold)
     for r in results:
         console.print(
             f"{r.label}: sandbox {r.sandbox or '?'}; bare = [bold]{r.bare_command}[/bold]"
         )
+    for r in colds:
+        console.print(f"{r.language}: cold bare = [bold]{r.cold['bare_command']}[/bold]")
+        if r.cold["first_failure"]:
+            console.print(f"[red]{r.language}: first cold failure:[/red] {r.cold['first_failure']}")
     for r in results:
         if r.first_failure:
             console.print(f"[red]{r.language}: first failure:[/red] {r.first_failure}")
@@ -532,6 +608,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--languages",
         default=",".join(w.language for w in WORKLOADS),
         help="which of: " + ", ".join(w.language for w in WORKLOADS),
+    )
+    parser.add_argument(
+        "--cold-n", type=int, default=5, help="cold builds per compiled language (5; 0: none)"
     )
     parser.add_argument("--backend", default=None, help="sandbox backend of the embedded server")
     parser.add_argument(
@@ -570,6 +649,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "warmup": args.warmup,
         "duration_s": args.duration,
         "clients": args.clients,
+        "cold_n": args.cold_n,
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "kernel": platform.release(),

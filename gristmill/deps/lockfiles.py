@@ -18,6 +18,7 @@ parser (`requirements_txt`) to get the pins it installs.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
@@ -114,9 +115,14 @@ def requirements_txt(content: str) -> tuple[Pin, ...]:
     return pins
 
 
-def check(lock_format: str, content: str) -> None:
+def check(lock_format: str, content: str, own_rules: Callable[[str], None] | None = None) -> None:
     """Raises `LockfileRefused` unless `content` is a lockfile of `lock_format` that only
-    pins packages; a format this module has no rules for is refused, never trusted."""
-    if lock_format != REQUIREMENTS_TXT:
+    pins packages. A format this module has no rules for is checked by `own_rules` (the
+    resolver's `ChecksLockfiles.check_lockfile`, raising `LockfileRefused`); without
+    them it is refused, never trusted."""
+    if lock_format == REQUIREMENTS_TXT:
+        requirements_txt(content)
+    elif own_rules is not None:
+        own_rules(content)
+    else:
         raise LockfileRefused(f"the service has no rules for {lock_format!r} lockfiles")
-    requirements_txt(content)

@@ -123,7 +123,10 @@ class DependencyManager:
             shutil.copy2(_find_program(name), staging)
             staging.chmod(0o755)
             staging.rename(programs / name)
-        argv = resolver.version_argv(str(programs / resolver.programs[0]))
+        # A resolver without host programs (a script its steps bring, run by an
+        # interpreter of the sandbox's /usr) is given the directory instead.
+        first = programs / resolver.programs[0] if resolver.programs else programs
+        argv = resolver.version_argv(str(first))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
         self._versions[resolver.name] = done.stdout.strip()
         cache_dir = self._tool_cache_root / resolver.name

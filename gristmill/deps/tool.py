@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gristmill.languages.spec import JAIL_BUILD_DIR
 from gristmill.model import Dependency, Lockfile
@@ -63,11 +63,14 @@ class Resolver(Protocol):
     name: str
     # The format of the lockfiles it writes, e.g. "requirements.txt".
     lock_format: str
-    # Host programs, by name, the steps run from `ToolContext.tools_dir`.
+    # Host programs, by name, the steps run from `ToolContext.tools_dir`; empty for a
+    # resolver whose steps bring their program as a file (`Step.files`) and run it with
+    # an interpreter the sandbox has in /usr.
     programs: tuple[str, ...]
 
     def version_argv(self, program_path: str) -> Sequence[str]:
-        """The host command printing the tool's version (part of the cache key)."""
+        """The host command printing the tool's version (part of the cache key);
+        `program_path` is the first program's copy (the tools directory if none)."""
         ...
 
     def lock(self, dependencies: Sequence[Dependency], context: ToolContext) -> Step:
@@ -84,4 +87,16 @@ class Resolver(Protocol):
         Raises `DependencyFailure` for a lockfile that names anything but pinned packages
         of the configured index (`gristmill.deps.lockfiles`).
         """
+        ...
+
+
+@runtime_checkable
+class ChecksLockfiles(Protocol):
+    """A resolver whose lockfile format has rules of its own (beyond those of
+    `gristmill.deps.lockfiles`): the request's validation calls them on a caller's
+    lockfile before anything is installed from it."""
+
+    def check_lockfile(self, content: str) -> None:
+        """Raises `gristmill.deps.lockfiles.LockfileRefused` unless `content` pins only
+        exact packages of the configured registry, each with its hash."""
         ...

@@ -14,6 +14,7 @@ from google.protobuf import json_format
 
 from gristmill.config import Caps, ServerConfig
 from gristmill.deps.errors import DependencyFailure
+from gristmill.deps.tool import ChecksLockfiles
 from gristmill.errors import InvalidRequest
 from gristmill.isolation.backend import SandboxInfo
 from gristmill.languages import Registry, Runtime
@@ -68,6 +69,7 @@ def _lockfile_from_proto(message: pb.Job, runtime: Runtime) -> Lockfile | None:
         runtime.name,
         resolver.lock_format if resolver else None,
         "job.lockfile",
+        resolver.check_lockfile if isinstance(resolver, ChecksLockfiles) else None,
     )
 
 

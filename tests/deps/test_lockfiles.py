@@ -77,3 +77,17 @@ def test_a_lockfile_naming_anything_but_pinned_index_packages_is_invalid_argumen
 def test_a_lockfile_format_without_rules_is_refused_not_trusted():
     with pytest.raises(lockfiles.LockfileRefused, match=r"no rules for 'poetry\.lock'"):
         lockfiles.check("poetry.lock", f"requests==2.31.0 {HASH}")
+
+
+def test_a_format_with_its_resolvers_own_rules_is_checked_by_them():
+    def own_rules(content: str) -> None:
+        if "pinned" not in content:
+            raise lockfiles.LockfileRefused("not pinned")
+
+    lockfiles.check("tool.lock", "pinned", own_rules)
+    with pytest.raises(lockfiles.LockfileRefused, match="not pinned"):
+        lockfiles.check("tool.lock", "https://example.com/anything", own_rules)
+    with pytest.raises(InvalidRequest, match=r"job\.lockfile\.content"):
+        validate.lockfile(
+            Lockfile("", "", "loose"), "", "lang", "tool.lock", "job.lockfile", own_rules
+        )
