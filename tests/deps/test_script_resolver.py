@@ -12,6 +12,7 @@ from typing import cast
 from gristmill.config import DependencyConfig
 from gristmill.deps.manager import DependencyManager
 from gristmill.isolation.backend import SandboxBackend
+from gristmill.offload import Offload
 
 
 class ScriptedTool:
@@ -27,7 +28,8 @@ def test_a_resolver_without_host_programs_gets_its_version_and_an_empty_tools_di
     tmp_path: Path,
 ) -> None:
     config = DependencyConfig(cache_dir=tmp_path / "deps")
-    manager = DependencyManager(cast(SandboxBackend, None), tmp_path / "work", config)
+    offload = Offload(tmp_path, tmp_path)
+    manager = DependencyManager(cast(SandboxBackend, None), tmp_path / "work", config, offload)
     runner = manager._install(ScriptedTool(), os.getuid(), os.getgid())  # type: ignore[arg-type]
     tools = runner.paths.tools_dir
     assert tools.is_dir() and list(tools.iterdir()) == []
