@@ -111,12 +111,15 @@ def specifiers(code: str) -> Iterator[tuple[str, int]]:
         stack.extend(reversed(node.named_children))
 
 
-def has_versioned_imports(code: str) -> bool:
-    """Whether an import names a version (`lodash@4`), which the wrapper then maps to
-    the installed package."""
-    return any(
-        (found := _package(text)) is not None and found[1] for text, _line in specifiers(code)
-    )
+def versioned_imports(code: str) -> dict[str, str]:
+    """Imports that name a version, as `{"lodash@4": "lodash"}`: the wrapper links each to
+    the installed package, since Bun looks a specifier up by its whole name."""
+    found = {}
+    for text, _line in specifiers(code):
+        package = _package(text)
+        if package is not None and package[1] and _NAME.fullmatch(package[0]):
+            found[f"{package[0]}@{package[1]}"] = package[0]
+    return found
 
 
 def _local(files: Sequence[str]) -> set[str]:

@@ -136,7 +136,7 @@ class Plugin(LanguagePlugin):
             "parameters": names,
             "bigint": conversions["bigint"],
             "date": conversions["date"],
-            "versioned_imports": dependencies.has_versioned_imports(job.code),
+            "versioned_imports": dependencies.versioned_imports(job.code),
         }
         return json.dumps(message).encode()
 

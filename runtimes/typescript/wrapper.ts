@@ -10,7 +10,8 @@
 //                   "parameters": ["a", "b"] | null, "bigint": ["n"]}
 // Integers in `args` keep every digit: a parameter declared `bigint` gets a BigInt.
 
-import { readFileSync, writeSync } from "node:fs";
+import { mkdirSync, readFileSync, symlinkSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
 
 const RESULT_FD = 3;
 const JOB_FD = 4;
@@ -23,7 +24,7 @@ interface JobMessage {
   parameters: string[] | null;
   bigint: string[];
   date: string[];
-  versioned_imports: boolean;
+  versioned_imports: Record<string, string>;
 }
 
 interface Frame {
@@ -230,23 +231,25 @@ async function finish(message: Message | string, status: number): Promise<never>
   process.exit(status);
 }
 
-// `import _ from "lodash@4"`: the version was for the resolver; the installed package
-// is found under its plain name.
-function stripImportVersions(): void {
-  const versioned = /^((?:@[^/@]+\/)?[^/@.][^/@]*)@[^/]+((?:\/.*)?)$/;
-  Bun.plugin({
-    name: "gristmill-versioned-imports",
-    setup(build) {
-      build.onResolve({ filter: versioned }, (args) => {
-        const bare = args.path.replace(versioned, "$1$2");
-        return { path: Bun.resolveSync(bare, args.importer || JOB_DIR) };
-      });
-    },
-  });
+// `import _ from "lodash@4"`: the version was for the resolver. Bun looks the specifier
+// up as a package of that very name, so /job/node_modules gets a link by that name to
+// the installed package (other names go on up to /node_modules, the environment).
+function linkVersionedImports(aliases: Record<string, string>): void {
+  const environment = process.env.GRISTMILL_ENVIRONMENT;
+  if (!environment) return;
+  for (const [alias, name] of Object.entries(aliases)) {
+    const link = `${JOB_DIR}node_modules/${alias}`;
+    try {
+      mkdirSync(dirname(link), { recursive: true });
+      symlinkSync(`${environment}/node_modules/${name}`, link);
+    } catch {
+      // Already there (the job's own files), or not writable: Bun reports what is missing.
+    }
+  }
 }
 
 async function run(job: JobMessage): Promise<Message | string> {
-  if (job.versioned_imports) stripImportVersions();
+  linkVersionedImports(job.versioned_imports);
   const module: Record<string, unknown> = await import(job.source);
   const entry = module[job.entry_point];
   if (typeof entry !== "function") {
