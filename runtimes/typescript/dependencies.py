@@ -45,6 +45,8 @@ BUN_MODULES = frozenset({"bun"})
 _NAME = re.compile(r"(?:@[a-z0-9][a-z0-9._~-]*/)?[a-z0-9][a-z0-9._~-]*")
 # A version range as npm reads one for a registry package: versions, tags, operators.
 _RANGE = re.compile(r"[A-Za-z0-9 .*^~<>=|+_-]{1,256}")
+# `node:fs`, `bun:ffi`, `https://...`: a module that is not an npm package.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _SPECIFIER = re.compile(
     r"(?P<name>(?:@[^/@\s]+/)?[^/@\s]+)(?:@(?P<range>[^/\s]+))?(?P<path>/.*)?", re.DOTALL
 )
@@ -53,7 +55,7 @@ _SPECIFIER = re.compile(
 def _package(specifier: str) -> tuple[str, str] | None:
     """(name, range) of the npm package a bare import specifier needs; None when the
     specifier needs none (relative, absolute, a built-in, a URL)."""
-    if not specifier or specifier.startswith((".", "/")) or ":" in specifier.split("/")[0]:
+    if not specifier or specifier.startswith((".", "/")) or _SCHEME.match(specifier):
         return None
     if specifier in NODE_BUILTINS or specifier in BUN_MODULES:
         return None

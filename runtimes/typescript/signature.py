@@ -70,9 +70,9 @@ class _Types:
             return {}
         kind = node.type
         if kind == "type_annotation":
-            return self.schema(node.named_children[0] if node.named_children else None, depth)
+            return self.schema(node.named_children[0] if node.named_children else None, depth + 1)
         if kind == "parenthesized_type":
-            return self.schema(node.named_children[0], depth)
+            return self.schema(node.named_children[0], depth + 1)
         if kind == "predefined_type":
             return _predefined(syntax.text(node))
         if kind in ("array_type", "readonly_type"):
@@ -127,7 +127,7 @@ class _Types:
             values = [v for o in rest for v in o["enum"]]
             schema: Schema = {"enum": values + ([None] if nullable else [])}
             types = {_json_type(v) for v in values}
-            if len(types) == 1:
+            if len(types) == 1 and not nullable:
                 schema["type"] = types.pop()
             return schema
         if any(not o for o in rest):
@@ -195,10 +195,12 @@ def _json_type(value: Any) -> str:
 
 
 def _union_members(node: syntax.Node) -> Iterator[syntax.Node]:
-    """The members of a (left-nested) union, flattened."""
-    for child in node.named_children:
+    """The members of a (left-nested) union, flattened, without recursion."""
+    stack = list(reversed(node.named_children))
+    while stack:
+        child = stack.pop()
         if child.type == "union_type":
-            yield from _union_members(child)
+            stack.extend(reversed(child.named_children))
         else:
             yield child
 
