@@ -49,6 +49,8 @@ _INFO_KEYS = frozenset(
         "cpu",
         "libc",
         "deprecated",
+        # Informational: no script runs, whatever it says (--ignore-scripts).
+        "hasInstallScript",
     }
 )
 _DEPENDENCY_KINDS = ("dependencies", "optionalDependencies", "peerDependencies")

@@ -67,10 +67,11 @@ def test_a_lockfile_given_back_is_installed_and_not_resolved_again(client):
 
 def test_a_package_whose_postinstall_fails_installs_because_it_never_runs(client):
     # pkg-with-failing-postinstall's postinstall is `node this-does-not-exist.js`: had
-    # Bun run it, the install would fail.
+    # Bun run it, the install would fail. (It has no module to load: a type-only import
+    # asks for the package without loading it.)
     code = """\
 import { readFileSync } from "node:fs";
-import "pkg-with-failing-postinstall@1.0.0";
+import type {} from "pkg-with-failing-postinstall@1.0.0";
 
 export function main() {
   const manifest = "/gristmill/env/node_modules/pkg-with-failing-postinstall/package.json";
