@@ -143,7 +143,9 @@ def check(content: str) -> Checked:
         raise LockfileRefused("only the root workspace is allowed")
     root = _table(workspaces[""], "the root workspace")
     if set(root) - _WORKSPACE_KEYS:
-        raise LockfileRefused(f"the root workspace: refused keys {sorted(set(root) - _WORKSPACE_KEYS)}")
+        raise LockfileRefused(
+            f"the root workspace: refused keys {sorted(set(root) - _WORKSPACE_KEYS)}"
+        )
     dependencies = _ranges(root.get("dependencies", {}), "the root workspace's dependencies")
     packages = _table(document.get("packages", {}), "packages")
     if not packages:

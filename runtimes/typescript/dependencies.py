@@ -31,12 +31,64 @@ PACKAGE_JSON = "package.json"
 
 # Node's built-in modules, importable without `node:` (as Bun resolves them too).
 NODE_BUILTINS = frozenset(
-    """assert assert/strict async_hooks buffer child_process cluster console constants crypto
-    dgram diagnostics_channel dns dns/promises domain events fs fs/promises http http2 https
-    inspector inspector/promises module net os path path/posix path/win32 perf_hooks process
-    punycode querystring readline readline/promises repl stream stream/consumers
-    stream/promises stream/web string_decoder sys timers timers/promises tls trace_events tty
-    url util util/types v8 vm wasi worker_threads zlib test sqlite""".split()
+    [
+        "assert",
+        "assert/strict",
+        "async_hooks",
+        "buffer",
+        "child_process",
+        "cluster",
+        "console",
+        "constants",
+        "crypto",
+        "dgram",
+        "diagnostics_channel",
+        "dns",
+        "dns/promises",
+        "domain",
+        "events",
+        "fs",
+        "fs/promises",
+        "http",
+        "http2",
+        "https",
+        "inspector",
+        "inspector/promises",
+        "module",
+        "net",
+        "os",
+        "path",
+        "path/posix",
+        "path/win32",
+        "perf_hooks",
+        "process",
+        "punycode",
+        "querystring",
+        "readline",
+        "readline/promises",
+        "repl",
+        "stream",
+        "stream/consumers",
+        "stream/promises",
+        "stream/web",
+        "string_decoder",
+        "sys",
+        "timers",
+        "timers/promises",
+        "tls",
+        "trace_events",
+        "tty",
+        "url",
+        "util",
+        "util/types",
+        "v8",
+        "vm",
+        "wasi",
+        "worker_threads",
+        "zlib",
+        "test",
+        "sqlite",
+    ]
 )
 BUN_MODULES = frozenset({"bun"})
 """Bare names Bun itself provides (`import { serve } from "bun"`)."""
@@ -157,12 +209,16 @@ def declared(content: str) -> list[Dependency]:
     for name, version_range in listed.items():
         dependency = _checked(name, version_range.strip(), f"{PACKAGE_JSON} dependencies")
         found.append(
-            Dependency(dependency.name, dependency.requirement, DependencySource.DECLARED, dependency.where)
+            Dependency(
+                dependency.name, dependency.requirement, DependencySource.DECLARED, dependency.where
+            )
         )
     return found
 
 
-def find(code: str, files: Sequence[str] = (), package_json: str | None = None) -> tuple[Dependency, ...]:
+def find(
+    code: str, files: Sequence[str] = (), package_json: str | None = None
+) -> tuple[Dependency, ...]:
     """What the job needs (see the module's docstring)."""
     if package_json is not None:
         return tuple(declared(package_json))

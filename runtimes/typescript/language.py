@@ -72,7 +72,10 @@ def _described(schema: Mapping[str, Any]) -> str:
         return " | ".join(json.dumps(v) for v in schema["enum"])
     if "anyOf" in schema:
         return " | ".join(_described(option) for option in schema["anyOf"])
-    return str(schema.get("format") and f"{schema['type']} ({schema['format']})" or schema.get("type", "any"))
+    return str(
+        (schema.get("format") and f"{schema['type']} ({schema['format']})")
+        or schema.get("type", "any")
+    )
 
 
 def _json_kind(value: Any) -> str:

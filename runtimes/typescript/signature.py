@@ -32,7 +32,9 @@ from gristmill.languages import syntax
 LANGUAGE = syntax.grammar("tree_sitter_typescript", "language_typescript")
 _MAX_DEPTH = 16
 """How deep named types are followed (a recursive alias stops here as `{}`)."""
-_JSDOC_PARAM = re.compile(r"@param\s+(?:\{[^}]*\}\s*)?\[?(?P<name>[A-Za-z_$][\w$]*)[^\s]*\s*-?\s*(?P<text>.*)")
+_JSDOC_PARAM = re.compile(
+    r"@param\s+(?:\{[^}]*\}\s*)?\[?(?P<name>[A-Za-z_$][\w$]*)[^\s]*\s*-?\s*(?P<text>.*)"
+)
 
 Schema = dict[str, Any]
 
@@ -303,7 +305,9 @@ def _top_level(root: syntax.Node) -> Iterator[syntax.Node]:
 
 def _doc_before(node: syntax.Node) -> str:
     """The text of a `/** ... */` comment right before `node` (or its export statement)."""
-    target = node.parent if node.parent is not None and node.parent.type == "export_statement" else node
+    target = (
+        node.parent if node.parent is not None and node.parent.type == "export_statement" else node
+    )
     previous = target.prev_sibling
     if previous is None or previous.type != "comment":
         return ""
@@ -388,7 +392,15 @@ def signature(code: str, entry_point: str, *, field: str = "code") -> Signature 
     if function is None:
         return None
     anchor = function if function.type != "arrow_function" else function.parent
-    description = _doc_before(anchor.parent if anchor and anchor.type == "variable_declarator" and anchor.parent else function) if anchor else ""
+    description = (
+        _doc_before(
+            anchor.parent
+            if anchor and anchor.type == "variable_declarator" and anchor.parent
+            else function
+        )
+        if anchor
+        else ""
+    )
     docs: dict[str, str] = {}
     kept: list[str] = []
     for line in description.splitlines():
@@ -413,9 +425,7 @@ def signature(code: str, entry_point: str, *, field: str = "code") -> Signature 
             unnamed.append(syntax.text(node))
         else:
             parameters.append(parameter)
-    return Signature(
-        None if unnamed else tuple(parameters), "\n".join(kept), tuple(unnamed)
-    )
+    return Signature(None if unnamed else tuple(parameters), "\n".join(kept), tuple(unnamed))
 
 
 def schema(sig: Signature) -> Schema:

@@ -77,3 +77,16 @@ def test_a_lockfile_naming_anything_but_pinned_index_packages_is_invalid_argumen
 def test_a_lockfile_format_without_rules_is_refused_not_trusted():
     with pytest.raises(lockfiles.LockfileRefused, match=r"no rules for 'poetry\.lock'"):
         lockfiles.check("poetry.lock", f"requests==2.31.0 {HASH}")
+
+
+def test_a_format_registered_by_a_resolver_is_checked_by_its_own_rules():
+    def pins_only(content: str) -> None:
+        if content != "pinned":
+            raise lockfiles.LockfileRefused("not pinned")
+
+    with pytest.raises(lockfiles.LockfileRefused, match="no rules"):
+        lockfiles.check("test-only.lock", "pinned")
+    lockfiles.register("test-only.lock", pins_only)
+    lockfiles.check("test-only.lock", "pinned")
+    with pytest.raises(lockfiles.LockfileRefused, match="not pinned"):
+        lockfiles.check("test-only.lock", "https://example.com/x.tgz")

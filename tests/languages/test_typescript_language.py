@@ -4,6 +4,7 @@ of arguments before anything runs, and the dependencies read from the imports.""
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import pytest
 
@@ -15,12 +16,13 @@ from gristmill.model import Job, Limits
 PLUGIN = Registry().get("typescript").plugin
 
 
-def describe(code: str, entry_point: str = "main") -> dict:
+def describe(code: str, entry_point: str = "main") -> dict[str, Any]:
     return dict(PLUGIN.describe(code, entry_point))
 
 
-def properties(code: str) -> dict:
-    return describe(code)["properties"]
+def properties(code: str) -> dict[str, Any]:
+    found: dict[str, Any] = describe(code)["properties"]
+    return found
 
 
 def test_the_basic_types_optional_and_defaulted_parameters():
@@ -49,7 +51,10 @@ def test_arrays_tuples_records_and_object_types():
     assert found["r"] == {"type": "object", "additionalProperties": {"type": "boolean"}}
     assert found["o"] == {
         "type": "object",
-        "properties": {"name": {"type": "string"}, "tags": {"type": "array", "items": {"type": "string"}}},
+        "properties": {
+            "name": {"type": "string"},
+            "tags": {"type": "array", "items": {"type": "string"}},
+        },
         "required": ["name"],
     }
 
@@ -59,7 +64,7 @@ def test_literal_unions_and_enums_are_enums_and_an_enum_default_is_its_value():
         'enum Color { Red = "red", Green = "green" }\n'
         "enum Level { Low, High }\n"
         'type Kind = "a" | "b";\n'
-        'export function main(k: Kind, c: Color = Color.Green, l: Level, n: 1 | 2 | null,'
+        "export function main(k: Kind, c: Color = Color.Green, l: Level, n: 1 | 2 | null,"
         ' m: "x" | "y" = "y") {}'
     )
     assert found["k"] == {"enum": ["a", "b"], "type": "string"}
@@ -72,8 +77,8 @@ def test_literal_unions_and_enums_are_enums_and_an_enum_default_is_its_value():
 def test_dates_interfaces_nullable_and_the_fallback():
     found = properties(
         "interface Opts {\n  /** how many */\n  retries: number;\n  label?: string;\n}\n"
-        "export function main(when: Date, o: Opts, n: number | null, x: any, w: Map<string, number>,"
-        " u: string | number) {}"
+        "export function main(when: Date, o: Opts, n: number | null, x: any,"
+        " w: Map<string, number>, u: string | number) {}"
     )
     assert found["when"] == {"type": "string", "format": "date-time"}
     assert found["o"]["properties"]["retries"] == {"type": "number", "description": "how many"}
@@ -120,18 +125,24 @@ def test_hostile_code_is_answered_not_crashed_on(code):
     assert schema["type"] == "object"
 
 
-def job(code: str, args: dict, entry_point: str = "main") -> Job:
-    limits = Limits(wall_time_ms=1000, memory_bytes=1 << 28, cpu_time_ms=1000, processes=8, output_bytes=1024)
-    return Job(id="t", language="typescript", code=code, args=args, entry_point=entry_point, limits=limits)
+def job(code: str, args: dict[str, Any], entry_point: str = "main") -> Job:
+    limits = Limits(
+        wall_time_ms=1000, memory_bytes=1 << 28, cpu_time_ms=1000, processes=8, output_bytes=1024
+    )
+    return Job(
+        id="t", language="typescript", code=code, args=args, entry_point=entry_point, limits=limits
+    )
 
 
-def message(code: str, args: dict) -> dict:
-    return json.loads(PLUGIN.job_message(job(code, args), "/job/main.ts"))
+def message(code: str, args: dict[str, Any]) -> dict[str, Any]:
+    sent: dict[str, Any] = json.loads(PLUGIN.job_message(job(code, args), "/job/main.ts"))
+    return sent
 
 
 def test_the_job_message_names_the_parameters_in_order_and_their_conversions():
     sent = message(
-        'import _ from "lodash@4";\nexport function main(a: number, n: bigint, d: Date, s = "x") {}',
+        'import _ from "lodash@4";\n'
+        'export function main(a: number, n: bigint, d: Date, s = "x") {}',
         {"a": 1, "n": 2**70, "d": "2024-01-01"},
     )
     assert sent["parameters"] == ["a", "n", "d", "s"]
@@ -153,7 +164,8 @@ def test_the_job_message_names_the_parameters_in_order_and_their_conversions():
 )
 def test_arguments_that_do_not_fit_are_refused_naming_the_argument(args, named):
     code = (
-        'export function main(a: number, k: "a" | "b" = "a", o?: { n: number }, xs: number[] = []) {}'
+        'export function main(a: number, k: "a" | "b" = "a", o?: { n: number },'
+        " xs: number[] = []) {}"
     )
     with pytest.raises(ArgumentsRejected, match=named):
         message(code, args)
