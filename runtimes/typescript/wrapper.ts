@@ -45,11 +45,7 @@ class ResultNotSerializable extends Error {
 let reported = false;
 
 function writeAll(fd: number, text: string): void {
-  const data = Buffer.from(text, "utf8");
-  let offset = 0;
-  while (offset < data.length) {
-    offset += writeSync(fd, data, offset, data.length - offset);
-  }
+  writeAllBlocking(fd, Buffer.from(text, "utf8"));
 }
 
 // Integers beyond 2^53 travel as JSON text: they are read here as BigInt (by their source
@@ -212,9 +208,40 @@ function printError(error: unknown): void {
   console.error(text);
 }
 
-// process.stdout/stderr writes are asynchronous in Bun: ending the streams has Bun write
-// out what is still pending before the process exits. (console.log writes at once.)
-async function flushed(stream: NodeJS.WriteStream): Promise<void> {
+const pause = new Int32Array(new SharedArrayBuffer(4));
+
+function writeAllBlocking(fd: number, data: Uint8Array): void {
+  let offset = 0;
+  while (offset < data.length) {
+    try {
+      offset += writeSync(fd, data, offset, data.length - offset);
+    } catch (error) {
+      // The pipe is full and the descriptor non-blocking: wait a millisecond for the reader.
+      if ((error as { code?: string }).code !== "EAGAIN") throw error;
+      Atomics.wait(pause, 0, 0, 1);
+    }
+  }
+}
+
+// Bun's process.stdout and process.stderr write asynchronously: what is still pending when
+// the process exits is lost, unless the stream is ended first (which waits for it). They
+// are made on first use, and making one costs tens of milliseconds, so the wrapper never
+// touches them itself: Bun makes the descriptor non-blocking when it makes the stream,
+// and only then is there anything to flush. (console.log writes at once.)
+const O_NONBLOCK = 0o4000;
+
+function streamWasMade(fd: number): boolean {
+  try {
+    const flags = /flags:\s*([0-7]+)/.exec(readFileSync(`/proc/self/fdinfo/${fd}`, "utf8"));
+    return flags === null || (Number.parseInt(flags[1], 8) & O_NONBLOCK) !== 0;
+  } catch {
+    return true;
+  }
+}
+
+async function flushed(name: "stdout" | "stderr", fd: number): Promise<void> {
+  if (!streamWasMade(fd)) return;
+  const stream = process[name];
   await new Promise<void>((resolve) => {
     stream.once("error", () => resolve());
     stream.end(() => resolve());
@@ -227,7 +254,7 @@ async function finish(message: Message | string, status: number): Promise<never>
     reported = true;
     writeAll(RESULT_FD, typeof message === "string" ? message : JSON.stringify(message));
   }
-  await Promise.all([flushed(process.stdout), flushed(process.stderr)]);
+  await Promise.all([flushed("stdout", 1), flushed("stderr", 2)]);
   process.exit(status);
 }
 
