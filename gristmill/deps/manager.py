@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,10 +143,11 @@ class DependencyManager:
                 self._runners[resolver.name] = runner
         return self._runners[resolver.name], self._versions[resolver.name]
 
-    async def resolve(self, runtime: Runtime, code: str, files: Sequence[str]) -> Resolution:
-        """What `code` needs and its lockfile, without running it (the Resolve RPC)."""
+    async def resolve(self, runtime: Runtime, code: str, files: Mapping[str, bytes]) -> Resolution:
+        """What `code` needs and its lockfile, without running it (the Resolve RPC);
+        `files` are the job's other files, by relative path."""
         resolver = runtime.plugin.resolver()
-        dependencies = runtime.plugin.dependencies(code, files)
+        dependencies = runtime.plugin.job_dependencies(code, files)
         if resolver is None or not dependencies:
             return Resolution(dependencies, None)
         lockfile = await self._lock(runtime, resolver, dependencies, lambda _event: None)
@@ -206,7 +207,8 @@ class DependencyManager:
             yield None
             return
         if lockfile is None:
-            dependencies = runtime.plugin.dependencies(job.code, [f.path for f in job.files])
+            files = {f.path: f.content for f in job.files}
+            dependencies = runtime.plugin.job_dependencies(job.code, files)
             if not dependencies:
                 yield None
                 return

@@ -12,7 +12,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import NoReturn, Protocol, TypeVar
 
 import grpc
@@ -100,7 +100,9 @@ def _streaming(
 class DependencyResolver(Protocol):
     """What the Resolve RPC needs of `gristmill.deps.DependencyManager`."""
 
-    async def resolve(self, runtime: Runtime, code: str, files: Sequence[str]) -> Resolution: ...
+    async def resolve(
+        self, runtime: Runtime, code: str, files: Mapping[str, bytes]
+    ) -> Resolution: ...
 
 
 class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
@@ -182,7 +184,10 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         assert self._resolver is not None
         runtime = self._registry.get(request.language)
         source = runtime.spec.source_file
-        files = [f.path for f in validate.files(convert.job_files(request.files), source, "files")]
+        files = {
+            f.path: f.content
+            for f in validate.files(convert.job_files(request.files), source, "files")
+        }
         # A resolution runs a sandbox with the network: it takes a job slot like any job.
         ticket = self._table.admission.admit()
         try:

@@ -9,6 +9,7 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gristmill.deps.errors import DependencyFailure
 from gristmill.errors import InvalidRequest
 from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
 from gristmill.model import Dependency, Job
@@ -148,3 +149,14 @@ class Plugin(LanguagePlugin):
 
     def dependencies(self, code: str, files: Sequence[str] = ()) -> tuple[Dependency, ...]:
         return dependencies.find(code, files)
+
+    def job_dependencies(self, code: str, files: Mapping[str, bytes]) -> tuple[Dependency, ...]:
+        """A `package.json` among the job's files declares them; else the imports."""
+        manifest = files.get(dependencies.PACKAGE_JSON)
+        if manifest is None:
+            return dependencies.find(code, list(files))
+        try:
+            text = manifest.decode()
+        except UnicodeDecodeError as error:
+            raise DependencyFailure(f"{dependencies.PACKAGE_JSON}: not UTF-8") from error
+        return dependencies.find(code, list(files), package_json=text)

@@ -159,3 +159,15 @@ def test_bun_writes_trailing_commas_and_the_check_reads_them():
     text = _lockfile(GOOD).replace('"^4"}', '"^4",}').replace("{}]", "{},]")
     assert ",}" in text
     lockfiles.check("bun.lock", text)
+
+
+def test_a_package_json_among_the_files_decides_the_version(client):
+    code = 'import _ from "lodash";\n\nexport function main() {\n  return _.VERSION;\n}\n'
+    manifest = '{"dependencies": {"lodash": "4.17.20"}}'
+    outcome = run(client, code, files={"package.json": manifest})
+    assert outcome.verdict == pb.SUCCESS, outcome
+    assert outcome_result(outcome) == "4.17.20"
+    resolved = client.resolve("typescript", code, files={"package.json": manifest})
+    assert [(d.name, d.requirement) for d in resolved.dependencies] == [
+        ("lodash", "lodash@4.17.20")
+    ]

@@ -209,3 +209,33 @@ def test_a_version_that_is_not_a_registry_range_is_refused():
 
     with pytest.raises(DependencyFailure, match="not a version range"):
         PLUGIN.dependencies('import x from "lodash@file:..";\nexport function main() {}')
+
+
+def test_a_package_json_among_the_files_declares_the_dependencies_instead_of_the_imports():
+    manifest = b'{"dependencies": {"lodash": "^4.17.0", "@types/node": "20"}}'
+    found = PLUGIN.job_dependencies('import z from "zod";', {"package.json": manifest})
+    assert [(d.name, d.requirement, d.source.name) for d in found] == [
+        ("lodash", "lodash@^4.17.0", "DECLARED"),
+        ("@types/node", "@types/node@20", "DECLARED"),
+    ]
+    assert [d.name for d in PLUGIN.job_dependencies('import z from "zod";', {})] == ["zod"]
+
+
+@pytest.mark.parametrize(
+    "version",
+    [
+        "git+https://example.com/x.git",
+        "file:../x",
+        "link:x",
+        "workspace:*",
+        "npm:other@1",
+        "https://example.com/x.tgz",
+        "github:owner/repo",
+    ],
+)
+def test_a_package_json_naming_anything_but_registry_ranges_is_refused(version):
+    from gristmill.deps.errors import DependencyFailure
+
+    manifest = json.dumps({"dependencies": {"lodash": version}}).encode()
+    with pytest.raises(DependencyFailure, match="not a version range"):
+        PLUGIN.job_dependencies("", {"package.json": manifest})
