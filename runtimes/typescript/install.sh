@@ -21,7 +21,16 @@ TOOLS_DIR="${TOOLS_DIR:-${ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && p
 log() { printf '  %-8s %s\n' typescript "$1"; }
 die() { printf 'typescript install: error: %s\n' "$*" >&2; exit 1; }
 
+# The resolver's program: the service finds `bun` beside its interpreter ($VENV/bin) and
+# copies it into the resolve sandbox. scripts/install-system.sh may have linked one there.
+link_resolver() {
+    if [[ -n "${VENV:-}" && -d "$VENV/bin" && ! -e "$VENV/bin/bun" ]]; then
+        ln -sfn "$TARGET" "$VENV/bin/bun"
+    fi
+}
+
 if [[ -x "$TARGET" && "$("$TARGET" --version 2>/dev/null)" == "$BUN_VERSION" ]]; then
+    link_resolver
     log "ok (bun $BUN_VERSION, $TARGET)"
     exit 0
 fi
@@ -53,4 +62,5 @@ chmod 0755 "$TARGET.new"
 mv -f "$TARGET.new" "$TARGET"
 got="$("$TARGET" --version 2>&1)" || die "bun does not run: $got"
 [[ "$got" == "$BUN_VERSION" ]] || die "bun reports $got, expected $BUN_VERSION"
+link_resolver
 log "ok (bun $BUN_VERSION, $TARGET)"
