@@ -7,7 +7,9 @@ directory, and a step's result is its stdout. Every install passes `--ignore-scr
 (no package's lifecycle script ever runs, as is Bun's default for dependencies), uses
 the hoisted layout (node_modules/<name>, found from /job/main.ts through /node_modules),
 and copies files out of the shared download cache (`--backend=copyfile`): an
-environment never shares an inode with the cache that later resolves write to.
+environment never shares an inode with the cache that later resolves write to. Then,
+offline, `prewarm.ts` loads each package once to fill Bun's transpiler cache inside the
+environment (`.transpiler-cache`), which jobs read.
 """
 
 from __future__ import annotations
@@ -26,6 +28,10 @@ from . import bunlock
 _HERE = Path(__file__).parent
 LOCK_PROGRAM = "lock.ts"
 INSTALL_PROGRAM = "install_env.ts"
+PREWARM_PROGRAM = "prewarm.ts"
+TRANSPILER_CACHE = ".transpiler-cache"
+"""Bun's transpiler cache inside an environment: filled by the install's offline step,
+read (never written) by jobs, whose profile points BUN_RUNTIME_TRANSPILER_CACHE_PATH here."""
 # No colours or progress bars: the lines are the job's progress and errors. No
 # transpiler cache: the step's own little programs are transpiled in microseconds.
 _ENV = {"NO_COLOR": "1", "BUN_RUNTIME_TRANSPILER_CACHE_PATH": "0", "DO_NOT_TRACK": "1"}
@@ -77,8 +83,20 @@ class Bun:
             raise DependencyFailure(f"the lockfile: {refused}") from refused
         argv = [f"{context.tools_dir}/bun", INSTALL_PROGRAM, context.build_dir]
         argv += ["--frozen-lockfile", "--production", "--backend=copyfile", *self._options(context)]
+        # Loading the packages runs their code: offline, where it reaches only this
+        # environment (which every job loading it trusts anyway), never the registry or
+        # the download cache other environments are installed from.
+        prewarm = Step(
+            argv=(f"{context.tools_dir}/bun", PREWARM_PROGRAM, context.build_dir),
+            files={PREWARM_PROGRAM: _program(PREWARM_PROGRAM)},
+            env={
+                **_ENV,
+                "BUN_RUNTIME_TRANSPILER_CACHE_PATH": f"{context.build_dir}/{TRANSPILER_CACHE}",
+            },
+        )
         return Step(
             argv=tuple(argv),
             files={**checked.render(), INSTALL_PROGRAM: _program(INSTALL_PROGRAM)},
             env=_ENV,
+            then_offline=prewarm,
         )
