@@ -21,6 +21,10 @@ that safe is that nothing a job chose runs or is fetched there:
 With source builds allowed, a package's build code runs here with that network and
 the shared download cache writable: for tenants who trust one another only.
 
+A step may ask for a follow-up that runs package code (`Step.then_offline`, e.g. warming
+a cache inside the environment): that one runs in a sandbox of its own with no network
+and without the download cache, so the code reaches only the environment being built.
+
 The download cache has a budget of its own (`deps.tool_cache_max_bytes`): past it,
 it is emptied after a step, once no other step (of any server sharing it) is using
 it; it only holds what the index serves, so emptying it costs downloads, nothing else.
