@@ -7,9 +7,13 @@ const done = Bun.spawnSync(
   [process.execPath, "install", "--lockfile-only", ...process.argv.slice(2)],
   { stdin: "ignore", stdout: "pipe", stderr: "pipe" },
 );
+if (done.exitCode !== 0) {
+  // Bun's own words, without its progress lines: they are the job's DEPENDENCY_ERROR.
+  writeSync(2, done.stderr.length ? done.stderr : done.stdout);
+  process.exit(done.exitCode ?? 1);
+}
 writeSync(2, done.stdout);
 writeSync(2, done.stderr);
-if (done.exitCode !== 0) process.exit(done.exitCode ?? 1);
 const lockfile = Buffer.from(readFileSync("bun.lock"));
 let offset = 0;
 while (offset < lockfile.length) offset += writeSync(1, lockfile, offset);

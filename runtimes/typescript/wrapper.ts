@@ -301,7 +301,21 @@ async function run(job: JobMessage): Promise<Message | string> {
       verdict: "INVALID_ARGUMENTS",
     };
   }
-  const result = await entry(...(names ?? []).map((name) => argument(job, name)));
+  const values = (names ?? []).map((name) => argument(job, name));
+  const badDate = (names ?? []).find(
+    (name, index) => values[index] instanceof Date && Number.isNaN((values[index] as Date).getTime()),
+  );
+  if (badDate !== undefined) {
+    return {
+      error: {
+        name: "InvalidArguments",
+        message: `argument ${JSON.stringify(badDate)} must be a date, got ${JSON.stringify(job.args[badDate])}`,
+        stack: [],
+      },
+      verdict: "INVALID_ARGUMENTS",
+    };
+  }
+  const result = await entry(...values);
   try {
     return `{"result":${serialise(result)}}`;
   } catch (error) {

@@ -171,3 +171,21 @@ def test_a_package_json_among_the_files_decides_the_version(client):
     assert [(d.name, d.requirement) for d in resolved.dependencies] == [
         ("lodash", "lodash@4.17.20")
     ]
+
+
+def test_a_package_that_does_not_exist_is_a_dependency_error_in_buns_words(client):
+    code = 'import x from "gristmill-no-such-package-xyz";\nexport function main() {}\n'
+    outcome = run(client, code)
+    assert outcome.verdict == pb.DEPENDENCY_ERROR, outcome
+    assert "gristmill-no-such-package-xyz" in outcome.error.message
+    assert "failed to resolve" in outcome.error.message
+    assert "Saved lockfile" not in outcome.error.message
+
+
+def test_describe_through_the_service_reads_the_types(client):
+    code = '/** Adds. */\nexport function main(a: number, kind: "x" | "y" = "x", when?: Date) {}\n'
+    schema = client.describe("typescript", code)
+    assert schema["properties"]["a"] == {"type": "number"}
+    assert schema["properties"]["kind"]["enum"] == ["x", "y"]
+    assert schema["properties"]["when"]["format"] == "date-time"
+    assert schema["required"] == ["a"] and schema["description"] == "Adds."
