@@ -6,8 +6,11 @@
 // awaits the value and writes the result or the error on fd 3. Then it exits at once:
 // timers, open handles or promises the job left behind do not hold the outcome back.
 //
-// The job message: {"entry_point": "main", "source": "/job/main.ts", "args": {...},
-//                   "parameters": ["a", "b"] | null, "bigint": ["n"]}
+// The job message (language.py writes it):
+//   {"entry_point": "main", "source": "/job/main.ts", "args": {...},
+//    "parameters": ["a", "b"] | null,      the entry point's parameters, in order
+//    "bigint": ["n"], "date": ["when"],    parameters that get a BigInt / a Date
+//    "versioned_imports": {"lodash@4": "lodash"}}
 // Integers in `args` keep every digit: a parameter declared `bigint` gets a BigInt.
 
 import { mkdirSync, readFileSync, symlinkSync, writeSync } from "node:fs";
@@ -185,7 +188,11 @@ function errorMessage(error: unknown, verdict = "ERROR"): Message {
     if (!stack.length && position?.file?.startsWith(JOB_DIR) && position.line) {
       stack = [frame(position.file, position.line, "")];
     }
-    return { error: { name: error.name || "Error", message: error.message, stack }, verdict };
+    // `class Declined extends Error {}` keeps the name "Error": its class says more.
+    const className = error.constructor?.name;
+    const name =
+      error.name === "Error" && className && className !== "Error" ? className : error.name;
+    return { error: { name: name || "Error", message: error.message, stack }, verdict };
   }
   // A thrown value that is not an Error (`throw "declined"`): no stack to show.
   let message: string;
