@@ -318,9 +318,34 @@ def _doc_before(node: syntax.Node) -> str:
     return "\n".join(line for line in lines if line).strip()
 
 
+DEFAULT_ENTRY_POINT = "main"
+"""An `export default` function stands for `main` when the file exports none by name."""
+
+
+def _default_export(root: syntax.Node) -> syntax.Node | None:
+    for node in root.named_children:
+        if node.type == "export_statement" and any(c.type == "default" for c in node.children):
+            found = node.child_by_field_name("declaration") or node.child_by_field_name("value")
+            if found is not None and found.type in (
+                "function_declaration",
+                "function_expression",
+                "function",
+                "arrow_function",
+            ):
+                return found
+    return None
+
+
 def _function(root: syntax.Node, name: str) -> syntax.Node | None:
     """The function named `name` at the top level: a declaration, or a const holding an
-    arrow function or function expression."""
+    arrow function or function expression; for `main`, else the default export."""
+    named = _named_function(root, name)
+    if named is None and name == DEFAULT_ENTRY_POINT:
+        return _default_export(root)
+    return named
+
+
+def _named_function(root: syntax.Node, name: str) -> syntax.Node | None:
     for node in _top_level(root):
         if node.type in ("function_declaration", "generator_function_declaration"):
             if syntax.field_text(node, "name") == name:

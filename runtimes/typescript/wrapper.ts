@@ -285,7 +285,11 @@ function linkVersionedImports(aliases: Record<string, string>): void {
 async function run(job: JobMessage): Promise<Message | string> {
   linkVersionedImports(job.versioned_imports);
   const module: Record<string, unknown> = await import(job.source);
-  const entry = module[job.entry_point];
+  // `export default function (...)` stands for main when nothing is exported by that name.
+  const entry =
+    job.entry_point === "main" && typeof module.main !== "function"
+      ? module.default
+      : module[job.entry_point];
   if (typeof entry !== "function") {
     const exported = Object.keys(module).join(", ") || "nothing";
     return {

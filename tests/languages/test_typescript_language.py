@@ -239,3 +239,10 @@ def test_a_package_json_naming_anything_but_registry_ranges_is_refused(version):
     manifest = json.dumps({"dependencies": {"lodash": version}}).encode()
     with pytest.raises(DependencyFailure, match="not a version range"):
         PLUGIN.job_dependencies("", {"package.json": manifest})
+
+
+def test_a_default_export_stands_for_main():
+    schema = describe("export default async function (a: number, b = 2) {}")
+    assert schema["required"] == ["a"]
+    with pytest.raises(InvalidRequest, match="entry_point"):
+        describe("export default function () {}", "handler")
