@@ -15,6 +15,7 @@ In order of authority:
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from collections.abc import Iterator, Sequence
@@ -142,12 +143,22 @@ def _string_argument(call: syntax.Node) -> str | None:
     return syntax.text(argument)[1:-1]
 
 
-def specifiers(code: str) -> Iterator[tuple[str, int]]:
-    """Each module specifier the code imports, with its line, in document order."""
+def specifiers(code: str) -> tuple[tuple[str, int], ...]:
+    """Each module specifier the code imports, with its line, in document order; none for
+    code that does not parse (running it reports the syntax error with its line)."""
+    return _specifiers(code)
+
+
+@functools.lru_cache(maxsize=128)
+def _specifiers(code: str) -> tuple[tuple[str, int], ...]:
     try:
         root = syntax.parse(LANGUAGE, code)
     except InvalidRequest:
-        return
+        return ()
+    return tuple(_walk(root))
+
+
+def _walk(root: syntax.Node) -> Iterator[tuple[str, int]]:
     stack = [root]
     while stack:
         node = stack.pop()

@@ -21,6 +21,8 @@ text` lines the parameters' descriptions.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import re
 from collections.abc import Iterator
@@ -409,9 +411,11 @@ def _enum_member(node: syntax.Node, types: _Types) -> Any:
     return _enum_values(declaration).get(syntax.field_text(node, "property"), _NOTHING)
 
 
+@functools.lru_cache(maxsize=128)
 def signature(code: str, entry_point: str, *, field: str = "code") -> Signature | None:
     """The entry point's signature; None when the code has no such function. Raises
-    `InvalidRequest` on `field` for code that does not parse."""
+    `InvalidRequest` on `field` for code that does not parse. Remembered for the last
+    codes seen: a queue sends the same script again and again, and every job asks."""
     root = syntax.parse(LANGUAGE, code, field=field)
     function = _function(root, entry_point)
     if function is None:
@@ -458,7 +462,7 @@ def schema(sig: Signature) -> Schema:
     parameters = sig.parameters or ()
     document: Schema = {
         "type": "object",
-        "properties": {p.name: p.schema for p in parameters},
+        "properties": {p.name: copy.deepcopy(p.schema) for p in parameters},
         "required": [p.name for p in parameters if p.required],
     }
     if sig.description:
