@@ -8,8 +8,9 @@
 #   make pytest    the test suite alone (PYTEST_ARGS="-k name -x" to narrow it)
 #   make lint      ruff check, ruff format --check, mypy
 #   make fmt       ruff format and ruff check --fix (edits files)
-#   make bench     install, then latency and throughput against the bare interpreters
-#                  (BENCH_ARGS="--json" for JSON; see bench/latency.py --help)
+#   make bench     install, then latency and throughput against the bare interpreters,
+#                  with warm sandboxes and without (BENCH_ARGS="--json"; bench/latency.py --help)
+#   make profile   install, then where a trivial job's time and CPU go (bench/costs.py)
 #   make proto     regenerate gristmill/v1/ from proto/ (done by install when stale)
 #   make clean     remove the venv, tools, generated code, caches and var/
 
@@ -28,6 +29,7 @@ PROTO_OUT := gristmill/v1/runtime_pb2.py
 # mypy refuses a directory without Python files, so only the ones that have some.
 MYPY_DIRS = $(foreach d,gristmill runtimes tests bench,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 BENCH_ARGS ?=
+PROFILE_ARGS ?=
 PYTEST_ARGS ?=
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
@@ -35,10 +37,10 @@ export PIP_NO_INPUT := 1
 
 say = @printf '==> %s\n' "$(1)"
 
-.PHONY: help install proto run test pytest lint fmt bench clean system
+.PHONY: help install proto run test pytest lint fmt bench profile clean system
 
 help:
-	@sed -n '3,15p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- install -------------------------------------------------------------------
 
@@ -77,6 +79,10 @@ run: install
 bench: install
 	$(call say,bench/latency.py $(BENCH_ARGS))
 	@$(PY) bench/latency.py $(BENCH_ARGS)
+
+profile: install
+	$(call say,bench/costs.py $(PROFILE_ARGS))
+	@$(PY) bench/costs.py $(PROFILE_ARGS)
 
 # --- checks ----------------------------------------------------------------------
 

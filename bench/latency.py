@@ -133,6 +133,10 @@ class Throughput:
 @dataclass
 class LanguageResult:
     language: str
+    # "warm" (the server keeps warm sandboxes), "cold" (it does not), or "" (--address).
+    pool: str
+    # The share of the latency run's jobs that ran in a warm sandbox.
+    warm_share: float
     service: Latency
     bare: Latency
     bare_command: str
@@ -141,6 +145,10 @@ class LanguageResult:
     sandbox: str = ""
     throughput: list[dict[str, Any]] = field(default_factory=list)
     first_failure: str = ""
+
+    @property
+    def label(self) -> str:
+        return f"{self.language} {self.pool}" if self.pool else self.language
 
 
 # --- statistics ------------------------------------------------------------------
@@ -171,14 +179,19 @@ def summarize(samples_s: list[float], failures: int) -> Latency:
 # --- the service ------------------------------------------------------------------
 
 
-def _serve(conn: multiprocessing.connection.Connection, work_dir: str, backend: str | None) -> None:
+def _serve(
+    conn: multiprocessing.connection.Connection, work_dir: str, backend: str | None, pool: bool
+) -> None:
     """Child process: runs the embedded server until told to stop."""
-    from gristmill.config import ServerConfig
+    from gristmill.config import PoolConfig, ServerConfig
     from gristmill.server.app import BackgroundServer
 
     try:
         config = ServerConfig(
-            address="127.0.0.1:0", work_dir=Path(work_dir), sandbox_backend=backend
+            address="127.0.0.1:0",
+            work_dir=Path(work_dir),
+            sandbox_backend=backend,
+            pool=PoolConfig(enabled=pool),
         )
         with BackgroundServer(config) as address:
             conn.send(("ok", str(address)))
@@ -192,12 +205,12 @@ def _serve(conn: multiprocessing.connection.Connection, work_dir: str, backend: 
 
 
 @contextlib.contextmanager
-def embedded_server(backend: str | None) -> Iterator[str]:
+def embedded_server(backend: str | None, pool: bool = True) -> Iterator[str]:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work_dir:
         Path(work_dir).chmod(0o755)
-        process = context.Process(target=_serve, args=(child, work_dir, backend), daemon=True)
+        process = context.Process(target=_serve, args=(child, work_dir, backend, pool), daemon=True)
         process.start()
         child.close()
         try:
@@ -400,6 +413,8 @@ def _bench_language(
         client.close()
     result = LanguageResult(
         language=workload.language,
+        pool=args.pool_mode,
+        warm_share=sum(o.warm_sandbox for o in outcomes) / len(outcomes) if outcomes else 0.0,
         service=summarize(samples, failures),
         bare=summarize(bare_samples, bare_failures),
         bare_command=" ".join(workload.bare_argv),
@@ -443,6 +458,7 @@ def print_tables(console: Console, results: list[LanguageResult], meta: dict[str
     )
     for column in (
         "language",
+        "warm",
         "p50",
         "p95",
         "bare p50",
@@ -454,7 +470,8 @@ def print_tables(console: Console, results: list[LanguageResult], meta: dict[str
         latency.add_column(column, justify="left" if column == "language" else "right")
     for r in results:
         latency.add_row(
-            r.language,
+            r.label,
+            f"{r.warm_share:.0%}",
             _ms(r.service.p50_ms),
             _ms(r.service.p95_ms),
             _ms(r.bare.p50_ms),
@@ -471,7 +488,7 @@ def print_tables(console: Console, results: list[LanguageResult], meta: dict[str
     for name in names:
         phases.add_column(name, justify="right")
     for r in results:
-        phases.add_row(r.language, *(_ms(r.phases_ms.get(name, math.nan)) for name in names))
+        phases.add_row(r.label, *(_ms(r.phases_ms.get(name, math.nan)) for name in names))
     console.print(phases)
 
     throughput = Table(
@@ -484,7 +501,7 @@ def print_tables(console: Console, results: list[LanguageResult], meta: dict[str
         for row in r.throughput:
             service, bare = row["service"], row["bare"]
             throughput.add_row(
-                r.language,
+                r.label,
                 str(row["clients"]),
                 f"{service['per_s']:.1f}",
                 f"{bare['per_s']:.1f}",
@@ -494,7 +511,7 @@ def print_tables(console: Console, results: list[LanguageResult], meta: dict[str
     console.print(throughput)
     for r in results:
         console.print(
-            f"{r.language}: sandbox {r.sandbox or '?'}; bare = [bold]{r.bare_command}[/bold]"
+            f"{r.label}: sandbox {r.sandbox or '?'}; bare = [bold]{r.bare_command}[/bold]"
         )
     for r in results:
         if r.first_failure:
@@ -517,11 +534,19 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="which of: " + ", ".join(w.language for w in WORKLOADS),
     )
     parser.add_argument("--backend", default=None, help="sandbox backend of the embedded server")
+    parser.add_argument(
+        "--pool",
+        default="warm,cold",
+        help="embedded servers to run, in turn: with warm sandboxes, without (warm,cold)",
+    )
     parser.add_argument("--address", default=None, help="bench this running server instead")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-call deadline, s (60)")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
+    args.pools = [p.strip() for p in args.pool.split(",") if p.strip()]
+    if not args.pools or set(args.pools) - {"warm", "cold"}:
+        parser.error("--pool takes warm, cold or both")
     if args.n < 1 or args.duration <= 0 or any(c < 1 for c in args.clients):
         parser.error("-n, --duration and --clients must be positive")
     known = {w.language: w for w in WORKLOADS}
@@ -551,14 +576,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     started = time.perf_counter()
-    with contextlib.ExitStack() as stack:
-        if args.address:
-            address = args.address
-        else:
-            progress.log(f"starting the embedded server (backend: {args.backend or 'auto'})")
-            address = stack.enter_context(embedded_server(args.backend))
-        meta["address"] = address
-        results = [bench_language(address, w, args, progress) for w in args.workloads]
+    results = []
+    for mode in [""] if args.address else args.pools:
+        with contextlib.ExitStack() as stack:
+            args.pool_mode = mode
+            if args.address:
+                address = args.address
+            else:
+                backend = args.backend or "auto"
+                progress.log(f"starting the embedded server (backend: {backend}, pool: {mode})")
+                address = stack.enter_context(embedded_server(args.backend, mode == "warm"))
+            meta["address"] = address
+            results += [bench_language(address, w, args, progress) for w in args.workloads]
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
 
     if args.json:

@@ -27,8 +27,10 @@ __all__ = [
     "DEFAULT_LIMITS",
     "ENV_PREFIX",
     "MAX_LIMITS",
+    "Caps",
     "ConfigError",
     "DependencyConfig",
+    "PoolConfig",
     "ServerConfig",
     "load_config",
 ]
@@ -112,6 +114,42 @@ class DependencyConfig:
 
 
 @dataclass(frozen=True)
+class Caps:
+    """What one request or result may hold (keys `caps.*`).
+
+    The service's own work on a job (checking its request, inferring its dependencies,
+    writing its files, reading its result) grows with these sizes; past them a request
+    is refused with INVALID_ARGUMENT naming the field, and a result stops the job with
+    OUTPUT_LIMIT, so that no one job can stall or bloat the service for the others.
+    """
+
+    code_bytes: int = 1 * MiB
+    args_bytes: int = 16 * MiB
+    files: int = 1000
+    files_bytes: int = 64 * MiB
+    result_bytes: int = 16 * MiB
+    # Finished outcomes (and their jobs) kept for retries under their id, in bytes;
+    # past it the oldest are forgotten before their `recent_jobs_ttl_s` is up.
+    recent_jobs_bytes: int = 256 * MiB
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """Warm sandboxes (keys `pool.*`): started ahead of demand, one job each.
+
+    A language gets `per_language` of them from its first job on, within `max_sandboxes`
+    in all; after `idle_s` without a job of that language its warm sandboxes are stopped.
+    A job that none fits (dependencies, a build, its own environment variables, network,
+    limits past the pool's) starts cold.
+    """
+
+    enabled: bool = True
+    per_language: int = 2
+    max_sandboxes: int = 8
+    idle_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
     max_concurrent_jobs: int = field(default_factory=_cpu_count)
@@ -128,6 +166,8 @@ class ServerConfig:
     runtimes_dir: Path = REPO_ROOT / "runtimes"
     profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles"
     deps: DependencyConfig = DependencyConfig()
+    caps: Caps = Caps()
+    pool: PoolConfig = PoolConfig()
 
     @property
     def deps_dir(self) -> Path:
@@ -140,6 +180,9 @@ class ServerConfig:
             raise ConfigError("max_queued_jobs must not be negative")
         if self.recent_jobs_ttl_s < 0:
             raise ConfigError("recent_jobs_ttl_s must not be negative")
+        for cap in dataclasses.fields(Caps):
+            if getattr(self.caps, cap.name) < 1:
+                raise ConfigError(f"caps.{cap.name} must be at least 1")
         for limit in dataclasses.fields(Limits):
             default = getattr(self.default_limits, limit.name)
             maximum = getattr(self.max_limits, limit.name)
@@ -181,6 +224,8 @@ _TYPES: dict[str, type] = {
     "profiles_dir": Path,
 }
 _TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyConfig).items()})
+_TYPES.update({f"caps.{name}": kind for name, kind in get_type_hints(Caps).items()})
+_TYPES.update({f"pool.{name}": kind for name, kind in get_type_hints(PoolConfig).items()})
 _TYPES["deps.cache_dir"] = Path  # optional: "" means the default
 # Settings whose empty text means None ("pick automatically").
 _OPTIONAL = {"sandbox_backend", "max_queued_jobs", "deps.cache_dir"}
@@ -288,4 +333,6 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
         for table, defaults in _LIMIT_TABLES.items()
     }
     deps = DependencyConfig(**_table(settings, "deps"))
-    return ServerConfig(**scalars, **limits, deps=deps)
+    caps = Caps(**_table(settings, "caps"))
+    pool = PoolConfig(**_table(settings, "pool"))
+    return ServerConfig(**scalars, **limits, deps=deps, caps=caps, pool=pool)

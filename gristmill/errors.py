@@ -25,6 +25,11 @@ class InvalidRequest(GristmillError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.detail = message
+
+    def __reduce__(self) -> tuple[type[InvalidRequest], tuple[str, str]]:
+        """Pickled as the base kind with its field and message (it crosses processes)."""
+        return InvalidRequest, (self.field, self.detail)
 
 
 class UnknownLanguage(InvalidRequest):

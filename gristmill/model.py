@@ -107,6 +107,9 @@ class Job:
     deadline: float | None = None
     # Install exactly this, never resolve; None: resolve the code's dependencies first.
     lockfile: Lockfile | None = None
+    # The size of the request that carried it: what the service's own work on the job
+    # (its dependencies, its job message, its files) grows with (`jobs.offload`).
+    size_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -187,6 +190,7 @@ class Outcome:
     lockfile: Lockfile | None = None
     environment: EnvironmentInfo | None = None
     build: BuildInfo | None = None
+    warm_sandbox: bool = False
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import pytest
 
 from gristmill.config import ServerConfig, load_config
 from gristmill.isolation.backend import SandboxInfo
+from gristmill.jobs.workspace import unmount_jobs_dir
 from gristmill.model import Job, JobEvent, Outcome, OutputEvent, PhaseEvent, StartedEvent, Verdict
 from gristmill.server import BackgroundServer
 
@@ -141,7 +142,13 @@ def sandbox_work_dir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        remove_work_dir(path)
+
+
+def remove_work_dir(path: Path) -> None:
+    """Removes a work dir, unmounting the workspaces' tmpfs a server left (if killed)."""
+    unmount_jobs_dir(path / "jobs")
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture

@@ -259,6 +259,8 @@ def test_coverage_names_what_each_language_lacks_unless_declared_not_applicable(
     cases = load_cases(tmp_path / "shared", [own])
     assert coverage(cases) == {"cobol": ["limits.timeout"], "python": ["cobol.own"]}
     assert coverage(cases, not_applicable([own])) == {"cobol": [], "python": ["cobol.own"]}
+    shared = tmp_path / "shared"
+    assert coverage(cases, not_applicable([own]), shared) == {"cobol": [], "python": []}
 
 
 # The checker
@@ -498,22 +500,32 @@ def test_main_refuses_a_malformed_case_directory(tmp_path, fake_target, capsys):
 # The suite proper, against a real server
 
 
-BACKENDS = ("process", "nsjail")
+SERVERS = ("process/warm", "nsjail/warm", "process/cold", "nsjail/cold")
+"""Each backend with warm sandboxes (most cases run in one) and without (all start cold)."""
 ATTACKS: dict[tuple[str, str], list[bool]] = {}
-"""(backend, language) -> whether each attack case run against it was contained."""
+"""(server, language) -> whether each attack case run against it was contained."""
+SERVER_NAMES: dict[str, str] = {}
+"""The address of each server under test -> its backend and pool mode."""
 
 
-@pytest.fixture(scope="session", params=BACKENDS)
+@pytest.fixture(scope="session", params=SERVERS)
 def server_address(request: pytest.FixtureRequest) -> Iterator[str]:
-    """One real server per sandbox backend, for the whole suite."""
+    """One real server per sandbox backend and pool mode, for the whole suite."""
+    backend, pool = request.param.split("/")
     with sandbox_work_dir() as work_dir:
-        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir}
-        config = load_config(overrides={**overrides, "sandbox_backend": request.param})
+        overrides = {
+            "address": "127.0.0.1:0",
+            "work_dir": work_dir,
+            "sandbox_backend": backend,
+            "pool.enabled": pool == "warm",
+        }
+        config = load_config(overrides=overrides)
         try:
             server = BackgroundServer(config)
             address = server.__enter__()
         except SandboxFailure as unusable:
             pytest.skip(f"{request.param}: {unusable}")
+        SERVER_NAMES[address] = request.param
         try:
             yield address
         finally:
@@ -529,12 +541,13 @@ def attack_table(request: pytest.FixtureRequest) -> Iterator[None]:
     if reporter is None or capture is None or not ATTACKS:
         return
     with capture.global_and_fixture_disabled():
-        reporter.write_sep("-", "attacks contained (backend, language: contained/tried)")
-        for (backend, language), outcomes in sorted(ATTACKS.items()):
-            reporter.write_line(f"{backend:8} {language:8} {sum(outcomes)}/{len(outcomes)}")
+        reporter.write_sep("-", "attacks contained (backend/pool, language: contained/tried)")
+        for (server, language), outcomes in sorted(ATTACKS.items()):
+            reporter.write_line(f"{server:12} {language:10} {sum(outcomes)}/{len(outcomes)}")
         reporter.write_sep("-", "conformance coverage (cases x languages)")
         own = language_case_files()
-        for line in coverage_lines(coverage(ALL_CASES, not_applicable(own))):
+        holes = coverage(ALL_CASES, not_applicable(own), default_cases_dir())
+        for line in coverage_lines(holes):
             reporter.write_line(line)
 
 
@@ -555,8 +568,8 @@ def test_case_against_server(case, server_address, available_languages):
         pytest.skip(f"{case.language}: {reason}")
     [result] = run_cases(server_address, [case])
     if case.is_attack:
-        backend = runner.list_runtimes(server_address).sandbox.backend
-        ATTACKS.setdefault((backend, case.language), []).append(result.passed)
+        server = SERVER_NAMES[server_address]
+        ATTACKS.setdefault((server, case.language), []).append(result.passed)
     details = "\n".join(result.problems)
     if result.outcome is not None:
         details += "\ngot:\n  " + "\n  ".join(describe_outcome(result.outcome))

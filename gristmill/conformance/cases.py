@@ -242,14 +242,21 @@ def not_applicable(language_files: Sequence[Path]) -> dict[str, dict[str, str]]:
 
 
 def coverage(
-    cases: Sequence[Case], exempt: Mapping[str, Mapping[str, str]] | None = None
+    cases: Sequence[Case],
+    exempt: Mapping[str, Mapping[str, str]] | None = None,
+    shared_dir: Path | None = None,
 ) -> dict[str, list[str]]:
-    """Per language: the case names some language has and it lacks (the coverage matrix's
-    holes), leaving out those it declares not applicable."""
+    """Per language: the shared case names (those of `shared_dir`'s files, else all) that
+    some language has and it lacks (the coverage matrix's holes), leaving out those it
+    declares not applicable. A language's own cases in its folder are no one's hole."""
     by_language: dict[str, set[str]] = {}
     for case in cases:
         by_language.setdefault(case.language, set()).add(case.name)
-    every = list(dict.fromkeys(case.name for case in cases))
+    every = list(
+        dict.fromkeys(
+            case.name for case in cases if shared_dir is None or case.source.parent == shared_dir
+        )
+    )
     exempt = exempt or {}
     return {
         language: [n for n in every if n not in names and n not in exempt.get(language, {})]

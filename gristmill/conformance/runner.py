@@ -262,7 +262,7 @@ def main(argv: list[str]) -> int:
         # The languages' own files go with the repository's cases, not with another set.
         own = language_case_files() if args.cases == default_cases_dir() else []
         cases = load_cases(args.cases, own)
-        holes = coverage(cases, not_applicable(own))
+        holes = coverage(cases, not_applicable(own), args.cases)
     except CaseFileError as error:
         print(f"gristmill conformance: {error}", file=sys.stderr)
         return 2

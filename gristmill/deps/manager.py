@@ -31,6 +31,7 @@ from gristmill.errors import LanguageUnavailable
 from gristmill.isolation.backend import SandboxBackend
 from gristmill.languages.registry import Runtime
 from gristmill.model import Dependency, Job, JobEvent, Lockfile, PhaseEvent, Resolution
+from gristmill.offload import Offload
 
 __all__ = ["DependencyManager", "PreparedEnvironment"]
 
@@ -70,8 +71,15 @@ def _find_program(name: str) -> Path:
 
 
 class DependencyManager:
-    def __init__(self, backend: SandboxBackend, work_dir: Path, config: DependencyConfig) -> None:
+    def __init__(
+        self,
+        backend: SandboxBackend,
+        work_dir: Path,
+        config: DependencyConfig,
+        offload: Offload,
+    ) -> None:
         self.config = config
+        self._offload = offload
         deps_dir = config.cache_dir or work_dir / "deps"
         # Where the caches live: environments here, and other built things beside them.
         self.root = deps_dir
@@ -147,7 +155,10 @@ class DependencyManager:
         """What `code` needs and its lockfile, without running it (the Resolve RPC);
         `files` are the job's other files, by relative path."""
         resolver = runtime.plugin.resolver()
-        dependencies = runtime.plugin.job_dependencies(code, files)
+        size = len(code) + sum(len(path) + len(content) for path, content in files.items())
+        dependencies = await self._offload.plugin_call(
+            runtime, "job_dependencies", size, code, dict(files)
+        )
         if resolver is None or not dependencies:
             return Resolution(dependencies, None)
         lockfile = await self._lock(runtime, resolver, dependencies, lambda _event: None)
@@ -208,7 +219,9 @@ class DependencyManager:
             return
         if lockfile is None:
             files = {f.path: f.content for f in job.files}
-            dependencies = runtime.plugin.job_dependencies(job.code, files)
+            dependencies = await self._offload.plugin_call(
+                runtime, "job_dependencies", job.size_bytes, job.code, files
+            )
             if not dependencies:
                 yield None
                 return

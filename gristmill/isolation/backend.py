@@ -37,6 +37,9 @@ class SandboxPlan:
     # Empty host directory the backend may build the jail's root on.
     root_dir: Path
     limits: Limits
+    # Started ahead of its job: the program waits; `Sandbox.hand_over` brings the job's
+    # files (written into `job_dir` first) and limits, and `limits` are the pool's.
+    warm: bool = False
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ class Sandbox(Protocol):
 
     async def started(self) -> int:
         """Waits until the program runs (or failed to start); its supervisor's pid."""
+        ...
+
+    async def hand_over(self, limits: Limits) -> bool:
+        """A warm sandbox's job: its files (now in the plan's `job_dir`) and `limits` are
+        applied, its clocks start; False if the sandbox died while it waited."""
         ...
 
     async def send_job(self, message: bytes) -> None:

@@ -115,25 +115,61 @@ class JobCgroup:
         return sorted(found)
 
     def stats(self) -> CgroupStats:
+        """The group's accounting; user and system CPU are scaled to sum to `cpu_ns()`.
+
+        The kernel splits CPU time into user and system by sampling ticks, so their sum
+        can fall short of the exact total that the CPU limit is judged by: a job stopped
+        for CPU_LIMIT must never report less CPU than its limit.
+        """
         if self.version is Version.V2:
             d = self.dirs[""]
-            return CgroupStats(
-                oom_kills=_read_keyed(d / "memory.events", "oom_kill"),
-                pids_refused=_read_keyed(d / "pids.events", "max"),
-                peak_memory_bytes=_read_int(d / "memory.peak"),
-                user_cpu_ns=_read_keyed(d / "cpu.stat", "user_usec") * 1000,
-                system_cpu_ns=_read_keyed(d / "cpu.stat", "system_usec") * 1000,
-                peak_processes=_read_int(d / "pids.peak"),
-            )
-        memory, pids, cpu = self._dir("memory"), self._dir("pids"), self._dir("cpuacct")
+            user_ns = _read_keyed(d / "cpu.stat", "user_usec") * 1000
+            system_ns = _read_keyed(d / "cpu.stat", "system_usec") * 1000
+            oom_kills = _read_keyed(d / "memory.events", "oom_kill")
+            pids_refused = _read_keyed(d / "pids.events", "max")
+            peak_memory = _read_int(d / "memory.peak")
+            peak_processes = _read_int(d / "pids.peak")
+        else:
+            memory, pids, cpu = self._dir("memory"), self._dir("pids"), self._dir("cpuacct")
+            user_ns = _read_int(cpu / "cpuacct.usage_user")
+            system_ns = _read_int(cpu / "cpuacct.usage_sys")
+            oom_kills = _read_keyed(memory / "memory.oom_control", "oom_kill")
+            pids_refused = _read_keyed(pids / "pids.events", "max")
+            peak_memory = _read_int(memory / "memory.max_usage_in_bytes")
+            peak_processes = _read_int(pids / "pids.peak")
+        user_ns, system_ns = _split_exactly(self.cpu_ns(), user_ns, system_ns)
         return CgroupStats(
-            oom_kills=_read_keyed(memory / "memory.oom_control", "oom_kill"),
-            pids_refused=_read_keyed(pids / "pids.events", "max"),
-            peak_memory_bytes=_read_int(memory / "memory.max_usage_in_bytes"),
-            user_cpu_ns=_read_int(cpu / "cpuacct.usage_user"),
-            system_cpu_ns=_read_int(cpu / "cpuacct.usage_sys"),
-            peak_processes=_read_int(pids / "pids.peak"),
+            oom_kills=oom_kills,
+            pids_refused=pids_refused,
+            peak_memory_bytes=peak_memory,
+            user_cpu_ns=user_ns,
+            system_cpu_ns=system_ns,
+            peak_processes=peak_processes,
         )
+
+    def hand_over(self, memory_bytes: int, processes: int) -> None:
+        """A warm sandbox's group gets its job's limits and forgets what its wait used:
+        the CPU time and peak memory reported (and the CPU limit judged) are the job's.
+        Raises OSError when the group already holds more than the job may."""
+        if self.version is Version.V2:
+            d = self.dirs[""]
+            _write(d / "memory.max", str(memory_bytes))
+            _write(d / "pids.max", str(processes))
+            # v2 has no counters to reset: its CPU total is read as a baseline instead.
+            with contextlib.suppress(OSError):
+                _write(d / "memory.peak", "0")  # resettable since Linux 6.12
+            return
+        memory = self._dir("memory")
+        # memsw must stay at or above the limit: raised before it, lowered after it.
+        for name in ("memory.memsw.limit_in_bytes", "memory.limit_in_bytes"):
+            with contextlib.suppress(OSError):
+                _write(memory / name, str(memory_bytes))
+        _write(memory / "memory.limit_in_bytes", str(memory_bytes))
+        with contextlib.suppress(OSError):
+            _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
+        _write(memory / "memory.max_usage_in_bytes", "0")
+        _write(self._dir("pids") / "pids.max", str(processes))
+        _write(self._dir("cpuacct") / "cpuacct.usage", "0")
 
     def kill_all(self, spare: int = 0) -> int:
         """SIGKILLs whatever is left in the group but `spare`; how many processes that was."""
@@ -203,6 +239,15 @@ class Cgroups:
 
 class CgroupsUnavailable(Exception):
     """No hierarchy with the memory, pids and cpu controllers can be used here."""
+
+
+def _split_exactly(total_ns: int, user_ns: int, system_ns: int) -> tuple[int, int]:
+    """`total_ns` split between user and system in the sampled proportion."""
+    sampled = user_ns + system_ns
+    if sampled <= 0:
+        return total_ns, 0
+    user = total_ns * user_ns // sampled
+    return user, total_ns - user
 
 
 _V1_CONTROLLERS = ("memory", "pids", "cpuacct")

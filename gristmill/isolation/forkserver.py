@@ -29,6 +29,7 @@ from gristmill.isolation import nsjail
 from gristmill.isolation.jail import (
     JailSpec,
     build_root,
+    copy_job_files,
     enter_namespaces,
     enter_root,
     exec_program,
@@ -88,6 +89,8 @@ class _Jail(Protocol):
     """How the supervisor sees a jail being built and run, whichever builds it."""
 
     pid: int
+    # Where the job's tmpfs is mounted, as the supervisor sees it.
+    job_target: str
 
     def watched(self) -> list[int]: ...
 
@@ -108,6 +111,7 @@ class _OwnJail:
             os.close(status_r)
             _init(spec, fds, status_w)
         os.close(status_w)
+        self.job_target = spec.root_dir + spec.jail_job_dir
         self._status = status_r
         self._buffer = b""
 
@@ -147,6 +151,13 @@ class _Supervision:
         self.report = report
         self.started_ns = started_ns
         self.running_ns = 0
+        # The job's own limits: the spec's, or those its hand-over brings (warm).
+        self.wall_time_ms = spec.wall_time_ms
+        self.cpu_time_ms = spec.cpu_time_ms
+        self.handed = not spec.warm
+        self.handover_ns = 0
+        # CPU the group used before its job (a warm sandbox's wait) is not the job's.
+        self.cpu_baseline_ns = 0
         self.stopped_for: str | None = None
         self.error = ""
         self.end: dict[str, int] = {}
@@ -168,10 +179,32 @@ class _Supervision:
         else:
             self.end = message
 
+    def hand_over(self, command: str, job_target: str) -> None:
+        """A warm sandbox's job: its files in, its clocks started, `handed` reported."""
+        began = time.monotonic_ns()
+        _, wall_ms, cpu_ms = command.split()
+        copy_job_files(self.spec, job_target)
+        self.wall_time_ms, self.cpu_time_ms = int(wall_ms), int(cpu_ms)
+        self.cpu_baseline_ns = self.cpu_used_ns()
+        self.running_ns = time.monotonic_ns()
+        self.handover_ns = self.running_ns - began
+        self.handed = True
+        _send(self.report, {"type": "handed"})
+
+    @property
+    def setup_ns(self) -> int:
+        """The set-up this job waited for: a warm sandbox's hand-over, else all of it."""
+        if self.spec.warm:
+            return self.handover_ns
+        return (self.running_ns or time.monotonic_ns()) - self.started_ns
+
+    def limits_apply(self) -> bool:
+        return bool(self.running_ns and self.handed)
+
     def deadline_ns(self) -> int | None:
-        if not self.running_ns or not self.spec.wall_time_ms:
+        if not self.limits_apply() or not self.wall_time_ms:
             return None
-        return self.running_ns + self.spec.wall_time_ms * 1_000_000
+        return self.running_ns + self.wall_time_ms * 1_000_000
 
     def cpu_used_ns(self) -> int:
         try:
@@ -215,13 +248,20 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         deadline = job.deadline_ns()
         if deadline is not None:
             timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
-        if spec.cpu_time_ms and job.running_ns:
+        if job.cpu_time_ms and job.limits_apply():
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
             if fd == control:
                 reason = os.read(control, 64).decode(errors="replace").strip()
                 if not reason:
                     poller.unregister(control)
+                if reason.startswith("go ") and not job.handed:
+                    try:
+                        job.hand_over(reason, jail.job_target)
+                    except (OSError, ValueError) as error:
+                        job.error = f"sandbox hand-over: {error}"
+                        stop("cancel")
+                    continue
                 stop(reason or "cancel")
             elif fd == pidfd:
                 jail_done = True
@@ -234,7 +274,12 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         now = time.monotonic_ns()
         if deadline is not None and now >= deadline:
             stop("wall_time")
-        if spec.cpu_time_ms and job.running_ns and job.cpu_used_ns() >= spec.cpu_time_ms * 1e6:
+        cpu_limit = job.cpu_time_ms
+        if (
+            cpu_limit
+            and job.limits_apply()
+            and job.cpu_used_ns() - job.cpu_baseline_ns >= cpu_limit * 1e6
+        ):
             stop("cpu_time")
     ended_ns = time.monotonic_ns()
     for message in jail.finish():
@@ -247,8 +292,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             "setup_error": job.error,
             "stopped_for": job.stopped_for,
             "wait_status": job.end.get("wait_status"),
-            "run_ns": ended_ns - job.running_ns if job.running_ns else 0,
-            "setup_ns": (job.running_ns or ended_ns) - started_ns,
+            "run_ns": ended_ns - job.running_ns if job.limits_apply() else 0,
+            "setup_ns": job.setup_ns,
             **{k: v for k, v in job.end.items() if k != "wait_status"},
         },
     )

@@ -116,6 +116,10 @@ class JailSpec:
     # How the jail is built: empty for our own namespaces (`build_root`), else the
     # nsjail command line (`nsjail.render_argv`) the supervisor's pid 1 execs.
     nsjail_argv: list[str] = field(default_factory=list)
+    # Started ahead of demand (a warm sandbox): the program runs, waiting on fd 4, but
+    # the job's clocks, files and limits come with the hand-over (`forkserver`), and
+    # `wall_time_ms`/`cpu_time_ms` above are only the pool's backstops until then.
+    warm: bool = False
 
     @classmethod
     def from_profile(cls, profile: SandboxProfile, **fields: object) -> JailSpec:
@@ -211,11 +215,18 @@ def fill_job_dir(spec: JailSpec, target: str) -> None:
 
     A bind mount of the host directory would let a job fill the host's disk
     (RLIMIT_FSIZE caps one file, not their sum); a tmpfs has a size, and its pages
-    are charged to the job's cgroup because this process is already in it.
+    are charged to the job's cgroup because this process is already in it. A warm
+    sandbox's tmpfs stays empty until its hand-over copies the files (`copy_job_files`).
     """
     Path(target).mkdir(parents=True, exist_ok=True)
     options = f"size={spec.job_dir_bytes},mode=0755,uid={spec.uid},gid={spec.gid}"
     mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    if not spec.warm:
+        copy_job_files(spec, target)
+
+
+def copy_job_files(spec: JailSpec, target: str) -> None:
+    """The job's files from its host directory into its mounted tmpfs at `target`."""
     _copy_tree(spec.job_dir, target, spec.uid, spec.gid)
 
 

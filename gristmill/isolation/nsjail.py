@@ -219,14 +219,15 @@ def launch(spec: JailSpec, fds: dict[str, int]) -> NsjailJail:
         _exec_nsjail(spec, fds, log_w, ready_w)
     os.close(log_w)
     os.close(ready_w)
-    return NsjailJail(pid, log_r, ready_r)
+    return NsjailJail(pid, log_r, ready_r, spec.root_dir)
 
 
 class NsjailJail:
     """The supervisor's view of nsjail: a byte when the program runs, a log at the end."""
 
-    def __init__(self, pid: int, log_fd: int, ready_fd: int) -> None:
+    def __init__(self, pid: int, log_fd: int, ready_fd: int, job_target: str) -> None:
         self.pid = pid
+        self.job_target = job_target
         self._log_fd = log_fd
         self._ready_fd = ready_fd
         self._log = bytearray()

@@ -24,6 +24,7 @@ from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec
 from gristmill.isolation.seccomp import compile_bpf
 from gristmill.languages.spec import JAIL_JOB_DIR
+from gristmill.model import Limits
 
 STREAM_LIMIT = 1 << 20
 _FORK_SERVER_MAIN = "from gristmill.isolation.forkserver import main; main()"
@@ -48,6 +49,7 @@ class ProcessSandbox:
         control_fd: int,
         cgroup: JobCgroup | None,
         cleanups: set[asyncio.Future[None]],
+        overhead_processes: int = 0,
     ) -> None:
         self.stdout = readers["stdout"]
         self.stderr = readers["stderr"]
@@ -57,7 +59,9 @@ class ProcessSandbox:
         self._control_fd = control_fd
         self._cgroup = cgroup
         self._cleanups = cleanups
+        self._overhead = overhead_processes
         self._started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._handed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._exit: dict[str, Any] | None = None
         self._stop_reason: StopReason | None = None
         self._reading = asyncio.ensure_future(self._read_report())
@@ -67,13 +71,31 @@ class ProcessSandbox:
             message = json.loads(line)
             if message["type"] == "started" and not self._started.done():
                 self._started.set_result(message["pid"])
+            elif message["type"] == "handed" and not self._handed.done():
+                self._handed.set_result(True)
             elif message["type"] == "exit":
                 self._exit = message
         if not self._started.done():
             self._started.set_result(0)
+        if not self._handed.done():
+            self._handed.set_result(False)
 
     async def started(self) -> int:
         return await asyncio.shield(self._started)
+
+    async def hand_over(self, limits: Limits) -> bool:
+        """Gives a warm sandbox its job: `limits` on its cgroup, its accounting reset, its
+        files and clocks through its supervisor. False if it died while it waited."""
+        if self._started.done() and not self._started.result():
+            return False
+        if self._cgroup is not None:
+            try:
+                self._cgroup.hand_over(limits.memory_bytes, limits.processes + self._overhead)
+            except OSError:
+                return False  # e.g. it already uses more memory than the job may
+        with contextlib.suppress(OSError):
+            os.write(self._control_fd, f"go {limits.wall_time_ms} {limits.cpu_time_ms}".encode())
+        return await asyncio.shield(self._handed)
 
     async def send_job(self, message: bytes) -> None:
         loop = asyncio.get_running_loop()
@@ -198,6 +220,7 @@ class ProcessBackend:
             cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
             cpu_usage_v2=bool(cgroup and cgroup.version is Version.V2),
             seccomp_bpf=compile_bpf(plan.profile.seccomp.deny, network=limits.network).hex(),
+            warm=plan.warm,
         )
 
     def _send(self, payload: bytes, fds: list[int]) -> None:
@@ -238,7 +261,14 @@ class ProcessBackend:
         readers = {
             name: await _reader(ours[name]) for name in ("stdout", "stderr", "result", "report")
         }
-        return ProcessSandbox(readers, ours["job"], ours["control"], cgroup, self._cleanups)
+        return ProcessSandbox(
+            readers,
+            ours["job"],
+            ours["control"],
+            cgroup,
+            self._cleanups,
+            plan.profile.overhead_processes,
+        )
 
     async def close(self) -> None:
         await asyncio.gather(*self._cleanups, return_exceptions=True)

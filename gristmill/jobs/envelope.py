@@ -35,6 +35,9 @@ class Envelope:
 
 MAX_LINE = 2**32 - 1
 """Stack-frame line numbers travel as uint32."""
+MAX_FRAMES = 200
+"""Frames kept of an error's stack: the innermost ones, where the error happened (a
+runaway recursion has thousands of frames that say the same thing)."""
 
 
 def _dumps(value: Any) -> str:
@@ -68,8 +71,7 @@ def _line(value: object) -> int:
 
 def _error(data: dict[str, Any]) -> JobError:
     frames = data.get("stack") or []
-    if not isinstance(frames, list):
-        frames = []
+    frames = frames[-MAX_FRAMES:] if isinstance(frames, list) else []
     stack = tuple(
         StackFrame(
             file=_clean(f.get("file", "")),

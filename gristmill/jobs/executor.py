@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from gristmill.config import DependencyConfig
+from gristmill.config import DEFAULT_LIMITS, Caps, DependencyConfig, PoolConfig
 from gristmill.deps import (
     DependencyFailure,
     DependencyManager,
@@ -35,9 +35,10 @@ from gristmill.jobs import envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.output import CappedOutput
+from gristmill.jobs.pool import WarmPool
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
-from gristmill.jobs.workspace import Workspace
+from gristmill.jobs.workspace import Workspace, mount_jobs_dir, unmount_jobs_dir
 from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
 from gristmill.languages.spec import JAIL_JOB_DIR
@@ -47,6 +48,7 @@ from gristmill.model import (
     Job,
     JobError,
     JobEvent,
+    Limits,
     Outcome,
     OutputEvent,
     PhaseEvent,
@@ -55,12 +57,10 @@ from gristmill.model import (
     Usage,
     Verdict,
 )
+from gristmill.offload import Offload
 
 EventSink = Callable[[JobEvent], None]
 _T = TypeVar("_T")
-
-RESULT_CAP_BYTES = 64 * 1024 * 1024
-"""The largest result a job may return on its result channel."""
 
 
 def _ms(ns: int) -> int:
@@ -115,8 +115,14 @@ def _with_build(outcome: Outcome, build: BuildInfo, build_ns: int) -> Outcome:
     return _with_phases(dataclasses.replace(outcome, build=build), build_ms=_ms(build_ns))
 
 
+_INLINE_FILES = 16
+"""Jobs with more files than this have their workspace written on a thread."""
+
 DEADLINE_MARGIN = 0.05
-"""The share of the time left to a caller's deadline kept back for delivering the outcome."""
+"""The share of the time left to a caller's deadline kept back for delivering the outcome..."""
+DEADLINE_MARGIN_MIN_S = 0.3
+"""... and at least this much: stopping the sandbox, reaping it and answering take a
+few tens of milliseconds on a quiet machine and several times that on a loaded one."""
 
 
 def within_deadline(job: Job) -> Job:
@@ -127,7 +133,8 @@ def within_deadline(job: Job) -> Job:
     """
     if job.deadline is None:
         return job
-    left_ms = int((job.deadline - time.monotonic()) * 1000 * (1 - DEADLINE_MARGIN))
+    left_s = job.deadline - time.monotonic()
+    left_ms = int((left_s - max(left_s * DEADLINE_MARGIN, DEADLINE_MARGIN_MIN_S)) * 1000)
     wall_time_ms = max(1, min(job.limits.wall_time_ms, left_ms))
     return dataclasses.replace(
         job, limits=dataclasses.replace(job.limits, wall_time_ms=wall_time_ms)
@@ -141,8 +148,14 @@ class Executor:
         backend: SandboxBackend,
         work_dir: Path,
         deps_config: DependencyConfig | None = None,
+        caps: Caps | None = None,
+        pool: PoolConfig | None = None,
+        pool_limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         self.registry = registry
+        self.caps = caps or Caps()
+        # The service's own work that grows with a job's input or output goes here.
+        self.offload = Offload(registry.runtimes_dir, registry.profiles_dir)
         self.backend = backend
         self.work_dir = work_dir
         self.jobs_dir = work_dir / "jobs"
@@ -150,12 +163,21 @@ class Executor:
         # Workspaces being removed in the background after their job's outcome.
         self._cleanups: set[asyncio.Future[None]] = set()
         self._prepare_dirs()
-        self.deps = DependencyManager(backend, work_dir, deps_config or DependencyConfig())
+        self.deps = DependencyManager(
+            backend, work_dir, deps_config or DependencyConfig(), self.offload
+        )
         # Build outputs are kept like environments, beside them, under a budget of their own.
         builds_cache = EnvironmentCache(
             self.deps.root / "builds", self.deps.config.build_cache_max_bytes
         )
         self.builds = Builds(backend, builds_cache, work_dir, self._runtime_dirs)
+        self.pool = WarmPool(
+            backend,
+            self.jobs_dir,
+            self._runtime_dirs,
+            pool or PoolConfig(enabled=False),
+            pool_limits,
+        )
 
     def _prepare_dirs(self) -> None:
         """Makes the work directory reachable by the jail's unprivileged uid.
@@ -171,7 +193,7 @@ class Executor:
                     f"work dir {self.work_dir}: {parent} is not searchable by other users, "
                     "so the jail's unprivileged user could not reach its job directory"
                 )
-        self.jobs_dir.mkdir(exist_ok=True, mode=0o755)
+        mount_jobs_dir(self.jobs_dir)
         shutil.rmtree(self._runtime_dirs, ignore_errors=True)
         for runtime in self.registry:
             shutil.copytree(
@@ -184,8 +206,11 @@ class Executor:
 
     async def close(self) -> None:
         """Waits for the background clean-ups, then closes the sandbox backend."""
+        await self.pool.close()
         await asyncio.gather(*self._cleanups, return_exceptions=True)
+        self.offload.close()
         await self.backend.close()
+        unmount_jobs_dir(self.jobs_dir)
 
     def sandbox_info(self) -> SandboxInfo:
         return self.backend.info()
@@ -201,7 +226,10 @@ class Executor:
         emit: EventSink = on_event or (lambda _event: None)
         runtime = self.registry.get(job.language)
         try:
-            message = runtime.plugin.job_message(job, f"{JAIL_JOB_DIR}/{runtime.spec.source_file}")
+            source_path = f"{JAIL_JOB_DIR}/{runtime.spec.source_file}"
+            message = await self.offload.plugin_call(
+                runtime, "job_message", job.size_bytes, job, source_path
+            )
             async with contextlib.AsyncExitStack() as stack:
                 environment = await _unless_cancelled(
                     stack.enter_async_context(self.deps.environment(runtime, job, emit)), cancel
@@ -271,15 +299,29 @@ class Executor:
         emit: EventSink,
         cancel: asyncio.Event | None,
     ) -> Outcome:
+        """Runs the job in a warm sandbox when one fits and waits, else in a new one."""
         job = within_deadline(job)
         began = time.monotonic_ns()
         emit(PhaseEvent("prepare"))
-        # A few small files: quicker written here than handed to a thread and back.
-        workspace = Workspace.create(
-            self.jobs_dir, job, runtime.spec.source_file, *self._ids(runtime)
-        )
+        needs_mounts = environment is not None or build is not None
+        warm = self.pool.take(runtime) if self.pool.fits(job, needs_mounts) else None
+        workspace = warm.workspace if warm else Workspace.empty(self.jobs_dir)
         try:
+            uid, gid = self._ids(runtime)
+            if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
+                # A few small files: quicker written here than handed to a thread and back.
+                workspace.fill(job, runtime.spec.source_file, uid, gid)
+            else:
+                await asyncio.to_thread(workspace.fill, job, runtime.spec.source_file, uid, gid)
             prepared = time.monotonic_ns()
+            if warm is not None:
+                emit(PhaseEvent("sandbox_setup", f"{self.backend.name}, warm"))
+                if await warm.sandbox.hand_over(job.limits):
+                    return await self._supervise(
+                        job, runtime, warm.sandbox, message, emit, cancel, began, prepared, True
+                    )
+                # It died while it waited (or cannot take the job's limits): start anew.
+                self.pool.discard(warm)
             emit(PhaseEvent("sandbox_setup", self.backend.name))
             plan = job_plan(
                 runtime,
@@ -293,9 +335,10 @@ class Executor:
             )
             sandbox = await self.backend.start(plan)
             return await self._supervise(
-                job, runtime, sandbox, message, emit, cancel, began, prepared
+                job, runtime, sandbox, message, emit, cancel, began, prepared, False
             )
         finally:
+            self.pool.refill(runtime)
             # Off the outcome's path: nothing of the job runs any more, the files just go.
             self._cleanups.add(
                 removal := asyncio.ensure_future(asyncio.to_thread(workspace.remove))
@@ -316,6 +359,7 @@ class Executor:
         cancel: asyncio.Event | None,
         began: int,
         prepared: int,
+        warm: bool,
     ) -> Outcome:
         cap = job.limits.output_bytes
 
@@ -329,11 +373,12 @@ class Executor:
 
         stdout = CappedOutput(cap, lambda b: emit(OutputEvent("stdout", b)), overflow)
         stderr = CappedOutput(cap, lambda b: emit(OutputEvent("stderr", b)), overflow)
-        result = CappedOutput(RESULT_CAP_BYTES, lambda _b: None, overflow)
+        result = CappedOutput(self.caps.result_bytes, lambda _b: None, overflow)
         end = await drive(sandbox, job.limits, message, (stdout, stderr, result), started, cancel)
+        channel = result.output().data
         decision = decide(
             end,
-            envelope.parse(result.output().data),
+            await self.offload.call(len(channel), envelope.parse, channel),
             stdout.output(),
             stderr.output(),
             runtime.spec.result_fallback,
@@ -364,4 +409,5 @@ class Executor:
             ),
             sandbox=self.backend.name,
             detail=decision.detail,
+            warm_sandbox=warm,
         )

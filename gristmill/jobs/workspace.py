@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import uuid
@@ -10,9 +11,43 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from gristmill.errors import InvalidRequest
+from gristmill.isolation import linux
 from gristmill.model import Job
 
 MAX_PATH_DEPTH = 16
+JOBS_TMPFS_BYTES = 2 * 1024 * 1024 * 1024
+"""The size of the tmpfs that holds the workspaces (their files are small and brief)."""
+
+
+def mount_jobs_dir(jobs_dir: Path) -> bool:
+    """Puts the workspaces on a tmpfs of their own, emptied (of what a killed server left).
+
+    A workspace lives for one job: creating and removing its directories on a disk file
+    system (ext4 here) costs ~3 ms a job, on a tmpfs ~0.06 ms. Only root may mount;
+    elsewhere the workspaces stay on the work directory's own file system. True if mounted.
+    """
+    jobs_dir.mkdir(mode=0o755, exist_ok=True)
+    if os.path.ismount(jobs_dir):
+        linux.umount2(str(jobs_dir), linux.MNT_DETACH)
+    if os.geteuid() != 0:
+        return False
+    try:
+        linux.mount(
+            "tmpfs",
+            str(jobs_dir),
+            "tmpfs",
+            linux.MS_NOSUID | linux.MS_NODEV,
+            f"size={JOBS_TMPFS_BYTES},mode=0755",
+        )
+    except OSError:
+        return False
+    return True
+
+
+def unmount_jobs_dir(jobs_dir: Path) -> None:
+    if os.path.ismount(jobs_dir):
+        with contextlib.suppress(OSError):
+            linux.umount2(str(jobs_dir), linux.MNT_DETACH)
 
 
 def safe_relative_path(path: str, field: str) -> PurePosixPath:
@@ -41,26 +76,40 @@ class Workspace:
     ) -> Workspace:
         """The job's code as `source_file`, its files, and `generated` (what the language's
         plugin wrote for a build step), all owned by the sandbox's `uid`/`gid`."""
+        workspace = cls.empty(jobs_dir)
+        workspace.fill(job, source_file, uid, gid, generated)
+        return workspace
+
+    @classmethod
+    def empty(cls, jobs_dir: Path) -> Workspace:
+        """A workspace with no job yet: a warm sandbox's, filled at its hand-over."""
         base = jobs_dir / uuid.uuid4().hex
         job_dir, root_dir = base / "job", base / "root"
         base.mkdir(mode=0o755)
         root_dir.mkdir(mode=0o755)
         job_dir.mkdir(mode=0o755)
-        workspace = cls(base, job_dir, root_dir)
+        return cls(base, job_dir, root_dir)
+
+    def fill(
+        self,
+        job: Job,
+        source_file: str,
+        uid: int,
+        gid: int,
+        generated: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Writes the job's files (see `create`); on failure the workspace is removed."""
         try:
-            workspace._write(source_file, job.code.encode(), executable=False, uid=uid, gid=gid)
+            self._write(source_file, job.code.encode(), executable=False, uid=uid, gid=gid)
             for index, extra in enumerate(job.files):
                 relative = safe_relative_path(extra.path, f"job.files[{index}].path")
-                workspace._write(str(relative), extra.content, extra.executable, uid, gid)
+                self._write(str(relative), extra.content, extra.executable, uid, gid)
             for path, content in (generated or {}).items():
-                workspace._write(
-                    str(safe_relative_path(path, "generated")), content, False, uid, gid
-                )
-            os.chown(job_dir, uid, gid)
+                self._write(str(safe_relative_path(path, "generated")), content, False, uid, gid)
+            os.chown(self.job_dir, uid, gid)
         except BaseException:
-            workspace.remove()
+            self.remove()
             raise
-        return workspace
 
     def _write(self, relative: str, content: bytes, executable: bool, uid: int, gid: int) -> None:
         target = self.job_dir / relative

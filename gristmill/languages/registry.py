@@ -78,6 +78,7 @@ class Registry:
         runtimes_dir: Path = REPO_ROOT / "runtimes",
         profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles",
     ) -> None:
+        self.runtimes_dir, self.profiles_dir = runtimes_dir, profiles_dir
         self._runtimes: dict[str, Runtime] = {}
         for manifest in sorted(runtimes_dir.glob("*/runtime.toml")):
             spec = load_spec(manifest.parent)

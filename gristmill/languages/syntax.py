@@ -17,7 +17,16 @@ import tree_sitter
 
 from gristmill.errors import InvalidRequest
 
-__all__ = ["MAX_SOURCE_BYTES", "Node", "children", "field_text", "grammar", "parse", "text"]
+__all__ = [
+    "MAX_SOURCE_BYTES",
+    "Node",
+    "children",
+    "field_text",
+    "grammar",
+    "parse",
+    "text",
+    "walk",
+]
 
 MAX_SOURCE_BYTES = 4 * 1024 * 1024
 """The most code a parser reads; a job's code is capped below this by the server anyway."""
@@ -32,13 +41,17 @@ def grammar(module: str, function: str = "language") -> tree_sitter.Language:
     return tree_sitter.Language(getattr(importlib.import_module(module), function)())
 
 
-def parse(language: tree_sitter.Language, code: str, *, field: str = "code") -> Node:
-    """The syntax tree of `code`; an `InvalidRequest` on `field` if it does not parse."""
+def parse(
+    language: tree_sitter.Language, code: str, *, field: str = "code", tolerant: bool = False
+) -> Node:
+    """The syntax tree of `code`; an `InvalidRequest` on `field` if it does not parse,
+    unless `tolerant` (for a grammar that lags behind its language: the tree then holds
+    ERROR nodes where it could not follow, and the rest as parsed)."""
     source = code.encode("utf-8", "surrogatepass")
     if len(source) > MAX_SOURCE_BYTES:
         raise InvalidRequest(field, f"is {len(source)} bytes; at most {MAX_SOURCE_BYTES} parse")
     root = tree_sitter.Parser(language).parse(source).root_node
-    if root.has_error:
+    if root.has_error and not tolerant:
         bad = _first_error(root)
         line = bad.start_point[0] + 1 if bad is not None else 1
         raise InvalidRequest(field, f"does not parse: syntax error at line {line}")
@@ -67,6 +80,15 @@ def text(node: Node | None) -> str:
 def field_text(node: Node, name: str) -> str:
     """The text of `node`'s child in field `name` ("" when it has none)."""
     return text(node.child_by_field_name(name))
+
+
+def walk(node: Node) -> Iterator[Node]:
+    """`node` and every node below it, in document order, without recursion."""
+    stack = [node]
+    while stack:
+        current = stack.pop()
+        yield current
+        stack.extend(reversed(current.children))
 
 
 def children(node: Node, *types: str) -> Iterator[Node]:

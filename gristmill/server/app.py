@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import threading
 from collections.abc import Coroutine
 from types import TracebackType
@@ -22,6 +23,7 @@ from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
 from gristmill.model import MAX_MESSAGE_BYTES
+from gristmill.offload import Offload
 from gristmill.server.admission import Admission
 from gristmill.server.jobs import JobRunner, JobTable
 from gristmill.server.service import RuntimeServicer
@@ -43,11 +45,13 @@ class Server:
         address: str,
         table: JobTable,
         executor: Executor | None,
+        offload: Offload,
     ) -> None:
         self._server = server
         self.address = address
         self._table = table
         self._executor = executor
+        self._offload = offload
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
@@ -58,6 +62,7 @@ class Server:
         await self._table.close()
         if self._executor is not None:
             await self._executor.close()
+        self._offload.close()
 
 
 async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server:
@@ -66,15 +71,34 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     executor = None
     resolver = None
+    offload = Offload(config.runtimes_dir, config.profiles_dir)
     if runner is None:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         backend = open_backend(config.sandbox_backend, config.work_dir)
-        executor = Executor(registry, backend, config.work_dir, config.deps)
+        # Warm sandboxes wait under the default memory and the maximum times: a job's
+        # own limits replace them at its hand-over.
+        pool_limits = dataclasses.replace(
+            config.default_limits,
+            wall_time_ms=config.max_limits.wall_time_ms,
+            cpu_time_ms=config.max_limits.cpu_time_ms,
+            processes=config.max_limits.processes,
+        )
+        executor = Executor(
+            registry,
+            backend,
+            config.work_dir,
+            config.deps,
+            config.caps,
+            config.pool,
+            pool_limits,
+        )
+        offload = executor.offload
         runner, resolver = executor, executor.deps
     table = JobTable(
         runner,
         Admission(config.max_concurrent_jobs, config.queue_capacity),
         config.recent_jobs_ttl_s,
+        config.caps.recent_jobs_bytes,
     )
     server = grpc.aio.server(
         options=[
@@ -82,7 +106,7 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ]
     )
-    servicer = RuntimeServicer(config, registry, runner, table, resolver)
+    servicer = RuntimeServicer(config, registry, runner, table, offload, resolver)
     runtime_pb2_grpc.add_RuntimeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -94,7 +118,7 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
     host = config.address.rpartition(":")[0]
-    return Server(server, f"{host}:{port}", table, executor)
+    return Server(server, f"{host}:{port}", table, executor, offload)
 
 
 class BackgroundServer:

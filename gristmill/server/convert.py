@@ -12,7 +12,7 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from gristmill.config import ServerConfig
+from gristmill.config import Caps, ServerConfig
 from gristmill.deps.errors import DependencyFailure
 from gristmill.errors import InvalidRequest
 from gristmill.isolation.backend import SandboxInfo
@@ -78,6 +78,7 @@ def job_from_proto(
     bounds the job (see `gristmill.jobs.executor.within_deadline`)."""
     job_id = validate.job_id(message.id)
     runtime = registry.get(message.language)
+    _check_sizes(message, config.caps)
     if message.HasField("args") and message.args_json:
         raise InvalidRequest("job.args_json", "set either args or args_json, not both")
     args = (
@@ -105,7 +106,18 @@ def job_from_proto(
         env=validate.env(message.env),
         lockfile=_lockfile_from_proto(message, runtime),
         deadline=None if remaining_s is None else time.monotonic() + remaining_s,
+        size_bytes=message.ByteSize(),
     )
+
+
+def _check_sizes(message: pb.Job, caps: Caps) -> None:
+    """The request's parts within the server's caps, checked before anything reads them."""
+    validate.text_size(message.code, caps.code_bytes, "job.code")
+    validate.text_size(message.args_json, caps.args_bytes, "job.args_json")
+    validate.at_most(message.args.ByteSize(), caps.args_bytes, "job.args")
+    validate.at_most(len(message.files), caps.files, "job.files", unit="files")
+    total = sum(len(f.content) for f in message.files)
+    validate.at_most(total, caps.files_bytes, "job.files", unit="bytes of content")
 
 
 def _output(output: Output) -> pb.Output:
@@ -140,6 +152,7 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
         ),
         sandbox=outcome.sandbox,
         detail=outcome.detail,
+        warm_sandbox=outcome.warm_sandbox,
     )
     if outcome.lockfile is not None:
         message.lockfile.CopyFrom(lockfile_to_proto(outcome.lockfile))

@@ -2,7 +2,8 @@
 
 The job id is the idempotency key: a request repeating an id while the job runs joins
 that run (it never runs twice), and one arriving after it finished gets the same
-outcome until `ttl_s` has passed. A job lives as long as someone waits for it: when
+outcome until `ttl_s` has passed, or until the outcomes kept pass `max_bytes` (the
+oldest go first). A job lives as long as someone waits for it: when
 its last waiting client goes away, it is cancelled and forgotten, so that the worker's
 retry (after a dropped connection, say) runs it again, once the abandoned run is gone.
 A job cancelled by `Cancel` keeps its CANCELLED outcome like any other.
@@ -106,12 +107,31 @@ class Subscription:
             self._entry.listeners.discard(queue)
 
 
+def _footprint(job: Job, outcome: Outcome) -> int:
+    """About how many bytes a kept entry holds: its job's request and its outcome."""
+    error = outcome.error
+    error_bytes = len(error.message) + 100 * len(error.stack) if error is not None else 0
+    return (
+        job.size_bytes
+        + len(outcome.result_json)
+        + len(outcome.stdout.data)
+        + len(outcome.stderr.data)
+        + error_bytes
+    )
+
+
 class JobTable:
-    def __init__(self, runner: JobRunner, admission: Admission, ttl_s: float) -> None:
+    def __init__(
+        self, runner: JobRunner, admission: Admission, ttl_s: float, max_bytes: int
+    ) -> None:
         self._runner = runner
         self._admission = admission
         self._ttl_s = ttl_s
+        self._max_bytes = max_bytes
         self._entries: dict[str, _Entry] = {}
+        # Finished entries kept for retries, oldest first, with their footprints.
+        self._kept: dict[_Entry, int] = {}
+        self._kept_bytes = 0
 
     def submit(self, job: Job) -> Subscription:
         """Joins the job with `job.id` or starts `job`; raises `Overloaded` when full."""
@@ -181,8 +201,16 @@ class JobTable:
             self._forget(entry)
             return
         asyncio.get_running_loop().call_later(self._ttl_s, self._forget, entry)
+        self._keep(entry, _footprint(entry.job, task.result()))
+
+    def _keep(self, entry: _Entry, size: int) -> None:
+        self._kept[entry] = size
+        self._kept_bytes += size
+        while self._kept_bytes > self._max_bytes:
+            self._forget(next(iter(self._kept)))
 
     def _forget(self, entry: _Entry) -> None:
+        self._kept_bytes -= self._kept.pop(entry, 0)
         if self._entries.get(entry.job.id) is entry:
             del self._entries[entry.job.id]
 

@@ -22,6 +22,7 @@ from gristmill.config import ServerConfig
 from gristmill.deps.errors import DependencyFailure
 from gristmill.languages import Registry, Runtime
 from gristmill.model import Job, Resolution
+from gristmill.offload import Offload
 from gristmill.server import convert, validate
 from gristmill.server.jobs import JobRunner, JobTable
 from gristmill.v1 import runtime_pb2 as pb
@@ -112,12 +113,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         registry: Registry,
         runner: JobRunner,
         table: JobTable,
+        offload: Offload,
         resolver: DependencyResolver | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
         self._runner = runner
         self._table = table
+        self._offload = offload
         self._resolver = resolver
 
     def _job(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> Job:
@@ -167,10 +170,13 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeResponse:
         runtime = self._registry.get(request.language)
+        validate.text_size(request.code, self._config.caps.code_bytes, "code")
         entry_point = validate.entry_point(
             request.entry_point, runtime.spec.default_entry_point, field="entry_point"
         )
-        schema = await asyncio.to_thread(runtime.plugin.describe, request.code, entry_point)
+        schema = await self._offload.plugin_call(
+            runtime, "describe", len(request.code), request.code, entry_point
+        )
         return pb.DescribeResponse(
             parameters_schema_json=json.dumps(schema), entry_point=entry_point
         )
@@ -183,6 +189,8 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server resolves nothing")
         assert self._resolver is not None
         runtime = self._registry.get(request.language)
+        validate.text_size(request.code, self._config.caps.code_bytes, "code")
+        validate.at_most(len(request.files), self._config.caps.files, "files", unit="files")
         source = runtime.spec.source_file
         files = {
             f.path: f.content

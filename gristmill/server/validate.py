@@ -39,6 +39,18 @@ def entry_point(value: str, default: str, field: str = "job.entry_point") -> str
     return value
 
 
+def at_most(size: int, cap: int, field: str, unit: str = "bytes") -> None:
+    """Refuses a request part over its cap (`gristmill.config.Caps`) before any work on it."""
+    if size > cap:
+        raise InvalidRequest(field, f"{size} {unit}, over this server's cap of {cap}")
+
+
+def text_size(text: str, cap: int, field: str) -> None:
+    """`text` is at most `cap` bytes as UTF-8 (encoded only when its length allows it)."""
+    at_most(len(text), cap, field)
+    at_most(len(text.encode("utf-8", "surrogatepass")), cap, field)
+
+
 def args_json(text: str) -> dict[str, Any]:
     """The arguments from exact JSON text; integers keep every digit."""
     try:

@@ -1,22 +1,18 @@
-"""What only Python code can say about Bash jobs: their `name="$1"` declarations."""
+"""What only Python code can say about Bash jobs: their `name="$1"` declarations, read
+with the tree-sitter Bash grammar."""
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gristmill.languages import syntax
 from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
 from gristmill.model import Job
 
-_DECLARATION = re.compile(
-    r"""^\s*(?:local\s+|declare\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)=
-        (?P<quote>["']?)\$(?:(?P<bare>[1-9])|\{(?P<braced>[1-9][0-9]*)(?::-(?P<default>[^}]*))?\})
-        (?P=quote)\s*(?:\#.*)?$""",
-    re.VERBOSE,
-)
+BASH = syntax.grammar("tree_sitter_bash")
 
 
 @dataclass(frozen=True)
@@ -26,15 +22,39 @@ class Parameter:
     default: str | None
 
 
+def _positional(value: syntax.Node | None) -> tuple[int, str | None] | None:
+    """`$N`, `${N}` or `${N:-default}`, alone or alone in double quotes: N and the default."""
+    if value is not None and value.type == "string" and value.named_child_count == 1:
+        value = value.named_children[0]
+    if value is None or value.type not in ("simple_expansion", "expansion"):
+        return None
+    names = list(syntax.children(value, "variable_name"))
+    if len(names) != 1 or not syntax.text(names[0]).isdigit() or syntax.text(names[0]) == "0":
+        return None
+    tokens = [child.type for child in value.children]
+    if value.type == "simple_expansion" or tokens == ["${", "variable_name", "}"]:
+        return int(syntax.text(names[0])), None
+    if tokens[:3] != ["${", "variable_name", ":-"] or tokens[-1] != "}" or len(tokens) != 5:
+        return None
+    default = value.children[3]
+    if default.type == "string":
+        return int(syntax.text(names[0])), "".join(
+            syntax.text(part) for part in syntax.children(default, "string_content")
+        )
+    return int(syntax.text(names[0])), syntax.text(default)
+
+
 def parameters(code: str) -> list[Parameter]:
     """The declared parameters in order of position; the first declaration of each wins."""
     found: dict[int, Parameter] = {}
-    for line in code.splitlines():
-        match = _DECLARATION.match(line)
-        if match is None:
+    for node in syntax.walk(syntax.parse(BASH, code, tolerant=True)):
+        if node.type != "variable_assignment":
             continue
-        position = int(match["bare"] or match["braced"])
-        found.setdefault(position, Parameter(match["name"], position, match["default"]))
+        positional = _positional(node.child_by_field_name("value"))
+        if positional is not None:
+            position, default = positional
+            name = syntax.field_text(node, "name")
+            found.setdefault(position, Parameter(name, position, default))
     return [found[p] for p in sorted(found)]
 
 

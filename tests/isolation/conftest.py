@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import shutil
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
@@ -18,6 +17,7 @@ from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
 from gristmill.model import Job, Limits, Outcome
+from tests.conftest import remove_work_dir
 
 LIMITS = Limits(
     wall_time_ms=5000,
@@ -38,9 +38,10 @@ async def executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
         backend = open_backend(request.param, work_dir)
     except SandboxFailure as unusable:
         pytest.skip(f"{request.param}: {unusable}")
-    yield Executor(Registry(), backend, work_dir)
-    await backend.close()
-    shutil.rmtree(work_dir, ignore_errors=True)
+    executor = Executor(Registry(), backend, work_dir)
+    yield executor
+    await executor.close()
+    remove_work_dir(work_dir)
 
 
 async def run(
@@ -73,5 +74,5 @@ def nsjail_run() -> Iterator[Callable[..., Outcome]]:
         return asyncio.run(run(executor, language, code, **limits))
 
     yield run_one
-    asyncio.run(backend.close())
-    shutil.rmtree(work_dir, ignore_errors=True)
+    asyncio.run(executor.close())
+    remove_work_dir(work_dir)

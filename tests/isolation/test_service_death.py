@@ -8,13 +8,15 @@ import sys
 import textwrap
 import time
 
+from tests.conftest import sandbox_work_dir
+
 from .test_process_backend import _alive
 
 
 def test_jobs_die_when_the_service_dies() -> None:
     script = textwrap.dedent(
         """
-        import asyncio, sys, tempfile
+        import asyncio, sys
         from pathlib import Path
         from gristmill.isolation.select import open_backend
         from gristmill.jobs.executor import Executor
@@ -22,7 +24,7 @@ def test_jobs_die_when_the_service_dies() -> None:
         from gristmill.model import Job, Limits
 
         async def main():
-            work = Path(tempfile.mkdtemp(dir="/var/tmp"))
+            work = Path(sys.argv[1])
             executor = Executor(Registry(), open_backend(None, work), work)
             limits = Limits(60000, 64 << 20, 60000, 8, 1 << 16)
             job = Job("orphan", "bash", "echo started\\nsleep 16180\\n", "main", {}, limits)
@@ -31,7 +33,13 @@ def test_jobs_die_when_the_service_dies() -> None:
         asyncio.run(main())
         """
     )
-    service = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    with sandbox_work_dir() as work_dir:
+        _kill_the_service_while_its_job_runs(script, str(work_dir))
+
+
+def _kill_the_service_while_its_job_runs(script: str, work_dir: str) -> None:
+    argv = [sys.executable, "-c", script, work_dir]
+    service = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
     assert service.stdout is not None
     for line in service.stdout:
         if "started" in line and "OutputEvent" in line:

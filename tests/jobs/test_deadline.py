@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from gristmill.config import DEFAULT_LIMITS
-from gristmill.jobs.executor import DEADLINE_MARGIN, within_deadline
+from gristmill.jobs.executor import DEADLINE_MARGIN, DEADLINE_MARGIN_MIN_S, within_deadline
 from gristmill.model import Job
 
 
@@ -23,8 +23,13 @@ def test_a_later_deadline_leaves_the_limit():
 
 
 def test_a_near_deadline_cuts_the_wall_time_keeping_a_margin_to_deliver():
-    cut = within_deadline(job(time.monotonic() + 2)).limits.wall_time_ms
-    assert 1000 < cut <= 2000 * (1 - DEADLINE_MARGIN)
+    cut = within_deadline(job(time.monotonic() + 4)).limits.wall_time_ms
+    assert 3000 < cut <= 4000 * (1 - DEADLINE_MARGIN)
+
+
+def test_a_short_deadline_still_keeps_the_least_margin():
+    cut = within_deadline(job(time.monotonic() + 1)).limits.wall_time_ms
+    assert 0 < cut <= 1000 - DEADLINE_MARGIN_MIN_S * 1000
 
 
 def test_a_passed_deadline_leaves_one_millisecond_not_zero():

@@ -1,0 +1,181 @@
+"""Warm sandboxes: started ahead of demand with their program waiting, one job each.
+
+A job's latency then holds no sandbox set-up and no interpreter start: the executor
+hands the job to a sandbox whose wrapper already waits for its job message on fd 4
+(runtimes/PROTOCOL.md), and the pool starts a fresh one in the background. A warm
+sandbox has seen no other job; it runs one and is destroyed like any other. Until its
+hand-over (`Sandbox.hand_over`) it runs under the pool's limits; from then on under
+the job's, with clocks and accounting that start at the hand-over.
+
+Demand decides what is kept warm: a language gets `per_language` sandboxes from its
+first job on, within `max_sandboxes` in all, and loses them after `idle_s` without
+a job. A job that no warm sandbox fits (dependencies, a build, its own environment
+variables, network) is started cold, as is any job while the pool is empty.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from gristmill.config import PoolConfig
+from gristmill.isolation.backend import Sandbox, SandboxBackend, StopReason
+from gristmill.jobs.mounts import job_plan
+from gristmill.jobs.workspace import Workspace
+from gristmill.languages import Runtime
+from gristmill.model import Job, Limits
+
+__all__ = ["Warm", "WarmPool"]
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 30.0
+"""A language whose warm sandbox failed to start is not started warm again for this long."""
+
+
+@dataclass(frozen=True)
+class Warm:
+    """A started sandbox waiting for its job, and the workspace its files go into."""
+
+    sandbox: Sandbox
+    workspace: Workspace
+    language: str
+
+
+class WarmPool:
+    def __init__(
+        self,
+        backend: SandboxBackend,
+        jobs_dir: Path,
+        runtime_dirs: Path,
+        config: PoolConfig,
+        limits: Limits,
+    ) -> None:
+        self._backend = backend
+        self._jobs_dir = jobs_dir
+        self._runtime_dirs = runtime_dirs
+        self.config = config
+        # What a warm sandbox runs under until its hand-over: generous backstops.
+        self._limits = dataclasses.replace(limits, network=False)
+        self._ready: dict[str, collections.deque[Warm]] = collections.defaultdict(collections.deque)
+        self._starting: collections.Counter[str] = collections.Counter()
+        self._last_job: dict[str, float] = {}
+        self._broken_until: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._reaper: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def fits(self, job: Job, needs_mounts: bool) -> bool:
+        """Whether a warm sandbox could run `job`: one with nothing of its own to mount
+        (an environment, a build), no environment variables of its own, no network."""
+        return self.config.enabled and not needs_mounts and not job.env and not job.limits.network
+
+    def take(self, runtime: Runtime) -> Warm | None:
+        """A warm sandbox of `runtime`'s, or None. Call `refill` once the job is over."""
+        if not self.config.enabled or self._closed:
+            return None
+        self._last_job[runtime.name] = time.monotonic()
+        ready = self._ready[runtime.name]
+        return ready.popleft() if ready else None
+
+    def refill(self, runtime: Runtime) -> None:
+        """Starts what `runtime` lacks of its warm sandboxes, in the background.
+
+        Called after a job rather than when it is taken: a sandbox starting beside the
+        job would take CPU from it on the machine the pool is meant to make faster.
+        """
+        if self.config.enabled and not self._closed and runtime.name in self._last_job:
+            self._refill(runtime)
+            self._ensure_reaper()
+
+    def discard(self, warm: Warm) -> None:
+        """Stops a warm sandbox that will run no job, off the caller's path."""
+        self._spawn(self._destroy(warm))
+
+    def ready(self, language: str) -> int:
+        """How many warm sandboxes of `language` wait for a job now."""
+        return len(self._ready.get(language, ()))
+
+    def size(self) -> int:
+        return sum(len(ready) for ready in self._ready.values()) + sum(self._starting.values())
+
+    def _refill(self, runtime: Runtime) -> None:
+        if time.monotonic() < self._broken_until.get(runtime.name, 0.0):
+            return
+        have = len(self._ready[runtime.name]) + self._starting[runtime.name]
+        room = self.config.max_sandboxes - self.size()
+        for _ in range(max(0, min(self.config.per_language - have, room))):
+            self._starting[runtime.name] += 1
+            self._spawn(self._start(runtime))
+
+    def _spawn(self, coroutine: collections.abc.Coroutine[object, object, None]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _start(self, runtime: Runtime) -> None:
+        workspace: Workspace | None = None
+        try:
+            workspace = await asyncio.to_thread(Workspace.empty, self._jobs_dir)
+            plan = job_plan(
+                runtime,
+                self._runtime_dirs / runtime.name,
+                workspace,
+                runtime.spec.run,
+                {},
+                self._limits,
+                None,
+                None,
+            )
+            sandbox = await self._backend.start(dataclasses.replace(plan, warm=True))
+            warm = Warm(sandbox, workspace, runtime.name)
+            if not await sandbox.started() or self._closed:
+                self._broken_until[runtime.name] = time.monotonic() + RETRY_AFTER_S
+                await self._destroy(warm)
+                return
+            self._ready[runtime.name].append(warm)
+        except Exception:
+            log.exception("a warm %s sandbox failed to start", runtime.name)
+            self._broken_until[runtime.name] = time.monotonic() + RETRY_AFTER_S
+            if workspace is not None:
+                await asyncio.to_thread(workspace.remove)
+        finally:
+            self._starting[runtime.name] -= 1
+
+    @staticmethod
+    async def _destroy(warm: Warm) -> None:
+        warm.sandbox.stop(StopReason.CANCEL)
+        with contextlib.suppress(Exception):
+            await warm.sandbox.wait()
+        await asyncio.to_thread(warm.workspace.remove)
+
+    def _ensure_reaper(self) -> None:
+        if self._reaper is None or self._reaper.done():
+            self._reaper = asyncio.ensure_future(self._reap())
+
+    async def _reap(self) -> None:
+        """Stops the warm sandboxes of languages that had no job for `idle_s`."""
+        while any(self._ready.values()):
+            await asyncio.sleep(max(self.config.idle_s / 4, 0.05))
+            now = time.monotonic()
+            for language, ready in self._ready.items():
+                if now - self._last_job.get(language, 0.0) >= self.config.idle_s:
+                    while ready:
+                        self.discard(ready.popleft())
+
+    async def close(self) -> None:
+        """Stops every warm sandbox and waits until they are gone."""
+        self._closed = True
+        if self._reaper is not None:
+            self._reaper.cancel()
+        for ready in self._ready.values():
+            while ready:
+                self.discard(ready.popleft())
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,141 @@
+"""Warm sandboxes: a job in one runs under its own limits, sees nothing of any other
+job, and is billed only for what it did after its hand-over. Both backends."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from gristmill.config import PoolConfig
+from gristmill.errors import SandboxFailure
+from gristmill.isolation.select import open_backend
+from gristmill.jobs.executor import Executor
+from gristmill.languages import Registry
+from gristmill.model import Job, Limits, Outcome, Verdict
+from tests.conftest import remove_work_dir
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+POOL_LIMITS = Limits(
+    wall_time_ms=600_000,
+    memory_bytes=512 << 20,
+    cpu_time_ms=600_000,
+    processes=256,
+    output_bytes=1 << 20,
+)
+JOB_LIMITS = Limits(
+    wall_time_ms=5000, memory_bytes=96 << 20, cpu_time_ms=5000, processes=16, output_bytes=1 << 16
+)
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=["process", "nsjail"])
+async def pooled(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
+    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-pool-", dir="/var/tmp"))
+    work_dir.chmod(0o755)
+    try:
+        backend = open_backend(request.param, work_dir)
+    except SandboxFailure as unusable:
+        pytest.skip(f"{request.param}: {unusable}")
+    pool = PoolConfig(enabled=True, per_language=1, max_sandboxes=4, idle_s=60)
+    executor = Executor(Registry(), backend, work_dir, pool=pool, pool_limits=POOL_LIMITS)
+    yield executor
+    await executor.close()
+    remove_work_dir(work_dir)
+
+
+def job(language: str, code: str, **limits: Any) -> Job:
+    return Job("pooled", language, code, "main", {}, dataclasses.replace(JOB_LIMITS, **limits))
+
+
+async def warm_run(executor: Executor, language: str, code: str, **limits: Any) -> Outcome:
+    """Runs the job in a warm sandbox, waiting for the pool to have one first."""
+    if executor.pool.ready(language) == 0:
+        warm_up = "def main():\n    return 0\n" if language == "python" else "true\n"
+        await executor.run(job(language, warm_up))
+    for _ in range(300):
+        if executor.pool.ready(language):
+            break
+        await asyncio.sleep(0.05)
+    outcome = await executor.run(job(language, code, **limits))
+    assert outcome.warm_sandbox, outcome
+    return outcome
+
+
+async def test_a_warm_job_runs_and_says_so(pooled):
+    outcome = await warm_run(pooled, "python", "def main(a=2):\n    return a * 21\n")
+    assert outcome.verdict is Verdict.SUCCESS and outcome.result_json == "42"
+    outcome = await warm_run(pooled, "bash", 'echo "warm $PWD"\n')
+    assert outcome.verdict is Verdict.SUCCESS and outcome.result_json == '"warm /job"'
+
+
+async def test_the_jobs_memory_limit_applies_not_the_pools(pooled):
+    code = "def main():\n    x = bytearray(300 << 20)\n    return len(x)\n"
+    outcome = await warm_run(pooled, "python", code, memory_bytes=64 << 20)
+    assert outcome.verdict is Verdict.MEMORY_LIMIT, outcome
+
+
+async def test_the_jobs_cpu_limit_applies_and_counts_from_the_hand_over(pooled):
+    code = "def main():\n    while True:\n        pass\n"
+    outcome = await warm_run(pooled, "python", code, cpu_time_ms=300)
+    assert outcome.verdict is Verdict.CPU_LIMIT, outcome
+    used = outcome.usage.user_cpu_ms + outcome.usage.system_cpu_ms
+    assert 300 <= used < 3000, outcome.usage
+
+
+async def test_the_jobs_wall_limit_applies_from_the_hand_over(pooled):
+    outcome = await warm_run(pooled, "bash", "sleep 30\n", wall_time_ms=300)
+    assert outcome.verdict is Verdict.TIMEOUT, outcome
+    assert outcome.usage.wall_time_ms < 3000
+
+
+async def test_the_jobs_process_limit_applies_not_the_pools(pooled):
+    code = "for i in $(seq 40); do sleep 5 & done\nwait\n"
+    outcome = await warm_run(pooled, "bash", code, processes=8, wall_time_ms=3000)
+    assert outcome.verdict in (Verdict.PROCESS_LIMIT, Verdict.ERROR), outcome
+    assert outcome.usage.processes <= 8
+
+
+async def test_a_trivial_warm_job_is_billed_only_its_own_time(pooled):
+    outcome = await warm_run(pooled, "python", "def main():\n    return 1\n")
+    # The interpreter's start happened before the hand-over: not this job's.
+    assert outcome.usage.user_cpu_ms + outcome.usage.system_cpu_ms < 1000
+    assert outcome.usage.phases.sandbox_setup_ms < 1000
+
+
+async def test_two_warm_jobs_in_a_row_see_nothing_of_each_other(pooled):
+    plant = (
+        "import os\n"
+        "def main():\n"
+        "    open('/tmp/planted', 'w').write('secret')\n"
+        "    open('/job/planted', 'w').write('secret')\n"
+        "    os.environ['PLANTED'] = '1'\n"
+        "    return sorted(os.listdir('/job'))\n"
+    )
+    first = await warm_run(pooled, "python", plant)
+    assert json.loads(first.result_json) == ["main.py", "planted"]
+    look = (
+        "import os\n"
+        "def main():\n"
+        "    return [os.path.exists('/tmp/planted'), os.path.exists('/job/planted'),\n"
+        "            'PLANTED' in os.environ,\n"
+        "            sorted(os.listdir('/tmp')), sorted(os.listdir('/job'))]\n"
+    )
+    second = await warm_run(pooled, "python", look)
+    assert json.loads(second.result_json) == [False, False, False, [], ["main.py"]]
+
+
+async def test_a_job_with_its_own_environment_starts_cold(pooled):
+    await warm_run(pooled, "bash", "true\n")
+    outcome = await pooled.run(
+        dataclasses.replace(job("bash", 'echo "$GREETING"\n'), env={"GREETING": "hi"})
+    )
+    assert outcome.verdict is Verdict.SUCCESS and outcome.result_json == '"hi"'
+    assert not outcome.warm_sandbox
