@@ -16,7 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,11 +154,14 @@ class DependencyManager:
                 self._runners[resolver.name] = runner
         return self._runners[resolver.name], self._versions[resolver.name]
 
-    async def resolve(self, runtime: Runtime, code: str, files: Sequence[str]) -> Resolution:
-        """What `code` needs and its lockfile, without running it (the Resolve RPC)."""
+    async def resolve(self, runtime: Runtime, code: str, files: Mapping[str, bytes]) -> Resolution:
+        """What `code` needs and its lockfile, without running it (the Resolve RPC);
+        `files` are the job's other files, by relative path."""
         resolver = runtime.plugin.resolver()
-        size = len(code) + sum(map(len, files))
-        dependencies = await self._offload.plugin_call(runtime, "dependencies", size, code, files)
+        size = len(code) + sum(len(path) + len(content) for path, content in files.items())
+        dependencies = await self._offload.plugin_call(
+            runtime, "job_dependencies", size, code, dict(files)
+        )
         if resolver is None or not dependencies:
             return Resolution(dependencies, None)
         lockfile = await self._lock(runtime, resolver, dependencies, lambda _event: None)
@@ -218,8 +221,9 @@ class DependencyManager:
             yield None
             return
         if lockfile is None:
+            files = {f.path: f.content for f in job.files}
             dependencies = await self._offload.plugin_call(
-                runtime, "dependencies", job.size_bytes, job.code, [f.path for f in job.files]
+                runtime, "job_dependencies", job.size_bytes, job.code, files
             )
             if not dependencies:
                 yield None

@@ -21,6 +21,10 @@ that safe is that nothing a job chose runs or is fetched there:
 With source builds allowed, a package's build code runs here with that network and
 the shared download cache writable: for tenants who trust one another only.
 
+A step may ask for a follow-up that runs package code (`Step.then_offline`, e.g. warming
+a cache inside the environment): that one runs in a sandbox of its own with no network
+and without the download cache, so the code reaches only the environment being built.
+
 The download cache has a budget of its own (`deps.tool_cache_max_bytes`): past it,
 it is emptied after a step, once no other step (of any server sharing it) is using
 it; it only holds what the index serves, so emptying it costs downloads, nothing else.
@@ -117,7 +121,8 @@ class ToolRunner:
         on_line: LineSink,
         build_dir: Path | None = None,
     ) -> str | None:
-        """Runs `step`; returns its stdout when that is its result, else None.
+        """Runs `step` (then its `then_offline` step, if any); returns its stdout when that
+        is its result, else None.
 
         Raises `DependencyFailure` with the tool's own message when it fails.
         """
@@ -131,11 +136,25 @@ class ToolRunner:
                 self.backend, plan, on_line, OUTPUT_CAP_BYTES, not step.stdout_is_result
             )
             self._check(plan, run)
-            return run.stdout.data.decode() if step.stdout_is_result else None
         finally:
             os.close(lock_fd)
             await asyncio.to_thread(shutil.rmtree, base, True)
             await asyncio.to_thread(trim_cache, self.paths, self.cache_max_bytes)
+        if step.then_offline is not None:
+            await self._run_offline(step.then_offline, profile, on_line, build_dir)
+        return run.stdout.data.decode() if step.stdout_is_result else None
+
+    async def _run_offline(
+        self, step: Step, profile: SandboxProfile, on_line: LineSink, build_dir: Path | None
+    ) -> None:
+        """A step without network and without the download cache (`Step.then_offline`)."""
+        base = self.paths.work_dir / uuid.uuid4().hex
+        try:
+            await asyncio.to_thread(self._prepare, base, step, profile)
+            plan = self._plan(step, profile, base, build_dir, offline=True)
+            self._check(plan, await run_step(self.backend, plan, on_line, OUTPUT_CAP_BYTES))
+        finally:
+            await asyncio.to_thread(shutil.rmtree, base, True)
 
     def _prepare(self, base: Path, step: Step, profile: SandboxProfile) -> None:
         job_dir = base / "job"
@@ -149,12 +168,16 @@ class ToolRunner:
         os.chown(job_dir, profile.uid, profile.gid)
 
     def _plan(
-        self, step: Step, profile: SandboxProfile, base: Path, build_dir: Path | None
+        self,
+        step: Step,
+        profile: SandboxProfile,
+        base: Path,
+        build_dir: Path | None,
+        offline: bool = False,
     ) -> SandboxPlan:
-        mounts = [
-            BindMount(str(self.paths.tools_dir), JAIL_TOOLS_DIR),
-            BindMount(str(self.paths.cache_dir), JAIL_TOOL_CACHE_DIR, writable=True),
-        ]
+        mounts = [BindMount(str(self.paths.tools_dir), JAIL_TOOLS_DIR)]
+        if not offline:
+            mounts.append(BindMount(str(self.paths.cache_dir), JAIL_TOOL_CACHE_DIR, writable=True))
         if build_dir is not None:
             mounts.append(BindMount(str(build_dir), JAIL_BUILD_DIR, writable=True))
         profile = dataclasses.replace(
@@ -166,7 +189,7 @@ class ToolRunner:
             env={**profile.env, **step.env},
             job_dir=base / "job",
             root_dir=base / "root",
-            limits=self.limits,
+            limits=dataclasses.replace(self.limits, network=False) if offline else self.limits,
         )
 
     def _check(self, plan: SandboxPlan, run: StepRun) -> None:

@@ -54,6 +54,11 @@ class Step:
     # Whether its stdout is its result (the lockfile); then only stderr is progress.
     # (Not a file: /job may be a copy in the sandbox, and what is written there stays.)
     stdout_is_result: bool = False
+    # Run after this step succeeds, in a sandbox of its own **without network and without
+    # the shared download cache**, the same environment directory writable: for work that
+    # runs package code, e.g. warming a cache kept inside the environment. Its code then
+    # reaches only the environment that holds it, never the registry or other tenants.
+    then_offline: Step | None = None
 
 
 class Resolver(Protocol):

@@ -56,3 +56,10 @@ class LanguagePlugin:
         Raises `gristmill.deps.DependencyFailure` for a declaration that cannot be read.
         """
         return ()
+
+    def job_dependencies(self, code: str, files: Mapping[str, bytes]) -> tuple[Dependency, ...]:
+        """What the service asks: the packages a job needs, given its other files' contents
+        by relative path. By default `dependencies(code, paths)`; a language whose jobs may
+        declare their dependencies in a file of their own (a manifest among the files)
+        overrides this to read it."""
+        return self.dependencies(code, list(files))

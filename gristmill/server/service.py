@@ -12,7 +12,7 @@ import contextlib
 import functools
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import NoReturn, Protocol, TypeVar
 
 import grpc
@@ -101,7 +101,9 @@ def _streaming(
 class DependencyResolver(Protocol):
     """What the Resolve RPC needs of `gristmill.deps.DependencyManager`."""
 
-    async def resolve(self, runtime: Runtime, code: str, files: Sequence[str]) -> Resolution: ...
+    async def resolve(
+        self, runtime: Runtime, code: str, files: Mapping[str, bytes]
+    ) -> Resolution: ...
 
 
 class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
@@ -190,7 +192,10 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         validate.text_size(request.code, self._config.caps.code_bytes, "code")
         validate.at_most(len(request.files), self._config.caps.files, "files", unit="files")
         source = runtime.spec.source_file
-        files = [f.path for f in validate.files(convert.job_files(request.files), source, "files")]
+        files = {
+            f.path: f.content
+            for f in validate.files(convert.job_files(request.files), source, "files")
+        }
         # A resolution runs a sandbox with the network: it takes a job slot like any job.
         ticket = self._table.admission.admit()
         try:

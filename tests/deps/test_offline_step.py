@@ -1,0 +1,73 @@
+"""`Step.then_offline`: the follow-up of an install runs in a sandbox of its own, without
+the network and without the shared download cache, the environment still writable.
+
+Real sandbox (process backend), real ToolRunner; a listening socket on the host's
+loopback stands for "the network": the install step reaches it, its follow-up must not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from gristmill.deps.sandboxed import ToolPaths, ToolRunner
+from gristmill.deps.tool import JAIL_TOOL_CACHE_DIR, Step
+from gristmill.errors import SandboxFailure
+from gristmill.isolation.profile import SandboxProfile, load_profile
+from gristmill.isolation.select import open_backend
+from gristmill.languages.registry import REPO_ROOT
+from gristmill.languages.spec import JAIL_BUILD_DIR
+from gristmill.model import Limits
+
+LIMITS = Limits(
+    wall_time_ms=20000,
+    memory_bytes=256 << 20,
+    cpu_time_ms=20000,
+    processes=32,
+    output_bytes=1 << 20,
+)
+PROBE = """\
+if (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; then net=reached; else net=refused; fi
+if [ -d {cache} ]; then cache=mounted; else cache=absent; fi
+echo "$net $cache" > {build}/{name}
+"""
+
+
+def step(name: str, port: int) -> Step:
+    script = PROBE.format(port=port, cache=JAIL_TOOL_CACHE_DIR, build=JAIL_BUILD_DIR, name=name)
+    return Step(argv=("/bin/bash", "probe.sh"), files={"probe.sh": script})
+
+
+def test_the_offline_follow_up_has_no_network_and_no_download_cache() -> None:
+    base = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
+    base.chmod(0o755)
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    try:
+        try:
+            backend = open_backend("process", base)
+        except SandboxFailure as unusable:
+            pytest.skip(f"process backend: {unusable}")
+        profile: SandboxProfile = load_profile(REPO_ROOT / "sandbox" / "profiles", "bash")
+        paths = ToolPaths(base / "tools", base / "cache", base / "runs")
+        for directory in (paths.tools_dir, paths.cache_dir, paths.work_dir):
+            directory.mkdir(mode=0o777)
+            directory.chmod(0o777)
+        environment = base / "environment"
+        environment.mkdir(mode=0o777)
+        environment.chmod(0o777)
+        runner = ToolRunner(backend, paths, LIMITS, cache_max_bytes=1 << 30)
+        install = step("install", port)
+        install = Step(install.argv, install.files, then_offline=step("offline", port))
+        asyncio.run(runner.run(install, profile, lambda _line: None, environment))
+        assert (environment / "install").read_text().split() == ["reached", "mounted"]
+        assert (environment / "offline").read_text().split() == ["refused", "absent"]
+        asyncio.run(backend.close())
+    finally:
+        listener.close()
+        shutil.rmtree(base, ignore_errors=True)
