@@ -26,11 +26,11 @@ from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
 from gristmill.languages.syntax import MAX_SOURCE_BYTES
 from gristmill.model import Job
 
-DATABASE_VARIABLE = "GRISTMILL_DATABASE"
+DATABASE_VARIABLE = "SQL_DATABASE"
 """`Job.env` key naming a database configured on the server; absent: a fresh SQLite one."""
-RESULTS_VARIABLE = "GRISTMILL_SQL_RESULTS"
+RESULTS_VARIABLE = "SQL_RESULTS"
 """`Job.env` key: `all` returns every statement's result, else the last rows."""
-COMMIT_VARIABLE = "GRISTMILL_SQL_COMMIT"
+COMMIT_VARIABLE = "SQL_COMMIT"
 """`Job.env` key: `1`/`true` commits the job's transaction, else it is rolled back."""
 
 _DECLARATION = re.compile(

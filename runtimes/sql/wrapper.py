@@ -29,6 +29,14 @@ DEFAULT_DATABASE = "/tmp/gristmill.sqlite"
 RESULT_CAP = 64 * 1024 * 1024
 
 
+# Extended result codes Python 3.11's table lacks (sqlite3.h), then the primary codes.
+_EXTENDED = {2835: "SQLITE_CONSTRAINT_PINNED", 3091: "SQLITE_CONSTRAINT_DATATYPE"}
+_PRIMARY = {
+    1: "SQLITE_ERROR", 5: "SQLITE_BUSY", 7: "SQLITE_NOMEM", 13: "SQLITE_FULL",
+    18: "SQLITE_TOOBIG", 19: "SQLITE_CONSTRAINT", 20: "SQLITE_MISMATCH", 23: "SQLITE_AUTH",
+}
+
+
 def _authorizer(action, arg1, arg2, database, trigger):
     if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
         return sqlite3.SQLITE_DENY
@@ -40,7 +48,7 @@ def _value(value):
     if isinstance(value, bytes):
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
-        return None if value != value else str(value)
+        return None if value != value else ("Infinity" if value > 0 else "-Infinity")
     return value
 
 
@@ -58,36 +66,48 @@ def _bind(value, kind):
 
 
 class _Channel:
-    """The result, kept as encoded chunks; streamed to fd 3 once it passes the cap."""
+    """The result as encoded JSON bytes; streamed to fd 3 once it passes the cap."""
 
     def __init__(self):
         self.size = 0
-        self.streaming = False
 
     def rows(self, cursor):
+        """The rows of `cursor` as the bytes of a JSON list of objects."""
         names = [d[0] for d in cursor.description]
-        chunks = []
+        out = bytearray(b"[")
         for row in cursor:
-            text = json.dumps(
-                {n: _value(v) for n, v in zip(names, row)}, ensure_ascii=False, allow_nan=False
-            )
-            chunks.append(text)
-            self.size += len(text) + 2
-            if self.size > RESULT_CAP:
-                self._stream(chunks, cursor, names)
-        return chunks
+            if len(out) > 1:
+                out += b", "
+            out += _encode({n: _value(v) for n, v in zip(names, row)})
+            if self.size + len(out) > RESULT_CAP:
+                self._stream(out, cursor, names)
+        out += b"]"
+        self.size += len(out)
+        return bytes(out)
 
-    def _stream(self, chunks, cursor, names):
+    def _stream(self, out, cursor, names):
         """Past the cap: write what there is and the rest as it comes, until stopped."""
-        with os.fdopen(RESULT_FD, "w", encoding="utf-8", closefd=False) as out:
-            out.write('{"result": [' + ", ".join(chunks))
-            for row in cursor:
-                out.write(", " + json.dumps({n: _value(v) for n, v in zip(names, row)}))
+        _write_all(b'{"result": ' + out)
+        for row in cursor:
+            _write_all(b", " + _encode({n: _value(v) for n, v in zip(names, row)}))
         os._exit(1)
+
+
+def _encode(value):
+    return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def _write_all(data):
+    view = memoryview(data)
+    while view:
+        view = view[os.write(RESULT_FD, view) :]
 
 
 def _error(error, statement, index):
     name = getattr(error, "sqlite_errorname", None) or type(error).__name__
+    if name == "unknown":  # an extended code newer than this Python's table
+        code = getattr(error, "sqlite_errorcode", 0)
+        name = _EXTENDED.get(code) or _PRIMARY.get(code & 0xFF, type(error).__name__)
     first = statement["sql"].strip().splitlines()[0] if statement["sql"].strip() else ""
     return {
         "error": {
@@ -106,9 +126,8 @@ def _error(error, statement, index):
     }
 
 
-def _write(payload_text):
-    with os.fdopen(RESULT_FD, "w", encoding="utf-8", closefd=False) as out:
-        out.write(payload_text)
+def _write(payload):
+    _write_all(payload if isinstance(payload, bytes) else payload.encode("utf-8"))
 
 
 def main():
@@ -124,21 +143,23 @@ def main():
     channel = _Channel()
     results = []
     last = None
-    # The whole job is one transaction: committed only when the request asked for it.
+    # A database that outlives the job: the whole job is one transaction, committed only
+    # when the request asked for it. A fresh one dies with the job: statements run as
+    # they come (so VACUUM works too).
     commit = message.get("commit", False)
-    connection.execute("BEGIN")
+    if message.get("database"):
+        connection.execute("BEGIN")
     for index, statement in enumerate(message["statements"]):
         try:
             cursor = connection.execute(
                 statement["sql"], {n: params[n] for n in statement["names"]}
             )
             if cursor.description is not None:
-                chunks = channel.rows(cursor)
-                last = chunks
+                last = channel.rows(cursor)
                 if every:
-                    results.append('{"rows": [' + ", ".join(chunks) + "]}")
+                    results.append(b'{"rows": ' + last + b"}")
             elif every:
-                results.append(json.dumps({"rowcount": cursor.rowcount}))
+                results.append(_encode({"rowcount": cursor.rowcount}))
         except sqlite3.Error as error:
             if connection.in_transaction:
                 connection.rollback()
@@ -151,9 +172,9 @@ def main():
             connection.rollback()
     connection.close()
     if every:
-        _write('{"result": [' + ", ".join(results) + "]}")
+        _write(b'{"result": [' + b", ".join(results) + b"]}")
     else:
-        _write('{"result": [' + ", ".join(last or []) + "]}")
+        _write(b'{"result": ' + (last or b"[]") + b"}")
 
 
 if __name__ == "__main__":
