@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import itertools
 import json
 import re
 import sqlite3
@@ -19,7 +20,7 @@ from typing import Any
 
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import TokenError
-from sqlglot.tokens import Token, TokenType
+from sqlglot.tokenizer_core import Token, TokenType
 
 from gristmill.errors import InvalidRequest
 from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
@@ -105,7 +106,9 @@ def parameters(code: str) -> list[Parameter]:
                 continue
             declared = match["type"].lower() if match["type"] else None
             if declared is not None and declared not in _TYPES:
-                raise InvalidRequest("code", f"parameter :{match['name']}: unknown type {declared!r}")
+                raise InvalidRequest(
+                    "code", f"parameter :{match['name']}: unknown type {declared!r}"
+                )
             kind = _TYPES[declared][0] if declared else "any"
             has_default = match["default"] is not None
             default = _default(match["default"], kind) if has_default else None
@@ -130,7 +133,7 @@ def statements(code: str) -> list[Statement]:
             names = tuple(
                 dict.fromkeys(
                     nxt.text
-                    for prev, nxt in zip(pending, pending[1:], strict=False)
+                    for prev, nxt in itertools.pairwise(pending)
                     if prev.token_type == TokenType.COLON and prev.end + 1 == nxt.start
                 )
             )
@@ -224,9 +227,7 @@ class Plugin(LanguagePlugin):
             else:
                 raise ArgumentsRejected(f"missing argument {name!r}")
         message = {
-            "statements": [
-                {"sql": s.sql, "line": s.line, "names": list(s.names)} for s in split
-            ],
+            "statements": [{"sql": s.sql, "line": s.line, "names": list(s.names)} for s in split],
             "params": values,
             "types": {name: p.kind for name, p in declared.items()},
             "results": "all" if job.env.get(RESULTS_VARIABLE, "") == "all" else "last",

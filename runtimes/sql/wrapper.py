@@ -32,8 +32,14 @@ RESULT_CAP = 64 * 1024 * 1024
 # Extended result codes Python 3.11's table lacks (sqlite3.h), then the primary codes.
 _EXTENDED = {2835: "SQLITE_CONSTRAINT_PINNED", 3091: "SQLITE_CONSTRAINT_DATATYPE"}
 _PRIMARY = {
-    1: "SQLITE_ERROR", 5: "SQLITE_BUSY", 7: "SQLITE_NOMEM", 13: "SQLITE_FULL",
-    18: "SQLITE_TOOBIG", 19: "SQLITE_CONSTRAINT", 20: "SQLITE_MISMATCH", 23: "SQLITE_AUTH",
+    1: "SQLITE_ERROR",
+    5: "SQLITE_BUSY",
+    7: "SQLITE_NOMEM",
+    13: "SQLITE_FULL",
+    18: "SQLITE_TOOBIG",
+    19: "SQLITE_CONSTRAINT",
+    20: "SQLITE_MISMATCH",
+    23: "SQLITE_AUTH",
 }
 
 
@@ -78,7 +84,7 @@ class _Channel:
         for row in cursor:
             if len(out) > 1:
                 out += b", "
-            out += _encode({n: _value(v) for n, v in zip(names, row)})
+            out += _encode({n: _value(v) for n, v in zip(names, row, strict=True)})
             if self.size + len(out) > RESULT_CAP:
                 self._stream(out, cursor, names)
         out += b"]"
@@ -89,7 +95,7 @@ class _Channel:
         """Past the cap: write what there is and the rest as it comes, until stopped."""
         _write_all(b'{"result": ' + out)
         for row in cursor:
-            _write_all(b", " + _encode({n: _value(v) for n, v in zip(names, row)}))
+            _write_all(b", " + _encode({n: _value(v) for n, v in zip(names, row, strict=True)}))
         os._exit(1)
 
 
