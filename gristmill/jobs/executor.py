@@ -13,11 +13,11 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from gristmill.config import DependencyConfig
+from gristmill.config import DatabaseConfig, DependencyConfig
 from gristmill.deps import (
     DependencyFailure,
     DependencyManager,
@@ -141,8 +141,11 @@ class Executor:
         backend: SandboxBackend,
         work_dir: Path,
         deps_config: DependencyConfig | None = None,
+        databases: Mapping[str, DatabaseConfig] | None = None,
     ) -> None:
         self.registry = registry
+        for runtime in registry:
+            runtime.plugin.configure(databases or {})
         self.backend = backend
         self.work_dir = work_dir
         self.jobs_dir = work_dir / "jobs"
@@ -281,20 +284,23 @@ class Executor:
         try:
             prepared = time.monotonic_ns()
             emit(PhaseEvent("sandbox_setup", self.backend.name))
-            plan = job_plan(
-                runtime,
-                self._runtime_dirs / runtime.name,
-                workspace,
-                runtime.spec.run,
-                job.env,
-                job.limits,
-                environment,
-                build.path if build else None,
-            )
-            sandbox = await self.backend.start(plan)
-            return await self._supervise(
-                job, runtime, sandbox, message, emit, cancel, began, prepared
-            )
+            # What the plugin provides to the run (e.g. a socket it serves), until it ends.
+            async with runtime.plugin.attach(job) as attached:
+                plan = job_plan(
+                    runtime,
+                    self._runtime_dirs / runtime.name,
+                    workspace,
+                    runtime.spec.run,
+                    job.env,
+                    job.limits,
+                    environment,
+                    build.path if build else None,
+                    attached=attached,
+                )
+                sandbox = await self.backend.start(plan)
+                return await self._supervise(
+                    job, runtime, sandbox, message, emit, cancel, began, prepared
+                )
         finally:
             # Off the outcome's path: nothing of the job runs any more, the files just go.
             self._cleanups.add(

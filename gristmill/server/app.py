@@ -69,7 +69,7 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
     if runner is None:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         backend = open_backend(config.sandbox_backend, config.work_dir)
-        executor = Executor(registry, backend, config.work_dir, config.deps)
+        executor = Executor(registry, backend, config.work_dir, config.deps, config.databases)
         runner, resolver = executor, executor.deps
     table = JobTable(
         runner,
