@@ -3,29 +3,43 @@ with a real tokenizer (sqlglot) confirmed by SQLite's own `complete_statement`, 
 the job message the wrapper (runtimes/sql/wrapper.py) executes.
 
 A script declares each parameter in a comment, `-- :name (type) = default` (SQLite),
-and uses it as `:name`; an undeclared placeholder is refused before anything runs.
+and uses it as `:name`, or `-- $1 name (type) = default` (PostgreSQL) and uses `$1`;
+an undeclared placeholder is refused before anything runs.
+
+Which database a job uses is `Job.env["SQL_DATABASE"]`: a name configured on the
+server (`databases.<name>.*`), or none for a fresh SQLite database of the job's own.
+A PostgreSQL job's statements reach the database through `relay.Relay`, served by
+the service on a Unix socket mounted into the job's sandbox.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import itertools
 import json
 import re
+import secrets
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import PurePosixPath
 from typing import Any
 
+from sqlglot.dialects.postgres import Postgres
 from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
+from gristmill.config import DatabaseConfig
 from gristmill.errors import InvalidRequest
+from gristmill.isolation.profile import BindMount
 from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
 from gristmill.languages.syntax import MAX_SOURCE_BYTES
 from gristmill.model import Job
+
+from .relay import Relay
 
 DATABASE_VARIABLE = "SQL_DATABASE"
 """`Job.env` key naming a database configured on the server; absent: a fresh SQLite one."""
@@ -33,9 +47,19 @@ RESULTS_VARIABLE = "SQL_RESULTS"
 """`Job.env` key: `all` returns every statement's result, else the last rows."""
 COMMIT_VARIABLE = "SQL_COMMIT"
 """`Job.env` key: `1`/`true` commits the job's transaction, else it is rolled back."""
+JAIL_DATABASE_DIR = "/gristmill/database"
+"""Where a named database's folder (SQLite) or the relay's socket (PostgreSQL) is mounted."""
+RELAY_SOCKET = "relay.sock"
 
 _DECLARATION = re.compile(
     r"""^\s*:(?P<name>[A-Za-z_][A-Za-z0-9_]*)
+        (?:\s*\(\s*(?P<type>[A-Za-z][A-Za-z0-9 _]*?)\s*\))?
+        (?:\s*=\s*(?P<default>.*?))?\s*$""",
+    re.VERBOSE,
+)
+
+_POSITIONAL_DECLARATION = re.compile(
+    r"""^\s*\$(?P<position>[1-9][0-9]{0,3})\s+(?P<name>[A-Za-z_][A-Za-z0-9_]*)
         (?:\s*\(\s*(?P<type>[A-Za-z][A-Za-z0-9 _]*?)\s*\))?
         (?:\s*=\s*(?P<default>.*?))?\s*$""",
     re.VERBOSE,
@@ -64,19 +88,21 @@ class Parameter:
     kind: str  # integer, number, text, boolean, json, blob, or any
     default: Any
     has_default: bool
+    position: int = 0  # PostgreSQL's $n; 0 for a named SQLite parameter
 
 
 @dataclass(frozen=True)
 class Statement:
     sql: str
     line: int  # the line of its first token in the script, from 1
-    names: tuple[str, ...]  # the parameters it uses
+    names: tuple[str, ...]  # the parameters it uses: names, or PostgreSQL's "$n" in order
+    start_line: int = 1  # the line its text starts on (an error position counts from it)
 
 
-def _tokens(code: str) -> list[Token]:
+def _tokens(code: str, postgres: bool = False) -> list[Token]:
     if len(code.encode("utf-8", "surrogatepass")) > MAX_SOURCE_BYTES:
         raise InvalidRequest("code", f"is over {MAX_SOURCE_BYTES} bytes")
-    return list(SQLite().tokenize(code))
+    return list((Postgres() if postgres else SQLite()).tokenize(code))
 
 
 def _default(text: str, kind: str) -> Any:
@@ -91,19 +117,25 @@ def _default(text: str, kind: str) -> Any:
     return value
 
 
-def parameters(code: str) -> list[Parameter]:
-    """The parameters declared in the script's comments, first declaration of each wins."""
+def parameters(code: str, postgres: bool = False) -> list[Parameter]:
+    """The parameters declared in the script's comments, first declaration of each wins:
+    `-- :name (type) = default` for SQLite, `-- $1 name (type) = default` for PostgreSQL."""
     found: dict[str, Parameter] = {}
+    taken: set[int] = set()
     try:
-        tokens = _tokens(code)
+        tokens = _tokens(code, postgres)
     except TokenError as error:
         raise InvalidRequest("code", f"does not tokenize as SQL: {error}") from error
     comments = [comment for token in tokens for comment in token.comments]
     for comment in comments:
         for line in comment.splitlines():
-            match = _DECLARATION.match(line)
+            match = (_POSITIONAL_DECLARATION if postgres else _DECLARATION).match(line)
             if match is None or match["name"] in found:
                 continue
+            position = int(match["position"]) if postgres else 0
+            if position in taken:
+                continue
+            taken.add(position)
             declared = match["type"].lower() if match["type"] else None
             if declared is not None and declared not in _TYPES:
                 raise InvalidRequest(
@@ -112,7 +144,9 @@ def parameters(code: str) -> list[Parameter]:
             kind = _TYPES[declared][0] if declared else "any"
             has_default = match["default"] is not None
             default = _default(match["default"], kind) if has_default else None
-            found[match["name"]] = Parameter(match["name"], declared, kind, default, has_default)
+            found[match["name"]] = Parameter(
+                match["name"], declared, kind, default, has_default, position
+            )
     return list(found.values())
 
 
@@ -137,7 +171,9 @@ def statements(code: str) -> list[Statement]:
                     if prev.token_type == TokenType.COLON and prev.end + 1 == nxt.start
                 )
             )
-            result.append(Statement(code[start:end], body[0].line, names))
+            result.append(
+                Statement(code[start:end], body[0].line, names, code[:start].count("\n") + 1)
+            )
         start, pending = end, []
 
     for token in tokens:
@@ -152,6 +188,55 @@ def statements(code: str) -> list[Statement]:
         if token.token_type == TokenType.SEMICOLON and sqlite3.complete_statement(
             code[start : token.end + 1]
         ):
+            close(token.end + 1)
+    close(len(code))
+    return result
+
+
+def postgres_statements(code: str) -> list[Statement]:
+    """The script's statements for PostgreSQL, split at the tokenizer's `;` (a
+    dollar-quoted body is one string token). Each statement's `$n` are renumbered
+    `$1`, `$2`... in order of first use, token by token, and `names` lists the script's
+    own `$n` in that order, so that a statement is sent exactly the values it uses."""
+    tokens = _tokens(code, postgres=True)
+    result: list[Statement] = []
+    start = 0
+    pending: list[Token] = []
+
+    def close(end: int) -> None:
+        nonlocal start, pending
+        body = [t for t in pending if t.token_type != TokenType.SEMICOLON]
+        if body:
+            used: dict[str, int] = {}
+            pieces: list[str] = []
+            at = start
+            for dollar, number in itertools.pairwise(pending):
+                if (
+                    dollar.token_type == TokenType.PARAMETER
+                    and dollar.text == "$"
+                    and number.token_type == TokenType.NUMBER
+                    and dollar.end + 1 == number.start
+                    and number.text.isdigit()
+                ):
+                    index = used.setdefault(f"${int(number.text)}", len(used) + 1)
+                    pieces += [code[at : dollar.start], f"${index}"]
+                    at = number.end + 1
+            pieces.append(code[at:end])
+            result.append(
+                Statement("".join(pieces), body[0].line, tuple(used), code[:start].count("\n") + 1)
+            )
+        start, pending = end, []
+
+    for token in tokens:
+        if token.token_type == TokenType.PLACEHOLDER or (
+            token.token_type == TokenType.PARAMETER and token.text != "$"
+        ):
+            raise ArgumentsRejected(
+                f"line {token.line}: placeholder {token.text!r}: "
+                "declare parameters as `-- $1 name (type)` and use them as `$1`"
+            )
+        pending.append(token)
+        if token.token_type == TokenType.SEMICOLON:
             close(token.end + 1)
     close(len(code))
     return result
@@ -188,49 +273,109 @@ def _flag(env: Mapping[str, str], key: str) -> bool:
 
 
 class Plugin(LanguagePlugin):
+    def __init__(self) -> None:
+        self.databases: Mapping[str, DatabaseConfig] = {}
+        self._relays: dict[str, Relay] = {}
+        # Each job's relay token, from its message to its sandbox (`attach`).
+        self._tokens: dict[str, str] = {}
+
+    def configure(self, databases: Mapping[str, DatabaseConfig]) -> None:
+        self.databases = dict(databases)
+        self._relays = {
+            name: Relay(name, config)
+            for name, config in databases.items()
+            if config.kind == "postgresql"
+        }
+
     def describe(self, code: str, entry_point: str) -> Mapping[str, Any]:
+        declared = parameters(code) or parameters(code, postgres=True)
         properties: dict[str, Any] = {}
-        for parameter in parameters(code):
+        for parameter in declared:
             schema = dict(_TYPES[parameter.type][1]) if parameter.type else {}
             if parameter.has_default:
                 schema["default"] = parameter.default
             properties[parameter.name] = schema
-        required = [p.name for p in parameters(code) if not p.has_default]
+        required = [p.name for p in declared if not p.has_default]
         return {"type": "object", "properties": properties, "required": required}
 
+    def _database(self, job: Job) -> tuple[str, DatabaseConfig | None]:
+        name = job.env.get(DATABASE_VARIABLE, "")
+        if not name:
+            return "", None
+        if name not in self.databases:
+            known = ", ".join(sorted(self.databases)) or "none"
+            raise ArgumentsRejected(f"unknown database {name!r} (this server has: {known})")
+        return name, self.databases[name]
+
     def job_message(self, job: Job, source_path: str) -> bytes:
-        database = job.env.get(DATABASE_VARIABLE, "")
-        if database:
-            raise ArgumentsRejected(f"unknown database {database!r}")
+        _name, database = self._database(job)
+        postgres = database is not None and database.kind == "postgresql"
         try:
-            declared = {p.name: p for p in parameters(job.code)}
-            split = statements(job.code)
+            listed = parameters(job.code, postgres)
+            split = postgres_statements(job.code) if postgres else statements(job.code)
         except (InvalidRequest, TokenError):
-            # SQLite reads it whole and reports the error itself, with its own words.
-            declared, split = {}, [Statement(job.code, 1, ())]
+            # The database reads it whole and reports the error itself, in its own words.
+            listed, split = [], [Statement(job.code, 1, ())]
+        declared = {p.name: p for p in listed}
+        by_position = {f"${p.position}": p.name for p in listed}
         for statement in split:
-            for name in statement.names:
-                if name not in declared:
+            for used in statement.names:
+                if (by_position.get(used) if postgres else used) not in declared:
+                    shown, form = (
+                        (used, f"-- {used} name") if postgres else (f":{used}", f"-- :{used}")
+                    )
                     raise ArgumentsRejected(
-                        f"line {statement.line}: placeholder :{name} is not declared "
-                        f"(add a `-- :{name} (type)` comment)"
+                        f"line {statement.line}: placeholder {shown} is not declared "
+                        f"(add a `{form} (type)` comment)"
                     )
         unknown = sorted(set(job.args) - set(declared))
         if unknown:
             raise ArgumentsRejected(f"unknown argument {unknown[0]!r}")
         values: dict[str, Any] = {}
-        for name, parameter in declared.items():
-            if name in job.args:
-                values[name] = _check(parameter, job.args[name])
+        for parameter_name, parameter in declared.items():
+            if parameter_name in job.args:
+                values[parameter_name] = _check(parameter, job.args[parameter_name])
             elif parameter.has_default:
-                values[name] = _check(parameter, parameter.default)
+                values[parameter_name] = _check(parameter, parameter.default)
             else:
-                raise ArgumentsRejected(f"missing argument {name!r}")
-        message = {
-            "statements": [{"sql": s.sql, "line": s.line, "names": list(s.names)} for s in split],
+                raise ArgumentsRejected(f"missing argument {parameter_name!r}")
+        message: dict[str, Any] = {
+            "statements": [
+                {
+                    "sql": s.sql,
+                    "line": s.line,
+                    "start_line": s.start_line,
+                    "names": [by_position[u] for u in s.names] if postgres else list(s.names),
+                }
+                for s in split
+            ],
             "params": values,
-            "types": {name: p.kind for name, p in declared.items()},
+            "types": {n: p.kind for n, p in declared.items()},
             "results": "all" if job.env.get(RESULTS_VARIABLE, "") == "all" else "last",
             "commit": _flag(job.env, COMMIT_VARIABLE),
         }
+        if database is not None and database.kind == "sqlite":
+            file_name = PurePosixPath(database.path).name
+            message["database"] = f"{JAIL_DATABASE_DIR}/{file_name}"
+        if postgres:
+            token = secrets.token_hex(16)
+            self._tokens[job.id] = token
+            message["relay"] = {"socket": f"{JAIL_DATABASE_DIR}/{RELAY_SOCKET}", "token": token}
         return json.dumps(message).encode()
+
+    @contextlib.asynccontextmanager
+    async def attach(self, job: Job) -> AsyncIterator[Sequence[BindMount]]:
+        token = self._tokens.pop(job.id, None)
+        name, database = self._database(job)
+        if database is None:
+            yield ()
+        elif database.kind == "sqlite":
+            # The database's folder, so that SQLite's journal can sit beside it.
+            parent = str(PurePosixPath(database.path).parent)
+            yield (BindMount(parent, JAIL_DATABASE_DIR, writable=True),)
+        else:
+            if token is None:
+                raise ArgumentsRejected("the job's message was not prepared for its database")
+            commit = _flag(job.env, COMMIT_VARIABLE)
+            async with self._relays[name].serve(job, token, commit) as served:
+                yield (BindMount(str(served), JAIL_DATABASE_DIR),)

@@ -15,6 +15,7 @@ then fails), so a job sees only its own database file.
 import base64
 import json
 import os
+import socket
 import sqlite3
 import sys
 
@@ -136,9 +137,127 @@ def _write(payload):
     _write_all(payload if isinstance(payload, bytes) else payload.encode("utf-8"))
 
 
+class _RelayRows:
+    """A relayed statement's rows, as a cursor: `description` and iteration."""
+
+    def __init__(self, relay, columns):
+        self.relay = relay
+        self.description = [(name,) for name in columns]
+        self.done = None
+
+    def __iter__(self):
+        while True:
+            reply = self.relay.receive()
+            if "rows" in reply:
+                yield from reply["rows"]
+            else:
+                self.done = reply
+                return
+
+
+class _Relay:
+    """The service's relay to a PostgreSQL database, on the Unix socket mounted for the
+    job: one JSON line per request and per reply (runtimes/sql/relay.py)."""
+
+    def __init__(self, path, token):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(path)
+        self.lines = self.sock.makefile("rb")
+        self.send({"token": token})
+
+    def send(self, message):
+        self.sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
+
+    def receive(self):
+        line = self.lines.readline()
+        if not line:
+            raise ConnectionError("the database relay closed the connection")
+        return json.loads(line)
+
+
+class DatabaseError(Exception):
+    """An error the database reported, with its own name, words and position."""
+
+    def __init__(self, error):
+        super().__init__(error.get("message", ""))
+        self.error = error
+
+
+def _postgres_error(error, statement, index):
+    """The database's error, at its line in the user's script when it gave a position."""
+    sql, position = statement["sql"], error.get("position") or 0
+    line = statement["line"]
+    if position:
+        line = statement.get("start_line", line) + sql[: position - 1].count("\n")
+    message = error.get("message", "")
+    if error.get("sqlstate"):
+        message += f" (SQLSTATE {error['sqlstate']})"
+    if error.get("detail"):
+        message += f"\n{error['detail']}"
+    text = sql.strip().splitlines()[0] if sql.strip() else ""
+    return {
+        "error": {
+            "name": error.get("name") or "DatabaseError",
+            "message": message,
+            "stack": [
+                {
+                    "file": SOURCE_NAME,
+                    "line": line,
+                    "function": f"statement {index + 1}",
+                    "text": text[:200],
+                }
+            ],
+        },
+        "verdict": "ERROR",
+    }
+
+
+def run_postgres(message):
+    relay = _Relay(message["relay"]["socket"], message["relay"]["token"])
+    ready = relay.receive()
+    if "error" in ready:
+        _write(json.dumps(_postgres_error(ready["error"], message["statements"][0], 0)))
+        return
+    kinds = message.get("types", {})
+    every = message.get("results") == "all"
+    channel = _Channel()
+    results, last = [], None
+    for index, statement in enumerate(message["statements"]):
+        names = statement["names"]
+        relay.send(
+            {
+                "sql": statement["sql"],
+                "params": [message["params"][n] for n in names],
+                "types": [kinds.get(n, "any") for n in names],
+            }
+        )
+        reply = relay.receive()
+        if "columns" in reply:
+            rows = _RelayRows(relay, reply["columns"])
+            encoded = channel.rows(rows)
+            reply = rows.done
+            if "error" not in reply:
+                last = encoded
+                if every:
+                    results.append(b'{"rows": ' + encoded + b"}")
+        elif "done" in reply and every:
+            results.append(_encode({"rowcount": reply["done"]}))
+        if "error" in reply:
+            _write(json.dumps(_postgres_error(reply["error"], statement, index)))
+            return
+    relay.send({"end": True})
+    relay.receive()
+    if every:
+        _write(b'{"result": [' + b", ".join(results) + b"]}")
+    else:
+        _write(b'{"result": ' + (last or b"[]") + b"}")
+
+
 def main():
     with os.fdopen(JOB_FD, "rb") as job:
         message = json.loads(job.read())
+    if "relay" in message:
+        return run_postgres(message)
     path = message.get("database") or DEFAULT_DATABASE
     connection = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
     connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
