@@ -7,7 +7,8 @@ so the credentials never enter the sandbox. Line protocol (UTF-8 JSON, one per l
 
     job -> {"token": "..."}                         first: the token from its message
     job -> {"sql": "...", "params": [...], "types": [...]}
-    relay -> {"columns": [...]} {"rows": [[...], ...]}... {"done": rowcount}
+    relay -> {"columns": [...]}, then per batch {"chunk": n} and n bytes of rows already
+             encoded as JSON objects, then {"done": rowcount}
              or {"error": {"name", "message", "sqlstate", "position"}}
     job -> {"end": true}                            every statement succeeded
     relay -> {"ended": "committed" | "rolled back"}
@@ -210,17 +211,16 @@ class _Session:
             await cursor.execute(
                 "select set_config('statement_timeout', $1, true)", [f"{remaining_ms}ms"]
             )
-            batch: list[list[Any]] = []
-            described = False
+            batch: list[dict[str, Any]] = []
+            columns: list[str] | None = None
             try:
-                async for row in cursor.stream(request["sql"], params or None):
-                    if not described:
+                async for row in cursor.stream(request["sql"], params or None, size=BATCH_ROWS):
+                    if columns is None:
                         columns = [c.name for c in cursor.description or ()]
                         await _send(writer, {"columns": columns})
-                        described = True
-                    batch.append([to_json(v) for v in row])
+                    batch.append({n: to_json(v) for n, v in zip(columns, row, strict=True)})
                     if len(batch) >= BATCH_ROWS:
-                        await _send(writer, {"rows": batch})
+                        await _send_rows(writer, batch)
                         batch = []
             except psycopg.ProgrammingError as error:
                 # psycopg's word for a statement that ran and returns no rows (DDL, DML
@@ -229,10 +229,10 @@ class _Session:
                     raise
                 await _send(writer, {"done": -1})
                 return True
-            if not described:  # it returns rows, none this time: their names do not matter
+            if columns is None:  # it returns rows, none this time: their names do not matter
                 await _send(writer, {"columns": []})
             if batch:
-                await _send(writer, {"rows": batch})
+                await _send_rows(writer, batch)
             await _send(writer, {"done": cursor.rowcount})
             return True
         except psycopg.Error as error:
@@ -259,6 +259,15 @@ class _Session:
                 await connection.rollback()
             with contextlib.suppress(psycopg.Error):
                 await connection.close()
+
+
+async def _send_rows(writer: asyncio.StreamWriter, batch: list[dict[str, Any]]) -> None:
+    """Rows as JSON objects, comma-separated, sent as they will stand in the result: a
+    `{"chunk": size}` line, then that many bytes, which the job copies without reading."""
+    encoded = json.dumps(batch, ensure_ascii=False, allow_nan=False)[1:-1].encode()
+    await _send(writer, {"chunk": len(encoded)})
+    writer.write(encoded)
+    await writer.drain()
 
 
 async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:

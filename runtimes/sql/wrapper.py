@@ -78,25 +78,33 @@ class _Channel:
     def __init__(self):
         self.size = 0
 
-    def rows(self, cursor):
-        """The rows of `cursor` as the bytes of a JSON list of objects."""
-        names = [d[0] for d in cursor.description]
+    def collect(self, pieces):
+        """The bytes of a JSON list from `pieces`, each the encoding of one or more of
+        its items (comma-separated)."""
         out = bytearray(b"[")
-        for row in cursor:
+        pieces = iter(pieces)
+        for piece in pieces:
             if len(out) > 1:
                 out += b", "
-            out += _encode({n: _value(v) for n, v in zip(names, row, strict=True)})
+            out += piece
             if self.size + len(out) > RESULT_CAP:
-                self._stream(out, cursor, names)
+                self._stream(out, pieces)
         out += b"]"
         self.size += len(out)
         return bytes(out)
 
-    def _stream(self, out, cursor, names):
+    def rows(self, cursor):
+        """The rows of a SQLite cursor as the bytes of a JSON list of objects."""
+        names = [d[0] for d in cursor.description]
+        return self.collect(
+            _encode({n: _value(v) for n, v in zip(names, row, strict=True)}) for row in cursor
+        )
+
+    def _stream(self, out, pieces):
         """Past the cap: write what there is and the rest as it comes, until stopped."""
         _write_all(b'{"result": ' + out)
-        for row in cursor:
-            _write_all(b", " + _encode({n: _value(v) for n, v in zip(names, row, strict=True)}))
+        for piece in pieces:
+            _write_all(b", " + piece)
         os._exit(1)
 
 
@@ -138,18 +146,17 @@ def _write(payload):
 
 
 class _RelayRows:
-    """A relayed statement's rows, as a cursor: `description` and iteration."""
+    """A relayed statement's rows: chunks of encoded rows, then the statement's end."""
 
-    def __init__(self, relay, columns):
+    def __init__(self, relay):
         self.relay = relay
-        self.description = [(name,) for name in columns]
         self.done = None
 
     def __iter__(self):
         while True:
             reply = self.relay.receive()
-            if "rows" in reply:
-                yield from reply["rows"]
+            if "chunk" in reply:
+                yield self.relay.read_exactly(reply["chunk"])
             else:
                 self.done = reply
                 return
@@ -167,6 +174,12 @@ class _Relay:
 
     def send(self, message):
         self.sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
+
+    def read_exactly(self, size):
+        data = self.lines.read(size)
+        if len(data) != size:
+            raise ConnectionError("the database relay closed the connection")
+        return data
 
     def receive(self):
         line = self.lines.readline()
@@ -233,8 +246,8 @@ def run_postgres(message):
         )
         reply = relay.receive()
         if "columns" in reply:
-            rows = _RelayRows(relay, reply["columns"])
-            encoded = channel.rows(rows)
+            rows = _RelayRows(relay)
+            encoded = channel.collect(rows)
             reply = rows.done
             if "error" not in reply:
                 last = encoded
