@@ -148,7 +148,7 @@ def test_an_error_has_the_database_words_sqlstate_and_line(server):
     outcome = run(server, "select 1;\nselect\n  1 +\n  nope\nfrom pg_class")
     assert outcome.verdict == pb.ERROR
     assert outcome.error.name == "UndefinedColumn"
-    assert "column \"nope\" does not exist (SQLSTATE 42703)" in outcome.error.message
+    assert 'column "nope" does not exist (SQLSTATE 42703)' in outcome.error.message
     assert outcome.error.stack[-1].line == 4
 
 
@@ -274,4 +274,3 @@ def test_a_named_sqlite_database_persists_committed_work_only(server):
 def test_the_job_role_never_reaches_the_sandbox(server):
     outcome = run(server, "select current_user as me, session_user as login")
     assert rows(outcome) == [{"me": JOB_ROLE, "login": JOB_ROLE}]
-
