@@ -19,6 +19,7 @@ import pytest
 
 from gristmill.client import Client
 from gristmill.config import load_config
+from gristmill.doctor import Status, run_checks
 from gristmill.languages.registry import REPO_ROOT
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2 as pb
@@ -274,3 +275,23 @@ def test_a_named_sqlite_database_persists_committed_work_only(server):
 def test_the_job_role_never_reaches_the_sandbox(server):
     outcome = run(server, "select current_user as me, session_user as login")
     assert rows(outcome) == [{"me": JOB_ROLE, "login": JOB_ROLE}]
+
+
+def test_doctor_warns_about_a_dangerous_job_role(postgres):
+    dsn = f"host={postgres['PGHOST']} port={postgres['PGPORT']} dbname={postgres['PGDATABASE']}"
+    config = load_config(
+        environ={},
+        overrides={
+            "databases.safe.dsn": dsn,
+            "databases.safe.role": JOB_ROLE,
+            "databases.admin.dsn": f"{dsn} user=postgres",
+            "databases.gone.dsn": "host=/nonexistent dbname=x password=hunter2",
+        },
+    )
+    checks = {c.name: c for c in run_checks(config)}
+    assert checks["database safe"].status is Status.OK, checks["database safe"].detail
+    assert checks["database admin"].status is Status.WARN
+    assert "is a superuser" in checks["database admin"].detail
+    assert "TO PROGRAM" in checks["database admin"].detail
+    assert checks["database gone"].status is Status.WARN
+    assert "hunter2" not in checks["database gone"].detail
