@@ -133,7 +133,7 @@ def parameters(code: str, postgres: bool = False) -> list[Parameter]:
             if match is None or match["name"] in found:
                 continue
             position = int(match["position"]) if postgres else 0
-            if position in taken:
+            if postgres and position in taken:
                 continue
             taken.add(position)
             declared = match["type"].lower() if match["type"] else None
@@ -313,8 +313,11 @@ class Plugin(LanguagePlugin):
         try:
             listed = parameters(job.code, postgres)
             split = postgres_statements(job.code) if postgres else statements(job.code)
-        except (InvalidRequest, TokenError):
-            # The database reads it whole and reports the error itself, in its own words.
+        except (InvalidRequest, TokenError) as error:
+            if isinstance(error, InvalidRequest) and not isinstance(error.__cause__, TokenError):
+                raise ArgumentsRejected(str(error)) from error
+            # Text that does not tokenize (an unterminated string): the database reads it
+            # whole and reports the error itself, in its own words.
             listed, split = [], [Statement(job.code, 1, ())]
         declared = {p.name: p for p in listed}
         by_position = {f"${p.position}": p.name for p in listed}

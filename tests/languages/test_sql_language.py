@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from gristmill.config import DatabaseConfig
 from gristmill.errors import InvalidRequest
 from gristmill.languages import Registry
 from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
@@ -108,6 +109,7 @@ def test_an_integral_float_is_an_integer_and_a_fraction_is_refused(plugin):
         ("-- :a (bool)\nselect :a", {"a": 1}, "'a'"),
         ("-- :a (text)\nselect :a", {"a": 1}, "'a'"),
         ("-- :a (blob)\nselect :a", {"a": "not base64!"}, "base64"),
+        ("-- :a (frobnicate)\nselect :a", {"a": 1}, "unknown type"),
     ],
 )
 def test_arguments_that_do_not_fit_are_refused_before_running(plugin, code, args, words):
@@ -129,4 +131,25 @@ def test_results_and_commit_are_chosen_by_the_request(plugin):
 
 def test_text_that_does_not_tokenize_goes_to_sqlite_whole(plugin):
     sent = message(plugin, "select 'unterminated")
-    assert sent["statements"] == [{"sql": "select 'unterminated", "line": 1, "names": []}]
+    assert sent["statements"] == [
+        {"sql": "select 'unterminated", "line": 1, "start_line": 1, "names": []}
+    ]
+
+
+def test_postgres_statements_split_outside_dollar_quotes_and_renumber_placeholders():
+    plugin = Registry().get("sql").plugin
+    plugin.configure({"pg": DatabaseConfig(dsn="host=/nowhere")})
+    code = (
+        "-- $1 a (int)\n-- $2 b (text) = 'x'\n"
+        "create function f() returns int as $$ select 1; $$ language sql;\n"
+        "select $2 || ';', $2, $1::int"
+    )
+    sent = message(plugin, code, {"SQL_DATABASE": "pg"}, a=1)
+    assert len(sent["statements"]) == 2
+    assert "$$ select 1; $$" in sent["statements"][0]["sql"]
+    assert sent["statements"][1]["sql"] == "\nselect $1 || ';', $1, $2::int"
+    assert sent["statements"][1]["names"] == ["b", "a"]
+    assert sent["params"] == {"a": 1, "b": "x"}
+    assert sent["relay"]["socket"] == "/gristmill/database/relay.sock"
+    with pytest.raises(ArgumentsRejected, match=r"\$3 is not declared"):
+        message(plugin, "-- $1 a (int)\nselect $1, $3", {"SQL_DATABASE": "pg"}, a=1)
