@@ -268,6 +268,14 @@ def _check(parameter: Parameter, value: Any) -> Any:
     return value
 
 
+def _schema_of(value: Any) -> dict[str, Any]:
+    """An untyped parameter's schema, taken from its default's JSON type."""
+    for kind, name in ((bool, "boolean"), (int, "integer"), (float, "number"), (str, "string")):
+        if isinstance(value, kind):
+            return {"type": name}
+    return {"type": "array"} if isinstance(value, list) else {}
+
+
 def _flag(env: Mapping[str, str], key: str) -> bool:
     return env.get(key, "").strip().lower() in {"1", "true", "yes", "commit"}
 
@@ -292,6 +300,8 @@ class Plugin(LanguagePlugin):
         properties: dict[str, Any] = {}
         for parameter in declared:
             schema = dict(_TYPES[parameter.type][1]) if parameter.type else {}
+            if parameter.type is None and parameter.has_default:
+                schema = _schema_of(parameter.default)
             if parameter.has_default:
                 schema["default"] = parameter.default
             properties[parameter.name] = schema

@@ -153,3 +153,31 @@ def test_postgres_statements_split_outside_dollar_quotes_and_renumber_placeholde
     assert sent["relay"]["socket"] == "/gristmill/database/relay.sock"
     with pytest.raises(ArgumentsRejected, match=r"\$3 is not declared"):
         message(plugin, "-- $1 a (int)\nselect $1, $3", {"SQL_DATABASE": "pg"}, a=1)
+
+
+def test_an_untyped_parameter_takes_its_type_from_its_default(plugin):
+    schema = plugin.describe("-- :n = 3\n-- :s = 'a'\n-- :f = 0.5\n-- :b = true\nselect 1", "main")
+    assert schema["properties"] == {
+        "n": {"type": "integer", "default": 3},
+        "s": {"type": "string", "default": "a"},
+        "f": {"type": "number", "default": 0.5},
+        "b": {"type": "boolean", "default": True},
+    }
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "select " + "(" * 20_000 + "1" + ")" * 20_000,
+        "-- :x (int)\nselect :x, '\udcff'",
+        "select 1 " + "-- :y (int)\n" * 50_000,
+    ],
+)
+def test_hostile_code_is_answered_not_crashed_on(plugin, code):
+    schema = plugin.describe(code, "main")
+    assert schema["type"] == "object"
+
+
+def test_code_past_the_parser_bound_is_a_clear_error(plugin):
+    with pytest.raises(InvalidRequest, match="bytes"):
+        plugin.describe("select 1;" * 600_000, "main")
