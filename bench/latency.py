@@ -74,6 +74,8 @@ class Workload:
     bare_argv: tuple[str, ...]
     bare_files: tuple[tuple[str, str], ...] = ()
     bare_setup: tuple[tuple[str, ...], ...] = ()
+    # The trivial job's result as JSON, when it is not 1 (e.g. a SQL job's row `[{"1": 1}]`).
+    result_json: str = "1"
 
 
 def load_workloads(runtimes_dir: Path = REPO_ROOT / "runtimes") -> tuple[Workload, ...]:
@@ -90,6 +92,7 @@ def load_workloads(runtimes_dir: Path = REPO_ROOT / "runtimes") -> tuple[Workloa
                 bare_argv=tuple(table["bare"]),
                 bare_files=tuple(table.get("bare_files", {}).items()),
                 bare_setup=tuple(tuple(argv) for argv in table.get("bare_setup", ())),
+                result_json=table.get("result_json", "1"),
             )
         )
     return tuple(workloads)
@@ -223,9 +226,10 @@ def make_job(workload: Workload, tag: str) -> pb.ExecuteRequest:
     return pb.ExecuteRequest(job=pb.Job(id=job_id, language=workload.language, code=workload.code))
 
 
-def outcome_problem(outcome: pb.Outcome) -> str:
+def outcome_problem(outcome: pb.Outcome, expected_json: str = "1") -> str:
     """Why an outcome is not the expected success, or "" when it is."""
-    if outcome.verdict == pb.SUCCESS and outcome.result_json.strip() in {"1", '"1"'}:
+    expected = {"1", '"1"'} if expected_json == "1" else {expected_json}
+    if outcome.verdict == pb.SUCCESS and outcome.result_json.strip() in expected:
         return ""
     return (
         f"verdict={pb.Verdict.Name(outcome.verdict)} result={outcome.result_json!r} "
@@ -294,7 +298,7 @@ def service_call(
             return f"rpc {error.code().name}: {error.details()}"
         if outcomes is not None:
             outcomes.append(outcome)
-        return outcome_problem(outcome)
+        return outcome_problem(outcome, workload.result_json)
 
     return call
 
