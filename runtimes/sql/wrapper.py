@@ -12,12 +12,16 @@ SQLITE_LIMIT_ATTACHED = 0, extension loading is never enabled (`load_extension()
 then fails), so a job sees only its own database file.
 """
 
-import base64
-import json
 import os
-import socket
 import sqlite3
 import sys
+
+try:
+    # The C accelerator behind `json`, used directly: `import json` also imports `re`
+    # and `enum`, milliseconds of every job (as in runtimes/python/wrapper.py).
+    from _json import encode_basestring, make_encoder, make_scanner
+except ImportError:  # an interpreter built without it: `json` itself
+    make_scanner = make_encoder = None
 
 RESULT_FD = 3
 JOB_FD = 4
@@ -44,6 +48,46 @@ _PRIMARY = {
 }
 
 
+class _DecoderSettings:
+    """What a default `json.JSONDecoder` hands the C scanner."""
+
+    strict = True
+    object_hook = None
+    object_pairs_hook = None
+    parse_float = float
+    parse_int = int
+    parse_constant = staticmethod(lambda name: {"NaN": float("nan")}.get(name, float(name)))
+
+
+def _loads(data):
+    """`json.loads(data)` for the UTF-8 text the service sends."""
+    if make_scanner is not None:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        stripped = text.strip()
+        value, end = make_scanner(_DecoderSettings())(stripped, 0)
+        if end == len(stripped):
+            return value
+    import json
+
+    return json.loads(data)
+
+
+def _not_serializable(value):
+    raise TypeError(f"Object of type {value.__class__.__name__} is not JSON serializable")
+
+
+def _dumps(value):
+    """`json.dumps(value, ensure_ascii=False, allow_nan=False)`."""
+    if make_encoder is None:
+        import json
+
+        return json.dumps(value, ensure_ascii=False, allow_nan=False)
+    encode = make_encoder(
+        {}, _not_serializable, encode_basestring, None, ": ", ", ", False, False, False
+    )
+    return "".join(encode(value, 0))
+
+
 def _authorizer(action, arg1, arg2, database, trigger):
     if action in (sqlite3.SQLITE_ATTACH, sqlite3.SQLITE_DETACH):
         return sqlite3.SQLITE_DENY
@@ -53,6 +97,8 @@ def _authorizer(action, arg1, arg2, database, trigger):
 def _value(value):
     """One SQLite value as JSON: integers exact, text, real, null; blobs as base64."""
     if isinstance(value, bytes):
+        import base64
+
         return base64.b64encode(value).decode("ascii")
     if isinstance(value, float) and (value != value or value in (float("inf"), float("-inf"))):
         return None if value != value else ("Infinity" if value > 0 else "-Infinity")
@@ -64,9 +110,11 @@ def _bind(value, kind):
     if value is None:
         return None
     if kind == "blob":
+        import base64
+
         return base64.b64decode(value, validate=True)
     if kind == "json" or isinstance(value, (dict, list)):
-        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+        return _dumps(value)
     if isinstance(value, bool):
         return int(value)
     return value
@@ -109,7 +157,7 @@ class _Channel:
 
 
 def _encode(value):
-    return json.dumps(value, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    return _dumps(value).encode("utf-8")
 
 
 def _write_all(data):
@@ -167,13 +215,15 @@ class _Relay:
     job: one JSON line per request and per reply (runtimes/sql/relay.py)."""
 
     def __init__(self, path, token):
+        import socket
+
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.connect(path)
         self.lines = self.sock.makefile("rb")
         self.send({"token": token})
 
     def send(self, message):
-        self.sock.sendall(json.dumps(message).encode("utf-8") + b"\n")
+        self.sock.sendall(_dumps(message).encode("utf-8") + b"\n")
 
     def read_exactly(self, size):
         data = self.lines.read(size)
@@ -185,7 +235,7 @@ class _Relay:
         line = self.lines.readline()
         if not line:
             raise ConnectionError("the database relay closed the connection")
-        return json.loads(line)
+        return _loads(line)
 
 
 class DatabaseError(Exception):
@@ -229,7 +279,7 @@ def run_postgres(message):
     relay = _Relay(message["relay"]["socket"], message["relay"]["token"])
     ready = relay.receive()
     if "error" in ready:
-        _write(json.dumps(_postgres_error(ready["error"], message["statements"][0], 0)))
+        _write(_dumps(_postgres_error(ready["error"], message["statements"][0], 0)))
         return
     kinds = message.get("types", {})
     every = message.get("results") == "all"
@@ -256,7 +306,7 @@ def run_postgres(message):
         elif "done" in reply and every:
             results.append(_encode({"rowcount": reply["done"]}))
         if "error" in reply:
-            _write(json.dumps(_postgres_error(reply["error"], statement, index)))
+            _write(_dumps(_postgres_error(reply["error"], statement, index)))
             return
     relay.send({"end": True})
     relay.receive()
@@ -268,7 +318,7 @@ def run_postgres(message):
 
 def main():
     with os.fdopen(JOB_FD, "rb") as job:
-        message = json.loads(job.read())
+        message = _loads(job.read())
     if "relay" in message:
         return run_postgres(message)
     path = message.get("database") or DEFAULT_DATABASE
@@ -301,7 +351,7 @@ def main():
         except sqlite3.Error as error:
             if connection.in_transaction:
                 connection.rollback()
-            _write(json.dumps(_error(error, statement, index)))
+            _write(_dumps(_error(error, statement, index)))
             return
     if connection.in_transaction:
         if commit:
