@@ -41,12 +41,14 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from gristmill.config import DatabaseConfig
 from gristmill.model import Job
 
 SOCKET_NAME = "relay.sock"
+IDLE = TransactionStatus.IDLE
 BATCH_ROWS = 1000
 TIMEOUT_MARGIN_MS = 1000
 LINE_LIMIT = 64 * 1024 * 1024
@@ -106,6 +108,35 @@ class Relay:
         self.name = name
         self.config = config
         self._slots = asyncio.Semaphore(config.pool_size)
+        # Connections a finished job left clean, reused by the next (`release`).
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+
+    async def acquire(self) -> psycopg.AsyncConnection[Any]:
+        """An idle connection of the pool when one is healthy, else a new one."""
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and connection.info.transaction_status == IDLE:
+                return connection
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+        return await self.connect()
+
+    async def release(self, connection: psycopg.AsyncConnection[Any], reusable: bool) -> None:
+        """Back to the pool with nothing of the job left (its transaction rolled back,
+        then `DISCARD ALL`: settings, role, temporary tables, prepared statements, advisory
+        locks, listeners); closed instead when the job ended mid-query or anything fails."""
+        try:
+            await connection.rollback()
+            if reusable and len(self._idle) < self.config.pool_size:
+                await connection.set_autocommit(True)
+                await connection.execute("DISCARD ALL")
+                await connection.set_autocommit(False)
+                self._idle.append(connection)
+                return
+        except psycopg.Error:
+            pass
+        with contextlib.suppress(psycopg.Error):
+            await connection.close()
 
     async def connect(self) -> psycopg.AsyncConnection[Any]:
         """A connection as the configured role; a failure names the database, never the
@@ -156,6 +187,8 @@ class _Session:
         self.running = False
         self.task: asyncio.Task[None] | None = None
         self.served = False
+        # Whether the connection may serve another job: not when a query was cut off.
+        self.reusable = True
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.served:  # one connection per job, the first
@@ -185,7 +218,7 @@ class _Session:
         if not hmac.compare_digest(str(hello.get("token", "")), self.token):
             raise ValueError("the relay refused the connection")
         async with self.relay._slots:
-            self.connection = await self.relay.connect()
+            self.connection = await self.relay.acquire()
             await _send(writer, {"ready": self.relay.name})
             while line := await reader.readline():
                 request = json.loads(line)
@@ -243,6 +276,8 @@ class _Session:
 
     async def stop(self) -> None:
         """The job has ended: cancel a query still running, then close."""
+        if self.running or (self.task is not None and not self.task.done()):
+            self.reusable = False
         if self.connection is not None and self.running:
             with contextlib.suppress(psycopg.Error):
                 await self.connection.cancel_safe(timeout=5)
@@ -255,10 +290,7 @@ class _Session:
     async def _close(self) -> None:
         if self.connection is not None:
             connection, self.connection = self.connection, None
-            with contextlib.suppress(psycopg.Error):
-                await connection.rollback()
-            with contextlib.suppress(psycopg.Error):
-                await connection.close()
+            await self.relay.release(connection, self.reusable and not self.running)
 
 
 async def _send_rows(writer: asyncio.StreamWriter, batch: list[dict[str, Any]]) -> None:

@@ -295,3 +295,18 @@ def test_doctor_warns_about_a_dangerous_job_role(postgres):
     assert "TO PROGRAM" in checks["database admin"].detail
     assert checks["database gone"].status is Status.WARN
     assert "hunter2" not in checks["database gone"].detail
+
+
+def test_nothing_of_a_job_is_left_on_a_pooled_connection(server):
+    leave = (
+        "set application_name = 'leaked';\n"
+        "create temp table tt (x int);\n"
+        "select pg_advisory_lock(42) as locked"
+    )
+    rows(run(server, leave, SQL_COMMIT="1"))
+    look = (
+        "select current_setting('application_name') as app, to_regclass('pg_temp.tt') as temp,"
+        " (select count(*) from pg_locks where locktype = 'advisory') as locks"
+    )
+    for _ in range(4):  # whichever pooled connection it gets
+        assert rows(run(server, look)) == [{"app": "gristmill-job", "temp": None, "locks": 0}]
