@@ -42,6 +42,8 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import TokenError
 from psycopg.types.json import Jsonb
 
 from gristmill.config import DatabaseConfig
@@ -87,6 +89,23 @@ def _bind(value: Any, kind: str) -> Any:
     if kind == "json" or isinstance(value, dict | list):
         return Jsonb(value)
     return value
+
+
+_ENDS_TRANSACTION = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"}
+
+
+def ends_transaction(sql: str) -> bool:
+    """Whether a statement would begin or end the job's transaction (`COMMIT`, `BEGIN`,
+    `ROLLBACK` but to a savepoint, `PREPARE TRANSACTION`...): the service alone does."""
+    try:
+        words = [t.text.upper() for t in Postgres().tokenize(sql)[:2]]
+    except TokenError:
+        return False  # the server refuses it as a syntax error
+    if not words or words[0] not in _ENDS_TRANSACTION:
+        return False
+    if words[0] == "ROLLBACK" and words[1:] == ["TO"]:
+        return False
+    return not (words[0] == "PREPARE" and "TRANSACTION" not in sql.upper())
 
 
 def _error(error: psycopg.Error) -> dict[str, Any]:
@@ -234,6 +253,13 @@ class _Session:
 
     async def _execute(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
         assert self.connection is not None
+        if ends_transaction(request["sql"]):
+            message = (
+                "a job cannot begin or end its transaction: it is committed when the "
+                "request asks for it (SQL_COMMIT=1), else rolled back"
+            )
+            await _send(writer, {"error": {"name": "TransactionControl", "message": message}})
+            return False
         # A backstop a little past the job's own end: the service stops the job at its
         # wall time (TIMEOUT) and cancels the query then; this bounds it if that fails.
         remaining_ms = max(int((self.deadline - time.monotonic()) * 1000), 1) + TIMEOUT_MARGIN_MS

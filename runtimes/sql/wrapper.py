@@ -94,6 +94,14 @@ def _authorizer(action, arg1, arg2, database, trigger):
     return sqlite3.SQLITE_OK
 
 
+def _authorizer_in_transaction(action, arg1, arg2, database, trigger):
+    """A named database's job is one transaction that only the service ends: BEGIN,
+    COMMIT and ROLLBACK (but to a savepoint) are refused too."""
+    if action == sqlite3.SQLITE_TRANSACTION:
+        return sqlite3.SQLITE_DENY
+    return _authorizer(action, arg1, arg2, database, trigger)
+
+
 def _value(value):
     """One SQLite value as JSON: integers exact, text, real, null; blobs as base64."""
     if isinstance(value, bytes):
@@ -316,6 +324,16 @@ def run_postgres(message):
         _write(b'{"result": ' + (last or b"[]") + b"}")
 
 
+def _end(connection, commit):
+    """The service's end of the job's transaction (the job's own is refused)."""
+    connection.set_authorizer(_authorizer)
+    if connection.in_transaction:
+        if commit:
+            connection.commit()
+        else:
+            connection.rollback()
+
+
 def main():
     with os.fdopen(JOB_FD, "rb") as job:
         message = _loads(job.read())
@@ -337,6 +355,7 @@ def main():
     commit = message.get("commit", False)
     if message.get("database"):
         connection.execute("BEGIN")
+        connection.set_authorizer(_authorizer_in_transaction)
     for index, statement in enumerate(message["statements"]):
         try:
             cursor = connection.execute(
@@ -349,15 +368,10 @@ def main():
             elif every:
                 results.append(_encode({"rowcount": cursor.rowcount}))
         except sqlite3.Error as error:
-            if connection.in_transaction:
-                connection.rollback()
+            _end(connection, commit=False)
             _write(_dumps(_error(error, statement, index)))
             return
-    if connection.in_transaction:
-        if commit:
-            connection.commit()
-        else:
-            connection.rollback()
+    _end(connection, commit)
     connection.close()
     if every:
         _write(b'{"result": [' + b", ".join(results) + b"]}")

@@ -310,3 +310,26 @@ def test_nothing_of_a_job_is_left_on_a_pooled_connection(server):
     )
     for _ in range(4):  # whichever pooled connection it gets
         assert rows(run(server, look)) == [{"app": "gristmill-job", "temp": None, "locks": 0}]
+
+
+@pytest.mark.parametrize("db", ["main", "lite"])
+@pytest.mark.parametrize("statement", ["commit", "begin", "end", "rollback"])
+def test_a_job_cannot_end_its_own_transaction(server, db, statement):
+    table = f"t_{uuid.uuid4().hex[:8]}"
+    outcome = run(server, f"create table {table} (x int);\n{statement};", db=db)
+    assert outcome.verdict == pb.ERROR
+    assert outcome.error.stack[-1].line == 2
+    exists = run(server, f"select count(*) as n from {table}", db=db)
+    assert exists.verdict == pb.ERROR  # the table was never committed
+
+
+def test_a_savepoint_is_the_jobs_own(server):
+    code = (
+        "create temp table s (x int);\n"
+        "insert into s values (1);\n"
+        "savepoint a;\n"
+        "insert into s values (2);\n"
+        "rollback to savepoint a;\n"
+        "select count(*) as n from s"
+    )
+    assert rows(run(server, code)) == [{"n": 1}]
