@@ -42,9 +42,9 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
 from sqlglot.dialects.postgres import Postgres
 from sqlglot.errors import TokenError
-from psycopg.types.json import Jsonb
 
 from gristmill.config import DatabaseConfig
 from gristmill.model import Job
