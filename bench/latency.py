@@ -79,6 +79,8 @@ class Workload:
     bare_setup: tuple[tuple[str, ...], ...] = ()
     cold_code: str = ""
     cold_bare_argv: tuple[str, ...] = ()
+    # The trivial job's result as JSON, when it is not 1 (e.g. a SQL job's row `[{"1": 1}]`).
+    result_json: str = "1"
 
 
 def _in_folder(argv: Sequence[str], folder: str) -> tuple[str, ...]:
@@ -104,6 +106,7 @@ def load_workloads(runtimes_dir: Path = REPO_ROOT / "runtimes") -> tuple[Workloa
                 bare_setup=tuple(_in_folder(argv, folder) for argv in table.get("bare_setup", ())),
                 cold_code=cold.get("code", ""),
                 cold_bare_argv=_in_folder(cold.get("bare", ()), folder),
+                result_json=table.get("result_json", "1"),
             )
         )
     return tuple(workloads)
@@ -254,9 +257,10 @@ def make_job(workload: Workload, tag: str, code: str | None = None) -> pb.Execut
     return pb.ExecuteRequest(job=job)
 
 
-def outcome_problem(outcome: pb.Outcome) -> str:
+def outcome_problem(outcome: pb.Outcome, expected_json: str = "1") -> str:
     """Why an outcome is not the expected success, or "" when it is."""
-    if outcome.verdict == pb.SUCCESS and outcome.result_json.strip() in {"1", '"1"'}:
+    expected = {"1", '"1"'} if expected_json == "1" else {expected_json}
+    if outcome.verdict == pb.SUCCESS and outcome.result_json.strip() in expected:
         return ""
     return (
         f"verdict={pb.Verdict.Name(outcome.verdict)} result={outcome.result_json!r} "
@@ -325,7 +329,7 @@ def service_call(
             return f"rpc {error.code().name}: {error.details()}"
         if outcomes is not None:
             outcomes.append(outcome)
-        return outcome_problem(outcome)
+        return outcome_problem(outcome, workload.result_json)
 
     return call
 

@@ -29,6 +29,7 @@ __all__ = [
     "MAX_LIMITS",
     "Caps",
     "ConfigError",
+    "DatabaseConfig",
     "DependencyConfig",
     "PoolConfig",
     "ServerConfig",
@@ -70,6 +71,31 @@ def _default_work_dir() -> Path:
 
 def _cpu_count() -> int:
     return os.cpu_count() or 1
+
+
+@dataclass(frozen=True)
+class DatabaseConfig:
+    """A database jobs may name (keys `databases.<name>.*`, from a file or flags only).
+
+    Its credentials stay in the service: a job names the database, never its DSN.
+    """
+
+    # What it is: "sqlite" (a file `path`, persistent between jobs) or "postgresql".
+    kind: str = "postgresql"
+    # A libpq connection string (PostgreSQL); it may hold a password: never shown.
+    dsn: str = ""
+    # The role jobs connect as (PostgreSQL); "" means the DSN's own user.
+    role: str = ""
+    # The most connections open to it at once; further jobs wait for one.
+    pool_size: int = 4
+    # The database file (SQLite).
+    path: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in {"sqlite", "postgresql"}:
+            raise ConfigError(f"database kind {self.kind!r}: expected sqlite or postgresql")
+        if self.pool_size < 1:
+            raise ConfigError("database pool_size must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -170,6 +196,8 @@ class ServerConfig:
     deps: DependencyConfig = DependencyConfig()
     caps: Caps = Caps()
     pool: PoolConfig = PoolConfig()
+    # Databases by name, for languages whose jobs use one (`databases.<name>.*`).
+    databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
 
     @property
     def deps_dir(self) -> Path:
@@ -247,9 +275,20 @@ def _parse(kind: type, text: str) -> Any:
     return kind(text)
 
 
+_DATABASE_TYPES = get_type_hints(DatabaseConfig)
+
+
+def _kind_of(key: str) -> type | None:
+    """The type of setting `key`; `databases.<name>.<field>` names are the operator's."""
+    parts = key.split(".")
+    if len(parts) == 3 and parts[0] == "databases" and parts[1]:
+        return _DATABASE_TYPES.get(parts[2])
+    return _TYPES.get(key)
+
+
 def _coerce(key: str, value: Any, origin: str) -> Any:
     """`value` as the type of setting `key`: text is parsed, typed values are checked."""
-    kind = _TYPES.get(key)
+    kind = _kind_of(key)
     if kind is None:
         raise ConfigError(f"{origin}: unknown setting {key!r}")
     try:
@@ -330,6 +369,11 @@ def _table(settings: Mapping[str, Any], table: str) -> dict[str, Any]:
 
 def _build(settings: Mapping[str, Any]) -> ServerConfig:
     scalars: dict[str, Any] = {key: value for key, value in settings.items() if "." not in key}
+    named = _table(settings, "databases")
+    databases = {
+        name: DatabaseConfig(**_table(named, name))
+        for name in dict.fromkeys(key.split(".")[0] for key in named)
+    }
     limits: dict[str, Any] = {
         table: dataclasses.replace(defaults, **_table(settings, table))
         for table, defaults in _LIMIT_TABLES.items()
@@ -337,4 +381,4 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
     deps = DependencyConfig(**_table(settings, "deps"))
     caps = Caps(**_table(settings, "caps"))
     pool = PoolConfig(**_table(settings, "pool"))
-    return ServerConfig(**scalars, **limits, deps=deps, caps=caps, pool=pool)
+    return ServerConfig(**scalars, **limits, deps=deps, caps=caps, pool=pool, databases=databases)

@@ -158,6 +158,57 @@ def _backend(config: ServerConfig) -> Iterator[Check]:
     )
 
 
+# What a job's database role must not be able to do, each as a query answering true
+# when it can (PostgreSQL): the server's files and programs, other roles, extensions.
+_DANGEROUS_ROLE = {
+    "is a superuser": "select rolsuper from pg_roles where rolname = current_user",
+    "can COPY ... TO PROGRAM": "select pg_has_role('pg_execute_server_program', 'member')",
+    "can read server files": "select pg_has_role('pg_read_server_files', 'member')",
+    "can write server files": "select pg_has_role('pg_write_server_files', 'member')",
+    "can create roles": "select rolcreaterole from pg_roles where rolname = current_user",
+    "can create extensions (CREATE on the database)": (
+        "select has_database_privilege(current_database(), 'CREATE')"
+    ),
+    "can SET ROLE to another role": (
+        "select exists (select 1 from pg_auth_members m join pg_roles r on r.oid = m.member"
+        " where r.rolname = current_user)"
+    ),
+}
+
+
+def _database_role(name: str, dsn: str, role: str) -> Check:
+    """Whether a configured PostgreSQL database is reachable, and what its job role can do
+    that a job must not; never shows the DSN (it may hold a password)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    label = f"database {name}"
+    try:
+        conninfo = make_conninfo(dsn, **({"user": role} if role else {}))
+        with psycopg.connect(conninfo, connect_timeout=5) as connection:
+            found = [
+                what
+                for what, query in _DANGEROUS_ROLE.items()
+                if (row := connection.execute(query).fetchone()) is not None and row[0]
+            ]
+            user = connection.info.user
+    except psycopg.Error as error:
+        return Check(label, Status.WARN, f"cannot be reached ({type(error).__name__})")
+    if found:
+        return Check(label, Status.WARN, f"job role {user!r} {'; '.join(found)}")
+    return Check(label, Status.OK, f"job role {user!r}: no dangerous privileges")
+
+
+def _databases(config: ServerConfig) -> Iterator[Check]:
+    for name, database in sorted(config.databases.items()):
+        if database.kind == "postgresql":
+            yield _database_role(name, database.dsn, database.role)
+        else:
+            where = Path(database.path).parent
+            status = Status.OK if where.is_dir() else Status.WARN
+            yield Check(f"database {name}", status, f"SQLite file in {where}")
+
+
 def run_checks(config: ServerConfig) -> list[Check]:
     checks: list[Callable[[], Iterator[Check]]] = [
         _python,
@@ -167,6 +218,7 @@ def run_checks(config: ServerConfig) -> list[Check]:
         _cgroups,
         _nsjail,
         lambda: _backend(config),
+        lambda: _databases(config),
     ]
     return [check for run in checks for check in run()]
 

@@ -508,8 +508,16 @@ SERVER_NAMES: dict[str, str] = {}
 """The address of each server under test -> its backend and pool mode."""
 
 
+@pytest.fixture(scope="session")
+def shared_caches() -> Iterator[Path]:
+    """One dependency and build cache for every server of the suite, as replicas may share
+    one: each case's code is compiled (and its packages installed) once, not once a server."""
+    with sandbox_work_dir() as directory:
+        yield directory / "deps"
+
+
 @pytest.fixture(scope="session", params=SERVERS)
-def server_address(request: pytest.FixtureRequest) -> Iterator[str]:
+def server_address(request: pytest.FixtureRequest, shared_caches: Path) -> Iterator[str]:
     """One real server per sandbox backend and pool mode, for the whole suite."""
     backend, pool = request.param.split("/")
     with sandbox_work_dir() as work_dir:
@@ -518,6 +526,7 @@ def server_address(request: pytest.FixtureRequest) -> Iterator[str]:
             "work_dir": work_dir,
             "sandbox_backend": backend,
             "pool.enabled": pool == "warm",
+            "deps.cache_dir": shared_caches,
         }
         config = load_config(overrides=overrides)
         try:

@@ -13,11 +13,11 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from gristmill.config import DEFAULT_LIMITS, Caps, DependencyConfig, PoolConfig
+from gristmill.config import DEFAULT_LIMITS, Caps, DatabaseConfig, DependencyConfig, PoolConfig
 from gristmill.deps import (
     DependencyFailure,
     DependencyManager,
@@ -151,8 +151,11 @@ class Executor:
         caps: Caps | None = None,
         pool: PoolConfig | None = None,
         pool_limits: Limits = DEFAULT_LIMITS,
+        databases: Mapping[str, DatabaseConfig] | None = None,
     ) -> None:
         self.registry = registry
+        for runtime in registry:
+            runtime.plugin.configure(databases or {})
         self.caps = caps or Caps()
         # The service's own work that grows with a job's input or output goes here.
         self.offload = Offload(registry.runtimes_dir, registry.profiles_dir)
@@ -304,37 +307,40 @@ class Executor:
         job = within_deadline(job)
         began = time.monotonic_ns()
         emit(PhaseEvent("prepare"))
-        needs_mounts = environment is not None or build is not None
-        warm = self.pool.take(runtime) if self.pool.fits(job, needs_mounts) else None
-        try:
-            if warm is not None:
-                outcome = await self._run_warm(job, runtime, warm, message, emit, cancel, began)
-                if outcome is not None:
-                    return outcome
-            uid, gid = self._ids(runtime)
-            workspace = Workspace.empty(self.jobs_dir, uid, gid)
+        # What the plugin provides to the run (e.g. a socket it serves), until it ends.
+        async with runtime.plugin.attach(job) as attached:
+            needs_mounts = environment is not None or build is not None or bool(attached)
+            warm = self.pool.take(runtime) if self.pool.fits(job, needs_mounts) else None
             try:
-                await self._fill(workspace, job, runtime)
-                prepared = time.monotonic_ns()
-                emit(PhaseEvent("sandbox_setup", self.backend.name))
-                plan = job_plan(
-                    runtime,
-                    self._runtime_dirs / runtime.name,
-                    workspace,
-                    runtime.spec.run,
-                    job.env,
-                    job.limits,
-                    environment,
-                    build.path if build else None,
-                )
-                sandbox = await self.backend.start(plan)
-                return await self._supervise(
-                    job, runtime, sandbox, message, emit, cancel, began, prepared, False
-                )
+                if warm is not None:
+                    outcome = await self._run_warm(job, runtime, warm, message, emit, cancel, began)
+                    if outcome is not None:
+                        return outcome
+                uid, gid = self._ids(runtime)
+                workspace = Workspace.empty(self.jobs_dir, uid, gid)
+                try:
+                    await self._fill(workspace, job, runtime)
+                    prepared = time.monotonic_ns()
+                    emit(PhaseEvent("sandbox_setup", self.backend.name))
+                    plan = job_plan(
+                        runtime,
+                        self._runtime_dirs / runtime.name,
+                        workspace,
+                        runtime.spec.run,
+                        job.env,
+                        job.limits,
+                        environment,
+                        build.path if build else None,
+                        attached=attached,
+                    )
+                    sandbox = await self.backend.start(plan)
+                    return await self._supervise(
+                        job, runtime, sandbox, message, emit, cancel, began, prepared, False
+                    )
+                finally:
+                    self._remove_later(workspace)
             finally:
-                self._remove_later(workspace)
-        finally:
-            self.pool.refill(runtime)
+                self.pool.refill(runtime)
 
     async def _run_warm(
         self,

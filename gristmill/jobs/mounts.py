@@ -8,7 +8,7 @@ are set last: a job's own `env` cannot point them elsewhere.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from gristmill.deps import PreparedEnvironment
@@ -33,13 +33,15 @@ def job_plan(
     environment: PreparedEnvironment | None,
     build_dir: Path | None,
     build_writable: bool = False,
+    attached: Sequence[BindMount] = (),
 ) -> SandboxPlan:
     """The plan of one of a job's sandboxes: `argv` with `env` over the profile's, under
     `limits`, in `workspace`.
 
     `runtime_dir` is the language's folder (read-only); `environment` the installed
     dependencies (read-only); `build_dir` the build output: writable for the build
-    step that fills it, read-only for the run that uses it.
+    step that fills it, read-only for the run that uses it; `attached` what the
+    language's plugin provides to the run (`LanguagePlugin.attach`).
     """
     mounts = [BindMount(str(runtime_dir), JAIL_RUNTIME_DIR)]
     variables: dict[str, str] = {}
@@ -49,6 +51,7 @@ def job_plan(
     if build_dir is not None:
         mounts.append(BindMount(str(build_dir), JAIL_BUILD_DIR, writable=build_writable))
         variables[BUILD_VARIABLE] = JAIL_BUILD_DIR
+    mounts.extend(attached)
     return SandboxPlan(
         profile=runtime.profile.with_mounts(*mounts),
         argv=argv,

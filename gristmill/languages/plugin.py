@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from gristmill.isolation.profile import BindMount
 from gristmill.model import Dependency, Job
 
 if TYPE_CHECKING:
+    from gristmill.config import DatabaseConfig
     from gristmill.deps.tool import Resolver
 
 
@@ -63,3 +66,17 @@ class LanguagePlugin:
         declare their dependencies in a file of their own (a manifest among the files)
         overrides this to read it."""
         return self.dependencies(code, list(files))
+
+    def configure(self, databases: Mapping[str, DatabaseConfig]) -> None:
+        """Called once by the service with the databases it has, by name. Their
+        credentials are the service's: a plugin uses them in the service, never hands
+        them to a job. Nothing by default."""
+
+    def attach(self, job: Job) -> contextlib.AbstractAsyncContextManager[Sequence[BindMount]]:
+        """What the service provides to `job`'s run sandbox while it runs: host paths
+        mounted into it, e.g. a directory holding a Unix socket the plugin serves (a
+        socket crosses the sandbox's network namespace). Entered just before the sandbox
+        starts, exited once it has ended, however it ended (timeout and cancel included).
+        Raises ArgumentsRejected for a job asking what the server does not have. None
+        by default."""
+        return contextlib.nullcontext(())

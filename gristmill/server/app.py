@@ -91,6 +91,7 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
             config.caps,
             config.pool,
             pool_limits,
+            config.databases,
         )
         offload = executor.offload
         runner, resolver = executor, executor.deps

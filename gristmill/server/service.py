@@ -161,8 +161,14 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         runtimes = await asyncio.to_thread(
             lambda: [convert.runtime_info(runtime) for runtime in self._registry]
         )
+        databases = [
+            pb.DatabaseInfo(name=name, kind=database.kind)
+            for name, database in sorted(self._config.databases.items())
+        ]
         return pb.ListRuntimesResponse(
-            runtimes=runtimes, sandbox=convert.sandbox_info(self._runner.sandbox_info())
+            runtimes=runtimes,
+            sandbox=convert.sandbox_info(self._runner.sandbox_info()),
+            databases=databases,
         )
 
     @_unary

@@ -248,6 +248,24 @@ def test_list_runtimes_tells_availability_and_the_sandbox(fake_server):
     assert listing.sandbox.backend == "fake"
 
 
+def test_list_runtimes_names_the_databases_never_their_credentials(fake_server):
+    address, _ = fake_server(
+        **{
+            "databases.reports.dsn": "host=/run/db dbname=r password=hunter2",
+            "databases.local.kind": "sqlite",
+            "databases.local.path": "/srv/local.sqlite",
+        }
+    )
+    with Client(address) as client:
+        listing = client.list_runtimes()
+    assert [(d.name, d.kind) for d in listing.databases] == [
+        ("local", "sqlite"),
+        ("reports", "postgresql"),
+    ]
+    assert b"hunter2" not in listing.SerializeToString()
+    assert b"/srv/local.sqlite" not in listing.SerializeToString()
+
+
 def test_describe_answers_the_plugins_schema(fake_server):
     address, _ = fake_server()
     with Client(address) as client:

@@ -1,0 +1,333 @@
+"""The service's side of a PostgreSQL job: a statement-level relay on a Unix socket.
+
+The job's wrapper, in its sandbox without network, connects to a socket the service
+mounts into the sandbox and sends one JSON line per request; the service executes the
+statements with psycopg on a connection it opened with the configured DSN and role,
+so the credentials never enter the sandbox. Line protocol (UTF-8 JSON, one per line):
+
+    job -> {"token": "..."}                         first: the token from its message
+    job -> {"sql": "...", "params": [...], "types": [...]}
+    relay -> {"columns": [...]}, then per batch {"chunk": n} and n bytes of rows already
+             encoded as JSON objects, then {"done": rowcount}
+             or {"error": {"name", "message", "sqlstate", "position"}}
+    job -> {"end": true}                            every statement succeeded
+    relay -> {"ended": "committed" | "rolled back"}
+
+The job's whole run is one transaction: rolled back unless the request asked to commit
+(`SQL_COMMIT`, read by the service from the request, never from the sandbox), and
+never committed unless the wrapper reached its end. Each statement's
+`statement_timeout` is the job's remaining time; when the job ends for any reason
+(timeout, cancel, a limit) a query still running is cancelled on the server (the
+protocol's cancel request, as `pg_cancel_backend`) and its connection closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import datetime
+import decimal
+import hmac
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import psycopg
+from psycopg.pq import TransactionStatus
+from psycopg.types.json import Jsonb
+from sqlglot.dialects.postgres import Postgres
+from sqlglot.errors import TokenError
+
+from gristmill.config import DatabaseConfig
+from gristmill.model import Job
+
+SOCKET_NAME = "relay.sock"
+IDLE = TransactionStatus.IDLE
+BATCH_ROWS = 1000
+TIMEOUT_MARGIN_MS = 1000
+LINE_LIMIT = 64 * 1024 * 1024
+"""The longest request line the relay reads (a statement with its values)."""
+
+
+def to_json(value: Any) -> Any:
+    """A value psycopg loaded, as JSON: numbers exact (numeric as a string), dates and
+    times as ISO-8601, json/jsonb as JSON, bytes as base64, anything else as text."""
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, decimal.Decimal):
+        return str(value)
+    if isinstance(value, datetime.date | datetime.time):
+        return value.isoformat()
+    if isinstance(value, bytes | memoryview | bytearray):
+        return base64.b64encode(bytes(value)).decode("ascii")
+    if isinstance(value, list | tuple):
+        return [to_json(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): to_json(v) for k, v in value.items()}
+    if isinstance(value, uuid.UUID | datetime.timedelta):
+        return str(value)
+    return str(value)
+
+
+def _bind(value: Any, kind: str) -> Any:
+    if value is None:
+        return None
+    if kind == "blob":
+        return base64.b64decode(value)
+    if kind == "json" or isinstance(value, dict | list):
+        return Jsonb(value)
+    return value
+
+
+_ENDS_TRANSACTION = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"}
+
+
+def ends_transaction(sql: str) -> bool:
+    """Whether a statement would begin or end the job's transaction (`COMMIT`, `BEGIN`,
+    `ROLLBACK` but to a savepoint, `PREPARE TRANSACTION`...): the service alone does."""
+    try:
+        words = [t.text.upper() for t in Postgres().tokenize(sql)[:2]]
+    except TokenError:
+        return False  # the server refuses it as a syntax error
+    if not words or words[0] not in _ENDS_TRANSACTION:
+        return False
+    if words[0] == "ROLLBACK" and words[1:] == ["TO"]:
+        return False
+    return not (words[0] == "PREPARE" and "TRANSACTION" not in sql.upper())
+
+
+def _error(error: psycopg.Error) -> dict[str, Any]:
+    diag = error.diag
+    position = diag.statement_position
+    return {
+        "name": type(error).__name__,
+        "message": diag.message_primary or str(error),
+        "sqlstate": error.sqlstate or "",
+        "position": int(position) if position and position.isdigit() else 0,
+        "detail": diag.message_detail or "",
+    }
+
+
+class Relay:
+    """One configured PostgreSQL database: at most `pool_size` jobs connected at once."""
+
+    def __init__(self, name: str, config: DatabaseConfig) -> None:
+        self.name = name
+        self.config = config
+        self._slots = asyncio.Semaphore(config.pool_size)
+        # Connections a finished job left clean, reused by the next (`release`).
+        self._idle: list[psycopg.AsyncConnection[Any]] = []
+
+    async def acquire(self) -> psycopg.AsyncConnection[Any]:
+        """An idle connection of the pool when one is healthy, else a new one."""
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and connection.info.transaction_status == IDLE:
+                return connection
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+        return await self.connect()
+
+    async def release(self, connection: psycopg.AsyncConnection[Any], reusable: bool) -> None:
+        """Back to the pool with nothing of the job left (its transaction rolled back,
+        then `DISCARD ALL`: settings, role, temporary tables, prepared statements, advisory
+        locks, listeners); closed instead when the job ended mid-query or anything fails."""
+        try:
+            await connection.rollback()
+            if reusable and len(self._idle) < self.config.pool_size:
+                await connection.set_autocommit(True)
+                await connection.execute("DISCARD ALL")
+                await connection.set_autocommit(False)
+                self._idle.append(connection)
+                return
+        except psycopg.Error:
+            pass
+        with contextlib.suppress(psycopg.Error):
+            await connection.close()
+
+    async def connect(self) -> psycopg.AsyncConnection[Any]:
+        """A connection as the configured role; a failure names the database, never the
+        DSN (which may hold a password)."""
+        extra = {"user": self.config.role} if self.config.role else {}
+        try:
+            return await psycopg.AsyncConnection.connect(
+                psycopg.conninfo.make_conninfo(
+                    self.config.dsn, application_name="gristmill-job", **extra
+                ),
+                autocommit=False,
+            )
+        except psycopg.Error as error:
+            reason = type(error).__name__
+            raise ConnectionError(f"database {self.name!r} cannot be reached ({reason})") from None
+
+    @contextlib.asynccontextmanager
+    async def serve(self, job: Job, token: str, commit: bool) -> AsyncIterator[Path]:
+        """A folder holding the job's socket, served until the job has ended."""
+        # A short path (a socket's is at most 107 bytes), searchable by the jail's user.
+        folder = Path(tempfile.mkdtemp(prefix="gm-sql-"))
+        os.chmod(folder, 0o711)  # noqa: PTH101 (a blocking call either way; microseconds)
+        deadline = time.monotonic() + job.limits.wall_time_ms / 1000
+        if job.deadline is not None:
+            deadline = min(deadline, job.deadline)
+        session = _Session(self, token, commit, deadline)
+        server = await asyncio.start_unix_server(
+            session.handle, path=str(folder / SOCKET_NAME), limit=LINE_LIMIT
+        )
+        os.chmod(folder / SOCKET_NAME, 0o666)  # noqa: PTH101
+        try:
+            yield folder
+        finally:
+            server.close()
+            await session.stop()
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+class _Session:
+    """One job's connection: opened when the job's wrapper connects, closed at the end."""
+
+    def __init__(self, relay: Relay, token: str, commit: bool, deadline: float) -> None:
+        self.relay = relay
+        self.token = token
+        self.commit = commit
+        self.deadline = deadline
+        self.connection: psycopg.AsyncConnection[Any] | None = None
+        self.running = False
+        self.task: asyncio.Task[None] | None = None
+        self.served = False
+        # Whether the connection may serve another job: not when a query was cut off.
+        self.reusable = True
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.served:  # one connection per job, the first
+            writer.close()
+            return
+        self.served = True
+        self.task = asyncio.current_task()
+        try:
+            await self._converse(reader, writer)
+        except asyncio.CancelledError:
+            # `stop` ended the job's conversation: nothing is left to answer. (Ending the
+            # task normally keeps asyncio's stream callback from logging the cancel.)
+            pass
+        except psycopg.Error:
+            pass  # the connection broke mid-query (e.g. cancelled): the job has ended
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError) as error:
+            with contextlib.suppress(ConnectionError):
+                await _send(
+                    writer, {"error": {"name": "DatabaseUnavailable", "message": str(error)}}
+                )
+        finally:
+            await self._close()
+            writer.close()
+
+    async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        hello = json.loads(await reader.readline() or b"{}")
+        if not hmac.compare_digest(str(hello.get("token", "")), self.token):
+            raise ValueError("the relay refused the connection")
+        async with self.relay._slots:
+            self.connection = await self.relay.acquire()
+            await _send(writer, {"ready": self.relay.name})
+            while line := await reader.readline():
+                request = json.loads(line)
+                if request.get("end"):
+                    if self.commit:
+                        await self.connection.commit()
+                    else:
+                        await self.connection.rollback()
+                    await _send(writer, {"ended": "committed" if self.commit else "rolled back"})
+                    return
+                if not await self._execute(request, writer):
+                    return
+
+    async def _execute(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+        assert self.connection is not None
+        if ends_transaction(request["sql"]):
+            message = (
+                "a job cannot begin or end its transaction: it is committed when the "
+                "request asks for it (SQL_COMMIT=1), else rolled back"
+            )
+            await _send(writer, {"error": {"name": "TransactionControl", "message": message}})
+            return False
+        # A backstop a little past the job's own end: the service stops the job at its
+        # wall time (TIMEOUT) and cancels the query then; this bounds it if that fails.
+        remaining_ms = max(int((self.deadline - time.monotonic()) * 1000), 1) + TIMEOUT_MARGIN_MS
+        params = [_bind(v, k) for v, k in zip(request["params"], request["types"], strict=True)]
+        cursor = psycopg.AsyncRawCursor(self.connection)
+        try:
+            self.running = True
+            await cursor.execute(
+                "select set_config('statement_timeout', $1, true)", [f"{remaining_ms}ms"]
+            )
+            batch: list[dict[str, Any]] = []
+            columns: list[str] | None = None
+            try:
+                async for row in cursor.stream(request["sql"], params or None, size=BATCH_ROWS):
+                    if columns is None:
+                        columns = [c.name for c in cursor.description or ()]
+                        await _send(writer, {"columns": columns})
+                    batch.append({n: to_json(v) for n, v in zip(columns, row, strict=True)})
+                    if len(batch) >= BATCH_ROWS:
+                        await _send_rows(writer, batch)
+                        batch = []
+            except psycopg.ProgrammingError as error:
+                # psycopg's word for a statement that ran and returns no rows (DDL, DML
+                # without RETURNING): its results are consumed, the connection is idle.
+                if "didn't produce a result" not in str(error):
+                    raise
+                await _send(writer, {"done": -1})
+                return True
+            if columns is None:  # it returns rows, none this time: their names do not matter
+                await _send(writer, {"columns": []})
+            if batch:
+                await _send_rows(writer, batch)
+            await _send(writer, {"done": cursor.rowcount})
+            return True
+        except psycopg.Error as error:
+            await _send(writer, {"error": _error(error)})
+            return False
+        finally:
+            self.running = False
+
+    async def stop(self) -> None:
+        """The job has ended: cancel a query still running, then close."""
+        if self.running or (self.task is not None and not self.task.done()):
+            self.reusable = False
+        if self.connection is not None and self.running:
+            with contextlib.suppress(psycopg.Error):
+                await self.connection.cancel_safe(timeout=5)
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self.task
+        await self._close()
+
+    async def _close(self) -> None:
+        if self.connection is not None:
+            connection, self.connection = self.connection, None
+            await self.relay.release(connection, self.reusable and not self.running)
+
+
+async def _send_rows(writer: asyncio.StreamWriter, batch: list[dict[str, Any]]) -> None:
+    """Rows as JSON objects, comma-separated, sent as they will stand in the result: a
+    `{"chunk": size}` line, then that many bytes, which the job copies without reading."""
+    encoded = json.dumps(batch, ensure_ascii=False, allow_nan=False)[1:-1].encode()
+    await _send(writer, {"chunk": len(encoded)})
+    writer.write(encoded)
+    await writer.drain()
+
+
+async def _send(writer: asyncio.StreamWriter, message: dict[str, Any]) -> None:
+    writer.write(json.dumps(message, ensure_ascii=False, allow_nan=False).encode() + b"\n")
+    await writer.drain()
