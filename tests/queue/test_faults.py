@@ -16,7 +16,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -187,12 +187,13 @@ def test_every_job_gets_exactly_one_outcome_through_worker_server_and_database_f
         started = time.monotonic()
         workers[0].start()
         workers[1].start()
-        faults = [
-            (
-                0.15,
-                "SIGKILL worker 0, start worker 2",
-                lambda: (workers[0].kill(), workers[2].start()),
-            ),
+
+        def replace_worker() -> None:
+            workers[0].kill()
+            workers[2].start()
+
+        faults: list[tuple[float, str, Callable[[], None]]] = [
+            (0.15, "SIGKILL worker 0, start worker 2", replace_worker),
             (0.35, "SIGKILL server 0", servers[0].kill),
             (0.40, "restart server 0", servers[0].start),
             (0.60, "restart PostgreSQL", cluster.restart),
