@@ -160,7 +160,7 @@ class _Database:
                             self._conninfo, autocommit=True, connect_timeout=5
                         )
                     return await work(self._conn)
-                except psycopg.OperationalError as error:
+                except (psycopg.OperationalError, psycopg.InterfaceError) as error:
                     if self._gone.is_set():
                         raise
                     log.warning("database unavailable (%s); retrying in %.1f s", error, pause)
@@ -257,13 +257,17 @@ class Worker:
         while not self._stop.is_set():
             self._wake.clear()
             now = time.monotonic()
-            if now >= next_reap:
-                await self._reap()
-                next_reap = now + self.config.poll_s
-            free = self.config.concurrency - len(self._running)
-            if free > 0 and now >= self._paused_until:
-                for job in await self._claim(free):
-                    self._start(job)
+            try:
+                if now >= next_reap:
+                    await self._reap()
+                    next_reap = now + self.config.poll_s
+                free = self.config.concurrency - len(self._running)
+                if free > 0 and now >= self._paused_until:
+                    for job in await self._claim(free):
+                        self._start(job)
+            except psycopg.Error:
+                # Not a lost connection (that is waited out): log it, try again later.
+                log.exception("claiming failed")
             timeout = self.config.poll_s
             if self._paused_until > now:
                 timeout = min(timeout, self._paused_until - now)
@@ -524,41 +528,48 @@ class Worker:
                             self._wake.set()
                         elif (running := self._running.get(note.payload)) is not None:
                             self._request_cancel(running)
-            except psycopg.OperationalError as error:
+            except psycopg.Error as error:
                 log.info("listener lost the database (%s); polling until it is back", error)
             await asyncio.sleep(1.0)
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_s)
-            held = [r for r in self._running.values() if not r.lease_lost]
-            if not held:
-                continue
-            rows = await self._db.fetch(
-                """
-                update gristmill.jobs j
-                   set lease_expires_at = now() + make_interval(secs => %(lease)s)
-                  from unnest(%(ids)s::text[], %(tokens)s::bigint[]) as h(id, token)
-                 where j.id = h.id and j.lease_token = h.token and j.state = 'running'
-                returning j.id, j.cancel_requested
-                """,
-                {
-                    "lease": self.config.lease_s,
-                    "ids": [r.job.id for r in held],
-                    "tokens": [r.job.lease_token for r in held],
-                },
-            )
-            kept = {str(job_id): bool(cancel) for job_id, cancel in rows}
-            for running in held:
-                if running.job.id not in kept:
-                    if running.task is not None and running.task.done():
-                        continue  # finished meanwhile: nothing to hold
-                    running.lease_lost = True
-                    log.warning("job %s: lease lost; abandoning its call", running.job.id)
-                    if running.call is not None:
-                        running.call.cancel()
-                elif kept[running.job.id]:
-                    self._request_cancel(running)
+            try:
+                await self._heartbeat()
+            except psycopg.Error:
+                log.exception("heartbeat failed")
+
+    async def _heartbeat(self) -> None:
+        """Extends the leases still held; abandons the jobs whose lease passed to another."""
+        held = [r for r in self._running.values() if not r.lease_lost]
+        if not held:
+            return
+        rows = await self._db.fetch(
+            """
+            update gristmill.jobs j
+               set lease_expires_at = now() + make_interval(secs => %(lease)s)
+              from unnest(%(ids)s::text[], %(tokens)s::bigint[]) as h(id, token)
+             where j.id = h.id and j.lease_token = h.token and j.state = 'running'
+            returning j.id, j.cancel_requested
+            """,
+            {
+                "lease": self.config.lease_s,
+                "ids": [r.job.id for r in held],
+                "tokens": [r.job.lease_token for r in held],
+            },
+        )
+        kept = {str(job_id): bool(cancel) for job_id, cancel in rows}
+        for running in held:
+            if running.job.id not in kept:
+                if running.task is not None and running.task.done():
+                    continue  # finished meanwhile: nothing to hold
+                running.lease_lost = True
+                log.warning("job %s: lease lost; abandoning its call", running.job.id)
+                if running.call is not None:
+                    running.call.cancel()
+            elif kept[running.job.id]:
+                self._request_cancel(running)
 
     async def _drain(self) -> None:
         """At stop: lets running jobs finish within the grace period, releases the rest."""

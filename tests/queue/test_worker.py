@@ -236,3 +236,25 @@ async def test_new_jobs_wake_an_idle_worker_without_waiting_for_the_poll(
             assert row is not None
             job = await asyncio.to_thread(queue.wait, row[0], 15)
     assert job.state == "done"
+
+
+async def test_a_worker_whose_lease_passed_to_another_abandons_the_call_and_writes_nothing(
+    database: str, scripted_server: ScriptedServer
+) -> None:
+    address, runner = scripted_server()
+    with migrated_queue(database) as queue:
+        job_id = queue.enqueue("fake", "wait")
+        async with running_worker(database, [address], heartbeat_s=0.2) as worker:
+            await until(lambda: job_id in runner.runs)
+            with psycopg.connect(database, autocommit=True) as conn:
+                # Another claim takes the job over (as after a reap and a re-claim).
+                conn.execute(
+                    "update gristmill.jobs set lease_token = nextval('gristmill.lease_tokens'),"
+                    " leased_by = 'thief' where id = %s",
+                    (job_id,),
+                )
+            await until(lambda: worker.stats.fenced == 1)
+            await until(lambda: job_id in runner.cancelled)  # the abandoned run was killed
+        job = queue.get(job_id)
+    assert job is not None and (job.state, job.verdict) == ("running", None)
+    assert worker.stats.recorded == 0
