@@ -218,9 +218,7 @@ class Worker:
         """Runs until `stop`; returns once every job is finished or released."""
         config = self.config
         if config.migrate:
-            applied = await asyncio.to_thread(migrate, config.conninfo)
-            if applied:
-                log.info("migrated the queue to version %d", applied[-1])
+            await self._migrate()
         retry = RetryPolicy()
         options: list[tuple[str, Any]] = [
             *retry.channel_options(),
@@ -249,6 +247,21 @@ class Worker:
                 await client.close()
             await self._db.close()
             log.info("worker %s stopped: %s", config.worker_id, self.stats.as_dict())
+
+    async def _migrate(self) -> None:
+        """Brings the schema up to date, waiting for the database if it is not up yet."""
+        while True:
+            try:
+                applied = await asyncio.to_thread(migrate, self.config.conninfo)
+            except psycopg.OperationalError as error:
+                if self._stop.is_set():
+                    raise
+                log.warning("database unavailable (%s); retrying the migration", error)
+                await asyncio.sleep(1.0)
+                continue
+            if applied:
+                log.info("migrated the queue to version %d", applied[-1])
+            return
 
     # --- claiming ------------------------------------------------------------------
 
