@@ -258,3 +258,19 @@ async def test_a_worker_whose_lease_passed_to_another_abandons_the_call_and_writ
         job = queue.get(job_id)
     assert job is not None and (job.state, job.verdict) == ("running", None)
     assert worker.stats.recorded == 0
+
+
+async def test_a_full_server_is_backpressure_not_a_failure_of_the_job(
+    database: str, scripted_server: ScriptedServer
+) -> None:
+    address, runner = scripted_server(max_concurrent_jobs=1, max_queued_jobs=0)
+    with migrated_queue(database) as queue:
+        ids = [queue.enqueue("fake", "sleep:0.3", {"i": i}, max_attempts=1) for i in range(4)]
+        async with running_worker(database, [address], concurrency=4) as worker:
+            jobs = [await wait(queue, job_id) for job_id in ids]
+    assert {(job.state, job.verdict, job.attempts) for job in jobs} == {("done", "SUCCESS", 1)}
+    assert worker.stats.retried > 0  # RESOURCE_EXHAUSTED: back to the queue, attempt kept
+    assert all(
+        (job.last_error or "").startswith("RESOURCE_EXHAUSTED") for job in jobs if job.retries
+    )
+    assert set(runner.runs.values()) == {1}
