@@ -34,6 +34,7 @@ import asyncio  # noqa: E402
 import contextlib  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
+import shutil  # noqa: E402
 import socket  # noqa: E402
 import statistics  # noqa: E402
 import subprocess  # noqa: E402
@@ -51,6 +52,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
 from gristmill.client import Client  # noqa: E402
+from gristmill.jobs.workspace import unmount_jobs_dir  # noqa: E402
 from gristmill.queue import JobRecord, Worker, WorkerConfig, migrate  # noqa: E402
 from gristmill.v1 import runtime_pb2 as pb  # noqa: E402
 
@@ -127,8 +129,8 @@ def server() -> Iterator[str]:
     finally:
         process.terminate()
         process.wait(60)
-        subprocess.run(["umount", "-R", str(work_dir / "jobs")], check=False, capture_output=True)
-        subprocess.run(["rm", "-rf", str(work_dir)], check=False)
+        unmount_jobs_dir(work_dir / "jobs")
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def bench_direct(address: str, language: str, jobs: int, callers: int) -> dict[str, Any]:
