@@ -274,3 +274,21 @@ async def test_a_full_server_is_backpressure_not_a_failure_of_the_job(
         (job.last_error or "").startswith("RESOURCE_EXHAUSTED") for job in jobs if job.retries
     )
     assert set(runner.runs.values()) == {1}
+
+
+async def test_higher_priority_first_and_nothing_before_its_run_after(
+    database: str, scripted_server: ScriptedServer
+) -> None:
+    address, _ = scripted_server()
+    with migrated_queue(database) as queue:
+        with psycopg.connect(database) as conn:
+            row = conn.execute("select now() + interval '2 seconds'").fetchone()
+        assert row is not None
+        later = queue.enqueue("fake", "echo", {"n": "later"}, priority=100, run_after=row[0])
+        low = queue.enqueue("fake", "echo", {"n": "low"})
+        high = queue.enqueue("fake", "echo", {"n": "high"}, priority=5)
+        async with running_worker(database, [address], concurrency=1):
+            jobs = {job_id: await wait(queue, job_id) for job_id in (later, low, high)}
+    started = sorted(jobs, key=lambda job_id: jobs[job_id].started_at or 0)
+    assert started == [high, low, later]
+    assert (jobs[later].started_at or row[0]) >= row[0]
