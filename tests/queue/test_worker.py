@@ -123,10 +123,10 @@ async def test_heartbeats_keep_the_lease_of_a_job_longer_than_it(
 ) -> None:
     address, runner = scripted_server()
     with migrated_queue(database) as queue:
-        job_id = queue.enqueue("fake", "sleep:3")
+        job_id = queue.enqueue("fake", "sleep:4")
         async with (
-            running_worker(database, [address], lease_s=1.0, heartbeat_s=0.2),
-            running_worker(database, [address], lease_s=1.0, heartbeat_s=0.2),
+            running_worker(database, [address], lease_s=1.5, heartbeat_s=0.25),
+            running_worker(database, [address], lease_s=1.5, heartbeat_s=0.25),
         ):
             job = await wait(queue, job_id)
     assert (job.state, job.verdict, job.retries) == ("done", "SUCCESS", 0)
@@ -197,12 +197,12 @@ async def test_calls_are_spread_over_every_server(
 ) -> None:
     servers = [scripted_server() for _ in range(2)]
     with migrated_queue(database) as queue:
-        ids = [queue.enqueue("fake", "sleep:0.05", {"i": i}) for i in range(20)]
+        ids = [queue.enqueue("fake", "sleep:0.1", {"i": i}) for i in range(40)]
         async with running_worker(database, [address for address, _ in servers], concurrency=4):
             jobs = [await wait(queue, job_id) for job_id in ids]
     assert {job.verdict for job in jobs} == {"SUCCESS"}
     assert all(runner.runs for _, runner in servers), "round_robin used one server only"
-    assert sum(sum(runner.runs.values()) for _, runner in servers) == 20
+    assert sum(sum(runner.runs.values()) for _, runner in servers) == 40
 
 
 async def test_stopping_lets_jobs_finish_and_releases_those_past_the_grace_period(
