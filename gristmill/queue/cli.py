@@ -2,6 +2,8 @@
 
 The database comes from `--database`, else `$GRISTMILL_DATABASE_URL` (which
 `scripts/postgres.sh env` sets), else libpq's own `PG*` variables.
+
+The commands import psycopg and the queue's modules when they run, never at start-up.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gristmill.queue.migrations import migrate
-from gristmill.queue.queue import Queue, WaitTimeout
-from gristmill.queue.records import JobRecord
-from gristmill.queue.worker import Worker, WorkerConfig
+if TYPE_CHECKING:  # psycopg costs ~0.1 s to import: only the queue's commands load it
+    from gristmill.queue.records import JobRecord
+    from gristmill.queue.worker import WorkerConfig
 
 __all__ = ["COMMANDS", "add_commands"]
 
@@ -122,6 +123,8 @@ def _enqueue(options: argparse.Namespace) -> int:
         limits["wall_time_ms"] = options.timeout_ms
     if options.memory_mb:
         limits["memory_bytes"] = options.memory_mb * 1024 * 1024
+    from gristmill.queue.queue import Queue
+
     with Queue(options.database) as queue:
         job_id = queue.enqueue(
             _language(options),
@@ -143,6 +146,9 @@ def _enqueue(options: argparse.Namespace) -> int:
 
 
 def _queue(options: argparse.Namespace) -> int:
+    from gristmill.queue.migrations import migrate
+    from gristmill.queue.queue import Queue
+
     action = options.queue_command
     if action == "migrate":
         applied = migrate(options.database)
@@ -169,6 +175,8 @@ def _queue(options: argparse.Namespace) -> int:
 
 
 async def _work(config: WorkerConfig) -> None:
+    from gristmill.queue.worker import Worker
+
     worker = Worker(config)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -180,6 +188,8 @@ def _worker(options: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     if not options.target:
         raise QueueUsageError("--target HOST:PORT is required (repeat it for several servers)")
+    from gristmill.queue.worker import WorkerConfig
+
     config = WorkerConfig(
         conninfo=options.database,
         targets=tuple(options.target),
@@ -196,6 +206,8 @@ def _worker(options: argparse.Namespace) -> int:
 def _guarded(command: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
     def run(options: argparse.Namespace) -> int:
         import psycopg
+
+        from gristmill.queue.queue import WaitTimeout
 
         try:
             return int(command(options))
