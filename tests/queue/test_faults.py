@@ -58,12 +58,14 @@ class Server:
         self.log = logs / f"{name}.log"
         self.process: subprocess.Popen[bytes] | None = None
         self.descendants: list[psutil.Process] = []
+        self.pids: list[int] = []  # every process this server ran as (it is restarted)
 
     def start(self) -> None:
         argv = [*GRISTMILL, "serve", "--address", self.address, "--work-dir", str(self.work_dir)]
         argv += ["--concurrency", "2"]
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
+        self.pids.append(self.process.pid)
         end = time.monotonic() + 120
         while True:
             assert self.process.poll() is None, f"server died: see {self.log}"
@@ -235,5 +237,5 @@ def test_every_job_gets_exactly_one_outcome_through_worker_server_and_database_f
     descendants = [p for server in servers for p in server.descendants]
     alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
     assert alive == []
-    pids = [server.process.pid for server in servers if server.process is not None]
+    pids = [pid for server in servers for pid in server.pids]
     assert _job_cgroups(pids) == []
