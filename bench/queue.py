@@ -4,10 +4,12 @@ A burst of trivial jobs (Bash `echo 1` by default) through one gristmill server:
 
 1. **direct**: `Execute` from as many concurrent callers as the workers have slots in
    all: jobs/s, and each call's latency p50/p95;
-2. **queue**: the burst enqueued in one transaction, then `--workers` worker processes
-   (`gristmill worker`, `--concurrency` slots each) drain it: jobs/s from the first
-   enqueue to the last outcome, and each job's enqueue-to-outcome time p50/p95 (from the
-   database's own clock: `finished_at - enqueued_at`, so queueing behind the burst counts);
+2. **queue**: `--workers` worker processes (`gristmill worker`, `--concurrency` slots
+   each) are started and listening, then the burst is enqueued in one transaction and
+   drained: jobs/s from the first enqueue to the last outcome, each job's
+   enqueue-to-outcome time p50/p95 (from the database's own clock: `finished_at -
+   enqueued_at`, so queueing behind the burst counts), and the CPU time the worker
+   processes spent per job (their start-up left out);
 3. **overhead**: the queue's own cost per job, without Execute: one claim
    (`FOR UPDATE SKIP LOCKED`, lease, fencing token) plus one write-back of an outcome,
    timed over `--overhead-jobs` jobs, p50/p95.
@@ -45,6 +47,7 @@ import uuid  # noqa: E402
 from collections.abc import Iterator, Sequence  # noqa: E402
 from typing import Any  # noqa: E402
 
+import psutil  # noqa: E402
 import psycopg  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -170,6 +173,16 @@ def bench_direct(address: str, language: str, jobs: int, callers: int) -> dict[s
     }
 
 
+def workers_cpu_s(processes: Sequence[subprocess.Popen[bytes]]) -> float:
+    """The CPU time (user + system) the worker processes have used so far."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = psutil.Process(process.pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def bench_queue(
     database: str, address: str, language: str, jobs: int, workers: int, concurrency: int
 ) -> dict[str, Any]:
@@ -191,6 +204,7 @@ def bench_queue(
                 if row is not None and row[0] >= workers:
                     break
                 time.sleep(0.1)
+            cpu_at_start = workers_cpu_s(processes)
             with conn.transaction(), conn.cursor() as cursor:
                 cursor.executemany(
                     "select gristmill.enqueue(%s, %s, id => %s)",
@@ -211,6 +225,8 @@ def bench_queue(
                 " verdict, retries from gristmill.jobs where id like %s",
                 (f"burst-{tag}-%",),
             ).fetchall()
+        # The queue's cost on the client side, which shares the machine with the server.
+        cpu_s = workers_cpu_s(processes) - cpu_at_start
     finally:
         for process in processes:
             process.terminate()
@@ -227,6 +243,7 @@ def bench_queue(
         "enqueue_to_outcome": summary_ms([float(row[0]) for row in rows]),
         "failures": sum(row[3] != "SUCCESS" for row in rows),
         "retries": sum(int(row[4]) for row in rows),
+        "worker_cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
     }
 
 
@@ -314,7 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"  queue, {queued['workers']}x{queued['concurrency_per_worker']} slots: "
         f"{queued['jobs_per_s']} jobs/s, enqueue-to-outcome "
         f"p50 {queued['enqueue_to_outcome']['p50_ms']} ms "
-        f"p95 {queued['enqueue_to_outcome']['p95_ms']} ms, retries {queued['retries']}"
+        f"p95 {queued['enqueue_to_outcome']['p95_ms']} ms, retries {queued['retries']}, "
+        f"worker CPU {queued['worker_cpu_ms_per_job']} ms/job"
     )
     print(
         f"  queue overhead per job (claim + write-back): "
