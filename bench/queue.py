@@ -3,13 +3,15 @@
 A burst of trivial jobs (Bash `echo 1` by default) through one gristmill server:
 
 1. **direct**: `Execute` from as many concurrent callers as the workers have slots in
-   all: jobs/s, and each call's latency p50/p95;
+   all: jobs/s, and each call's latency p50/p95; once before the queue and once after,
+   since the load of a shared machine drifts;
 2. **queue**: `--workers` worker processes (`gristmill worker`, `--concurrency` slots
    each) are started and listening, then the burst is enqueued in one transaction and
    drained: jobs/s from the first enqueue to the last outcome, each job's
    enqueue-to-outcome time p50/p95 (from the database's own clock: `finished_at -
    enqueued_at`, so queueing behind the burst counts), and the CPU time the worker
-   processes spent per job (their start-up left out);
+   processes spent per job (their start-up left out) and how many of their slots were
+   busy on average;
 3. **overhead**: the queue's own cost per job, without Execute: one claim
    (`FOR UPDATE SKIP LOCKED`, lease, fencing token) plus one write-back of an outcome,
    timed over `--overhead-jobs` jobs, p50/p95.
@@ -219,6 +221,12 @@ def bench_queue(
                 if row is not None and row[0] >= jobs:
                     break
                 time.sleep(0.2)
+            busy = conn.execute(
+                "select extract(epoch from sum(finished_at - started_at))"
+                "     / nullif(extract(epoch from max(finished_at) - min(started_at)), 0)"
+                " from gristmill.jobs where id like %s",
+                (f"burst-{tag}-%",),
+            ).fetchone()
             rows = conn.execute(
                 "select extract(epoch from finished_at - enqueued_at),"
                 " extract(epoch from enqueued_at), extract(epoch from finished_at),"
@@ -244,6 +252,9 @@ def bench_queue(
         "failures": sum(row[3] != "SUCCESS" for row in rows),
         "retries": sum(int(row[4]) for row in rows),
         "worker_cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
+        # Jobs in flight on average between the first claim and the last outcome: the
+        # slots the workers kept busy (out of workers x concurrency).
+        "busy_slots": round(float(busy[0] or 0), 2) if busy else 0.0,
     }
 
 
@@ -309,6 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             options.workers,
             options.concurrency,
         )
+        # Direct calls again after the queue: on a shared machine the load drifts, and
+        # the two direct runs around the queue's show by how much.
+        log(f"direct again: {options.jobs} Execute calls from {callers} callers")
+        direct_after = bench_direct(address, options.language, options.jobs, callers)
         log(f"overhead: claim + write-back of {options.overhead_jobs} jobs")
         overhead = asyncio.run(_overhead(database, options.overhead_jobs))
     result = {
@@ -317,6 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "load_average": os.getloadavg(),
         "direct": direct,
         "queue": queued,
+        "direct_after": direct_after,
         "overhead": overhead,
     }
     if options.json:
@@ -328,7 +344,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"latency p50 {direct['latency']['p50_ms']} ms p95 {direct['latency']['p95_ms']} ms"
     )
     print(
-        f"  queue, {queued['workers']}x{queued['concurrency_per_worker']} slots: "
+        f"  direct Execute again, after the queue: {direct_after['jobs_per_s']} jobs/s, "
+        f"latency p50 {direct_after['latency']['p50_ms']} ms "
+        f"p95 {direct_after['latency']['p95_ms']} ms"
+    )
+    print(
+        f"  queue, {queued['workers']}x{queued['concurrency_per_worker']} slots "
+        f"({queued['busy_slots']} busy on average): "
         f"{queued['jobs_per_s']} jobs/s, enqueue-to-outcome "
         f"p50 {queued['enqueue_to_outcome']['p50_ms']} ms "
         f"p95 {queued['enqueue_to_outcome']['p95_ms']} ms, retries {queued['retries']}, "
