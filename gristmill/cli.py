@@ -34,6 +34,7 @@ from gristmill.client import Client, outcome_result
 from gristmill.config import ServerConfig, load_config
 from gristmill.errors import GristmillError
 from gristmill.languages import Registry
+from gristmill.queue import cli as queue_commands
 from gristmill.v1 import runtime_pb2 as pb
 
 __all__ = ["main"]
@@ -117,6 +118,7 @@ def _build_parser() -> argparse.ArgumentParser:
     _server_flags(demo)
 
     commands.add_parser("conformance", help="the runtime conformance suite", add_help=False)
+    queue_commands.add_commands(commands)
     return parser
 
 
@@ -419,6 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "runtimes": _runtimes,
         "doctor": _doctor,
         "demo": _demo,
+        **queue_commands.COMMANDS,
     }
     try:
         return commands[options.command](options)

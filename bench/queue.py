@@ -1,0 +1,368 @@
+"""The queue's throughput and latency, beside `Execute` called directly, in one run.
+
+A burst of trivial jobs (Bash `echo 1` by default) through one gristmill server:
+
+1. **direct**: `Execute` from as many concurrent callers as the workers have slots in
+   all: jobs/s, and each call's latency p50/p95; once before the queue and once after,
+   since the load of a shared machine drifts;
+2. **queue**: `--workers` worker processes (`gristmill worker`, `--concurrency` slots
+   each) are started and listening, then the burst is enqueued in one transaction and
+   drained: jobs/s from the first enqueue to the last outcome, each job's
+   enqueue-to-outcome time p50/p95 (from the database's own clock: `finished_at -
+   enqueued_at`, so queueing behind the burst counts), and the CPU time the worker
+   processes spent per job (their start-up left out) and how many of their slots were
+   busy on average;
+3. **overhead**: the queue's own cost per job, without Execute: one claim
+   (`FOR UPDATE SKIP LOCKED`, lease, fencing token) plus one write-back of an outcome,
+   timed over `--overhead-jobs` jobs, p50/p95.
+
+PostgreSQL runs from `scripts/postgres.sh` in a temp dir on a port of its own, unless
+`--database` names one (its `gristmill` schema is then used as it is: use an empty one).
+
+    .venv/bin/python bench/queue.py                    # 1,000 jobs
+    .venv/bin/python bench/queue.py --jobs 10000 --json
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, this file's folder comes first on sys.path, and this file would
+# shadow the standard library's `queue` (which psycopg imports): drop that folder.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+
+import argparse  # noqa: E402
+import asyncio  # noqa: E402
+import contextlib  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import shutil  # noqa: E402
+import socket  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import tempfile  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Iterator, Sequence  # noqa: E402
+from typing import Any  # noqa: E402
+
+import psutil  # noqa: E402
+import psycopg  # noqa: E402
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from gristmill.client import Client  # noqa: E402
+from gristmill.jobs.workspace import unmount_jobs_dir  # noqa: E402
+from gristmill.queue import JobRecord, Worker, WorkerConfig, migrate  # noqa: E402
+from gristmill.v1 import runtime_pb2 as pb  # noqa: E402
+
+GRISTMILL = [sys.executable, "-m", "gristmill"]
+CODE = {"bash": "echo 1\n", "python": "def main():\n    return 1\n"}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
+    return {
+        "p50_ms": round(percentile(values_s, 0.5) * 1000, 2),
+        "p95_ms": round(percentile(values_s, 0.95) * 1000, 2),
+    }
+
+
+@contextlib.contextmanager
+def postgres() -> Iterator[str]:
+    """A throwaway cluster from scripts/postgres.sh; yields its libpq URL."""
+    base = Path(tempfile.mkdtemp(prefix="gm-bench-pg-"))
+    base.chmod(0o755)
+    env = {**os.environ, "GRISTMILL_PG_DIR": str(base), "GRISTMILL_PG_PORT": str(free_port())}
+    script = str(REPO_ROOT / "scripts" / "postgres.sh")
+    subprocess.run([script, "start"], env=env, check=True, stdout=subprocess.DEVNULL)
+    try:
+        exports = subprocess.run(
+            [script, "env"], env=env, check=True, capture_output=True, text=True
+        ).stdout
+        url = next(
+            line.partition("=")[2].strip("'\"")
+            for line in exports.split()
+            if line.startswith("GRISTMILL_DATABASE_URL=")
+        )
+        yield url.replace("\\", "")
+    finally:
+        subprocess.run([script, "destroy"], env=env, check=False, stdout=subprocess.DEVNULL)
+
+
+@contextlib.contextmanager
+def server() -> Iterator[str]:
+    """A `gristmill serve` process on a free port, with a work dir of its own."""
+    work_dir = Path(tempfile.mkdtemp(prefix="gm-bench-work-"))
+    work_dir.chmod(0o711)
+    address = f"127.0.0.1:{free_port()}"
+    argv = [*GRISTMILL, "serve", "--address", address, "--work-dir", str(work_dir)]
+    process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        end = time.monotonic() + 120
+        while True:
+            try:
+                with Client(address) as client:
+                    client.list_runtimes(timeout_s=2)
+                break
+            except Exception:
+                if process.poll() is not None or time.monotonic() > end:
+                    raise RuntimeError("the server did not start") from None
+                time.sleep(0.2)
+        yield address
+    finally:
+        process.terminate()
+        process.wait(60)
+        unmount_jobs_dir(work_dir / "jobs")
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def bench_direct(address: str, language: str, jobs: int, callers: int) -> dict[str, Any]:
+    latencies: list[float] = []
+    failures = 0
+    lock = threading.Lock()
+    counter = iter(range(jobs))
+
+    def call() -> None:
+        nonlocal failures
+        with Client(address) as client:
+            while True:
+                with lock:
+                    if next(counter, None) is None:
+                        return
+                start = time.perf_counter()
+                outcome = client.execute(language, CODE[language], timeout_s=60)
+                elapsed = time.perf_counter() - start
+                with lock:
+                    latencies.append(elapsed)
+                    failures += outcome.verdict != pb.SUCCESS
+
+    threads = [threading.Thread(target=call) for _ in range(callers)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    return {
+        "jobs": jobs,
+        "callers": callers,
+        "seconds": round(elapsed, 2),
+        "jobs_per_s": round(jobs / elapsed, 1),
+        "latency": summary_ms(latencies),
+        "failures": failures,
+    }
+
+
+def workers_cpu_s(processes: Sequence[subprocess.Popen[bytes]]) -> float:
+    """The CPU time (user + system) the worker processes have used so far."""
+    total = 0.0
+    for process in processes:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = psutil.Process(process.pid).cpu_times()
+            total += times.user + times.system
+    return total
+
+
+def bench_queue(
+    database: str, address: str, language: str, jobs: int, workers: int, concurrency: int
+) -> dict[str, Any]:
+    tag = uuid.uuid4().hex[:8]
+    argv = [*GRISTMILL, "worker", "--database", database, "--target", address]
+    argv += ["--concurrency", str(concurrency), "--no-migrate"]
+    processes = [
+        subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        for _ in range(workers)
+    ]
+    try:
+        with psycopg.connect(database, autocommit=True) as conn:
+            # The burst goes in once every worker is up and listening: their start-up
+            # is not the queue's throughput.
+            while True:
+                row = conn.execute(
+                    "select count(*) from pg_stat_activity where query like 'listen gristmill_%%'"
+                ).fetchone()
+                if row is not None and row[0] >= workers:
+                    break
+                time.sleep(0.1)
+            cpu_at_start = workers_cpu_s(processes)
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(
+                    "select gristmill.enqueue(%s, %s, id => %s)",
+                    [(language, CODE[language], f"burst-{tag}-{i}") for i in range(jobs)],
+                )
+            while True:
+                row = conn.execute(
+                    "select count(*) from gristmill.jobs where id like %s"
+                    " and state in ('done', 'failed', 'cancelled')",
+                    (f"burst-{tag}-%",),
+                ).fetchone()
+                if row is not None and row[0] >= jobs:
+                    break
+                time.sleep(0.2)
+            busy = conn.execute(
+                "select extract(epoch from sum(finished_at - started_at))"
+                "     / nullif(extract(epoch from max(finished_at) - min(started_at)), 0)"
+                " from gristmill.jobs where id like %s",
+                (f"burst-{tag}-%",),
+            ).fetchone()
+            rows = conn.execute(
+                "select extract(epoch from finished_at - enqueued_at),"
+                " extract(epoch from enqueued_at), extract(epoch from finished_at),"
+                " verdict, retries from gristmill.jobs where id like %s",
+                (f"burst-{tag}-%",),
+            ).fetchall()
+        # The queue's cost on the client side, which shares the machine with the server.
+        cpu_s = workers_cpu_s(processes) - cpu_at_start
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(60)
+    first = min(float(row[1]) for row in rows)
+    last = max(float(row[2]) for row in rows)
+    return {
+        "jobs": jobs,
+        "workers": workers,
+        "concurrency_per_worker": concurrency,
+        "seconds": round(last - first, 2),
+        "jobs_per_s": round(jobs / (last - first), 1),
+        "enqueue_to_outcome": summary_ms([float(row[0]) for row in rows]),
+        "failures": sum(row[3] != "SUCCESS" for row in rows),
+        "retries": sum(int(row[4]) for row in rows),
+        "worker_cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
+        # Jobs in flight on average between the first claim and the last outcome: the
+        # slots the workers kept busy (out of workers x concurrency).
+        "busy_slots": round(float(busy[0] or 0), 2) if busy else 0.0,
+    }
+
+
+async def _overhead(database: str, jobs: int) -> dict[str, Any]:
+    """Claim + write-back per job, by the worker's own statements, without Execute."""
+    tag = uuid.uuid4().hex[:8]
+    with psycopg.connect(database) as conn, conn.cursor() as cursor:
+        cursor.executemany(
+            "select gristmill.enqueue('bash', 'echo 1', id => %s, priority => 1000)",
+            [(f"overhead-{tag}-{i}",) for i in range(jobs)],
+        )
+    worker = Worker(WorkerConfig(conninfo=database, targets=("127.0.0.1:1",), migrate=False))
+    outcome = pb.Outcome(verdict=pb.SUCCESS, result_json="1")
+    claims: list[float] = []
+    writes: list[float] = []
+    for _ in range(jobs):
+        start = time.perf_counter()
+        claimed: list[JobRecord] = await worker._claim(1)
+        claims.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        await worker._record(claimed[0], outcome)
+        writes.append(time.perf_counter() - start)
+    await worker._db.close()
+    total = [c + w for c, w in zip(claims, writes, strict=True)]
+    return {
+        "jobs": jobs,
+        "claim": summary_ms(claims),
+        "write_back": summary_ms(writes),
+        "claim_plus_write_back": summary_ms(total),
+        "mean_ms": round(statistics.fmean(total) * 1000, 2),
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=1000, help="burst size (1000)")
+    parser.add_argument("--language", choices=sorted(CODE), default="bash")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes (2)")
+    parser.add_argument("--concurrency", type=int, default=4, help="slots per worker (4)")
+    parser.add_argument("--overhead-jobs", type=int, default=500)
+    parser.add_argument("--database", help="libpq URL of an empty database (default: a new one)")
+    parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    options = parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        database = options.database or stack.enter_context(postgres())
+        migrate(database)
+        address = stack.enter_context(server())
+        log("warm-up")
+        bench_direct(address, options.language, 20, 2)
+        callers = options.workers * options.concurrency
+        log(f"direct: {options.jobs} Execute calls from {callers} callers")
+        direct = bench_direct(address, options.language, options.jobs, callers)
+        log(f"queue: a burst of {options.jobs} jobs, {options.workers} workers")
+        queued = bench_queue(
+            database,
+            address,
+            options.language,
+            options.jobs,
+            options.workers,
+            options.concurrency,
+        )
+        # Direct calls again after the queue: on a shared machine the load drifts, and
+        # the two direct runs around the queue's show by how much.
+        log(f"direct again: {options.jobs} Execute calls from {callers} callers")
+        direct_after = bench_direct(address, options.language, options.jobs, callers)
+        log(f"overhead: claim + write-back of {options.overhead_jobs} jobs")
+        overhead = asyncio.run(_overhead(database, options.overhead_jobs))
+    result = {
+        "language": options.language,
+        "cpus": os.cpu_count(),
+        "load_average": os.getloadavg(),
+        "direct": direct,
+        "queue": queued,
+        "direct_after": direct_after,
+        "overhead": overhead,
+    }
+    if options.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{options.jobs} trivial {options.language} jobs, one server, {os.cpu_count()} CPUs")
+    print(
+        f"  direct Execute, {direct['callers']} callers: {direct['jobs_per_s']} jobs/s, "
+        f"latency p50 {direct['latency']['p50_ms']} ms p95 {direct['latency']['p95_ms']} ms"
+    )
+    print(
+        f"  direct Execute again, after the queue: {direct_after['jobs_per_s']} jobs/s, "
+        f"latency p50 {direct_after['latency']['p50_ms']} ms "
+        f"p95 {direct_after['latency']['p95_ms']} ms"
+    )
+    print(
+        f"  queue, {queued['workers']}x{queued['concurrency_per_worker']} slots "
+        f"({queued['busy_slots']} busy on average): "
+        f"{queued['jobs_per_s']} jobs/s, enqueue-to-outcome "
+        f"p50 {queued['enqueue_to_outcome']['p50_ms']} ms "
+        f"p95 {queued['enqueue_to_outcome']['p95_ms']} ms, retries {queued['retries']}, "
+        f"worker CPU {queued['worker_cpu_ms_per_job']} ms/job"
+    )
+    print(
+        f"  queue overhead per job (claim + write-back): "
+        f"p50 {overhead['claim_plus_write_back']['p50_ms']} ms "
+        f"p95 {overhead['claim_plus_write_back']['p95_ms']} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

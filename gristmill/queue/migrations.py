@@ -1,0 +1,200 @@
+"""The queue's schema in PostgreSQL, as versioned migrations applied in order.
+
+Everything lives in the `gristmill` schema. `gristmill.schema_migrations` records the
+versions applied; `migrate` applies the missing ones, each in a transaction of its own
+under an advisory lock, so that several workers starting at once migrate once. A
+migration is never edited once released: a change is a new migration.
+
+Version 1: the jobs table, its fencing-token sequence and `gristmill.enqueue(...)`.
+Version 2: cancellation (`cancel_requested`, `gristmill.cancel(id)`) and the
+notifications that workers and waiters listen to, sent by triggers so that a plain
+`INSERT` wakes the workers as well as `gristmill.enqueue` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+
+__all__ = ["MIGRATIONS", "Migration", "current_version", "migrate"]
+
+# Any fixed number: the advisory lock that serialises migrations across processes.
+_LOCK_KEY = 0x67726973  # "gris"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+_V1 = """
+create schema if not exists gristmill;
+
+create sequence gristmill.lease_tokens;
+
+create table gristmill.jobs (
+    id text primary key default gen_random_uuid()::text
+        check (id ~ '^[A-Za-z0-9._:-]{1,128}$'),
+    -- the job, as Execute takes it
+    language text not null,
+    code text not null,
+    entry_point text not null default '',
+    args jsonb not null default '{}' check (jsonb_typeof(args) = 'object'),
+    files jsonb not null default '{}' check (jsonb_typeof(files) = 'object'),
+    env jsonb not null default '{}' check (jsonb_typeof(env) = 'object'),
+    limits jsonb not null default '{}' check (jsonb_typeof(limits) = 'object'),
+    lockfile text,
+    -- scheduling
+    tenant text not null default '',
+    priority integer not null default 0,
+    run_after timestamptz not null default now(),
+    attempts integer not null default 0,
+    max_attempts integer not null default 5 check (max_attempts >= 1),
+    state text not null default 'queued'
+        check (state in ('queued', 'running', 'done', 'failed', 'cancelled')),
+    -- the lease: who runs it, until when, and the fencing token its write must carry
+    lease_token bigint,
+    leased_by text,
+    lease_expires_at timestamptz,
+    -- service failures that sent it back to the queue, and the last one
+    retries integer not null default 0,
+    last_error text,
+    enqueued_at timestamptz not null default now(),
+    started_at timestamptz,
+    finished_at timestamptz,
+    -- the outcome, once done
+    verdict text,
+    result jsonb,
+    error jsonb,
+    stdout text,
+    stderr text,
+    exit_code integer,
+    usage jsonb,
+    outcome_lockfile text,
+    detail text
+);
+
+create index jobs_ready on gristmill.jobs (priority desc, run_after, enqueued_at)
+    where state = 'queued';
+create index jobs_leases on gristmill.jobs (lease_expires_at) where state = 'running';
+
+create function gristmill.enqueue(
+    language text,
+    code text,
+    args jsonb default '{}',
+    files jsonb default '{}',
+    limits jsonb default '{}',
+    tenant text default '',
+    priority integer default 0,
+    run_after timestamptz default now(),
+    max_attempts integer default 5,
+    id text default null,
+    entry_point text default '',
+    env jsonb default '{}',
+    lockfile text default null
+) returns text language sql as $$
+    insert into gristmill.jobs (id, language, code, args, files, limits, tenant, priority,
+                                run_after, max_attempts, entry_point, env, lockfile)
+    values (coalesce(enqueue.id, gen_random_uuid()::text), enqueue.language, enqueue.code,
+            enqueue.args, enqueue.files, enqueue.limits, enqueue.tenant, enqueue.priority,
+            enqueue.run_after, enqueue.max_attempts, enqueue.entry_point, enqueue.env,
+            enqueue.lockfile)
+    returning jobs.id
+$$;
+"""
+
+_V2 = """
+alter table gristmill.jobs add column cancel_requested boolean not null default false;
+
+-- gristmill_jobs: work is ready (payload empty); gristmill_done: a job ended (payload its
+-- id); gristmill_cancel: a running job was asked to stop (payload its id).
+create function gristmill.notify_state() returns trigger language plpgsql as $$
+begin
+    if new.state = 'queued' then
+        perform pg_notify('gristmill_jobs', '');
+    elsif new.state in ('done', 'failed', 'cancelled')
+          and (tg_op = 'INSERT' or old.state is distinct from new.state) then
+        perform pg_notify('gristmill_done', new.id);
+    end if;
+    return null;
+end $$;
+
+create trigger jobs_notify after insert or update of state on gristmill.jobs
+    for each row execute function gristmill.notify_state();
+
+-- Cancels a job: a queued one at once, a running one by asking its worker (which calls
+-- the server's Cancel). Returns the job's state afterwards ('cancelling' while its
+-- worker stops it), or null when there is no such job.
+create function gristmill.cancel(job_id text) returns text language plpgsql as $$
+declare
+    current text;
+begin
+    select state into current from gristmill.jobs where id = job_id for update;
+    if current is null then
+        return null;
+    elsif current = 'queued' then
+        update gristmill.jobs
+           set state = 'cancelled', verdict = 'CANCELLED', finished_at = now(),
+               detail = 'cancelled while queued', lease_token = null
+         where id = job_id;
+        return 'cancelled';
+    elsif current = 'running' then
+        update gristmill.jobs set cancel_requested = true where id = job_id;
+        perform pg_notify('gristmill_cancel', job_id);
+        return 'cancelling';
+    end if;
+    return current;
+end $$;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "jobs table, enqueue", _V1),
+    Migration(2, "cancellation, notifications", _V2),
+)
+
+_BOOKKEEPING = """
+create schema if not exists gristmill;
+create table if not exists gristmill.schema_migrations (
+    version integer primary key,
+    name text not null,
+    applied_at timestamptz not null default now()
+)
+"""
+
+
+def current_version(conn: psycopg.Connection[object]) -> int:
+    """The newest migration applied to the database (0 when none)."""
+    exists = conn.execute("select to_regclass('gristmill.schema_migrations')").fetchone()
+    if exists is None or exists[0] is None:  # type: ignore[index]
+        return 0
+    row = conn.execute("select coalesce(max(version), 0) from gristmill.schema_migrations")
+    found = row.fetchone()
+    return int(found[0]) if found else 0  # type: ignore[index]
+
+
+def migrate(conninfo: str, target: int | None = None) -> list[int]:
+    """Applies the migrations missing up to `target` (default: all); returns those applied."""
+    applied: list[int] = []
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        for migration in MIGRATIONS:
+            if target is not None and migration.version > target:
+                break
+            with conn.transaction():
+                conn.execute("select pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                conn.execute(_BOOKKEEPING)
+                done = conn.execute(
+                    "select 1 from gristmill.schema_migrations where version = %s",
+                    (migration.version,),
+                ).fetchone()
+                if done:
+                    continue
+                conn.execute(migration.sql.encode())
+                conn.execute(
+                    "insert into gristmill.schema_migrations (version, name) values (%s, %s)",
+                    (migration.version, migration.name),
+                )
+                applied.append(migration.version)
+    return applied

@@ -1,0 +1,152 @@
+"""`Queue`: enqueue jobs, read them, wait for their outcomes and cancel them, from Python.
+
+The same can be done in plain SQL from any client (`select gristmill.enqueue(...)`,
+`select gristmill.cancel(id)`, `listen gristmill_done`): this class is a thin layer
+over those, for programs that would rather not write it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+import psycopg
+from google.protobuf import json_format
+from psycopg.types.json import Jsonb
+
+from gristmill.model import JsonValue
+from gristmill.queue.migrations import current_version, migrate
+from gristmill.queue.records import JOB_COLUMNS, JobRecord
+from gristmill.v1 import runtime_pb2 as pb
+
+__all__ = ["Queue", "WaitTimeout"]
+
+
+class WaitTimeout(TimeoutError):
+    """`Queue.wait` gave up before the job finished."""
+
+
+class Queue:
+    """A connection to the queue in PostgreSQL (`conninfo`: a libpq URL or key=value string)."""
+
+    def __init__(self, conninfo: str) -> None:
+        self.conninfo = conninfo
+        self._conn = psycopg.connect(conninfo, autocommit=True)
+
+    def __enter__(self) -> Queue:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def schema_version(self) -> int:
+        """The newest migration applied (0 before any)."""
+        return current_version(self._conn)
+
+    def migrate(self) -> list[int]:
+        """Brings the schema up to date; returns the versions applied."""
+        return migrate(self.conninfo)
+
+    def enqueue(
+        self,
+        language: str,
+        code: str,
+        args: Mapping[str, JsonValue] | None = None,
+        *,
+        job_id: str | None = None,
+        entry_point: str = "",
+        files: Mapping[str, str] | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: pb.Limits | Mapping[str, Any] | None = None,
+        lockfile: str | None = None,
+        tenant: str = "",
+        priority: int = 0,
+        run_after: datetime | None = None,
+        max_attempts: int = 5,
+    ) -> str:
+        """Queues a job and returns its id (a new uuid unless `job_id` is given)."""
+        if isinstance(limits, pb.Limits):
+            limits = json_format.MessageToDict(limits, preserving_proto_field_name=True)
+        row = self._conn.execute(
+            "select gristmill.enqueue(language => %s, code => %s, args => %s, files => %s,"
+            " limits => %s, tenant => %s, priority => %s,"
+            " run_after => coalesce(%s, now()), max_attempts => %s, id => %s,"
+            " entry_point => %s, env => %s, lockfile => %s)",
+            (
+                language,
+                code,
+                Jsonb(dict(args or {})),
+                Jsonb(dict(files or {})),
+                Jsonb(_plain_limits(limits)),
+                tenant,
+                priority,
+                run_after,
+                max_attempts,
+                job_id,
+                entry_point,
+                Jsonb(dict(env or {})),
+                lockfile,
+            ),
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+    def get(self, job_id: str) -> JobRecord | None:
+        row = self._conn.execute(
+            f"select {JOB_COLUMNS} from gristmill.jobs where id = %s", (job_id,)
+        ).fetchone()
+        return JobRecord.from_row(row) if row else None
+
+    def cancel(self, job_id: str) -> str | None:
+        """Cancels a job: its state afterwards ('cancelling' while its worker stops it)."""
+        row = self._conn.execute("select gristmill.cancel(%s)", (job_id,)).fetchone()
+        return None if row is None or row[0] is None else str(row[0])
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        rows = self._conn.execute("select state, count(*) from gristmill.jobs group by state")
+        return {str(state): int(count) for state, count in rows}
+
+    def wait(self, job_id: str, timeout_s: float | None = None) -> JobRecord:
+        """The job once finished (done, failed or cancelled), woken by LISTEN/NOTIFY.
+
+        Raises `WaitTimeout` when `timeout_s` passes first and `KeyError` for no such job.
+        """
+        end = None if timeout_s is None else time.monotonic() + timeout_s
+        with psycopg.connect(self.conninfo, autocommit=True) as listener:
+            listener.execute("listen gristmill_done")
+            while True:
+                # Read after LISTEN: a job finishing in between is not missed.
+                job = self.get(job_id)
+                if job is None:
+                    raise KeyError(job_id)
+                if job.finished:
+                    return job
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    raise WaitTimeout(f"job {job_id} is still {job.state}")
+                # Re-read at least every few seconds: a notification lost with a
+                # reconnection must not leave the caller waiting forever.
+                pause = 5.0 if left is None else min(5.0, left)
+                for note in listener.notifies(timeout=pause):
+                    if note.payload == job_id:
+                        break
+
+
+def _plain_limits(limits: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Limits as JSON with integers (MessageToDict writes 64-bit ones as strings)."""
+    plain: dict[str, Any] = {}
+    for name, value in (limits or {}).items():
+        plain[name] = value if isinstance(value, bool) else int(value)
+    return plain

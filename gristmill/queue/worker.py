@@ -1,0 +1,607 @@
+"""The queue worker: jobs from PostgreSQL to `Execute` and their outcomes back, none lost.
+
+One worker runs up to `concurrency` jobs at once:
+
+- **Claim**: `FOR UPDATE SKIP LOCKED` takes ready jobs no other worker is taking, marks
+  them running under a lease (`lease_expires_at`) and gives each claim a new fencing
+  token (`lease_token`, from a sequence). New work is noticed through LISTEN/NOTIFY
+  (`gristmill_jobs`), with a poll every `poll_s` in case a notification was missed.
+- **Heartbeat**: every `heartbeat_s` the worker extends the leases it holds (those whose
+  token still matches). A lease it no longer holds means another worker has the job: the
+  call is abandoned and its outcome, if any, never written.
+- **Reap**: every worker puts jobs whose lease expired (a worker lost) back in the queue
+  with a backoff, or fails them once their attempts are used up.
+- **Execute** runs with the job's id as the server's idempotency key, so a job re-claimed
+  after a lost lease joins the run already in flight on that server instead of a second one.
+- **Write-back** of the outcome is one `UPDATE` that matches the fencing token: a worker
+  that lost its lease cannot record anything, so each job gets exactly one outcome.
+- **Retries** (back to the queue with backoff) only for what is worth retrying: the
+  server unreachable or failing (UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED...),
+  RESOURCE_EXHAUSTED (which also pauses claiming: backpressure; it does not use up an
+  attempt), a lost worker. Any Outcome, whatever its verdict, is the job's answer; a
+  request the server refuses (INVALID_ARGUMENT...) fails the job at once.
+- **Cancellation**: `gristmill.cancel(id)` on a running job notifies `gristmill_cancel`
+  (the heartbeat also sees `cancel_requested`); the worker calls `Cancel` on every server
+  it knows, and abandons its call if none had the job.
+- **Stop** (`stop` set, e.g. by SIGTERM): no new claims; running jobs get `grace_s` to
+  finish; the rest are abandoned and released to the queue without using up an attempt.
+
+PostgreSQL going away is waited out: every statement is retried on a new connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import grpc
+import psycopg
+
+from gristmill.client import AsyncClient, RetryPolicy
+from gristmill.queue.migrations import migrate
+from gristmill.queue.records import JOB_COLUMNS, JobRecord, execute_arguments, outcome_columns
+from gristmill.v1 import runtime_pb2 as pb
+
+__all__ = ["Worker", "WorkerConfig", "WorkerStats", "channel_target"]
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+
+# Failures of the service, worth another attempt later (maybe on another server).
+RETRYABLE = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.ABORTED,
+        grpc.StatusCode.CANCELLED,
+    }
+)
+
+_CLAIM_COLUMNS = ", ".join(f"j.{name.strip()}" for name in JOB_COLUMNS.split(","))
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """How a worker runs; `targets` are gristmill servers ("host:port", or one DNS name)."""
+
+    conninfo: str
+    targets: tuple[str, ...]
+    concurrency: int = 4
+    lease_s: float = 30.0
+    heartbeat_s: float | None = None  # default: a third of the lease
+    poll_s: float = 2.0
+    grace_s: float = 30.0
+    # A call's deadline: the job's wall time (or `default_wall_time_s`) plus this margin,
+    # for queueing on the server, dependencies and the build.
+    call_margin_s: float = 120.0
+    default_wall_time_s: float = 900.0
+    backoff_initial_s: float = 1.0
+    backoff_max_s: float = 60.0
+    max_log_bytes: int = 64 * 1024
+    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    migrate: bool = True
+
+    @property
+    def heartbeat_interval_s(self) -> float:
+        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did, for logs and tests."""
+
+    claimed: int = 0
+    recorded: int = 0  # outcomes written (done or cancelled)
+    failed: int = 0  # jobs failed: refused by the server, or retries used up
+    retried: int = 0  # sent back to the queue after a service failure
+    fenced: int = 0  # outcomes dropped: the lease had passed to another worker
+    released: int = 0  # given back at stop
+    reaped: int = 0  # expired leases of other (lost) workers put back
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(vars(self))
+
+
+def channel_target(targets: Sequence[str]) -> str:
+    """A gRPC target spreading calls over `targets`: one name as is (`dns:///` resolves
+    every address of it), several "host:port" as one `ipv4:`/`ipv6:` list."""
+    if len(targets) == 1:
+        target = targets[0]
+        return (
+            target
+            if "://" in target or target.startswith(("ipv4:", "ipv6:"))
+            else (f"dns:///{target}")
+        )
+    addresses = []
+    for target in targets:
+        host, _, port = target.rpartition(":")
+        info = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+        family, *_, sockaddr = info[0]
+        ip = str(sockaddr[0])
+        addresses.append(
+            (family, f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
+        )
+    families = {family for family, _ in addresses}
+    if len(families) > 1:
+        raise ValueError("server addresses mix IPv4 and IPv6")
+    scheme = "ipv6" if families == {socket.AF_INET6} else "ipv4"
+    return f"{scheme}:" + ",".join(address for _, address in addresses)
+
+
+class _Database:
+    """One connection, one statement at a time, reconnecting until PostgreSQL answers."""
+
+    def __init__(self, conninfo: str, gone: asyncio.Event) -> None:
+        self._conninfo = conninfo
+        self._conn: psycopg.AsyncConnection[Any] | None = None
+        self._lock = asyncio.Lock()
+        # Set when waiting for the database is no longer useful (the worker is leaving).
+        self._gone = gone
+
+    async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]]) -> _T:
+        pause = 0.1
+        async with self._lock:
+            while True:
+                try:
+                    if self._conn is None or self._conn.closed:
+                        self._conn = await psycopg.AsyncConnection.connect(
+                            self._conninfo, autocommit=True, connect_timeout=5
+                        )
+                    return await work(self._conn)
+                except (psycopg.OperationalError, psycopg.InterfaceError) as error:
+                    if self._gone.is_set():
+                        raise
+                    log.warning("database unavailable (%s); retrying in %.1f s", error, pause)
+                    await self._close()
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, 2.0)
+
+    async def fetch(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
+        async def work(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
+            cursor = await conn.execute(query.encode(), params)
+            return await cursor.fetchall() if cursor.description else []
+
+        return await self.run(work)
+
+    async def _close(self) -> None:
+        if self._conn is not None:
+            with contextlib.suppress(Exception):
+                await self._conn.close()
+            self._conn = None
+
+    async def close(self) -> None:
+        async with self._lock:
+            await self._close()
+
+
+@dataclass(eq=False)
+class _Running:
+    job: JobRecord
+    task: asyncio.Task[None] | None = None
+    call: asyncio.Future[pb.Outcome] | None = None
+    cancel_requested: bool = False
+    lease_lost: bool = False
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.stats = WorkerStats()
+        self._stop = asyncio.Event()
+        self._leaving = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._db = _Database(config.conninfo, self._leaving)
+        self._running: dict[str, _Running] = {}
+        self._paused_until = 0.0
+        self._client: AsyncClient | None = None
+        self._cancel_clients: list[AsyncClient] = []
+        self._cancelling: set[asyncio.Task[None]] = set()
+
+    def stop(self) -> None:
+        """Asks the worker to stop: no new claims, running jobs get the grace period."""
+        self._stop.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Runs until `stop`; returns once every job is finished or released."""
+        config = self.config
+        if config.migrate:
+            await self._migrate()
+        retry = RetryPolicy()
+        options: list[tuple[str, Any]] = [
+            *retry.channel_options(),
+            ("grpc.lb_policy_name", "round_robin"),
+        ]
+        channel = grpc.aio.insecure_channel(channel_target(config.targets), options=options)
+        self._client = AsyncClient("", retry=retry, channel=channel)
+        if len(config.targets) > 1:
+            # Cancel must reach the server running the job: ask each one.
+            self._cancel_clients = [AsyncClient(target) for target in config.targets]
+        helpers = [
+            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self._heartbeats(), name="heartbeats"),
+        ]
+        log.info("worker %s: serving %s", config.worker_id, ", ".join(config.targets))
+        try:
+            await self._claim_loop()
+            await self._drain()
+        finally:
+            self._leaving.set()
+            for helper in helpers:
+                helper.cancel()
+            await asyncio.gather(*helpers, return_exceptions=True)
+            await self._client.close()
+            for client in self._cancel_clients:
+                await client.close()
+            await self._db.close()
+            log.info("worker %s stopped: %s", config.worker_id, self.stats.as_dict())
+
+    async def _migrate(self) -> None:
+        """Brings the schema up to date, waiting for the database if it is not up yet."""
+        while True:
+            try:
+                applied = await asyncio.to_thread(migrate, self.config.conninfo)
+            except psycopg.OperationalError as error:
+                if self._stop.is_set():
+                    raise
+                log.warning("database unavailable (%s); retrying the migration", error)
+                await asyncio.sleep(1.0)
+                continue
+            if applied:
+                log.info("migrated the queue to version %d", applied[-1])
+            return
+
+    # --- claiming ------------------------------------------------------------------
+
+    async def _claim_loop(self) -> None:
+        next_reap = 0.0
+        while not self._stop.is_set():
+            self._wake.clear()
+            now = time.monotonic()
+            try:
+                if now >= next_reap:
+                    await self._reap()
+                    next_reap = now + self.config.poll_s
+                free = self.config.concurrency - len(self._running)
+                if free > 0 and now >= self._paused_until:
+                    for job in await self._claim(free):
+                        self._start(job)
+            except psycopg.Error:
+                # Not a lost connection (that is waited out): log it, try again later.
+                log.exception("claiming failed")
+            timeout = self.config.poll_s
+            if self._paused_until > now:
+                timeout = min(timeout, self._paused_until - now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)
+
+    async def _claim(self, limit: int) -> list[JobRecord]:
+        rows = await self._db.fetch(
+            f"""
+            with next as (
+                select id from gristmill.jobs
+                 where state = 'queued' and run_after <= now()
+                 order by priority desc, run_after, enqueued_at
+                 limit %(limit)s
+                 for update skip locked
+            )
+            update gristmill.jobs j
+               set state = 'running', attempts = j.attempts + 1,
+                   lease_token = nextval('gristmill.lease_tokens'), leased_by = %(worker)s,
+                   lease_expires_at = now() + make_interval(secs => %(lease)s),
+                   started_at = coalesce(j.started_at, now())
+              from next
+             where j.id = next.id
+            returning {_CLAIM_COLUMNS}
+            """,
+            {"limit": limit, "worker": self.config.worker_id, "lease": self.config.lease_s},
+        )
+        jobs = [JobRecord.from_row(row) for row in rows]
+        self.stats.claimed += len(jobs)
+        return jobs
+
+    async def _reap(self) -> None:
+        """Puts back the jobs of lost workers (their lease expired)."""
+        rows = await self._db.fetch(
+            """
+            update gristmill.jobs
+               set state = case when cancel_requested then 'cancelled'
+                                when attempts >= max_attempts then 'failed'
+                                else 'queued' end,
+                   verdict = case when cancel_requested then 'CANCELLED' else verdict end,
+                   finished_at = case when cancel_requested or attempts >= max_attempts
+                                      then now() end,
+                   retries = retries + 1,
+                   last_error = 'lease expired: worker ' || coalesce(leased_by, '?') || ' lost',
+                   run_after = now() + make_interval(secs => least(%(max)s,
+                                   %(initial)s * power(2, greatest(attempts - 1, 0)))),
+                   lease_expires_at = null
+             where state = 'running' and lease_expires_at < now()
+            returning id
+            """,
+            {"initial": self.config.backoff_initial_s, "max": self.config.backoff_max_s},
+        )
+        if rows:
+            self.stats.reaped += len(rows)
+            log.warning("put back %d job(s) of lost workers", len(rows))
+
+    def _start(self, job: JobRecord) -> None:
+        running = _Running(job)
+        self._running[job.id] = running
+        running.task = asyncio.create_task(self._run_job(running), name=f"job {job.id}")
+        if job.cancel_requested:
+            self._request_cancel(running)
+
+    # --- one job -------------------------------------------------------------------
+
+    async def _run_job(self, running: _Running) -> None:
+        job = running.job
+        try:
+            if job.attempts > job.max_attempts:
+                await self._fail(job, "attempts used up (the workers running it were lost)")
+                return
+            await self._execute(running)
+        except Exception:
+            log.exception("job %s: the worker failed", job.id)
+        finally:
+            self._running.pop(job.id, None)
+            self._wake.set()
+
+    def _call_timeout_s(self, job: JobRecord) -> float:
+        wall_ms = int(job.limits.get("wall_time_ms", 0) or 0)
+        wall_s = wall_ms / 1000 if wall_ms else self.config.default_wall_time_s
+        return wall_s + self.config.call_margin_s
+
+    async def _execute(self, running: _Running) -> None:
+        job = running.job
+        assert self._client is not None
+        try:
+            arguments = execute_arguments(job)
+        except Exception as error:  # limits that do not parse, say: the job's own fault
+            await self._fail(job, f"not a valid job: {error}")
+            return
+        call = asyncio.ensure_future(
+            self._client.execute(timeout_s=self._call_timeout_s(job), **arguments)
+        )
+        running.call = call
+        try:
+            outcome = await call
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None and current.cancelling():
+                raise
+            # Abandoned on purpose: the lease passed to another worker, or a cancellation
+            # no server acknowledged, or the stop's grace period ran out.
+            if running.lease_lost:
+                self.stats.fenced += 1
+            elif running.cancel_requested:
+                await self._record(job, _cancelled_outcome(job.id))
+            elif self._leaving.is_set() or self._stop.is_set():
+                await self._release(job)
+            return
+        except grpc.RpcError as error:
+            await self._service_failed(job, error)
+            return
+        await self._record(job, outcome)
+
+    async def _record(self, job: JobRecord, outcome: pb.Outcome) -> None:
+        """Writes the outcome, only while this claim still holds the lease."""
+        columns = outcome_columns(outcome, self.config.max_log_bytes)
+        rows = await self._db.fetch(
+            """
+            update gristmill.jobs
+               set state = %(state)s, verdict = %(verdict)s, result = %(result)s::jsonb,
+                   error = %(error)s::jsonb, stdout = %(stdout)s, stderr = %(stderr)s,
+                   exit_code = %(exit_code)s, usage = %(usage)s::jsonb,
+                   outcome_lockfile = %(outcome_lockfile)s, detail = %(detail)s,
+                   finished_at = now(), lease_expires_at = null
+             where id = %(id)s and lease_token = %(token)s and state = 'running'
+            returning id
+            """,
+            {**vars(columns), "id": job.id, "token": job.lease_token},
+        )
+        if rows:
+            self.stats.recorded += 1
+        else:
+            self.stats.fenced += 1
+            log.warning("job %s: lease lost, outcome dropped (another claim has it)", job.id)
+
+    async def _service_failed(self, job: JobRecord, error: grpc.RpcError) -> None:
+        code = error.code()
+        message = f"{code.name}: {error.details()}"
+        if code not in RETRYABLE:
+            await self._fail(job, message)
+            return
+        exhausted = code == grpc.StatusCode.RESOURCE_EXHAUSTED
+        if exhausted:
+            # Backpressure: the servers are full, claim nothing for a while.
+            pause = random.uniform(0.5, 1.0) * self.config.backoff_initial_s
+            self._paused_until = max(self._paused_until, time.monotonic() + pause)
+        backoff = min(
+            self.config.backoff_max_s,
+            self.config.backoff_initial_s * 2 ** max(job.attempts - 1, 0),
+        ) * random.uniform(0.5, 1.0)
+        rows = await self._db.fetch(
+            """
+            update gristmill.jobs
+               set attempts = attempts - %(free)s::int,
+                   state = case when cancel_requested then 'cancelled'
+                                when attempts - %(free)s::int >= max_attempts then 'failed'
+                                else 'queued' end,
+                   verdict = case when cancel_requested then 'CANCELLED' else verdict end,
+                   finished_at = case when cancel_requested
+                                      or attempts - %(free)s::int >= max_attempts
+                                      then now() end,
+                   retries = retries + 1, last_error = %(message)s,
+                   run_after = now() + make_interval(secs => %(backoff)s),
+                   lease_expires_at = null
+             where id = %(id)s and lease_token = %(token)s and state = 'running'
+            returning state
+            """,
+            {
+                "free": 1 if exhausted else 0,
+                "message": message,
+                "backoff": backoff,
+                "id": job.id,
+                "token": job.lease_token,
+            },
+        )
+        if not rows:
+            self.stats.fenced += 1
+        elif rows[0][0] == "failed":
+            self.stats.failed += 1
+            log.warning("job %s failed: %s (attempts used up)", job.id, message)
+        else:
+            self.stats.retried += 1
+            log.info("job %s back to the queue in %.1f s: %s", job.id, backoff, message)
+
+    async def _fail(self, job: JobRecord, message: str) -> None:
+        rows = await self._db.fetch(
+            """
+            update gristmill.jobs
+               set state = 'failed', last_error = %(message)s, finished_at = now(),
+                   lease_expires_at = null
+             where id = %(id)s and lease_token = %(token)s and state = 'running'
+            returning id
+            """,
+            {"message": message, "id": job.id, "token": job.lease_token},
+        )
+        if rows:
+            self.stats.failed += 1
+            log.warning("job %s failed: %s", job.id, message)
+        else:
+            self.stats.fenced += 1
+
+    async def _release(self, job: JobRecord) -> None:
+        """Gives a claimed job back to the queue without using up an attempt."""
+        rows = await self._db.fetch(
+            """
+            update gristmill.jobs
+               set state = 'queued', attempts = attempts - 1, run_after = now(),
+                   lease_expires_at = null
+             where id = %(id)s and lease_token = %(token)s and state = 'running'
+            returning id
+            """,
+            {"id": job.id, "token": job.lease_token},
+        )
+        self.stats.released += len(rows)
+
+    # --- cancellation -----------------------------------------------------------------
+
+    def _request_cancel(self, running: _Running) -> None:
+        if running.cancel_requested:
+            return
+        running.cancel_requested = True
+        task = asyncio.create_task(self._cancel(running), name=f"cancel {running.job.id}")
+        self._cancelling.add(task)
+        task.add_done_callback(self._cancelling.discard)
+
+    async def _cancel(self, running: _Running) -> None:
+        job_id = running.job.id
+        clients = self._cancel_clients or ([self._client] if self._client else [])
+        answers = await asyncio.gather(
+            *(client.cancel(job_id, timeout_s=10) for client in clients),
+            return_exceptions=True,
+        )
+        if any(answer is True for answer in answers):
+            log.info("job %s cancelled on its server", job_id)
+            return  # its Execute answers with the CANCELLED outcome
+        # No server had it running (not yet there, or a name we cannot enumerate): give
+        # the call a moment to reach a server, then abandon it, which kills the run.
+        await asyncio.sleep(1.0)
+        if running.call is not None and not running.call.done():
+            running.call.cancel()
+
+    # --- background --------------------------------------------------------------------
+
+    async def _listen(self) -> None:
+        """Wakes the claim loop on `gristmill_jobs`, cancels on `gristmill_cancel`."""
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self.config.conninfo, autocommit=True, connect_timeout=5
+                ) as conn:
+                    await conn.execute("listen gristmill_jobs")
+                    await conn.execute("listen gristmill_cancel")
+                    self._wake.set()  # anything sent while not listening
+                    async for note in conn.notifies():
+                        if note.channel == "gristmill_jobs":
+                            self._wake.set()
+                        elif (running := self._running.get(note.payload)) is not None:
+                            self._request_cancel(running)
+            except psycopg.Error as error:
+                log.info("listener lost the database (%s); polling until it is back", error)
+            await asyncio.sleep(1.0)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval_s)
+            try:
+                await self._heartbeat()
+            except psycopg.Error:
+                log.exception("heartbeat failed")
+
+    async def _heartbeat(self) -> None:
+        """Extends the leases still held; abandons the jobs whose lease passed to another."""
+        held = [r for r in self._running.values() if not r.lease_lost]
+        if not held:
+            return
+        rows = await self._db.fetch(
+            """
+            update gristmill.jobs j
+               set lease_expires_at = now() + make_interval(secs => %(lease)s)
+              from unnest(%(ids)s::text[], %(tokens)s::bigint[]) as h(id, token)
+             where j.id = h.id and j.lease_token = h.token and j.state = 'running'
+            returning j.id, j.cancel_requested
+            """,
+            {
+                "lease": self.config.lease_s,
+                "ids": [r.job.id for r in held],
+                "tokens": [r.job.lease_token for r in held],
+            },
+        )
+        kept = {str(job_id): bool(cancel) for job_id, cancel in rows}
+        for running in held:
+            if running.job.id not in kept:
+                if running.task is not None and running.task.done():
+                    continue  # finished meanwhile: nothing to hold
+                running.lease_lost = True
+                log.warning("job %s: lease lost; abandoning its call", running.job.id)
+                if running.call is not None:
+                    running.call.cancel()
+            elif kept[running.job.id]:
+                self._request_cancel(running)
+
+    async def _drain(self) -> None:
+        """At stop: lets running jobs finish within the grace period, releases the rest."""
+        tasks = [r.task for r in self._running.values() if r.task is not None]
+        if not tasks:
+            return
+        log.info("stopping: %d job(s) running, %.0f s to finish", len(tasks), self.config.grace_s)
+        _, pending = await asyncio.wait(tasks, timeout=self.config.grace_s)
+        if pending:
+            self._leaving.set()
+            for running in list(self._running.values()):
+                if running.call is not None:
+                    running.call.cancel()
+            await asyncio.wait(pending, timeout=30)
+
+
+def _cancelled_outcome(job_id: str) -> pb.Outcome:
+    return pb.Outcome(
+        job_id=job_id,
+        verdict=pb.CANCELLED,
+        detail="cancelled from the queue before a server acknowledged it; its call abandoned",
+    )
