@@ -23,6 +23,7 @@ def embedded(monkeypatch):
     """Each command gets a server of its own unless a test says otherwise."""
     monkeypatch.setenv("GRISTMILL_TARGET", "embedded")
 
+
 ADD = "def main(a: int, b: int = 2):\n    print('adding')\n    return a + b\n"
 
 
@@ -246,7 +247,7 @@ def test_run_streams_output_live_and_ctrl_c_cancels_with_130(script, work_dir):
         assert process.stdout.readline() == "first\n"  # while the job still sleeps
         assert process.poll() is None
         process.send_signal(signal.SIGINT)
-        out, err = process.communicate(timeout=120)
+        _, err = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 130

@@ -18,13 +18,13 @@ from gristmill.client import (
     Outcome,
     RetryPolicy,
     Verdict,
+    _Deadline,
     execute_request,
     outcome_result,
 )
-from gristmill.client import _Deadline
 from gristmill.server import BackgroundServer
-from tests.conftest import FakeRunner
 from gristmill.v1 import runtime_pb2 as pb
+from tests.conftest import FakeRunner
 
 
 def test_request_carries_exact_json_args_and_a_fresh_id():
