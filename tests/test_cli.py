@@ -4,6 +4,7 @@ runtimes, doctor, demo, serve, --json, help."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import signal
@@ -204,10 +205,11 @@ def test_runtimes_and_doctor_as_json(work_dir, capsys):
     assert {"name", "status", "detail"} == set(checks[0])
 
 
-def _subcommands():
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
     parser = _build_parser()
     action = next(a for a in parser._actions if a.dest == "command")
-    return action.choices
+    choices: dict[str, argparse.ArgumentParser] = action.choices  # type: ignore[assignment]
+    return choices
 
 
 @pytest.mark.parametrize("name", [n for n in _subcommands() if n != "conformance"])

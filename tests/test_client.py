@@ -193,7 +193,7 @@ def test_the_same_client_survives_a_server_restart(make_config, fake_runtimes, f
 
 
 def _overloaded_once(code: grpc.StatusCode, pushback_ms: str | None):
-    class Refused(grpc.RpcError):
+    class Refused(grpc.RpcError):  # type: ignore[misc]
         def code(self):
             return code
 
