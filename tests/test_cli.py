@@ -274,3 +274,18 @@ def test_a_local_server_is_started_once_and_reused(script, work_dir, monkeypatch
     assert "stopped the local server" in capsys.readouterr().out
     assert not list((tmp_path / "run" / "gristmill").glob("*.sock"))
     assert os.environ.get("GRISTMILL_TARGET") is None
+
+
+@pytest.mark.parametrize(
+    ("code", "result"),
+    [
+        ("echo last\necho '{\"n\": 2}' > ./result.json\n", {"n": 2}),
+        ("echo '[1]' >&3\necho '{\"n\": 2}' > result.json\n", [1]),  # fd 3 comes first
+        ("echo last\n", "last"),
+    ],
+)
+def test_bash_result_from_fd_3_then_result_json_then_the_last_line(
+    script, work_dir, capsys, code, result
+):
+    assert main(["run", str(script(code, name="job.sh")), "--work-dir", work_dir, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["result"] == result
