@@ -622,9 +622,14 @@ def _resolve(options: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = _console(stderr=True)
-    if response.dependencies:
+    # A "dependency" named as the language itself is the code's interpreter constraint
+    # (PEP 723 `requires-python`): a requirement on the toolchain, not a package.
+    packages = [d for d in response.dependencies if d.name != language]
+    for toolchain in (d for d in response.dependencies if d.name == language):
+        console.print(f"requires {toolchain.requirement} ({toolchain.where})")
+    if packages:
         table = Table("dependency", "requirement", "source", "where")
-        for dependency in response.dependencies:
+        for dependency in packages:
             source = pb.DependencySource.Name(dependency.source).lower()
             table.add_row(dependency.name, dependency.requirement, source, dependency.where)
         console.print(table)

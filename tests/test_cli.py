@@ -289,3 +289,15 @@ def test_bash_result_from_fd_3_then_result_json_then_the_last_line(
 ):
     assert main(["run", str(script(code, name="job.sh")), "--work-dir", work_dir, "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["result"] == result
+
+
+def test_resolve_shows_requires_python_apart_and_each_dependency_on_its_line(
+    script, work_dir, capsys
+):
+    code = (
+        '# /// script\n# requires-python = ">=3.8"\n# dependencies = [\n#   "pyyaml",\n# ]\n# ///\n'
+    )
+    assert main(["resolve", str(script(code + YAML_JOB)), "--work-dir", work_dir]) == 0
+    err = capsys.readouterr().err
+    assert "requires python>=3.8 (script metadata, line 2)" in err
+    assert "script metadata, line 4" in err
