@@ -158,14 +158,17 @@ def _add_run(commands: Any) -> None:
         help="a file placed beside the code, at AS (default: its name) (repeatable)",
     )
     run.add_argument("--job-id", metavar="ID", help="the job's id (default: a new uuid)")
-    limits = run.add_argument_group("limits (0: the server's default)")
-    limits.add_argument("--timeout-ms", type=int, default=0, metavar="MS", help="wall time")
-    limits.add_argument("--cpu-ms", type=int, default=0, metavar="MS", help="CPU time")
-    limits.add_argument("--memory-mb", type=int, default=0, metavar="MB", help="memory")
-    limits.add_argument("--processes", type=int, default=0, metavar="N", help="processes")
-    limits.add_argument(
-        "--output-bytes", type=int, default=0, metavar="BYTES", help="cap on stdout and on stderr"
+    limits = run.add_argument_group(
+        "limits (0: the server's default; a value over its maximum is refused)"
     )
+    for flag, metavar, text in (
+        ("--timeout-ms", "MS", "wall time (default 10000, at most 900000)"),
+        ("--cpu-ms", "MS", "CPU time (default 10000, at most 900000)"),
+        ("--memory-mb", "MB", "memory (default 256, at most 8192)"),
+        ("--processes", "N", "processes (default 64, at most 1024)"),
+        ("--output-bytes", "BYTES", "cap on stdout and on stderr (default 1 MiB, at most 64 MiB)"),
+    ):
+        limits.add_argument(flag, type=int, default=0, metavar=metavar, help=text)
     limits.add_argument(
         "--network", action="store_true", help="ask for the network (the server must allow it)"
     )
