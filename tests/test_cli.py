@@ -301,3 +301,17 @@ def test_resolve_shows_requires_python_apart_and_each_dependency_on_its_line(
     err = capsys.readouterr().err
     assert "requires python>=3.8 (script metadata, line 2)" in err
     assert "script metadata, line 4" in err
+
+
+def test_serve_exits_by_itself_after_its_idle_time(work_dir, tmp_path):
+    sock = tmp_path / "idle.sock"
+    argv = [sys.executable, "-m", "gristmill.cli", "serve", "--address", f"unix:{sock}"]
+    process = subprocess.run(
+        [*argv, "--idle-exit-s", "1", "--work-dir", work_dir],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert process.returncode == 0, process.stderr
+    assert "no call for 1 s: exiting" in process.stderr
+    assert not sock.exists()
