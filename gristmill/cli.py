@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import grpc
 
 from gristmill import __version__
-from gristmill.client import Client, outcome_result
+from gristmill.client import Client, RetryPolicy, outcome_result
 from gristmill.config import ServerConfig, load_config
 from gristmill.errors import GristmillError
 from gristmill.jsonview import failure, to_json
@@ -392,6 +392,12 @@ def _server(options: argparse.Namespace) -> Iterator[str]:
         yield address
 
 
+def _client(address: str) -> Client:
+    """A client that fails fast when no server answers (a person is waiting), retrying
+    UNAVAILABLE a few times with backoff rather than waiting for the server to appear."""
+    return Client(address, retry=RetryPolicy(wait_for_ready=False))
+
+
 def _pairs(values: list[str], flag: str) -> Iterator[tuple[str, str]]:
     for pair in values:
         name, equals, text = pair.partition("=")
@@ -586,7 +592,7 @@ def _run(options: argparse.Namespace) -> int:
         ),
         "lockfile": lockfile,
     }
-    with _server(options) as address, Client(address) as client:
+    with _server(options) as address, _client(address) as client:
         outcome = _stream(client, request, live=not options.json)
     if options.save_lockfile and outcome.HasField("lockfile"):
         _write(options.save_lockfile, outcome.lockfile.content)
@@ -614,7 +620,7 @@ def _console(stderr: bool = False) -> Console:
 def _resolve(options: argparse.Namespace) -> int:
     code = _read(options.file)
     language = _language(options)
-    with _server(options) as address, Client(address) as client:
+    with _server(options) as address, _client(address) as client:
         response = client.resolve(language, code)
     failed = response.HasField("error")
     if response.HasField("lockfile") and options.output:
@@ -652,7 +658,7 @@ def _describe(options: argparse.Namespace) -> int:
     request = pb.DescribeRequest(
         language=language, code=code, entry_point=options.entry_point or ""
     )
-    with _server(options) as address, Client(address) as client:
+    with _server(options) as address, _client(address) as client:
         response: pb.DescribeResponse = client._call("Describe", request, None)
     if options.json:
         _print_json(to_json(response))
@@ -663,7 +669,7 @@ def _describe(options: argparse.Namespace) -> int:
 
 
 def _cancel(options: argparse.Namespace) -> int:
-    with _server(options) as address, Client(address) as client:
+    with _server(options) as address, _client(address) as client:
         cancelled = client.cancel(options.job_id)
     if options.json:
         _print_json(to_json(pb.CancelResponse(cancelled=cancelled)))
@@ -673,7 +679,7 @@ def _cancel(options: argparse.Namespace) -> int:
 
 
 def _runtimes(options: argparse.Namespace) -> int:
-    with _server(options) as address, Client(address) as client:
+    with _server(options) as address, _client(address) as client:
         listing = client.list_runtimes()
     if options.json:
         _print_json(to_json(listing))
@@ -722,7 +728,7 @@ def _demo(options: argparse.Namespace) -> int:
     config = _config(options)
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     failed = 0
-    with _server(options) as address, Client(address) as client:
+    with _server(options) as address, _client(address) as client:
         for runtime in registry:
             found = _example(runtime.spec.folder)
             if not runtime.available or found is None:

@@ -315,3 +315,13 @@ def test_serve_exits_by_itself_after_its_idle_time(work_dir, tmp_path):
     assert process.returncode == 0, process.stderr
     assert "no call for 1 s: exiting" in process.stderr
     assert not sock.exists()
+
+
+def test_an_unreachable_target_fails_fast_with_a_hint(script, monkeypatch, capsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("GRISTMILL_TARGET", f"127.0.0.1:{port}")
+    assert main(["run", str(script(ADD)), "--json"]) == 2
+    failure = json.loads(capsys.readouterr().out)["failure"]
+    assert failure["code"] == "UNAVAILABLE" and "server running" in failure["hint"]
