@@ -1,20 +1,31 @@
 """The Python client for queue workers: `Client` (blocking) and `AsyncClient` (asyncio).
 
-Calls answer with the contract's own messages (`gristmill.v1.runtime_pb2`): `execute`
-returns an `Outcome`, whose `verdict` says what happened to the job and whose
-`result_json` holds its result; `outcome_result` decodes it. A job failing is not an
+`run` answers with a typed `Outcome` (the verdict as a `Verdict` enum, the result
+decoded from JSON, stdout and stderr as text); `execute` and `execute_stream` answer
+with the contract's own messages (`gristmill.v1.runtime_pb2`). A job failing is not an
 exception; the service failing is a `grpc.RpcError`.
 
-A call that finds the server unavailable is retried with backoff under the same job id,
-which is the server's idempotency key: a retry joins the first attempt's run or gets its
-outcome, so the job never runs twice at once (a run every caller abandoned is killed, and
-a later retry runs it again). `timeout_s` is the deadline of the whole call, retries
-included; the server bounds the job by it and kills the job when it passes.
+Every keyword is spelled out, so that a typo (`job_idd=`) fails type checking.
+
+A call waits for the server to be ready (`wait_for_ready`), so a server being restarted
+delays it rather than failing it, and a call that fails with UNAVAILABLE mid-way is
+retried with backoff under the same job id, which is the server's idempotency key: a
+retry joins the first attempt's run or gets its outcome, so the job never runs twice at
+once (a run every caller abandoned is killed, and a later retry runs it again).
+`RetryPolicy(retry_resource_exhausted=True)` also retries a full server, after the
+pause the server asks for (`grpc-retry-pushback-ms`) or the policy's own backoff.
+`timeout_s` is the deadline of the whole call, retries included; the server bounds the
+job by it and kills the job when it passes. Without one a call may wait indefinitely
+for a server that never comes back.
+
+`SERVICE_CONFIG` is the same policy in gRPC's service-config JSON, for clients in other
+languages to copy.
 """
 
 from __future__ import annotations
 
 import asyncio
+import enum
 import json
 import random
 import time
@@ -31,9 +42,11 @@ from gristmill.v1 import runtime_pb2 as pb
 from gristmill.v1 import runtime_pb2_grpc
 
 __all__ = [
+    "SERVICE_CONFIG",
     "AsyncClient",
     "Client",
     "Limits",
+    "Lockfile",
     "Outcome",
     "RetryPolicy",
     "Verdict",
@@ -42,30 +55,129 @@ __all__ = [
     "resolve_request",
 ]
 
-Outcome = pb.Outcome
 Limits = pb.Limits
-Verdict = pb.Verdict
+Lockfile = pb.Lockfile
+
+PUSHBACK_KEY = "grpc-retry-pushback-ms"
+"""Trailing metadata by which a server says how long to wait before retrying (gRPC's own)."""
+
+SERVICE_CONFIG: dict[str, Any] = {
+    "methodConfig": [
+        {
+            "name": [{"service": "gristmill.v1.Runtime"}],
+            "waitForReady": True,
+            "retryPolicy": {
+                "maxAttempts": 5,
+                "initialBackoff": "0.1s",
+                "maxBackoff": "2s",
+                "backoffMultiplier": 2,
+                "retryableStatusCodes": ["UNAVAILABLE"],
+            },
+        }
+    ]
+}
+"""gRPC's retry policy and wait-for-ready for every method of the service, as the
+service-config JSON any gRPC client takes (`grpc.service_config` in Python)."""
+
+
+class Verdict(enum.IntEnum):
+    """What happened to a job: the proto enum `gristmill.v1.Verdict`, as a Python enum."""
+
+    VERDICT_UNSPECIFIED = 0
+    SUCCESS = 1
+    ERROR = 2
+    INVALID_ARGUMENTS = 3
+    TIMEOUT = 4
+    MEMORY_LIMIT = 5
+    CPU_LIMIT = 6
+    OUTPUT_LIMIT = 7
+    PROCESS_LIMIT = 8
+    KILLED_BY_SIGNAL = 9
+    CANCELLED = 10
+    SANDBOX_ERROR = 11
+    COMPILE_ERROR = 12
+    DEPENDENCY_ERROR = 13
+    SYSCALL_DENIED = 14
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A job's outcome, typed: `proto` keeps the whole message (usage, lockfile, ...)."""
+
+    job_id: str
+    verdict: Verdict
+    # The entry point's return value, decoded from JSON (None when it returned none).
+    result: JsonValue
+    # The user's error (name, message, stack) when the verdict is not SUCCESS; else None.
+    error: pb.JobError | None
+    # The job's output as text (invalid UTF-8 replaced); `proto.stdout.data` has the bytes.
+    stdout: str
+    stderr: str
+    exit_code: int
+    signal: int
+    detail: str
+    proto: pb.Outcome
+
+    @property
+    def ok(self) -> bool:
+        return self.verdict is Verdict.SUCCESS
+
+    @property
+    def usage(self) -> pb.Usage:
+        return self.proto.usage
+
+    @property
+    def lockfile(self) -> pb.Lockfile | None:
+        return self.proto.lockfile if self.proto.HasField("lockfile") else None
+
+    @classmethod
+    def from_proto(cls, message: pb.Outcome) -> Outcome:
+        return cls(
+            job_id=message.job_id,
+            verdict=Verdict(message.verdict),
+            result=outcome_result(message),
+            error=message.error if message.HasField("error") else None,
+            stdout=message.stdout.data.decode(errors="replace"),
+            stderr=message.stderr.data.decode(errors="replace"),
+            exit_code=message.exit_code,
+            signal=message.signal,
+            detail=message.detail,
+            proto=message,
+        )
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """Attempts of a call that failed with UNAVAILABLE, and the pause before each retry."""
+    """How calls survive an unavailable or full server.
+
+    `wait_for_ready`: a call waits for the server to be reachable instead of failing at
+    once (bounded by its `timeout_s`). A call that fails with UNAVAILABLE is retried up
+    to `max_attempts` in all, with exponential backoff and full jitter; with
+    `retry_resource_exhausted` a call refused by a full server is retried too.
+    """
 
     max_attempts: int = 5
     initial_backoff_s: float = 0.1
     max_backoff_s: float = 2.0
     multiplier: float = 2.0
+    wait_for_ready: bool = True
+    retry_resource_exhausted: bool = False
 
     def pause_s(self, error: grpc.RpcError, attempt: int, deadline: _Deadline) -> float | None:
         """The pause before retrying failed attempt `attempt` (1-based), or None: give up."""
-        if error.code() != grpc.StatusCode.UNAVAILABLE or attempt >= self.max_attempts:
+        retryable = {grpc.StatusCode.UNAVAILABLE}
+        if self.retry_resource_exhausted:
+            retryable.add(grpc.StatusCode.RESOURCE_EXHAUSTED)
+        if error.code() not in retryable or attempt >= self.max_attempts:
             return None
         ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
-        pause = random.uniform(0, ceiling)  # full jitter: retrying workers spread out
+        pause = _pushback_s(error)
+        if pause is None:
+            pause = random.uniform(0, ceiling)  # full jitter: retrying workers spread out
         remaining = deadline.remaining()
         return pause if remaining is None or remaining > pause else None
 
-    def channel_options(self) -> list[tuple[str, int]]:
+    def channel_options(self) -> list[tuple[str, int | str]]:
         # gRPC's own reconnect backoff starts at 1 s; keep it in step with our retries so
         # a retry is not refused by a channel still waiting to reconnect.
         backoff_ms = int(self.initial_backoff_s * 1000)
@@ -75,7 +187,25 @@ class RetryPolicy:
             ("grpc.initial_reconnect_backoff_ms", backoff_ms),
             ("grpc.min_reconnect_backoff_ms", backoff_ms),
             ("grpc.max_reconnect_backoff_ms", int(self.max_backoff_s * 1000)),
+            ("grpc.enable_retries", 1),
+            ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
         ]
+
+
+def _pushback_s(error: grpc.RpcError) -> float | None:
+    """The pause the server asked for in its trailing metadata, if it did."""
+    trailing = getattr(error, "trailing_metadata", None)
+    try:
+        metadata = trailing() if callable(trailing) else None
+    except Exception:  # an aio error before any metadata arrived
+        metadata = None
+    for key, value in metadata or ():
+        if key == PUSHBACK_KEY:
+            try:
+                return max(0.0, int(value) / 1000)
+            except ValueError:
+                return None
+    return None
 
 
 def execute_request(
@@ -138,7 +268,8 @@ class _Deadline:
 
 
 class Client:
-    """A blocking client of one server; use it as a context manager or call `close`."""
+    """A blocking client of one server ("host:port", "unix:/path"); use it as a context
+    manager or call `close`."""
 
     def __init__(
         self,
@@ -172,7 +303,9 @@ class Client:
         attempt = 1
         while True:
             try:
-                return getattr(self._stub, method)(request, timeout=deadline.remaining())
+                return getattr(self._stub, method)(
+                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
                 if pause is None:
@@ -180,17 +313,62 @@ class Client:
             time.sleep(pause)
             attempt += 1
 
+    def run(
+        self,
+        language: str,
+        code: str,
+        args: Mapping[str, JsonValue] | None = None,
+        *,
+        job_id: str | None = None,
+        entry_point: str | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: pb.Limits | None = None,
+        lockfile: pb.Lockfile | None = None,
+        timeout_s: float | None = None,
+    ) -> Outcome:
+        """Runs a job and returns its typed `Outcome`."""
+        return Outcome.from_proto(
+            self.execute(
+                language,
+                code,
+                args,
+                job_id=job_id,
+                entry_point=entry_point,
+                files=files,
+                env=env,
+                limits=limits,
+                lockfile=lockfile,
+                timeout_s=timeout_s,
+            )
+        )
+
     def execute(
         self,
         language: str,
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
+        job_id: str | None = None,
+        entry_point: str | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: pb.Limits | None = None,
+        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
-        **job: Any,
     ) -> pb.Outcome:
-        """Runs a job and returns its Outcome; `job` takes `execute_request`'s keywords."""
-        request = execute_request(language, code, args, **job)
+        """Runs a job and returns its Outcome message (see `run` for the typed one)."""
+        request = execute_request(
+            language,
+            code,
+            args,
+            job_id=job_id,
+            entry_point=entry_point,
+            files=files,
+            env=env,
+            limits=limits,
+            lockfile=lockfile,
+        )
         outcome: pb.Outcome = self._call("Execute", request, timeout_s)
         return outcome
 
@@ -200,20 +378,37 @@ class Client:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
+        job_id: str | None = None,
+        entry_point: str | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: pb.Limits | None = None,
+        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
-        **job: Any,
     ) -> Iterator[pb.ExecuteEvent]:
         """The job's events as they happen, its Outcome last (see the proto for the order).
 
         Retried only until the first event arrives: a retry would replay the events.
         """
-        request = execute_request(language, code, args, **job)
+        request = execute_request(
+            language,
+            code,
+            args,
+            job_id=job_id,
+            entry_point=entry_point,
+            files=files,
+            env=env,
+            limits=limits,
+            lockfile=lockfile,
+        )
         deadline = _Deadline(timeout_s)
         attempt = 1
         while True:
             started = False
             try:
-                for event in self._stub.ExecuteStream(request, timeout=deadline.remaining()):
+                for event in self._stub.ExecuteStream(
+                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                ):
                     started = True
                     yield event
                 return
@@ -299,7 +494,9 @@ class AsyncClient:
         attempt = 1
         while True:
             try:
-                return await getattr(self._stub, method)(request, timeout=deadline.remaining())
+                return await getattr(self._stub, method)(
+                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
                 if pause is None:
@@ -307,17 +504,62 @@ class AsyncClient:
             await asyncio.sleep(pause)
             attempt += 1
 
+    async def run(
+        self,
+        language: str,
+        code: str,
+        args: Mapping[str, JsonValue] | None = None,
+        *,
+        job_id: str | None = None,
+        entry_point: str | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: pb.Limits | None = None,
+        lockfile: pb.Lockfile | None = None,
+        timeout_s: float | None = None,
+    ) -> Outcome:
+        """Runs a job and returns its typed `Outcome`."""
+        return Outcome.from_proto(
+            await self.execute(
+                language,
+                code,
+                args,
+                job_id=job_id,
+                entry_point=entry_point,
+                files=files,
+                env=env,
+                limits=limits,
+                lockfile=lockfile,
+                timeout_s=timeout_s,
+            )
+        )
+
     async def execute(
         self,
         language: str,
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
+        job_id: str | None = None,
+        entry_point: str | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: pb.Limits | None = None,
+        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
-        **job: Any,
     ) -> pb.Outcome:
-        """Runs a job and returns its Outcome; `job` takes `execute_request`'s keywords."""
-        request = execute_request(language, code, args, **job)
+        """Runs a job and returns its Outcome message (see `run` for the typed one)."""
+        request = execute_request(
+            language,
+            code,
+            args,
+            job_id=job_id,
+            entry_point=entry_point,
+            files=files,
+            env=env,
+            limits=limits,
+            lockfile=lockfile,
+        )
         outcome: pb.Outcome = await self._call("Execute", request, timeout_s)
         return outcome
 
@@ -327,17 +569,34 @@ class AsyncClient:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
+        job_id: str | None = None,
+        entry_point: str | None = None,
+        files: Mapping[str, bytes | str] | None = None,
+        env: Mapping[str, str] | None = None,
+        limits: pb.Limits | None = None,
+        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
-        **job: Any,
     ) -> AsyncIterator[pb.ExecuteEvent]:
         """The job's events as they happen, its Outcome last; retried before the first only."""
-        request = execute_request(language, code, args, **job)
+        request = execute_request(
+            language,
+            code,
+            args,
+            job_id=job_id,
+            entry_point=entry_point,
+            files=files,
+            env=env,
+            limits=limits,
+            lockfile=lockfile,
+        )
         deadline = _Deadline(timeout_s)
         attempt = 1
         while True:
             started = False
             try:
-                async for event in self._stub.ExecuteStream(request, timeout=deadline.remaining()):
+                async for event in self._stub.ExecuteStream(
+                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                ):
                     started = True
                     yield event
                 return

@@ -11,9 +11,20 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
-from gristmill.client import AsyncClient, Client, RetryPolicy, execute_request, outcome_result
+from gristmill.client import (
+    SERVICE_CONFIG,
+    AsyncClient,
+    Client,
+    Outcome,
+    RetryPolicy,
+    Verdict,
+    _Deadline,
+    execute_request,
+    outcome_result,
+)
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2 as pb
+from tests.conftest import FakeRunner
 
 
 def test_request_carries_exact_json_args_and_a_fresh_id():
@@ -50,6 +61,7 @@ class _RecordingPolicy(RetryPolicy):
     max_attempts: int = 200
     initial_backoff_s: float = 0.02
     max_backoff_s: float = 0.1
+    wait_for_ready: bool = False
     failed: threading.Event = field(default_factory=threading.Event)
     codes: list[grpc.StatusCode] = field(default_factory=list)
 
@@ -111,3 +123,105 @@ def test_background_server_binds_the_port_it_reports(real_config):
     with BackgroundServer(real_config()) as address:
         host, _, port = address.rpartition(":")
     assert host == "127.0.0.1" and int(port) > 0
+
+
+def test_verdict_enum_matches_the_proto_enum():
+    assert {v.name: v.value for v in Verdict} == dict(pb.Verdict.items())
+
+
+def test_outcome_is_typed_with_the_result_decoded():
+    message = pb.Outcome(
+        job_id="j",
+        verdict=pb.ERROR,
+        result_json="",
+        error=pb.JobError(name="ZeroDivisionError", message="division by zero"),
+        stdout=pb.Output(data="héllo\n".encode()),
+        stderr=pb.Output(data=b"\xff"),
+    )
+    outcome = Outcome.from_proto(message)
+    assert outcome.verdict is Verdict.ERROR and not outcome.ok
+    assert outcome.result is None
+    assert outcome.error is not None and outcome.error.name == "ZeroDivisionError"
+    assert outcome.stdout == "héllo\n" and outcome.stderr == "\ufffd"
+    assert outcome.lockfile is None
+    ok = Outcome.from_proto(pb.Outcome(verdict=pb.SUCCESS, result_json='{"a": [1]}'))
+    assert ok.ok and ok.result == {"a": [1]}
+
+
+def test_run_returns_a_typed_outcome(fake_server):
+    address, _ = fake_server()
+    with Client(address) as client:
+        outcome = client.run("fake", "now", {"n": 1}, job_id="typed")
+    assert outcome.verdict is Verdict.SUCCESS
+    assert outcome.result == {"n": 1}
+    assert outcome.job_id == "typed"
+
+
+def test_a_misspelt_keyword_is_refused_at_once(fake_server):
+    address, _ = fake_server()
+    with Client(address) as client, pytest.raises(TypeError):
+        client.execute("fake", "now", job_idd="x")  # type: ignore[call-arg]
+
+
+def test_service_config_retries_unavailable_and_waits_for_ready():
+    method = SERVICE_CONFIG["methodConfig"][0]
+    assert method["waitForReady"] is True
+    assert method["retryPolicy"]["retryableStatusCodes"] == ["UNAVAILABLE"]
+    options = dict(RetryPolicy().channel_options())
+    assert json.loads(str(options["grpc.service_config"])) == SERVICE_CONFIG
+
+
+def test_a_call_waits_for_a_server_that_starts_late(fake_server):
+    """wait_for_ready by default: a restarting server delays a call, never fails it."""
+    address = f"127.0.0.1:{_free_port()}"
+    with Client(address) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(client.run, "fake", "now", {"n": 1}, timeout_s=120)
+        threading.Event().wait(1.0)
+        assert not pending.done()
+        fake_server(address=address)
+        assert pending.result().ok
+
+
+def test_the_same_client_survives_a_server_restart(make_config, fake_runtimes, fake_profiles):
+    config = make_config(
+        address=f"127.0.0.1:{_free_port()}", runtimes_dir=fake_runtimes, profiles_dir=fake_profiles
+    )
+    with Client(config.address) as client:
+        for round_ in range(2):
+            with BackgroundServer(config, runner=FakeRunner()):
+                assert client.run("fake", "now", {"round": round_}, timeout_s=120).ok
+
+
+def _overloaded_once(code: grpc.StatusCode, pushback_ms: str | None):
+    class Refused(grpc.RpcError):  # type: ignore[misc]
+        def code(self):
+            return code
+
+        def trailing_metadata(self):
+            return [("grpc-retry-pushback-ms", pushback_ms)] if pushback_ms else []
+
+    return Refused()
+
+
+def test_resource_exhausted_is_retried_only_when_asked_after_the_servers_pause():
+    deadline = _Deadline(None)
+    full = _overloaded_once(grpc.StatusCode.RESOURCE_EXHAUSTED, "250")
+    assert RetryPolicy().pause_s(full, 1, deadline) is None
+    assert RetryPolicy(retry_resource_exhausted=True).pause_s(full, 1, deadline) == 0.25
+    no_hint = _overloaded_once(grpc.StatusCode.RESOURCE_EXHAUSTED, None)
+    pause = RetryPolicy(retry_resource_exhausted=True).pause_s(no_hint, 1, deadline)
+    assert pause is not None and 0 <= pause <= 0.1
+
+
+def test_a_full_server_is_retried_until_a_slot_frees(fake_server):
+    address, runner = fake_server(max_concurrent_jobs=1, max_queued_jobs=0)
+    policy = RetryPolicy(retry_resource_exhausted=True, max_attempts=1000, max_backoff_s=0.05)
+    with Client(address, retry=policy) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(client.execute, "fake", "gate", job_id="holds-the-slot")
+        for _ in range(3000):
+            if runner.calls:
+                break
+            threading.Event().wait(0.01)
+        threading.Timer(0.5, runner.gate.set).start()
+        assert client.run("fake", "now", job_id="waits-its-turn", timeout_s=60).ok
+        assert running.result().verdict == pb.SUCCESS

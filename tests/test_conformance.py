@@ -475,10 +475,11 @@ def test_main_prints_a_table_and_passes_when_every_case_passes(tmp_path, fake_ta
     write_cases(cases_dir, FAKE_CASES)
     args = ["--target", fake_target, "--cases", str(cases_dir), "--filter", "echo.big"]
     assert runner.main(args) == 0
-    out = capsys.readouterr().out
-    assert "echo.big_integer" in out
-    assert "pass" in out
-    assert "1/1" in out
+    captured = capsys.readouterr()
+    assert "echo.big_integer" in captured.out
+    assert "pass" in captured.out
+    assert "1/1" in captured.out
+    assert "[1/1] ok   python echo.big_integer" in captured.err  # progress while it runs
 
 
 def test_main_fails_when_no_case_runs(tmp_path, fake_target, capsys):

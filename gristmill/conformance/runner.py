@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import re
 import socket
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,8 +110,15 @@ def list_runtimes(target: str, timeout_s: float = 10.0) -> runtime_pb2.ListRunti
         return response
 
 
-def run_cases(target: str, cases: Sequence[Case], *, parallelism: int = 2) -> list[CaseResult]:
-    """Runs every case against the server at `target`; results in the order of `cases`.
+def run_cases(
+    target: str,
+    cases: Sequence[Case],
+    *,
+    parallelism: int = 2,
+    on_result: Callable[[CaseResult], None] | None = None,
+) -> list[CaseResult]:
+    """Runs every case against the server at `target`; results in the order of `cases`,
+    each also handed to `on_result` as it finishes (from the pool's threads).
 
     A few run at once, as a queue worker's jobs would; each gets a fresh job id so
     that the server's idempotency never answers one case with another's outcome.
@@ -124,7 +133,28 @@ def run_cases(target: str, cases: Sequence[Case], *, parallelism: int = 2) -> li
         ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool,
     ):
         stub = _stub(channel)
-        return list(pool.map(lambda case: _run_case(stub, case, service), cases))
+
+        def run(case: Case) -> CaseResult:
+            result = _run_case(stub, case, service)
+            if on_result is not None:
+                on_result(result)
+            return result
+
+        return list(pool.map(run, cases))
+
+
+def _progress(total: int) -> Callable[[CaseResult], None]:
+    """One line on stderr per finished case: `[12/240] ok   python attack_fork_bomb`."""
+    done = itertools.count(1)
+    lock = threading.Lock()
+
+    def show(result: CaseResult) -> None:
+        with lock:
+            status = "ok  " if result.passed else "FAIL"
+            case = result.case
+            print(f"[{next(done)}/{total}] {status} {case.language} {case.name}", file=sys.stderr)
+
+    return show
 
 
 def _stub(channel: grpc.Channel) -> Any:
@@ -291,7 +321,9 @@ def main(argv: list[str]) -> int:
         unavailable[language] = "the server does not list it"
     runnable = [case for case in cases if case.language in available]
 
-    results = run_cases(args.target, runnable, parallelism=args.jobs)
+    results = run_cases(
+        args.target, runnable, parallelism=args.jobs, on_result=_progress(len(runnable))
+    )
     backend = runtimes.sandbox.backend
     if args.json:
         report.print_json(args.target, results, unavailable, backend)

@@ -10,7 +10,7 @@ import asyncio
 import concurrent.futures
 import dataclasses
 import threading
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -65,9 +65,14 @@ class Server:
         self._offload.close()
 
 
-async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server:
+async def start(
+    config: ServerConfig,
+    runner: JobRunner | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+) -> Server:
     """A running server for `config`; `runner` replaces the real executor (tests only;
-    such a server answers Resolve with UNIMPLEMENTED)."""
+    such a server answers Resolve with UNIMPLEMENTED); `interceptors` see every call
+    (`gristmill serve --idle-exit-s` counts them)."""
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     executor = None
     resolver = None
@@ -102,10 +107,11 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
         config.caps.recent_jobs_bytes,
     )
     server = grpc.aio.server(
+        interceptors=interceptors,
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-        ]
+        ],
     )
     servicer = RuntimeServicer(config, registry, runner, table, offload, resolver)
     runtime_pb2_grpc.add_RuntimeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
@@ -118,6 +124,8 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
+    if config.address.startswith("unix:"):
+        return Server(server, config.address, table, executor, offload)
     host = config.address.rpartition(":")[0]
     return Server(server, f"{host}:{port}", table, executor, offload)
 

@@ -1,8 +1,9 @@
 # gristmill's Bash wrapper, per runtimes/PROTOCOL.md.
 # Reads the job's positional arguments (NUL-separated) on fd 4, runs the job's
 # script with them and its fd 3 going to an unlinked file, then sends that file's
-# text on the real fd 3 as {"result_text": ...}. Nothing written there means the
-# service takes the last line of stdout instead. A script killed by a signal
+# text on the real fd 3 as {"result_text": ...}. Nothing written there: the text of
+# ./result.json (/job/result.json, as Windmill's Bash scripts write it), if the script
+# left one; else the service takes the last line of stdout. A script killed by a signal
 # makes the wrapper die of the same signal, so the verdict can say so.
 
 args=()
@@ -45,6 +46,9 @@ utf8_repaired() {
 
 text=""
 IFS= read -r -d '' text <&6
+if [[ -z $text && -f /job/result.json ]]; then
+    IFS= read -r -d '' text </job/result.json
+fi
 if [[ -n $text ]]; then
     if has_high_bytes "$text" && ! iconv -f UTF-8 -t UTF-8 >/dev/null 2>&1 <<<"$text"; then
         text=$(utf8_repaired "$text")

@@ -97,17 +97,33 @@ def script_metadata(code: str) -> tuple[dict[str, object], int] | None:
         raise DependencyFailure(f"the script metadata at line {line}: {error}") from error
 
 
-def declared(metadata: dict[str, object], line: int) -> list[Dependency]:
-    """`requires-python` (as "python") and `dependencies` of a script block."""
+def declared(metadata: dict[str, object], line: int, code: str = "") -> list[Dependency]:
+    """`requires-python` (as "python") and `dependencies` of a script block, each with
+    the line of `code` it is written on (the block's first line when not found)."""
     where = f"script metadata, line {line}"
+    lines = code.splitlines()
+
+    def written_at(key: str, text: str) -> str:
+        for number in range(line, len(lines) + 1):
+            source = lines[number - 1]
+            if f'"{text}"' in source or f"'{text}'" in source or (key and key in source):
+                return f"script metadata, line {number}"
+        return where
+
     found = []
     requires_python = metadata.get("requires-python")
     if isinstance(requires_python, str):
-        found.append(_dependency(f"{PYTHON}{requires_python}", DependencySource.DECLARED, where))
+        found.append(
+            _dependency(
+                f"{PYTHON}{requires_python}",
+                DependencySource.DECLARED,
+                written_at("requires-python", requires_python),
+            )
+        )
     listed = metadata.get("dependencies", [])
     if not isinstance(listed, list) or not all(isinstance(item, str) for item in listed):
         raise DependencyFailure(f"{where}: `dependencies` must be a list of strings")
-    found += [_dependency(item, DependencySource.DECLARED, where) for item in listed]
+    found += [_dependency(item, DependencySource.DECLARED, written_at("", item)) for item in listed]
     return found
 
 
@@ -190,7 +206,7 @@ def find(code: str, files: Sequence[str] = ()) -> tuple[Dependency, ...]:
     metadata = script_metadata(code)
     if metadata is None:
         return tuple(inferred(code, files))
-    found = declared(*metadata)
+    found = declared(*metadata, code=code)
     if "dependencies" not in metadata[0]:
         found += inferred(code, files)
     return tuple(found)

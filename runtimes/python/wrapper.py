@@ -243,6 +243,9 @@ def _add_environment():
 
 def main():
     _add_environment()
+    # -I ignores PYTHONUNBUFFERED, and a pipe makes stdout block-buffered: a job's lines
+    # should reach the caller's stream as they are printed.
+    sys.stdout.reconfigure(line_buffering=True)
     channel = os.fdopen(RESULT_FD, "w", encoding="utf-8")
     os.set_inheritable(RESULT_FD, False)
     with os.fdopen(JOB_FD, "rb") as job_channel:

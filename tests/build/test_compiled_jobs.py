@@ -15,6 +15,7 @@ import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ def client(request: pytest.FixtureRequest) -> Iterator[Client]:
             server.__exit__(None, None, None)
 
 
-def run(client: Client, code: str, **job: object) -> pb.Outcome:
+def run(client: Client, code: str, **job: Any) -> pb.Outcome:
     return client.execute("c", code, {"n": 7}, timeout_s=TIMEOUT_S, **job)
 
 

@@ -34,7 +34,23 @@ def test_script_metadata_declares_exactly_its_dependencies(plugin):
     found = plugin.dependencies(code)
     assert requirements(found) == ["python>=3.10", "requests<3", "rich"]
     assert {d.source for d in found} == {DECLARED}
-    assert found[1].where == "script metadata, line 1"
+    assert [d.where for d in found] == [f"script metadata, line {n}" for n in (2, 3, 3)]
+
+
+def test_each_declared_dependency_has_its_own_line(plugin):
+    code = (
+        "import os\n"
+        "# /// script\n"
+        "# dependencies = [\n"
+        '#   "requests<3",\n'
+        "#   'rich',\n"
+        "# ]\n"
+        "# ///\n"
+    )
+    assert [d.where for d in plugin.dependencies(code)] == [
+        "script metadata, line 4",
+        "script metadata, line 5",
+    ]
 
 
 def test_script_metadata_without_dependencies_leaves_them_to_the_imports(plugin):
