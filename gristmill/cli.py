@@ -339,7 +339,7 @@ def _build_parser() -> argparse.ArgumentParser:
         help="the runtime conformance suite (gristmill conformance --help)",
         add_help=False,
     )
-    queue_commands.add_commands(commands)
+    queue_commands.add_commands(commands, _command)
     return parser
 
 

@@ -40,9 +40,17 @@ def _database_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_commands(commands: Any) -> None:
-    """Adds `worker`, `enqueue` and `queue` to the `gristmill` subcommands."""
-    worker = commands.add_parser("worker", help="run queue jobs from PostgreSQL on servers")
+def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser]) -> None:
+    """Adds `worker`, `enqueue` and `queue` to the `gristmill` subcommands; `command`
+    makes each one as the CLI makes its own (help, examples, exit codes)."""
+    worker = command(
+        commands,
+        "worker",
+        "run queue jobs from PostgreSQL on servers",
+        "Claims jobs from the queue, runs them on the servers and writes their outcomes back.",
+        "  gristmill worker --target 127.0.0.1:50051 --concurrency 8\n"
+        "  gristmill worker --target a:50051 --target b:50051 --database postgresql:///jobs",
+    )
     _database_flag(worker)
     worker.add_argument(
         "--target",
@@ -57,22 +65,34 @@ def add_commands(commands: Any) -> None:
     worker.add_argument("--grace-s", type=float, default=30.0, help="time to finish at stop (30)")
     worker.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
 
-    enqueue = commands.add_parser("enqueue", help="queue a file as a job; print its id")
+    enqueue = command(
+        commands,
+        "enqueue",
+        "queue a file as a job; print its id",
+        "Adds a job to the queue; with --wait, prints its outcome once a worker ran it.",
+        "  gristmill enqueue job.py --args '{\"n\": 3}'\n  gristmill enqueue job.sh --wait",
+    )
     _database_flag(enqueue)
     enqueue.add_argument("file", type=Path)
     enqueue.add_argument("--lang", help="language (default: from the file's extension)")
     enqueue.add_argument("--args", dest="args_json", default="{}", help="arguments, JSON object")
-    enqueue.add_argument("--entry-point", default="")
-    enqueue.add_argument("--timeout-ms", type=int, default=0)
-    enqueue.add_argument("--memory-mb", type=int, default=0)
-    enqueue.add_argument("--priority", type=int, default=0)
-    enqueue.add_argument("--tenant", default="")
-    enqueue.add_argument("--max-attempts", type=int, default=5)
+    enqueue.add_argument("--entry-point", default="", help="function to call (language's default)")
+    enqueue.add_argument("--timeout-ms", type=int, default=0, help="wall time (server default)")
+    enqueue.add_argument("--memory-mb", type=int, default=0, help="memory (server default)")
+    enqueue.add_argument("--priority", type=int, default=0, help="higher runs first (0)")
+    enqueue.add_argument("--tenant", default="", help="tenant tag stored with the job")
+    enqueue.add_argument("--max-attempts", type=int, default=5, help="retries of lost runs (5)")
     enqueue.add_argument("--id", dest="job_id", help="the job's id (default: a new uuid)")
     enqueue.add_argument("--wait", action="store_true", help="wait for its outcome, print it")
-    enqueue.add_argument("--wait-timeout-s", type=float, default=None)
+    enqueue.add_argument("--wait-timeout-s", type=float, default=None, help="give up after (never)")
 
-    queue = commands.add_parser("queue", help="the queue's schema and jobs")
+    queue = command(
+        commands,
+        "queue",
+        "the queue's schema and jobs",
+        "Migrates the queue's schema, shows its state and its jobs, cancels or waits for one.",
+        "  gristmill queue migrate\n  gristmill queue status\n  gristmill queue wait JOB_ID",
+    )
     actions = queue.add_subparsers(dest="queue_command", required=True)
     for name, text in (
         ("migrate", "create or upgrade the schema"),
@@ -86,7 +106,7 @@ def add_commands(commands: Any) -> None:
     wait = actions.add_parser("wait", help="wait for a job's outcome and print it")
     _database_flag(wait)
     wait.add_argument("job_id")
-    wait.add_argument("--timeout-s", type=float, default=None)
+    wait.add_argument("--timeout-s", type=float, default=None, help="give up after (never)")
 
 
 def _record_json(job: JobRecord) -> str:
