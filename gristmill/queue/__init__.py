@@ -3,7 +3,7 @@
 A client of the service like any other (it depends on `gristmill.client`, never on
 `gristmill.server`): `Queue` enqueues, reads, waits for and cancels jobs; `Worker` claims
 them, runs them through `Execute` and writes their outcomes back; `migrate` creates or
-upgrades the schema. See `gristmill/queue/README.md`.
+upgrades the schema. See "The queue worker" in the README.
 
 The names are imported on first use, so that the `gristmill` command, which registers
 the queue's subcommands, does not pay for psycopg unless a queue command runs.
