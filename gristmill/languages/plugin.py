@@ -29,6 +29,11 @@ class LanguagePlugin:
         """The entry point's parameters as a JSON Schema object; no parameters by default."""
         return {"type": "object", "properties": {}, "required": []}
 
+    def check_request(self, job: Job) -> None:
+        """Raises `InvalidRequest` (naming the field) for a job this server cannot take at
+        all, e.g. one naming a resource it does not have; called while the request is
+        checked, so the caller gets INVALID_ARGUMENT and nothing starts. Nothing by default."""
+
     def job_message(self, job: Job, source_path: str) -> bytes:
         """The bytes the wrapper reads on fd 4: by default the JSON job message.
 

@@ -98,7 +98,7 @@ def job_from_proto(
         cpu_millicores=message.limits.cpu_millicores,
     )
     limits = validate.limits(asked, config.default_limits, config.max_limits)
-    return Job(
+    job = Job(
         id=job_id,
         language=runtime.name,
         code=message.code,
@@ -111,6 +111,8 @@ def job_from_proto(
         deadline=None if remaining_s is None else time.monotonic() + remaining_s,
         size_bytes=message.ByteSize(),
     )
+    runtime.plugin.check_request(job)
+    return job
 
 
 def _check_sizes(message: pb.Job, caps: Caps) -> None:

@@ -308,6 +308,13 @@ class Plugin(LanguagePlugin):
         required = [p.name for p in declared if not p.has_default]
         return {"type": "object", "properties": properties, "required": required}
 
+    def check_request(self, job: Job) -> None:
+        """A database this server does not have is the request's error, not the job's."""
+        try:
+            self._database(job)
+        except ArgumentsRejected as unknown:
+            raise InvalidRequest(f"job.env[{DATABASE_VARIABLE!r}]", str(unknown)) from unknown
+
     def _database(self, job: Job) -> tuple[str, DatabaseConfig | None]:
         name = job.env.get(DATABASE_VARIABLE, "")
         if not name:

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import grpc
 import psycopg
 import pytest
 
@@ -253,9 +254,10 @@ def test_ten_million_rows_stop_at_the_result_cap(server):
 
 
 def test_an_unknown_or_unreachable_database_is_named_never_its_password(server):
-    unknown = run(server, "select 1", db="elsewhere")
-    assert unknown.verdict == pb.INVALID_ARGUMENTS
-    assert "elsewhere" in unknown.error.message
+    with pytest.raises(grpc.RpcError) as unknown:
+        run(server, "select 1", db="elsewhere")
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "SQL_DATABASE" in unknown.value.details() and "elsewhere" in unknown.value.details()
     broken = run(server, "select 1", db="broken")
     assert broken.verdict == pb.ERROR
     assert "'broken' cannot be reached" in broken.error.message
