@@ -17,7 +17,12 @@ from gristmill.isolation.backend import SandboxPlan
 from gristmill.isolation.profile import BindMount
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Runtime
-from gristmill.languages.spec import BUILD_VARIABLE, JAIL_BUILD_DIR, JAIL_RUNTIME_DIR
+from gristmill.languages.spec import (
+    BUILD_VARIABLE,
+    JAIL_BUILD_DIR,
+    JAIL_RUNTIME_DIR,
+    JAIL_SHARED_DIR,
+)
 from gristmill.model import Limits
 
 __all__ = ["job_plan"]
@@ -33,13 +38,15 @@ def job_plan(
     environment: PreparedEnvironment | None,
     build_dir: Path | None,
     build_writable: bool = False,
+    shared_dir: Path | None = None,
 ) -> SandboxPlan:
     """The plan of one of a job's sandboxes: `argv` with `env` over the profile's, under
     `limits`, in `workspace`.
 
     `runtime_dir` is the language's folder (read-only); `environment` the installed
     dependencies (read-only); `build_dir` the build output: writable for the build
-    step that fills it, read-only for the run that uses it.
+    step that fills it, read-only for the run that uses it; `shared_dir` what the
+    language's prime step left, read-only (build steps only).
     """
     mounts = [BindMount(str(runtime_dir), JAIL_RUNTIME_DIR)]
     variables: dict[str, str] = {}
@@ -49,6 +56,8 @@ def job_plan(
     if build_dir is not None:
         mounts.append(BindMount(str(build_dir), JAIL_BUILD_DIR, writable=build_writable))
         variables[BUILD_VARIABLE] = JAIL_BUILD_DIR
+    if shared_dir is not None:
+        mounts.append(BindMount(str(shared_dir), JAIL_SHARED_DIR))
     return SandboxPlan(
         profile=runtime.profile.with_mounts(*mounts),
         argv=argv,

@@ -62,6 +62,17 @@ class Workspace:
             raise
         return workspace
 
+    @classmethod
+    def empty(cls, jobs_dir: Path, uid: int, gid: int) -> Workspace:
+        """A job directory with nothing in it, owned by the sandbox's `uid`/`gid`."""
+        base = jobs_dir / uuid.uuid4().hex
+        job_dir, root_dir = base / "job", base / "root"
+        base.mkdir(mode=0o755)
+        root_dir.mkdir(mode=0o755)
+        job_dir.mkdir(mode=0o755)
+        os.chown(job_dir, uid, gid)
+        return cls(base, job_dir, root_dir)
+
     def _write(self, relative: str, content: bytes, executable: bool, uid: int, gid: int) -> None:
         target = self.job_dir / relative
         for parent in reversed(target.relative_to(self.job_dir).parents[:-1]):
