@@ -202,3 +202,14 @@ def test_a_build_that_leaves_a_fifo_is_compile_error_and_not_kept(client):
     assert [o.verdict for o in outcomes] == [pb.COMPILE_ERROR] * 2, outcomes
     assert "pipe, which is not a regular file, directory or symlink" in outcomes[0].error.message
     assert [o.build.cached for o in outcomes] == [False, False]
+
+
+def test_the_prime_step_runs_once_and_every_build_reads_it_read_only(client):
+    first = client.execute("primed", f"one {uuid.uuid4().hex}", timeout_s=TIMEOUT_S)
+    second = client.execute("primed", f"two {uuid.uuid4().hex}", timeout_s=TIMEOUT_S)
+    assert first.verdict == second.verdict == pb.SUCCESS, (first, second)
+    assert not first.build.cached and not second.build.cached
+    stamp, shared = outcome_result(first).split()
+    # Two different builds saw the same stamp: the prime step ran once for both.
+    assert outcome_result(second).split() == [stamp, "shared-read-only"]
+    assert shared == "shared-read-only"
