@@ -8,8 +8,10 @@
 // WRITE_DIR and the shared cache, mounted read-only, as READ_DIR: a job's build reuses
 // the compiled standard library and can never write where another job's build reads.
 //
-// Layout of a directory: a/<action id hex> holds "<output id hex> <size>", and
-// o/<output id hex> the output itself. Entries are written to a temporary name and
+// Every directory has the layout of Go's own build cache (GOCACHE): <xx>/<action id>-a
+// holds "v1 <action id> <output id> <size> <time>", <xx>/<output id>-d the output. So
+// the prime step fills the shared cache with a plain `go build` (GOCACHE), and a
+// READ_DIR may be any Go build cache. Files are written to a temporary name and
 // renamed, so a reader never sees half an entry.
 package main
 
@@ -23,6 +25,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 type request struct {
@@ -48,22 +51,32 @@ type cache struct {
 	read  []string
 }
 
+func entryPath(dir string, id []byte, kind string) string {
+	name := hex.EncodeToString(id)
+	if len(name) < 2 {
+		return filepath.Join(dir, "invalid-"+kind)
+	}
+	return filepath.Join(dir, name[:2], name+"-"+kind)
+}
+
 func (c *cache) get(action []byte) response {
-	name := hex.EncodeToString(action)
 	for _, dir := range append([]string{c.write}, c.read...) {
-		entry, err := os.ReadFile(filepath.Join(dir, "a", name))
+		entry, err := os.ReadFile(entryPath(dir, action, "a"))
 		if err != nil {
 			continue
 		}
 		fields := strings.Fields(string(entry))
-		if len(fields) != 2 {
+		if len(fields) != 5 || fields[0] != "v1" || fields[1] != hex.EncodeToString(action) {
 			continue
 		}
-		output, err1 := hex.DecodeString(fields[0])
-		size, err2 := strconv.ParseInt(fields[1], 10, 64)
-		path := filepath.Join(dir, "o", fields[0])
-		info, err3 := os.Stat(path)
-		if err1 != nil || err2 != nil || err3 != nil || info.Size() != size {
+		output, err1 := hex.DecodeString(fields[2])
+		size, err2 := strconv.ParseInt(fields[3], 10, 64)
+		if err1 != nil || err2 != nil {
+			continue
+		}
+		path := entryPath(dir, output, "d")
+		info, err := os.Stat(path)
+		if err != nil || !info.Mode().IsRegular() || info.Size() != size {
 			continue
 		}
 		return response{OutputID: output, Size: size, DiskPath: path}
@@ -72,6 +85,9 @@ func (c *cache) get(action []byte) response {
 }
 
 func writeAtomically(path string, write func(*os.File) error) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
 	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
 	if err != nil {
 		return err
@@ -92,8 +108,7 @@ func writeAtomically(path string, write func(*os.File) error) error {
 }
 
 func (c *cache) put(req request, body io.Reader) response {
-	output := hex.EncodeToString(req.OutputID)
-	path := filepath.Join(c.write, "o", output)
+	path := entryPath(c.write, req.OutputID, "d")
 	err := writeAtomically(path, func(f *os.File) error {
 		n, err := io.Copy(f, body)
 		if err == nil && n != req.BodySize {
@@ -102,8 +117,8 @@ func (c *cache) put(req request, body io.Reader) response {
 		return err
 	})
 	if err == nil {
-		entry := fmt.Sprintf("%s %d\n", output, req.BodySize)
-		err = writeAtomically(filepath.Join(c.write, "a", hex.EncodeToString(req.ActionID)),
+		entry := fmt.Sprintf("v1 %x %x %20d %20d\n", req.ActionID, req.OutputID, req.BodySize, time.Now().UnixNano())
+		err = writeAtomically(entryPath(c.write, req.ActionID, "a"),
 			func(f *os.File) error { _, err := f.WriteString(entry); return err })
 	}
 	if err != nil {
@@ -118,11 +133,9 @@ func main() {
 		os.Exit(2)
 	}
 	c := &cache{write: os.Args[1], read: os.Args[2:]}
-	for _, sub := range []string{"a", "o"} {
-		if err := os.MkdirAll(filepath.Join(c.write, sub), 0o755); err != nil {
-			fmt.Fprintln(os.Stderr, "cacheprog:", err)
-			os.Exit(1)
-		}
+	if err := os.MkdirAll(c.write, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, "cacheprog:", err)
+		os.Exit(1)
 	}
 	in := bufio.NewReaderSize(os.Stdin, 1<<20)
 	decoder := json.NewDecoder(in)

@@ -131,7 +131,9 @@ class _Schemas:
         if node.type == "map_type":
             value = node.child_by_field_name("value")
             values = self.of(value, depth + 1) if value is not None else {}
-            return {"type": "object", "additionalProperties": values} if values else {"type": "object"}
+            if not values:
+                return {"type": "object"}
+            return {"type": "object", "additionalProperties": values}
         if node.type == "struct_type":
             return self._struct(node, depth)
         if node.type == "type_identifier" and text in self.types:

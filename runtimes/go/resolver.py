@@ -38,12 +38,12 @@ def _env(context: ToolContext) -> dict[str, str]:
 # Fixed scripts: every input is in files the step writes, never in the script's text.
 _LOCK = (
     "set -e; cd /job; go mod tidy >&2; "
-    "printf -- '-- go.mod --\\n'; cat go.mod; printf -- '-- go.sum --\\n'; cat go.sum 2>/dev/null || true"
+    "printf -- '-- go.mod --\\n'; cat go.mod; "
+    "printf -- '-- go.sum --\\n'; cat go.sum 2>/dev/null || true"
 )
 _INSTALL = (
     'set -e; cd /job; go mod download >&2; mkdir -p "$GRISTMILL_OUT"; '
-    'cp go.mod go.sum "$GRISTMILL_OUT/"; '
-    'if [ -d "$GOMODCACHE" ]; then cp -R "$GOMODCACHE/." "$GRISTMILL_OUT/mod/"; fi'
+    'cp go.mod go.sum "$GRISTMILL_OUT/"'
 )
 
 
@@ -80,11 +80,8 @@ class GoModules:
         env["GOMODCACHE"] = f"{context.build_dir}/mod"
         env["GRISTMILL_OUT"] = context.build_dir
         env["GOFLAGS"] = "-mod=readonly -modcacherw"
-        script = _INSTALL.replace(
-            'if [ -d "$GOMODCACHE" ]; then cp -R "$GOMODCACHE/." "$GRISTMILL_OUT/mod/"; fi', "true"
-        )
         return Step(
-            argv=("/bin/sh", "-c", script),
+            argv=("/bin/sh", "-c", _INSTALL),
             files={"go.mod": lock.go_mod(), "go.sum": lock.go_sum()},
             env=env,
         )

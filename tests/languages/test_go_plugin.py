@@ -40,7 +40,8 @@ type Person struct {
 }
 
 // main greets people.
-func main(a, b int, s string, p Person, when time.Time, raw []byte, m map[string]float64, c Color, opt *bool) (any, error) {
+func main(a, b int, s string, p Person, when time.Time, raw []byte,
+\tm map[string]float64, c Color, opt *bool) (any, error) {
 \treturn nil, nil
 }
 """
