@@ -69,7 +69,7 @@ func userFrames(skip int) []frame {
 	var found []frame
 	for {
 		f, more := frames.Next()
-		if strings.HasPrefix(f.File, userModule) && !strings.HasSuffix(f.File, "/gristmill_entry.go") {
+		if own := strings.TrimPrefix(f.File, userModule); own != f.File && own != "gristmill_entry.go" && !strings.HasPrefix(own, "gristmill_main/") {
 			function := f.Function
 			if i := strings.LastIndex(function, "."); i >= 0 {
 				function = function[i+1:]
