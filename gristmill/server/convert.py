@@ -68,6 +68,8 @@ def _lockfile_from_proto(message: pb.Job, runtime: Runtime) -> Lockfile | None:
         runtime.name,
         resolver.lock_format if resolver else None,
         "job.lockfile",
+        # A resolver may check its own lockfile format (`check_lockfile(content)`).
+        getattr(resolver, "check_lockfile", None),
     )
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
 
@@ -116,13 +116,19 @@ _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
 def lockfile(
-    given: Lockfile, sha256: str, language: str, lock_format: str | None, field: str
+    given: Lockfile,
+    sha256: str,
+    language: str,
+    lock_format: str | None,
+    field: str,
+    check: Callable[[str], None] | None = None,
 ) -> Lockfile:
     """A lockfile a job may be installed from: for its language, in its resolver's format,
     its content matching `sha256` when that is given, and pinning only packages of the
     configured index (`gristmill.deps.lockfiles`: no URL, path or installer option,
     which would fetch code from wherever the caller likes). Empty language and format
-    mean the job's."""
+    mean the job's. `check` is the resolver's own check of its format, when it has one
+    (raising `lockfiles.LockfileRefused`); else the format's rules in `lockfiles`."""
     if lock_format is None:
         raise InvalidRequest(field, f"{language} jobs have no dependencies to lock")
     if given.language and given.language != language:
@@ -136,7 +142,10 @@ def lockfile(
         why = "is not hex SHA-256" if not _SHA256.fullmatch(sha256) else "does not match content"
         raise InvalidRequest(f"{field}.sha256", why)
     try:
-        lockfiles.check(lock_format, checked.content)
+        if check is not None:
+            check(checked.content)
+        else:
+            lockfiles.check(lock_format, checked.content)
     except lockfiles.LockfileRefused as refused:
         raise InvalidRequest(f"{field}.content", str(refused)) from refused
     return checked
