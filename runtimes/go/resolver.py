@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from gristmill.deps import lockfiles
 from gristmill.deps.errors import DependencyFailure
 from gristmill.deps.tool import Step, ToolContext
 from gristmill.model import Dependency, Lockfile
@@ -54,6 +55,13 @@ class GoModules:
 
     def version_argv(self, program_path: str) -> Sequence[str]:
         return (GO, "version")
+
+    def check_lockfile(self, content: str) -> None:
+        """Refuses (`LockfileRefused`) a lockfile a caller sends that is not only pins."""
+        try:
+            modules.parse_lock(content)
+        except modules.LockfileRefused as refused:
+            raise lockfiles.LockfileRefused(str(refused)) from refused
 
     def lock(self, dependencies: Sequence[Dependency], context: ToolContext) -> Step:
         requires = [d.requirement for d in dependencies if d.source.value == "DECLARED"]

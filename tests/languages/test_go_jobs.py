@@ -8,6 +8,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
 from gristmill.client import Client, outcome_result
@@ -82,13 +83,15 @@ def test_a_lockfile_with_a_replace_is_refused(client):
         format="go.mod+go.sum",
         content="-- go.mod --\nmodule gristmill.job\nreplace x => ../x\n-- go.sum --\n",
     )
-    outcome = client.execute("go", UUID_JOB % "r", {"name": "x"}, lockfile=lockfile, timeout_s=60)
-    assert outcome.verdict == pb.DEPENDENCY_ERROR, outcome
-    assert "replace" in outcome.error.message
+    with pytest.raises(grpc.RpcError) as refused:
+        client.execute("go", UUID_JOB % "r", {"name": "x"}, lockfile=lockfile, timeout_s=60)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "'replace' is not allowed" in refused.value.details()
 
 
 def test_a_compile_error_names_the_users_file_and_line(client):
-    code = f"package inner\n\n// {uuid.uuid4().hex}\nfunc main() (int, error) {{\n\treturn x, nil\n}}\n"
+    nonce = uuid.uuid4().hex
+    code = f"package inner\n\n// {nonce}\nfunc main() (int, error) {{\n\treturn x, nil\n}}\n"
     outcome = client.execute("go", code, timeout_s=TIMEOUT_S)
     assert outcome.verdict == pb.COMPILE_ERROR, outcome
     assert "main.go:5:" in outcome.error.message
