@@ -154,3 +154,11 @@ def test_a_checked_lockfile_installs_exactly_its_pins(plugin):
 def test_a_lockfile_with_anything_but_hashed_pins_is_refused(plugin, go_mod, go_sum, message):
     with pytest.raises(DependencyFailure, match=message):
         plugin.resolver().install(lockfile(go_mod, go_sum), ToolContext("go1.26"))
+
+
+def test_builds_and_the_prime_step_share_one_environment_and_offline_flags():
+    spec = Registry().get("go").spec.build
+    assert spec is not None
+    assert spec.prime == ("/bin/sh", "/gristmill/runtime/prime.sh")
+    assert "-trimpath" in spec.env["GOFLAGS"] and "-mod=readonly" in spec.env["GOFLAGS"]
+    assert spec.env["GOPROXY"] == "off"
