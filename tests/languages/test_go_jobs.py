@@ -101,7 +101,7 @@ def test_a_compile_error_names_the_users_file_and_line(client):
 def test_a_panic_reports_the_users_frames_innermost_last(client):
     code = (
         f"package inner\n\n// {uuid.uuid4().hex}\n"
-        "func inner2() {\n\tpanic(\"deep\")\n}\n\n"
+        'func inner2() {\n\tpanic("deep")\n}\n\n'
         "func main() error {\n\tinner2()\n\treturn nil\n}\n"
     )
     outcome = client.execute("go", code, timeout_s=TIMEOUT_S)
