@@ -507,7 +507,8 @@ ATTACKS: dict[tuple[str, str], list[bool]] = {}
 def server_address(request: pytest.FixtureRequest) -> Iterator[str]:
     """One real server per sandbox backend, for the whole suite."""
     with sandbox_work_dir() as work_dir:
-        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir}
+        # Compiled languages prime their build caches before the first case's deadline runs.
+        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir, "deps.prime_at_start": True}
         config = load_config(overrides={**overrides, "sandbox_backend": request.param})
         try:
             server = BackgroundServer(config)

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -234,6 +234,17 @@ class Builds:
             except Unsealable as refused:
                 raise BuildFailure(str(refused), key) from refused
             yield PreparedBuild(lease.path, lease.cached, key)
+
+    async def prime_all(self, runtimes: Iterable[Runtime]) -> None:
+        """Runs every prime step `runtimes` have that the cache does not keep yet.
+
+        Raises `SandboxFailure` when one fails.
+        """
+        for runtime in runtimes:
+            spec = runtime.spec.build
+            if spec is not None and spec.prime:
+                async with self._primed(runtime, spec, lambda _event: None):
+                    pass
 
     @contextlib.asynccontextmanager
     async def _primed(

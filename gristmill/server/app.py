@@ -70,6 +70,8 @@ async def start(config: ServerConfig, runner: JobRunner | None = None) -> Server
         config.work_dir.mkdir(parents=True, exist_ok=True)
         backend = open_backend(config.sandbox_backend, config.work_dir)
         executor = Executor(registry, backend, config.work_dir, config.deps)
+        if config.deps.prime_at_start:
+            await executor.builds.prime_all(runtime for runtime in registry if runtime.available)
         runner, resolver = executor, executor.deps
     table = JobTable(
         runner,
