@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,7 @@ SCHEMA_VERSION = 1
 """Bumped when what a build leaves, or how a run finds it, changes."""
 
 EventSink = Callable[[JobEvent], None]
+log = logging.getLogger(__name__)
 
 
 class BuildFailure(Exception):
@@ -238,13 +240,18 @@ class Builds:
     async def prime_all(self, runtimes: Iterable[Runtime]) -> None:
         """Runs every prime step `runtimes` have that the cache does not keep yet.
 
-        Raises `SandboxFailure` when one fails.
+        One that fails is logged, not raised: the language's first build tries again
+        (and its job ends INTERNAL if it fails again); the other languages still serve.
         """
         for runtime in runtimes:
             spec = runtime.spec.build
-            if spec is not None and spec.prime:
+            if spec is None or not spec.prime:
+                continue
+            try:
                 async with self._primed(runtime, spec, lambda _event: None):
                     pass
+            except SandboxFailure as failed:
+                log.warning("%s: the build's prime step failed at start: %s", runtime.name, failed)
 
     @contextlib.asynccontextmanager
     async def _primed(
