@@ -120,6 +120,10 @@ class DependencyConfig:
     allow_source_builds: bool = False
     # Trust the system's CA store (/etc/ssl/certs) rather than the resolver's own.
     system_certs: bool = True
+    # Run the languages' build prime steps (`[build] prime`, e.g. a compiler's cache of
+    # its standard library) when the server starts, before it serves: the first compiled
+    # job then does not wait minutes for one. Off: the first build of a language primes.
+    prime_at_start: bool = False
     # How long a resolution is reused for the same requirements (0: resolve every time).
     # A package released meanwhile is picked up once it expires.
     resolution_ttl_s: float = 3600.0

@@ -522,12 +522,14 @@ def server_address(request: pytest.FixtureRequest, shared_caches: Path) -> Itera
     """One real server per sandbox backend and pool mode, for the whole suite."""
     backend, pool = request.param.split("/")
     with sandbox_work_dir() as work_dir:
+        # Compiled languages prime their build caches before the first case's deadline runs.
         overrides = {
             "address": "127.0.0.1:0",
             "work_dir": work_dir,
             "sandbox_backend": backend,
             "pool.enabled": pool == "warm",
             "deps.cache_dir": shared_caches,
+            "deps.prime_at_start": True,
         }
         config = load_config(overrides=overrides)
         try:

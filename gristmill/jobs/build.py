@@ -12,6 +12,11 @@ one build per key under concurrency (across processes too), an atomic rename int
 place, LRU eviction that never removes an output a job holds. A failed build is never
 kept, nor one that left a device node, fifo or socket; what is kept is sealed like an
 environment (the service's own, read-only to others, without setuid or setgid bits).
+
+A `[build]` table may name a `prime` step: run once per toolchain (keyed by `PrimeKey`,
+kept in the same cache) with nothing of any job in it, so what it leaves is trusted and
+shared read-only with every build of the language (e.g. a compiler's cache of its
+standard library). A job's build reads it but writes only to its own places.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import logging
 import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +42,13 @@ from gristmill.languages import Runtime
 from gristmill.languages.spec import BuildSpec
 from gristmill.model import Job, JobEvent, PhaseEvent
 
-__all__ = ["BuildFailure", "BuildKey", "Builds", "PreparedBuild", "SourceFile"]
+__all__ = ["BuildFailure", "BuildKey", "Builds", "PreparedBuild", "PrimeKey", "SourceFile"]
 
 SCHEMA_VERSION = 1
 """Bumped when what a build leaves, or how a run finds it, changes."""
 
 EventSink = Callable[[JobEvent], None]
+log = logging.getLogger(__name__)
 
 
 class BuildFailure(Exception):
@@ -93,6 +100,22 @@ class BuildKey:
 
 
 @dataclass(frozen=True)
+class PrimeKey:
+    """Everything that decides what a language's prime step leaves: no job's input."""
+
+    language: str
+    toolchain_version: str
+    argv: tuple[str, ...]
+    env: tuple[tuple[str, str], ...]
+    runtime_sha256: str
+    platform: str = field(default_factory=host_platform)
+    schema_version: int = SCHEMA_VERSION
+
+    def digest(self) -> str:
+        return canonical_digest(self)
+
+
+@dataclass(frozen=True)
 class PreparedBuild:
     """A job's compiled output, leased for as long as the job runs."""
 
@@ -133,6 +156,8 @@ class _Compile:
     generated: Mapping[str, bytes]
     environment: PreparedEnvironment | None
     key: str
+    # What the language's prime step left, read-only; None without one.
+    shared: Path | None = None
 
 
 class Builds:
@@ -197,17 +222,89 @@ class Builds:
         key = self.key(runtime, spec, job, generated, environment).digest()
         emit(PhaseEvent("build", key[:12]))
 
-        what = _Compile(runtime, spec, job, generated, environment, key)
-
-        async def build(target: Path) -> None:
-            await self._compile(what, target, emit)
-
         async with contextlib.AsyncExitStack() as stack:
+            shared = None
+            if spec.prime:
+                shared = await stack.enter_async_context(self._primed(runtime, spec, emit))
+            what = _Compile(runtime, spec, job, generated, environment, key, shared)
+
+            async def build(target: Path) -> None:
+                await self._compile(what, target, emit)
+
             try:
                 lease = await stack.enter_async_context(self.cache.use(key, build))
             except Unsealable as refused:
                 raise BuildFailure(str(refused), key) from refused
             yield PreparedBuild(lease.path, lease.cached, key)
+
+    async def prime_all(self, runtimes: Iterable[Runtime]) -> None:
+        """Runs every prime step `runtimes` have that the cache does not keep yet.
+
+        One that fails is logged, not raised: the language's first build tries again
+        (and its job ends INTERNAL if it fails again); the other languages still serve.
+        """
+        for runtime in runtimes:
+            spec = runtime.spec.build
+            if spec is None or not spec.prime:
+                continue
+            try:
+                async with self._primed(runtime, spec, lambda _event: None):
+                    pass
+            except SandboxFailure as failed:
+                log.warning("%s: the build's prime step failed at start: %s", runtime.name, failed)
+
+    @contextlib.asynccontextmanager
+    async def _primed(
+        self, runtime: Runtime, spec: BuildSpec, emit: EventSink
+    ) -> AsyncIterator[Path]:
+        """The output of the language's prime step, leased; run first if not yet kept.
+
+        Raises `SandboxFailure` when the step fails: it runs only the service's own code.
+        """
+        key = PrimeKey(
+            language=runtime.name,
+            toolchain_version=runtime.toolchain_version,
+            argv=spec.prime,
+            env=tuple(sorted(spec.env.items())),
+            runtime_sha256=self._runtime_sha256(runtime.name),
+        ).digest()
+
+        async def prime(target: Path) -> None:
+            profile = runtime.profile
+            os.chown(target, profile.uid, profile.gid)
+            workspace = await asyncio.to_thread(
+                Workspace.empty, self._runs_dir, profile.uid, profile.gid
+            )
+            try:
+                plan = job_plan(
+                    runtime,
+                    self._runtime_dirs / runtime.name,
+                    workspace,
+                    spec.prime,
+                    spec.env,
+                    spec.limits,
+                    None,
+                    target,
+                    build_writable=True,
+                )
+                run = await run_step(
+                    self.backend,
+                    plan,
+                    lambda line: emit(PhaseEvent("prime", line)),
+                    spec.limits.output_bytes,
+                )
+            finally:
+                await asyncio.to_thread(workspace.remove)
+            if run.end.setup_error:
+                raise SandboxFailure(f"the prime sandbox could not start: {run.end.setup_error}")
+            if (why := failure(run, plan)) is not None:
+                raise SandboxFailure(f"the {runtime.name} build's prime step failed: {why}")
+
+        try:
+            async with self.cache.use(key, prime) as lease:
+                yield lease.path
+        except Unsealable as refused:
+            raise SandboxFailure(f"the {runtime.name} prime step's output: {refused}") from refused
 
     async def _compile(self, what: _Compile, target: Path, emit: EventSink) -> None:
         """Runs the compile step with `target` as its writable output directory."""
@@ -255,4 +352,5 @@ class Builds:
             what.environment,
             target,
             build_writable=True,
+            shared_dir=what.shared,
         )

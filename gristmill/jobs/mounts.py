@@ -17,7 +17,12 @@ from gristmill.isolation.backend import SandboxPlan
 from gristmill.isolation.profile import BindMount
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Runtime
-from gristmill.languages.spec import BUILD_VARIABLE, JAIL_BUILD_DIR, JAIL_RUNTIME_DIR
+from gristmill.languages.spec import (
+    BUILD_VARIABLE,
+    JAIL_BUILD_DIR,
+    JAIL_RUNTIME_DIR,
+    JAIL_SHARED_DIR,
+)
 from gristmill.model import Limits
 
 __all__ = ["job_plan"]
@@ -34,6 +39,7 @@ def job_plan(
     build_dir: Path | None,
     build_writable: bool = False,
     attached: Sequence[BindMount] = (),
+    shared_dir: Path | None = None,
 ) -> SandboxPlan:
     """The plan of one of a job's sandboxes: `argv` with `env` over the profile's, under
     `limits`, in `workspace`.
@@ -41,7 +47,8 @@ def job_plan(
     `runtime_dir` is the language's folder (read-only); `environment` the installed
     dependencies (read-only); `build_dir` the build output: writable for the build
     step that fills it, read-only for the run that uses it; `attached` what the
-    language's plugin provides to the run (`LanguagePlugin.attach`).
+    language's plugin provides to the run (`LanguagePlugin.attach`); `shared_dir` what the
+    language's prime step left, read-only (build steps only).
     """
     mounts = [BindMount(str(runtime_dir), JAIL_RUNTIME_DIR)]
     variables: dict[str, str] = {}
@@ -52,6 +59,8 @@ def job_plan(
         mounts.append(BindMount(str(build_dir), JAIL_BUILD_DIR, writable=build_writable))
         variables[BUILD_VARIABLE] = JAIL_BUILD_DIR
     mounts.extend(attached)
+    if shared_dir is not None:
+        mounts.append(BindMount(str(shared_dir), JAIL_SHARED_DIR))
     return SandboxPlan(
         profile=runtime.profile.with_mounts(*mounts),
         argv=argv,

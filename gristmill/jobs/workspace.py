@@ -105,7 +105,8 @@ class Workspace:
 
     @classmethod
     def empty(cls, jobs_dir: Path, uid: int, gid: int) -> Workspace:
-        """A workspace with no job yet: a warm sandbox's, filled at its hand-over."""
+        """A workspace with no job yet (a warm sandbox's, filled at its hand-over; a prime
+        step's, which has none), its job directory owned by the sandbox's `uid`/`gid`."""
         # Named for this server's pid, so that a server started later can tell which
         # workspaces a killed one left behind (`remove_stale`).
         base = jobs_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
@@ -116,6 +117,7 @@ class Workspace:
         os.chown(base, uid, gid)
         root_dir.mkdir(mode=0o755)
         job_dir.mkdir(mode=0o755)
+        os.chown(job_dir, uid, gid)
         return cls(base, job_dir, root_dir)
 
     def fill(

@@ -20,6 +20,9 @@ JAIL_BUILD_DIR = "/gristmill/build"
 """What a step produces: writable while a build (or an install) step fills it, then
 mounted read-only into the job's run sandbox; `BUILD_VARIABLE` there says so."""
 BUILD_VARIABLE = "GRISTMILL_BUILD"
+JAIL_SHARED_DIR = "/gristmill/shared"
+"""What a `[build]` table's trusted `prime` step produced, mounted read-only into every
+build step of that language (e.g. a compiler cache of its standard library)."""
 
 MiB = 1024 * 1024
 DEFAULT_BUILD_LIMITS = Limits(
@@ -60,6 +63,9 @@ class BuildSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     # `network` is always off: a build sees only the job's files and its environment.
     limits: Limits = DEFAULT_BUILD_LIMITS
+    # A trusted step run once per toolchain (no job's input in it, same env and limits),
+    # its output shared read-only with every build at JAIL_SHARED_DIR; () for none.
+    prime: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ _BUILD_LIMITS = ("wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "ou
 
 
 def _build_spec(data: Mapping[str, Any]) -> BuildSpec:
-    unknown = set(data) - {"run", "outputs", "env", *_BUILD_LIMITS}
+    unknown = set(data) - {"run", "outputs", "env", "prime", *_BUILD_LIMITS}
     if unknown:
         raise ValueError(f"[build]: unknown keys {sorted(unknown)}")
     run, outputs = tuple(data["run"]), tuple(data["outputs"])
@@ -102,6 +108,7 @@ def _build_spec(data: Mapping[str, Any]) -> BuildSpec:
         run=run,
         outputs=outputs,
         env={str(name): str(value) for name, value in data.get("env", {}).items()},
+        prime=tuple(str(arg) for arg in data.get("prime", ())),
         limits=Limits(
             wall_time_ms=limit("wall_time_ms"),
             memory_bytes=limit("memory_bytes"),

@@ -99,6 +99,8 @@ async def start(
             config.databases,
         )
         offload = executor.offload
+        if config.deps.prime_at_start:
+            await executor.builds.prime_all(runtime for runtime in registry if runtime.available)
         runner, resolver = executor, executor.deps
     table = JobTable(
         runner,

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import socket
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -203,3 +204,40 @@ def test_a_build_that_leaves_a_fifo_is_compile_error_and_not_kept(client):
     assert [o.verdict for o in outcomes] == [pb.COMPILE_ERROR] * 2, outcomes
     assert "pipe, which is not a regular file, directory or symlink" in outcomes[0].error.message
     assert [o.build.cached for o in outcomes] == [False, False]
+
+
+def test_the_prime_step_runs_once_and_every_build_reads_it_read_only(client):
+    first = client.execute("primed", f"one {uuid.uuid4().hex}", timeout_s=TIMEOUT_S)
+    second = client.execute("primed", f"two {uuid.uuid4().hex}", timeout_s=TIMEOUT_S)
+    assert first.verdict == second.verdict == pb.SUCCESS, (first, second)
+    assert not first.build.cached and not second.build.cached
+    stamp, shared = outcome_result(first).split()
+    # Two different builds saw the same stamp: the prime step ran once for both.
+    assert outcome_result(second).split() == [stamp, "shared-read-only"]
+    assert shared == "shared-read-only"
+
+
+def test_prime_at_start_primes_before_the_server_serves():
+    with sandbox_work_dir() as work_dir:
+        overrides = {
+            "address": "127.0.0.1:0",
+            "work_dir": work_dir,
+            "runtimes_dir": RUNTIMES,
+            "profiles_dir": REPO_ROOT / "sandbox" / "profiles",
+            "sandbox_backend": "process",
+            "deps.prime_at_start": True,
+        }
+        try:
+            server = BackgroundServer(load_config(overrides=overrides))
+            address = server.__enter__()
+        except SandboxFailure as unusable:
+            pytest.skip(str(unusable))
+        try:
+            serving_since_ns = time.time_ns()
+            with Client(address) as client:
+                outcome = client.execute("primed", uuid.uuid4().hex, timeout_s=TIMEOUT_S)
+        finally:
+            server.__exit__(None, None, None)
+    assert outcome.verdict == pb.SUCCESS, outcome
+    stamp = int(str(outcome_result(outcome)).split()[0])
+    assert stamp < serving_since_ns

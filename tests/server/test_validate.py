@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 
 from gristmill.config import DEFAULT_LIMITS, MAX_LIMITS
+from gristmill.deps import lockfiles
 from gristmill.errors import InvalidRequest, LimitTooHigh
-from gristmill.model import JobFile, Limits
+from gristmill.model import JobFile, Limits, Lockfile
 from gristmill.server import validate
 
 ZERO = Limits(0, 0, 0, 0, 0)
@@ -98,3 +99,18 @@ def test_env_names_are_valid_and_not_reserved(name):
 @pytest.mark.parametrize("job_id", ["ok-1", "a.b:c_D", "x" * 128])
 def test_job_ids_of_the_allowed_alphabet_pass(job_id):
     assert validate.job_id(job_id) == job_id
+
+
+def test_a_resolver_may_check_its_own_lockfile_format():
+    def check(content: str) -> None:
+        if "pinned" not in content:
+            raise lockfiles.LockfileRefused("nothing pinned")
+
+    given = Lockfile("", "", "pinned a 1")
+    checked = validate.lockfile(given, "", "lang", "own-format", "job.lockfile", check)
+    assert (checked.language, checked.format) == ("lang", "own-format")
+    with pytest.raises(InvalidRequest, match="nothing pinned"):
+        validate.lockfile(Lockfile("", "", "x"), "", "lang", "own-format", "job.lockfile", check)
+    # Without a check of its own, a format the service has no rules for is refused.
+    with pytest.raises(InvalidRequest, match="no rules"):
+        validate.lockfile(given, "", "lang", "own-format", "job.lockfile")
