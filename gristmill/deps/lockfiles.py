@@ -12,18 +12,27 @@ what was checked, so that the installer never reads a line the check did not par
                        continuations; comments; nothing else
 
 `check` is what the request's validation calls; a resolver calls the format's own
-parser (`requirements_txt`) to get the pins it installs.
+parser (`requirements_txt`) to get the pins it installs. A language whose resolver
+writes another format gives its own checker with `register` when its plugin loads.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-__all__ = ["REQUIREMENTS_TXT", "LockfileRefused", "Pin", "check", "requirements_txt"]
+__all__ = [
+    "REQUIREMENTS_TXT",
+    "LockfileRefused",
+    "Pin",
+    "check",
+    "register",
+    "requirements_txt",
+]
 
 REQUIREMENTS_TXT = "requirements.txt"
 
@@ -114,9 +123,19 @@ def requirements_txt(content: str) -> tuple[Pin, ...]:
     return pins
 
 
+_CHECKERS: dict[str, Callable[[str], object]] = {REQUIREMENTS_TXT: requirements_txt}
+
+
+def register(lock_format: str, checker: Callable[[str], object]) -> None:
+    """Makes `check` accept lockfiles of `lock_format` that `checker` accepts: it raises
+    `LockfileRefused` for anything but exact pins with checksums."""
+    _CHECKERS[lock_format] = checker
+
+
 def check(lock_format: str, content: str) -> None:
     """Raises `LockfileRefused` unless `content` is a lockfile of `lock_format` that only
     pins packages; a format this module has no rules for is refused, never trusted."""
-    if lock_format != REQUIREMENTS_TXT:
+    checker = _CHECKERS.get(lock_format)
+    if checker is None:
         raise LockfileRefused(f"the service has no rules for {lock_format!r} lockfiles")
-    requirements_txt(content)
+    checker(content)

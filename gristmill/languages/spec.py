@@ -20,6 +20,10 @@ JAIL_BUILD_DIR = "/gristmill/build"
 """What a step produces: writable while a build (or an install) step fills it, then
 mounted read-only into the job's run sandbox; `BUILD_VARIABLE` there says so."""
 BUILD_VARIABLE = "GRISTMILL_BUILD"
+MEMORY_VARIABLE = "GRISTMILL_MEMORY_BYTES"
+"""The memory limit of the step, in bytes, set for a language whose runtime.toml asks
+(`memory_variable = true`): a runtime that must size itself to it (a JVM's heap, a
+garbage collector's target) cannot see the cgroup's limit from inside the sandbox."""
 
 MiB = 1024 * 1024
 DEFAULT_BUILD_LIMITS = Limits(
@@ -79,6 +83,8 @@ class RuntimeSpec:
     folder: Path
     # The compile step; None for a language that runs its source as it is.
     build: BuildSpec | None = None
+    # Whether its steps get their memory limit in MEMORY_VARIABLE.
+    memory_variable: bool = False
 
 
 _BUILD_LIMITS = ("wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "output_bytes")
@@ -128,6 +134,7 @@ def load_spec(folder: Path) -> RuntimeSpec:
             result_fallback=ResultFallback(data.get("result_fallback", "none")),
             folder=folder,
             build=_build_spec(data["build"]) if "build" in data else None,
+            memory_variable=bool(data.get("memory_variable", False)),
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SpecError(f"{path}: {error!r}") from error

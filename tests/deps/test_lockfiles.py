@@ -77,3 +77,14 @@ def test_a_lockfile_naming_anything_but_pinned_index_packages_is_invalid_argumen
 def test_a_lockfile_format_without_rules_is_refused_not_trusted():
     with pytest.raises(lockfiles.LockfileRefused, match=r"no rules for 'poetry\.lock'"):
         lockfiles.check("poetry.lock", f"requests==2.31.0 {HASH}")
+
+
+def test_a_format_registered_with_its_checker_is_checked_by_it():
+    def only_pins(content: str) -> None:
+        if not content.startswith("pin "):
+            raise lockfiles.LockfileRefused("not a pin")
+
+    lockfiles.register("test-pins.lock", only_pins)
+    lockfiles.check("test-pins.lock", "pin a 1")
+    with pytest.raises(lockfiles.LockfileRefused, match="not a pin"):
+        lockfiles.check("test-pins.lock", "https://elsewhere/a")
