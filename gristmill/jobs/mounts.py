@@ -2,7 +2,8 @@
 environment and its build output, besides /job.
 
 One function for both, so that both find the same things at the same paths under the
-same variables (runtimes/PROTOCOL.md lists them for wrapper authors). Our variables
+same variables (runtimes/PROTOCOL.md lists them for wrapper authors): the step's memory
+limit among them where the language asks for it. Our variables
 are set last: a job's own `env` cannot point them elsewhere.
 """
 
@@ -22,6 +23,7 @@ from gristmill.languages.spec import (
     JAIL_BUILD_DIR,
     JAIL_RUNTIME_DIR,
     JAIL_SHARED_DIR,
+    MEMORY_VARIABLE,
 )
 from gristmill.model import Limits
 
@@ -52,6 +54,8 @@ def job_plan(
     """
     mounts = [BindMount(str(runtime_dir), JAIL_RUNTIME_DIR)]
     variables: dict[str, str] = {}
+    if runtime.spec.memory_variable:
+        variables[MEMORY_VARIABLE] = str(limits.memory_bytes)
     if environment is not None:
         mounts.append(BindMount(str(environment.path), JAIL_ENV_DIR))
         variables[ENV_VARIABLE] = JAIL_ENV_DIR

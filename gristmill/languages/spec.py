@@ -23,6 +23,10 @@ BUILD_VARIABLE = "GRISTMILL_BUILD"
 JAIL_SHARED_DIR = "/gristmill/shared"
 """What a `[build]` table's trusted `prime` step produced, mounted read-only into every
 build step of that language (e.g. a compiler cache of its standard library)."""
+MEMORY_VARIABLE = "GRISTMILL_MEMORY_BYTES"
+"""The memory limit of the step, in bytes, set for a language whose runtime.toml asks
+(`memory_variable = true`): a runtime that must size itself to it (a JVM's heap, a
+garbage collector's target) cannot see the cgroup's limit from inside the sandbox."""
 
 MiB = 1024 * 1024
 DEFAULT_BUILD_LIMITS = Limits(
@@ -85,6 +89,8 @@ class RuntimeSpec:
     folder: Path
     # The compile step; None for a language that runs its source as it is.
     build: BuildSpec | None = None
+    # Whether its steps get their memory limit in MEMORY_VARIABLE.
+    memory_variable: bool = False
 
 
 _BUILD_LIMITS = ("wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "output_bytes")
@@ -135,6 +141,7 @@ def load_spec(folder: Path) -> RuntimeSpec:
             result_fallback=ResultFallback(data.get("result_fallback", "none")),
             folder=folder,
             build=_build_spec(data["build"]) if "build" in data else None,
+            memory_variable=bool(data.get("memory_variable", False)),
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SpecError(f"{path}: {error!r}") from error

@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from gristmill.languages.spec import DEFAULT_BUILD_LIMITS, SpecError, load_spec
+from gristmill.isolation.profile import load_profile
+from gristmill.jobs.mounts import job_plan
+from gristmill.jobs.workspace import Workspace
+from gristmill.languages.plugin import LanguagePlugin
+from gristmill.languages.registry import REPO_ROOT, Runtime
+from gristmill.languages.spec import DEFAULT_BUILD_LIMITS, MEMORY_VARIABLE, SpecError, load_spec
+from gristmill.model import Limits
 
 HEAD = """\
 name = "c"
@@ -57,3 +63,15 @@ def test_build_table_is_read_with_its_own_limits_and_never_the_network(tmp_path)
 def test_malformed_build_table_is_refused(tmp_path, table):
     with pytest.raises(SpecError):
         spec_of(tmp_path, "[build]\n" + table)
+
+
+def test_the_memory_variable_is_set_only_for_a_language_that_asks(tmp_path):
+    limits = Limits(wall_time_ms=1, memory_bytes=123 << 20, cpu_time_ms=1, processes=1,
+                    output_bytes=1)  # fmt: skip
+    profile = load_profile(REPO_ROOT / "sandbox" / "profiles", "no-such-language")
+    workspace = Workspace(tmp_path, tmp_path / "job", tmp_path / "root")
+    for asks, expected in ((False, None), (True, str(123 << 20))):
+        spec = spec_of(tmp_path, f"memory_variable = {str(asks).lower()}\n")
+        runtime = Runtime(spec=spec, plugin=LanguagePlugin(), profile=profile)
+        plan = job_plan(runtime, tmp_path, workspace, ("x",), {}, limits, None, None)
+        assert plan.env.get(MEMORY_VARIABLE) == expected

@@ -1,0 +1,33 @@
+#!/bin/sh
+# The [build] step of a Java job, in /job: javac of the user's file (copied by the plugin to
+# gristmill-src/<Class>.java, the name javac wants for a public class) with the wrapper,
+# packed into /gristmill/build/app.jar, then a class-data archive of what a run loads
+# (app.aot or app.jsa): the wrapper's, the JDK's it uses and the user's class, loaded
+# without running it.
+set -eu
+. /gristmill/runtime/jdk.sh
+out=/gristmill/build
+classes=/tmp/classes
+mkdir -p "$classes"
+class=$(cat gristmill-class)
+cp=$out/app.jar
+[ -n "$CLASSPATH_DEPS" ] && cp=$cp:$CLASSPATH_DEPS
+cd gristmill-src
+# javac's own messages (file:line: error: ...) are the COMPILE_ERROR's message.
+"$JAVA_HOME/bin/javac" -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 -J-Xshare:auto -J-Xmx512m \
+    -parameters -g -encoding UTF-8 -nowarn -Xmaxerrs 20 -implicit:class \
+    -d "$classes" ${CLASSPATH_DEPS:+-cp "$CLASSPATH_DEPS"} *.java /gristmill/runtime/Wrapper.java
+cd /job
+"$JAVA_HOME/bin/jar" -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 --create --no-manifest \
+    --file "$out/app.jar" -C "$classes" .
+# The class-data archive of a run: JDK 25's AOT cache (classes loaded and linked, method
+# handles included) where the JDK has one, else a dynamic CDS archive (JDK 17).
+if [ "$JAVA_FEATURE" -ge 25 ]; then archive="-XX:AOTCacheOutput=$out/app.aot"
+else archive="-XX:ArchiveClassesAtExit=$out/app.jsa"; fi
+# shellcheck disable=SC2086
+"$JAVA_HOME/bin/java" $JVM_FLAGS -Xmx256m "$archive" \
+    $UNSAFE_FLAG -cp "$cp" gristmill.Wrapper --warmup "$class" >&2 || rm -f "$out/app.aot" "$out/app.jsa"
+# A run without the archive still works; one that exists must be complete.
+for file in "$out/app.aot" "$out/app.jsa"; do
+    [ ! -f "$file" ] || [ -s "$file" ] || rm -f "$file"
+done
