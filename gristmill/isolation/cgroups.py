@@ -164,10 +164,24 @@ class JobCgroup:
             peak_processes=peak_processes,
         )
 
-    def hand_over(self, memory_bytes: int, processes: int) -> None:
+    def set_cpu_quota(self, cpu_millicores: int) -> None:
+        """The group's CPU bandwidth in thousandths of a core; 0 for none. v1 needs the cpu
+        controller mounted beside cpuacct, else there is no quota to set."""
+        if self.version is Version.V2:
+            bandwidth = str(cpu_millicores * CPU_PERIOD_US // 1000) if cpu_millicores else "max"
+            _write(self.dirs[""] / "cpu.max", f"{bandwidth} {CPU_PERIOD_US}")
+            return
+        cpu = self.dirs.get("cpu", self.dirs["cpuacct"])
+        if (cpu / "cpu.cfs_quota_us").exists():
+            _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
+            quota = cpu_millicores * CPU_PERIOD_US // 1000 if cpu_millicores else -1
+            _write(cpu / "cpu.cfs_quota_us", str(quota))
+
+    def hand_over(self, memory_bytes: int, processes: int, cpu_millicores: int) -> None:
         """A warm sandbox's group gets its job's limits and forgets what its wait used:
         the CPU time and peak memory reported (and the CPU limit judged) are the job's.
         Raises OSError when the group already holds more than the job may."""
+        self.set_cpu_quota(cpu_millicores)
         if self.version is Version.V2:
             d = self.dirs[""]
             _write(d / "memory.max", str(memory_bytes))
@@ -236,18 +250,14 @@ class Cgroups:
             with contextlib.suppress(OSError):
                 _write(d / "memory.swap.max", "0")
             _write(d / "pids.max", str(processes))
-            if cpu_millicores:
-                _write(d / "cpu.max", f"{cpu_millicores * CPU_PERIOD_US // 1000} {CPU_PERIOD_US}")
         else:
             memory = group._dir("memory")
             _write(memory / "memory.limit_in_bytes", str(memory_bytes))
             with contextlib.suppress(OSError):
                 _write(memory / "memory.memsw.limit_in_bytes", str(memory_bytes))
             _write(group._dir("pids") / "pids.max", str(processes))
-            cpu = dirs.get("cpu", dirs["cpuacct"])
-            if cpu_millicores and (cpu / "cpu.cfs_quota_us").exists():
-                _write(cpu / "cpu.cfs_period_us", str(CPU_PERIOD_US))
-                _write(cpu / "cpu.cfs_quota_us", str(cpu_millicores * CPU_PERIOD_US // 1000))
+        if cpu_millicores:
+            group.set_cpu_quota(cpu_millicores)
         return group
 
     def remove(self) -> None:

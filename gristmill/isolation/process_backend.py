@@ -90,7 +90,9 @@ class ProcessSandbox:
             return False
         if self._cgroup is not None:
             try:
-                self._cgroup.hand_over(limits.memory_bytes, limits.processes + self._overhead)
+                self._cgroup.hand_over(
+                    limits.memory_bytes, limits.processes + self._overhead, limits.cpu_millicores
+                )
             except OSError:
                 return False  # e.g. it already uses more memory than the job may
         with contextlib.suppress(OSError):

@@ -219,7 +219,9 @@ class Worker:
         config = self.config
         if config.migrate:
             await self._migrate()
-        retry = RetryPolicy()
+        # Not waiting for a server to come back: the queue retries with its own backoff
+        # (and a lost server's calls move to the others through round_robin).
+        retry = RetryPolicy(wait_for_ready=False)
         options: list[tuple[str, Any]] = [
             *retry.channel_options(),
             ("grpc.lb_policy_name", "round_robin"),

@@ -139,3 +139,11 @@ async def test_a_job_with_its_own_environment_starts_cold(pooled):
     )
     assert outcome.verdict is Verdict.SUCCESS and outcome.result_json == '"hi"'
     assert not outcome.warm_sandbox
+
+
+async def test_the_jobs_cpu_quota_applies_not_the_pools(pooled):
+    code = "for i in 1 2 3 4; do ( while :; do :; done ) & done\nwait\n"
+    outcome = await warm_run(pooled, "bash", code, wall_time_ms=1500, cpu_millicores=250)
+    assert outcome.verdict is Verdict.TIMEOUT, outcome
+    # A quarter of a core for 1.5 s: at most ~0.4 s of CPU; without the quota, up to 3 s.
+    assert outcome.usage.user_cpu_ms + outcome.usage.system_cpu_ms < 1000, outcome.usage
