@@ -19,38 +19,32 @@ A burst of trivial jobs (Bash `echo 1` by default) through one gristmill server:
 PostgreSQL runs from `scripts/postgres.sh` in a temp dir on a port of its own, unless
 `--database` names one (its `gristmill` schema is then used as it is: use an empty one).
 
-    .venv/bin/python bench/queue.py                    # 1,000 jobs
-    .venv/bin/python bench/queue.py --jobs 10000 --json
+    .venv/bin/python bench/queue_burst.py                    # 1,000 jobs
+    .venv/bin/python bench/queue_burst.py --jobs 10000 --json
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
 import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
-# Run as a script, this file's folder comes first on sys.path, and this file would
-# shadow the standard library's `queue` (which psycopg imports): drop that folder.
-_HERE = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
-
-import argparse  # noqa: E402
-import asyncio  # noqa: E402
-import contextlib  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import shutil  # noqa: E402
-import socket  # noqa: E402
-import statistics  # noqa: E402
-import subprocess  # noqa: E402
-import tempfile  # noqa: E402
-import threading  # noqa: E402
-import time  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Iterator, Sequence  # noqa: E402
-from typing import Any  # noqa: E402
-
-import psutil  # noqa: E402
-import psycopg  # noqa: E402
+import psutil
+import psycopg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
