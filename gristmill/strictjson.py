@@ -11,7 +11,7 @@ import json
 import math
 from typing import Any
 
-__all__ = ["loads"]
+__all__ = ["loads", "schema_type"]
 
 
 def _refuse_constant(name: str) -> Any:
@@ -31,3 +31,25 @@ def loads(text: str | bytes) -> Any:
         return json.loads(text, parse_constant=_refuse_constant, parse_float=_finite)
     except RecursionError as error:
         raise ValueError("nested too deeply") from error
+
+
+def schema_type(value: Any) -> str:
+    """The JSON Schema type of a decoded JSON value (a tuple counts as an array); "" for
+    anything JSON has no type for."""
+    if value is None:
+        return "null"
+    for kind, name in _SCHEMA_TYPES:
+        if isinstance(value, kind):
+            return name
+    return ""
+
+
+# bool before int: a bool is an int to Python, never to JSON.
+_SCHEMA_TYPES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (bool, "boolean"),
+    (int, "integer"),
+    (float, "number"),
+    (str, "string"),
+    ((list, tuple), "array"),
+    (dict, "object"),
+)

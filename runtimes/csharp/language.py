@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gristmill import strictjson
 from gristmill.errors import InvalidRequest
 from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
 from gristmill.model import Dependency, Job
@@ -27,20 +28,8 @@ def _json_type(schema: Mapping[str, Any]) -> str:
     return kind if isinstance(kind, str) else ""
 
 
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "array" if isinstance(value, list) else "object"
-
-
 def _fits(value: object, expected: str) -> bool:
-    kind = _kind(value)
+    kind = strictjson.schema_type(value)
     return kind == expected or (expected == "number" and kind == "integer")
 
 
@@ -73,7 +62,9 @@ class Plugin(LanguagePlugin):
             for name, value in job.args.items():
                 expected = _json_type(properties[name])
                 if expected and value is not None and not _fits(value, expected):
-                    raise ArgumentsRejected(f"{name}: expected {expected}, got {_kind(value)}")
+                    raise ArgumentsRejected(
+                        f"{name}: expected {expected}, got {strictjson.schema_type(value)}"
+                    )
         return super().job_message(job, source_path)
 
     def resolver(self) -> nuget_resolver.NuGet:

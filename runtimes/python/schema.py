@@ -17,6 +17,8 @@ import contextlib
 import re
 from typing import Any
 
+from gristmill import strictjson
+
 _FORMATTED = {
     "datetime": "date-time",
     "date": "date",
@@ -42,16 +44,6 @@ _OPTIONALS = {"Optional"}
 _PASS_THROUGH = {"Annotated", "Final", "Required", "NotRequired"}
 _ENUM_BASES = {"Enum", "IntEnum", "StrEnum", "Flag", "IntFlag"}
 _RECORD_BASES = {"TypedDict", "BaseModel", "NamedTuple"}
-_DEFAULT_TYPES = {
-    bool: "boolean",
-    int: "integer",
-    float: "number",
-    str: "string",
-    list: "array",
-    tuple: "array",
-    dict: "object",
-    type(None): "null",
-}
 MAX_DEPTH = 8
 """How deep nested records are followed (a record that contains itself stops there)."""
 
@@ -75,7 +67,7 @@ def _literal(node: ast.expr) -> tuple[bool, Any]:
 
 
 def _type_of_value(value: Any) -> dict[str, Any]:
-    kind = _DEFAULT_TYPES.get(type(value))
+    kind = strictjson.schema_type(value)
     return {"type": kind} if kind else {}
 
 
@@ -180,9 +172,9 @@ class Schemas:
 
     @staticmethod
     def _enum(values: list[Any]) -> dict[str, Any]:
-        types = {_DEFAULT_TYPES.get(type(value)) for value in values}
+        types = {strictjson.schema_type(value) for value in values}
         schema: dict[str, Any] = {"enum": values}
-        if len(types) == 1 and None not in types:
+        if len(types) == 1 and "" not in types:
             schema["type"] = types.pop()
         return schema
 

@@ -29,6 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from gristmill import strictjson
 from gristmill.languages import syntax
 
 LANGUAGE = syntax.grammar("tree_sitter_typescript", "language_typescript")
@@ -130,7 +131,7 @@ class _Types:
         if rest and all(set(o) == {"enum"} for o in rest):
             values = [v for o in rest for v in o["enum"]]
             schema: Schema = {"enum": values + ([None] if nullable else [])}
-            types = {_json_type(v) for v in values}
+            types = {strictjson.schema_type(v) for v in values}
             if len(types) == 1 and not nullable:
                 schema["type"] = types.pop()
             return schema
@@ -184,18 +185,6 @@ def _predefined(name: str) -> Schema:
         "null": {"type": "null"},
         "object": {"type": "object"},
     }.get(name, {})
-
-
-def _json_type(value: Any) -> str:
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int):
-        return "integer"
-    if isinstance(value, float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    return "null"
 
 
 def _union_members(node: syntax.Node) -> Iterator[syntax.Node]:
@@ -374,7 +363,7 @@ def _parameter(node: syntax.Node, types: _Types, docs: dict[str, str]) -> Parame
     schema = types.schema(type_node)
     default = _literal(value_node) if value_node is not None else _NOTHING
     if type_node is None and default is not _NOTHING and default is not None:
-        schema = {"type": _json_type(default)}
+        schema = {"type": strictjson.schema_type(default)}
         if isinstance(default, list):
             schema = {"type": "array"}
         elif isinstance(default, dict):
