@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, get_type_hints
 
 from gristmill.errors import GristmillError
-from gristmill.languages.registry import REPO_ROOT
 from gristmill.model import Limits
+from gristmill.resources import PROFILES_DIR, RUNTIMES_DIR
 
 __all__ = [
     "DEFAULT_LIMITS",
@@ -195,8 +195,8 @@ class ServerConfig:
     work_dir: Path = field(default_factory=_default_work_dir)
     # How long a finished job's outcome is kept for requests repeating its id.
     recent_jobs_ttl_s: float = 600.0
-    runtimes_dir: Path = REPO_ROOT / "runtimes"
-    profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles"
+    runtimes_dir: Path = RUNTIMES_DIR
+    profiles_dir: Path = PROFILES_DIR
     deps: DependencyConfig = DependencyConfig()
     caps: Caps = Caps()
     pool: PoolConfig = PoolConfig()

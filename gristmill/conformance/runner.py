@@ -33,6 +33,7 @@ from gristmill.conformance.cases import (
     not_applicable,
 )
 from gristmill.conformance.checks import check_outcome
+from gristmill.resources import CONFORMANCE_DIR, RUNTIMES_DIR
 from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 
 __all__ = [
@@ -92,13 +93,13 @@ class ServiceAddress:
 
 
 def default_cases_dir() -> Path:
-    """The repository's `tests/conformance`, found from this package's place in the tree."""
-    return Path(__file__).resolve().parents[2] / "tests" / "conformance"
+    """The shared cases: the checkout's `tests/conformance`, or an installed package's copy."""
+    return CONFORMANCE_DIR
 
 
 def language_case_files() -> list[Path]:
     """Each language folder's own cases and translations, `runtimes/*/conformance.toml`."""
-    return sorted((Path(__file__).resolve().parents[2] / "runtimes").glob("*/conformance.toml"))
+    return sorted(RUNTIMES_DIR.glob("*/conformance.toml"))
 
 
 def list_runtimes(target: str, timeout_s: float = 10.0) -> runtime_pb2.ListRuntimesResponse:

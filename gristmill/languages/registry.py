@@ -15,7 +15,10 @@ from gristmill.errors import LanguageUnavailable, UnknownLanguage
 from gristmill.isolation.profile import SandboxProfile, load_profile
 from gristmill.languages.plugin import LanguagePlugin
 from gristmill.languages.spec import RuntimeSpec, load_spec
+from gristmill.resources import PROFILES_DIR, RUNTIMES_DIR
 
+# The checkout's root (the tests' fixtures live there); the data folders are found by
+# gristmill.resources, which also knows an installed package's copies.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -75,8 +78,8 @@ class Registry:
 
     def __init__(
         self,
-        runtimes_dir: Path = REPO_ROOT / "runtimes",
-        profiles_dir: Path = REPO_ROOT / "sandbox" / "profiles",
+        runtimes_dir: Path = RUNTIMES_DIR,
+        profiles_dir: Path = PROFILES_DIR,
     ) -> None:
         self.runtimes_dir, self.profiles_dir = runtimes_dir, profiles_dir
         self._runtimes: dict[str, Runtime] = {}
