@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 
-from gristmill import __version__
+from gristmill import __version__, settings_reference
 from gristmill.client import Client, RetryPolicy, outcome_result
 from gristmill.config import ServerConfig, load_config
 from gristmill.errors import GristmillError
@@ -340,6 +340,7 @@ def _build_parser() -> argparse.ArgumentParser:
         add_help=False,
     )
     queue_commands.add_commands(commands, _command)
+    settings_reference.add_command(commands, _command)
     return parser
 
 
@@ -926,6 +927,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "demo": _demo,
         "stop": _stop,
         **queue_commands.COMMANDS,
+        "config": settings_reference.run,
     }
     try:
         return commands[options.command](options)

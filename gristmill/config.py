@@ -183,18 +183,24 @@ class PoolConfig:
 
 @dataclass(frozen=True)
 class ServerConfig:
+    # Where the gRPC server listens: HOST:PORT, or unix:PATH.
     address: str = "127.0.0.1:50051"
+    # Jobs running at once (default: the number of CPUs).
     max_concurrent_jobs: int = field(default_factory=_cpu_count)
     # Jobs waiting for a slot beyond those running; None means 4 x max_concurrent_jobs.
     max_queued_jobs: int | None = None
+    # A job's limits where its request gives none (a limit of 0 asks for the default).
     default_limits: Limits = DEFAULT_LIMITS
     # A request over any of these is refused, never clipped; `network` is the policy.
     max_limits: Limits = MAX_LIMITS
     # A backend name ("process", "nsjail"); None picks the best this machine supports.
     sandbox_backend: str | None = None
+    # Job directories and caches; /var/lib/gristmill as root, else a folder in $TMPDIR.
     work_dir: Path = field(default_factory=_default_work_dir)
     # How long a finished job's outcome is kept for requests repeating its id.
     recent_jobs_ttl_s: float = 600.0
+    # The languages (runtimes/) and their sandbox profiles (sandbox/profiles/): the
+    # checkout's, or the installed package's copies (gristmill.resources).
     runtimes_dir: Path = RUNTIMES_DIR
     profiles_dir: Path = PROFILES_DIR
     deps: DependencyConfig = DependencyConfig()
