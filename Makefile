@@ -12,6 +12,8 @@
 #                  with warm sandboxes and without (BENCH_ARGS="--json"; bench/latency.py --help)
 #   make profile   install, then where a trivial job's time and CPU go (bench/costs.py)
 #   make proto     regenerate gristmill/v1/ from proto/ (done by install when stale)
+#   make images    container images per language and `all` (images/build.sh; IMAGES="go all")
+#   make images-test  each image under podman, its languages' conformance run from outside
 #   make clean     remove the venv, tools, generated code, caches and var/
 
 SHELL := /bin/bash
@@ -37,10 +39,10 @@ export PIP_NO_INPUT := 1
 
 say = @printf '==> %s\n' "$(1)"
 
-.PHONY: help install proto run test pytest lint fmt bench profile clean system
+.PHONY: help install proto run test pytest lint fmt bench profile clean system images images-test
 
 help:
-	@sed -n '3,16p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,18p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- install -------------------------------------------------------------------
 
@@ -83,6 +85,18 @@ bench: install
 profile: install
 	$(call say,bench/costs.py $(PROFILE_ARGS))
 	@$(PY) bench/costs.py $(PROFILE_ARGS)
+
+# --- images (not part of `make test`: see README "Deployment") ------------------------
+
+IMAGES ?=
+
+images: install
+	$(call say,images/build.sh $(IMAGES))
+	@VENV="$(CURDIR)/$(VENV)" images/build.sh $(IMAGES)
+
+images-test: install
+	$(call say,images/test.sh $(IMAGES))
+	@images/test.sh $(IMAGES)
 
 # --- checks ----------------------------------------------------------------------
 
