@@ -81,7 +81,7 @@ test_image() {
         -e GRISTMILL_SANDBOX_BACKEND="$SANDBOX" -e GRISTMILL_MAX_LIMITS_NETWORK=true \
         "$PREFIX/$target:latest" >/dev/null
     # shellcheck disable=SC2064
-    trap "podman rm -f '$name' >/dev/null 2>&1 || true; remove_cgroups '$cgroup'" RETURN
+    trap "podman rm -f '$name' >/dev/null 2>&1 || true; remove_cgroups '$cgroup'; trap - RETURN" RETURN
     local tries=0
     until "$GRISTMILL" runtimes --target "127.0.0.1:$port" --json >"$OUT/runtimes-$target.json" 2>/dev/null; do
         ((++tries < 60)) || { podman logs "$name" >&2; die "$target: server did not answer"; }
@@ -92,7 +92,8 @@ test_image() {
     "$GRISTMILL" conformance --target "127.0.0.1:$port" "${args[@]}" >"$OUT/conformance-$target.txt" 2>&1 \
         || rc=$?
     local summary
-    summary="$(grep -E '^[0-9]+ passed' "$OUT/conformance-$target.txt" | tail -n 1 || true)"
+    # The report's "passed" row: passed/ran per language.
+    summary="$(grep -E '^│ passed ' "$OUT/conformance-$target.txt" | tr -s ' │' ' ' | sed 's/^ *passed *//' || true)"
     printf '%s\t%s\t%s\t%s\n' "$target" "${summary:-no summary}" "$((SECONDS - start))" "$rc" \
         >>"$OUT/conformance.tsv"
     log "$target" "${summary:-see $OUT/conformance-$target.txt} ($((SECONDS - start)) s, exit $rc)"
