@@ -26,7 +26,8 @@ die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
 [[ -x "$VENV/bin/uv" ]] || die "no uv in $VENV: run 'make install' first"
 mkdir -p "$OUT"
 
-# The base: Debian's packages only, the .deb files dropped so they are not in every image.
+# The base: Debian's packages only, without apt's downloads and caches (every image would
+# carry them).
 base() {
     if podman image exists "$BASE"; then
         log base "ok ($BASE)"
@@ -39,7 +40,7 @@ base() {
         debootstrap --variant=minbase bookworm "$rootfs" http://deb.debian.org/debian \
             >"$OUT/debootstrap.log" 2>&1 || die "debootstrap failed: see $OUT/debootstrap.log"
     fi
-    rm -f "$rootfs"/var/cache/apt/archives/*.deb
+    rm -f "$rootfs"/var/cache/apt/archives/*.deb "$rootfs"/var/cache/apt/*.bin
     rm -rf "$rootfs"/var/lib/apt/lists/*
     tar -C "$rootfs" -c . | podman import -q - "$BASE" >/dev/null
     log base "ok ($BASE, $((SECONDS - start)) s)"
