@@ -17,6 +17,7 @@ PREFIX=localhost/gristmill
 ALL_TARGETS=(python bash sql typescript go java csharp all)
 VENV="${VENV:-$ROOT/.venv}"
 HOST_CA="${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}"
+TEMURIN=/usr/lib/jvm/temurin-25-jdk-amd64
 
 log() { printf '  %-8s %s\n' "$1" "$2"; }
 die() { printf 'images: error: %s\n' "$*" >&2; exit 1; }
@@ -46,16 +47,24 @@ base() {
     log base "ok ($BASE, $((SECONDS - start)) s)"
 }
 
+# A host toolchain's folder into the context, again only when its version changed.
+copy_tool() {
+    local source=$1 name=$2 version=$3 dir="$OUT/context/tools"
+    [[ -d "$source" ]] || die "$source is missing (the machine image provides it)"
+    if [[ "$(cat "$dir/$name.version" 2>/dev/null)" != "$version" ]]; then
+        rm -rf "${dir:?}/$name" && cp -a "$source" "$dir/$name"
+        printf '%s\n' "$version" >"$dir/$name.version"
+    fi
+}
+
 # The build context: the wheel built from this checkout, and the toolchains Debian lacks.
 context() {
     local dir="$OUT/context"
     rm -rf "$dir/dist" && mkdir -p "$dir/dist" "$dir/tools"
     "$VENV/bin/uv" build --quiet --wheel --out-dir "$dir/dist" "$ROOT"
     cp -f /usr/local/lib/gristmill/bun-1.4.5/bun "$dir/tools/bun"
-    if [[ "$(cat "$dir/tools/go.version" 2>/dev/null)" != "$(/usr/local/go/bin/go version)" ]]; then
-        rm -rf "$dir/tools/go" && cp -a /usr/local/go "$dir/tools/go"
-        /usr/local/go/bin/go version >"$dir/tools/go.version"
-    fi
+    copy_tool /usr/local/go go "$(/usr/local/go/bin/go version)"
+    copy_tool "$TEMURIN" temurin-25 "$("$TEMURIN/bin/java" -version 2>&1 | head -n 1)"
     printf '%s\n' "$dir"
 }
 
