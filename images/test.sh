@@ -69,15 +69,18 @@ test_image() {
     port="$(free_port)"
     podman image exists "$PREFIX/$target:latest" || die "no image $PREFIX/$target: run 'make images'"
     podman rm -f "$name" >/dev/null 2>&1 || true
-    local options
+    local options java_truststore=()
     mapfile -t options < <(privileges "$cgroup")
-    # The host's CA bundle: dependency resolution where HTTPS goes through a proxy's CA.
+    [[ -f /etc/ssl/certs/java/cacerts ]] \
+        && java_truststore=(-v /etc/ssl/certs/java/cacerts:/etc/ssl/certs/java/cacerts:ro)
+    # The host's CA bundle and Java truststore: dependency resolution where HTTPS goes
+    # through a proxy's CA (a deployment that has none needs neither).
     # The host's network, the server on a free loopback port: podman's CNI bridge works
     # too (-p) but its network namespaces under /run/netns are shared with every other
     # user of this host, and that proved flaky here.
     podman run -d --rm --name "$name" --network host -e GRISTMILL_ADDRESS="127.0.0.1:$port" \
         "${options[@]}" \
-        -v "$HOST_CA:/etc/ssl/certs/ca-certificates.crt:ro" \
+        -v "$HOST_CA:/etc/ssl/certs/ca-certificates.crt:ro" "${java_truststore[@]}" \
         -e GRISTMILL_SANDBOX_BACKEND="$SANDBOX" -e GRISTMILL_MAX_LIMITS_NETWORK=true \
         "$PREFIX/$target:latest" >/dev/null
     # shellcheck disable=SC2064
