@@ -160,6 +160,11 @@ class Caps:
     files: int = 1000
     files_bytes: int = 64 * MiB
     result_bytes: int = 16 * MiB
+    stdin_bytes: int = 16 * MiB
+    # Files a job's outcome brings back (`Job.output_files`): past either bound, the job
+    # is OUTPUT_LIMIT.
+    output_files: int = 100
+    output_files_bytes: int = 16 * MiB
     # Finished outcomes (and their jobs) kept for retries under their id, in bytes;
     # past it the oldest are forgotten before their `recent_jobs_ttl_s` is up.
     recent_jobs_bytes: int = 256 * MiB

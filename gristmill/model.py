@@ -112,6 +112,14 @@ class Job:
     # The size of the request that carried it: what the service's own work on the job
     # (its dependencies, its job message, its files) grows with (`jobs.offload`).
     size_bytes: int = 0
+    # The program's standard input.
+    stdin: bytes = b""
+    # Paths or globs under /job whose files the outcome brings back (`jobs.files_out`).
+    output_files: tuple[str, ...] = ()
+    # The caller's context, seen as GRISTMILL_CTX_<key> (`jobs.context`).
+    context: Mapping[str, str] = field(default_factory=dict)
+    # Run as a plain script with these positional arguments; None: call the entry point.
+    script: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,8 @@ class Outcome:
     environment: EnvironmentInfo | None = None
     build: BuildInfo | None = None
     warm_sandbox: bool = False
+    # The files of `Job.output_files` the job left, by path under /job.
+    files: tuple[JobFile, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -237,6 +237,9 @@ def _job(case: Case, service: ServiceAddress | None) -> runtime_pb2.Job:
         code=code,
         entry_point=case.entry_point,
         env=dict(case.env),
+        stdin=case.stdin.encode(),
+        output_files=list(case.output_files),
+        context=dict(case.context),
         limits=runtime_pb2.Limits(
             wall_time_ms=limits.wall_time_ms,
             memory_bytes=limits.memory_bytes,
@@ -251,6 +254,8 @@ def _job(case: Case, service: ServiceAddress | None) -> runtime_pb2.Job:
         job.args.update(dict(case.args))
     if case.args_json is not None:
         job.args_json = case.args_json
+    if case.script is not None:
+        job.script.argv.extend(case.script)
     return job
 
 

@@ -64,6 +64,8 @@ class SandboxExit:
     pids_limit_hit: bool
     # Processes still alive after the program ended, killed by the cleanup.
     leftover_processes: int
+    # Why not every file the job asked to get back was taken out (`files_out`), or "".
+    files_out_overflow: str = ""
 
 
 @dataclass(frozen=True)
@@ -90,8 +92,9 @@ class Sandbox(Protocol):
         applied, its clocks start; False if the sandbox died while it waited."""
         ...
 
-    async def send_job(self, message: bytes) -> None:
-        """Hands the job to the waiting program and closes its fd 4."""
+    async def send_job(self, message: bytes, stdin: bytes = b"") -> None:
+        """Hands the job to the waiting program: `message` on its fd 4 and `stdin` on its
+        fd 0, each closed once written (or once the program is gone)."""
         ...
 
     def stop(self, reason: StopReason) -> None:

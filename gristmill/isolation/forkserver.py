@@ -23,10 +23,12 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
-from gristmill.isolation import nsjail
+from gristmill.isolation import files_out, nsjail
 from gristmill.isolation.jail import (
+    JOB_FDS,
     OOM_FIRST,
     JailSpec,
     build_root,
@@ -39,7 +41,7 @@ from gristmill.isolation.jail import (
 )
 from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
 
-FD_NAMES = ("stdout", "stderr", "result", "job", "control", "report")
+FD_NAMES = (*JOB_FDS, "control", "report")
 """The descriptors that come with each spawn message, in this order."""
 MAX_MESSAGE = 1 << 20
 CPU_POLL_S = 0.02
@@ -70,7 +72,7 @@ def _init(spec: JailSpec, fds: dict[str, int], status: int) -> None:
             os.close(error_r)
             exec_program(spec, fds, error_w)
         os.close(error_w)
-        for name in ("stdout", "stderr", "result", "job"):
+        for name in JOB_FDS:
             os.close(fds[name])
         failure = os.read(error_r, 4096)
         if failure:
@@ -97,6 +99,8 @@ class _Jail(Protocol):
     pid: int
     # Where the job's tmpfs is mounted, as the supervisor sees it.
     job_target: str
+    # The job's tmpfs, open (-1 if it could not be): kept past the jail's end.
+    job_dir_fd: int
 
     def watched(self) -> list[int]: ...
 
@@ -108,10 +112,13 @@ class _Jail(Protocol):
 def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> None:
     """The builder: sets the OOM floor, joins the job's cgroup, builds the jail, starts init.
 
-    It writes "pid N" (init's pid) or why it failed on `answer`, then exits, leaving init
-    to the supervisor (a subreaper). The supervisor itself so stays outside the job's
-    namespaces and memory cgroup: a job that fills its memory cannot get it OOM-killed.
+    It sends "pid N" (init's pid) with a descriptor of the job's directory (which keeps
+    it alive for `files_out` past the jail's end), or why it failed, on the socket
+    `answer`, then exits, leaving init to the supervisor (a subreaper). The supervisor
+    itself so stays outside the job's namespaces and memory cgroup: a job that fills
+    its memory cannot get it OOM-killed.
     """
+    answer_socket = socket.socket(fileno=answer)
     try:
         # The OOM killer must pick the job, never init: a job whose memory is in tmpfs
         # pages has little RSS of its own. Inherited by init and the program; the job's
@@ -124,7 +131,8 @@ def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> Non
         if pid == 0:
             os.close(answer)
             _init(spec, fds, status)
-        os.write(answer, f"pid {pid}".encode())
+        job_dir = files_out.open_job_dir(spec.root_dir + spec.jail_job_dir)
+        socket.send_fds(answer_socket, [f"pid {pid}".encode()], [job_dir] if job_dir >= 0 else [])
     except BaseException as error:
         os.write(answer, str(error).encode(errors="replace") or repr(error).encode())
     finally:
@@ -137,19 +145,19 @@ class _OwnJail:
     def __init__(self, spec: JailSpec, fds: dict[str, int]) -> None:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         status_r, status_w = os.pipe()
-        answer_r, answer_w = os.pipe()
+        answer_r, answer_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         builder = os.fork()
         if builder == 0:
             os.close(status_r)
-            os.close(answer_r)
-            _build(spec, fds, status_w, answer_w)
+            answer_r.close()
+            _build(spec, fds, status_w, answer_w.detach())
         os.close(status_w)
-        os.close(answer_w)
-        answer = b""
-        while chunk := os.read(answer_r, 4096):
-            answer += chunk
-        os.close(answer_r)
+        answer_w.close()
+        answer, job_dir, _, _ = socket.recv_fds(answer_r, 4096, 1)
+        answer_r.close()
         os.waitpid(builder, 0)
+        # The job's directory, open: its files can be taken out after the jail is gone.
+        self.job_dir_fd = job_dir[0] if job_dir else -1
         # Only now that the builder is gone: counted with it, init's fork of the program
         # could meet the pids limit.
         for name in spec.supervisor_cgroup_files:
@@ -298,7 +306,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             report, {"type": "exit", "pid": os.getpid(), "setup_error": f"sandbox setup: {error}"}
         )
         os._exit(0)
-    for name in ("stdout", "stderr", "result", "job"):
+    for name in JOB_FDS:
         os.close(fds[name])
     job = _Supervision(spec, report, started_ns)
     pidfd = os.pidfd_open(jail.pid)
@@ -357,6 +365,10 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     ended_ns = time.monotonic_ns()
     for message in jail.finish():
         job.on_status(message)
+    try:
+        collected = files_out.collect(jail.job_dir_fd, str(Path(spec.job_dir).parent))
+    except (OSError, ValueError, KeyError) as error:
+        collected = {"files": 0, "bytes": 0, "overflow": f"files could not be taken out: {error}"}
     _send(
         report,
         {
@@ -368,6 +380,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             "run_ns": ended_ns - job.running_ns if job.limits_apply() else 0,
             "setup_ns": job.setup_ns,
             **{k: v for k, v in job.end.items() if k != "wait_status"},
+            "files_out": collected,
         },
     )
     os._exit(0)

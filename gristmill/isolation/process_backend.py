@@ -39,6 +39,24 @@ async def _reader(fd: int) -> asyncio.StreamReader:
     return reader
 
 
+async def _write_all(fd: int, data: bytes) -> None:
+    """Writes `data` to the pipe `fd` as the program reads it, then closes it (EOF)."""
+    if not data:
+        os.close(fd)
+        return
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "wb", 0)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    try:
+        writer.write(data)
+        await writer.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the program ended without reading it all; its exit tells why
+    finally:
+        writer.close()
+
+
 class ProcessSandbox:
     """One job's sandbox, seen from the service through its pipes."""
 
@@ -46,6 +64,7 @@ class ProcessSandbox:
         self,
         readers: dict[str, asyncio.StreamReader],
         job_fd: int,
+        stdin_fd: int,
         control_fd: int,
         cgroup: JobCgroup | None,
         cleanups: set[asyncio.Future[None]],
@@ -56,6 +75,7 @@ class ProcessSandbox:
         self.result = readers["result"]
         self._report = readers["report"]
         self._job_fd = job_fd
+        self._stdin_fd = stdin_fd
         self._control_fd = control_fd
         self._cgroup = cgroup
         self._cleanups = cleanups
@@ -99,18 +119,8 @@ class ProcessSandbox:
             os.write(self._control_fd, f"go {limits.wall_time_ms} {limits.cpu_time_ms}".encode())
         return await asyncio.shield(self._handed)
 
-    async def send_job(self, message: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        pipe = os.fdopen(self._job_fd, "wb", 0)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
-        writer = asyncio.StreamWriter(transport, protocol, None, loop)
-        try:
-            writer.write(message)
-            await writer.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the program ended without reading its job; its exit tells why
-        finally:
-            writer.close()
+    async def send_job(self, message: bytes, stdin: bytes = b"") -> None:
+        await asyncio.gather(_write_all(self._job_fd, message), _write_all(self._stdin_fd, stdin))
 
     def stop(self, reason: StopReason) -> None:
         if self._stop_reason is None:
@@ -161,6 +171,7 @@ class ProcessSandbox:
             oom_killed=bool(stats and stats.oom_kills),
             pids_limit_hit=bool(stats and stats.pids_refused),
             leftover_processes=leftover,
+            files_out_overflow=(m.get("files_out") or {}).get("overflow", ""),
         )
 
 
@@ -254,6 +265,7 @@ class ProcessBackend:
         pipes = {name: os.pipe() for name in FD_NAMES}
         # The child gets the write ends of its output channels and the read ends of its inputs.
         theirs = {
+            "stdin": pipes["stdin"][0],
             "stdout": pipes["stdout"][1],
             "stderr": pipes["stderr"][1],
             "result": pipes["result"][1],
@@ -278,6 +290,7 @@ class ProcessBackend:
         return ProcessSandbox(
             readers,
             ours["job"],
+            ours["stdin"],
             ours["control"],
             cgroup,
             self._cleanups,

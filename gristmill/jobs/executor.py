@@ -31,7 +31,7 @@ from gristmill.isolation.backend import (
     SandboxInfo,
     StopReason,
 )
-from gristmill.jobs import envelope
+from gristmill.jobs import context, envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.output import CappedOutput
@@ -307,10 +307,14 @@ class Executor:
         job = within_deadline(job)
         began = time.monotonic_ns()
         emit(PhaseEvent("prepare"))
+        variables = context.variables(job)
+        if runtime.spec.message_context:
+            message = context.preamble(variables) + message
         # What the plugin provides to the run (e.g. a socket it serves), until it ends.
         async with runtime.plugin.attach(job) as attached:
             needs_mounts = environment is not None or build is not None or bool(attached)
-            warm = self.pool.take(runtime) if self.pool.fits(job, needs_mounts) else None
+            fits = self.pool.fits(job, runtime, needs_mounts)
+            warm = self.pool.take(runtime) if fits else None
             try:
                 if warm is not None:
                     outcome = await self._run_warm(job, runtime, warm, message, emit, cancel, began)
@@ -327,7 +331,7 @@ class Executor:
                         self._runtime_dirs / runtime.name,
                         workspace,
                         runtime.spec.run,
-                        job.env,
+                        {**job.env, **variables},
                         job.limits,
                         environment,
                         build.path if build else None,
@@ -335,7 +339,16 @@ class Executor:
                     )
                     sandbox = await self.backend.start(plan)
                     return await self._supervise(
-                        job, runtime, sandbox, message, emit, cancel, began, prepared, False
+                        job,
+                        runtime,
+                        sandbox,
+                        workspace,
+                        message,
+                        emit,
+                        cancel,
+                        began,
+                        prepared,
+                        False,
                     )
                 finally:
                     self._remove_later(workspace)
@@ -366,13 +379,25 @@ class Executor:
             return None
         try:
             return await self._supervise(
-                job, runtime, warm.sandbox, message, emit, cancel, began, prepared, True
+                job,
+                runtime,
+                warm.sandbox,
+                warm.workspace,
+                message,
+                emit,
+                cancel,
+                began,
+                prepared,
+                True,
             )
         finally:
             self._remove_later(warm.workspace)
 
     async def _fill(self, workspace: Workspace, job: Job, runtime: Runtime) -> None:
         uid, gid = self._ids(runtime)
+        if job.output_files:
+            caps = self.caps
+            workspace.ask_files(job.output_files, caps.output_files, caps.output_files_bytes)
         if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
             # A few small files: quicker written here than handed to a thread and back.
             workspace.fill(job, runtime.spec.source_file, uid, gid)
@@ -394,6 +419,7 @@ class Executor:
         job: Job,
         runtime: Runtime,
         sandbox: Sandbox,
+        workspace: Workspace,
         message: bytes,
         emit: EventSink,
         cancel: asyncio.Event | None,
@@ -414,7 +440,8 @@ class Executor:
         stdout = CappedOutput(cap, lambda b: emit(OutputEvent("stdout", b)), overflow)
         stderr = CappedOutput(cap, lambda b: emit(OutputEvent("stderr", b)), overflow)
         result = CappedOutput(self.caps.result_bytes, lambda _b: None, overflow)
-        end = await drive(sandbox, job.limits, message, (stdout, stderr, result), started, cancel)
+        outputs = (stdout, stderr, result)
+        end = await drive(sandbox, job.limits, message, outputs, started, cancel, job.stdin)
         channel = result.output().data
         decision = decide(
             end,
@@ -426,6 +453,10 @@ class Executor:
         )
         if result.overflowed:
             decision = Decision(Verdict.OUTPUT_LIMIT, detail="the result was too large")
+        elif end.files_out_overflow and decision.verdict is Verdict.SUCCESS:
+            detail = f"the output files were too many or too large: {end.files_out_overflow}"
+            decision = Decision(Verdict.OUTPUT_LIMIT, detail=detail)
+        files = await asyncio.to_thread(workspace.files_out) if job.output_files else ()
         return Outcome(
             job_id=job.id,
             verdict=decision.verdict,
@@ -450,4 +481,5 @@ class Executor:
             sandbox=self.backend.name,
             detail=decision.detail,
             warm_sandbox=warm,
+            files=files,
         )

@@ -71,10 +71,17 @@ class WarmPool:
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
 
-    def fits(self, job: Job, needs_mounts: bool) -> bool:
-        """Whether a warm sandbox could run `job`: one with nothing of its own to mount
-        (an environment, a build), no environment variables of its own, no network."""
-        return self.config.enabled and not needs_mounts and not job.env and not job.limits.network
+    def fits(self, job: Job, runtime: Runtime, needs_mounts: bool) -> bool:
+        """Whether a warm sandbox could run `job`: one of a language whose wrapper takes its
+        context from the job message, with nothing of its own to mount (an environment, a
+        build), no environment variables of its own, no network."""
+        return (
+            self.config.enabled
+            and runtime.spec.message_context
+            and not needs_mounts
+            and not job.env
+            and not job.limits.network
+        )
 
     def take(self, runtime: Runtime) -> Warm | None:
         """A warm sandbox of `runtime`'s, or None. Call `refill` once the job is over."""

@@ -110,9 +110,25 @@ def job_from_proto(
         lockfile=_lockfile_from_proto(message, runtime),
         deadline=None if remaining_s is None else time.monotonic() + remaining_s,
         size_bytes=message.ByteSize(),
+        stdin=message.stdin,
+        output_files=validate.output_files(message.output_files),
+        context=validate.context(message.context),
+        script=_script(message, runtime),
     )
     runtime.plugin.check_request(job)
     return job
+
+
+def _script(message: pb.Job, runtime: Runtime) -> tuple[str, ...] | None:
+    if not message.HasField("script"):
+        return None
+    if not runtime.spec.script:
+        raise InvalidRequest(
+            "job.script", f"{runtime.name} jobs have no script form: call an entry point"
+        )
+    if message.HasField("args") or message.args_json or message.entry_point:
+        raise InvalidRequest("job.script", "a script takes argv, not args or an entry point")
+    return validate.script_argv(message.script.argv)
 
 
 def _check_sizes(message: pb.Job, caps: Caps) -> None:
@@ -123,6 +139,7 @@ def _check_sizes(message: pb.Job, caps: Caps) -> None:
     validate.at_most(len(message.files), caps.files, "job.files", unit="files")
     total = sum(len(f.content) for f in message.files)
     validate.at_most(total, caps.files_bytes, "job.files", unit="bytes of content")
+    validate.at_most(len(message.stdin), caps.stdin_bytes, "job.stdin")
 
 
 def _output(output: Output) -> pb.Output:
@@ -158,6 +175,7 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
         sandbox=outcome.sandbox,
         detail=outcome.detail,
         warm_sandbox=outcome.warm_sandbox,
+        files=[pb.File(path=f.path, content=f.content) for f in outcome.files],
     )
     if outcome.lockfile is not None:
         message.lockfile.CopyFrom(lockfile_to_proto(outcome.lockfile))

@@ -114,6 +114,52 @@ def env(values: Mapping[str, str]) -> dict[str, str]:
     return dict(values)
 
 
+MAX_OUTPUT_PATTERNS = 64
+MAX_PATTERN_LENGTH = 4096
+_CONTEXT_KEY = re.compile(r"[A-Z0-9_]{1,64}")
+MAX_SCRIPT_ARGS = 4096
+
+
+def output_files(patterns: Iterable[str], field: str = "job.output_files") -> tuple[str, ...]:
+    """Paths or globs relative to /job, none leaving it (`gristmill.jobs.files_out`)."""
+    checked = tuple(patterns)
+    if len(checked) > MAX_OUTPUT_PATTERNS:
+        raise InvalidRequest(field, f"{len(checked)} patterns, over {MAX_OUTPUT_PATTERNS}")
+    for index, pattern in enumerate(checked):
+        path, where = PurePosixPath(pattern), f"{field}[{index}]"
+        if not pattern or "\0" in pattern or len(pattern) > MAX_PATTERN_LENGTH:
+            raise InvalidRequest(
+                where, f"must be a path or glob of 1 to {MAX_PATTERN_LENGTH} chars"
+            )
+        if path.is_absolute() or ".." in path.parts:
+            raise InvalidRequest(where, f"{pattern!r} must be relative, without '..'")
+    return checked
+
+
+def context(values: Mapping[str, str], field: str = "job.context") -> dict[str, str]:
+    """The caller's context, each key seen by the job as GRISTMILL_CTX_<key>."""
+    total = sum(len(name.encode()) + len(value.encode()) + 16 for name, value in values.items())
+    if total > MAX_ENV_BYTES:
+        raise InvalidRequest(field, f"{total} bytes in all, over {MAX_ENV_BYTES}")
+    for name, value in values.items():
+        if not _CONTEXT_KEY.fullmatch(name):
+            raise InvalidRequest(f"{field}[{name!r}]", "keys are 1 to 64 characters of [A-Z0-9_]")
+        if "\0" in value:
+            raise InvalidRequest(f"{field}[{name!r}]", "the value contains a NUL byte")
+    return dict(values)
+
+
+def script_argv(argv: Iterable[str], field: str = "job.script.argv") -> tuple[str, ...]:
+    """A script's positional arguments: they travel NUL-separated, so none holds a NUL."""
+    checked = tuple(argv)
+    if len(checked) > MAX_SCRIPT_ARGS:
+        raise InvalidRequest(field, f"{len(checked)} arguments, over {MAX_SCRIPT_ARGS}")
+    for index, value in enumerate(checked):
+        if "\0" in value:
+            raise InvalidRequest(f"{field}[{index}]", "contains a NUL byte")
+    return checked
+
+
 MIN_MEMORY_BYTES = 16 * 1024 * 1024
 """The least memory a job may ask for: below it the sandbox itself (supervisor, nsjail,
 an interpreter's start) does not fit, and the job would end in SANDBOX_ERROR."""
