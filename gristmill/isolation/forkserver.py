@@ -369,6 +369,9 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         collected = files_out.collect(jail.job_dir_fd, str(Path(spec.job_dir).parent))
     except (OSError, ValueError, KeyError) as error:
         collected = {"files": 0, "bytes": 0, "overflow": f"files could not be taken out: {error}"}
+    if jail.job_dir_fd >= 0:
+        # The tmpfs's last reference: freed now, before the report says the job is gone.
+        os.close(jail.job_dir_fd)
     _send(
         report,
         {

@@ -57,6 +57,31 @@ async def _write_all(fd: int, data: bytes) -> None:
         writer.close()
 
 
+async def _exited(pid: int, timeout_s: float = 5.0) -> None:
+    """Waits until the supervisor `pid` has exited. Its report pipe closes in the middle
+    of its exit, before the kernel has torn down its namespaces (the job's mounts): the
+    job is not gone until then."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await asyncio.wait_for(gone, timeout_s)
+    except TimeoutError:
+        pass  # reported by the cgroup's leftovers, if any
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
 class ProcessSandbox:
     """One job's sandbox, seen from the service through its pipes."""
 
@@ -134,6 +159,8 @@ class ProcessSandbox:
         finally:
             os.close(self._control_fd)
         end = self._exit or {"setup_error": "the supervisor died"}
+        if end.get("pid"):
+            await _exited(end["pid"])
         leftover = 0
         stats = None
         if self._cgroup is not None:
