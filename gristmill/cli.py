@@ -23,7 +23,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
@@ -130,9 +130,18 @@ def _add_run(commands: Any) -> None:
         "  gristmill run job.py --arg a=40 --arg b=2\n"
         "  gristmill run job.py --args '{\"a\": 40}' --json\n"
         "  gristmill run script.sh --env GREETING=hi --file data.csv --timeout-ms 5000\n"
-        "  gristmill run job.py --lockfile requirements.lock",
+        "  gristmill run job.py --lockfile requirements.lock\n"
+        "  gristmill run report.py --output-file 'out/*.csv' --output-dir results\n"
+        "  seq 10 | gristmill run sum.sh --stdin - --context TEAM=blue\n"
+        "  gristmill run tool.py --script -- --verbose input.txt",
     )
     run.add_argument("file", type=Path, metavar="FILE", help="the job's code")
+    run.add_argument(
+        "argv",
+        nargs="*",
+        metavar="ARG",
+        help="with --script: the script's positional arguments (after --)",
+    )
     run.add_argument("--lang", metavar="LANGUAGE", help="language (default: from FILE's extension)")
     run.add_argument("--args", dest="args_json", metavar="JSON", help="arguments as a JSON object")
     run.add_argument(
@@ -159,6 +168,36 @@ def _add_run(commands: Any) -> None:
         help="a file placed beside the code, at AS (default: its name) (repeatable)",
     )
     run.add_argument("--job-id", metavar="ID", help="the job's id (default: a new uuid)")
+    run.add_argument(
+        "--stdin", type=Path, metavar="FILE", help="the job's standard input ('-': this one's)"
+    )
+    run.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="context the job sees as GRISTMILL_CTX_KEY (repeatable)",
+    )
+    run.add_argument(
+        "--output-file",
+        dest="output_files",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a path or glob under /job whose files come back (repeatable)",
+    )
+    run.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="where the files of --output-file are written (default: here)",
+    )
+    run.add_argument(
+        "--script",
+        action="store_true",
+        help="run FILE as a plain script with ARGs instead of calling its entry point",
+    )
     limits = run.add_argument_group(
         "limits (0: the server's default; a value over its maximum is refused)"
     )
@@ -593,16 +632,50 @@ def _run(options: argparse.Namespace) -> int:
             network=options.network,
         ),
         "lockfile": lockfile,
+        "stdin": _stdin(options.stdin),
+        "context": dict(_pairs(options.context, "--context")),
+        "output_files": options.output_files,
+        "script": options.argv if options.script else None,
     }
+    if options.argv and not options.script:
+        raise UsageError(f"unexpected arguments {options.argv}: a script's need --script")
     with _server(options) as address, _client(address) as client:
         outcome = _stream(client, request, live=not options.json)
     if options.save_lockfile and outcome.HasField("lockfile"):
         _write(options.save_lockfile, outcome.lockfile.content)
+    _save_files(outcome, options.output_dir, quiet=options.json)
     if options.json:
         _print_json(to_json(outcome))
     else:
         _print_verdict(outcome)
     return EXIT_OK if outcome.verdict == pb.SUCCESS else EXIT_JOB_FAILED
+
+
+def _stdin(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from error
+
+
+def _save_files(outcome: pb.Outcome, directory: Path, quiet: bool) -> None:
+    """Writes the files the job gave back under `directory`, never outside it."""
+    for returned in outcome.files:
+        relative = PurePosixPath(returned.path)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise UsageError(f"the server returned a file outside the job: {returned.path!r}")
+        target = directory / relative
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(returned.content)
+        except OSError as error:
+            raise UsageError(f"cannot write {target}: {error.strerror}") from error
+        if not quiet:
+            print(f"wrote {target} ({len(returned.content)} bytes)", file=sys.stderr)
 
 
 def _print_json(value: Any) -> None:
@@ -913,7 +986,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gristmill.conformance.runner import main as conformance_main
 
         return int(conformance_main(argv[1:]))
+    # `run FILE --script -- ARG...`: what follows `--` is the script's, options or not.
+    script_argv: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:
+        argv, script_argv = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     options = _build_parser().parse_args(argv)
+    if script_argv:
+        options.argv = [*options.argv, *script_argv]
     json_mode = bool(getattr(options, "json", False))
     commands = {
         "serve": _serve,

@@ -5,7 +5,7 @@ decoded from JSON, stdout and stderr as text); `execute` and `execute_stream` an
 with the contract's own messages (`gristmill.v1.runtime_pb2`). A job failing is not an
 exception; the service failing is a `grpc.RpcError`.
 
-Every keyword is spelled out, so that a typo (`job_idd=`) fails type checking.
+Every keyword is typed (`JobOptions`), so that a typo (`job_idd=`) fails type checking.
 
 A call waits for the server to be ready (`wait_for_ready`), so a server being restarted
 delays it rather than failing it, and a call that fails with UNAVAILABLE mid-way is
@@ -30,10 +30,10 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import grpc
 
@@ -45,6 +45,7 @@ __all__ = [
     "SERVICE_CONFIG",
     "AsyncClient",
     "Client",
+    "JobOptions",
     "Limits",
     "Lockfile",
     "Outcome",
@@ -117,6 +118,11 @@ class Outcome:
     signal: int
     detail: str
     proto: pb.Outcome
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        """The files the job left that `output_files` asked for, by path under /job."""
+        return {f.path: f.content for f in self.proto.files}
 
     @property
     def ok(self) -> bool:
@@ -208,34 +214,53 @@ def _pushback_s(error: grpc.RpcError) -> float | None:
     return None
 
 
+class JobOptions(TypedDict, total=False):
+    """The optional parts of a job: keyword arguments of every call that sends one."""
+
+    # The idempotency key; a new uuid4 unless given.
+    job_id: str | None
+    entry_point: str | None
+    # Further files beside the code, by relative path.
+    files: Mapping[str, bytes | str] | None
+    env: Mapping[str, str] | None
+    limits: pb.Limits | None
+    # From an earlier Outcome or `resolve`: replays exactly those dependencies.
+    lockfile: pb.Lockfile | None
+    stdin: bytes | str | None
+    # Paths or globs under /job whose files come back in `Outcome.files`.
+    output_files: Sequence[str] | None
+    # Seen by the job as GRISTMILL_CTX_<KEY> variables.
+    context: Mapping[str, str] | None
+    # Run the code as a plain script with this argv instead of calling its entry point.
+    script: Sequence[str] | None
+
+
 def execute_request(
     language: str,
     code: str,
     args: Mapping[str, JsonValue] | None = None,
-    *,
-    job_id: str | None = None,
-    entry_point: str | None = None,
-    files: Mapping[str, bytes | str] | None = None,
-    env: Mapping[str, str] | None = None,
-    limits: pb.Limits | None = None,
-    lockfile: pb.Lockfile | None = None,
+    **options: Unpack[JobOptions],
 ) -> pb.ExecuteRequest:
-    """The request for one job; its id is a new uuid4 unless given.
-
-    Arguments travel as exact JSON text (`args_json`) so that big integers survive.
-    `lockfile` (from an earlier Outcome or `resolve`) replays exactly those dependencies.
-    """
+    """The request for one job. Arguments travel as exact JSON text (`args_json`) so that
+    big integers survive; a script (`script=[...]`) takes none."""
+    stdin = options.get("stdin") or b""
+    script = options.get("script")
     job = pb.Job(
-        id=job_id or str(uuid.uuid4()),
+        id=options.get("job_id") or str(uuid.uuid4()),
         language=language,
         code=code,
-        entry_point=entry_point or "",
-        args_json=json.dumps(dict(args or {})),
-        files=_files(files),
-        env=dict(env or {}),
-        limits=limits,
-        lockfile=lockfile,
+        entry_point=options.get("entry_point") or "",
+        args_json=json.dumps(dict(args or {})) if script is None or args else "",
+        files=_files(options.get("files")),
+        env=dict(options.get("env") or {}),
+        limits=options.get("limits"),
+        lockfile=options.get("lockfile"),
+        stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+        output_files=list(options.get("output_files") or ()),
+        context=dict(options.get("context") or {}),
     )
+    if script is not None:
+        job.script.argv.extend(script)
     return pb.ExecuteRequest(job=job)
 
 
@@ -319,13 +344,8 @@ class Client:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> Outcome:
         """Runs a job and returns its typed `Outcome`."""
         return Outcome.from_proto(
@@ -333,13 +353,8 @@ class Client:
                 language,
                 code,
                 args,
-                job_id=job_id,
-                entry_point=entry_point,
-                files=files,
-                env=env,
-                limits=limits,
-                lockfile=lockfile,
                 timeout_s=timeout_s,
+                **job,
             )
         )
 
@@ -349,26 +364,11 @@ class Client:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> pb.Outcome:
         """Runs a job and returns its Outcome message (see `run` for the typed one)."""
-        request = execute_request(
-            language,
-            code,
-            args,
-            job_id=job_id,
-            entry_point=entry_point,
-            files=files,
-            env=env,
-            limits=limits,
-            lockfile=lockfile,
-        )
+        request = execute_request(language, code, args, **job)
         outcome: pb.Outcome = self._call("Execute", request, timeout_s)
         return outcome
 
@@ -378,29 +378,14 @@ class Client:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> Iterator[pb.ExecuteEvent]:
         """The job's events as they happen, its Outcome last (see the proto for the order).
 
         Retried only until the first event arrives: a retry would replay the events.
         """
-        request = execute_request(
-            language,
-            code,
-            args,
-            job_id=job_id,
-            entry_point=entry_point,
-            files=files,
-            env=env,
-            limits=limits,
-            lockfile=lockfile,
-        )
+        request = execute_request(language, code, args, **job)
         deadline = _Deadline(timeout_s)
         attempt = 1
         while True:
@@ -510,13 +495,8 @@ class AsyncClient:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> Outcome:
         """Runs a job and returns its typed `Outcome`."""
         return Outcome.from_proto(
@@ -524,13 +504,8 @@ class AsyncClient:
                 language,
                 code,
                 args,
-                job_id=job_id,
-                entry_point=entry_point,
-                files=files,
-                env=env,
-                limits=limits,
-                lockfile=lockfile,
                 timeout_s=timeout_s,
+                **job,
             )
         )
 
@@ -540,26 +515,11 @@ class AsyncClient:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> pb.Outcome:
         """Runs a job and returns its Outcome message (see `run` for the typed one)."""
-        request = execute_request(
-            language,
-            code,
-            args,
-            job_id=job_id,
-            entry_point=entry_point,
-            files=files,
-            env=env,
-            limits=limits,
-            lockfile=lockfile,
-        )
+        request = execute_request(language, code, args, **job)
         outcome: pb.Outcome = await self._call("Execute", request, timeout_s)
         return outcome
 
@@ -569,26 +529,11 @@ class AsyncClient:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> AsyncIterator[pb.ExecuteEvent]:
         """The job's events as they happen, its Outcome last; retried before the first only."""
-        request = execute_request(
-            language,
-            code,
-            args,
-            job_id=job_id,
-            entry_point=entry_point,
-            files=files,
-            env=env,
-            limits=limits,
-            lockfile=lockfile,
-        )
+        request = execute_request(language, code, args, **job)
         deadline = _Deadline(timeout_s)
         attempt = 1
         while True:
