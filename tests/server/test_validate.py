@@ -118,7 +118,7 @@ def test_a_resolver_may_check_its_own_lockfile_format():
 
 @pytest.mark.parametrize("pattern", ["/etc/passwd", "../x", "out/../../x", ""])
 def test_output_files_stay_inside_the_job_directory(pattern):
-    with pytest.raises(InvalidRequest, match="job.output_files"):
+    with pytest.raises(InvalidRequest, match=r"job\.output_files"):
         validate.output_files([pattern])
 
 
@@ -129,7 +129,7 @@ def test_output_file_patterns_are_bounded_in_number():
 
 @pytest.mark.parametrize("key", ["team", "A-B", "", "X" * 65])
 def test_context_keys_are_upper_case_names(key):
-    with pytest.raises(InvalidRequest, match="job.context"):
+    with pytest.raises(InvalidRequest, match=r"job\.context"):
         validate.context({key: "v"})
 
 
