@@ -174,15 +174,18 @@ class Caps:
 class PoolConfig:
     """Warm sandboxes (keys `pool.*`): started ahead of demand, one job each.
 
-    A language gets `per_language` of them from its first job on, within `max_sandboxes`
-    in all; after `idle_s` without a job of that language its warm sandboxes are stopped.
-    A job that none fits (dependencies, a build, its own environment variables, network,
-    limits past the pool's) starts cold.
+    Kept per language and per environment and build its jobs mount (`jobs.pool.Kind`):
+    from a kind's first job on, enough to cover its recent arrival rate while a new one
+    starts, at most `per_language` of a kind, within `max_sandboxes` and
+    `max_memory_bytes` (what waiting sandboxes hold) in all; after `idle_s` without a
+    job of its kind a warm sandbox is stopped. A job that none fits (its own environment
+    variables, network, limits past the pool's) starts cold.
     """
 
     enabled: bool = True
-    per_language: int = 2
+    per_language: int = 4
     max_sandboxes: int = 8
+    max_memory_bytes: int = 512 * MiB
     idle_s: float = 60.0
 
 

@@ -92,6 +92,10 @@ class Sandbox(Protocol):
         applied, its clocks start; False if the sandbox died while it waited."""
         ...
 
+    def memory_bytes(self) -> int:
+        """The memory its processes and files hold now; 0 where nothing counts it."""
+        ...
+
     async def send_job(self, message: bytes, stdin: bytes = b"") -> None:
         """Hands the job to the waiting program: `message` on its fd 4 and `stdin` on its
         fd 0, each closed once written (or once the program is gone)."""

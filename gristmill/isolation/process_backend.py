@@ -144,6 +144,14 @@ class ProcessSandbox:
             os.write(self._control_fd, f"go {limits.wall_time_ms} {limits.cpu_time_ms}".encode())
         return await asyncio.shield(self._handed)
 
+    def memory_bytes(self) -> int:
+        if self._cgroup is None:
+            return 0
+        try:
+            return self._cgroup.memory_bytes()
+        except OSError:
+            return 0
+
     async def send_job(self, message: bytes, stdin: bytes = b"") -> None:
         await asyncio.gather(_write_all(self._job_fd, message), _write_all(self._stdin_fd, stdin))
 

@@ -349,7 +349,7 @@ class Builds:
             what.spec.run,
             what.spec.env,
             what.spec.limits,
-            what.environment,
+            what.environment.path if what.environment else None,
             target,
             build_writable=True,
             shared_dir=what.shared,

@@ -13,7 +13,7 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
@@ -35,7 +35,7 @@ from gristmill.jobs import context, envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.output import CappedOutput
-from gristmill.jobs.pool import Warm, WarmPool
+from gristmill.jobs.pool import Kind, Warm, WarmPool
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
 from gristmill.jobs.workspace import Workspace, mount_jobs_dir, remove_stale, unmount_jobs_dir
@@ -65,6 +65,12 @@ _T = TypeVar("_T")
 
 def _ms(ns: int) -> int:
     return ns // 1_000_000
+
+
+async def _evicted(_target: Path) -> None:
+    """What a warm sandbox's lease does when its environment or build is not in the cache
+    (evicted since its job): the pool starts none rather than build it again."""
+    raise LookupError("no longer in the cache")
 
 
 class _Cancelled(Exception):
@@ -180,7 +186,23 @@ class Executor:
             self._runtime_dirs,
             pool or PoolConfig(enabled=False),
             pool_limits,
+            self._lease,
         )
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, kind: Kind) -> AsyncIterator[tuple[Path | None, Path | None]]:
+        """A warm sandbox's leases on the environment and build its kind mounts."""
+        async with contextlib.AsyncExitStack() as stack:
+            paths: list[Path | None] = []
+            for cache, digest in (
+                (self.deps.cache, kind.environment),
+                (self.builds.cache, kind.build),
+            ):
+                lease = (
+                    await stack.enter_async_context(cache.use(digest, _evicted)) if digest else None
+                )
+                paths.append(lease.path if lease else None)
+            yield paths[0], paths[1]
 
     def _prepare_dirs(self) -> None:
         """Makes the work directory reachable by the jail's unprivileged uid.
@@ -312,9 +334,10 @@ class Executor:
             message = context.preamble(variables) + message
         # What the plugin provides to the run (e.g. a socket it serves), until it ends.
         async with runtime.plugin.attach(job) as attached:
-            needs_mounts = environment is not None or build is not None or bool(attached)
-            fits = self.pool.fits(job, runtime, needs_mounts)
-            warm = self.pool.take(runtime) if fits else None
+            kind = Kind(
+                runtime.name, environment.key if environment else "", build.key if build else ""
+            )
+            warm = self.pool.take(kind) if self.pool.fits(job, runtime, bool(attached)) else None
             try:
                 if warm is not None:
                     outcome = await self._run_warm(job, runtime, warm, message, emit, cancel, began)
@@ -333,7 +356,7 @@ class Executor:
                         runtime.spec.run,
                         {**job.env, **variables},
                         job.limits,
-                        environment,
+                        environment.path if environment else None,
                         build.path if build else None,
                         attached=attached,
                     )
@@ -353,7 +376,7 @@ class Executor:
                 finally:
                     self._remove_later(workspace)
             finally:
-                self.pool.refill(runtime)
+                self.pool.refill(kind, runtime)
 
     async def _run_warm(
         self,
