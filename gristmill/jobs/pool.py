@@ -170,9 +170,15 @@ class WarmPool:
     def size(self) -> int:
         return sum(len(ready) for ready in self._ready.values()) + sum(self._starting.values())
 
-    def memory_bytes(self) -> int:
-        """What the waiting sandboxes hold, as measured when each had started."""
-        return sum(w.memory_bytes for ready in self._ready.values() for w in ready)
+    def memory_bytes(self, language: str | None = None) -> int:
+        """What the waiting sandboxes (of `language`, or all) hold, as measured when each
+        had started."""
+        return sum(
+            w.memory_bytes
+            for kind, ready in self._ready.items()
+            if language in (None, kind.language)
+            for w in ready
+        )
 
     def target(self, kind: Kind, now: float | None = None) -> int:
         """How many of `kind` the pool keeps: enough to cover its recent arrivals while a

@@ -209,10 +209,11 @@ async def test_a_job_with_dependencies_runs_warm_in_a_sandbox_of_its_environment
         "import os, six\n\ndef main():\n"
         "    return [six.__version__, os.environ['GRISTMILL_LANGUAGE']]\n"
     )
+    plain = pooled.pool.ready("python")
     first = await pooled.run(job("python", code))
     assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
     for _ in range(300):
-        if pooled.pool.ready("python"):
+        if pooled.pool.ready("python") > plain:
             break
         await asyncio.sleep(0.05)
     second = await pooled.run(job("python", code))
