@@ -58,10 +58,10 @@ from gristmill.isolation.linux import (
     MS_NOSUID,
     MS_PRIVATE,
     MS_REC,
+    foreign_abi_filter,
     mount,
     set_seccomp_filter,
     unshare,
-    x32_refusing_filter,
 )
 
 __all__ = ["SHIM", "NsjailJail", "launch", "parse_log", "render_argv"]
@@ -219,9 +219,9 @@ def _exec_nsjail(spec: JailSpec, fds: dict[str, int], log_w: int, ready_w: int) 
         write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
         sigpending = spec.rlimits["sigpending"]
         resource.setrlimit(resource.RLIMIT_SIGPENDING, (sigpending, sigpending))
-        if x32 := x32_refusing_filter():
-            # Inherited by nsjail (which makes no x32 call) and so by the job.
-            set_seccomp_filter(x32)
+        if foreign := foreign_abi_filter():
+            # Inherited by nsjail (which makes x86_64 calls only) and so by the job.
+            set_seccomp_filter(foreign)
         # nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on.
         place_fds(
             [fds["stdin"], fds["stdout"], log_w, fds["result"], fds["job"], fds["stderr"], ready_w]
