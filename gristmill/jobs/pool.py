@@ -30,6 +30,7 @@ from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Runtime
 from gristmill.model import Job, Limits
+from gristmill.observability import metrics
 
 __all__ = ["Warm", "WarmPool"]
 
@@ -137,12 +138,16 @@ class WarmPool:
             sandbox = await self._backend.start(dataclasses.replace(plan, warm=True))
             warm = Warm(sandbox, workspace, runtime.name)
             if not await sandbox.started() or self._closed:
+                if not self._closed:
+                    log.error("a warm %s sandbox failed to start", runtime.name)
+                    metrics.SANDBOX_SETUP_FAILURES.labels(runtime.name, "warm").inc()
                 self._broken_until[runtime.name] = time.monotonic() + RETRY_AFTER_S
                 await self._destroy(warm)
                 return
             self._ready[runtime.name].append(warm)
         except Exception:
             log.exception("a warm %s sandbox failed to start", runtime.name)
+            metrics.SANDBOX_SETUP_FAILURES.labels(runtime.name, "warm").inc()
             self._broken_until[runtime.name] = time.monotonic() + RETRY_AFTER_S
             if workspace is not None:
                 await asyncio.to_thread(workspace.remove)
