@@ -137,8 +137,8 @@ def _carrier(context: grpc.aio.ServicerContext) -> dict[str, str]:
 @contextlib.contextmanager
 def _call_span(
     tracer: trace.Tracer, method: str, context: grpc.aio.ServicerContext
-) -> Iterator[None]:
-    """The call's span, current for the handler: a child of the caller's `traceparent`."""
+) -> Iterator[otel_context.Context]:
+    """The call's span, a child of the caller's `traceparent`, as the context to run in."""
     parent = _PROPAGATOR.extract(_carrier(context))
     service, _, name = method.strip("/").rpartition("/")
     span = tracer.start_span(
@@ -147,17 +147,24 @@ def _call_span(
         kind=SpanKind.SERVER,
         attributes={"rpc.system": "grpc", "rpc.service": service, "rpc.method": name},
     )
-    # Each call is served in a task of its own, whose context ends with it: the token
-    # is reset when the handler is done, in that task, even for a stream.
-    token = otel_context.attach(trace.set_span_in_context(span))
     try:
-        yield
+        yield trace.set_span_in_context(span)
     except BaseException as error:
         span.record_exception(error)
         span.set_status(Status(StatusCode.ERROR, type(error).__name__))
         raise
     finally:
         span.end()
+
+
+@contextlib.contextmanager
+def _current(context: otel_context.Context) -> Iterator[None]:
+    """`context` current for the block; entered and left in one task, never across a
+    `yield` of a stream (a client going away closes a stream from another context)."""
+    token = otel_context.attach(context)
+    try:
+        yield
+    finally:
         otel_context.detach(token)
 
 
@@ -181,7 +188,7 @@ class _CallSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_unary = handler.unary_unary
 
             async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with _call_span(tracer, method, context):
+                with _call_span(tracer, method, context) as call, _current(call):
                     return await inner_unary(request, context)
 
             return handler._replace(unary_unary=unary)
@@ -189,9 +196,15 @@ class _CallSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
             inner_stream = handler.unary_stream
 
             async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                with _call_span(tracer, method, context):
-                    async for reply in inner_stream(request, context):
-                        yield reply
+                with _call_span(tracer, method, context) as call:
+                    async with contextlib.aclosing(inner_stream(request, context)) as replies:
+                        while True:
+                            with _current(call):
+                                try:
+                                    reply = await anext(replies)
+                                except StopAsyncIteration:
+                                    return
+                            yield reply
 
             return handler._replace(unary_stream=stream)
         return handler
