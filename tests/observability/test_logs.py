@@ -9,6 +9,9 @@ import shutil
 import uuid
 from pathlib import Path
 
+import grpc
+import pytest
+
 from gristmill.client import Client
 from gristmill.languages.registry import REPO_ROOT
 from gristmill.observability.logs import (
@@ -126,3 +129,14 @@ def test_a_sandbox_that_cannot_be_set_up_is_logged_as_an_error_with_its_cause(
     [line] = [r for r in _records(log_lines()) if r.get("job_id") == job_id]
     assert line["level"] == "error" and line["verdict"] == "SANDBOX_ERROR"
     assert line["detail"] == outcome.detail and "/missing" in str(line["detail"])
+
+
+def test_the_services_own_failure_is_logged_with_its_cause(fake_server, log_lines):
+    address, _runner = fake_server()
+    with Client(address) as client, pytest.raises(grpc.RpcError) as failed:
+        client.execute("fake", "crash", job_id="crashes")
+    assert failed.value.code() == grpc.StatusCode.INTERNAL
+    [line] = [r for r in _records(log_lines()) if r.get("job_id") == "crashes"]
+    assert line["level"] == "error" and line["language"] == "fake"
+    assert line["cause"] == "RuntimeError: the fake runner crashed"
+    assert "Traceback" in str(line["error"])
