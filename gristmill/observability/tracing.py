@@ -32,6 +32,9 @@ PHASES = frozenset({"resolve", "install", "build", "prepare", "sandbox_setup", "
 TRACED_SERVICE = "/gristmill.v1.Runtime/"
 """Calls of this service get spans; health checks and reflection do not."""
 
+EXPORT_TIMEOUT_S = 2.0
+"""How long one export to the collector may take, retries included."""
+
 _PROPAGATOR = TraceContextTextMapPropagator()
 
 
@@ -54,7 +57,9 @@ class Tracing:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
         insecure = endpoint.startswith("http://")
-        return cls(OTLPSpanExporter(endpoint=endpoint, insecure=insecure), service_name)
+        # Bounded: a collector that is down must not hold up the server's stop for long.
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=insecure, timeout=EXPORT_TIMEOUT_S)
+        return cls(exporter, service_name)
 
     def interceptor(self) -> grpc.aio.ServerInterceptor:
         return _CallSpans(self.tracer)
