@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import grpc
 import pytest
+from prometheus_client import REGISTRY
 
 from gristmill.client import Client
+from gristmill.deps.cache import EnvironmentCache
 from gristmill.observability import metrics
 from gristmill.server import BackgroundServer
 from gristmill.server.app import Server
@@ -153,3 +156,52 @@ def test_no_endpoint_unless_configured(real_config):
     server = BackgroundServer(real_config())
     with server:
         assert server._server is not None and server._server.telemetry.metrics is None
+
+
+async def test_a_cache_counts_its_lookups_bytes_and_evictions(tmp_path):
+    root = tmp_path / f"cache-{uuid.uuid4().hex[:8]}"
+    cache = EnvironmentCache(root, max_bytes=1500)
+    name = root.name
+
+    def sample(metric: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(metric, {"cache": name, **labels}) or 0.0
+
+    async def build(target: Path) -> None:
+        (target / "payload").write_bytes(b"x" * 1000)
+
+    for digest in ("first", "second", "second"):
+        async with cache.use(digest, build):
+            pass
+    assert sample("gristmill_cache_lookups_total", result="miss") == 2
+    assert sample("gristmill_cache_lookups_total", result="hit") == 1
+    # The second build put the cache over its 1500 bytes: the first one went.
+    assert sample("gristmill_cache_evictions_total") == 1
+    assert sample("gristmill_cache_bytes") == 1000
+
+
+PEP723_SIX = (
+    '# /// script\n# dependencies = ["six"]\n# ///\nimport six\n\ndef main():\n    return six.PY3\n'
+)
+
+
+def test_a_resolution_and_an_install_are_counted_once(real_config):
+    """A Python job with a dependency (from the package registry): the first run resolves
+    and installs, the second reuses both."""
+    config = real_config(**{"telemetry.metrics_address": "127.0.0.1:0"})
+    server = BackgroundServer(config)
+    with server as address, Client(address) as client:
+        endpoint = _endpoint(server)
+        before = scrape(endpoint)
+        for _ in range(2):
+            outcome = client.execute("python", PEP723_SIX, timeout_s=300)
+            assert outcome.verdict == pb.SUCCESS, outcome
+        after = scrape(endpoint)
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("gristmill_resolves_total", language="python", result="ok") == 1
+    assert delta("gristmill_cache_lookups_total", cache="environments", result="miss") == 1
+    assert delta("gristmill_cache_lookups_total", cache="environments", result="hit") == 1
+    for phase in ("resolve", "install"):
+        assert delta("gristmill_job_phase_seconds_count", language="python", phase=phase) == 2
