@@ -56,10 +56,14 @@ class ReportedJob(JobWatch):
 
     def ended(self, task: asyncio.Task[Outcome]) -> None:
         error = asyncio.CancelledError() if task.cancelled() else task.exception()
-        if error is not None:
-            self._failed(error)
-        else:
-            self._finished(task.result())
+        try:
+            if error is not None:
+                self._failed(error)
+            else:
+                self._finished(task.result())
+        except Exception:
+            # Reporting must never break the job table's bookkeeping, which follows.
+            log.exception("reporting job %s failed", self._job.id)
 
     def _finished(self, outcome: Outcome) -> None:
         seconds = time.monotonic() - self._submitted
