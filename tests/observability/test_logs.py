@@ -140,3 +140,13 @@ def test_the_services_own_failure_is_logged_with_its_cause(fake_server, log_line
     assert line["level"] == "error" and line["language"] == "fake"
     assert line["cause"] == "RuntimeError: the fake runner crashed"
     assert "Traceback" in str(line["error"])
+
+
+def test_a_repeated_job_id_is_one_job_and_one_line(fake_server, log_lines):
+    address, runner = fake_server()
+    with Client(address) as client:
+        for _ in range(2):
+            client.execute("fake", "now", job_id="once")
+    assert len(runner.calls) == 1
+    lines = [r for r in _records(log_lines()) if r.get("job_id") == "once"]
+    assert [line["verdict"] for line in lines] == ["SUCCESS"]
