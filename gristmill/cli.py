@@ -30,7 +30,7 @@ import grpc
 
 from gristmill import __version__
 from gristmill.client import Client, RetryPolicy, outcome_result
-from gristmill.config import ServerConfig, load_config
+from gristmill.config import LOG_FORMATS, LOG_LEVELS, ServerConfig, load_config
 from gristmill.errors import GristmillError
 from gristmill.jsonview import failure, to_json
 from gristmill.queue import cli as queue_commands
@@ -280,6 +280,32 @@ def _add_serve(commands: Any) -> None:
         type=float,
         metavar="S",
         help="exit after this long without a call (default: never; the local server: 900)",
+    )
+    telemetry = serve.add_argument_group("logs, metrics, traces")
+    telemetry.add_argument(
+        "--log-level",
+        dest="telemetry.log_level",
+        choices=LOG_LEVELS,
+        help="least severe records logged (default: INFO, a line per job)",
+    )
+    telemetry.add_argument(
+        "--log-format",
+        dest="telemetry.log_format",
+        choices=LOG_FORMATS,
+        help="json, logfmt, console, or auto: console on a terminal, else json (default)",
+    )
+    telemetry.add_argument(
+        "--metrics-address",
+        dest="telemetry.metrics_address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+    )
+    telemetry.add_argument(
+        "--otlp-endpoint",
+        dest="telemetry.otlp_endpoint",
+        metavar="URL",
+        help="export traces to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 "
+        "(default: no tracing)",
     )
 
 
@@ -881,7 +907,6 @@ async def _serve_until_signalled(config: ServerConfig, idle_exit_s: float | None
 
     activity = _Activity()
     server = await start(config, interceptors=[activity])
-    logging.getLogger("gristmill").info("serving on %s", server.address)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
@@ -932,7 +957,9 @@ def _check_address(address: str) -> None:
 def _serve(options: argparse.Namespace) -> int:
     config = _config(options)
     _check_address(config.address)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from gristmill.observability import logs
+
+    logs.configure(config.telemetry)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_until_signalled(config, options.idle_exit_s))
     _remove_socket(config.address)

@@ -26,6 +26,8 @@ from gristmill.model import Limits
 __all__ = [
     "DEFAULT_LIMITS",
     "ENV_PREFIX",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
     "MAX_LIMITS",
     "Caps",
     "ConfigError",
@@ -33,6 +35,7 @@ __all__ = [
     "DependencyConfig",
     "PoolConfig",
     "ServerConfig",
+    "TelemetryConfig",
     "load_config",
 ]
 
@@ -189,6 +192,39 @@ class PoolConfig:
     idle_s: float = 60.0
 
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "console", "json", "logfmt")
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Logs, metrics and traces (keys `telemetry.*`; see gristmill/observability/)."""
+
+    # The least severe log records written: DEBUG, INFO (one line per job), WARNING, ERROR.
+    log_level: str = "INFO"
+    # "json" or "logfmt" (one record per line, for collectors), "console" (for people),
+    # or "auto": console on a terminal, else json.
+    log_format: str = "auto"
+    # HOST:PORT of the Prometheus endpoint (`/metrics`, a port of its own); "": none,
+    # and jobs are not counted.
+    metrics_address: str = ""
+    # The OTLP/gRPC collector traces are exported to (e.g. http://127.0.0.1:4317);
+    # "": no tracing at all.
+    otlp_endpoint: str = ""
+    # The `service.name` of the traces.
+    service_name: str = "gristmill"
+
+    def __post_init__(self) -> None:
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"telemetry.log_level {self.log_level!r}: expected one of {LOG_LEVELS}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"telemetry.log_format {self.log_format!r}: expected one of {LOG_FORMATS}"
+            )
+
+
 @dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
@@ -208,6 +244,7 @@ class ServerConfig:
     deps: DependencyConfig = DependencyConfig()
     caps: Caps = Caps()
     pool: PoolConfig = PoolConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
     # Databases by name, for languages whose jobs use one (`databases.<name>.*`).
     databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
 
@@ -268,6 +305,7 @@ _TYPES: dict[str, type] = {
 _TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyConfig).items()})
 _TYPES.update({f"caps.{name}": kind for name, kind in get_type_hints(Caps).items()})
 _TYPES.update({f"pool.{name}": kind for name, kind in get_type_hints(PoolConfig).items()})
+_TYPES.update({f"telemetry.{name}": kind for name, kind in get_type_hints(TelemetryConfig).items()})
 _TYPES["deps.cache_dir"] = Path  # optional: "" means the default
 # Settings whose empty text means None ("pick automatically").
 _OPTIONAL = {"sandbox_backend", "max_queued_jobs", "deps.cache_dir"}
@@ -393,4 +431,13 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
     deps = DependencyConfig(**_table(settings, "deps"))
     caps = Caps(**_table(settings, "caps"))
     pool = PoolConfig(**_table(settings, "pool"))
-    return ServerConfig(**scalars, **limits, deps=deps, caps=caps, pool=pool, databases=databases)
+    telemetry = TelemetryConfig(**_table(settings, "telemetry"))
+    return ServerConfig(
+        **scalars,
+        **limits,
+        deps=deps,
+        caps=caps,
+        pool=pool,
+        telemetry=telemetry,
+        databases=databases,
+    )

@@ -38,6 +38,7 @@ from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Runtime
 from gristmill.model import Job, Limits
+from gristmill.observability import metrics
 
 __all__ = ["Kind", "Leaser", "Warm", "WarmPool"]
 
@@ -235,6 +236,9 @@ class WarmPool:
             sandbox = await self._backend.start(dataclasses.replace(plan, warm=True))
             warm = Warm(sandbox, workspace, kind, leases)
             if not await sandbox.started() or self._closed:
+                if not self._closed:
+                    log.error("a warm %s sandbox failed to start", kind.language)
+                    metrics.SANDBOX_SETUP_FAILURES.labels(kind.language, "warm").inc()
                 self._broken_until[kind] = time.monotonic() + RETRY_AFTER_S
                 await self._destroy(warm)
                 return
@@ -244,6 +248,7 @@ class WarmPool:
             self._ready[kind].append(warm)
         except Exception:
             log.exception("a warm %s sandbox failed to start", kind.language)
+            metrics.SANDBOX_SETUP_FAILURES.labels(kind.language, "warm").inc()
             self._broken_until[kind] = time.monotonic() + RETRY_AFTER_S
             await leases.aclose()
             if workspace is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import logging
 import threading
 from collections.abc import Coroutine, Sequence
 from types import TracebackType
@@ -23,6 +24,7 @@ from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
 from gristmill.model import MAX_MESSAGE_BYTES
+from gristmill.observability import Telemetry
 from gristmill.offload import Offload
 from gristmill.server.admission import Admission
 from gristmill.server.jobs import JobRunner, JobTable
@@ -32,6 +34,8 @@ from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 __all__ = ["BackgroundServer", "Server", "start"]
 
 _T = TypeVar("_T")
+
+log = logging.getLogger("gristmill.server")
 
 SERVICE_NAME = runtime_pb2.DESCRIPTOR.services_by_name["Runtime"].full_name
 
@@ -46,33 +50,45 @@ class Server:
         table: JobTable,
         executor: Executor | None,
         offload: Offload,
+        telemetry: Telemetry,
     ) -> None:
         self._server = server
         self.address = address
         self._table = table
         self._executor = executor
         self._offload = offload
+        self.telemetry = telemetry
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stops taking calls, cancels jobs still running after `grace_s`, closes the sandbox."""
+        admission = self._table.admission
+        log.info(
+            "server stopping",
+            extra={"running": admission.running, "queued": admission.queued, "grace_s": grace_s},
+        )
         await self._server.stop(grace_s)
         await self._table.close()
         if self._executor is not None:
             await self._executor.close()
         self._offload.close()
+        log.info("server stopped", extra={"address": self.address})
+        self.telemetry.close()
 
 
 async def start(
     config: ServerConfig,
     runner: JobRunner | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    telemetry: Telemetry | None = None,
 ) -> Server:
     """A running server for `config`; `runner` replaces the real executor (tests only;
     such a server answers Resolve with UNIMPLEMENTED); `interceptors` see every call
-    (`gristmill serve --idle-exit-s` counts them)."""
+    (`gristmill serve --idle-exit-s` counts them); `telemetry` replaces the one
+    `config.telemetry` describes (tests: an in-memory span exporter)."""
+    telemetry = telemetry or Telemetry(config.telemetry)
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     executor = None
     resolver = None
@@ -107,9 +123,10 @@ async def start(
         Admission(config.max_concurrent_jobs, config.queue_capacity),
         config.recent_jobs_ttl_s,
         config.caps.recent_jobs_bytes,
+        telemetry.watch,
     )
     server = grpc.aio.server(
-        interceptors=interceptors,
+        interceptors=[*telemetry.interceptors(), *interceptors],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -122,22 +139,41 @@ async def start(
     reflection.enable_server_reflection(
         (SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
+    pool = executor.pool if executor is not None else None
+    telemetry.serve_metrics(table.admission, pool, [runtime.name for runtime in registry])
     port = server.add_insecure_port(config.address)
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
-    if config.address.startswith("unix:"):
-        return Server(server, config.address, table, executor, offload)
-    host = config.address.rpartition(":")[0]
-    return Server(server, f"{host}:{port}", table, executor, offload)
+    address = config.address
+    if not address.startswith("unix:"):
+        address = f"{address.rpartition(':')[0]}:{port}"
+    log.info(
+        "server started",
+        extra={
+            "address": address,
+            "sandbox": runner.sandbox_info().backend,
+            "max_concurrent_jobs": config.max_concurrent_jobs,
+            "queue_capacity": config.queue_capacity,
+            "warm_pool": config.pool.enabled,
+            **telemetry.describe(),
+        },
+    )
+    return Server(server, address, table, executor, offload, telemetry)
 
 
 class BackgroundServer:
     """`with BackgroundServer(config) as address:` a server on its own loop and thread."""
 
-    def __init__(self, config: ServerConfig, runner: JobRunner | None = None) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        runner: JobRunner | None = None,
+        telemetry: Telemetry | None = None,
+    ) -> None:
         self._config = config
         self._runner = runner
+        self._telemetry = telemetry
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(
             target=self._loop.run_forever, name="gristmill-server", daemon=True
@@ -147,7 +183,7 @@ class BackgroundServer:
     def __enter__(self) -> str:
         self._thread.start()
         try:
-            self._server = self._call(start(self._config, self._runner))
+            self._server = self._call(start(self._config, self._runner, telemetry=self._telemetry))
         except BaseException:
             self._shut_down()
             raise

@@ -24,6 +24,7 @@ from typing import Protocol
 from gristmill.errors import InvalidRequest
 from gristmill.isolation.backend import SandboxInfo
 from gristmill.model import Job, JobEvent, Outcome, Verdict
+from gristmill.observability.jobs import JobWatch
 from gristmill.server.admission import Admission, Ticket
 
 __all__ = ["JobRunner", "JobTable", "Subscription"]
@@ -60,8 +61,11 @@ class _Entry:
     abandoned: bool = False
     # The caller's deadline, not the job's wall-time limit, ended the run.
     cut_short: bool = False
+    # Logs, metrics and traces of the job (`gristmill.observability`).
+    watch: JobWatch = field(default_factory=JobWatch)
 
     def publish(self, event: JobEvent) -> None:
+        self.watch.event(event)
         self.history.append(event)
         for queue in self.listeners:
             queue.put_nowait(event)
@@ -139,9 +143,15 @@ def _cut_by_deadline(job: Job, outcome: Outcome) -> bool:
 
 class JobTable:
     def __init__(
-        self, runner: JobRunner, admission: Admission, ttl_s: float, max_bytes: int
+        self,
+        runner: JobRunner,
+        admission: Admission,
+        ttl_s: float,
+        max_bytes: int,
+        watch: Callable[[Job], JobWatch] = lambda _job: JobWatch(),
     ) -> None:
         self._runner = runner
+        self._watch = watch
         self._admission = admission
         self._ttl_s = ttl_s
         self._max_bytes = max_bytes
@@ -162,7 +172,7 @@ class JobTable:
             return Subscription(self, entry, deduplicated=True)
         previous = entry.task if entry is not None else None
         ticket = self._admission.admit()
-        entry = _Entry(job=job, waiters=1)
+        entry = _Entry(job=job, waiters=1, watch=self._watch(job))
         entry.task = asyncio.create_task(self._run(entry, ticket, previous), name=f"job {job.id}")
         entry.task.add_done_callback(lambda _: ticket.release())
         entry.task.add_done_callback(lambda task: self._finish(entry, task))
@@ -194,6 +204,7 @@ class JobTable:
             return Outcome(
                 job_id=entry.job.id, verdict=Verdict.CANCELLED, detail="cancelled while queued"
             )
+        entry.watch.admitted()
         outcome = await self._runner.run(entry.job, entry.publish, entry.cancel)
         if _cut_by_deadline(entry.job, outcome):
             entry.cut_short = True
@@ -210,6 +221,7 @@ class JobTable:
         return self._admission
 
     def _finish(self, entry: _Entry, task: asyncio.Task[Outcome]) -> None:
+        entry.watch.ended(task)
         for queue in entry.listeners:
             queue.put_nowait(_END)
         if entry.waiters == 0:
