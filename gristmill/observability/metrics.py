@@ -130,6 +130,8 @@ class WarmSandboxes(Protocol):
 
     def size(self) -> int: ...
 
+    def memory_bytes(self, language: str | None = None) -> int: ...
+
 
 class ServerState(Collector):
     """One server's jobs running and queued, its slots, its warm sandboxes, at scrape time."""
