@@ -124,6 +124,20 @@ class EnvironmentCache:
         finally:
             os.close(use_fd)
 
+    @contextlib.asynccontextmanager
+    async def hold(self, digest: str) -> AsyncIterator[Path]:
+        """The entry `digest`, kept from eviction until the block ends, neither built nor
+        counted as a lookup (a warm sandbox waits with it mounted); LookupError if it is
+        not in the cache."""
+        use_fd = open_lock(self._locks / f"{digest}.use")
+        try:
+            await flock(use_fd, fcntl.LOCK_SH)
+            if not self._exists(digest):
+                raise LookupError(f"{digest} is no longer in the cache")
+            yield self.path(digest)
+        finally:
+            os.close(use_fd)
+
     async def _build_once(self, digest: str, build: Builder) -> bool:
         """Builds `digest` unless someone finished it while we waited; True if they did."""
         async with self._turn(digest):

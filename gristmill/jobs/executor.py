@@ -67,12 +67,6 @@ def _ms(ns: int) -> int:
     return ns // 1_000_000
 
 
-async def _evicted(_target: Path) -> None:
-    """What a warm sandbox's lease does when its environment or build is not in the cache
-    (evicted since its job): the pool starts none rather than build it again."""
-    raise LookupError("no longer in the cache")
-
-
 class _Cancelled(Exception):
     """The job was cancelled before its sandbox started."""
 
@@ -191,17 +185,15 @@ class Executor:
 
     @contextlib.asynccontextmanager
     async def _lease(self, kind: Kind) -> AsyncIterator[tuple[Path | None, Path | None]]:
-        """A warm sandbox's leases on the environment and build its kind mounts."""
+        """A warm sandbox's hold on the environment and build its kind mounts."""
         async with contextlib.AsyncExitStack() as stack:
-            paths: list[Path | None] = []
-            for cache, digest in (
-                (self.deps.cache, kind.environment),
-                (self.builds.cache, kind.build),
-            ):
-                lease = (
-                    await stack.enter_async_context(cache.use(digest, _evicted)) if digest else None
+            paths = [
+                await stack.enter_async_context(cache.hold(digest)) if digest else None
+                for cache, digest in (
+                    (self.deps.cache, kind.environment),
+                    (self.builds.cache, kind.build),
                 )
-                paths.append(lease.path if lease else None)
+            ]
             yield paths[0], paths[1]
 
     def _prepare_dirs(self) -> None:

@@ -12,8 +12,9 @@ output its jobs mount (so a job with dependencies, or of a compiled language, st
 warm too once its kind is in demand). Demand decides how many: a kind gets warm
 sandboxes from its first job on, enough to cover its recent arrival rate while a new
 one starts (`target`), at most `per_language`, within `max_sandboxes` and
-`max_memory_bytes` in all (what idle sandboxes hold, measured on their cgroups), and
-loses them after `idle_s` without a job. A job that no warm sandbox fits (its own
+`max_memory_bytes` in all (what idle sandboxes hold, measured on their cgroups; a full
+pool stops one of the least recently used kind to make room for a kind that has none),
+and loses them after `idle_s` without a job. A job that no warm sandbox fits (its own
 environment variables, network, a plugin's mounts, a language whose wrapper cannot take
 its context from the job message) is started cold, as is any job while its kind has
 no sandbox waiting: a job never waits for the pool.
@@ -168,6 +169,10 @@ class WarmPool:
         """How many warm sandboxes of `language` (of any kind) wait for a job now."""
         return sum(len(r) for kind, r in self._ready.items() if kind.language == language)
 
+    def waiting(self, kind: Kind) -> int:
+        """How many warm sandboxes of `kind` wait for a job now."""
+        return len(self._ready.get(kind, ()))
+
     def size(self) -> int:
         return sum(len(ready) for ready in self._ready.values()) + sum(self._starting.values())
 
@@ -194,12 +199,24 @@ class WarmPool:
         if now < self._broken_until.get(kind, 0.0):
             return
         have = len(self._ready[kind]) + self._starting[kind]
+        if not have and self.size() >= self.config.max_sandboxes:
+            self._make_room(kind)
         room = self.config.max_sandboxes - self.size()
         for _ in range(max(0, min(self.target(kind, now) - have, room))):
             if not self._memory_allows(kind):
                 return
             self._starting[kind] += 1
             self._spawn(self._start(kind, runtime))
+
+    def _make_room(self, kind: Kind) -> None:
+        """A full pool gives a kind that has none a place: one sandbox of the kind whose
+        last job is oldest (and older than this one's) is stopped."""
+        waiting = [other for other, ready in self._ready.items() if ready and other != kind]
+        if not waiting:
+            return
+        oldest = min(waiting, key=lambda other: self._demand[other].last_job)
+        if self._demand[oldest].last_job < self._demand[kind].last_job:
+            self.discard(self._ready[oldest].popleft())
 
     def _memory_allows(self, kind: Kind) -> bool:
         """Whether one more sandbox of `kind` (as big as its last) stays within budget."""

@@ -191,8 +191,9 @@ async def test_a_compiled_job_runs_warm_in_a_sandbox_of_its_own_build(pooled):
     csharp = dataclasses.replace(job("csharp", code), args={"a": 1}, entry_point="Main")
     first = await pooled.run(csharp)
     assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
+    assert first.build is not None
     for _ in range(300):
-        if pooled.pool.ready("csharp"):
+        if pooled.pool.waiting(Kind("csharp", build=first.build.key)):
             break
         await asyncio.sleep(0.05)
     second = await pooled.run(dataclasses.replace(csharp, args={"a": 2}))
@@ -209,11 +210,11 @@ async def test_a_job_with_dependencies_runs_warm_in_a_sandbox_of_its_environment
         "import os, six\n\ndef main():\n"
         "    return [six.__version__, os.environ['GRISTMILL_LANGUAGE']]\n"
     )
-    plain = pooled.pool.ready("python")
     first = await pooled.run(job("python", code))
     assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
+    assert first.environment is not None
     for _ in range(300):
-        if pooled.pool.ready("python") > plain:
+        if pooled.pool.waiting(Kind("python", environment=first.environment.key)):
             break
         await asyncio.sleep(0.05)
     second = await pooled.run(job("python", code))
