@@ -20,6 +20,10 @@ for a server that never comes back.
 
 `SERVICE_CONFIG` is the same policy in gRPC's service-config JSON, for clients in other
 languages to copy.
+
+A server that authenticates its callers wants a bearer token or a client certificate:
+`credentials=Credentials(token=..., ca_file=...)`, else what the environment says
+(`GRISTMILL_TOKEN`, `GRISTMILL_TLS_CA`, ...; see `gristmill.credentials`).
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ from typing import Any
 
 import grpc
 
+from gristmill.credentials import Credentials
 from gristmill.model import MAX_MESSAGE_BYTES, JsonValue
 from gristmill.v1 import runtime_pb2 as pb
 from gristmill.v1 import runtime_pb2_grpc
@@ -45,6 +50,7 @@ __all__ = [
     "SERVICE_CONFIG",
     "AsyncClient",
     "Client",
+    "Credentials",
     "Limits",
     "Lockfile",
     "Outcome",
@@ -277,11 +283,12 @@ class Client:
         *,
         retry: RetryPolicy | None = None,
         channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._channel = channel or grpc.insecure_channel(
-            target, options=self.retry.channel_options()
-        )
+        self.credentials = Credentials.from_env() if credentials is None else credentials
+        self._metadata = self.credentials.metadata()
+        self._channel = channel or self.credentials.channel(target, self.retry.channel_options())
         self._stub = runtime_pb2_grpc.RuntimeStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
@@ -304,7 +311,10 @@ class Client:
         while True:
             try:
                 return getattr(self._stub, method)(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
@@ -407,7 +417,10 @@ class Client:
             started = False
             try:
                 for event in self._stub.ExecuteStream(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 ):
                     started = True
                     yield event
@@ -468,10 +481,13 @@ class AsyncClient:
         *,
         retry: RetryPolicy | None = None,
         channel: grpc.aio.Channel | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._channel = channel or grpc.aio.insecure_channel(
-            target, options=self.retry.channel_options()
+        self.credentials = Credentials.from_env() if credentials is None else credentials
+        self._metadata = self.credentials.metadata()
+        self._channel = channel or self.credentials.aio_channel(
+            target, self.retry.channel_options()
         )
         self._stub = runtime_pb2_grpc.RuntimeStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -495,7 +511,10 @@ class AsyncClient:
         while True:
             try:
                 return await getattr(self._stub, method)(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
@@ -595,7 +614,10 @@ class AsyncClient:
             started = False
             try:
                 async for event in self._stub.ExecuteStream(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 ):
                     started = True
                     yield event

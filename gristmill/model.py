@@ -112,6 +112,9 @@ class Job:
     # The size of the request that carried it: what the service's own work on the job
     # (its dependencies, its job message, its files) grows with (`jobs.offload`).
     size_bytes: int = 0
+    # Whom it runs for (`gristmill.server.tenants`): a token's or a certificate's name.
+    # Job ids are the tenant's own: another tenant's same id is another job.
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
