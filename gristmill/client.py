@@ -37,9 +37,12 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
 from gristmill.credentials import Credentials
 from gristmill.model import MAX_MESSAGE_BYTES, JsonValue
@@ -57,12 +60,19 @@ __all__ = [
     "RetryPolicy",
     "Verdict",
     "execute_request",
+    "field_violations",
     "outcome_result",
+    "quota_failures",
     "resolve_request",
+    "server_full",
+    "too_large",
 ]
 
 Limits = pb.Limits
 Lockfile = pb.Lockfile
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+"""Trailing metadata holding a `google.rpc.Status` with the error's details."""
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 """Trailing metadata by which a server says how long to wait before retrying (gRPC's own)."""
@@ -170,11 +180,14 @@ class RetryPolicy:
     retry_resource_exhausted: bool = False
 
     def pause_s(self, error: grpc.RpcError, attempt: int, deadline: _Deadline) -> float | None:
-        """The pause before retrying failed attempt `attempt` (1-based), or None: give up."""
-        retryable = {grpc.StatusCode.UNAVAILABLE}
-        if self.retry_resource_exhausted:
-            retryable.add(grpc.StatusCode.RESOURCE_EXHAUSTED)
-        if error.code() not in retryable or attempt >= self.max_attempts:
+        """The pause before retrying failed attempt `attempt` (1-based), or None: give up.
+
+        A message over a size limit is RESOURCE_EXHAUSTED too, but retrying cannot help
+        it: only a full server (`server_full`) is retried."""
+        retryable = error.code() == grpc.StatusCode.UNAVAILABLE or (
+            self.retry_resource_exhausted and server_full(error)
+        )
+        if not retryable or attempt >= self.max_attempts:
             return None
         ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
         pause = _pushback_s(error)
@@ -196,6 +209,61 @@ class RetryPolicy:
             ("grpc.enable_retries", 1),
             ("grpc.service_config", json.dumps(SERVICE_CONFIG)),
         ]
+
+
+def server_full(error: grpc.RpcError) -> bool:
+    """Whether a RESOURCE_EXHAUSTED came from a full server or a full tenant quota (it
+    carries a `google.rpc.QuotaFailure`, whose subject says whose: "server" or
+    "tenant:NAME"), as opposed to a message over a size limit (`too_large`)."""
+    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and bool(quota_failures(error))
+
+
+def quota_failures(error: grpc.RpcError) -> list[error_details_pb2.QuotaFailure.Violation]:
+    """The quota violations a RESOURCE_EXHAUSTED error names (empty when none)."""
+    return [
+        violation
+        for detail in _details(error)
+        if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR)
+        for violation in _unpacked(detail, error_details_pb2.QuotaFailure()).violations
+    ]
+
+
+def field_violations(error: grpc.RpcError) -> dict[str, str]:
+    """An INVALID_ARGUMENT error's fields (`job.limits.memory_bytes`, ...) and what is
+    wrong with each, from its `google.rpc.BadRequest` details."""
+    return {
+        violation.field: violation.description
+        for detail in _details(error)
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR)
+        for violation in _unpacked(detail, error_details_pb2.BadRequest()).field_violations
+    }
+
+
+def too_large(error: grpc.RpcError) -> bool:
+    """Whether a call failed because a message (the outcome, say) was over a side's
+    message size limit: raise the limit (`grpc.max_receive_message_length`), or send
+    less; waiting will not help."""
+    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not server_full(error)
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def _unpacked(detail: any_pb2.Any, into: _M) -> _M:
+    detail.Unpack(into)
+    return into
+
+
+def _details(error: grpc.RpcError) -> list[any_pb2.Any]:
+    trailing = getattr(error, "trailing_metadata", None)
+    try:
+        metadata = trailing() if callable(trailing) else None
+    except Exception:  # an aio error before any metadata arrived
+        metadata = None
+    for key, value in metadata or ():
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return list(status_pb2.Status.FromString(value).details)
+    return []
 
 
 def _pushback_s(error: grpc.RpcError) -> float | None:
@@ -443,6 +511,15 @@ class Client:
         )
         return response
 
+    def get_outcome(
+        self, job_id: str, *, wait: bool = False, timeout_s: float | None = None
+    ) -> pb.GetOutcomeResponse:
+        """The state of a job sent earlier (and its outcome once done), without sending it
+        again; with `wait`, a job in flight is waited for."""
+        request = pb.GetOutcomeRequest(job_id=job_id, wait=wait)
+        response: pb.GetOutcomeResponse = self._call("GetOutcome", request, timeout_s)
+        return response
+
     def describe(
         self,
         language: str,
@@ -638,6 +715,15 @@ class AsyncClient:
         response: pb.ListRuntimesResponse = await self._call(
             "ListRuntimes", pb.ListRuntimesRequest(), timeout_s
         )
+        return response
+
+    async def get_outcome(
+        self, job_id: str, *, wait: bool = False, timeout_s: float | None = None
+    ) -> pb.GetOutcomeResponse:
+        """The state of a job sent earlier (and its outcome once done), without sending it
+        again; with `wait`, a job in flight is waited for."""
+        request = pb.GetOutcomeRequest(job_id=job_id, wait=wait)
+        response: pb.GetOutcomeResponse = await self._call("GetOutcome", request, timeout_s)
         return response
 
     async def describe(
