@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import grpc
 
 from gristmill import __version__
-from gristmill.client import Client, RetryPolicy, outcome_result
+from gristmill.client import Client, RetryPolicy, outcome_result, too_large
 from gristmill.config import ServerConfig, load_config
+from gristmill.credentials import add_credential_flags, credentials_from_options
 from gristmill.errors import GristmillError
 from gristmill.jsonview import failure, to_json
 from gristmill.queue import cli as queue_commands
@@ -117,6 +118,7 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 def _client_flags(parser: argparse.ArgumentParser, json_help: str) -> None:
     parser.add_argument("--target", metavar="ADDRESS", help=TARGET_HELP)
     parser.add_argument("--json", action="store_true", help=json_help)
+    add_credential_flags(parser)
     _server_flags(parser)
 
 
@@ -237,6 +239,28 @@ def _add_serve(commands: Any) -> None:
         help="let jobs ask for the network (default: refused)",
     )
     serve.add_argument(
+        "--drain-grace-s",
+        dest="drain_grace_s",
+        type=float,
+        metavar="S",
+        help="at SIGTERM, how long jobs in flight may take before they are cancelled (30)",
+    )
+    access = serve.add_argument_group("access (see README, Operations: access and shutdown)")
+    for flag, key, text in (
+        ("--tls-cert", "auth.tls_cert_file", "the server's certificate chain (PEM): TLS"),
+        ("--tls-key", "auth.tls_key_file", "its private key (PEM)"),
+        ("--client-ca", "auth.client_ca_file", "CAs of client certificates: mutual TLS"),
+        ("--tokens-file", "auth.tokens_file", "bearer tokens, NAME:TOKEN a line"),
+    ):
+        access.add_argument(flag, dest=key, type=Path, metavar="FILE", help=text)
+    access.add_argument(
+        "--insecure",
+        dest="auth.insecure",
+        action="store_true",
+        default=None,
+        help="listen beyond loopback without authentication, or tokens without TLS",
+    )
+    serve.add_argument(
         "--idle-exit-s",
         type=float,
         metavar="S",
@@ -344,7 +368,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 _SETTINGS = {"config", "sandbox_backend", "work_dir", "address", "max_concurrent_jobs"}
-_SETTINGS |= {"max_queued_jobs"}
+_SETTINGS |= {"max_queued_jobs", "drain_grace_s"}
 
 
 def _overrides(options: argparse.Namespace) -> dict[str, Any]:
@@ -394,10 +418,14 @@ def _server(options: argparse.Namespace) -> Iterator[str]:
         yield address
 
 
-def _client(address: str) -> Client:
+def _client(address: str, options: argparse.Namespace) -> Client:
     """A client that fails fast when no server answers (a person is waiting), retrying
     UNAVAILABLE a few times with backoff rather than waiting for the server to appear."""
-    return Client(address, retry=RetryPolicy(wait_for_ready=False))
+    try:
+        credentials = credentials_from_options(options)
+    except OSError as error:
+        raise UsageError(f"credentials: {error}") from error
+    return Client(address, retry=RetryPolicy(wait_for_ready=False), credentials=credentials)
 
 
 def _pairs(values: list[str], flag: str) -> Iterator[tuple[str, str]]:
@@ -594,7 +622,7 @@ def _run(options: argparse.Namespace) -> int:
         ),
         "lockfile": lockfile,
     }
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         outcome = _stream(client, request, live=not options.json)
     if options.save_lockfile and outcome.HasField("lockfile"):
         _write(options.save_lockfile, outcome.lockfile.content)
@@ -622,7 +650,7 @@ def _console(stderr: bool = False) -> Console:
 def _resolve(options: argparse.Namespace) -> int:
     code = _read(options.file)
     language = _language(options)
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         response = client.resolve(language, code)
     failed = response.HasField("error")
     if response.HasField("lockfile") and options.output:
@@ -660,7 +688,7 @@ def _describe(options: argparse.Namespace) -> int:
     request = pb.DescribeRequest(
         language=language, code=code, entry_point=options.entry_point or ""
     )
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         response: pb.DescribeResponse = client._call("Describe", request, None)
     if options.json:
         _print_json(to_json(response))
@@ -671,7 +699,7 @@ def _describe(options: argparse.Namespace) -> int:
 
 
 def _cancel(options: argparse.Namespace) -> int:
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         cancelled = client.cancel(options.job_id)
     if options.json:
         _print_json(to_json(pb.CancelResponse(cancelled=cancelled)))
@@ -681,7 +709,7 @@ def _cancel(options: argparse.Namespace) -> int:
 
 
 def _runtimes(options: argparse.Namespace) -> int:
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         listing = client.list_runtimes()
     if options.json:
         _print_json(to_json(listing))
@@ -730,7 +758,7 @@ def _demo(options: argparse.Namespace) -> int:
     config = _config(options)
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     failed = 0
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         for runtime in registry:
             found = _example(runtime.spec.folder)
             if not runtime.available or found is None:
@@ -892,6 +920,12 @@ def _hint(error: grpc.RpcError) -> str:
     details = error.details() or ""
     if error.code() == grpc.StatusCode.INVALID_ARGUMENT and "limits.network" in details:
         return NETWORK_HINT
+    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return "give a token (--token-file, $GRISTMILL_TOKEN) or a client certificate (--tls-cert)"
+    if too_large(error):
+        return (
+            "a message was over a gRPC size limit (the server is not full): retrying will not help"
+        )
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         return "is the server running? (--target, $GRISTMILL_TARGET)"
     return ""

@@ -214,8 +214,11 @@ class RetryPolicy:
 def server_full(error: grpc.RpcError) -> bool:
     """Whether a RESOURCE_EXHAUSTED came from a full server or a full tenant quota (it
     carries a `google.rpc.QuotaFailure`, whose subject says whose: "server" or
-    "tenant:NAME"), as opposed to a message over a size limit (`too_large`)."""
-    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and bool(quota_failures(error))
+    "tenant:NAME", or a pushback), as opposed to a message over a size limit
+    (`too_large`), which gRPC itself reports with the same code."""
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return bool(quota_failures(error)) or _pushback_s(error) is not None
 
 
 def quota_failures(error: grpc.RpcError) -> list[error_details_pb2.QuotaFailure.Violation]:

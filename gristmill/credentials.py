@@ -13,15 +13,52 @@ over a plaintext channel too (a Unix socket, loopback), where the server may ask
 
 from __future__ import annotations
 
+import argparse
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import grpc
 
-__all__ = ["Credentials"]
+__all__ = ["Credentials", "add_credential_flags", "credentials_from_options"]
+
+
+class _CallDetails(NamedTuple):
+    method: str
+    timeout: float | None
+    metadata: Sequence[tuple[str, str]] | None
+    credentials: grpc.CallCredentials | None
+    wait_for_ready: bool | None
+    compression: grpc.Compression | None
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):  # type: ignore[misc]
+    """Adds the token's metadata to every call of a blocking channel."""
+
+    def __init__(self, metadata: tuple[tuple[str, str], ...]) -> None:
+        self._metadata = metadata
+
+    def _with_token(self, details: Any) -> _CallDetails:
+        return _CallDetails(
+            details.method,
+            details.timeout,
+            (*(details.metadata or ()), *self._metadata),
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(
+        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(self._with_token(client_call_details), request)
+
+    def intercept_unary_stream(
+        self, continuation: Callable[[Any, Any], Any], client_call_details: Any, request: Any
+    ) -> Any:
+        return continuation(self._with_token(client_call_details), request)
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -99,8 +136,40 @@ class Credentials:
             return grpc.insecure_channel(target, options=options)
         return grpc.secure_channel(target, self._channel_credentials(), self._options(options))
 
+    def authenticated(self, channel: grpc.Channel) -> grpc.Channel:
+        """`channel` with the token on every call, for callers of raw stubs (the
+        conformance runner); `Client` adds it per call itself."""
+        if not self.token:
+            return channel
+        return grpc.intercept_channel(channel, _Bearer(self.metadata()))
+
     def aio_channel(self, target: str, options: Sequence[tuple[str, Any]]) -> grpc.aio.Channel:
         """An asyncio channel to `target`, TLS when these credentials ask for it."""
         if not self.secure:
             return grpc.aio.insecure_channel(target, options=options)
         return grpc.aio.secure_channel(target, self._channel_credentials(), self._options(options))
+
+
+def add_credential_flags(parser: argparse.ArgumentParser) -> None:
+    """A client command's credential flags; each one's default is its variable."""
+    group = parser.add_argument_group("credentials (a server that authenticates callers)")
+    for flag, dest, text in (
+        ("--token-file", "token_file", "the bearer token (default: $GRISTMILL_TOKEN[_FILE])"),
+        ("--tls-ca", "tls_ca", "speak TLS; the server certificate's CA ($GRISTMILL_TLS_CA)"),
+        ("--tls-cert", "tls_cert", "client certificate, mutual TLS ($GRISTMILL_TLS_CERT)"),
+        ("--tls-key", "tls_key", "its private key ($GRISTMILL_TLS_KEY)"),
+    ):
+        group.add_argument(flag, dest=dest, type=Path, metavar="FILE", help=text)
+
+
+def credentials_from_options(options: argparse.Namespace) -> Credentials:
+    """The environment's credentials with the command's flags in their place; raises
+    OSError when the token file cannot be read."""
+    token_file = getattr(options, "token_file", None)
+    given = Credentials(
+        token=token_file.read_text().strip() if token_file else "",
+        ca_file=getattr(options, "tls_ca", None),
+        cert_file=getattr(options, "tls_cert", None),
+        key_file=getattr(options, "tls_key", None),
+    )
+    return Credentials.from_env().merged(given)
