@@ -67,15 +67,15 @@ class Admission:
         if self._may_start(quota):
             self._start(quota)
             return Ticket(self, quota, place=None)
+        if len(self._waiting) >= self.max_queued:
+            raise Overloaded(
+                f"{self.running} jobs running and {len(self._waiting)} waiting: the server is full"
+            )
         if self._queued_of[tenant] >= quota.max_queued:
             raise Overloaded(
                 f"tenant {tenant!r}: {self._running_of[tenant]} jobs running and "
                 f"{self._queued_of[tenant]} waiting: its quota is full",
                 subject=f"tenant:{tenant}",
-            )
-        if len(self._waiting) >= self.max_queued:
-            raise Overloaded(
-                f"{self.running} jobs running and {len(self._waiting)} waiting: the server is full"
             )
         place = _Place(asyncio.get_running_loop().create_future(), quota)
         self._waiting.append(place)

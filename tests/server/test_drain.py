@@ -166,7 +166,7 @@ def test_sigterm_cancels_what_the_grace_does_not_cover(served):
 
 
 def test_the_drain_is_logged_from_start_to_end(served, tmp_path):
-    address, process = served("--drain-grace-s", "5")
+    _, process = served("--drain-grace-s", "5")
     process.send_signal(signal.SIGTERM)
     assert process.wait(timeout=60) == 0
     log = Path(tmp_path / "serve-0.log").read_text()
