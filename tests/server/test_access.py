@@ -234,3 +234,49 @@ def test_config_reads_auth_and_tenants_from_toml(tmp_path):
     assert alice.max_limits.memory_bytes == 512 * 1024 * 1024
     with pytest.raises(ConfigError, match="under default_limits"):
         Tenants(load_config(overrides={"tenants.eve.max_limits.memory_bytes": 1}))
+
+
+def test_a_real_job_runs_over_tls_with_a_token_and_an_unauthenticated_one_never_starts(
+    real_config, authority
+):
+    server = authority.issue("server", server=True)
+    config = real_config(
+        **{
+            "auth.tokens": TOKENS,
+            "auth.tls_cert_file": str(server.cert),
+            "auth.tls_key_file": str(server.key),
+        }
+    )
+    with BackgroundServer(config) as address:
+        with _client(address, token="alice-secret", ca_file=authority.cert_file) as client:
+            outcome = client.run("bash", 'echo "hello $(id -u)"\n', timeout_s=60)
+        assert (outcome.verdict.name, outcome.stdout) == ("SUCCESS", "hello 65534\n")
+        assert outcome.proto.tenant == "alice"
+        jobs_dir = config.work_dir / "jobs"
+        before = set(jobs_dir.iterdir()) if jobs_dir.exists() else set()
+        refused = _refused(address, ca_file=authority.cert_file)
+        assert refused.code() == grpc.StatusCode.UNAUTHENTICATED
+        after = set(jobs_dir.iterdir()) if jobs_dir.exists() else set()
+        assert after <= before  # no workspace was ever made for it
+
+
+def test_the_cli_sends_the_token_from_the_environment(fake_server, monkeypatch, capsys):
+    from gristmill.cli import main
+
+    address, _ = fake_server(**{"auth.tokens": TOKENS})
+    monkeypatch.delenv("GRISTMILL_TOKEN", raising=False)
+    assert main(["runtimes", "--target", address]) == 2
+    err = capsys.readouterr().err
+    assert "no valid bearer token" in err
+    assert "hint: give a token (--token-file, $GRISTMILL_TOKEN)" in err
+    monkeypatch.setenv("GRISTMILL_TOKEN", "bob-secret")
+    assert main(["runtimes", "--target", address, "--json"]) == 0
+    assert '"fake"' in capsys.readouterr().out
+
+
+def test_serve_on_a_public_address_without_authentication_exits_2_saying_why(tmp_path, capsys):
+    from gristmill.cli import main
+
+    status = main(["serve", "--address", "0.0.0.0:0", "--work-dir", str(tmp_path)])
+    assert status == 2
+    assert "--insecure" in capsys.readouterr().err
