@@ -839,8 +839,15 @@ async def _serve_until_signalled(config: ServerConfig, idle_exit_s: float | None
     logging.getLogger("gristmill").info("serving on %s", server.address)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        # The first signal drains; a second one cuts the drain's grace short.
+        if stopping.is_set():
+            server.hurry()
+        stopping.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+        loop.add_signal_handler(signum, signalled)
     idle = asyncio.ensure_future(_idle(activity, idle_exit_s, stopping)) if idle_exit_s else None
     await stopping.wait()
     if idle is not None:

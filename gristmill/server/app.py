@@ -64,9 +64,14 @@ class Server:
         self._offload = offload
         self._health = health_servicer
         self._drain_grace_s = drain_grace_s
+        self._hurry = asyncio.Event()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
+
+    def hurry(self) -> None:
+        """Ends a drain's grace now: the jobs still running are cancelled."""
+        self._hurry.set()
 
     async def stop(self, grace_s: float | None = None) -> None:
         """Drains, then stops: health answers NOT_SERVING at once, new jobs are refused
@@ -82,7 +87,7 @@ class Server:
             admission.queued,
             grace_s,
         )
-        cancelled = await self._table.drain(grace_s)
+        cancelled = await self._table.drain(grace_s, self._hurry)
         log.info("drained: %d jobs cancelled after the grace", cancelled)
         # The calls of cancelled jobs have their outcomes: a moment to send them.
         await self._server.stop(_DELIVERY_GRACE_S)

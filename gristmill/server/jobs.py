@@ -20,7 +20,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 from gristmill.errors import InvalidRequest, ShuttingDown
 from gristmill.isolation.backend import SandboxInfo
@@ -223,13 +223,23 @@ class JobTable:
         await asyncio.wait({entry.task})
         return True
 
-    async def drain(self, grace_s: float) -> int:
-        """Takes no new job from now on; waits up to `grace_s` for the jobs in flight
-        (queued ones too) to finish, then cancels the rest. Returns how many it cancelled."""
+    async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> int:
+        """Takes no new job from now on; waits up to `grace_s` (or until `hurry` is set)
+        for the jobs in flight (queued ones too) to finish, then cancels the rest.
+        Returns how many it cancelled."""
         self._draining = True
         in_flight = {e.task for e in self._entries.values() if e.task and not e.finished()}
         if in_flight and grace_s > 0:
-            await asyncio.wait(in_flight, timeout=grace_s)
+            # Whichever comes first: every job done, the grace over, or a hurry.
+            either: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(asyncio.wait(in_flight)),
+                asyncio.ensure_future((hurry or asyncio.Event()).wait()),
+            }
+            try:
+                await asyncio.wait(either, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in either:
+                    waiter.cancel()
         left = [e for e in self._entries.values() if not e.finished()]
         await asyncio.gather(*(self._cancel(entry) for entry in left))
         return len(left)

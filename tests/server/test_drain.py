@@ -165,6 +165,26 @@ def test_sigterm_cancels_what_the_grace_does_not_cover(served):
     assert process.wait(timeout=60) == 0
 
 
+def test_a_second_sigterm_cuts_the_grace_short(served):
+    address, process = served("--drain-grace-s", "600")
+    credentials = Credentials(token="drain-token")
+    with Client(address, retry=FAIL_FAST, credentials=credentials) as client:
+        events = client.execute_stream("bash", SLEEPER, {"seconds": 50})
+        next(e for e in events if e.HasField("stdout"))
+        process.send_signal(signal.SIGTERM)
+        health = grpc.insecure_channel(address)
+        for _ in range(1200):  # until the drain has begun
+            response = health_pb2_grpc.HealthStub(health).Check(health_pb2.HealthCheckRequest())
+            if response.status == NOT_SERVING:
+                break
+            time.sleep(0.05)
+        health.close()
+        process.send_signal(signal.SIGTERM)
+        *_, last = events
+    assert last.outcome.verdict == pb.CANCELLED
+    assert process.wait(timeout=60) == 0
+
+
 def test_the_drain_is_logged_from_start_to_end(served, tmp_path):
     _, process = served("--drain-grace-s", "5")
     process.send_signal(signal.SIGTERM)
