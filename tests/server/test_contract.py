@@ -83,3 +83,19 @@ def test_outcomes_past_the_byte_budget_are_forgotten_and_get_outcome_says_unknow
     # About 130 KiB each (request and result): only the newest fits in 200 KiB.
     assert states == [pb.JOB_STATE_UNKNOWN, pb.JOB_STATE_UNKNOWN, pb.JOB_STATE_DONE]
     assert len(runner.calls) == 3
+
+
+def test_resolve_and_describe_name_their_own_fields_on_a_real_server(real_server):
+    with Client(real_server, retry=FAIL_FAST) as client:
+        failures = []
+        for call in (
+            lambda: client.resolve("cobol", "x", timeout_s=60),
+            lambda: client.resolve("python", "import yaml\n", {"../x.py": "y"}, timeout_s=60),
+            lambda: client.describe("python", "def main(:\n", timeout_s=60),
+            lambda: client.describe("python", "def main(): pass\n", "other", timeout_s=60),
+        ):
+            with pytest.raises(grpc.RpcError) as refused:
+                call()
+            assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            failures.append(list(field_violations(refused.value)))
+    assert failures == [["language"], ["files[0].path"], ["code"], ["entry_point"]]
