@@ -34,7 +34,7 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, TypeVar
@@ -257,13 +257,17 @@ def _unpacked(detail: any_pb2.Any, into: _M) -> _M:
     return into
 
 
-def _details(error: grpc.RpcError) -> list[any_pb2.Any]:
+def _trailing(error: grpc.RpcError) -> Sequence[tuple[str, str | bytes]]:
+    """The error's trailing metadata (none for an error made on the client's side)."""
     trailing = getattr(error, "trailing_metadata", None)
     try:
-        metadata = trailing() if callable(trailing) else None
+        return tuple(trailing() or ()) if callable(trailing) else ()
     except Exception:  # an aio error before any metadata arrived
-        metadata = None
-    for key, value in metadata or ():
+        return ()
+
+
+def _details(error: grpc.RpcError) -> list[any_pb2.Any]:
+    for key, value in _trailing(error):
         if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
             return list(status_pb2.Status.FromString(value).details)
     return []
@@ -271,12 +275,7 @@ def _details(error: grpc.RpcError) -> list[any_pb2.Any]:
 
 def _pushback_s(error: grpc.RpcError) -> float | None:
     """The pause the server asked for in its trailing metadata, if it did."""
-    trailing = getattr(error, "trailing_metadata", None)
-    try:
-        metadata = trailing() if callable(trailing) else None
-    except Exception:  # an aio error before any metadata arrived
-        metadata = None
-    for key, value in metadata or ():
+    for key, value in _trailing(error):
         if key == PUSHBACK_KEY:
             try:
                 return max(0.0, int(value) / 1000)

@@ -8,7 +8,6 @@ A user's program failing is never one of these: that is an Outcome with a verdic
     │   └── LimitTooHigh
     ├── Overloaded              → RESOURCE_EXHAUSTED (the server's or a tenant's quota)
     ├── ShuttingDown            → UNAVAILABLE (draining: no new jobs)
-    ├── Unauthenticated         → UNAUTHENTICATED
     ├── LanguageUnavailable     → FAILED_PRECONDITION
     ├── NotFound                → NOT_FOUND
     └── SandboxFailure          → INTERNAL (the sandbox could not be set up)
@@ -55,10 +54,6 @@ class Overloaded(GristmillError):
 
 class ShuttingDown(GristmillError):
     """The server is draining: it takes no new job (UNAVAILABLE: try another)."""
-
-
-class Unauthenticated(GristmillError):
-    """The call shows no valid token or client certificate."""
 
 
 class LanguageUnavailable(GristmillError):

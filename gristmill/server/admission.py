@@ -60,9 +60,11 @@ class Admission:
     def queued_of(self, tenant: str) -> int:
         return self._queued_of[tenant]
 
-    def admit(self, quota: Quota = _UNLIMITED) -> Ticket:
-        """A place for one job, running or waiting; raises `Overloaded` when there is
-        none, naming the tenant when its own quota is what is full."""
+    def admit(self, quota: Quota | None = None) -> Ticket:
+        """A place for one job of `quota`'s tenant (None: no tenant's), running or
+        waiting; raises `Overloaded` when there is none, naming the tenant when its own
+        quota is what is full."""
+        quota = quota or _UNLIMITED
         tenant = quota.tenant
         if self._may_start(quota):
             self._start(quota)

@@ -1,6 +1,7 @@
-"""The table of jobs in flight and recently finished, keyed by job id.
+"""The table of jobs in flight and recently finished, keyed by tenant and job id.
 
-The job id is the idempotency key: a request repeating an id while the job runs joins
+The job id is the idempotency key, within its tenant (another tenant's same id is
+another job): a request repeating an id while the job runs joins
 that run (it never runs twice), and one arriving after it finished gets the same
 outcome until `ttl_s` has passed, or until the outcomes kept pass `max_bytes` (the
 oldest go first). A job lives as long as someone waits for it: when
@@ -180,7 +181,7 @@ class JobTable:
         if self._draining:
             raise ShuttingDown("the server is shutting down: it takes no new job")
         previous = entry.task if entry is not None else None
-        ticket = self._admission.admit() if quota is None else self._admission.admit(quota)
+        ticket = self._admission.admit(quota)
         entry = _Entry(job=job, ticket=ticket, waiters=1)
         entry.task = asyncio.create_task(self._run(entry, ticket, previous), name=f"job {job.id}")
         entry.task.add_done_callback(lambda _: ticket.release())

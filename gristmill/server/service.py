@@ -44,7 +44,6 @@ _STATUS: tuple[tuple[type[errors.GristmillError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
     (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
-    (errors.Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
     (errors.LanguageUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
 )

@@ -242,6 +242,8 @@ def test_a_real_job_runs_over_tls_with_a_token_and_an_unauthenticated_one_never_
     server = authority.issue("server", server=True)
     config = real_config(
         **{
+            # No warm sandboxes: a workspace appearing would be the refused call's.
+            "pool.enabled": False,
             "auth.tokens": TOKENS,
             "auth.tls_cert_file": str(server.cert),
             "auth.tls_key_file": str(server.key),

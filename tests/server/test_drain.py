@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -26,12 +27,12 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 SERVING = health_pb2.HealthCheckResponse.SERVING
 
 
-async def _health(address: str) -> int:
+async def _health(address: str) -> Any:
     async with grpc.aio.insecure_channel(address) as channel:
         response = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(), timeout=10
         )
-    return int(response.status)
+    return response.status
 
 
 async def _until(predicate, what: str) -> None:
@@ -60,7 +61,7 @@ async def test_drain_refuses_new_jobs_lets_running_ones_finish_and_cancels_the_r
         stopping = asyncio.ensure_future(server.stop(grace_s=4.0))
 
         async def not_serving() -> bool:
-            return await _health(server.address) == NOT_SERVING
+            return bool(await _health(server.address) == NOT_SERVING)
 
         await _until(not_serving, "health turns NOT_SERVING")
         with pytest.raises(grpc.RpcError) as refused:

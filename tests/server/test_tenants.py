@@ -18,6 +18,7 @@ from gristmill.client import (
     quota_failures,
     server_full,
 )
+from gristmill.errors import Overloaded
 from gristmill.server.admission import Admission, Quota
 from gristmill.v1 import runtime_pb2 as pb
 
@@ -60,7 +61,7 @@ async def test_a_full_tenant_quota_names_the_tenant_and_the_server_stays_open():
     alice = Quota("alice", max_running=1, max_queued=1)
     admission.admit(alice)
     admission.admit(alice)
-    with pytest.raises(Exception, match="tenant 'alice'") as full:
+    with pytest.raises(Overloaded, match="tenant 'alice'") as full:
         admission.admit(alice)
     assert full.value.subject == "tenant:alice"
     admission.admit(Quota("bob", 4, 4))
