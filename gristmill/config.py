@@ -265,6 +265,9 @@ class ServerConfig:
     auth: AuthConfig = AuthConfig()
     # Tenants by name (`tenants.<name>.*`): quotas, maxima, operator.
     tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+    # The share of every tenant without a `tenants.<name>` table of its own
+    # (`tenant_defaults.*`): e.g. max_concurrent_jobs = 2, so that no tenant fills it.
+    tenant_defaults: TenantConfig = TenantConfig()
     # On SIGTERM, how long running and queued jobs may take to finish before the rest
     # are cancelled (long enough for the default wall time, and some queueing).
     drain_grace_s: float = 30.0
@@ -360,6 +363,13 @@ _TENANT_TYPES: dict[str, type] = {
     "max_queued_jobs": int,
     "operator": bool,
 }
+_TYPES.update({f"tenant_defaults.{name}": kind for name, kind in _TENANT_TYPES.items()})
+_TYPES.update(
+    {
+        f"tenant_defaults.max_limits.{limit.name}": type(getattr(DEFAULT_LIMITS, limit.name))
+        for limit in dataclasses.fields(Limits)
+    }
+)
 
 
 def _kind_of(key: str) -> type | None:
@@ -480,15 +490,17 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
         databases=databases,
         auth=auth,
         tenants=_tenants(_table(settings, "tenants")),
+        tenant_defaults=_tenant(_table(settings, "tenant_defaults")),
+    )
+
+
+def _tenant(own: Mapping[str, Any]) -> TenantConfig:
+    return TenantConfig(
+        **{key: value for key, value in own.items() if "." not in key},
+        max_limits=_table(own, "max_limits"),
     )
 
 
 def _tenants(named: Mapping[str, Any]) -> dict[str, TenantConfig]:
-    tenants = {}
-    for name in dict.fromkeys(key.split(".")[0] for key in named):
-        own = _table(named, name)
-        tenants[name] = TenantConfig(
-            **{key: value for key, value in own.items() if "." not in key},
-            max_limits=_table(own, "max_limits"),
-        )
-    return tenants
+    names = dict.fromkeys(key.split(".")[0] for key in named)
+    return {name: _tenant(_table(named, name)) for name in names}

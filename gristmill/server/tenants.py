@@ -36,12 +36,14 @@ current_tenant: contextvars.ContextVar[Tenant] = contextvars.ContextVar("gristmi
 
 
 class Tenants:
-    """Every tenant's resolved settings, by name; a name not configured gets defaults."""
+    """Every tenant's resolved settings, by name; a name not configured gets
+    `tenant_defaults`."""
 
     def __init__(self, config: ServerConfig) -> None:
         self._config = config
         self._named = {name: self._resolve(name, own) for name, own in config.tenants.items()}
-        self._default = TenantConfig()
+        self._default = config.tenant_defaults
+        self._resolve("tenant_defaults", self._default)  # its errors at start, not first call
 
     def get(self, name: str) -> Tenant:
         return self._named.get(name) or self._resolve(name, self._default)
@@ -53,11 +55,12 @@ class Tenants:
         if queued is None:
             queued = 4 * running if own.max_concurrent_jobs else config.queue_capacity
         max_limits = dataclasses.replace(config.max_limits, **own.max_limits)
+        setting = f"tenants.{name}" if name in config.tenants else "tenant_defaults"
         for limit in dataclasses.fields(Limits):
             default = getattr(config.default_limits, limit.name)
             if default > getattr(max_limits, limit.name):
                 raise ConfigError(
-                    f"tenants.{name}.max_limits.{limit.name} is under default_limits."
+                    f"{setting}.max_limits.{limit.name} is under default_limits."
                     f"{limit.name} ({default}): its jobs' defaults would be refused"
                 )
         return Tenant(name, own.operator, Quota(name, running, queued), max_limits)

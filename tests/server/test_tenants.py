@@ -190,3 +190,39 @@ def test_describe_and_resolve_name_their_own_fields(fake_server):
     assert unknown.value.details().startswith("language: unknown language 'cobol'")
     assert list(field_violations(bad_entry.value)) == ["entry_point"]
     assert list(field_violations(job_language.value)) == ["job.language"]
+
+
+def test_tenant_defaults_give_every_unnamed_tenant_its_share(fake_server):
+    address, runner = fake_server(
+        max_concurrent_jobs=4,
+        **{
+            "auth.tokens": TOKENS,
+            "tenant_defaults.max_concurrent_jobs": 1,
+            "tenant_defaults.max_queued_jobs": 0,
+            "tenants.ops.max_concurrent_jobs": 3,
+        },
+    )
+    with (
+        _client(address, "a-token") as alice,
+        _client(address, "o-token") as ops,
+        concurrent.futures.ThreadPoolExecutor(3) as pool,
+    ):
+        running = [pool.submit(alice.execute, "fake", "gate", timeout_s=30)]
+        _wait_until(lambda: len(runner.calls) == 1, "alice's job runs")
+        with pytest.raises(grpc.RpcError) as refused:
+            alice.execute("fake", "now", timeout_s=10)
+        assert [v.subject for v in quota_failures(refused.value)] == ["tenant:alice"]
+        running += [pool.submit(ops.execute, "fake", "gate", timeout_s=30) for _ in range(2)]
+        _wait_until(lambda: len(runner.calls) == 3, "ops runs two beside alice's")
+        assert ops.list_runtimes().caller.max_concurrent_jobs == 3
+        runner.gate.set()
+        assert all(future.result().verdict == pb.SUCCESS for future in running)
+
+
+def test_tenant_defaults_come_from_the_environment_too():
+    from gristmill.config import load_config
+    from gristmill.server.tenants import Tenants
+
+    config = load_config(environ={"GRISTMILL_TENANT_DEFAULTS_MAX_CONCURRENT_JOBS": "2"})
+    tenant = Tenants(config).get("someone")
+    assert (tenant.quota.max_running, tenant.quota.max_queued) == (2, 8)
