@@ -732,6 +732,13 @@ def _runtimes(options: argparse.Namespace) -> int:
     sandbox = listing.sandbox
     console.print(f"sandbox: {sandbox.backend} ({', '.join(sandbox.enforced_limits)})")
     console.print(sandbox.detail)
+    caller = listing.caller
+    operator = ", operator" if caller.operator else ""
+    console.print(
+        f"server: gristmill {listing.server_version} (build {listing.server_build}); "
+        f"you: tenant {caller.tenant}{operator}, {caller.max_concurrent_jobs} jobs at once, "
+        f"{caller.max_queued_jobs} waiting"
+    )
     return EXIT_OK
 
 
