@@ -204,10 +204,12 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         method: str = handler_call_details.method
         if handler is None or method.startswith(_OPEN_SERVICES):
             return handler
-        if handler.unary_unary is not None:
-            return handler._replace(unary_unary=self._unary(handler.unary_unary, method))
-        if handler.unary_stream is not None:
-            return handler._replace(unary_stream=self._stream(handler.unary_stream, method))
+        for kind in ("unary_unary", "stream_unary"):
+            if getattr(handler, kind) is not None:
+                return handler._replace(**{kind: self._unary(getattr(handler, kind), method)})
+        for kind in ("unary_stream", "stream_stream"):
+            if getattr(handler, kind) is not None:
+                return handler._replace(**{kind: self._stream(getattr(handler, kind), method)})
         return handler
 
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> None:

@@ -10,6 +10,9 @@ from __future__ import annotations
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
+    ProtoReflectionDescriptorDatabase,
+)
 
 from gristmill.client import Client, Credentials, RetryPolicy
 from gristmill.config import ConfigError, load_config
@@ -86,6 +89,11 @@ def test_every_rpc_but_health_needs_authentication(fake_server):
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with grpc.insecure_channel(address) as channel:
         health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+        # Reflection (a bidirectional stream) is behind the check like the rest.
+        database = ProtoReflectionDescriptorDatabase(channel)
+        with pytest.raises(grpc.RpcError) as refused:
+            database.get_services()
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     assert runner.calls == []
 
