@@ -16,6 +16,7 @@ import hashlib
 import hmac
 import ipaddress
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,10 @@ def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
+_TENANT_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
+"""A token's name: it names a tenant in logs, metrics and settings keys."""
+
+
 def _parse_tokens(text: str, origin: str) -> list[tuple[str, bytes]]:
     """`NAME:TOKEN` entries, one per line or whitespace-separated word; `#` comments."""
     tokens = []
@@ -56,6 +61,8 @@ def _parse_tokens(text: str, origin: str) -> list[tuple[str, bytes]]:
             name, colon, token = word.partition(":")
             if not colon or not name or not token:
                 raise ConfigError(f"{origin}: expected NAME:TOKEN entries, got {word[:4]!r}...")
+            if not _TENANT_NAME.fullmatch(name):
+                raise ConfigError(f"{origin}: token name {name!r} is not 1-64 of [A-Za-z0-9._-]")
             tokens.append((name, _digest(token)))
     return tokens
 
@@ -66,8 +73,11 @@ def load_tokens(auth: AuthConfig) -> list[tuple[str, bytes]]:
     if auth.tokens_file is not None:
         try:
             text = auth.tokens_file.read_text()
+            mode = auth.tokens_file.stat().st_mode
         except OSError as error:
             raise ConfigError(f"auth.tokens_file: {error}") from error
+        if mode & 0o077:
+            log.warning("%s is readable by others (mode %o): chmod 600 it", auth.tokens_file, mode)
         tokens += _parse_tokens(text, str(auth.tokens_file))
     return tokens
 

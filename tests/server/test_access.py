@@ -204,8 +204,24 @@ def test_two_tokens_in_one_call_are_refused(make_config):
 
 
 def test_malformed_token_settings_are_refused_at_start(make_config):
-    with pytest.raises(ConfigError, match="NAME:TOKEN"):
-        Authenticator(make_config(**{"auth.tokens": "just-a-secret"}), Tenants(make_config()))
+    for tokens, message in (("just-a-secret", "NAME:TOKEN"), ("a b:c:d", "NAME:TOKEN")):
+        with pytest.raises(ConfigError, match=message):
+            Authenticator(make_config(**{"auth.tokens": tokens}), Tenants(make_config()))
+    with pytest.raises(ConfigError, match="is not 1-64 of"):
+        Authenticator(make_config(**{"auth.tokens": 'x"y:tok'}), Tenants(make_config()))
+
+
+def test_a_tokens_file_others_can_read_is_warned_about(make_config, tmp_path, caplog):
+    tokens = tmp_path / "tokens"
+    tokens.write_text("carol:secret\n")
+    tokens.chmod(0o644)
+    config = make_config(**{"auth.tokens_file": str(tokens)})
+    Authenticator(config, Tenants(config))
+    assert "readable by others" in caplog.text
+    caplog.clear()
+    tokens.chmod(0o600)
+    Authenticator(config, Tenants(config))
+    assert "readable by others" not in caplog.text
 
 
 def test_the_client_reads_its_credentials_from_the_environment(fake_server, tmp_path, authority):
