@@ -29,8 +29,9 @@ from typing import TYPE_CHECKING, Any, TextIO
 import grpc
 
 from gristmill import __version__
-from gristmill.client import Client, RetryPolicy, outcome_result
+from gristmill.client import Client, RetryPolicy, outcome_result, too_large
 from gristmill.config import LOG_FORMATS, LOG_LEVELS, ServerConfig, load_config
+from gristmill.credentials import add_credential_flags, credentials_from_options
 from gristmill.errors import GristmillError
 from gristmill.jsonview import failure, to_json
 from gristmill.queue import cli as queue_commands
@@ -117,6 +118,7 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 def _client_flags(parser: argparse.ArgumentParser, json_help: str) -> None:
     parser.add_argument("--target", metavar="ADDRESS", help=TARGET_HELP)
     parser.add_argument("--json", action="store_true", help=json_help)
+    add_credential_flags(parser)
     _server_flags(parser)
 
 
@@ -276,6 +278,28 @@ def _add_serve(commands: Any) -> None:
         help="let jobs ask for the network (default: refused)",
     )
     serve.add_argument(
+        "--drain-grace-s",
+        dest="drain_grace_s",
+        type=float,
+        metavar="S",
+        help="at SIGTERM, how long jobs in flight may take before they are cancelled (30)",
+    )
+    access = serve.add_argument_group("access (see README, Operations: access and shutdown)")
+    for flag, key, text in (
+        ("--tls-cert", "auth.tls_cert_file", "the server's certificate chain (PEM): TLS"),
+        ("--tls-key", "auth.tls_key_file", "its private key (PEM)"),
+        ("--client-ca", "auth.client_ca_file", "CAs of client certificates: mutual TLS"),
+        ("--tokens-file", "auth.tokens_file", "bearer tokens, NAME:TOKEN a line"),
+    ):
+        access.add_argument(flag, dest=key, type=Path, metavar="FILE", help=text)
+    access.add_argument(
+        "--insecure",
+        dest="auth.insecure",
+        action="store_true",
+        default=None,
+        help="listen beyond loopback without authentication, or tokens without TLS",
+    )
+    serve.add_argument(
         "--idle-exit-s",
         type=float,
         metavar="S",
@@ -409,7 +433,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 _SETTINGS = {"config", "sandbox_backend", "work_dir", "address", "max_concurrent_jobs"}
-_SETTINGS |= {"max_queued_jobs"}
+_SETTINGS |= {"max_queued_jobs", "drain_grace_s"}
 
 
 def _overrides(options: argparse.Namespace) -> dict[str, Any]:
@@ -459,10 +483,14 @@ def _server(options: argparse.Namespace) -> Iterator[str]:
         yield address
 
 
-def _client(address: str) -> Client:
+def _client(address: str, options: argparse.Namespace) -> Client:
     """A client that fails fast when no server answers (a person is waiting), retrying
     UNAVAILABLE a few times with backoff rather than waiting for the server to appear."""
-    return Client(address, retry=RetryPolicy(wait_for_ready=False))
+    try:
+        credentials = credentials_from_options(options)
+    except OSError as error:
+        raise UsageError(f"credentials: {error}") from error
+    return Client(address, retry=RetryPolicy(wait_for_ready=False), credentials=credentials)
 
 
 def _pairs(values: list[str], flag: str) -> Iterator[tuple[str, str]]:
@@ -665,7 +693,7 @@ def _run(options: argparse.Namespace) -> int:
     }
     if options.argv and not options.script:
         raise UsageError(f"unexpected arguments {options.argv}: a script's need --script")
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         outcome = _stream(client, request, live=not options.json)
     if options.save_lockfile and outcome.HasField("lockfile"):
         _write(options.save_lockfile, outcome.lockfile.content)
@@ -721,7 +749,7 @@ def _console(stderr: bool = False) -> Console:
 def _resolve(options: argparse.Namespace) -> int:
     code = _read(options.file)
     language = _language(options)
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         response = client.resolve(language, code)
     failed = response.HasField("error")
     if response.HasField("lockfile") and options.output:
@@ -759,7 +787,7 @@ def _describe(options: argparse.Namespace) -> int:
     request = pb.DescribeRequest(
         language=language, code=code, entry_point=options.entry_point or ""
     )
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         response: pb.DescribeResponse = client._call("Describe", request, None)
     if options.json:
         _print_json(to_json(response))
@@ -770,7 +798,7 @@ def _describe(options: argparse.Namespace) -> int:
 
 
 def _cancel(options: argparse.Namespace) -> int:
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         cancelled = client.cancel(options.job_id)
     if options.json:
         _print_json(to_json(pb.CancelResponse(cancelled=cancelled)))
@@ -780,7 +808,7 @@ def _cancel(options: argparse.Namespace) -> int:
 
 
 def _runtimes(options: argparse.Namespace) -> int:
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         listing = client.list_runtimes()
     if options.json:
         _print_json(to_json(listing))
@@ -803,6 +831,13 @@ def _runtimes(options: argparse.Namespace) -> int:
     sandbox = listing.sandbox
     console.print(f"sandbox: {sandbox.backend} ({', '.join(sandbox.enforced_limits)})")
     console.print(sandbox.detail)
+    caller = listing.caller
+    operator = ", operator" if caller.operator else ""
+    console.print(
+        f"server: gristmill {listing.server_version} (build {listing.server_build}); "
+        f"you: tenant {caller.tenant}{operator}, {caller.max_concurrent_jobs} jobs at once, "
+        f"{caller.max_queued_jobs} waiting"
+    )
     return EXIT_OK
 
 
@@ -829,7 +864,7 @@ def _demo(options: argparse.Namespace) -> int:
     config = _config(options)
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     failed = 0
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         for runtime in registry:
             found = _example(runtime.spec.folder)
             if not runtime.available or found is None:
@@ -909,8 +944,15 @@ async def _serve_until_signalled(config: ServerConfig, idle_exit_s: float | None
     server = await start(config, interceptors=[activity])
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        # The first signal drains; a second one cuts the drain's grace short.
+        if stopping.is_set():
+            server.hurry()
+        stopping.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+        loop.add_signal_handler(signum, signalled)
     idle = asyncio.ensure_future(_idle(activity, idle_exit_s, stopping)) if idle_exit_s else None
     await stopping.wait()
     if idle is not None:
@@ -992,6 +1034,12 @@ def _hint(error: grpc.RpcError) -> str:
     details = error.details() or ""
     if error.code() == grpc.StatusCode.INVALID_ARGUMENT and "limits.network" in details:
         return NETWORK_HINT
+    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return "give a token (--token-file, $GRISTMILL_TOKEN) or a client certificate (--tls-cert)"
+    if too_large(error):
+        return (
+            "a message was over a gRPC size limit (the server is not full): retrying will not help"
+        )
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         return "is the server running? (--target, $GRISTMILL_TARGET)"
     return ""

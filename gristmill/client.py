@@ -20,6 +20,10 @@ for a server that never comes back.
 
 `SERVICE_CONFIG` is the same policy in gRPC's service-config JSON, for clients in other
 languages to copy.
+
+A server that authenticates its callers wants a bearer token or a client certificate:
+`credentials=Credentials(token=..., ca_file=...)`, else what the environment says
+(`GRISTMILL_TOKEN`, `GRISTMILL_TLS_CA`, ...; see `gristmill.credentials`).
 """
 
 from __future__ import annotations
@@ -33,10 +37,14 @@ import uuid
 from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, TypedDict, Unpack
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
+from gristmill.credentials import Credentials
 from gristmill.model import MAX_MESSAGE_BYTES, JsonValue
 from gristmill.v1 import runtime_pb2 as pb
 from gristmill.v1 import runtime_pb2_grpc
@@ -45,6 +53,7 @@ __all__ = [
     "SERVICE_CONFIG",
     "AsyncClient",
     "Client",
+    "Credentials",
     "JobOptions",
     "Limits",
     "Lockfile",
@@ -52,12 +61,19 @@ __all__ = [
     "RetryPolicy",
     "Verdict",
     "execute_request",
+    "field_violations",
     "outcome_result",
+    "quota_failures",
     "resolve_request",
+    "server_full",
+    "too_large",
 ]
 
 Limits = pb.Limits
 Lockfile = pb.Lockfile
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+"""Trailing metadata holding a `google.rpc.Status` with the error's details."""
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 """Trailing metadata by which a server says how long to wait before retrying (gRPC's own)."""
@@ -170,11 +186,14 @@ class RetryPolicy:
     retry_resource_exhausted: bool = False
 
     def pause_s(self, error: grpc.RpcError, attempt: int, deadline: _Deadline) -> float | None:
-        """The pause before retrying failed attempt `attempt` (1-based), or None: give up."""
-        retryable = {grpc.StatusCode.UNAVAILABLE}
-        if self.retry_resource_exhausted:
-            retryable.add(grpc.StatusCode.RESOURCE_EXHAUSTED)
-        if error.code() not in retryable or attempt >= self.max_attempts:
+        """The pause before retrying failed attempt `attempt` (1-based), or None: give up.
+
+        A message over a size limit is RESOURCE_EXHAUSTED too, but retrying cannot help
+        it: only a full server (`server_full`) is retried."""
+        retryable = error.code() == grpc.StatusCode.UNAVAILABLE or (
+            self.retry_resource_exhausted and server_full(error)
+        )
+        if not retryable or attempt >= self.max_attempts:
             return None
         ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
         pause = _pushback_s(error)
@@ -198,14 +217,71 @@ class RetryPolicy:
         ]
 
 
-def _pushback_s(error: grpc.RpcError) -> float | None:
-    """The pause the server asked for in its trailing metadata, if it did."""
+def server_full(error: grpc.RpcError) -> bool:
+    """Whether a RESOURCE_EXHAUSTED came from a full server or a full tenant quota (it
+    carries a `google.rpc.QuotaFailure`, whose subject says whose: "server" or
+    "tenant:NAME", or a pushback), as opposed to a message over a size limit
+    (`too_large`), which gRPC itself reports with the same code."""
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return bool(quota_failures(error)) or _pushback_s(error) is not None
+
+
+def quota_failures(error: grpc.RpcError) -> list[error_details_pb2.QuotaFailure.Violation]:
+    """The quota violations a RESOURCE_EXHAUSTED error names (empty when none)."""
+    return [
+        violation
+        for detail in _details(error)
+        if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR)
+        for violation in _unpacked(detail, error_details_pb2.QuotaFailure()).violations
+    ]
+
+
+def field_violations(error: grpc.RpcError) -> dict[str, str]:
+    """An INVALID_ARGUMENT error's fields (`job.limits.memory_bytes`, ...) and what is
+    wrong with each, from its `google.rpc.BadRequest` details."""
+    return {
+        violation.field: violation.description
+        for detail in _details(error)
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR)
+        for violation in _unpacked(detail, error_details_pb2.BadRequest()).field_violations
+    }
+
+
+def too_large(error: grpc.RpcError) -> bool:
+    """Whether a call failed because a message (the outcome, say) was over a side's
+    message size limit: raise the limit (`grpc.max_receive_message_length`), or send
+    less; waiting will not help."""
+    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not server_full(error)
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def _unpacked(detail: any_pb2.Any, into: _M) -> _M:
+    detail.Unpack(into)
+    return into
+
+
+def _trailing(error: grpc.RpcError) -> Sequence[tuple[str, str | bytes]]:
+    """The error's trailing metadata (none for an error made on the client's side)."""
     trailing = getattr(error, "trailing_metadata", None)
     try:
-        metadata = trailing() if callable(trailing) else None
+        return tuple(trailing() or ()) if callable(trailing) else ()
     except Exception:  # an aio error before any metadata arrived
-        metadata = None
-    for key, value in metadata or ():
+        return ()
+
+
+def _details(error: grpc.RpcError) -> list[any_pb2.Any]:
+    for key, value in _trailing(error):
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return list(status_pb2.Status.FromString(value).details)
+    return []
+
+
+def _pushback_s(error: grpc.RpcError) -> float | None:
+    """The pause the server asked for in its trailing metadata, if it did."""
+    for key, value in _trailing(error):
         if key == PUSHBACK_KEY:
             try:
                 return max(0.0, int(value) / 1000)
@@ -302,11 +378,12 @@ class Client:
         *,
         retry: RetryPolicy | None = None,
         channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._channel = channel or grpc.insecure_channel(
-            target, options=self.retry.channel_options()
-        )
+        self.credentials = Credentials.from_env() if credentials is None else credentials
+        self._metadata = self.credentials.metadata()
+        self._channel = channel or self.credentials.channel(target, self.retry.channel_options())
         self._stub = runtime_pb2_grpc.RuntimeStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
@@ -329,7 +406,10 @@ class Client:
         while True:
             try:
                 return getattr(self._stub, method)(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
@@ -392,7 +472,10 @@ class Client:
             started = False
             try:
                 for event in self._stub.ExecuteStream(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 ):
                     started = True
                     yield event
@@ -413,6 +496,15 @@ class Client:
         response: pb.ListRuntimesResponse = self._call(
             "ListRuntimes", pb.ListRuntimesRequest(), timeout_s
         )
+        return response
+
+    def get_outcome(
+        self, job_id: str, *, wait: bool = False, timeout_s: float | None = None
+    ) -> pb.GetOutcomeResponse:
+        """The state of a job sent earlier (and its outcome once done), without sending it
+        again; with `wait`, a job in flight is waited for."""
+        request = pb.GetOutcomeRequest(job_id=job_id, wait=wait)
+        response: pb.GetOutcomeResponse = self._call("GetOutcome", request, timeout_s)
         return response
 
     def describe(
@@ -453,10 +545,13 @@ class AsyncClient:
         *,
         retry: RetryPolicy | None = None,
         channel: grpc.aio.Channel | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._channel = channel or grpc.aio.insecure_channel(
-            target, options=self.retry.channel_options()
+        self.credentials = Credentials.from_env() if credentials is None else credentials
+        self._metadata = self.credentials.metadata()
+        self._channel = channel or self.credentials.aio_channel(
+            target, self.retry.channel_options()
         )
         self._stub = runtime_pb2_grpc.RuntimeStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -480,7 +575,10 @@ class AsyncClient:
         while True:
             try:
                 return await getattr(self._stub, method)(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
@@ -540,7 +638,10 @@ class AsyncClient:
             started = False
             try:
                 async for event in self._stub.ExecuteStream(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 ):
                     started = True
                     yield event
@@ -561,6 +662,15 @@ class AsyncClient:
         response: pb.ListRuntimesResponse = await self._call(
             "ListRuntimes", pb.ListRuntimesRequest(), timeout_s
         )
+        return response
+
+    async def get_outcome(
+        self, job_id: str, *, wait: bool = False, timeout_s: float | None = None
+    ) -> pb.GetOutcomeResponse:
+        """The state of a job sent earlier (and its outcome once done), without sending it
+        again; with `wait`, a job in flight is waited for."""
+        request = pb.GetOutcomeRequest(job_id=job_id, wait=wait)
+        response: pb.GetOutcomeResponse = await self._call("GetOutcome", request, timeout_s)
         return response
 
     async def describe(

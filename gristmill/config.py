@@ -24,11 +24,13 @@ from gristmill.languages.registry import REPO_ROOT
 from gristmill.model import Limits
 
 __all__ = [
+    "ANONYMOUS",
     "DEFAULT_LIMITS",
     "ENV_PREFIX",
     "LOG_FORMATS",
     "LOG_LEVELS",
     "MAX_LIMITS",
+    "AuthConfig",
     "Caps",
     "ConfigError",
     "DatabaseConfig",
@@ -36,6 +38,7 @@ __all__ = [
     "PoolConfig",
     "ServerConfig",
     "TelemetryConfig",
+    "TenantConfig",
     "load_config",
 ]
 
@@ -226,6 +229,63 @@ class TelemetryConfig:
 
 
 @dataclass(frozen=True)
+class AuthConfig:
+    """Who may call the server (keys `auth.*`; `gristmill.server.access` applies them).
+
+    A caller is authenticated by a bearer token or a client certificate; the server
+    refuses to listen on anything but loopback or a Unix socket without one of them
+    (and, for tokens, without TLS, which would show them to the network) unless
+    `insecure` is set.
+    """
+
+    # The server's certificate chain and key (PEM): TLS on the gRPC port.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # CAs whose client certificates are accepted (PEM): mutual TLS, every client must
+    # show one; its common name is the caller's tenant.
+    client_ca_file: Path | None = None
+    # Bearer tokens, one `NAME:TOKEN` a line (`#` comments); NAME is the tenant.
+    tokens_file: Path | None = None
+    # The same as `NAME:TOKEN` words, for the environment (GRISTMILL_AUTH_TOKENS).
+    tokens: str = ""
+    # Listen on a public address without authentication (or tokens without TLS).
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("auth.tls_cert_file and auth.tls_key_file go together")
+        if self.client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("auth.client_ca_file needs TLS: set auth.tls_cert_file and key")
+
+
+ANONYMOUS = "anonymous"
+"""The tenant of every call when the server authenticates no one."""
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    """One tenant's share of the server (keys `tenants.<name>.*`), so that no tenant can
+    fill it for the others. A tenant is a token's name or a client certificate's common
+    name; one not configured gets the defaults (`tenants.<name>` for `anonymous` too)."""
+
+    # Its jobs running at once; 0: as many as the server runs.
+    max_concurrent_jobs: int = 0
+    # Its jobs waiting for a slot; None: 4 x its concurrency (or the server's queue).
+    max_queued_jobs: int | None = None
+    # May see the server's host paths (ListRuntimes) and other operators' views.
+    operator: bool = False
+    # Its own maxima (`tenants.<name>.max_limits.*`); a limit not given is the server's.
+    max_limits: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_jobs < 0 or (self.max_queued_jobs or 0) < 0:
+            raise ConfigError("a tenant's max_concurrent_jobs and max_queued_jobs are >= 0")
+        unknown = set(self.max_limits) - {limit.name for limit in dataclasses.fields(Limits)}
+        if unknown:
+            raise ConfigError(f"unknown tenant max_limits: {', '.join(sorted(unknown))}")
+
+
+@dataclass(frozen=True)
 class ServerConfig:
     address: str = "127.0.0.1:50051"
     max_concurrent_jobs: int = field(default_factory=_cpu_count)
@@ -247,6 +307,15 @@ class ServerConfig:
     telemetry: TelemetryConfig = TelemetryConfig()
     # Databases by name, for languages whose jobs use one (`databases.<name>.*`).
     databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
+    auth: AuthConfig = AuthConfig()
+    # Tenants by name (`tenants.<name>.*`): quotas, maxima, operator.
+    tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+    # The share of every tenant without a `tenants.<name>` table of its own
+    # (`tenant_defaults.*`): e.g. max_concurrent_jobs = 2, so that no tenant fills it.
+    tenant_defaults: TenantConfig = TenantConfig()
+    # On SIGTERM, how long running and queued jobs may take to finish before the rest
+    # are cancelled (long enough for the default wall time, and some queueing).
+    drain_grace_s: float = 30.0
 
     @property
     def deps_dir(self) -> Path:
@@ -259,6 +328,8 @@ class ServerConfig:
             raise ConfigError("max_queued_jobs must not be negative")
         if self.recent_jobs_ttl_s < 0:
             raise ConfigError("recent_jobs_ttl_s must not be negative")
+        if self.drain_grace_s < 0:
+            raise ConfigError("drain_grace_s must not be negative")
         for cap in dataclasses.fields(Caps):
             if getattr(self.caps, cap.name) < 1:
                 raise ConfigError(f"caps.{cap.name} must be at least 1")
@@ -301,14 +372,19 @@ _TYPES: dict[str, type] = {
     "recent_jobs_ttl_s": float,
     "runtimes_dir": Path,
     "profiles_dir": Path,
+    "drain_grace_s": float,
 }
 _TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyConfig).items()})
 _TYPES.update({f"caps.{name}": kind for name, kind in get_type_hints(Caps).items()})
 _TYPES.update({f"pool.{name}": kind for name, kind in get_type_hints(PoolConfig).items()})
 _TYPES.update({f"telemetry.{name}": kind for name, kind in get_type_hints(TelemetryConfig).items()})
 _TYPES["deps.cache_dir"] = Path  # optional: "" means the default
+_AUTH_FILES = ("tls_cert_file", "tls_key_file", "client_ca_file", "tokens_file")
+_TYPES.update({f"auth.{name}": Path for name in _AUTH_FILES})
+_TYPES.update({"auth.tokens": str, "auth.insecure": bool})
 # Settings whose empty text means None ("pick automatically").
 _OPTIONAL = {"sandbox_backend", "max_queued_jobs", "deps.cache_dir"}
+_OPTIONAL |= {f"auth.{name}" for name in _AUTH_FILES}
 _LIMIT_TABLES = {"default_limits": DEFAULT_LIMITS, "max_limits": MAX_LIMITS}
 _TYPES.update(
     {
@@ -328,11 +404,30 @@ def _parse(kind: type, text: str) -> Any:
 _DATABASE_TYPES = get_type_hints(DatabaseConfig)
 
 
+_TENANT_TYPES: dict[str, type] = {
+    "max_concurrent_jobs": int,
+    "max_queued_jobs": int,
+    "operator": bool,
+}
+_TYPES.update({f"tenant_defaults.{name}": kind for name, kind in _TENANT_TYPES.items()})
+_TYPES.update(
+    {
+        f"tenant_defaults.max_limits.{limit.name}": type(getattr(DEFAULT_LIMITS, limit.name))
+        for limit in dataclasses.fields(Limits)
+    }
+)
+
+
 def _kind_of(key: str) -> type | None:
-    """The type of setting `key`; `databases.<name>.<field>` names are the operator's."""
+    """The type of setting `key`; `databases.<name>.<field>` and `tenants.<name>.<field>`
+    names are the operator's."""
     parts = key.split(".")
     if len(parts) == 3 and parts[0] == "databases" and parts[1]:
         return _DATABASE_TYPES.get(parts[2])
+    if len(parts) == 3 and parts[0] == "tenants" and parts[1]:
+        return _TENANT_TYPES.get(parts[2])
+    if len(parts) == 4 and parts[0] == "tenants" and parts[1] and parts[2] == "max_limits":
+        return _TYPES.get(f"max_limits.{parts[3]}")
     return _TYPES.get(key)
 
 
@@ -432,6 +527,7 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
     caps = Caps(**_table(settings, "caps"))
     pool = PoolConfig(**_table(settings, "pool"))
     telemetry = TelemetryConfig(**_table(settings, "telemetry"))
+    auth = AuthConfig(**_table(settings, "auth"))
     return ServerConfig(
         **scalars,
         **limits,
@@ -440,4 +536,19 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
         pool=pool,
         telemetry=telemetry,
         databases=databases,
+        auth=auth,
+        tenants=_tenants(_table(settings, "tenants")),
+        tenant_defaults=_tenant(_table(settings, "tenant_defaults")),
     )
+
+
+def _tenant(own: Mapping[str, Any]) -> TenantConfig:
+    return TenantConfig(
+        **{key: value for key, value in own.items() if "." not in key},
+        max_limits=_table(own, "max_limits"),
+    )
+
+
+def _tenants(named: Mapping[str, Any]) -> dict[str, TenantConfig]:
+    names = dict.fromkeys(key.split(".")[0] for key in named)
+    return {name: _tenant(_table(named, name)) for name in names}

@@ -120,6 +120,9 @@ class Job:
     context: Mapping[str, str] = field(default_factory=dict)
     # Run as a plain script with these positional arguments; None: call the entry point.
     script: tuple[str, ...] | None = None
+    # Whom it runs for (`gristmill.server.tenants`): a token's or a certificate's name.
+    # Job ids are the tenant's own: another tenant's same id is another job.
+    tenant: str = ""
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from gristmill.conformance.cases import (
     not_applicable,
 )
 from gristmill.conformance.checks import check_outcome
+from gristmill.credentials import Credentials
 from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 
 __all__ = [
@@ -103,8 +104,10 @@ def language_case_files() -> list[Path]:
 
 def list_runtimes(target: str, timeout_s: float = 10.0) -> runtime_pb2.ListRuntimesResponse:
     """The server's own account of its languages and sandbox."""
-    with grpc.insecure_channel(target) as channel:
-        response: runtime_pb2.ListRuntimesResponse = _stub(channel).ListRuntimes(
+    credentials = Credentials.from_env()
+    with credentials.channel(target, []) as channel:
+        stub = _stub(credentials.authenticated(channel))
+        response: runtime_pb2.ListRuntimesResponse = stub.ListRuntimes(
             runtime_pb2.ListRuntimesRequest(), timeout=timeout_s
         )
         return response
@@ -128,11 +131,12 @@ def run_cases(
         ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
     ]
+    credentials = Credentials.from_env()
     with (
-        grpc.insecure_channel(target, options=options) as channel,
+        credentials.channel(target, options) as channel,
         ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool,
     ):
-        stub = _stub(channel)
+        stub = _stub(credentials.authenticated(channel))
 
         def run(case: Case) -> CaseResult:
             result = _run_case(stub, case, service)

@@ -13,9 +13,9 @@ import logging
 import time
 from typing import Any
 
+from gristmill.config import ANONYMOUS
 from gristmill.model import Job, JobEvent, Outcome, Verdict
 from gristmill.observability import metrics
-from gristmill.observability.tenant import current_tenant
 from gristmill.observability.tracing import JobTrace, Tracing
 
 __all__ = ["JobWatch", "ReportedJob"]
@@ -41,7 +41,7 @@ class ReportedJob(JobWatch):
 
     def __init__(self, job: Job, count: bool, tracing: Tracing | None) -> None:
         self._job = job
-        self._tenant = current_tenant()
+        self._tenant = job.tenant or ANONYMOUS
         self._count = count
         self._submitted = time.monotonic()
         self._trace: JobTrace | None = tracing.job(job, self._tenant) if tracing else None

@@ -26,9 +26,11 @@ from gristmill.languages import Registry
 from gristmill.model import MAX_MESSAGE_BYTES
 from gristmill.observability import Telemetry
 from gristmill.offload import Offload
+from gristmill.server.access import AccessInterceptor, Authenticator, server_credentials
 from gristmill.server.admission import Admission
 from gristmill.server.jobs import JobRunner, JobTable
 from gristmill.server.service import RuntimeServicer
+from gristmill.server.tenants import Tenants
 from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 
 __all__ = ["BackgroundServer", "Server", "start"]
@@ -38,6 +40,9 @@ _T = TypeVar("_T")
 log = logging.getLogger("gristmill.server")
 
 SERVICE_NAME = runtime_pb2.DESCRIPTOR.services_by_name["Runtime"].full_name
+
+_DELIVERY_GRACE_S = 5.0
+"""After the drain, how long calls still have to deliver their outcomes."""
 
 
 class Server:
@@ -51,6 +56,8 @@ class Server:
         executor: Executor | None,
         offload: Offload,
         telemetry: Telemetry,
+        health_servicer: health.aio.HealthServicer,
+        drain_grace_s: float,
     ) -> None:
         self._server = server
         self.address = address
@@ -58,19 +65,33 @@ class Server:
         self._executor = executor
         self._offload = offload
         self.telemetry = telemetry
+        self._health = health_servicer
+        self._drain_grace_s = drain_grace_s
+        self._hurry = asyncio.Event()
 
     async def wait_for_termination(self) -> None:
         await self._server.wait_for_termination()
 
-    async def stop(self, grace_s: float = 5.0) -> None:
-        """Stops taking calls, cancels jobs still running after `grace_s`, closes the sandbox."""
+    def hurry(self) -> None:
+        """Ends a drain's grace now: the jobs still running are cancelled."""
+        self._hurry.set()
+
+    async def stop(self, grace_s: float | None = None) -> None:
+        """Drains, then stops: health answers NOT_SERVING at once, new jobs are refused
+        with UNAVAILABLE, jobs in flight get `grace_s` (default `drain_grace_s`) to
+        finish, the rest are cancelled (their callers get CANCELLED outcomes); then the
+        port closes and the sandbox backend with it."""
+        grace_s = self._drain_grace_s if grace_s is None else grace_s
+        await self._health.enter_graceful_shutdown()
         admission = self._table.admission
         log.info(
-            "server stopping",
+            "server draining",
             extra={"running": admission.running, "queued": admission.queued, "grace_s": grace_s},
         )
-        await self._server.stop(grace_s)
-        await self._table.close()
+        cancelled = await self._table.drain(grace_s, self._hurry)
+        log.info("server drained", extra={"cancelled_after_grace": cancelled})
+        # The calls of cancelled jobs have their outcomes: a moment to send them.
+        await self._server.stop(_DELIVERY_GRACE_S)
         if self._executor is not None:
             await self._executor.close()
         self._offload.close()
@@ -88,6 +109,9 @@ async def start(
     such a server answers Resolve with UNIMPLEMENTED); `interceptors` see every call
     (`gristmill serve --idle-exit-s` counts them); `telemetry` replaces the one
     `config.telemetry` describes (tests: an in-memory span exporter)."""
+    tenants = Tenants(config)
+    # Before anything costly: a server that must not start fails here, at once.
+    access = AccessInterceptor(Authenticator(config, tenants))
     telemetry = telemetry or Telemetry(config.telemetry)
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     executor = None
@@ -126,13 +150,13 @@ async def start(
         telemetry.watch,
     )
     server = grpc.aio.server(
-        interceptors=[*telemetry.interceptors(), *interceptors],
+        interceptors=[access, *telemetry.interceptors(), *interceptors],
         options=[
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
         ],
     )
-    servicer = RuntimeServicer(config, registry, runner, table, offload, resolver)
+    servicer = RuntimeServicer(config, registry, runner, table, offload, resolver, tenants)
     runtime_pb2_grpc.add_RuntimeServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
@@ -141,7 +165,11 @@ async def start(
     )
     pool = executor.pool if executor is not None else None
     telemetry.serve_metrics(table.admission, pool, [runtime.name for runtime in registry])
-    port = server.add_insecure_port(config.address)
+    credentials = server_credentials(config.auth)
+    if credentials is None:
+        port = server.add_insecure_port(config.address)
+    else:
+        port = server.add_secure_port(config.address, credentials)
     await server.start()
     for service in ("", SERVICE_NAME):
         await health_servicer.set(service, health_pb2.HealthCheckResponse.SERVING)
@@ -159,7 +187,9 @@ async def start(
             **telemetry.describe(),
         },
     )
-    return Server(server, address, table, executor, offload, telemetry)
+    return Server(
+        server, address, table, executor, offload, telemetry, health_servicer, config.drain_grace_s
+    )
 
 
 class BackgroundServer:

@@ -82,7 +82,7 @@ def test_one_line_per_job_with_its_facts_and_nothing_of_its_data(real_config, lo
     assert len(jobs) == 1, jobs
     line = jobs[0]
     assert line["msg"] == "job finished" and line["level"] == "info"
-    assert line["tenant"] == "default" and line["language"] == "bash"
+    assert line["tenant"] == "anonymous" and line["language"] == "bash"
     assert line["verdict"] == "SUCCESS" and line["sandbox"] == outcome.sandbox
     assert isinstance(line["warm"], bool)
     for phase in ("queued", "prepare", "sandbox_setup", "run", "resolve", "install", "build"):
@@ -90,7 +90,7 @@ def test_one_line_per_job_with_its_facts_and_nothing_of_its_data(real_config, lo
     assert line["run_ms"] == outcome.usage.phases.run_ms
     messages = [r["msg"] for r in records]
     assert messages.index("server started") < messages.index("job finished")
-    assert messages[-2:] == ["server stopping", "server stopped"]
+    assert messages[-3:] == ["server draining", "server drained", "server stopped"]
 
 
 def test_a_compiled_job_logs_whether_its_build_was_cached(real_config, runtimes_dir, log_lines):

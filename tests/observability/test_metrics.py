@@ -50,10 +50,10 @@ def test_jobs_phases_builds_and_caches_are_counted(real_config, runtimes_dir):
     def delta(name: str, **labels: str) -> float:
         return value(after, name, **labels) - value(before, name, **labels)
 
-    bash = {"language": "bash", "tenant": "default"}
+    bash = {"language": "bash", "tenant": "anonymous"}
     assert delta("gristmill_jobs_total", verdict="SUCCESS", **bash) == 3
     assert delta("gristmill_jobs_total", verdict="ERROR", **bash) == 1
-    assert delta("gristmill_jobs_total", language="c", verdict="SUCCESS", tenant="default") == 2
+    assert delta("gristmill_jobs_total", language="c", verdict="SUCCESS", tenant="anonymous") == 2
     assert delta("gristmill_job_seconds_count", language="bash") == 4
     for phase in ("queued", "prepare", "sandbox_setup", "run"):
         assert delta("gristmill_job_phase_seconds_count", language="bash", phase=phase) == 4

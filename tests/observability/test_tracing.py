@@ -86,7 +86,7 @@ def test_a_job_continues_the_callers_trace_with_a_span_per_phase(traced):
     attributes = job.attributes or {}
     assert attributes["gristmill.verdict"] == "SUCCESS"
     assert attributes["gristmill.job.language"] == "bash"
-    assert attributes["gristmill.tenant"] == "default"
+    assert attributes["gristmill.tenant"] == "anonymous"
     # Phases follow one another within the job's span.
     for earlier, later in itertools.pairwise(phases):
         assert earlier.end_time is not None and later.start_time is not None
