@@ -318,7 +318,10 @@ def execute_request(
     **options: Unpack[JobOptions],
 ) -> pb.ExecuteRequest:
     """The request for one job. Arguments travel as exact JSON text (`args_json`) so that
-    big integers survive; a script (`script=[...]`) takes none."""
+    big integers survive; a script (`script=[...]`) takes none. A keyword that is not a
+    `JobOptions` key is a TypeError, as it would be for a spelled-out signature."""
+    if unknown := sorted(set(options) - JobOptions.__optional_keys__):
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
     stdin = options.get("stdin") or b""
     script = options.get("script")
     job = pb.Job(
