@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from gristmill.errors import GristmillError
+from gristmill.isolation.egress import EgressPolicy, PolicyError, parse_entry, policy, split_list
 from gristmill.languages.registry import REPO_ROOT
 from gristmill.model import Limits
 
@@ -31,6 +33,7 @@ __all__ = [
     "ConfigError",
     "DatabaseConfig",
     "DependencyConfig",
+    "NetworkConfig",
     "PoolConfig",
     "ServerConfig",
     "load_config",
@@ -47,6 +50,7 @@ DEFAULT_LIMITS = Limits(
     output_bytes=1 * MiB,
     network=False,
     cpu_millicores=1000,
+    network_bytes=1024 * MiB,
 )
 MAX_LIMITS = Limits(
     wall_time_ms=15 * 60_000,
@@ -56,6 +60,7 @@ MAX_LIMITS = Limits(
     output_bytes=64 * MiB,
     network=False,
     cpu_millicores=max(os.cpu_count() or 1, 1) * 1000,
+    network_bytes=64 * 1024 * MiB,
 )
 
 
@@ -127,11 +132,35 @@ class DependencyConfig:
     # How long a resolution is reused for the same requirements (0: resolve every time).
     # A package released meanwhile is picked up once it expires.
     resolution_ttl_s: float = 3600.0
+    # What resolve and install steps may connect to (comma-separated host names or
+    # networks, each with an optional port): the registries, and `index_url`'s host.
+    registries: str = (
+        "pypi.org:443,files.pythonhosted.org:443,registry.npmjs.org:443,"
+        "proxy.golang.org:443,sum.golang.org:443,storage.googleapis.com:443,"
+        "repo.maven.apache.org:443,repo1.maven.org:443,api.nuget.org:443"
+    )
     # Limits of each resolve or install run: its own, never a job's.
     wall_time_ms: int = 600_000
     cpu_time_ms: int = 600_000
     memory_bytes: int = 2048 * MiB
     processes: int = 256
+
+    def __post_init__(self) -> None:
+        for entry in split_list(self.registries):
+            try:
+                parse_entry(entry)
+            except PolicyError as error:
+                raise ConfigError(f"deps.registries: {error}") from error
+
+    def egress(self) -> EgressPolicy:
+        """Where a resolve or install step may connect: the registries only. (Resolves
+        their names: call it off the event loop.)"""
+        entries = list(split_list(self.registries))
+        if self.index_url:
+            index = urlsplit(self.index_url)
+            if index.hostname:
+                entries.append(f"{index.hostname}:{index.port or (80 if index.scheme == 'http' else 443)}")
+        return policy(entries)
 
     def limits(self) -> Limits:
         """The sandbox limits of one resolve or install run; it always has the network."""
@@ -143,6 +172,38 @@ class DependencyConfig:
             output_bytes=MiB,
             network=True,
         )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Where network-on jobs may connect (keys `network.*`); see `isolation/egress.py`.
+
+    Every such job has a network namespace of its own; the host itself (its addresses,
+    its networks, its loopback) is never reachable, and DNS goes through the policy's
+    resolver only.
+    """
+
+    # Comma-separated networks or host names, each with an optional port
+    # ("203.0.113.0/24, api.example.com:443"). Empty: anywhere except loopback,
+    # link-local (the cloud metadata address), private ranges, CGNAT, multicast and
+    # IPv6 ULA. Non-empty: only these, private ones included.
+    allow: str = ""
+
+    def __post_init__(self) -> None:
+        for entry in split_list(self.allow):
+            try:
+                parse_entry(entry)
+            except PolicyError as error:
+                raise ConfigError(f"network.allow: {error}") from error
+
+    def egress(self, narrowed_to: tuple[str, ...] = ()) -> EgressPolicy:
+        """A job's policy: the server's, narrowed by the request's own allow list. (Resolves
+        host names: call it off the event loop.)"""
+        server = policy(split_list(self.allow))
+        if not narrowed_to:
+            return server
+        request = policy(narrowed_to)
+        return server.narrowed(request.gates[0], request.hosts)
 
 
 @dataclass(frozen=True)
@@ -200,6 +261,7 @@ class ServerConfig:
     deps: DependencyConfig = DependencyConfig()
     caps: Caps = Caps()
     pool: PoolConfig = PoolConfig()
+    network: NetworkConfig = NetworkConfig()
     # Databases by name, for languages whose jobs use one (`databases.<name>.*`).
     databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
 
@@ -260,6 +322,7 @@ _TYPES: dict[str, type] = {
 _TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyConfig).items()})
 _TYPES.update({f"caps.{name}": kind for name, kind in get_type_hints(Caps).items()})
 _TYPES.update({f"pool.{name}": kind for name, kind in get_type_hints(PoolConfig).items()})
+_TYPES.update({f"network.{name}": kind for name, kind in get_type_hints(NetworkConfig).items()})
 _TYPES["deps.cache_dir"] = Path  # optional: "" means the default
 # Settings whose empty text means None ("pick automatically").
 _OPTIONAL = {"sandbox_backend", "max_queued_jobs", "deps.cache_dir"}
@@ -385,4 +448,13 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
     deps = DependencyConfig(**_table(settings, "deps"))
     caps = Caps(**_table(settings, "caps"))
     pool = PoolConfig(**_table(settings, "pool"))
-    return ServerConfig(**scalars, **limits, deps=deps, caps=caps, pool=pool, databases=databases)
+    network = NetworkConfig(**_table(settings, "network"))
+    return ServerConfig(
+        **scalars,
+        **limits,
+        deps=deps,
+        caps=caps,
+        pool=pool,
+        network=network,
+        databases=databases,
+    )

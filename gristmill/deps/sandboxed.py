@@ -39,6 +39,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,7 @@ from gristmill.deps.locks import flock, open_lock, try_flock
 from gristmill.deps.tool import JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR, Step
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
+from gristmill.isolation.egress import EgressPolicy, PolicyError
 from gristmill.isolation.profile import BindMount, SandboxProfile
 from gristmill.jobs.step import LineSink, StepRun, failure, run_step
 from gristmill.jobs.workspace import safe_relative_path
@@ -107,12 +109,19 @@ def trim_cache(paths: ToolPaths, max_bytes: int) -> bool:
 
 class ToolRunner:
     def __init__(
-        self, backend: SandboxBackend, paths: ToolPaths, limits: Limits, cache_max_bytes: int
+        self,
+        backend: SandboxBackend,
+        paths: ToolPaths,
+        limits: Limits,
+        cache_max_bytes: int,
+        egress: Callable[[], EgressPolicy] = EgressPolicy,
     ) -> None:
         self.backend = backend
         self.paths = paths
         self.limits = dataclasses.replace(limits, network=True)
         self.cache_max_bytes = cache_max_bytes
+        # Where a step may connect: the registries (`DependencyConfig.egress`).
+        self.egress = egress
 
     async def run(
         self,
@@ -131,7 +140,11 @@ class ToolRunner:
         try:
             await flock(lock_fd, fcntl.LOCK_SH)
             await asyncio.to_thread(self._prepare, base, step, profile)
-            plan = self._plan(step, profile, base, build_dir)
+            try:
+                egress = await asyncio.to_thread(self.egress)
+            except PolicyError as error:
+                raise DependencyFailure(f"the registries' network policy: {error}") from error
+            plan = dataclasses.replace(self._plan(step, profile, base, build_dir), egress=egress)
             run = await run_step(
                 self.backend, plan, on_line, OUTPUT_CAP_BYTES, not step.stdout_is_result
             )

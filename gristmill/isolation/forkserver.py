@@ -25,7 +25,7 @@ import sys
 import time
 from typing import Any, Protocol
 
-from gristmill.isolation import nsjail
+from gristmill.isolation import netns, nsjail
 from gristmill.isolation.jail import (
     OOM_FIRST,
     JailSpec,
@@ -291,7 +291,11 @@ class _Supervision:
 def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     report, control = fds["report"], fds["control"]
     started_ns = time.monotonic_ns()
+    network: netns.OwnNetwork | None = None
     try:
+        if spec.network:
+            # Never the host's network: one of its own, which the jail then inherits.
+            network = netns.enter(spec.egress_ruleset)
         jail = _build_jail(spec, fds)
     except BaseException as error:
         _send(
@@ -319,7 +323,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         deadline = job.deadline_ns()
         if deadline is not None:
             timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
-        if (job.cpu_time_ms or spec.pids_events_file) and job.limits_apply():
+        if (job.cpu_time_ms or spec.pids_events_file or spec.network_bytes) and job.limits_apply():
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
             if fd == control:
@@ -354,9 +358,12 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             stop("cpu_time")
         if job.limits_apply() and job.stuck_at_process_limit(now):
             stop("processes")
+        if network is not None and spec.network_bytes and sum(network.counters()) > spec.network_bytes:
+            stop("network")
     ended_ns = time.monotonic_ns()
     for message in jail.finish():
         job.on_status(message)
+    sent, received = network.counters() if network is not None else (0, 0)
     _send(
         report,
         {
@@ -367,6 +374,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             "wait_status": job.end.get("wait_status"),
             "run_ns": ended_ns - job.running_ns if job.limits_apply() else 0,
             "setup_ns": job.setup_ns,
+            "network_sent_bytes": sent,
+            "network_received_bytes": received,
             **{k: v for k, v in job.end.items() if k != "wait_status"},
         },
     )

@@ -20,6 +20,7 @@ from typing import Any
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, StopReason
 from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
+from gristmill.isolation.egress import EgressPolicy, host_networks
 from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec
 from gristmill.isolation.seccomp import compile_bpf
@@ -161,6 +162,8 @@ class ProcessSandbox:
             oom_killed=bool(stats and stats.oom_kills),
             pids_limit_hit=bool(stats and stats.pids_refused),
             leftover_processes=leftover,
+            network_sent_bytes=m.get("network_sent_bytes", 0),
+            network_received_bytes=m.get("network_received_bytes", 0),
         )
 
 
@@ -208,8 +211,13 @@ class ProcessBackend:
 
     def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
         limits = plan.limits
+        profile, ruleset = plan.profile, ""
+        if limits.network:
+            egress = plan.egress or EgressPolicy()
+            profile = egress.applied_to(profile, plan.root_dir.with_name("network"))
+            ruleset = egress.nft_ruleset(host_networks())
         return JailSpec.from_profile(
-            plan.profile,
+            profile,
             argv=list(plan.argv),
             env=dict(plan.env),
             job_dir=str(plan.job_dir),
@@ -231,6 +239,8 @@ class ProcessBackend:
                 plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
             ).hex(),
             warm=plan.warm,
+            egress_ruleset=ruleset,
+            network_bytes=limits.network_bytes,
         )
 
     def _send(self, payload: bytes, fds: list[int]) -> None:

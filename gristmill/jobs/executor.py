@@ -17,7 +17,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from gristmill.config import DEFAULT_LIMITS, Caps, DatabaseConfig, DependencyConfig, PoolConfig
+from gristmill.config import (
+    DEFAULT_LIMITS,
+    Caps,
+    DatabaseConfig,
+    DependencyConfig,
+    NetworkConfig,
+    PoolConfig,
+)
 from gristmill.deps import (
     DependencyFailure,
     DependencyManager,
@@ -31,6 +38,7 @@ from gristmill.isolation.backend import (
     SandboxInfo,
     StopReason,
 )
+from gristmill.isolation.egress import PolicyError
 from gristmill.jobs import envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
@@ -152,8 +160,10 @@ class Executor:
         pool: PoolConfig | None = None,
         pool_limits: Limits = DEFAULT_LIMITS,
         databases: Mapping[str, DatabaseConfig] | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
         self.registry = registry
+        self.network = network or NetworkConfig()
         for runtime in registry:
             runtime.plugin.configure(databases or {})
         self.caps = caps or Caps()
@@ -333,6 +343,12 @@ class Executor:
                         build.path if build else None,
                         attached=attached,
                     )
+                    if job.limits.network:
+                        try:
+                            egress = await asyncio.to_thread(self.network.egress, job.network_allow)
+                        except PolicyError as error:
+                            raise SandboxFailure(f"the network policy: {error}") from error
+                        plan = dataclasses.replace(plan, egress=egress)
                     sandbox = await self.backend.start(plan)
                     return await self._supervise(
                         job, runtime, sandbox, message, emit, cancel, began, prepared, False
@@ -441,6 +457,8 @@ class Executor:
                 system_cpu_ms=_ms(end.system_cpu_ns),
                 peak_memory_bytes=end.peak_memory_bytes,
                 processes=max(end.peak_processes - runtime.profile.overhead_processes, 0),
+                network_sent_bytes=end.network_sent_bytes,
+                network_received_bytes=end.network_received_bytes,
                 phases=Phases(
                     prepare_ms=_ms(prepared - began),
                     sandbox_setup_ms=_ms(end.setup_ns),

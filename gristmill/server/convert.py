@@ -96,6 +96,7 @@ def job_from_proto(
         output_bytes=message.limits.output_bytes,
         network=message.limits.network,
         cpu_millicores=message.limits.cpu_millicores,
+        network_bytes=message.limits.network_bytes,
     )
     limits = validate.limits(asked, config.default_limits, config.max_limits)
     job = Job(
@@ -107,6 +108,7 @@ def job_from_proto(
         limits=limits,
         files=validate.files(job_files(message.files), runtime.spec.source_file),
         env=validate.env(message.env),
+        network_allow=validate.network_allow(message.network_allow, limits.network),
         lockfile=_lockfile_from_proto(message, runtime),
         deadline=None if remaining_s is None else time.monotonic() + remaining_s,
         size_bytes=message.ByteSize(),
@@ -145,6 +147,8 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
             system_cpu_ms=usage.system_cpu_ms,
             peak_memory_bytes=usage.peak_memory_bytes,
             processes=usage.processes,
+            network_sent_bytes=usage.network_sent_bytes,
+            network_received_bytes=usage.network_received_bytes,
             phases=pb.Phases(
                 queued_ms=usage.phases.queued_ms,
                 prepare_ms=usage.phases.prepare_ms,

@@ -1,0 +1,266 @@
+"""Where a network-on sandbox may connect: the egress policy, and its nftables rendering.
+
+A network-on job (and every resolve or install step) gets a network namespace of its
+own, reached from the outside world through `slirp4netns` (`netns.py`). What may leave
+it is decided here, in the service, and applied as an nftables ruleset inside that
+namespace before the job starts; the job cannot change it (it has no capability over
+the namespace, and seccomp refuses netlink sockets).
+
+A packet passes when it goes to the namespace's own loopback, or to the policy's DNS
+resolver on port 53, or when:
+
+- it is not for the host itself (its addresses and the networks it is directly on);
+- it is not for any other resolver (ports 53 and 853): DNS goes through ours only;
+- it passes every gate: a gate is either a deny list (the default: loopback,
+  link-local and the cloud metadata address, private ranges, carrier-grade NAT,
+  multicast, IPv6 ULA and link-local) or an allow list of networks and ports (an
+  operator's `network.allow`, a request's `network_allow`, the registries of a
+  resolve step). A request's gate can only narrow the server's.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from functools import lru_cache
+from pathlib import Path
+
+from gristmill.isolation.profile import BindMount, SandboxProfile
+
+__all__ = [
+    "DEFAULT_DENY",
+    "DNS_ADDRESS",
+    "Destination",
+    "EgressPolicy",
+    "Gate",
+    "PolicyError",
+    "host_networks",
+    "parse_destinations",
+    "parse_entry",
+    "policy",
+    "split_list",
+]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+DNS_ADDRESS = "10.0.2.3"
+"""slirp4netns's DNS forwarder inside the namespace: it asks the host's resolver."""
+
+DEFAULT_DENY: tuple[Network, ...] = tuple(
+    ipaddress.ip_network(text)
+    for text in (
+        "0.0.0.0/8",  # "this network"
+        "10.0.0.0/8",  # private (RFC 1918); slirp's own 10.0.2.2 (the host) among it
+        "100.64.0.0/10",  # carrier-grade NAT
+        "127.0.0.0/8",  # loopback
+        "169.254.0.0/16",  # link-local: 169.254.169.254 is the cloud metadata service
+        "172.16.0.0/12",  # private
+        "192.0.0.0/24",  # IETF protocol assignments
+        "192.168.0.0/16",  # private
+        "198.18.0.0/15",  # benchmarking
+        "224.0.0.0/4",  # multicast
+        "240.0.0.0/4",  # reserved, broadcast
+        "::/127",  # unspecified, loopback
+        "::ffff:0:0/96",  # IPv4-mapped: the IPv4 rules above, by another name
+        "64:ff9b::/96",  # NAT64: the same
+        "fc00::/7",  # unique local (ULA)
+        "fe80::/10",  # link-local
+        "ff00::/8",  # multicast
+    )
+)
+
+_HOSTS_TTL_S = 60.0
+_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+
+
+class PolicyError(ValueError):
+    """An allow-list entry that is neither a network nor a host name, or a bad port."""
+
+
+@dataclass(frozen=True)
+class Destination:
+    """A network, and a port on it (0: any)."""
+
+    network: Network
+    port: int = 0
+
+    def nft_match(self) -> str:
+        family = "ip" if self.network.version == 4 else "ip6"
+        match = f"{family} daddr {self.network}"
+        if self.port:
+            match += f" meta l4proto {{ tcp, udp }} th dport {self.port}"
+        return match
+
+
+@dataclass(frozen=True)
+class Gate:
+    """One test a packet must pass: it matches `allow` (when given) and misses `deny`."""
+
+    allow: tuple[Destination, ...] | None = None
+    deny: tuple[Network, ...] = ()
+
+
+@dataclass(frozen=True)
+class EgressPolicy:
+    """The gates of one sandbox, and the names its /etc/hosts pins to addresses."""
+
+    gates: tuple[Gate, ...] = (Gate(deny=DEFAULT_DENY),)
+    hosts: tuple[tuple[str, str], ...] = ()
+
+    def narrowed(self, gate: Gate, hosts: Iterable[tuple[str, str]] = ()) -> EgressPolicy:
+        """This policy with one more gate (a request's allow list): never wider."""
+        return EgressPolicy((*self.gates, gate), (*self.hosts, *hosts))
+
+    def hosts_file(self) -> str:
+        lines = ["127.0.0.1 localhost", "::1 localhost"]
+        lines += [f"{address} {name}" for name, address in dict.fromkeys(self.hosts)]
+        return "\n".join(lines) + "\n"
+
+    def applied_to(self, profile: SandboxProfile, directory: Path) -> SandboxProfile:
+        """`profile` with this policy's /etc/hosts and an /etc/resolv.conf naming our
+        resolver only, both written into `directory` (the host's name a job never needs)."""
+        directory.mkdir(mode=0o755, exist_ok=True)
+        files = {"/etc/hosts": self.hosts_file(), "/etc/resolv.conf": f"nameserver {DNS_ADDRESS}\n"}
+        mounts = [m for m in profile.mounts if m.target not in files]
+        for target, text in files.items():
+            source = directory / Path(target).name
+            source.write_text(text)
+            source.chmod(0o644)
+            mounts.append(BindMount(str(source), target))
+        return replace(profile, mounts=tuple(mounts))
+
+    def nft_ruleset(self, host_networks: Sequence[Network]) -> str:
+        """The ruleset for the sandbox's namespace; `host_networks` are the host's own."""
+        refuse = "reject with icmpx type admin-prohibited"
+        lines = [
+            "table inet gristmill {",
+            "  chain output {",
+            "    type filter hook output priority 0; policy accept;",
+            '    oifname "lo" accept',
+            f"    ip daddr {DNS_ADDRESS} meta l4proto {{ tcp, udp }} th dport 53 accept",
+            f"    meta l4proto {{ tcp, udp }} th dport {{ 53, 853 }} {refuse}",
+        ]
+        lines += [f"    {match} {refuse}" for match in _address_matches(host_networks)]
+        for number, _ in enumerate(self.gates):
+            lines.append(f"    jump gate{number}")
+        lines.append("  }")
+        for number, gate in enumerate(self.gates):
+            lines.append(f"  chain gate{number} {{")
+            lines += [f"    {match} {refuse}" for match in _address_matches(gate.deny)]
+            if gate.allow is not None:
+                lines += [f"    {d.nft_match()} return" for d in gate.allow]
+                lines.append(f"    {refuse}")
+            lines.append("  }")
+        lines.append("}")
+        return "\n".join(lines) + "\n"
+
+
+def _address_matches(networks: Iterable[Network]) -> list[str]:
+    """One set match per address family, e.g. "ip daddr { 10.0.0.0/8, ... }"."""
+    listed = list(networks)
+    matches = []
+    for family, version in (("ip", 4), ("ip6", 6)):
+        # Collapsed: an nftables interval set refuses overlapping elements.
+        items = ipaddress.collapse_addresses(n for n in listed if n.version == version)  # type: ignore[misc]
+        if text := ", ".join(str(n) for n in items):
+            matches.append(f"{family} daddr {{ {text} }}")
+    return matches
+
+
+def _split_port(entry: str) -> tuple[str, int]:
+    """"host:443" or "10.0.0.0/8:5432" or "[2001:db8::1]:443" into its host and port."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port_text = rest.removeprefix(":")
+    elif entry.count(":") == 1:
+        host, port_text = entry.split(":")
+    else:
+        host, port_text = entry, ""
+    if not port_text:
+        return host, 0
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise PolicyError(f"{entry!r}: the port must be a number from 1 to 65535")
+    return host, int(port_text)
+
+
+@lru_cache(maxsize=256)
+def _resolve(name: str, epoch: int) -> tuple[str, ...]:
+    """The IPv4 addresses of `name` (the sandboxes have IPv4 only); `epoch` expires them."""
+    try:
+        found = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
+    except OSError as error:
+        raise PolicyError(f"{name!r}: cannot resolve it ({error})") from error
+    return tuple(dict.fromkeys(str(info[4][0]) for info in found))
+
+
+def parse_entry(entry: str) -> tuple[Network | str, int]:
+    """One allow-list entry as a network or a (lower-case) host name, and its port (0: any);
+    PolicyError when it is neither. Resolves nothing."""
+    host, port = _split_port(entry.strip())
+    try:
+        return ipaddress.ip_network(host, strict=False), port
+    except ValueError:
+        pass
+    if not _HOST_NAME.fullmatch(host.lower()):
+        raise PolicyError(f"{entry!r}: neither a network nor a host name")
+    return host.lower(), port
+
+
+def parse_destinations(
+    entries: Iterable[str],
+) -> tuple[tuple[Destination, ...], tuple[tuple[str, str], ...]]:
+    """Allow-list entries ("203.0.113.0/24", "api.example.com:443") as destinations, with
+    the name-to-address pairs of the host names among them.
+
+    A name is resolved here, by the service, and pinned in the sandbox's /etc/hosts, so
+    that the job connects to the very addresses the policy lets through.
+    """
+    destinations: list[Destination] = []
+    hosts: list[tuple[str, str]] = []
+    epoch = int(time.monotonic() // _HOSTS_TTL_S)
+    for entry in entries:
+        if not entry.strip():
+            continue
+        target, port = parse_entry(entry)
+        if not isinstance(target, str):
+            destinations.append(Destination(target, port))
+            continue
+        for address in _resolve(target, epoch):
+            destinations.append(Destination(ipaddress.ip_network(address), port))
+            hosts.append((target, address))
+    return tuple(destinations), tuple(hosts)
+
+
+def policy(allow: Iterable[str]) -> EgressPolicy:
+    """The policy of an allow list: anywhere but the default deny list when it is empty,
+    else only what it names (which may be a private network an operator chose)."""
+    destinations, hosts = parse_destinations(allow)
+    if not destinations:
+        return EgressPolicy()
+    return EgressPolicy((Gate(allow=destinations),), hosts)
+
+
+def split_list(text: str) -> tuple[str, ...]:
+    """A setting's comma-separated list."""
+    return tuple(item.strip() for item in text.split(",") if item.strip())
+
+
+@lru_cache(maxsize=1)
+def host_networks() -> tuple[Network, ...]:
+    """The host's own addresses and the networks it is directly on (from `ip -j addr`):
+    never reachable from a sandbox, whatever an allow list says."""
+    shown = subprocess.run(
+        ["ip", "-j", "addr", "show"], capture_output=True, check=True, text=True
+    ).stdout
+    networks: list[Network] = []
+    for interface in json.loads(shown):
+        for info in interface.get("addr_info", ()):
+            address = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
+            networks += [address.network, ipaddress.ip_network(address.ip)]
+    return tuple(dict.fromkeys(networks))
