@@ -51,6 +51,7 @@ DEFAULT_LIMITS = Limits(
     network=False,
     cpu_millicores=1000,
     network_bytes=1024 * MiB,
+    network_connections=1024,
 )
 MAX_LIMITS = Limits(
     wall_time_ms=15 * 60_000,
@@ -61,6 +62,7 @@ MAX_LIMITS = Limits(
     network=False,
     cpu_millicores=max(os.cpu_count() or 1, 1) * 1000,
     network_bytes=64 * 1024 * MiB,
+    network_connections=1_000_000,
 )
 
 

@@ -54,6 +54,8 @@ class Limits:
     cpu_millicores: int = 0
     # A network-on job's bytes sent plus received, past which it is stopped (NETWORK_LIMIT).
     network_bytes: int = 0
+    # A network-on job's TCP connections, past which a connect() is refused.
+    network_connections: int = 0
 
 
 @dataclass(frozen=True)

@@ -96,6 +96,8 @@ _LIMIT_KEYS = frozenset(
         "output_bytes",
         "network",
         "cpu_millicores",
+        "network_bytes",
+        "network_connections",
     }
 )
 
@@ -115,6 +117,8 @@ class CaseLimits:
     output_bytes: int = 0
     network: bool = False
     cpu_millicores: int = 0
+    network_bytes: int = 0
+    network_connections: int = 0
 
 
 @dataclass(frozen=True)

@@ -135,8 +135,9 @@ class EgressPolicy:
             mounts.append(BindMount(str(source), target))
         return replace(profile, mounts=tuple(mounts))
 
-    def nft_ruleset(self, host_networks: Sequence[Network]) -> str:
-        """The ruleset for the sandbox's namespace; `host_networks` are the host's own."""
+    def nft_ruleset(self, host_networks: Sequence[Network], connections: int = 0) -> str:
+        """The ruleset for the sandbox's namespace; `host_networks` are the host's own, and
+        past `connections` TCP connections (0: no cap) a connect() is refused."""
         refuse = "reject with icmpx type admin-prohibited"
         lines = [
             "table inet gristmill {",
@@ -149,6 +150,12 @@ class EgressPolicy:
         lines += [f"    {match} {refuse}" for match in _address_matches(host_networks)]
         for number, _ in enumerate(self.gates):
             lines.append(f"    jump gate{number}")
+        if connections:
+            # A token bucket that never refills in a job's lifetime: a count of SYNs.
+            lines.append(
+                "    tcp flags & (syn | ack) == syn"
+                f" limit rate over 1/hour burst {connections} packets reject with tcp reset"
+            )
         lines.append("  }")
         for number, gate in enumerate(self.gates):
             lines.append(f"  chain gate{number} {{")

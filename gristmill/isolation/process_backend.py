@@ -215,7 +215,7 @@ class ProcessBackend:
         if limits.network:
             egress = plan.egress or EgressPolicy()
             profile = egress.applied_to(profile, plan.root_dir.with_name("network"))
-            ruleset = egress.nft_ruleset(host_networks())
+            ruleset = egress.nft_ruleset(host_networks(), limits.network_connections)
         return JailSpec.from_profile(
             profile,
             argv=list(plan.argv),

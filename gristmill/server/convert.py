@@ -97,6 +97,7 @@ def job_from_proto(
         network=message.limits.network,
         cpu_millicores=message.limits.cpu_millicores,
         network_bytes=message.limits.network_bytes,
+        network_connections=message.limits.network_connections,
     )
     limits = validate.limits(asked, config.default_limits, config.max_limits)
     job = Job(
