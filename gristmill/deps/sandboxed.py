@@ -114,13 +114,14 @@ class ToolRunner:
         paths: ToolPaths,
         limits: Limits,
         cache_max_bytes: int,
-        egress: Callable[[], EgressPolicy] = EgressPolicy,
+        egress: Callable[[], EgressPolicy] | None = None,
     ) -> None:
         self.backend = backend
         self.paths = paths
         self.limits = dataclasses.replace(limits, network=True)
         self.cache_max_bytes = cache_max_bytes
-        # Where a step may connect: the registries (`DependencyConfig.egress`).
+        # Where a step may connect: the registries (`DependencyConfig.egress`); None: the
+        # default policy.
         self.egress = egress
 
     async def run(
@@ -141,7 +142,7 @@ class ToolRunner:
             await flock(lock_fd, fcntl.LOCK_SH)
             await asyncio.to_thread(self._prepare, base, step, profile)
             try:
-                egress = await asyncio.to_thread(self.egress)
+                egress = await asyncio.to_thread(self.egress) if self.egress else None
             except PolicyError as error:
                 raise DependencyFailure(f"the registries' network policy: {error}") from error
             plan = dataclasses.replace(self._plan(step, profile, base, build_dir), egress=egress)

@@ -9,11 +9,12 @@ the namespace, and seccomp refuses netlink sockets).
 A packet passes when it goes to the namespace's own loopback, or to the policy's DNS
 resolver on port 53, or when:
 
-- it is not for the host itself (its addresses and the networks it is directly on);
+- it is not for the host itself (any of its addresses);
 - it is not for any other resolver (ports 53 and 853): DNS goes through ours only;
 - it passes every gate: a gate is either a deny list (the default: loopback,
   link-local and the cloud metadata address, private ranges, carrier-grade NAT,
-  multicast, IPv6 ULA and link-local) or an allow list of networks and ports (an
+  multicast, IPv6 ULA and link-local, the networks the host is directly on) or an
+  allow list of networks and ports (an
   operator's `network.allow`, a request's `network_allow`, the registries of a
   resolve step). A request's gate can only narrow the server's.
 """
@@ -40,7 +41,8 @@ __all__ = [
     "EgressPolicy",
     "Gate",
     "PolicyError",
-    "host_networks",
+    "host_addresses",
+    "local_networks",
     "parse_destinations",
     "parse_entry",
     "policy",
@@ -110,7 +112,7 @@ class Gate:
 class EgressPolicy:
     """The gates of one sandbox, and the names its /etc/hosts pins to addresses."""
 
-    gates: tuple[Gate, ...] = (Gate(deny=DEFAULT_DENY),)
+    gates: tuple[Gate, ...]
     hosts: tuple[tuple[str, str], ...] = ()
 
     def narrowed(self, gate: Gate, hosts: Iterable[tuple[str, str]] = ()) -> EgressPolicy:
@@ -135,8 +137,8 @@ class EgressPolicy:
             mounts.append(BindMount(str(source), target))
         return replace(profile, mounts=tuple(mounts))
 
-    def nft_ruleset(self, host_networks: Sequence[Network], connections: int = 0) -> str:
-        """The ruleset for the sandbox's namespace; `host_networks` are the host's own, and
+    def nft_ruleset(self, host: Sequence[Network], connections: int = 0) -> str:
+        """The ruleset for the sandbox's namespace; `host` are the host's addresses, and
         past `connections` TCP connections (0: no cap) a connect() is refused."""
         refuse = "reject with icmpx type admin-prohibited"
         lines = [
@@ -147,7 +149,7 @@ class EgressPolicy:
             f"    ip daddr {DNS_ADDRESS} meta l4proto {{ tcp, udp }} th dport 53 accept",
             f"    meta l4proto {{ tcp, udp }} th dport {{ 53, 853 }} {refuse}",
         ]
-        lines += [f"    {match} {refuse}" for match in _address_matches(host_networks)]
+        lines += [f"    {match} {refuse}" for match in _address_matches(host)]
         for number, _ in enumerate(self.gates):
             lines.append(f"    jump gate{number}")
         if connections:
@@ -249,7 +251,7 @@ def policy(allow: Iterable[str]) -> EgressPolicy:
     else only what it names (which may be a private network an operator chose)."""
     destinations, hosts = parse_destinations(allow)
     if not destinations:
-        return EgressPolicy()
+        return EgressPolicy((Gate(deny=DEFAULT_DENY + local_networks()),))
     return EgressPolicy((Gate(allow=destinations),), hosts)
 
 
@@ -258,16 +260,27 @@ def split_list(text: str) -> tuple[str, ...]:
     return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
+def host_addresses() -> tuple[Network, ...]:
+    """The host's own addresses: never reachable from a sandbox, whatever a policy allows."""
+    return _host(int(time.monotonic() // _HOSTS_TTL_S))[0]
+
+
+def local_networks() -> tuple[Network, ...]:
+    """The networks the host is directly on: refused unless an allow list names them."""
+    return _host(int(time.monotonic() // _HOSTS_TTL_S))[1]
+
+
 @lru_cache(maxsize=1)
-def host_networks() -> tuple[Network, ...]:
-    """The host's own addresses and the networks it is directly on (from `ip -j addr`):
-    never reachable from a sandbox, whatever an allow list says."""
+def _host(epoch: int) -> tuple[tuple[Network, ...], tuple[Network, ...]]:
+    """The host's addresses and networks (`ip -j addr`); `epoch` expires them."""
     shown = subprocess.run(
         ["ip", "-j", "addr", "show"], capture_output=True, check=True, text=True
     ).stdout
+    addresses: list[Network] = []
     networks: list[Network] = []
     for interface in json.loads(shown):
         for info in interface.get("addr_info", ()):
             address = ipaddress.ip_interface(f"{info['local']}/{info['prefixlen']}")
-            networks += [address.network, ipaddress.ip_network(address.ip)]
-    return tuple(dict.fromkeys(networks))
+            addresses.append(ipaddress.ip_network(address.ip))
+            networks.append(address.network)
+    return tuple(addresses), tuple(networks)

@@ -20,7 +20,7 @@ from typing import Any
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, StopReason
 from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
-from gristmill.isolation.egress import EgressPolicy, host_networks
+from gristmill.isolation.egress import host_addresses, policy
 from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec
 from gristmill.isolation.seccomp import compile_bpf
@@ -213,9 +213,9 @@ class ProcessBackend:
         limits = plan.limits
         profile, ruleset = plan.profile, ""
         if limits.network:
-            egress = plan.egress or EgressPolicy()
+            egress = plan.egress or policy(())
             profile = egress.applied_to(profile, plan.root_dir.with_name("network"))
-            ruleset = egress.nft_ruleset(host_networks(), limits.network_connections)
+            ruleset = egress.nft_ruleset(host_addresses(), limits.network_connections)
         return JailSpec.from_profile(
             profile,
             argv=list(plan.argv),
