@@ -160,8 +160,9 @@ class DependencyConfig:
         entries = list(split_list(self.registries))
         if self.index_url:
             index = urlsplit(self.index_url)
+            port = index.port or (80 if index.scheme == "http" else 443)
             if index.hostname:
-                entries.append(f"{index.hostname}:{index.port or (80 if index.scheme == 'http' else 443)}")
+                entries.append(f"{index.hostname}:{port}")
         return policy(entries)
 
     def limits(self) -> Limits:

@@ -78,7 +78,8 @@ DEFAULT_DENY: tuple[Network, ...] = tuple(
 )
 
 _HOSTS_TTL_S = 60.0
-_HOST_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*")
+_LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"{_LABEL}(\.{_LABEL})*")
 
 
 class PolicyError(ValueError):
@@ -173,17 +174,18 @@ class EgressPolicy:
 def _address_matches(networks: Iterable[Network]) -> list[str]:
     """One set match per address family, e.g. "ip daddr { 10.0.0.0/8, ... }"."""
     listed = list(networks)
+    # Collapsed: an nftables interval set refuses overlapping elements.
+    four = ipaddress.collapse_addresses(n for n in listed if isinstance(n, ipaddress.IPv4Network))
+    six = ipaddress.collapse_addresses(n for n in listed if isinstance(n, ipaddress.IPv6Network))
     matches = []
-    for family, version in (("ip", 4), ("ip6", 6)):
-        # Collapsed: an nftables interval set refuses overlapping elements.
-        items = ipaddress.collapse_addresses(n for n in listed if n.version == version)  # type: ignore[misc]
-        if text := ", ".join(str(n) for n in items):
-            matches.append(f"{family} daddr {{ {text} }}")
+    for family, items in (("ip", [str(n) for n in four]), ("ip6", [str(n) for n in six])):
+        if items:
+            matches.append(f"{family} daddr {{ {', '.join(items)} }}")
     return matches
 
 
 def _split_port(entry: str) -> tuple[str, int]:
-    """"host:443" or "10.0.0.0/8:5432" or "[2001:db8::1]:443" into its host and port."""
+    """ "host:443" or "10.0.0.0/8:5432" or "[2001:db8::1]:443" into its host and port."""
     if entry.startswith("["):
         host, _, rest = entry[1:].partition("]")
         port_text = rest.removeprefix(":")

@@ -358,7 +358,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             stop("cpu_time")
         if job.limits_apply() and job.stuck_at_process_limit(now):
             stop("processes")
-        if network is not None and spec.network_bytes and sum(network.counters()) > spec.network_bytes:
+        if network and spec.network_bytes and sum(network.counters()) > spec.network_bytes:
             stop("network")
     ended_ns = time.monotonic_ns()
     for message in jail.finish():

@@ -84,7 +84,7 @@ def enter(ruleset: str) -> OwnNetwork:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # Our namespace is the one it connects; its own sockets live in the host's.
-            preexec_fn=lambda: _host_namespace(host),  # noqa: PLW0108 (single-threaded)
+            preexec_fn=lambda: _host_namespace(host),  # the supervisor is single-threaded
         )
     finally:
         os.close(host)

@@ -275,7 +275,8 @@ async def test_a_requests_allow_list_narrows_the_servers_and_never_widens_it(
         servers["allowing"], CONNECT, {"targets": targets}, network_allow=("pypi.org:443",)
     )
     seen = _result(narrowed)
-    assert seen == {f"{test_host.address}:{SERVE_PORT}": "EHOSTUNREACH", "pypi.org:443": "connected"}
+    assert seen[f"{test_host.address}:{SERVE_PORT}"] == "EHOSTUNREACH"
+    assert seen["pypi.org:443"] == "connected"
     widened = await _run(
         servers["default"],
         CONNECT,
