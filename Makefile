@@ -79,6 +79,7 @@ run: install
 bench: install
 	$(call say,bench/latency.py $(BENCH_ARGS))
 	@$(PY) bench/latency.py $(BENCH_ARGS)
+	@$(PY) bench/network.py
 
 profile: install
 	$(call say,bench/costs.py $(PROFILE_ARGS))

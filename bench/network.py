@@ -1,0 +1,142 @@
+"""What the network costs a job: network-on beside network-off, same server, same run.
+
+A network-on job gets a network namespace of its own, slirp4netns and an nftables
+policy before it starts (`gristmill/isolation/netns.py`); a resolve or install step
+gets the same. This measures that extra start-up: trivial Python and Bash jobs,
+alternately with and without the network, on a server without warm sandboxes (network
+jobs always start cold), per backend. Latency is the whole Execute call; set-up is the
+Outcome's `usage.phases.sandbox_setup_ms`.
+
+    .venv/bin/python bench/network.py              # both backends, 40 jobs each way
+    .venv/bin/python bench/network.py -n 10 --backends process --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import multiprocessing
+import multiprocessing.connection
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from gristmill.v1 import runtime_pb2 as pb  # noqa: E402
+from gristmill.v1 import runtime_pb2_grpc as pb_grpc  # noqa: E402
+
+RuntimeStub: Any = pb_grpc.RuntimeStub
+JOBS = {"python": "def main():\n    return 1\n", "bash": "echo 1\n"}
+
+
+def _serve(conn: multiprocessing.connection.Connection, work_dir: str, backend: str) -> None:
+    """Child process: a server that allows the network, without warm sandboxes."""
+    from gristmill.config import MAX_LIMITS, PoolConfig, ServerConfig
+    from gristmill.server.app import BackgroundServer
+
+    config = ServerConfig(
+        address="127.0.0.1:0",
+        work_dir=Path(work_dir),
+        sandbox_backend=backend,
+        pool=PoolConfig(enabled=False),
+        max_limits=dataclasses.replace(MAX_LIMITS, network=True),
+    )
+    with BackgroundServer(config) as address:
+        conn.send(str(address))
+        with contextlib.suppress(EOFError):
+            conn.recv()
+
+
+@contextlib.contextmanager
+def server(backend: str) -> Iterator[str]:
+    context = multiprocessing.get_context("spawn")
+    parent, child = context.Pipe()
+    with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work_dir:
+        Path(work_dir).chmod(0o755)
+        process = context.Process(target=_serve, args=(child, work_dir, backend), daemon=True)
+        process.start()
+        child.close()
+        try:
+            if not parent.poll(60):
+                raise RuntimeError("the embedded server did not start within 60 s")
+            yield parent.recv()
+        finally:
+            with contextlib.suppress(OSError):
+                parent.send("stop")
+            process.join(30)
+            if process.is_alive():
+                process.kill()
+
+
+def measure(address: str, language: str, n: int) -> dict[str, dict[str, float]]:
+    """p50 latency and set-up, network off and on, alternating so load hits both alike."""
+    samples: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+    with grpc.insecure_channel(address) as channel:
+        stub = RuntimeStub(channel)
+        for index in range(n + 2):
+            for network in (False, True):
+                job = pb.Job(
+                    id=f"bench-net-{uuid.uuid4().hex[:12]}",
+                    language=language,
+                    code=JOBS[language],
+                    limits=pb.Limits(network=network),
+                )
+                began = time.perf_counter()
+                outcome = stub.Execute(pb.ExecuteRequest(job=job), timeout=60)
+                elapsed_ms = (time.perf_counter() - began) * 1000
+                if outcome.verdict != pb.SUCCESS:
+                    raise RuntimeError(f"{language} network={network}: {outcome.detail}")
+                if index >= 2:  # the first two are the warm-up
+                    setup = float(outcome.usage.phases.sandbox_setup_ms)
+                    samples[network].append((elapsed_ms, setup))
+    return {
+        "off" if not network else "on": {
+            "latency_p50_ms": round(statistics.median(s[0] for s in rows), 1),
+            "setup_p50_ms": round(statistics.median(s[1] for s in rows), 1),
+        }
+        for network, rows in samples.items()
+    }
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("-n", type=int, default=40, help="jobs each way per language (40)")
+    parser.add_argument("--backends", default="process,nsjail", help="(process,nsjail)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    args = parser.parse_args(argv)
+    results: dict[str, Any] = {}
+    for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
+        with server(backend) as address:
+            for language in JOBS:
+                results[f"{backend}/{language}"] = measure(address, language, args.n)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    print(
+        f"{'network: start-up, p50':24} {'off: call':>10} {'on: call':>10} "
+        f"{'off: set-up':>12} {'on: set-up':>11} {'extra':>7}"
+    )
+    for name, row in results.items():
+        off, on = row["off"], row["on"]
+        extra = on["latency_p50_ms"] - off["latency_p50_ms"]
+        print(
+            f"{name:24} {off['latency_p50_ms']:>8.1f}ms {on['latency_p50_ms']:>8.1f}ms "
+            f"{off['setup_p50_ms']:>10.1f}ms {on['setup_p50_ms']:>9.1f}ms {extra:>+5.1f}ms"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
