@@ -1,4 +1,4 @@
-"""Runs a resolver's step in a sandbox of its own: network on, writes only where it must.
+"""Runs a resolver's step in a sandbox of its own: registries only, writes only where it must.
 
 The same backend that runs jobs runs the resolver, under the language's profile plus
 three mounts: the resolver's programs (read-only), its download cache (writable,
@@ -6,9 +6,11 @@ shared by every resolve) and, for an install, the environment being built (writa
 Its limits are the service's `deps` settings, never a job's; it gets the network
 because it must reach the registries, and nothing of the service's environment.
 
-Its network is the host's: loopback (the service's own gRPC port among it), the
-local network and link-local addresses are all reachable from inside. What makes
-that safe is that nothing a job chose runs or is fetched there:
+Its network is a namespace of its own (`gristmill.isolation.netns`), like a network-on
+job's, whose egress policy lets it reach the configured registries only
+(`deps.registries`, plus `deps.index_url`'s host): never the host, its loopback (the
+service's own gRPC port) or the local network. Beyond that, nothing a job chose runs
+or is fetched there:
 
 - no job code runs in it, and no package's either: the resolver takes wheels only
   (`deps.allow_source_builds` off, the default), so no `setup.py` or build backend

@@ -27,7 +27,10 @@ def main():
 def _resolve(registries: str) -> pb.Outcome:
     with sandbox_work_dir() as work_dir:
         overrides = {"address": "127.0.0.1:0", "work_dir": work_dir, "deps.registries": registries}
-        with BackgroundServer(load_config(overrides=overrides)) as address, Client(address) as client:
+        with (
+            BackgroundServer(load_config(overrides=overrides)) as address,
+            Client(address) as client,
+        ):
             return client.execute("python", JOB, timeout_s=300)
 
 
