@@ -1,6 +1,6 @@
 """Network-on jobs, attacked on both backends: the host is never reachable, the policy holds.
 
-Test hosts live in a network namespace this module makes itself (`ip netns add` and a
+Test hosts live in a network namespace this module makes itself (`unshare --net` and a
 veth pair on a private /30), never on a real private address; the permitted
 destination is a package registry, the only outside this machine reaches.
 """
@@ -71,8 +71,12 @@ class Peer:
 
 @pytest.fixture(scope="module")
 def test_host() -> Iterator[Peer]:
-    """A host on a private address, in a network namespace of its own, serving TCP."""
-    name = f"gm-test-{os.getpid()}"
+    """A host on a private address, in a network namespace of its own, serving TCP.
+
+    The namespace is its server's (`unshare --net`), not a name under /run/netns, which
+    other tools on a shared machine may clean up under our feet; the veth pair is the
+    same as with `ip netns add`.
+    """
     octet = os.getpid() % 250 + 1
     host_side, its_side = f"10.213.{octet}.1", f"10.213.{octet}.2"
     veth = f"gmv{os.getpid() % 100000}"
@@ -80,28 +84,32 @@ def test_host() -> Iterator[Peer]:
     def ip(*args: str) -> None:
         subprocess.run(["ip", *args], check=True, capture_output=True)
 
-    ip("netns", "add", name)
-    server = None
+    # The server binds once its address is there: it waits for a line on stdin.
+    server = subprocess.Popen(
+        ["unshare", "--net", sys.executable, "-c", "input()\n" + _SERVER, its_side],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert server.stdin is not None and server.stdout is not None
     try:
-        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", name)
+        time.sleep(0.2)  # unshare has run
+        inside = ["nsenter", "-t", str(server.pid), "-n", "ip"]
+        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(server.pid))
         ip("addr", "add", f"{host_side}/30", "dev", veth)
         ip("link", "set", veth, "up")
-        ip("-n", name, "addr", "add", f"{its_side}/30", "dev", "eth0")
-        ip("-n", name, "link", "set", "eth0", "up")
-        ip("-n", name, "link", "set", "lo", "up")
-        server = subprocess.Popen(
-            ["ip", "netns", "exec", name, sys.executable, "-c", _SERVER, its_side],
-            stdout=subprocess.PIPE,
-        )
-        assert server.stdout is not None and server.stdout.readline() == b"ready\n"
+        for args in (("addr", "add", f"{its_side}/30", "dev", "eth0"), ("link", "set", "eth0", "up"),
+                     ("link", "set", "lo", "up")):  # fmt: skip
+            subprocess.run([*inside, *args], check=True, capture_output=True)
+        server.stdin.write(b"go\n")
+        server.stdin.flush()
+        assert server.stdout.readline() == b"ready\n"
         # The control: from the host, the test host is there.
         socket.create_connection((its_side, SERVE_PORT), timeout=5).close()
         yield Peer(its_side)
     finally:
-        if server is not None:
-            server.kill()
-            server.wait()
-        subprocess.run(["ip", "netns", "del", name], check=False)
+        server.kill()
+        server.wait()
+        subprocess.run(["ip", "link", "del", veth], check=False, capture_output=True)
 
 
 def _executor(backend: str, network: NetworkConfig) -> Executor:
@@ -168,7 +176,7 @@ def main(targets: list):
             seen[f"{host}:{port}"] = errno.errorcode.get(error.errno or 0, str(error))
     return seen
 """
-REFUSALS = {"ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EACCES", "EPERM"}
+REFUSALS = {"ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "EADDRNOTAVAIL", "EACCES", "EPERM"}
 
 
 async def test_a_permitted_destination_is_reached_and_counted(
@@ -207,8 +215,8 @@ async def test_the_hosts_own_addresses_are_refused(servers: dict[str, Executor])
     addresses reaches it, nor slirp4netns's alias of the host (10.0.2.2)."""
     with socket.create_server(("0.0.0.0", 0)) as listener:
         port = listener.getsockname()[1]
-        own = [str(n.network_address) for n in host_addresses()]
-        targets = [[address, port] for address in [*own, "10.0.2.2"] if ":" not in address]
+        own = [str(n.network_address) for n in host_addresses() if not n.is_link_local]
+        targets = [[address, port] for address in [*own, "10.0.2.2"]]
         for executor in servers.values():
             seen = _result(await _run(executor, CONNECT, {"targets": targets}))
             assert set(seen.values()) <= REFUSALS, seen
