@@ -97,8 +97,12 @@ def test_host() -> Iterator[Peer]:
         ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(server.pid))
         ip("addr", "add", f"{host_side}/30", "dev", veth)
         ip("link", "set", veth, "up")
-        for args in (("addr", "add", f"{its_side}/30", "dev", "eth0"), ("link", "set", "eth0", "up"),
-                     ("link", "set", "lo", "up")):  # fmt: skip
+        its_setup = [
+            ("addr", "add", f"{its_side}/30", "dev", "eth0"),
+            ("link", "set", "eth0", "up"),
+            ("link", "set", "lo", "up"),
+        ]
+        for args in its_setup:
             subprocess.run([*inside, *args], check=True, capture_output=True)
         server.stdin.write(b"go\n")
         server.stdin.flush()
