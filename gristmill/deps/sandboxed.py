@@ -51,7 +51,7 @@ from gristmill.deps.locks import flock, open_lock, try_flock
 from gristmill.deps.tool import JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR, Step
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
-from gristmill.isolation.egress import EgressPolicy, PolicyError
+from gristmill.isolation.egress import EgressPolicy
 from gristmill.isolation.profile import BindMount, SandboxProfile
 from gristmill.jobs.step import LineSink, StepRun, failure, run_step
 from gristmill.jobs.workspace import safe_relative_path
@@ -143,10 +143,7 @@ class ToolRunner:
         try:
             await flock(lock_fd, fcntl.LOCK_SH)
             await asyncio.to_thread(self._prepare, base, step, profile)
-            try:
-                egress = await asyncio.to_thread(self.egress) if self.egress else None
-            except PolicyError as error:
-                raise DependencyFailure(f"the registries' network policy: {error}") from error
+            egress = await asyncio.to_thread(self.egress) if self.egress else None
             plan = dataclasses.replace(self._plan(step, profile, base, build_dir), egress=egress)
             run = await run_step(
                 self.backend, plan, on_line, OUTPUT_CAP_BYTES, not step.stdout_is_result

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import re
 import socket
 import subprocess
@@ -76,6 +77,8 @@ DEFAULT_DENY: tuple[Network, ...] = tuple(
         "ff00::/8",  # multicast
     )
 )
+
+log = logging.getLogger(__name__)
 
 _HOSTS_TTL_S = 60.0
 _LABEL = r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?"
@@ -202,11 +205,13 @@ def _split_port(entry: str) -> tuple[str, int]:
 
 @lru_cache(maxsize=256)
 def _resolve(name: str, epoch: int) -> tuple[str, ...]:
-    """The IPv4 addresses of `name` (the sandboxes have IPv4 only); `epoch` expires them."""
+    """The IPv4 addresses of `name` (the sandboxes have IPv4 only); `epoch` expires them.
+    A name that does not resolve has none: the policy lets nothing through for it."""
     try:
         found = socket.getaddrinfo(name, None, socket.AF_INET, socket.SOCK_STREAM)
     except OSError as error:
-        raise PolicyError(f"{name!r}: cannot resolve it ({error})") from error
+        log.warning("egress policy: %s does not resolve (%s); nothing reached by it", name, error)
+        return ()
     return tuple(dict.fromkeys(str(info[4][0]) for info in found))
 
 
@@ -251,8 +256,9 @@ def parse_destinations(
 def policy(allow: Iterable[str]) -> EgressPolicy:
     """The policy of an allow list: anywhere but the default deny list when it is empty,
     else only what it names (which may be a private network an operator chose)."""
-    destinations, hosts = parse_destinations(allow)
-    if not destinations:
+    entries = [entry for entry in allow if entry.strip()]
+    destinations, hosts = parse_destinations(entries)
+    if not entries:
         return EgressPolicy((Gate(deny=DEFAULT_DENY + local_networks()),))
     return EgressPolicy((Gate(allow=destinations),), hosts)
 

@@ -92,9 +92,7 @@ def enter(ruleset: str) -> OwnNetwork:
         os.close(exit_r)
     network = OwnNetwork(slirp, exit_w)
     try:
-        readable, _, _ = select.select([ready_r], [], [], READY_TIMEOUT_S)
-        if not readable or not os.read(ready_r, 1):
-            raise RuntimeError("slirp4netns could not connect the network namespace")
+        # While slirp4netns makes its interface: the rules do not depend on it.
         loaded = subprocess.run(
             [NFT, "-f", "-"],
             input=ruleset.encode(),
@@ -104,6 +102,9 @@ def enter(ruleset: str) -> OwnNetwork:
         )
         if loaded.returncode:
             raise RuntimeError(f"nft: {loaded.stderr.decode(errors='replace').strip()}")
+        readable, _, _ = select.select([ready_r], [], [], READY_TIMEOUT_S)
+        if not readable or not os.read(ready_r, 1):
+            raise RuntimeError("slirp4netns could not connect the network namespace")
     except BaseException:
         network.close()
         raise

@@ -38,7 +38,6 @@ from gristmill.isolation.backend import (
     SandboxInfo,
     StopReason,
 )
-from gristmill.isolation.egress import PolicyError
 from gristmill.jobs import envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
@@ -344,10 +343,7 @@ class Executor:
                         attached=attached,
                     )
                     if job.limits.network:
-                        try:
-                            egress = await asyncio.to_thread(self.network.egress, job.network_allow)
-                        except PolicyError as error:
-                            raise SandboxFailure(f"the network policy: {error}") from error
+                        egress = await asyncio.to_thread(self.network.egress, job.network_allow)
                         plan = dataclasses.replace(plan, egress=egress)
                     sandbox = await self.backend.start(plan)
                     return await self._supervise(

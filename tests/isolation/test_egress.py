@@ -81,3 +81,14 @@ def test_a_requests_allow_list_is_checked_and_needs_the_network() -> None:
         network_allow(["203.0.113.0/24", "no way"], True)
     with pytest.raises(InvalidRequest, match=r"job\.network_allow"):
         network_allow(["203.0.113.0/24"], False)
+
+
+def test_a_name_that_does_not_resolve_lets_nothing_through() -> None:
+    unresolved = policy(("gristmill-no-such-host.invalid:443",))
+    assert unresolved.gates[0].allow == ()
+    narrowed = policy(()).narrowed(unresolved.gates[0])
+    assert (
+        narrowed.nft_ruleset(())
+        .rstrip()
+        .endswith("reject with icmpx type admin-prohibited\n  }\n}")
+    )
