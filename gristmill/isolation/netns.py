@@ -11,8 +11,8 @@ without capabilities and under its own seccomp filter. It exits when the supervi
 does (its exit descriptor closes). The policy (`egress.py`) is an nftables ruleset
 loaded into the namespace before the job's first instruction.
 
-Why slirp4netns and not pasta: measured here, slirp4netns is ready in 4-17 ms, pasta
-(Debian's 2023-03 build) in 30-58 ms; pasta also drops to "nobody" before it joins
+Why slirp4netns and not pasta: measured here (`bench/network.py`), slirp4netns is ready
+in about 5 ms, pasta (Debian's 2023-03 build) in 35-75 ms; pasta also drops to "nobody" before it joins
 the namespace, so a namespace owned by the host's root is closed to it.
 """
 
