@@ -202,6 +202,9 @@ class _Supervision:
         # The job's own limits: the spec's, or those its hand-over brings (warm).
         self.wall_time_ms = spec.wall_time_ms
         self.cpu_time_ms = spec.cpu_time_ms
+        self.network_bytes = spec.network_bytes
+        # Network bytes before the job (a warm sandbox's wait) are not the job's.
+        self.network_baseline = (0, 0)
         self.handed = not spec.warm
         self.handover_ns = 0
         # CPU the group used before its job (a warm sandbox's wait) is not the job's.
@@ -250,12 +253,17 @@ class _Supervision:
         else:
             self.end = message
 
-    def hand_over(self, command: str, job_target: str) -> None:
+    def hand_over(
+        self, command: str, job_target: str, network: netns.OwnNetwork | None = None
+    ) -> None:
         """A warm sandbox's job: its files in, its clocks started, `handed` reported."""
         began = time.monotonic_ns()
-        _, wall_ms, cpu_ms = command.split()
+        _, wall_ms, cpu_ms, network_bytes = command.split()
         copy_job_files(self.spec, job_target)
         self.wall_time_ms, self.cpu_time_ms = int(wall_ms), int(cpu_ms)
+        self.network_bytes = int(network_bytes)
+        if network is not None:
+            self.network_baseline = network.counters()
         self.cpu_baseline_ns = self.cpu_used_ns()
         self.running_ns = time.monotonic_ns()
         self.handover_ns = self.running_ns - began
@@ -268,6 +276,11 @@ class _Supervision:
         if self.spec.warm:
             return self.handover_ns
         return (self.running_ns or time.monotonic_ns()) - self.started_ns
+
+    def network_used(self, network: netns.OwnNetwork) -> tuple[int, int]:
+        """Bytes sent and received since the job was given its sandbox."""
+        sent, received = network.counters()
+        return sent - self.network_baseline[0], received - self.network_baseline[1]
 
     def limits_apply(self) -> bool:
         return bool(self.running_ns and self.handed)
@@ -323,7 +336,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         deadline = job.deadline_ns()
         if deadline is not None:
             timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
-        if (job.cpu_time_ms or spec.pids_events_file or spec.network_bytes) and job.limits_apply():
+        polled = job.cpu_time_ms or spec.pids_events_file or job.network_bytes
+        if polled and job.limits_apply():
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
             if fd == control:
@@ -332,7 +346,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
                     poller.unregister(control)
                 if reason.startswith("go ") and not job.handed:
                     try:
-                        job.hand_over(reason, jail.job_target)
+                        job.hand_over(reason, jail.job_target, network)
                     except (OSError, ValueError) as error:
                         job.error = f"sandbox hand-over: {error}"
                         stop("cancel")
@@ -358,12 +372,14 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             stop("cpu_time")
         if job.limits_apply() and job.stuck_at_process_limit(now):
             stop("processes")
-        if network and spec.network_bytes and sum(network.counters()) > spec.network_bytes:
-            stop("network")
+        if network and job.network_bytes and job.limits_apply():
+            sent, received = job.network_used(network)
+            if sent + received > job.network_bytes:
+                stop("network")
     ended_ns = time.monotonic_ns()
     for message in jail.finish():
         job.on_status(message)
-    sent, received = network.counters() if network is not None else (0, 0)
+    sent, received = job.network_used(network) if network is not None else (0, 0)
     _send(
         report,
         {

@@ -97,7 +97,10 @@ class ProcessSandbox:
             except OSError:
                 return False  # e.g. it already uses more memory than the job may
         with contextlib.suppress(OSError):
-            os.write(self._control_fd, f"go {limits.wall_time_ms} {limits.cpu_time_ms}".encode())
+            os.write(
+                self._control_fd,
+                f"go {limits.wall_time_ms} {limits.cpu_time_ms} {limits.network_bytes}".encode(),
+            )
         return await asyncio.shield(self._handed)
 
     async def send_job(self, message: bytes) -> None:

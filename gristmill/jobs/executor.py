@@ -189,6 +189,7 @@ class Executor:
             self._runtime_dirs,
             pool or PoolConfig(enabled=False),
             pool_limits,
+            self.network,
         )
 
     def _prepare_dirs(self) -> None:
@@ -319,7 +320,8 @@ class Executor:
         # What the plugin provides to the run (e.g. a socket it serves), until it ends.
         async with runtime.plugin.attach(job) as attached:
             needs_mounts = environment is not None or build is not None or bool(attached)
-            warm = self.pool.take(runtime) if self.pool.fits(job, needs_mounts) else None
+            fits = self.pool.fits(job, needs_mounts)
+            warm = self.pool.take(runtime, job.limits.network) if fits else None
             try:
                 if warm is not None:
                     outcome = await self._run_warm(job, runtime, warm, message, emit, cancel, began)
@@ -352,7 +354,7 @@ class Executor:
                 finally:
                     self._remove_later(workspace)
             finally:
-                self.pool.refill(runtime)
+                self.pool.refill(runtime, job.limits.network)
 
     async def _run_warm(
         self,

@@ -9,8 +9,11 @@ the job's, with clocks and accounting that start at the hand-over.
 
 Demand decides what is kept warm: a language gets `per_language` sandboxes from its
 first job on, within `max_sandboxes` in all, and loses them after `idle_s` without
-a job. A job that no warm sandbox fits (dependencies, a build, its own environment
-variables, network) is started cold, as is any job while the pool is empty.
+a job. Network-on jobs have warm sandboxes of their own, apart: started with the
+server's egress policy in a network namespace of their own, the job's bytes cap coming
+with the hand-over. A job that no warm sandbox fits (dependencies, a build, its own
+environment variables, a network allow list or connections cap of its own) is started
+cold, as is any job while the pool is empty.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gristmill.config import PoolConfig
+from gristmill.config import NetworkConfig, PoolConfig
 from gristmill.isolation.backend import Sandbox, SandboxBackend, StopReason
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
@@ -37,6 +40,10 @@ log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 30.0
 """A language whose warm sandbox failed to start is not started warm again for this long."""
+
+
+Kind = tuple[str, bool]
+"""What a warm sandbox is for: a language, with the network or without."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,7 @@ class WarmPool:
         runtime_dirs: Path,
         config: PoolConfig,
         limits: Limits,
+        network: NetworkConfig | None = None,
     ) -> None:
         self._backend = backend
         self._jobs_dir = jobs_dir
@@ -63,63 +71,79 @@ class WarmPool:
         self.config = config
         # What a warm sandbox runs under until its hand-over: generous backstops.
         self._limits = dataclasses.replace(limits, network=False)
-        self._ready: dict[str, collections.deque[Warm]] = collections.defaultdict(collections.deque)
-        self._starting: collections.Counter[str] = collections.Counter()
-        self._last_job: dict[str, float] = {}
-        self._broken_until: dict[str, float] = {}
+        # The server's egress policy, for warm network-on sandboxes; None: none of them.
+        self._network = network
+        self._ready: dict[Kind, collections.deque[Warm]] = collections.defaultdict(
+            collections.deque
+        )
+        self._starting: collections.Counter[Kind] = collections.Counter()
+        self._last_job: dict[Kind, float] = {}
+        self._broken_until: dict[Kind, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
 
     def fits(self, job: Job, needs_mounts: bool) -> bool:
         """Whether a warm sandbox could run `job`: one with nothing of its own to mount
-        (an environment, a build), no environment variables of its own, no network."""
-        return self.config.enabled and not needs_mounts and not job.env and not job.limits.network
+        (an environment, a build), no environment variables of its own and, with the
+        network, the server's policy as it is (its ruleset was loaded at the start)."""
+        if not self.config.enabled or needs_mounts or job.env:
+            return False
+        if not job.limits.network:
+            return True
+        return (
+            self._network is not None
+            and not job.network_allow
+            and job.limits.network_connections == self._limits.network_connections
+        )
 
-    def take(self, runtime: Runtime) -> Warm | None:
+    def take(self, runtime: Runtime, network: bool = False) -> Warm | None:
         """A warm sandbox of `runtime`'s, or None. Call `refill` once the job is over."""
         if not self.config.enabled or self._closed:
             return None
-        self._last_job[runtime.name] = time.monotonic()
-        ready = self._ready[runtime.name]
+        kind = (runtime.name, network)
+        self._last_job[kind] = time.monotonic()
+        ready = self._ready[kind]
         return ready.popleft() if ready else None
 
-    def refill(self, runtime: Runtime) -> None:
+    def refill(self, runtime: Runtime, network: bool = False) -> None:
         """Starts what `runtime` lacks of its warm sandboxes, in the background.
 
         Called after a job rather than when it is taken: a sandbox starting beside the
         job would take CPU from it on the machine the pool is meant to make faster.
         """
-        if self.config.enabled and not self._closed and runtime.name in self._last_job:
-            self._refill(runtime)
+        if self.config.enabled and not self._closed and (runtime.name, network) in self._last_job:
+            self._refill(runtime, network)
             self._ensure_reaper()
 
     def discard(self, warm: Warm) -> None:
         """Stops a warm sandbox that will run no job, off the caller's path."""
         self._spawn(self._destroy(warm))
 
-    def ready(self, language: str) -> int:
+    def ready(self, language: str, network: bool = False) -> int:
         """How many warm sandboxes of `language` wait for a job now."""
-        return len(self._ready.get(language, ()))
+        return len(self._ready.get((language, network), ()))
 
     def size(self) -> int:
         return sum(len(ready) for ready in self._ready.values()) + sum(self._starting.values())
 
-    def _refill(self, runtime: Runtime) -> None:
-        if time.monotonic() < self._broken_until.get(runtime.name, 0.0):
+    def _refill(self, runtime: Runtime, network: bool) -> None:
+        kind = (runtime.name, network)
+        if time.monotonic() < self._broken_until.get(kind, 0.0):
             return
-        have = len(self._ready[runtime.name]) + self._starting[runtime.name]
+        have = len(self._ready[kind]) + self._starting[kind]
         room = self.config.max_sandboxes - self.size()
         for _ in range(max(0, min(self.config.per_language - have, room))):
-            self._starting[runtime.name] += 1
-            self._spawn(self._start(runtime))
+            self._starting[kind] += 1
+            self._spawn(self._start(runtime, network))
 
     def _spawn(self, coroutine: collections.abc.Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start(self, runtime: Runtime) -> None:
+    async def _start(self, runtime: Runtime, network: bool) -> None:
+        kind = (runtime.name, network)
         workspace: Workspace | None = None
         try:
             uid, gid = runtime.profile.uid, runtime.profile.gid
@@ -134,20 +158,25 @@ class WarmPool:
                 None,
                 None,
             )
-            sandbox = await self._backend.start(dataclasses.replace(plan, warm=True))
+            plan = dataclasses.replace(plan, warm=True)
+            if network and self._network is not None:
+                egress = await asyncio.to_thread(self._network.egress)
+                limits = dataclasses.replace(plan.limits, network=True)
+                plan = dataclasses.replace(plan, limits=limits, egress=egress)
+            sandbox = await self._backend.start(plan)
             warm = Warm(sandbox, workspace, runtime.name)
             if not await sandbox.started() or self._closed:
-                self._broken_until[runtime.name] = time.monotonic() + RETRY_AFTER_S
+                self._broken_until[kind] = time.monotonic() + RETRY_AFTER_S
                 await self._destroy(warm)
                 return
-            self._ready[runtime.name].append(warm)
+            self._ready[kind].append(warm)
         except Exception:
             log.exception("a warm %s sandbox failed to start", runtime.name)
-            self._broken_until[runtime.name] = time.monotonic() + RETRY_AFTER_S
+            self._broken_until[kind] = time.monotonic() + RETRY_AFTER_S
             if workspace is not None:
                 await asyncio.to_thread(workspace.remove)
         finally:
-            self._starting[runtime.name] -= 1
+            self._starting[kind] -= 1
 
     @staticmethod
     async def _destroy(warm: Warm) -> None:
@@ -165,8 +194,8 @@ class WarmPool:
         while any(self._ready.values()):
             await asyncio.sleep(max(self.config.idle_s / 4, 0.05))
             now = time.monotonic()
-            for language, ready in self._ready.items():
-                if now - self._last_job.get(language, 0.0) >= self.config.idle_s:
+            for kind, ready in self._ready.items():
+                if now - self._last_job.get(kind, 0.0) >= self.config.idle_s:
                     while ready:
                         self.discard(ready.popleft())
 

@@ -7,6 +7,7 @@ destination is a package registry, the only outside this machine reaches.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
@@ -23,7 +24,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from gristmill.config import NetworkConfig
+from gristmill.config import NetworkConfig, PoolConfig
 from gristmill.isolation.egress import host_addresses
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
@@ -116,10 +117,12 @@ def test_host() -> Iterator[Peer]:
         subprocess.run(["ip", "link", "del", veth], check=False, capture_output=True)
 
 
-def _executor(backend: str, network: NetworkConfig) -> Executor:
+def _executor(backend: str, network: NetworkConfig, pool: PoolConfig | None = None) -> Executor:
     work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
     work_dir.chmod(0o755)
-    return Executor(Registry(), open_backend(backend, work_dir), work_dir, network=network)
+    backend_ = open_backend(backend, work_dir)
+    limits = dataclasses.replace(LIMITS, wall_time_ms=20_000, cpu_time_ms=10_000)
+    return Executor(Registry(), backend_, work_dir, pool=pool, pool_limits=limits, network=network)
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session", params=["process", "nsjail"])
@@ -129,9 +132,11 @@ async def servers(
     """Per backend: a server with the default policy, and one whose operator allows the
     test host (and the registry) only."""
     allow = f"{test_host.address}:{SERVE_PORT},{test_host.address}:{BULK_PORT},pypi.org:443"
+    warm = PoolConfig(enabled=True, per_language=1, max_sandboxes=2, idle_s=60)
     executors = {
         "default": _executor(request.param, NetworkConfig()),
         "allowing": _executor(request.param, NetworkConfig(allow=allow)),
+        "warm": _executor(request.param, NetworkConfig(allow=allow), warm),
     }
     yield executors
     for executor in executors.values():
@@ -411,3 +416,48 @@ async def test_past_the_bytes_cap_the_job_is_stopped(
     assert time.monotonic() - began < 15
     under = await _run(servers["allowing"], code, args, network_bytes=64 << 20)
     assert _result(under) == BULK_BYTES
+
+
+async def _warm(executor: Executor, code: str, args: dict[str, Any], **limits: Any) -> Outcome:
+    """The job in a warm network-on sandbox, once the pool has one."""
+    if not executor.pool.ready("python", network=True):
+        await _run(executor, "def main():\n    return 0\n")
+    for _ in range(300):
+        if executor.pool.ready("python", network=True):
+            break
+        await asyncio.sleep(0.05)
+    outcome = await _run(executor, code, args, **limits)
+    assert outcome.warm_sandbox, outcome.detail
+    return outcome
+
+
+async def test_a_warm_network_sandbox_holds_the_same_policy_and_caps(
+    servers: dict[str, Executor], test_host: Peer
+) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        targets = [[test_host.address, SERVE_PORT], ["127.0.0.1", port], ["169.254.169.254", 80]]
+        outcome = await _warm(servers["warm"], CONNECT, {"targets": targets})
+    seen = _result(outcome)
+    assert seen[f"{test_host.address}:{SERVE_PORT}"] == "connected"
+    assert seen[f"127.0.0.1:{port}"] in REFUSALS
+    assert seen["169.254.169.254:80"] in REFUSALS
+    assert 0 < outcome.usage.network_sent_bytes < 64 << 10
+    download = """
+    import socket
+    def main(host: str, port: int):
+        with socket.create_connection((host, port), timeout=5) as s:
+            while s.recv(65536):
+                pass
+    """
+    args = {"host": test_host.address, "port": BULK_PORT}
+    capped = await _warm(servers["warm"], download, args, network_bytes=1 << 20)
+    assert capped.verdict is Verdict.NETWORK_LIMIT, capped.detail
+
+
+async def test_a_job_with_its_own_allow_list_starts_cold(servers: dict[str, Executor]) -> None:
+    outcome = await _run(
+        servers["warm"], CONNECT, {"targets": [REGISTRY]}, network_allow=("pypi.org:443",)
+    )
+    assert _result(outcome) == {"pypi.org:443": "connected"}
+    assert not outcome.warm_sandbox
