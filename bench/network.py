@@ -3,9 +3,10 @@
 A network-on job gets a network namespace of its own, slirp4netns and an nftables
 policy before it starts (`gristmill/isolation/netns.py`); a resolve or install step
 gets the same. This measures that extra start-up: trivial Python and Bash jobs,
-alternately with and without the network, on a server without warm sandboxes (network
-jobs always start cold), per backend. Latency is the whole Execute call; set-up is the
-Outcome's `usage.phases.sandbox_setup_ms`.
+alternately with and without the network, per backend, on a server without warm
+sandboxes (cold) and on one with them (warm: the namespace is made ahead of demand, as
+the interpreter is started). Latency is the whole Execute call; set-up is the Outcome's
+`usage.phases.sandbox_setup_ms`.
 
 It also times the two user-mode networking tools alone, attaching to an empty
 namespace until it is configured: slirp4netns (what gristmill uses) and pasta.
@@ -48,8 +49,10 @@ RuntimeStub: Any = pb_grpc.RuntimeStub
 JOBS = {"python": "def main():\n    return 1\n", "bash": "echo 1\n"}
 
 
-def _serve(conn: multiprocessing.connection.Connection, work_dir: str, backend: str) -> None:
-    """Child process: a server that allows the network, without warm sandboxes."""
+def _serve(
+    conn: multiprocessing.connection.Connection, work_dir: str, backend: str, warm: bool
+) -> None:
+    """Child process: a server that allows the network, with warm sandboxes or without."""
     from gristmill.config import MAX_LIMITS, PoolConfig, ServerConfig
     from gristmill.server.app import BackgroundServer
 
@@ -57,7 +60,7 @@ def _serve(conn: multiprocessing.connection.Connection, work_dir: str, backend: 
         address="127.0.0.1:0",
         work_dir=Path(work_dir),
         sandbox_backend=backend,
-        pool=PoolConfig(enabled=False),
+        pool=PoolConfig(enabled=warm),
         max_limits=dataclasses.replace(MAX_LIMITS, network=True),
     )
     with BackgroundServer(config) as address:
@@ -67,12 +70,12 @@ def _serve(conn: multiprocessing.connection.Connection, work_dir: str, backend: 
 
 
 @contextlib.contextmanager
-def server(backend: str) -> Iterator[str]:
+def server(backend: str, warm: bool) -> Iterator[str]:
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work_dir:
         Path(work_dir).chmod(0o755)
-        process = context.Process(target=_serve, args=(child, work_dir, backend), daemon=True)
+        process = context.Process(target=_serve, args=(child, work_dir, backend, warm), daemon=True)
         process.start()
         child.close()
         try:
@@ -178,9 +181,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     results: dict[str, Any] = {"tools_attach_p50_ms": tools(min(args.n, 15))}
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
-        with server(backend) as address:
-            for language in JOBS:
-                results[f"{backend}/{language}"] = measure(address, language, args.n)
+        for warm in (False, True):
+            with server(backend, warm) as address:
+                for language in JOBS:
+                    name = f"{backend}/{'warm' if warm else 'cold'}/{language}"
+                    results[name] = measure(address, language, args.n)
     if args.json:
         print(json.dumps(results, indent=2))
         return 0

@@ -235,8 +235,9 @@ class PoolConfig:
 
     A language gets `per_language` of them from its first job on, within `max_sandboxes`
     in all; after `idle_s` without a job of that language its warm sandboxes are stopped.
-    A job that none fits (dependencies, a build, its own environment variables, network,
-    limits past the pool's) starts cold.
+    Network-on jobs have warm sandboxes of their own. A job that none fits (dependencies,
+    a build, its own environment variables, its own network allow list or connections
+    cap, limits past the pool's) starts cold.
     """
 
     enabled: bool = True
