@@ -12,7 +12,7 @@ does (its exit descriptor closes). The policy (`egress.py`) is an nftables rules
 loaded into the namespace before the job's first instruction.
 
 Why slirp4netns and not pasta: measured here (`bench/network.py`), slirp4netns is ready
-in about 5 ms, pasta (Debian's 2023-03 build) in 35-75 ms; pasta also drops to "nobody"
+in 5-22 ms, pasta (Debian's 2023-03 build) in 37-83 ms; pasta also drops to "nobody"
 before it joins the namespace, so a namespace owned by the host's root is closed to it.
 """
 
