@@ -191,6 +191,10 @@ class NetworkConfig:
     # link-local (the cloud metadata address), private ranges, CGNAT, multicast and
     # IPv6 ULA. Non-empty: only these, private ones included.
     allow: str = ""
+    # Whether jobs may look names up (through the policy's resolver only). Off: only the
+    # host names of the allow lists resolve (pinned in /etc/hosts), and no DNS query
+    # can carry data out through the host's resolver.
+    dns: bool = True
 
     def __post_init__(self) -> None:
         for entry in split_list(self.allow):
@@ -202,7 +206,7 @@ class NetworkConfig:
     def egress(self, narrowed_to: tuple[str, ...] = ()) -> EgressPolicy:
         """A job's policy: the server's, narrowed by the request's own allow list. (Resolves
         host names: call it off the event loop.)"""
-        server = policy(split_list(self.allow))
+        server = dataclasses.replace(policy(split_list(self.allow)), dns=self.dns)
         if not narrowed_to:
             return server
         request = policy(narrowed_to)

@@ -118,10 +118,14 @@ class EgressPolicy:
 
     gates: tuple[Gate, ...]
     hosts: tuple[tuple[str, str], ...] = ()
+    # Whether the job may look names up at all (through our resolver only). Without it,
+    # the names of the allow lists still work, pinned in /etc/hosts, and no query can
+    # carry data out through the host's resolver.
+    dns: bool = True
 
     def narrowed(self, gate: Gate, hosts: Iterable[tuple[str, str]] = ()) -> EgressPolicy:
         """This policy with one more gate (a request's allow list): never wider."""
-        return EgressPolicy((*self.gates, gate), (*self.hosts, *hosts))
+        return replace(self, gates=(*self.gates, gate), hosts=(*self.hosts, *hosts))
 
     def hosts_file(self) -> str:
         lines = ["127.0.0.1 localhost", "::1 localhost"]
@@ -150,9 +154,12 @@ class EgressPolicy:
             "  chain output {",
             "    type filter hook output priority 0; policy accept;",
             '    oifname "lo" accept',
-            f"    ip daddr {DNS_ADDRESS} meta l4proto {{ tcp, udp }} th dport 53 accept",
-            f"    meta l4proto {{ tcp, udp }} th dport {{ 53, 853 }} {refuse}",
         ]
+        if self.dns:
+            lines.append(
+                f"    ip daddr {DNS_ADDRESS} meta l4proto {{ tcp, udp }} th dport 53 accept"
+            )
+        lines += [f"    meta l4proto {{ tcp, udp }} th dport {{ 53, 853 }} {refuse}"]
         lines += [f"    {match} {refuse}" for match in _address_matches(host)]
         for number, _ in enumerate(self.gates):
             lines.append(f"    jump gate{number}")

@@ -136,6 +136,7 @@ async def servers(
     executors = {
         "default": _executor(request.param, NetworkConfig()),
         "allowing": _executor(request.param, NetworkConfig(allow=allow)),
+        "no_dns": _executor(request.param, NetworkConfig(allow="pypi.org:443", dns=False)),
         "warm": _executor(request.param, NetworkConfig(allow=allow), warm),
     }
     yield executors
@@ -318,6 +319,26 @@ async def test_dns_goes_through_the_policys_resolver_only(servers: dict[str, Exe
     seen = _result(await _run(servers["default"], code))
     assert seen["resolved"] is True
     assert seen["other_resolver"] in REFUSALS
+
+
+async def test_without_dns_only_the_allow_lists_names_resolve(
+    servers: dict[str, Executor],
+) -> None:
+    code = """
+    import socket
+    def main():
+        seen = {}
+        for name in ("pypi.org", "registry.npmjs.org"):
+            try:
+                socket.getaddrinfo(name, 443, socket.AF_INET)
+                seen[name] = "resolved"
+            except OSError:
+                seen[name] = "unresolved"
+        socket.create_connection(("pypi.org", 443), timeout=5).close()
+        return seen
+    """
+    seen = _result(await _run(servers["no_dns"], code))
+    assert seen == {"pypi.org": "resolved", "registry.npmjs.org": "unresolved"}
 
 
 async def test_raw_packet_netlink_and_vsock_sockets_are_refused(
