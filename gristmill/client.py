@@ -115,6 +115,7 @@ class Verdict(enum.IntEnum):
     COMPILE_ERROR = 12
     DEPENDENCY_ERROR = 13
     SYSCALL_DENIED = 14
+    NETWORK_LIMIT = 20
 
 
 @dataclass(frozen=True)

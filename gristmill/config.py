@@ -18,8 +18,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from gristmill.errors import GristmillError
+from gristmill.isolation.egress import EgressPolicy, PolicyError, parse_entry, policy, split_list
 from gristmill.languages.registry import REPO_ROOT
 from gristmill.model import Limits
 
@@ -35,6 +37,7 @@ __all__ = [
     "ConfigError",
     "DatabaseConfig",
     "DependencyConfig",
+    "NetworkConfig",
     "PoolConfig",
     "ServerConfig",
     "TelemetryConfig",
@@ -53,6 +56,8 @@ DEFAULT_LIMITS = Limits(
     output_bytes=1 * MiB,
     network=False,
     cpu_millicores=1000,
+    network_bytes=1024 * MiB,
+    network_connections=1024,
 )
 MAX_LIMITS = Limits(
     wall_time_ms=15 * 60_000,
@@ -62,6 +67,8 @@ MAX_LIMITS = Limits(
     output_bytes=64 * MiB,
     network=False,
     cpu_millicores=max(os.cpu_count() or 1, 1) * 1000,
+    network_bytes=64 * 1024 * MiB,
+    network_connections=1_000_000,
 )
 
 
@@ -133,11 +140,36 @@ class DependencyConfig:
     # How long a resolution is reused for the same requirements (0: resolve every time).
     # A package released meanwhile is picked up once it expires.
     resolution_ttl_s: float = 3600.0
+    # What resolve and install steps may connect to (comma-separated host names or
+    # networks, each with an optional port): the registries, and `index_url`'s host.
+    registries: str = (
+        "pypi.org:443,files.pythonhosted.org:443,registry.npmjs.org:443,"
+        "proxy.golang.org:443,sum.golang.org:443,storage.googleapis.com:443,"
+        "repo.maven.apache.org:443,repo1.maven.org:443,api.nuget.org:443"
+    )
     # Limits of each resolve or install run: its own, never a job's.
     wall_time_ms: int = 600_000
     cpu_time_ms: int = 600_000
     memory_bytes: int = 2048 * MiB
     processes: int = 256
+
+    def __post_init__(self) -> None:
+        for entry in split_list(self.registries):
+            try:
+                parse_entry(entry)
+            except PolicyError as error:
+                raise ConfigError(f"deps.registries: {error}") from error
+
+    def egress(self) -> EgressPolicy:
+        """Where a resolve or install step may connect: the registries only. (Resolves
+        their names: call it off the event loop.)"""
+        entries = list(split_list(self.registries))
+        if self.index_url:
+            index = urlsplit(self.index_url)
+            port = index.port or (80 if index.scheme == "http" else 443)
+            if index.hostname:
+                entries.append(f"{index.hostname}:{port}")
+        return policy(entries)
 
     def limits(self) -> Limits:
         """The sandbox limits of one resolve or install run; it always has the network."""
@@ -149,6 +181,42 @@ class DependencyConfig:
             output_bytes=MiB,
             network=True,
         )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Where network-on jobs may connect (keys `network.*`); see `isolation/egress.py`.
+
+    Every such job has a network namespace of its own; the host itself (its addresses,
+    its networks, its loopback) is never reachable, and DNS goes through the policy's
+    resolver only.
+    """
+
+    # Comma-separated networks or host names, each with an optional port
+    # ("203.0.113.0/24, api.example.com:443"). Empty: anywhere except loopback,
+    # link-local (the cloud metadata address), private ranges, CGNAT, multicast and
+    # IPv6 ULA. Non-empty: only these, private ones included.
+    allow: str = ""
+    # Whether jobs may look names up (through the policy's resolver only). Off: only the
+    # host names of the allow lists resolve (pinned in /etc/hosts), and no DNS query
+    # can carry data out through the host's resolver.
+    dns: bool = True
+
+    def __post_init__(self) -> None:
+        for entry in split_list(self.allow):
+            try:
+                parse_entry(entry)
+            except PolicyError as error:
+                raise ConfigError(f"network.allow: {error}") from error
+
+    def egress(self, narrowed_to: tuple[str, ...] = ()) -> EgressPolicy:
+        """A job's policy: the server's, narrowed by the request's own allow list. (Resolves
+        host names: call it off the event loop.)"""
+        server = dataclasses.replace(policy(split_list(self.allow)), dns=self.dns)
+        if not narrowed_to:
+            return server
+        request = policy(narrowed_to)
+        return server.narrowed(request.gates[0], request.hosts)
 
 
 @dataclass(frozen=True)
@@ -184,8 +252,9 @@ class PoolConfig:
     from a kind's first job on, enough to cover its recent arrival rate while a new one
     starts, at most `per_language` of a kind, within `max_sandboxes` and
     `max_memory_bytes` (what waiting sandboxes hold) in all; after `idle_s` without a
-    job of its kind a warm sandbox is stopped. A job that none fits (its own environment
-    variables, network, limits past the pool's) starts cold.
+    job of its kind a warm sandbox is stopped. Network-on jobs are a kind of their own. A
+    job that none fits (its own environment variables, its own network allow list or
+    connections cap, limits past the pool's) starts cold.
     """
 
     enabled: bool = True
@@ -305,6 +374,7 @@ class ServerConfig:
     caps: Caps = Caps()
     pool: PoolConfig = PoolConfig()
     telemetry: TelemetryConfig = TelemetryConfig()
+    network: NetworkConfig = NetworkConfig()
     # Databases by name, for languages whose jobs use one (`databases.<name>.*`).
     databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
     auth: AuthConfig = AuthConfig()
@@ -378,6 +448,7 @@ _TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyC
 _TYPES.update({f"caps.{name}": kind for name, kind in get_type_hints(Caps).items()})
 _TYPES.update({f"pool.{name}": kind for name, kind in get_type_hints(PoolConfig).items()})
 _TYPES.update({f"telemetry.{name}": kind for name, kind in get_type_hints(TelemetryConfig).items()})
+_TYPES.update({f"network.{name}": kind for name, kind in get_type_hints(NetworkConfig).items()})
 _TYPES["deps.cache_dir"] = Path  # optional: "" means the default
 _AUTH_FILES = ("tls_cert_file", "tls_key_file", "client_ca_file", "tokens_file")
 _TYPES.update({f"auth.{name}": Path for name in _AUTH_FILES})
@@ -528,6 +599,7 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
     pool = PoolConfig(**_table(settings, "pool"))
     telemetry = TelemetryConfig(**_table(settings, "telemetry"))
     auth = AuthConfig(**_table(settings, "auth"))
+    network = NetworkConfig(**_table(settings, "network"))
     return ServerConfig(
         **scalars,
         **limits,
@@ -535,6 +607,7 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
         caps=caps,
         pool=pool,
         telemetry=telemetry,
+        network=network,
         databases=databases,
         auth=auth,
         tenants=_tenants(_table(settings, "tenants")),

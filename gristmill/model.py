@@ -37,6 +37,7 @@ class Verdict(enum.Enum):
     COMPILE_ERROR = "COMPILE_ERROR"
     DEPENDENCY_ERROR = "DEPENDENCY_ERROR"
     SYSCALL_DENIED = "SYSCALL_DENIED"
+    NETWORK_LIMIT = "NETWORK_LIMIT"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Limits:
     network: bool = False
     # CPU bandwidth in thousandths of a core, as a cgroup quota; 0 for none.
     cpu_millicores: int = 0
+    # A network-on job's bytes sent plus received, past which it is stopped (NETWORK_LIMIT).
+    network_bytes: int = 0
+    # A network-on job's TCP connections, past which a connect() is refused.
+    network_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,6 +114,8 @@ class Job:
     deadline: float | None = None
     # Install exactly this, never resolve; None: resolve the code's dependencies first.
     lockfile: Lockfile | None = None
+    # Narrows the server's egress policy for this job (`Job.network_allow` in the proto).
+    network_allow: tuple[str, ...] = ()
     # The size of the request that carried it: what the service's own work on the job
     # (its dependencies, its job message, its files) grows with (`jobs.offload`).
     size_bytes: int = 0
@@ -167,6 +174,8 @@ class Usage:
     peak_memory_bytes: int = 0
     processes: int = 0
     phases: Phases = Phases()
+    network_sent_bytes: int = 0
+    network_received_bytes: int = 0
 
 
 @dataclass(frozen=True)

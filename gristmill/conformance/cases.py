@@ -101,6 +101,8 @@ _LIMIT_KEYS = frozenset(
         "output_bytes",
         "network",
         "cpu_millicores",
+        "network_bytes",
+        "network_connections",
     }
 )
 
@@ -120,6 +122,8 @@ class CaseLimits:
     output_bytes: int = 0
     network: bool = False
     cpu_millicores: int = 0
+    network_bytes: int = 0
+    network_connections: int = 0
 
 
 @dataclass(frozen=True)

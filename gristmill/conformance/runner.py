@@ -252,6 +252,8 @@ def _job(case: Case, service: ServiceAddress | None) -> runtime_pb2.Job:
             output_bytes=limits.output_bytes,
             network=limits.network,
             cpu_millicores=limits.cpu_millicores,
+            network_bytes=limits.network_bytes,
+            network_connections=limits.network_connections,
         ),
     )
     if case.args is not None:

@@ -142,6 +142,7 @@ class DependencyManager:
             ToolPaths(programs, cache_dir, self._runs_dir),
             self.config.limits(),
             self.config.tool_cache_max_bytes,
+            self.config.egress,
         )
 
     async def _prepared_runner(

@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from gristmill.isolation import files_out, nsjail
+from gristmill.isolation import files_out, netns, nsjail
 from gristmill.isolation.jail import (
     JOB_FDS,
     OOM_FIRST,
@@ -210,6 +210,9 @@ class _Supervision:
         # The job's own limits: the spec's, or those its hand-over brings (warm).
         self.wall_time_ms = spec.wall_time_ms
         self.cpu_time_ms = spec.cpu_time_ms
+        self.network_bytes = spec.network_bytes
+        # Network bytes before the job (a warm sandbox's wait) are not the job's.
+        self.network_baseline = (0, 0)
         self.handed = not spec.warm
         self.handover_ns = 0
         # CPU the group used before its job (a warm sandbox's wait) is not the job's.
@@ -258,12 +261,17 @@ class _Supervision:
         else:
             self.end = message
 
-    def hand_over(self, command: str, job_target: str) -> None:
+    def hand_over(
+        self, command: str, job_target: str, network: netns.OwnNetwork | None = None
+    ) -> None:
         """A warm sandbox's job: its files in, its clocks started, `handed` reported."""
         began = time.monotonic_ns()
-        _, wall_ms, cpu_ms = command.split()
+        _, wall_ms, cpu_ms, network_bytes = command.split()
         copy_job_files(self.spec, job_target)
         self.wall_time_ms, self.cpu_time_ms = int(wall_ms), int(cpu_ms)
+        self.network_bytes = int(network_bytes)
+        if network is not None:
+            self.network_baseline = network.counters()
         self.cpu_baseline_ns = self.cpu_used_ns()
         self.running_ns = time.monotonic_ns()
         self.handover_ns = self.running_ns - began
@@ -276,6 +284,11 @@ class _Supervision:
         if self.spec.warm:
             return self.handover_ns
         return (self.running_ns or time.monotonic_ns()) - self.started_ns
+
+    def network_used(self, network: netns.OwnNetwork) -> tuple[int, int]:
+        """Bytes sent and received since the job was given its sandbox."""
+        sent, received = network.counters()
+        return sent - self.network_baseline[0], received - self.network_baseline[1]
 
     def limits_apply(self) -> bool:
         return bool(self.running_ns and self.handed)
@@ -299,7 +312,11 @@ class _Supervision:
 def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     report, control = fds["report"], fds["control"]
     started_ns = time.monotonic_ns()
+    network: netns.OwnNetwork | None = None
     try:
+        if spec.network:
+            # Never the host's network: one of its own, which the jail then inherits.
+            network = netns.enter(spec.egress_ruleset)
         jail = _build_jail(spec, fds)
     except BaseException as error:
         _send(
@@ -327,7 +344,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         deadline = job.deadline_ns()
         if deadline is not None:
             timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
-        if (job.cpu_time_ms or spec.pids_events_file) and job.limits_apply():
+        polled = job.cpu_time_ms or spec.pids_events_file or job.network_bytes
+        if polled and job.limits_apply():
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
             if fd == control:
@@ -336,7 +354,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
                     poller.unregister(control)
                 if reason.startswith("go ") and not job.handed:
                     try:
-                        job.hand_over(reason, jail.job_target)
+                        job.hand_over(reason, jail.job_target, network)
                     except (OSError, ValueError) as error:
                         job.error = f"sandbox hand-over: {error}"
                         stop("cancel")
@@ -362,6 +380,10 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             stop("cpu_time")
         if job.limits_apply() and job.stuck_at_process_limit(now):
             stop("processes")
+        if network and job.network_bytes and job.limits_apply():
+            sent, received = job.network_used(network)
+            if sent + received > job.network_bytes:
+                stop("network")
     ended_ns = time.monotonic_ns()
     for message in jail.finish():
         job.on_status(message)
@@ -372,6 +394,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     if jail.job_dir_fd >= 0:
         # The tmpfs's last reference: freed now, before the report says the job is gone.
         os.close(jail.job_dir_fd)
+    sent, received = job.network_used(network) if network is not None else (0, 0)
     _send(
         report,
         {
@@ -382,6 +405,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             "wait_status": job.end.get("wait_status"),
             "run_ns": ended_ns - job.running_ns if job.limits_apply() else 0,
             "setup_ns": job.setup_ns,
+            "network_sent_bytes": sent,
+            "network_received_bytes": received,
             **{k: v for k, v in job.end.items() if k != "wait_status"},
             "files_out": collected,
         },

@@ -123,6 +123,11 @@ class JailSpec:
     # How the jail is built: empty for our own namespaces (`build_root`), else the
     # nsjail command line (`nsjail.render_argv`) the supervisor's pid 1 execs.
     nsjail_argv: list[str] = field(default_factory=list)
+    # A network-on jail's egress policy, an nftables ruleset (`egress.py`) loaded into
+    # the network namespace of its own that the supervisor makes for it (`netns.py`).
+    egress_ruleset: str = ""
+    # Bytes sent and received past which the supervisor stops the job (0: no cap).
+    network_bytes: int = 0
     # Started ahead of demand (a warm sandbox): the program runs, waiting on fd 4, but
     # the job's clocks, files and limits come with the hand-over (`forkserver`), and
     # `wall_time_ms`/`cpu_time_ms` above are only the pool's backstops until then.

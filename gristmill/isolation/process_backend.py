@@ -20,6 +20,7 @@ from typing import Any
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, StopReason
 from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
+from gristmill.isolation.egress import host_addresses, policy
 from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec
 from gristmill.isolation.seccomp import compile_bpf
@@ -141,7 +142,10 @@ class ProcessSandbox:
             except OSError:
                 return False  # e.g. it already uses more memory than the job may
         with contextlib.suppress(OSError):
-            os.write(self._control_fd, f"go {limits.wall_time_ms} {limits.cpu_time_ms}".encode())
+            os.write(
+                self._control_fd,
+                f"go {limits.wall_time_ms} {limits.cpu_time_ms} {limits.network_bytes}".encode(),
+            )
         return await asyncio.shield(self._handed)
 
     def memory_bytes(self) -> int:
@@ -207,6 +211,8 @@ class ProcessSandbox:
             pids_limit_hit=bool(stats and stats.pids_refused),
             leftover_processes=leftover,
             files_out_overflow=(m.get("files_out") or {}).get("overflow", ""),
+            network_sent_bytes=m.get("network_sent_bytes", 0),
+            network_received_bytes=m.get("network_received_bytes", 0),
         )
 
 
@@ -254,8 +260,13 @@ class ProcessBackend:
 
     def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
         limits = plan.limits
+        profile, ruleset = plan.profile, ""
+        if limits.network:
+            egress = plan.egress or policy(())
+            profile = egress.applied_to(profile, plan.root_dir.with_name("network"))
+            ruleset = egress.nft_ruleset(host_addresses(), limits.network_connections)
         return JailSpec.from_profile(
-            plan.profile,
+            profile,
             argv=list(plan.argv),
             env=dict(plan.env),
             job_dir=str(plan.job_dir),
@@ -277,6 +288,8 @@ class ProcessBackend:
                 plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
             ).hex(),
             warm=plan.warm,
+            egress_ruleset=ruleset,
+            network_bytes=limits.network_bytes,
         )
 
     def _send(self, payload: bytes, fds: list[int]) -> None:

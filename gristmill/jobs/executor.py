@@ -17,7 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from gristmill.config import DEFAULT_LIMITS, Caps, DatabaseConfig, DependencyConfig, PoolConfig
+from gristmill.config import (
+    DEFAULT_LIMITS,
+    Caps,
+    DatabaseConfig,
+    DependencyConfig,
+    NetworkConfig,
+    PoolConfig,
+)
 from gristmill.deps import (
     DependencyFailure,
     DependencyManager,
@@ -152,8 +159,10 @@ class Executor:
         pool: PoolConfig | None = None,
         pool_limits: Limits = DEFAULT_LIMITS,
         databases: Mapping[str, DatabaseConfig] | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
         self.registry = registry
+        self.network = network or NetworkConfig()
         for runtime in registry:
             runtime.plugin.configure(databases or {})
         self.caps = caps or Caps()
@@ -181,6 +190,7 @@ class Executor:
             pool or PoolConfig(enabled=False),
             pool_limits,
             self._lease,
+            self.network,
         )
 
     @contextlib.asynccontextmanager
@@ -327,7 +337,10 @@ class Executor:
         # What the plugin provides to the run (e.g. a socket it serves), until it ends.
         async with runtime.plugin.attach(job) as attached:
             kind = Kind(
-                runtime.name, environment.key if environment else "", build.key if build else ""
+                runtime.name,
+                environment.key if environment else "",
+                build.key if build else "",
+                job.limits.network,
             )
             warm = self.pool.take(kind) if self.pool.fits(job, runtime, bool(attached)) else None
             try:
@@ -352,6 +365,9 @@ class Executor:
                         build.path if build else None,
                         attached=attached,
                     )
+                    if job.limits.network:
+                        egress = await asyncio.to_thread(self.network.egress, job.network_allow)
+                        plan = dataclasses.replace(plan, egress=egress)
                     sandbox = await self.backend.start(plan)
                     return await self._supervise(
                         job,
@@ -487,6 +503,8 @@ class Executor:
                 system_cpu_ms=_ms(end.system_cpu_ns),
                 peak_memory_bytes=end.peak_memory_bytes,
                 processes=max(end.peak_processes - runtime.profile.overhead_processes, 0),
+                network_sent_bytes=end.network_sent_bytes,
+                network_received_bytes=end.network_received_bytes,
                 phases=Phases(
                     prepare_ms=_ms(prepared - began),
                     sandbox_setup_ms=_ms(end.setup_ns),

@@ -14,10 +14,12 @@ sandboxes from its first job on, enough to cover its recent arrival rate while a
 one starts (`target`), at most `per_language`, within `max_sandboxes` and
 `max_memory_bytes` in all (what idle sandboxes hold, measured on their cgroups; a full
 pool stops one of the least recently used kind to make room for a kind that has none),
-and loses them after `idle_s` without a job. A job that no warm sandbox fits (its own
-environment variables, network, a plugin's mounts, a language whose wrapper cannot take
-its context from the job message) is started cold, as is any job while its kind has
-no sandbox waiting: a job never waits for the pool.
+and loses them after `idle_s` without a job. Network-on jobs are a kind of their own:
+started with the server's egress policy in a network namespace of their own, the job's
+bytes cap coming with the hand-over. A job that no warm sandbox fits (its own environment
+variables, a network allow list or connections cap of its own, a plugin's mounts, a
+language whose wrapper cannot take its context from the job message) is started cold, as
+is any job while its kind has no sandbox waiting: a job never waits for the pool.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gristmill.config import PoolConfig
+from gristmill.config import NetworkConfig, PoolConfig
 from gristmill.isolation.backend import Sandbox, SandboxBackend, StopReason
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
@@ -61,6 +63,8 @@ class Kind:
     language: str
     environment: str = ""
     build: str = ""
+    # Network-on: started in a network namespace of its own with the server's policy.
+    network: bool = False
 
 
 Leaser = Callable[[Kind], contextlib.AbstractAsyncContextManager[tuple[Path | None, Path | None]]]
@@ -108,6 +112,7 @@ class WarmPool:
         config: PoolConfig,
         limits: Limits,
         leaser: Leaser | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
         self._backend = backend
         self._jobs_dir = jobs_dir
@@ -116,6 +121,8 @@ class WarmPool:
         self._leaser = leaser
         # What a warm sandbox runs under until its hand-over: generous backstops.
         self._limits = dataclasses.replace(limits, network=False)
+        # The server's egress policy, for warm network-on sandboxes; None: none of them.
+        self._network = network
         self._ready: dict[Kind, collections.deque[Warm]] = collections.defaultdict(
             collections.deque
         )
@@ -129,13 +136,16 @@ class WarmPool:
     def fits(self, job: Job, runtime: Runtime, attached: bool) -> bool:
         """Whether a warm sandbox could run `job`: one of a language whose wrapper takes its
         context from the job message, with nothing a plugin mounts for it alone, no
-        environment variables of its own, no network."""
+        environment variables of its own and, with the network, the server's policy as it
+        is (its ruleset was loaded at the start)."""
+        if not self.config.enabled or not runtime.spec.message_context or attached or job.env:
+            return False
+        if not job.limits.network:
+            return True
         return (
-            self.config.enabled
-            and runtime.spec.message_context
-            and not attached
-            and not job.env
-            and not job.limits.network
+            self._network is not None
+            and not job.network_allow
+            and job.limits.network_connections == self._limits.network_connections
         )
 
     def take(self, kind: Kind) -> Warm | None:
@@ -165,9 +175,14 @@ class WarmPool:
         """Stops a warm sandbox that will run no job, off the caller's path."""
         self._spawn(self._destroy(warm))
 
-    def ready(self, language: str) -> int:
-        """How many warm sandboxes of `language` (of any kind) wait for a job now."""
-        return sum(len(r) for kind, r in self._ready.items() if kind.language == language)
+    def ready(self, language: str, network: bool | None = None) -> int:
+        """How many warm sandboxes of `language` (of any kind, or network-on or off ones)
+        wait for a job now."""
+        return sum(
+            len(r)
+            for kind, r in self._ready.items()
+            if kind.language == language and network in (None, kind.network)
+        )
 
     def waiting(self, kind: Kind) -> int:
         """How many warm sandboxes of `kind` wait for a job now."""
@@ -250,7 +265,12 @@ class WarmPool:
                 environment_dir,
                 build_dir,
             )
-            sandbox = await self._backend.start(dataclasses.replace(plan, warm=True))
+            plan = dataclasses.replace(plan, warm=True)
+            if kind.network and self._network is not None:
+                egress = await asyncio.to_thread(self._network.egress)
+                limits = dataclasses.replace(plan.limits, network=True)
+                plan = dataclasses.replace(plan, limits=limits, egress=egress)
+            sandbox = await self._backend.start(plan)
             warm = Warm(sandbox, workspace, kind, leases)
             if not await sandbox.started() or self._closed:
                 if not self._closed:

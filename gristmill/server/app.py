@@ -137,6 +137,7 @@ async def start(
             config.pool,
             pool_limits,
             config.databases,
+            config.network,
         )
         offload = executor.offload
         if config.deps.prime_at_start:

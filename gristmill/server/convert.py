@@ -105,6 +105,8 @@ def job_from_proto(
         output_bytes=message.limits.output_bytes,
         network=message.limits.network,
         cpu_millicores=message.limits.cpu_millicores,
+        network_bytes=message.limits.network_bytes,
+        network_connections=message.limits.network_connections,
     )
     maxima = config.max_limits if tenant is None else tenant.max_limits
     limits = validate.limits(asked, config.default_limits, maxima)
@@ -117,6 +119,7 @@ def job_from_proto(
         limits=limits,
         files=validate.files(job_files(message.files), runtime.spec.source_file),
         env=validate.env(message.env),
+        network_allow=validate.network_allow(message.network_allow, limits.network),
         lockfile=_lockfile_from_proto(message, runtime),
         deadline=None if remaining_s is None else time.monotonic() + remaining_s,
         size_bytes=message.ByteSize(),
@@ -174,6 +177,8 @@ def outcome_to_proto(outcome: Outcome, tenant: str = "") -> pb.Outcome:
             system_cpu_ms=usage.system_cpu_ms,
             peak_memory_bytes=usage.peak_memory_bytes,
             processes=usage.processes,
+            network_sent_bytes=usage.network_sent_bytes,
+            network_received_bytes=usage.network_received_bytes,
             phases=pb.Phases(
                 queued_ms=usage.phases.queued_ms,
                 prepare_ms=usage.phases.prepare_ms,

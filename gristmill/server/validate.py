@@ -16,6 +16,7 @@ from gristmill import strictjson
 from gristmill.config import ENV_PREFIX
 from gristmill.deps import lockfiles
 from gristmill.errors import InvalidRequest, LimitTooHigh
+from gristmill.isolation.egress import PolicyError, parse_entry
 from gristmill.model import JobFile, Limits, Lockfile
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -97,6 +98,24 @@ def files(
 
 MAX_ENV_BYTES = 64 * 1024
 """All of a job's environment, names and values: it travels in one message to the sandbox."""
+
+
+MAX_NETWORK_ALLOW = 64
+
+
+def network_allow(entries: Iterable[str], network: bool) -> tuple[str, ...]:
+    """A request's allow list: well-formed entries (resolved later), for a network-on job."""
+    allowed = tuple(entries)
+    if allowed and not network:
+        raise InvalidRequest("job.network_allow", "only for a job with limits.network")
+    if len(allowed) > MAX_NETWORK_ALLOW:
+        raise InvalidRequest("job.network_allow", f"more than {MAX_NETWORK_ALLOW} entries")
+    for index, entry in enumerate(allowed):
+        try:
+            parse_entry(entry)
+        except PolicyError as error:
+            raise InvalidRequest(f"job.network_allow[{index}]", str(error)) from error
+    return allowed
 
 
 def env(values: Mapping[str, str]) -> dict[str, str]:
