@@ -83,6 +83,7 @@ bench: install
 	@$(PY) bench/latency.py $(BENCH_ARGS)
 	$(call say,bench/telemetry.py $(TELEMETRY_BENCH_ARGS))
 	@$(PY) bench/telemetry.py $(TELEMETRY_BENCH_ARGS)
+	$(call say,bench/network.py)
 	@$(PY) bench/network.py
 
 profile: install
