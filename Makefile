@@ -9,7 +9,8 @@
 #   make lint      ruff check, ruff format --check, mypy
 #   make fmt       ruff format and ruff check --fix (edits files)
 #   make bench     install, then latency and throughput against the bare interpreters,
-#                  with warm sandboxes and without (BENCH_ARGS="--json"; bench/latency.py --help)
+#                  with warm sandboxes and without (BENCH_ARGS="--json"; bench/latency.py --help),
+#                  then the cost per job of logs, metrics and traces (bench/telemetry.py)
 #   make profile   install, then where a trivial job's time and CPU go (bench/costs.py)
 #   make proto     regenerate gristmill/v1/ from proto/ (done by install when stale)
 #   make images    container images per language and `all` (images/build.sh; IMAGES="go all")
@@ -31,6 +32,7 @@ PROTO_OUT := gristmill/v1/runtime_pb2.py
 # mypy refuses a directory without Python files, so only the ones that have some.
 MYPY_DIRS = $(foreach d,gristmill runtimes tests bench,$(if $(shell find $(d) -name '*.py' -print -quit 2>/dev/null),$(d)))
 BENCH_ARGS ?=
+TELEMETRY_BENCH_ARGS ?=
 PROFILE_ARGS ?=
 PYTEST_ARGS ?=
 
@@ -81,6 +83,10 @@ run: install
 bench: install
 	$(call say,bench/latency.py $(BENCH_ARGS))
 	@$(PY) bench/latency.py $(BENCH_ARGS)
+	$(call say,bench/telemetry.py $(TELEMETRY_BENCH_ARGS))
+	@$(PY) bench/telemetry.py $(TELEMETRY_BENCH_ARGS)
+	$(call say,bench/network.py)
+	@$(PY) bench/network.py
 
 profile: install
 	$(call say,bench/costs.py $(PROFILE_ARGS))

@@ -200,18 +200,28 @@ def summarize(samples_s: list[float], failures: int) -> Latency:
 
 
 def _serve(
-    conn: multiprocessing.connection.Connection, work_dir: str, backend: str | None, pool: bool
+    conn: multiprocessing.connection.Connection,
+    work_dir: str,
+    backend: str | None,
+    pool: bool,
+    telemetry: dict[str, str] | None,
 ) -> None:
     """Child process: runs the embedded server until told to stop."""
-    from gristmill.config import PoolConfig, ServerConfig
+    from gristmill.config import PoolConfig, ServerConfig, TelemetryConfig
+    from gristmill.observability import logs
     from gristmill.server.app import BackgroundServer
 
     try:
+        telemetry_config = TelemetryConfig(**(telemetry or {}))
+        if telemetry is not None:
+            # As a server would: its log lines written to a file.
+            logs.configure(telemetry_config, Path(work_dir, "server.log").open("a"))  # noqa: SIM115
         config = ServerConfig(
             address="127.0.0.1:0",
             work_dir=Path(work_dir),
             sandbox_backend=backend,
             pool=PoolConfig(enabled=pool),
+            telemetry=telemetry_config,
         )
         with BackgroundServer(config) as address:
             conn.send(("ok", str(address)))
@@ -225,12 +235,18 @@ def _serve(
 
 
 @contextlib.contextmanager
-def embedded_server(backend: str | None, pool: bool = True) -> Iterator[str]:
+def embedded_server(
+    backend: str | None, pool: bool = True, telemetry: dict[str, str] | None = None
+) -> Iterator[str]:
+    """A server in a child process; `telemetry` holds `telemetry.*` settings, and its log
+    then goes to `server.log` in its work dir (without it: Python's default, warnings)."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work_dir:
         Path(work_dir).chmod(0o755)
-        process = context.Process(target=_serve, args=(child, work_dir, backend, pool), daemon=True)
+        process = context.Process(
+            target=_serve, args=(child, work_dir, backend, pool, telemetry), daemon=True
+        )
         process.start()
         child.close()
         try:

@@ -23,14 +23,15 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, TextIO
 
 import grpc
 
 from gristmill import __version__, settings_reference
-from gristmill.client import Client, RetryPolicy, outcome_result
-from gristmill.config import ServerConfig, load_config
+from gristmill.client import Client, RetryPolicy, outcome_result, too_large
+from gristmill.config import LOG_FORMATS, LOG_LEVELS, ServerConfig, load_config
+from gristmill.credentials import add_credential_flags, credentials_from_options
 from gristmill.errors import GristmillError
 from gristmill.jsonview import failure, to_json
 from gristmill.queue import cli as queue_commands
@@ -117,6 +118,7 @@ def _server_flags(parser: argparse.ArgumentParser) -> None:
 def _client_flags(parser: argparse.ArgumentParser, json_help: str) -> None:
     parser.add_argument("--target", metavar="ADDRESS", help=TARGET_HELP)
     parser.add_argument("--json", action="store_true", help=json_help)
+    add_credential_flags(parser)
     _server_flags(parser)
 
 
@@ -130,9 +132,18 @@ def _add_run(commands: Any) -> None:
         "  gristmill run job.py --arg a=40 --arg b=2\n"
         "  gristmill run job.py --args '{\"a\": 40}' --json\n"
         "  gristmill run script.sh --env GREETING=hi --file data.csv --timeout-ms 5000\n"
-        "  gristmill run job.py --lockfile requirements.lock",
+        "  gristmill run job.py --lockfile requirements.lock\n"
+        "  gristmill run report.py --output-file 'out/*.csv' --output-dir results\n"
+        "  seq 10 | gristmill run sum.sh --stdin - --context TEAM=blue\n"
+        "  gristmill run tool.py --script -- --verbose input.txt",
     )
     run.add_argument("file", type=Path, metavar="FILE", help="the job's code")
+    run.add_argument(
+        "argv",
+        nargs="*",
+        metavar="ARG",
+        help="with --script: the script's positional arguments (after --)",
+    )
     run.add_argument("--lang", metavar="LANGUAGE", help="language (default: from FILE's extension)")
     run.add_argument("--args", dest="args_json", metavar="JSON", help="arguments as a JSON object")
     run.add_argument(
@@ -159,6 +170,36 @@ def _add_run(commands: Any) -> None:
         help="a file placed beside the code, at AS (default: its name) (repeatable)",
     )
     run.add_argument("--job-id", metavar="ID", help="the job's id (default: a new uuid)")
+    run.add_argument(
+        "--stdin", type=Path, metavar="FILE", help="the job's standard input ('-': this one's)"
+    )
+    run.add_argument(
+        "--context",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="context the job sees as GRISTMILL_CTX_KEY (repeatable)",
+    )
+    run.add_argument(
+        "--output-file",
+        dest="output_files",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="a path or glob under /job whose files come back (repeatable)",
+    )
+    run.add_argument(
+        "--output-dir",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="where the files of --output-file are written (default: here)",
+    )
+    run.add_argument(
+        "--script",
+        action="store_true",
+        help="run FILE as a plain script with ARGs instead of calling its entry point",
+    )
     limits = run.add_argument_group(
         "limits (0: the server's default; a value over its maximum is refused)"
     )
@@ -237,10 +278,58 @@ def _add_serve(commands: Any) -> None:
         help="let jobs ask for the network (default: refused)",
     )
     serve.add_argument(
+        "--drain-grace-s",
+        dest="drain_grace_s",
+        type=float,
+        metavar="S",
+        help="at SIGTERM, how long jobs in flight may take before they are cancelled (30)",
+    )
+    access = serve.add_argument_group("access (see README, Operations: access and shutdown)")
+    for flag, key, text in (
+        ("--tls-cert", "auth.tls_cert_file", "the server's certificate chain (PEM): TLS"),
+        ("--tls-key", "auth.tls_key_file", "its private key (PEM)"),
+        ("--client-ca", "auth.client_ca_file", "CAs of client certificates: mutual TLS"),
+        ("--tokens-file", "auth.tokens_file", "bearer tokens, NAME:TOKEN a line"),
+    ):
+        access.add_argument(flag, dest=key, type=Path, metavar="FILE", help=text)
+    access.add_argument(
+        "--insecure",
+        dest="auth.insecure",
+        action="store_true",
+        default=None,
+        help="listen beyond loopback without authentication, or tokens without TLS",
+    )
+    serve.add_argument(
         "--idle-exit-s",
         type=float,
         metavar="S",
         help="exit after this long without a call (default: never; the local server: 900)",
+    )
+    telemetry = serve.add_argument_group("logs, metrics, traces")
+    telemetry.add_argument(
+        "--log-level",
+        dest="telemetry.log_level",
+        choices=LOG_LEVELS,
+        help="least severe records logged (default: INFO, a line per job)",
+    )
+    telemetry.add_argument(
+        "--log-format",
+        dest="telemetry.log_format",
+        choices=LOG_FORMATS,
+        help="json, logfmt, console, or auto: console on a terminal, else json (default)",
+    )
+    telemetry.add_argument(
+        "--metrics-address",
+        dest="telemetry.metrics_address",
+        metavar="HOST:PORT",
+        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
+    )
+    telemetry.add_argument(
+        "--otlp-endpoint",
+        dest="telemetry.otlp_endpoint",
+        metavar="URL",
+        help="export traces to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 "
+        "(default: no tracing)",
     )
 
 
@@ -345,7 +434,7 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 _SETTINGS = {"config", "sandbox_backend", "work_dir", "address", "max_concurrent_jobs"}
-_SETTINGS |= {"max_queued_jobs"}
+_SETTINGS |= {"max_queued_jobs", "drain_grace_s"}
 
 
 def _overrides(options: argparse.Namespace) -> dict[str, Any]:
@@ -395,10 +484,14 @@ def _server(options: argparse.Namespace) -> Iterator[str]:
         yield address
 
 
-def _client(address: str) -> Client:
+def _client(address: str, options: argparse.Namespace) -> Client:
     """A client that fails fast when no server answers (a person is waiting), retrying
     UNAVAILABLE a few times with backoff rather than waiting for the server to appear."""
-    return Client(address, retry=RetryPolicy(wait_for_ready=False))
+    try:
+        credentials = credentials_from_options(options)
+    except OSError as error:
+        raise UsageError(f"credentials: {error}") from error
+    return Client(address, retry=RetryPolicy(wait_for_ready=False), credentials=credentials)
 
 
 def _pairs(values: list[str], flag: str) -> Iterator[tuple[str, str]]:
@@ -594,16 +687,50 @@ def _run(options: argparse.Namespace) -> int:
             network=options.network,
         ),
         "lockfile": lockfile,
+        "stdin": _stdin(options.stdin),
+        "context": dict(_pairs(options.context, "--context")),
+        "output_files": options.output_files,
+        "script": options.argv if options.script else None,
     }
-    with _server(options) as address, _client(address) as client:
+    if options.argv and not options.script:
+        raise UsageError(f"unexpected arguments {options.argv}: a script's need --script")
+    with _server(options) as address, _client(address, options) as client:
         outcome = _stream(client, request, live=not options.json)
     if options.save_lockfile and outcome.HasField("lockfile"):
         _write(options.save_lockfile, outcome.lockfile.content)
+    _save_files(outcome, options.output_dir, quiet=options.json)
     if options.json:
         _print_json(to_json(outcome))
     else:
         _print_verdict(outcome)
     return EXIT_OK if outcome.verdict == pb.SUCCESS else EXIT_JOB_FAILED
+
+
+def _stdin(path: Path | None) -> bytes:
+    if path is None:
+        return b""
+    if str(path) == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return path.read_bytes()
+    except OSError as error:
+        raise UsageError(f"cannot read {path}: {error.strerror}") from error
+
+
+def _save_files(outcome: pb.Outcome, directory: Path, quiet: bool) -> None:
+    """Writes the files the job gave back under `directory`, never outside it."""
+    for returned in outcome.files:
+        relative = PurePosixPath(returned.path)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise UsageError(f"the server returned a file outside the job: {returned.path!r}")
+        target = directory / relative
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(returned.content)
+        except OSError as error:
+            raise UsageError(f"cannot write {target}: {error.strerror}") from error
+        if not quiet:
+            print(f"wrote {target} ({len(returned.content)} bytes)", file=sys.stderr)
 
 
 def _print_json(value: Any) -> None:
@@ -623,7 +750,7 @@ def _console(stderr: bool = False) -> Console:
 def _resolve(options: argparse.Namespace) -> int:
     code = _read(options.file)
     language = _language(options)
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         response = client.resolve(language, code)
     failed = response.HasField("error")
     if response.HasField("lockfile") and options.output:
@@ -661,7 +788,7 @@ def _describe(options: argparse.Namespace) -> int:
     request = pb.DescribeRequest(
         language=language, code=code, entry_point=options.entry_point or ""
     )
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         response: pb.DescribeResponse = client._call("Describe", request, None)
     if options.json:
         _print_json(to_json(response))
@@ -672,7 +799,7 @@ def _describe(options: argparse.Namespace) -> int:
 
 
 def _cancel(options: argparse.Namespace) -> int:
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         cancelled = client.cancel(options.job_id)
     if options.json:
         _print_json(to_json(pb.CancelResponse(cancelled=cancelled)))
@@ -682,7 +809,7 @@ def _cancel(options: argparse.Namespace) -> int:
 
 
 def _runtimes(options: argparse.Namespace) -> int:
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         listing = client.list_runtimes()
     if options.json:
         _print_json(to_json(listing))
@@ -705,6 +832,13 @@ def _runtimes(options: argparse.Namespace) -> int:
     sandbox = listing.sandbox
     console.print(f"sandbox: {sandbox.backend} ({', '.join(sandbox.enforced_limits)})")
     console.print(sandbox.detail)
+    caller = listing.caller
+    operator = ", operator" if caller.operator else ""
+    console.print(
+        f"server: gristmill {listing.server_version} (build {listing.server_build}); "
+        f"you: tenant {caller.tenant}{operator}, {caller.max_concurrent_jobs} jobs at once, "
+        f"{caller.max_queued_jobs} waiting"
+    )
     return EXIT_OK
 
 
@@ -731,7 +865,7 @@ def _demo(options: argparse.Namespace) -> int:
     config = _config(options)
     registry = Registry(config.runtimes_dir, config.profiles_dir)
     failed = 0
-    with _server(options) as address, _client(address) as client:
+    with _server(options) as address, _client(address, options) as client:
         for runtime in registry:
             found = _example(runtime.spec.folder)
             if not runtime.available or found is None:
@@ -809,11 +943,17 @@ async def _serve_until_signalled(config: ServerConfig, idle_exit_s: float | None
 
     activity = _Activity()
     server = await start(config, interceptors=[activity])
-    logging.getLogger("gristmill").info("serving on %s", server.address)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def signalled() -> None:
+        # The first signal drains; a second one cuts the drain's grace short.
+        if stopping.is_set():
+            server.hurry()
+        stopping.set()
+
     for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
+        loop.add_signal_handler(signum, signalled)
     idle = asyncio.ensure_future(_idle(activity, idle_exit_s, stopping)) if idle_exit_s else None
     await stopping.wait()
     if idle is not None:
@@ -860,7 +1000,9 @@ def _check_address(address: str) -> None:
 def _serve(options: argparse.Namespace) -> int:
     config = _config(options)
     _check_address(config.address)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    from gristmill.observability import logs
+
+    logs.configure(config.telemetry)
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_serve_until_signalled(config, options.idle_exit_s))
     _remove_socket(config.address)
@@ -893,6 +1035,12 @@ def _hint(error: grpc.RpcError) -> str:
     details = error.details() or ""
     if error.code() == grpc.StatusCode.INVALID_ARGUMENT and "limits.network" in details:
         return NETWORK_HINT
+    if error.code() == grpc.StatusCode.UNAUTHENTICATED:
+        return "give a token (--token-file, $GRISTMILL_TOKEN) or a client certificate (--tls-cert)"
+    if too_large(error):
+        return (
+            "a message was over a gRPC size limit (the server is not full): retrying will not help"
+        )
     if error.code() == grpc.StatusCode.UNAVAILABLE:
         return "is the server running? (--target, $GRISTMILL_TARGET)"
     return ""
@@ -914,7 +1062,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from gristmill.conformance.runner import main as conformance_main
 
         return int(conformance_main(argv[1:]))
+    # `run FILE --script -- ARG...`: what follows `--` is the script's, options or not.
+    script_argv: list[str] = []
+    if argv[:1] == ["run"] and "--" in argv:
+        argv, script_argv = argv[: argv.index("--")], argv[argv.index("--") + 1 :]
     options = _build_parser().parse_args(argv)
+    if script_argv:
+        options.argv = [*options.argv, *script_argv]
     json_mode = bool(getattr(options, "json", False))
     commands = {
         "serve": _serve,

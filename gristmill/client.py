@@ -5,7 +5,7 @@ decoded from JSON, stdout and stderr as text); `execute` and `execute_stream` an
 with the contract's own messages (`gristmill.v1.runtime_pb2`). A job failing is not an
 exception; the service failing is a `grpc.RpcError`.
 
-Every keyword is spelled out, so that a typo (`job_idd=`) fails type checking.
+Every keyword is typed (`JobOptions`), so that a typo (`job_idd=`) fails type checking.
 
 A call waits for the server to be ready (`wait_for_ready`), so a server being restarted
 delays it rather than failing it, and a call that fails with UNAVAILABLE mid-way is
@@ -20,6 +20,10 @@ for a server that never comes back.
 
 `SERVICE_CONFIG` is the same policy in gRPC's service-config JSON, for clients in other
 languages to copy.
+
+A server that authenticates its callers wants a bearer token or a client certificate:
+`credentials=Credentials(token=..., ca_file=...)`, else what the environment says
+(`GRISTMILL_TOKEN`, `GRISTMILL_TLS_CA`, ...; see `gristmill.credentials`).
 """
 
 from __future__ import annotations
@@ -30,13 +34,17 @@ import json
 import random
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, TypedDict, TypeVar, Unpack
 
 import grpc
+from google.protobuf import any_pb2
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
 
+from gristmill.credentials import Credentials
 from gristmill.model import MAX_MESSAGE_BYTES, JsonValue
 from gristmill.v1 import runtime_pb2 as pb
 from gristmill.v1 import runtime_pb2_grpc
@@ -45,18 +53,27 @@ __all__ = [
     "SERVICE_CONFIG",
     "AsyncClient",
     "Client",
+    "Credentials",
+    "JobOptions",
     "Limits",
     "Lockfile",
     "Outcome",
     "RetryPolicy",
     "Verdict",
     "execute_request",
+    "field_violations",
     "outcome_result",
+    "quota_failures",
     "resolve_request",
+    "server_full",
+    "too_large",
 ]
 
 Limits = pb.Limits
 Lockfile = pb.Lockfile
+
+_STATUS_DETAILS_KEY = "grpc-status-details-bin"
+"""Trailing metadata holding a `google.rpc.Status` with the error's details."""
 
 PUSHBACK_KEY = "grpc-retry-pushback-ms"
 """Trailing metadata by which a server says how long to wait before retrying (gRPC's own)."""
@@ -98,6 +115,7 @@ class Verdict(enum.IntEnum):
     COMPILE_ERROR = 12
     DEPENDENCY_ERROR = 13
     SYSCALL_DENIED = 14
+    NETWORK_LIMIT = 20
 
 
 @dataclass(frozen=True)
@@ -117,6 +135,11 @@ class Outcome:
     signal: int
     detail: str
     proto: pb.Outcome
+
+    @property
+    def files(self) -> dict[str, bytes]:
+        """The files the job left that `output_files` asked for, by path under /job."""
+        return {f.path: f.content for f in self.proto.files}
 
     @property
     def ok(self) -> bool:
@@ -164,11 +187,14 @@ class RetryPolicy:
     retry_resource_exhausted: bool = False
 
     def pause_s(self, error: grpc.RpcError, attempt: int, deadline: _Deadline) -> float | None:
-        """The pause before retrying failed attempt `attempt` (1-based), or None: give up."""
-        retryable = {grpc.StatusCode.UNAVAILABLE}
-        if self.retry_resource_exhausted:
-            retryable.add(grpc.StatusCode.RESOURCE_EXHAUSTED)
-        if error.code() not in retryable or attempt >= self.max_attempts:
+        """The pause before retrying failed attempt `attempt` (1-based), or None: give up.
+
+        A message over a size limit is RESOURCE_EXHAUSTED too, but retrying cannot help
+        it: only a full server (`server_full`) is retried."""
+        retryable = error.code() == grpc.StatusCode.UNAVAILABLE or (
+            self.retry_resource_exhausted and server_full(error)
+        )
+        if not retryable or attempt >= self.max_attempts:
             return None
         ceiling = min(self.max_backoff_s, self.initial_backoff_s * self.multiplier ** (attempt - 1))
         pause = _pushback_s(error)
@@ -192,14 +218,71 @@ class RetryPolicy:
         ]
 
 
-def _pushback_s(error: grpc.RpcError) -> float | None:
-    """The pause the server asked for in its trailing metadata, if it did."""
+def server_full(error: grpc.RpcError) -> bool:
+    """Whether a RESOURCE_EXHAUSTED came from a full server or a full tenant quota (it
+    carries a `google.rpc.QuotaFailure`, whose subject says whose: "server" or
+    "tenant:NAME", or a pushback), as opposed to a message over a size limit
+    (`too_large`), which gRPC itself reports with the same code."""
+    if error.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return False
+    return bool(quota_failures(error)) or _pushback_s(error) is not None
+
+
+def quota_failures(error: grpc.RpcError) -> list[error_details_pb2.QuotaFailure.Violation]:
+    """The quota violations a RESOURCE_EXHAUSTED error names (empty when none)."""
+    return [
+        violation
+        for detail in _details(error)
+        if detail.Is(error_details_pb2.QuotaFailure.DESCRIPTOR)
+        for violation in _unpacked(detail, error_details_pb2.QuotaFailure()).violations
+    ]
+
+
+def field_violations(error: grpc.RpcError) -> dict[str, str]:
+    """An INVALID_ARGUMENT error's fields (`job.limits.memory_bytes`, ...) and what is
+    wrong with each, from its `google.rpc.BadRequest` details."""
+    return {
+        violation.field: violation.description
+        for detail in _details(error)
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR)
+        for violation in _unpacked(detail, error_details_pb2.BadRequest()).field_violations
+    }
+
+
+def too_large(error: grpc.RpcError) -> bool:
+    """Whether a call failed because a message (the outcome, say) was over a side's
+    message size limit: raise the limit (`grpc.max_receive_message_length`), or send
+    less; waiting will not help."""
+    return error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED and not server_full(error)
+
+
+_M = TypeVar("_M", bound=Message)
+
+
+def _unpacked(detail: any_pb2.Any, into: _M) -> _M:
+    detail.Unpack(into)
+    return into
+
+
+def _trailing(error: grpc.RpcError) -> Sequence[tuple[str, str | bytes]]:
+    """The error's trailing metadata (none for an error made on the client's side)."""
     trailing = getattr(error, "trailing_metadata", None)
     try:
-        metadata = trailing() if callable(trailing) else None
+        return tuple(trailing() or ()) if callable(trailing) else ()
     except Exception:  # an aio error before any metadata arrived
-        metadata = None
-    for key, value in metadata or ():
+        return ()
+
+
+def _details(error: grpc.RpcError) -> list[any_pb2.Any]:
+    for key, value in _trailing(error):
+        if key == _STATUS_DETAILS_KEY and isinstance(value, bytes):
+            return list(status_pb2.Status.FromString(value).details)
+    return []
+
+
+def _pushback_s(error: grpc.RpcError) -> float | None:
+    """The pause the server asked for in its trailing metadata, if it did."""
+    for key, value in _trailing(error):
         if key == PUSHBACK_KEY:
             try:
                 return max(0.0, int(value) / 1000)
@@ -208,34 +291,56 @@ def _pushback_s(error: grpc.RpcError) -> float | None:
     return None
 
 
+class JobOptions(TypedDict, total=False):
+    """The optional parts of a job: keyword arguments of every call that sends one."""
+
+    # The idempotency key; a new uuid4 unless given.
+    job_id: str | None
+    entry_point: str | None
+    # Further files beside the code, by relative path.
+    files: Mapping[str, bytes | str] | None
+    env: Mapping[str, str] | None
+    limits: pb.Limits | None
+    # From an earlier Outcome or `resolve`: replays exactly those dependencies.
+    lockfile: pb.Lockfile | None
+    stdin: bytes | str | None
+    # Paths or globs under /job whose files come back in `Outcome.files`.
+    output_files: Sequence[str] | None
+    # Seen by the job as GRISTMILL_CTX_<KEY> variables.
+    context: Mapping[str, str] | None
+    # Run the code as a plain script with this argv instead of calling its entry point.
+    script: Sequence[str] | None
+
+
 def execute_request(
     language: str,
     code: str,
     args: Mapping[str, JsonValue] | None = None,
-    *,
-    job_id: str | None = None,
-    entry_point: str | None = None,
-    files: Mapping[str, bytes | str] | None = None,
-    env: Mapping[str, str] | None = None,
-    limits: pb.Limits | None = None,
-    lockfile: pb.Lockfile | None = None,
+    **options: Unpack[JobOptions],
 ) -> pb.ExecuteRequest:
-    """The request for one job; its id is a new uuid4 unless given.
-
-    Arguments travel as exact JSON text (`args_json`) so that big integers survive.
-    `lockfile` (from an earlier Outcome or `resolve`) replays exactly those dependencies.
-    """
+    """The request for one job. Arguments travel as exact JSON text (`args_json`) so that
+    big integers survive; a script (`script=[...]`) takes none. A keyword that is not a
+    `JobOptions` key is a TypeError, as it would be for a spelled-out signature."""
+    if unknown := sorted(set(options) - JobOptions.__optional_keys__):
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    stdin = options.get("stdin") or b""
+    script = options.get("script")
     job = pb.Job(
-        id=job_id or str(uuid.uuid4()),
+        id=options.get("job_id") or str(uuid.uuid4()),
         language=language,
         code=code,
-        entry_point=entry_point or "",
-        args_json=json.dumps(dict(args or {})),
-        files=_files(files),
-        env=dict(env or {}),
-        limits=limits,
-        lockfile=lockfile,
+        entry_point=options.get("entry_point") or "",
+        args_json=json.dumps(dict(args or {})) if script is None or args else "",
+        files=_files(options.get("files")),
+        env=dict(options.get("env") or {}),
+        limits=options.get("limits"),
+        lockfile=options.get("lockfile"),
+        stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+        output_files=list(options.get("output_files") or ()),
+        context=dict(options.get("context") or {}),
     )
+    if script is not None:
+        job.script.argv.extend(script)
     return pb.ExecuteRequest(job=job)
 
 
@@ -277,11 +382,12 @@ class Client:
         *,
         retry: RetryPolicy | None = None,
         channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._channel = channel or grpc.insecure_channel(
-            target, options=self.retry.channel_options()
-        )
+        self.credentials = Credentials.from_env() if credentials is None else credentials
+        self._metadata = self.credentials.metadata()
+        self._channel = channel or self.credentials.channel(target, self.retry.channel_options())
         self._stub = runtime_pb2_grpc.RuntimeStub(self._channel)  # type: ignore[no-untyped-call]
 
     def __enter__(self) -> Client:
@@ -304,7 +410,10 @@ class Client:
         while True:
             try:
                 return getattr(self._stub, method)(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
@@ -319,13 +428,8 @@ class Client:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> Outcome:
         """Runs a job and returns its typed `Outcome`."""
         return Outcome.from_proto(
@@ -333,13 +437,8 @@ class Client:
                 language,
                 code,
                 args,
-                job_id=job_id,
-                entry_point=entry_point,
-                files=files,
-                env=env,
-                limits=limits,
-                lockfile=lockfile,
                 timeout_s=timeout_s,
+                **job,
             )
         )
 
@@ -349,26 +448,11 @@ class Client:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> pb.Outcome:
         """Runs a job and returns its Outcome message (see `run` for the typed one)."""
-        request = execute_request(
-            language,
-            code,
-            args,
-            job_id=job_id,
-            entry_point=entry_point,
-            files=files,
-            env=env,
-            limits=limits,
-            lockfile=lockfile,
-        )
+        request = execute_request(language, code, args, **job)
         outcome: pb.Outcome = self._call("Execute", request, timeout_s)
         return outcome
 
@@ -378,36 +462,24 @@ class Client:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> Iterator[pb.ExecuteEvent]:
         """The job's events as they happen, its Outcome last (see the proto for the order).
 
         Retried only until the first event arrives: a retry would replay the events.
         """
-        request = execute_request(
-            language,
-            code,
-            args,
-            job_id=job_id,
-            entry_point=entry_point,
-            files=files,
-            env=env,
-            limits=limits,
-            lockfile=lockfile,
-        )
+        request = execute_request(language, code, args, **job)
         deadline = _Deadline(timeout_s)
         attempt = 1
         while True:
             started = False
             try:
                 for event in self._stub.ExecuteStream(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 ):
                     started = True
                     yield event
@@ -428,6 +500,15 @@ class Client:
         response: pb.ListRuntimesResponse = self._call(
             "ListRuntimes", pb.ListRuntimesRequest(), timeout_s
         )
+        return response
+
+    def get_outcome(
+        self, job_id: str, *, wait: bool = False, timeout_s: float | None = None
+    ) -> pb.GetOutcomeResponse:
+        """The state of a job sent earlier (and its outcome once done), without sending it
+        again; with `wait`, a job in flight is waited for."""
+        request = pb.GetOutcomeRequest(job_id=job_id, wait=wait)
+        response: pb.GetOutcomeResponse = self._call("GetOutcome", request, timeout_s)
         return response
 
     def describe(
@@ -468,10 +549,13 @@ class AsyncClient:
         *,
         retry: RetryPolicy | None = None,
         channel: grpc.aio.Channel | None = None,
+        credentials: Credentials | None = None,
     ) -> None:
         self.retry = retry or RetryPolicy()
-        self._channel = channel or grpc.aio.insecure_channel(
-            target, options=self.retry.channel_options()
+        self.credentials = Credentials.from_env() if credentials is None else credentials
+        self._metadata = self.credentials.metadata()
+        self._channel = channel or self.credentials.aio_channel(
+            target, self.retry.channel_options()
         )
         self._stub = runtime_pb2_grpc.RuntimeStub(self._channel)  # type: ignore[no-untyped-call]
 
@@ -495,7 +579,10 @@ class AsyncClient:
         while True:
             try:
                 return await getattr(self._stub, method)(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
@@ -510,13 +597,8 @@ class AsyncClient:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> Outcome:
         """Runs a job and returns its typed `Outcome`."""
         return Outcome.from_proto(
@@ -524,13 +606,8 @@ class AsyncClient:
                 language,
                 code,
                 args,
-                job_id=job_id,
-                entry_point=entry_point,
-                files=files,
-                env=env,
-                limits=limits,
-                lockfile=lockfile,
                 timeout_s=timeout_s,
+                **job,
             )
         )
 
@@ -540,26 +617,11 @@ class AsyncClient:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> pb.Outcome:
         """Runs a job and returns its Outcome message (see `run` for the typed one)."""
-        request = execute_request(
-            language,
-            code,
-            args,
-            job_id=job_id,
-            entry_point=entry_point,
-            files=files,
-            env=env,
-            limits=limits,
-            lockfile=lockfile,
-        )
+        request = execute_request(language, code, args, **job)
         outcome: pb.Outcome = await self._call("Execute", request, timeout_s)
         return outcome
 
@@ -569,33 +631,21 @@ class AsyncClient:
         code: str,
         args: Mapping[str, JsonValue] | None = None,
         *,
-        job_id: str | None = None,
-        entry_point: str | None = None,
-        files: Mapping[str, bytes | str] | None = None,
-        env: Mapping[str, str] | None = None,
-        limits: pb.Limits | None = None,
-        lockfile: pb.Lockfile | None = None,
         timeout_s: float | None = None,
+        **job: Unpack[JobOptions],
     ) -> AsyncIterator[pb.ExecuteEvent]:
         """The job's events as they happen, its Outcome last; retried before the first only."""
-        request = execute_request(
-            language,
-            code,
-            args,
-            job_id=job_id,
-            entry_point=entry_point,
-            files=files,
-            env=env,
-            limits=limits,
-            lockfile=lockfile,
-        )
+        request = execute_request(language, code, args, **job)
         deadline = _Deadline(timeout_s)
         attempt = 1
         while True:
             started = False
             try:
                 async for event in self._stub.ExecuteStream(
-                    request, timeout=deadline.remaining(), wait_for_ready=self.retry.wait_for_ready
+                    request,
+                    timeout=deadline.remaining(),
+                    wait_for_ready=self.retry.wait_for_ready,
+                    metadata=self._metadata,
                 ):
                     started = True
                     yield event
@@ -616,6 +666,15 @@ class AsyncClient:
         response: pb.ListRuntimesResponse = await self._call(
             "ListRuntimes", pb.ListRuntimesRequest(), timeout_s
         )
+        return response
+
+    async def get_outcome(
+        self, job_id: str, *, wait: bool = False, timeout_s: float | None = None
+    ) -> pb.GetOutcomeResponse:
+        """The state of a job sent earlier (and its outcome once done), without sending it
+        again; with `wait`, a job in flight is waited for."""
+        request = pb.GetOutcomeRequest(job_id=job_id, wait=wait)
+        response: pb.GetOutcomeResponse = await self._call("GetOutcome", request, timeout_s)
         return response
 
     async def describe(

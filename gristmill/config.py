@@ -18,21 +18,30 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, get_type_hints
+from urllib.parse import urlsplit
 
 from gristmill.errors import GristmillError
+from gristmill.isolation.egress import EgressPolicy, PolicyError, parse_entry, policy, split_list
 from gristmill.model import Limits
 from gristmill.resources import PROFILES_DIR, RUNTIMES_DIR
 
 __all__ = [
+    "ANONYMOUS",
     "DEFAULT_LIMITS",
     "ENV_PREFIX",
+    "LOG_FORMATS",
+    "LOG_LEVELS",
     "MAX_LIMITS",
+    "AuthConfig",
     "Caps",
     "ConfigError",
     "DatabaseConfig",
     "DependencyConfig",
+    "NetworkConfig",
     "PoolConfig",
     "ServerConfig",
+    "TelemetryConfig",
+    "TenantConfig",
     "load_config",
 ]
 
@@ -47,6 +56,8 @@ DEFAULT_LIMITS = Limits(
     output_bytes=1 * MiB,
     network=False,
     cpu_millicores=1000,
+    network_bytes=1024 * MiB,
+    network_connections=1024,
 )
 MAX_LIMITS = Limits(
     wall_time_ms=15 * 60_000,
@@ -56,6 +67,8 @@ MAX_LIMITS = Limits(
     output_bytes=64 * MiB,
     network=False,
     cpu_millicores=max(os.cpu_count() or 1, 1) * 1000,
+    network_bytes=64 * 1024 * MiB,
+    network_connections=1_000_000,
 )
 
 
@@ -127,11 +140,36 @@ class DependencyConfig:
     # How long a resolution is reused for the same requirements (0: resolve every time).
     # A package released meanwhile is picked up once it expires.
     resolution_ttl_s: float = 3600.0
+    # What resolve and install steps may connect to (comma-separated host names or
+    # networks, each with an optional port): the registries, and `index_url`'s host.
+    registries: str = (
+        "pypi.org:443,files.pythonhosted.org:443,registry.npmjs.org:443,"
+        "proxy.golang.org:443,sum.golang.org:443,storage.googleapis.com:443,"
+        "repo.maven.apache.org:443,repo1.maven.org:443,api.nuget.org:443"
+    )
     # Limits of each resolve or install run: its own, never a job's.
     wall_time_ms: int = 600_000
     cpu_time_ms: int = 600_000
     memory_bytes: int = 2048 * MiB
     processes: int = 256
+
+    def __post_init__(self) -> None:
+        for entry in split_list(self.registries):
+            try:
+                parse_entry(entry)
+            except PolicyError as error:
+                raise ConfigError(f"deps.registries: {error}") from error
+
+    def egress(self) -> EgressPolicy:
+        """Where a resolve or install step may connect: the registries only. (Resolves
+        their names: call it off the event loop.)"""
+        entries = list(split_list(self.registries))
+        if self.index_url:
+            index = urlsplit(self.index_url)
+            port = index.port or (80 if index.scheme == "http" else 443)
+            if index.hostname:
+                entries.append(f"{index.hostname}:{port}")
+        return policy(entries)
 
     def limits(self) -> Limits:
         """The sandbox limits of one resolve or install run; it always has the network."""
@@ -143,6 +181,42 @@ class DependencyConfig:
             output_bytes=MiB,
             network=True,
         )
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    """Where network-on jobs may connect (keys `network.*`); see `isolation/egress.py`.
+
+    Every such job has a network namespace of its own; the host itself (its addresses,
+    its networks, its loopback) is never reachable, and DNS goes through the policy's
+    resolver only.
+    """
+
+    # Comma-separated networks or host names, each with an optional port
+    # ("203.0.113.0/24, api.example.com:443"). Empty: anywhere except loopback,
+    # link-local (the cloud metadata address), private ranges, CGNAT, multicast and
+    # IPv6 ULA. Non-empty: only these, private ones included.
+    allow: str = ""
+    # Whether jobs may look names up (through the policy's resolver only). Off: only the
+    # host names of the allow lists resolve (pinned in /etc/hosts), and no DNS query
+    # can carry data out through the host's resolver.
+    dns: bool = True
+
+    def __post_init__(self) -> None:
+        for entry in split_list(self.allow):
+            try:
+                parse_entry(entry)
+            except PolicyError as error:
+                raise ConfigError(f"network.allow: {error}") from error
+
+    def egress(self, narrowed_to: tuple[str, ...] = ()) -> EgressPolicy:
+        """A job's policy: the server's, narrowed by the request's own allow list. (Resolves
+        host names: call it off the event loop.)"""
+        server = dataclasses.replace(policy(split_list(self.allow)), dns=self.dns)
+        if not narrowed_to:
+            return server
+        request = policy(narrowed_to)
+        return server.narrowed(request.gates[0], request.hosts)
 
 
 @dataclass(frozen=True)
@@ -160,6 +234,11 @@ class Caps:
     files: int = 1000
     files_bytes: int = 64 * MiB
     result_bytes: int = 16 * MiB
+    stdin_bytes: int = 16 * MiB
+    # Files a job's outcome brings back (`Job.output_files`): past either bound, the job
+    # is OUTPUT_LIMIT.
+    output_files: int = 100
+    output_files_bytes: int = 16 * MiB
     # Finished outcomes (and their jobs) kept for retries under their id, in bytes;
     # past it the oldest are forgotten before their `recent_jobs_ttl_s` is up.
     recent_jobs_bytes: int = 256 * MiB
@@ -169,16 +248,110 @@ class Caps:
 class PoolConfig:
     """Warm sandboxes (keys `pool.*`): started ahead of demand, one job each.
 
-    A language gets `per_language` of them from its first job on, within `max_sandboxes`
-    in all; after `idle_s` without a job of that language its warm sandboxes are stopped.
-    A job that none fits (dependencies, a build, its own environment variables, network,
-    limits past the pool's) starts cold.
+    Kept per language and per environment and build its jobs mount (`jobs.pool.Kind`):
+    from a kind's first job on, enough to cover its recent arrival rate while a new one
+    starts, at most `per_language` of a kind, within `max_sandboxes` and
+    `max_memory_bytes` (what waiting sandboxes hold) in all; after `idle_s` without a
+    job of its kind a warm sandbox is stopped. Network-on jobs are a kind of their own. A
+    job that none fits (its own environment variables, its own network allow list or
+    connections cap, limits past the pool's) starts cold.
     """
 
     enabled: bool = True
-    per_language: int = 2
+    per_language: int = 4
     max_sandboxes: int = 8
+    max_memory_bytes: int = 512 * MiB
     idle_s: float = 60.0
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
+LOG_FORMATS = ("auto", "console", "json", "logfmt")
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """Logs, metrics and traces (keys `telemetry.*`; see gristmill/observability/)."""
+
+    # The least severe log records written: DEBUG, INFO (one line per job), WARNING, ERROR.
+    log_level: str = "INFO"
+    # "json" or "logfmt" (one record per line, for collectors), "console" (for people),
+    # or "auto": console on a terminal, else json.
+    log_format: str = "auto"
+    # HOST:PORT of the Prometheus endpoint (`/metrics`, a port of its own); "": none,
+    # and jobs are not counted.
+    metrics_address: str = ""
+    # The OTLP/gRPC collector traces are exported to (e.g. http://127.0.0.1:4317);
+    # "": no tracing at all.
+    otlp_endpoint: str = ""
+    # The `service.name` of the traces.
+    service_name: str = "gristmill"
+
+    def __post_init__(self) -> None:
+        if self.log_level.upper() not in LOG_LEVELS:
+            raise ConfigError(
+                f"telemetry.log_level {self.log_level!r}: expected one of {LOG_LEVELS}"
+            )
+        if self.log_format not in LOG_FORMATS:
+            raise ConfigError(
+                f"telemetry.log_format {self.log_format!r}: expected one of {LOG_FORMATS}"
+            )
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """Who may call the server (keys `auth.*`; `gristmill.server.access` applies them).
+
+    A caller is authenticated by a bearer token or a client certificate; the server
+    refuses to listen on anything but loopback or a Unix socket without one of them
+    (and, for tokens, without TLS, which would show them to the network) unless
+    `insecure` is set.
+    """
+
+    # The server's certificate chain and key (PEM): TLS on the gRPC port.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # CAs whose client certificates are accepted (PEM): mutual TLS, every client must
+    # show one; its common name is the caller's tenant.
+    client_ca_file: Path | None = None
+    # Bearer tokens, one `NAME:TOKEN` a line (`#` comments); NAME is the tenant.
+    tokens_file: Path | None = None
+    # The same as `NAME:TOKEN` words, for the environment (GRISTMILL_AUTH_TOKENS).
+    tokens: str = ""
+    # Listen on a public address without authentication (or tokens without TLS).
+    insecure: bool = False
+
+    def __post_init__(self) -> None:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ConfigError("auth.tls_cert_file and auth.tls_key_file go together")
+        if self.client_ca_file is not None and self.tls_cert_file is None:
+            raise ConfigError("auth.client_ca_file needs TLS: set auth.tls_cert_file and key")
+
+
+ANONYMOUS = "anonymous"
+"""The tenant of every call when the server authenticates no one."""
+
+
+@dataclass(frozen=True)
+class TenantConfig:
+    """One tenant's share of the server (keys `tenants.<name>.*`), so that no tenant can
+    fill it for the others. A tenant is a token's name or a client certificate's common
+    name; one not configured gets the defaults (`tenants.<name>` for `anonymous` too)."""
+
+    # Its jobs running at once; 0: as many as the server runs.
+    max_concurrent_jobs: int = 0
+    # Its jobs waiting for a slot; None: 4 x its concurrency (or the server's queue).
+    max_queued_jobs: int | None = None
+    # May see the server's host paths (ListRuntimes) and other operators' views.
+    operator: bool = False
+    # Its own maxima (`tenants.<name>.max_limits.*`); a limit not given is the server's.
+    max_limits: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.max_concurrent_jobs < 0 or (self.max_queued_jobs or 0) < 0:
+            raise ConfigError("a tenant's max_concurrent_jobs and max_queued_jobs are >= 0")
+        unknown = set(self.max_limits) - {limit.name for limit in dataclasses.fields(Limits)}
+        if unknown:
+            raise ConfigError(f"unknown tenant max_limits: {', '.join(sorted(unknown))}")
 
 
 @dataclass(frozen=True)
@@ -206,8 +379,19 @@ class ServerConfig:
     deps: DependencyConfig = DependencyConfig()
     caps: Caps = Caps()
     pool: PoolConfig = PoolConfig()
+    telemetry: TelemetryConfig = TelemetryConfig()
+    network: NetworkConfig = NetworkConfig()
     # Databases by name, for languages whose jobs use one (`databases.<name>.*`).
     databases: Mapping[str, DatabaseConfig] = field(default_factory=dict)
+    auth: AuthConfig = AuthConfig()
+    # Tenants by name (`tenants.<name>.*`): quotas, maxima, operator.
+    tenants: Mapping[str, TenantConfig] = field(default_factory=dict)
+    # The share of every tenant without a `tenants.<name>` table of its own
+    # (`tenant_defaults.*`): e.g. max_concurrent_jobs = 2, so that no tenant fills it.
+    tenant_defaults: TenantConfig = TenantConfig()
+    # On SIGTERM, how long running and queued jobs may take to finish before the rest
+    # are cancelled (long enough for the default wall time, and some queueing).
+    drain_grace_s: float = 30.0
 
     @property
     def deps_dir(self) -> Path:
@@ -220,6 +404,8 @@ class ServerConfig:
             raise ConfigError("max_queued_jobs must not be negative")
         if self.recent_jobs_ttl_s < 0:
             raise ConfigError("recent_jobs_ttl_s must not be negative")
+        if self.drain_grace_s < 0:
+            raise ConfigError("drain_grace_s must not be negative")
         for cap in dataclasses.fields(Caps):
             if getattr(self.caps, cap.name) < 1:
                 raise ConfigError(f"caps.{cap.name} must be at least 1")
@@ -262,13 +448,20 @@ _TYPES: dict[str, type] = {
     "recent_jobs_ttl_s": float,
     "runtimes_dir": Path,
     "profiles_dir": Path,
+    "drain_grace_s": float,
 }
 _TYPES.update({f"deps.{name}": kind for name, kind in get_type_hints(DependencyConfig).items()})
 _TYPES.update({f"caps.{name}": kind for name, kind in get_type_hints(Caps).items()})
 _TYPES.update({f"pool.{name}": kind for name, kind in get_type_hints(PoolConfig).items()})
+_TYPES.update({f"telemetry.{name}": kind for name, kind in get_type_hints(TelemetryConfig).items()})
+_TYPES.update({f"network.{name}": kind for name, kind in get_type_hints(NetworkConfig).items()})
 _TYPES["deps.cache_dir"] = Path  # optional: "" means the default
+_AUTH_FILES = ("tls_cert_file", "tls_key_file", "client_ca_file", "tokens_file")
+_TYPES.update({f"auth.{name}": Path for name in _AUTH_FILES})
+_TYPES.update({"auth.tokens": str, "auth.insecure": bool})
 # Settings whose empty text means None ("pick automatically").
 _OPTIONAL = {"sandbox_backend", "max_queued_jobs", "deps.cache_dir"}
+_OPTIONAL |= {f"auth.{name}" for name in _AUTH_FILES}
 _LIMIT_TABLES = {"default_limits": DEFAULT_LIMITS, "max_limits": MAX_LIMITS}
 _TYPES.update(
     {
@@ -288,11 +481,30 @@ def _parse(kind: type, text: str) -> Any:
 _DATABASE_TYPES = get_type_hints(DatabaseConfig)
 
 
+_TENANT_TYPES: dict[str, type] = {
+    "max_concurrent_jobs": int,
+    "max_queued_jobs": int,
+    "operator": bool,
+}
+_TYPES.update({f"tenant_defaults.{name}": kind for name, kind in _TENANT_TYPES.items()})
+_TYPES.update(
+    {
+        f"tenant_defaults.max_limits.{limit.name}": type(getattr(DEFAULT_LIMITS, limit.name))
+        for limit in dataclasses.fields(Limits)
+    }
+)
+
+
 def _kind_of(key: str) -> type | None:
-    """The type of setting `key`; `databases.<name>.<field>` names are the operator's."""
+    """The type of setting `key`; `databases.<name>.<field>` and `tenants.<name>.<field>`
+    names are the operator's."""
     parts = key.split(".")
     if len(parts) == 3 and parts[0] == "databases" and parts[1]:
         return _DATABASE_TYPES.get(parts[2])
+    if len(parts) == 3 and parts[0] == "tenants" and parts[1]:
+        return _TENANT_TYPES.get(parts[2])
+    if len(parts) == 4 and parts[0] == "tenants" and parts[1] and parts[2] == "max_limits":
+        return _TYPES.get(f"max_limits.{parts[3]}")
     return _TYPES.get(key)
 
 
@@ -391,4 +603,31 @@ def _build(settings: Mapping[str, Any]) -> ServerConfig:
     deps = DependencyConfig(**_table(settings, "deps"))
     caps = Caps(**_table(settings, "caps"))
     pool = PoolConfig(**_table(settings, "pool"))
-    return ServerConfig(**scalars, **limits, deps=deps, caps=caps, pool=pool, databases=databases)
+    telemetry = TelemetryConfig(**_table(settings, "telemetry"))
+    auth = AuthConfig(**_table(settings, "auth"))
+    network = NetworkConfig(**_table(settings, "network"))
+    return ServerConfig(
+        **scalars,
+        **limits,
+        deps=deps,
+        caps=caps,
+        pool=pool,
+        telemetry=telemetry,
+        network=network,
+        databases=databases,
+        auth=auth,
+        tenants=_tenants(_table(settings, "tenants")),
+        tenant_defaults=_tenant(_table(settings, "tenant_defaults")),
+    )
+
+
+def _tenant(own: Mapping[str, Any]) -> TenantConfig:
+    return TenantConfig(
+        **{key: value for key, value in own.items() if "." not in key},
+        max_limits=_table(own, "max_limits"),
+    )
+
+
+def _tenants(named: Mapping[str, Any]) -> dict[str, TenantConfig]:
+    names = dict.fromkeys(key.split(".")[0] for key in named)
+    return {name: _tenant(_table(named, name)) for name in names}

@@ -10,6 +10,7 @@ import asyncio
 import ctypes
 import ctypes.util
 import enum
+import os
 import shutil
 import subprocess
 import sys
@@ -137,6 +138,19 @@ def _nsjail() -> Iterator[Check]:
         yield Check("nsjail", Status.OK, path)
 
 
+def _network() -> Iterator[Check]:
+    """Network-on jobs and resolve steps need both: their namespace's way out and policy."""
+    from gristmill.isolation.netns import NFT, SLIRP4NETNS
+
+    missing = [path for path in (SLIRP4NETNS, NFT) if not os.access(path, os.X_OK)]
+    if missing:
+        yield Check(
+            "network", Status.WARN, f"missing {', '.join(missing)}: network-on jobs cannot run"
+        )
+    else:
+        yield Check("network", Status.OK, f"own namespaces: {SLIRP4NETNS}, policy by {NFT}")
+
+
 def _backend(config: ServerConfig) -> Iterator[Check]:
     from gristmill.errors import GristmillError
     from gristmill.isolation.select import choose_backend
@@ -217,6 +231,7 @@ def run_checks(config: ServerConfig) -> list[Check]:
         _seccomp,
         _cgroups,
         _nsjail,
+        _network,
         lambda: _backend(config),
         lambda: _databases(config),
     ]

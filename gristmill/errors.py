@@ -6,7 +6,8 @@ A user's program failing is never one of these: that is an Outcome with a verdic
     ├── InvalidRequest          → INVALID_ARGUMENT (names the field)
     │   ├── UnknownLanguage
     │   └── LimitTooHigh
-    ├── Overloaded              → RESOURCE_EXHAUSTED
+    ├── Overloaded              → RESOURCE_EXHAUSTED (the server's or a tenant's quota)
+    ├── ShuttingDown            → UNAVAILABLE (draining: no new jobs)
     ├── LanguageUnavailable     → FAILED_PRECONDITION
     ├── NotFound                → NOT_FOUND
     └── SandboxFailure          → INTERNAL (the sandbox could not be set up)
@@ -33,10 +34,8 @@ class InvalidRequest(GristmillError):
 
 
 class UnknownLanguage(InvalidRequest):
-    def __init__(self, language: str, known: list[str]) -> None:
-        super().__init__(
-            "job.language", f"unknown language {language!r}; known: {', '.join(sorted(known))}"
-        )
+    def __init__(self, language: str, known: list[str], field: str = "job.language") -> None:
+        super().__init__(field, f"unknown language {language!r}; known: {', '.join(sorted(known))}")
 
 
 class LimitTooHigh(InvalidRequest):
@@ -45,7 +44,16 @@ class LimitTooHigh(InvalidRequest):
 
 
 class Overloaded(GristmillError):
-    """Every job slot and queue place is taken."""
+    """Every job slot and queue place is taken: the server's (`subject` "server"), or a
+    tenant's own (`subject` "tenant:NAME")."""
+
+    def __init__(self, message: str, subject: str = "server") -> None:
+        super().__init__(message)
+        self.subject = subject
+
+
+class ShuttingDown(GristmillError):
+    """The server is draining: it takes no new job (UNAVAILABLE: try another)."""
 
 
 class LanguageUnavailable(GristmillError):

@@ -37,6 +37,7 @@ class Verdict(enum.Enum):
     COMPILE_ERROR = "COMPILE_ERROR"
     DEPENDENCY_ERROR = "DEPENDENCY_ERROR"
     SYSCALL_DENIED = "SYSCALL_DENIED"
+    NETWORK_LIMIT = "NETWORK_LIMIT"
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,10 @@ class Limits:
     network: bool = False
     # CPU bandwidth in thousandths of a core, as a cgroup quota; 0 for none.
     cpu_millicores: int = 0
+    # A network-on job's bytes sent plus received, past which it is stopped (NETWORK_LIMIT).
+    network_bytes: int = 0
+    # A network-on job's TCP connections, past which a connect() is refused.
+    network_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,22 @@ class Job:
     deadline: float | None = None
     # Install exactly this, never resolve; None: resolve the code's dependencies first.
     lockfile: Lockfile | None = None
+    # Narrows the server's egress policy for this job (`Job.network_allow` in the proto).
+    network_allow: tuple[str, ...] = ()
     # The size of the request that carried it: what the service's own work on the job
     # (its dependencies, its job message, its files) grows with (`jobs.offload`).
     size_bytes: int = 0
+    # The program's standard input.
+    stdin: bytes = b""
+    # Paths or globs under /job whose files the outcome brings back (`jobs.files_out`).
+    output_files: tuple[str, ...] = ()
+    # The caller's context, seen as GRISTMILL_CTX_<key> (`jobs.context`).
+    context: Mapping[str, str] = field(default_factory=dict)
+    # Run as a plain script with these positional arguments; None: call the entry point.
+    script: tuple[str, ...] | None = None
+    # Whom it runs for (`gristmill.server.tenants`): a token's or a certificate's name.
+    # Job ids are the tenant's own: another tenant's same id is another job.
+    tenant: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,6 +174,8 @@ class Usage:
     peak_memory_bytes: int = 0
     processes: int = 0
     phases: Phases = Phases()
+    network_sent_bytes: int = 0
+    network_received_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -193,6 +213,8 @@ class Outcome:
     environment: EnvironmentInfo | None = None
     build: BuildInfo | None = None
     warm_sandbox: bool = False
+    # The files of `Job.output_files` the job left, by path under /job.
+    files: tuple[JobFile, ...] = ()
 
 
 @dataclass(frozen=True)

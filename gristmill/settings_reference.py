@@ -161,7 +161,7 @@ def settings(config: ServerConfig | None = None) -> list[Setting]:
     effective = config or ServerConfig()
     maxima = {f"default_limits.{k}": v for k, v in vars(effective.max_limits).items()}
     env_keys = config_module._TYPES  # the keys the environment can set
-    found = []
+    found: list[Setting] = []
     for key, hint, value, meaning in _walk(ServerConfig, effective, "", "", named=config is None):
         found.append(
             Setting(
@@ -173,7 +173,30 @@ def settings(config: ServerConfig | None = None) -> list[Setting]:
                 env=config_module._env_name(key) if key in env_keys else None,
             )
         )
+    if config is None:
+        found = _with_named_keys(found, env_keys)
     return found
+
+
+def _with_named_keys(found: list[Setting], env_keys: Mapping[str, type]) -> list[Setting]:
+    """A free-form table (`tenant_defaults.max_limits.<name>`) whose names the environment
+    knows is listed by those names, each with the table's meaning."""
+    listed = {entry.key for entry in found}
+    by_table: dict[str, list[Setting]] = {}
+    for key, kind in env_keys.items():
+        table = f"{key.rsplit('.', 1)[0]}.{NAME}"
+        if key not in listed and table in listed:
+            by_table.setdefault(table, []).append(
+                Setting(key, _kind_name(kind), None, "", env=config_module._env_name(key))
+            )
+    out: list[Setting] = []
+    for entry in found:
+        named = by_table.get(entry.key)
+        if named is None:
+            out.append(entry)
+        else:
+            out.extend(dataclasses.replace(n, meaning=entry.meaning) for n in named)
+    return out
 
 
 def _toml_value(value: Any) -> str:

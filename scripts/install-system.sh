@@ -33,6 +33,9 @@ APT_PACKAGES=(
     coreutils          # what Bash jobs expect to find
     postgresql         # server for SQL jobs (scripts/postgres.sh), later
     ca-certificates    # dependency resolution over HTTPS (uv, bun, go, maven)
+    slirp4netns        # user-mode networking for network-on jobs' own namespaces
+    nftables           # `nft`: the egress policy inside each such namespace
+    passt              # `pasta`: only for bench/network.py's comparison with slirp4netns
 )
 
 log() { printf '  %-8s %s\n' "$1" "$2"; }

@@ -359,3 +359,26 @@ def test_run_neutralises_a_jobs_escape_sequences_on_a_terminal(monkeypatch):
     shown = out.getvalue() + err.getvalue()
     assert "\x1b" not in shown and "\x07" not in shown and "\x9b" not in shown
     assert "\\x1b]0;owned\\x07line\n" in out.getvalue()
+
+
+def test_run_takes_stdin_context_and_script_argv_and_saves_output_files(
+    script, work_dir, tmp_path, monkeypatch, capsys
+):
+    code = (
+        "import os, sys\n"
+        "print(sys.argv[1:], sys.stdin.read().split(), os.environ['GRISTMILL_CTX_TEAM'])\n"
+        "os.makedirs('out')\n"
+        "open('out/report.txt', 'w').write('made in the job')\n"
+    )
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"one two\n")))
+    argv = ["run", str(script(code)), "--work-dir", work_dir, "--stdin", "-"]
+    argv += ["--context", "TEAM=blue", "--output-file", "out/*.txt"]
+    argv += ["--output-dir", str(tmp_path / "results"), "--script", "--", "a", "--b"]
+    assert main(argv) == 0
+    assert "['a', '--b'] ['one', 'two'] blue" in capsys.readouterr().out
+    assert (tmp_path / "results" / "out" / "report.txt").read_text() == "made in the job"
+
+
+def test_script_arguments_without_script_are_a_usage_error(script, work_dir, capsys):
+    assert main(["run", str(script(ADD)), "--work-dir", work_dir, "--", "a"]) == 2
+    assert "--script" in capsys.readouterr().err

@@ -532,6 +532,8 @@ def server_address(request: pytest.FixtureRequest, shared_caches: Path) -> Itera
             "pool.enabled": pool == "warm",
             "deps.cache_dir": shared_caches,
             "deps.prime_at_start": True,
+            # The network attack cases (attacks_network.toml) ask for the network.
+            "max_limits.network": True,
         }
         config = load_config(overrides=overrides)
         try:

@@ -57,6 +57,10 @@ _CASE_KEYS = frozenset(
         "args",
         "args_json",
         "env",
+        "stdin",
+        "output_files",
+        "context",
+        "script",
         "limits",
         "entry_point",
         "cancel_after_ms",
@@ -85,6 +89,7 @@ _EXPECT_KEYS = frozenset(
         "exit_code",
         "signal",
         "within_ms",
+        "files",
     }
 )
 _LIMIT_KEYS = frozenset(
@@ -96,6 +101,8 @@ _LIMIT_KEYS = frozenset(
         "output_bytes",
         "network",
         "cpu_millicores",
+        "network_bytes",
+        "network_connections",
     }
 )
 
@@ -115,6 +122,8 @@ class CaseLimits:
     output_bytes: int = 0
     network: bool = False
     cpu_millicores: int = 0
+    network_bytes: int = 0
+    network_connections: int = 0
 
 
 @dataclass(frozen=True)
@@ -138,6 +147,8 @@ class Expectation:
     signal: int | None = None
     # The whole Execute call, as the runner measures it, must answer within this.
     within_ms: int | None = None
+    # Exactly these files came back (`Outcome.files`), by path, with this UTF-8 text.
+    files: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,6 +165,11 @@ class Case:
     # ... or as `args_json` text, exact (integers over 2^53, null).
     args_json: str | None = None
     env: Mapping[str, str] = field(default_factory=dict)
+    stdin: str = ""
+    output_files: tuple[str, ...] = ()
+    context: Mapping[str, str] = field(default_factory=dict)
+    # Run as a plain script with this argv (`Job.script`); None: call the entry point.
+    script: tuple[str, ...] | None = None
     limits: CaseLimits = CaseLimits()
     entry_point: str = ""
     cancel_after_ms: int | None = None
@@ -313,7 +329,11 @@ def _parse_case(raw: dict[str, Any], path: Path, where: str) -> list[Case]:
         raise CaseFileError(f"{where}: give args or args_json, not both")
     args = _table(raw, "args", where) if "args" in raw else None
     args_json = _parse_args_json(raw, where)
-    env = _parse_env(raw, where)
+    env = _string_table(raw, "env", where)
+    context = _string_table(raw, "context", where)
+    stdin = _optional_str(raw, "stdin", where) or ""
+    output_files = _string_list(raw, "output_files", where) or ()
+    script = _string_list(raw, "script", where)
     limits = _parse_limits(raw, where)
     entry_point = _optional_str(raw, "entry_point", where) or ""
     cancel_after_ms = _optional_int(raw, "cancel_after_ms", where, minimum=1)
@@ -341,6 +361,10 @@ def _parse_case(raw: dict[str, Any], path: Path, where: str) -> list[Case]:
                 args=args,
                 args_json=args_json,
                 env=env,
+                stdin=stdin,
+                output_files=output_files,
+                context=context,
+                script=script,
                 limits=limits,
                 entry_point=entry_point,
                 cancel_after_ms=cancel_after_ms,
@@ -391,12 +415,21 @@ def _parse_args_json(raw: dict[str, Any], where: str) -> str | None:
     return text
 
 
-def _parse_env(raw: dict[str, Any], where: str) -> dict[str, str]:
-    env = _table(raw, "env", where) if "env" in raw else {}
-    for key, value in env.items():
+def _string_table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
+    table = _table(raw, key, where) if key in raw else {}
+    for name, value in table.items():
         if not isinstance(value, str):
-            raise CaseFileError(f"{where}: env.{key} must be a string")
-    return env
+            raise CaseFileError(f"{where}: {key}.{name} must be a string")
+    return table
+
+
+def _string_list(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
+    if key not in raw:
+        return None
+    values = raw[key]
+    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+        raise CaseFileError(f"{where}: {key} must be a list of strings")
+    return tuple(values)
 
 
 def _parse_limits(raw: dict[str, Any], where: str) -> CaseLimits:
@@ -485,6 +518,7 @@ def _parse_expect(table: dict[str, Any], where: str) -> Expectation:
         exit_code=_optional_int(table, "exit_code", where, prefix="expect."),
         signal=_optional_int(table, "signal", where, minimum=0, prefix="expect."),
         within_ms=_optional_int(table, "within_ms", where, minimum=1, prefix="expect."),
+        files=_string_table(table, "files", f"{where}: expect") if "files" in table else None,
     )
 
 

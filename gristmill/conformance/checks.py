@@ -46,6 +46,10 @@ def check_outcome(
         problems.append(f"exit_code: expected {expect.exit_code}, got {outcome.exit_code}")
     if expect.signal is not None and outcome.signal != expect.signal:
         problems.append(f"signal: expected {expect.signal}, got {outcome.signal}")
+    if expect.files is not None:
+        got = {f.path: decode(f.content) for f in outcome.files}
+        if got != dict(expect.files):
+            problems.append(f"files: expected {dict(expect.files)}, got {shown(repr(got))}")
     if expect.within_ms is not None and elapsed_ms > expect.within_ms:
         problems.append(f"answered after {elapsed_ms:.0f} ms, expected within {expect.within_ms}")
     return problems

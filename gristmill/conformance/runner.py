@@ -33,6 +33,7 @@ from gristmill.conformance.cases import (
     not_applicable,
 )
 from gristmill.conformance.checks import check_outcome
+from gristmill.credentials import Credentials
 from gristmill.resources import CONFORMANCE_DIR, RUNTIMES_DIR
 from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 
@@ -104,8 +105,10 @@ def language_case_files() -> list[Path]:
 
 def list_runtimes(target: str, timeout_s: float = 10.0) -> runtime_pb2.ListRuntimesResponse:
     """The server's own account of its languages and sandbox."""
-    with grpc.insecure_channel(target) as channel:
-        response: runtime_pb2.ListRuntimesResponse = _stub(channel).ListRuntimes(
+    credentials = Credentials.from_env()
+    with credentials.channel(target, []) as channel:
+        stub = _stub(credentials.authenticated(channel))
+        response: runtime_pb2.ListRuntimesResponse = stub.ListRuntimes(
             runtime_pb2.ListRuntimesRequest(), timeout=timeout_s
         )
         return response
@@ -129,11 +132,12 @@ def run_cases(
         ("grpc.max_receive_message_length", _MAX_MESSAGE_BYTES),
         ("grpc.max_send_message_length", _MAX_MESSAGE_BYTES),
     ]
+    credentials = Credentials.from_env()
     with (
-        grpc.insecure_channel(target, options=options) as channel,
+        credentials.channel(target, options) as channel,
         ThreadPoolExecutor(max_workers=max(1, parallelism)) as pool,
     ):
-        stub = _stub(channel)
+        stub = _stub(credentials.authenticated(channel))
 
         def run(case: Case) -> CaseResult:
             result = _run_case(stub, case, service)
@@ -238,6 +242,9 @@ def _job(case: Case, service: ServiceAddress | None) -> runtime_pb2.Job:
         code=code,
         entry_point=case.entry_point,
         env=dict(case.env),
+        stdin=case.stdin.encode(),
+        output_files=list(case.output_files),
+        context=dict(case.context),
         limits=runtime_pb2.Limits(
             wall_time_ms=limits.wall_time_ms,
             memory_bytes=limits.memory_bytes,
@@ -246,12 +253,16 @@ def _job(case: Case, service: ServiceAddress | None) -> runtime_pb2.Job:
             output_bytes=limits.output_bytes,
             network=limits.network,
             cpu_millicores=limits.cpu_millicores,
+            network_bytes=limits.network_bytes,
+            network_connections=limits.network_connections,
         ),
     )
     if case.args is not None:
         job.args.update(dict(case.args))
     if case.args_json is not None:
         job.args_json = case.args_json
+    if case.script is not None:
+        job.script.argv.extend(case.script)
     return job
 
 

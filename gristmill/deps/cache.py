@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gristmill.deps.locks import flock, open_lock, try_flock
+from gristmill.observability import metrics
 
 __all__ = ["Builder", "EnvironmentCache", "Lease", "Unsealable", "tree_size"]
 
@@ -114,11 +115,26 @@ class EnvironmentCache:
             cached = True
             if not self._exists(digest):
                 cached = await self._build_once(digest, build)
+            metrics.CACHE_LOOKUPS.labels(self.root.name, "hit" if cached else "miss").inc()
             _touch(self.path(digest))
             try:
                 yield Lease(self.path(digest), cached)
             finally:
                 _touch(self.path(digest))
+        finally:
+            os.close(use_fd)
+
+    @contextlib.asynccontextmanager
+    async def hold(self, digest: str) -> AsyncIterator[Path]:
+        """The entry `digest`, kept from eviction until the block ends, neither built nor
+        counted as a lookup (a warm sandbox waits with it mounted); LookupError if it is
+        not in the cache."""
+        use_fd = open_lock(self._locks / f"{digest}.use")
+        try:
+            await flock(use_fd, fcntl.LOCK_SH)
+            if not self._exists(digest):
+                raise LookupError(f"{digest} is no longer in the cache")
+            yield self.path(digest)
         finally:
             os.close(use_fd)
 
@@ -187,6 +203,7 @@ class EnvironmentCache:
             if self._remove(digest):
                 total -= size
                 removed.append(digest)
+        metrics.CACHE_BYTES.labels(self.root.name).set(total)
         return removed
 
     def _remove(self, digest: str) -> bool:
@@ -204,6 +221,7 @@ class EnvironmentCache:
             finally:
                 shutil.rmtree(doomed, ignore_errors=True)
             log.info("evicted environment %s", digest)
+            metrics.CACHE_EVICTIONS.labels(self.root.name).inc()
             return True
         finally:
             os.close(build_fd)

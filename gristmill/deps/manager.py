@@ -31,6 +31,7 @@ from gristmill.errors import LanguageUnavailable
 from gristmill.isolation.backend import SandboxBackend
 from gristmill.languages.registry import Runtime
 from gristmill.model import Dependency, Job, JobEvent, Lockfile, PhaseEvent, Resolution
+from gristmill.observability import metrics
 from gristmill.offload import Offload
 
 __all__ = ["DependencyManager", "PreparedEnvironment"]
@@ -141,6 +142,7 @@ class DependencyManager:
             ToolPaths(programs, cache_dir, self._runs_dir),
             self.config.limits(),
             self.config.tool_cache_max_bytes,
+            self.config.egress,
         )
 
     async def _prepared_runner(
@@ -189,9 +191,10 @@ class DependencyManager:
 
         async def lock() -> Lockfile:
             step = resolver.lock(dependencies, context)
-            content = await runner.run(
-                step, runtime.profile, lambda line: emit(PhaseEvent("resolve", line))
-            )
+            with metrics.counted(metrics.RESOLVES, runtime.name):
+                content = await runner.run(
+                    step, runtime.profile, lambda line: emit(PhaseEvent("resolve", line))
+                )
             if content is None:
                 raise DependencyFailure(f"{resolver.name} produced no lockfile")
             return Lockfile(runtime.name, resolver.lock_format, content)

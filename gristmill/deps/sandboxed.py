@@ -1,4 +1,4 @@
-"""Runs a resolver's step in a sandbox of its own: network on, writes only where it must.
+"""Runs a resolver's step in a sandbox of its own: registries only, writes only where it must.
 
 The same backend that runs jobs runs the resolver, under the language's profile plus
 three mounts: the resolver's programs (read-only), its download cache (writable,
@@ -6,9 +6,11 @@ shared by every resolve) and, for an install, the environment being built (writa
 Its limits are the service's `deps` settings, never a job's; it gets the network
 because it must reach the registries, and nothing of the service's environment.
 
-Its network is the host's: loopback (the service's own gRPC port among it), the
-local network and link-local addresses are all reachable from inside. What makes
-that safe is that nothing a job chose runs or is fetched there:
+Its network is a namespace of its own (`gristmill.isolation.netns`), like a network-on
+job's, whose egress policy lets it reach the configured registries only
+(`deps.registries`, plus `deps.index_url`'s host): never the host, its loopback (the
+service's own gRPC port) or the local network. Beyond that, nothing a job chose runs
+or is fetched there:
 
 - no job code runs in it, and no package's either: the resolver takes wheels only
   (`deps.allow_source_builds` off, the default), so no `setup.py` or build backend
@@ -39,6 +41,7 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,7 @@ from gristmill.deps.locks import flock, open_lock, try_flock
 from gristmill.deps.tool import JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR, Step
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
+from gristmill.isolation.egress import EgressPolicy
 from gristmill.isolation.profile import BindMount, SandboxProfile
 from gristmill.jobs.step import LineSink, StepRun, failure, run_step
 from gristmill.jobs.workspace import safe_relative_path
@@ -107,12 +111,20 @@ def trim_cache(paths: ToolPaths, max_bytes: int) -> bool:
 
 class ToolRunner:
     def __init__(
-        self, backend: SandboxBackend, paths: ToolPaths, limits: Limits, cache_max_bytes: int
+        self,
+        backend: SandboxBackend,
+        paths: ToolPaths,
+        limits: Limits,
+        cache_max_bytes: int,
+        egress: Callable[[], EgressPolicy] | None = None,
     ) -> None:
         self.backend = backend
         self.paths = paths
         self.limits = dataclasses.replace(limits, network=True)
         self.cache_max_bytes = cache_max_bytes
+        # Where a step may connect: the registries (`DependencyConfig.egress`); None: the
+        # default policy.
+        self.egress = egress
 
     async def run(
         self,
@@ -131,7 +143,8 @@ class ToolRunner:
         try:
             await flock(lock_fd, fcntl.LOCK_SH)
             await asyncio.to_thread(self._prepare, base, step, profile)
-            plan = self._plan(step, profile, base, build_dir)
+            egress = await asyncio.to_thread(self.egress) if self.egress else None
+            plan = dataclasses.replace(self._plan(step, profile, base, build_dir), egress=egress)
             run = await run_step(
                 self.backend, plan, on_line, OUTPUT_CAP_BYTES, not step.stdout_is_result
             )

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from gristmill.isolation.egress import EgressPolicy
 from gristmill.isolation.profile import SandboxProfile
 from gristmill.model import Limits
 
@@ -27,6 +28,8 @@ class StopReason(enum.Enum):
     CANCEL = "cancel"
     # Stuck at the process limit: forks kept failing (Bash alone retries for 15 s).
     PROCESSES = "processes"
+    # Past the job's cap on network bytes (`Limits.network_bytes`).
+    NETWORK = "network"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class SandboxPlan:
     # Started ahead of its job: the program waits; `Sandbox.hand_over` brings the job's
     # files (written into `job_dir` first) and limits, and `limits` are the pool's.
     warm: bool = False
+    # Where a network-on sandbox may connect; None: the default deny list only.
+    egress: EgressPolicy | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,11 @@ class SandboxExit:
     pids_limit_hit: bool
     # Processes still alive after the program ended, killed by the cleanup.
     leftover_processes: int
+    # Why not every file the job asked to get back was taken out (`files_out`), or "".
+    files_out_overflow: str = ""
+    # Through a network-on sandbox's own interface, frames' headers included.
+    network_sent_bytes: int = 0
+    network_received_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,13 @@ class Sandbox(Protocol):
         applied, its clocks start; False if the sandbox died while it waited."""
         ...
 
-    async def send_job(self, message: bytes) -> None:
-        """Hands the job to the waiting program and closes its fd 4."""
+    def memory_bytes(self) -> int:
+        """The memory its processes and files hold now; 0 where nothing counts it."""
+        ...
+
+    async def send_job(self, message: bytes, stdin: bytes = b"") -> None:
+        """Hands the job to the waiting program: `message` on its fd 4 and `stdin` on its
+        fd 0, each closed once written (or once the program is gone)."""
         ...
 
     def stop(self, reason: StopReason) -> None:

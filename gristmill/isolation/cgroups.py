@@ -124,6 +124,12 @@ class JobCgroup:
             return _read_keyed(self.cpu_usage_file, "usage_usec") * 1000
         return _read_int(self.cpu_usage_file)
 
+    def memory_bytes(self) -> int:
+        """The memory the group holds now (a warm sandbox's, for the pool's budget)."""
+        if self.version is Version.V2:
+            return _read_int(self.dirs[""] / "memory.current")
+        return _read_int(self._dir("memory") / "memory.usage_in_bytes")
+
     def pids(self) -> list[int]:
         found: set[int] = set()
         for procs in self.procs_files:

@@ -23,10 +23,12 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 from typing import Any, Protocol
 
-from gristmill.isolation import nsjail
+from gristmill.isolation import files_out, netns, nsjail
 from gristmill.isolation.jail import (
+    JOB_FDS,
     OOM_FIRST,
     JailSpec,
     build_root,
@@ -39,7 +41,7 @@ from gristmill.isolation.jail import (
 )
 from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
 
-FD_NAMES = ("stdout", "stderr", "result", "job", "control", "report")
+FD_NAMES = (*JOB_FDS, "control", "report")
 """The descriptors that come with each spawn message, in this order."""
 MAX_MESSAGE = 1 << 20
 CPU_POLL_S = 0.02
@@ -70,7 +72,7 @@ def _init(spec: JailSpec, fds: dict[str, int], status: int) -> None:
             os.close(error_r)
             exec_program(spec, fds, error_w)
         os.close(error_w)
-        for name in ("stdout", "stderr", "result", "job"):
+        for name in JOB_FDS:
             os.close(fds[name])
         failure = os.read(error_r, 4096)
         if failure:
@@ -97,6 +99,8 @@ class _Jail(Protocol):
     pid: int
     # Where the job's tmpfs is mounted, as the supervisor sees it.
     job_target: str
+    # The job's tmpfs, open (-1 if it could not be): kept past the jail's end.
+    job_dir_fd: int
 
     def watched(self) -> list[int]: ...
 
@@ -108,10 +112,13 @@ class _Jail(Protocol):
 def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> None:
     """The builder: sets the OOM floor, joins the job's cgroup, builds the jail, starts init.
 
-    It writes "pid N" (init's pid) or why it failed on `answer`, then exits, leaving init
-    to the supervisor (a subreaper). The supervisor itself so stays outside the job's
-    namespaces and memory cgroup: a job that fills its memory cannot get it OOM-killed.
+    It sends "pid N" (init's pid) with a descriptor of the job's directory (which keeps
+    it alive for `files_out` past the jail's end), or why it failed, on the socket
+    `answer`, then exits, leaving init to the supervisor (a subreaper). The supervisor
+    itself so stays outside the job's namespaces and memory cgroup: a job that fills
+    its memory cannot get it OOM-killed.
     """
+    answer_socket = socket.socket(fileno=answer)
     try:
         # The OOM killer must pick the job, never init: a job whose memory is in tmpfs
         # pages has little RSS of its own. Inherited by init and the program; the job's
@@ -124,7 +131,8 @@ def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> Non
         if pid == 0:
             os.close(answer)
             _init(spec, fds, status)
-        os.write(answer, f"pid {pid}".encode())
+        job_dir = files_out.open_job_dir(spec.root_dir + spec.jail_job_dir)
+        socket.send_fds(answer_socket, [f"pid {pid}".encode()], [job_dir] if job_dir >= 0 else [])
     except BaseException as error:
         os.write(answer, str(error).encode(errors="replace") or repr(error).encode())
     finally:
@@ -137,19 +145,19 @@ class _OwnJail:
     def __init__(self, spec: JailSpec, fds: dict[str, int]) -> None:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         status_r, status_w = os.pipe()
-        answer_r, answer_w = os.pipe()
+        answer_r, answer_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         builder = os.fork()
         if builder == 0:
             os.close(status_r)
-            os.close(answer_r)
-            _build(spec, fds, status_w, answer_w)
+            answer_r.close()
+            _build(spec, fds, status_w, answer_w.detach())
         os.close(status_w)
-        os.close(answer_w)
-        answer = b""
-        while chunk := os.read(answer_r, 4096):
-            answer += chunk
-        os.close(answer_r)
+        answer_w.close()
+        answer, job_dir, _, _ = socket.recv_fds(answer_r, 4096, 1)
+        answer_r.close()
         os.waitpid(builder, 0)
+        # The job's directory, open: its files can be taken out after the jail is gone.
+        self.job_dir_fd = job_dir[0] if job_dir else -1
         # Only now that the builder is gone: counted with it, init's fork of the program
         # could meet the pids limit.
         for name in spec.supervisor_cgroup_files:
@@ -202,6 +210,9 @@ class _Supervision:
         # The job's own limits: the spec's, or those its hand-over brings (warm).
         self.wall_time_ms = spec.wall_time_ms
         self.cpu_time_ms = spec.cpu_time_ms
+        self.network_bytes = spec.network_bytes
+        # Network bytes before the job (a warm sandbox's wait) are not the job's.
+        self.network_baseline = (0, 0)
         self.handed = not spec.warm
         self.handover_ns = 0
         # CPU the group used before its job (a warm sandbox's wait) is not the job's.
@@ -250,12 +261,17 @@ class _Supervision:
         else:
             self.end = message
 
-    def hand_over(self, command: str, job_target: str) -> None:
+    def hand_over(
+        self, command: str, job_target: str, network: netns.OwnNetwork | None = None
+    ) -> None:
         """A warm sandbox's job: its files in, its clocks started, `handed` reported."""
         began = time.monotonic_ns()
-        _, wall_ms, cpu_ms = command.split()
+        _, wall_ms, cpu_ms, network_bytes = command.split()
         copy_job_files(self.spec, job_target)
         self.wall_time_ms, self.cpu_time_ms = int(wall_ms), int(cpu_ms)
+        self.network_bytes = int(network_bytes)
+        if network is not None:
+            self.network_baseline = network.counters()
         self.cpu_baseline_ns = self.cpu_used_ns()
         self.running_ns = time.monotonic_ns()
         self.handover_ns = self.running_ns - began
@@ -268,6 +284,11 @@ class _Supervision:
         if self.spec.warm:
             return self.handover_ns
         return (self.running_ns or time.monotonic_ns()) - self.started_ns
+
+    def network_used(self, network: netns.OwnNetwork) -> tuple[int, int]:
+        """Bytes sent and received since the job was given its sandbox."""
+        sent, received = network.counters()
+        return sent - self.network_baseline[0], received - self.network_baseline[1]
 
     def limits_apply(self) -> bool:
         return bool(self.running_ns and self.handed)
@@ -291,14 +312,18 @@ class _Supervision:
 def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     report, control = fds["report"], fds["control"]
     started_ns = time.monotonic_ns()
+    network: netns.OwnNetwork | None = None
     try:
+        if spec.network:
+            # Never the host's network: one of its own, which the jail then inherits.
+            network = netns.enter(spec.egress_ruleset)
         jail = _build_jail(spec, fds)
     except BaseException as error:
         _send(
             report, {"type": "exit", "pid": os.getpid(), "setup_error": f"sandbox setup: {error}"}
         )
         os._exit(0)
-    for name in ("stdout", "stderr", "result", "job"):
+    for name in JOB_FDS:
         os.close(fds[name])
     job = _Supervision(spec, report, started_ns)
     pidfd = os.pidfd_open(jail.pid)
@@ -319,7 +344,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         deadline = job.deadline_ns()
         if deadline is not None:
             timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
-        if (job.cpu_time_ms or spec.pids_events_file) and job.limits_apply():
+        polled = job.cpu_time_ms or spec.pids_events_file or job.network_bytes
+        if polled and job.limits_apply():
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
             if fd == control:
@@ -328,7 +354,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
                     poller.unregister(control)
                 if reason.startswith("go ") and not job.handed:
                     try:
-                        job.hand_over(reason, jail.job_target)
+                        job.hand_over(reason, jail.job_target, network)
                     except (OSError, ValueError) as error:
                         job.error = f"sandbox hand-over: {error}"
                         stop("cancel")
@@ -354,9 +380,21 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             stop("cpu_time")
         if job.limits_apply() and job.stuck_at_process_limit(now):
             stop("processes")
+        if network and job.network_bytes and job.limits_apply():
+            sent, received = job.network_used(network)
+            if sent + received > job.network_bytes:
+                stop("network")
     ended_ns = time.monotonic_ns()
     for message in jail.finish():
         job.on_status(message)
+    try:
+        collected = files_out.collect(jail.job_dir_fd, str(Path(spec.job_dir).parent))
+    except (OSError, ValueError, KeyError) as error:
+        collected = {"files": 0, "bytes": 0, "overflow": f"files could not be taken out: {error}"}
+    if jail.job_dir_fd >= 0:
+        # The tmpfs's last reference: freed now, before the report says the job is gone.
+        os.close(jail.job_dir_fd)
+    sent, received = job.network_used(network) if network is not None else (0, 0)
     _send(
         report,
         {
@@ -367,7 +405,10 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             "wait_status": job.end.get("wait_status"),
             "run_ns": ended_ns - job.running_ns if job.limits_apply() else 0,
             "setup_ns": job.setup_ns,
+            "network_sent_bytes": sent,
+            "network_received_bytes": received,
             **{k: v for k, v in job.end.items() if k != "wait_status"},
+            "files_out": collected,
         },
     )
     os._exit(0)

@@ -75,8 +75,8 @@ _LOCKED_FLAGS = {
 
 OOM_FIRST = 1000
 
-JOB_FDS = ("stdout", "stderr", "result", "job")
-"""The program's descriptors 1, 2, 3 and 4, in that order (0 is /dev/null)."""
+JOB_FDS = ("stdin", "stdout", "stderr", "result", "job")
+"""The program's descriptors 0 to 4, in that order: each a pipe to or from the service."""
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,11 @@ class JailSpec:
     # How the jail is built: empty for our own namespaces (`build_root`), else the
     # nsjail command line (`nsjail.render_argv`) the supervisor's pid 1 execs.
     nsjail_argv: list[str] = field(default_factory=list)
+    # A network-on jail's egress policy, an nftables ruleset (`egress.py`) loaded into
+    # the network namespace of its own that the supervisor makes for it (`netns.py`).
+    egress_ruleset: str = ""
+    # Bytes sent and received past which the supervisor stops the job (0: no cap).
+    network_bytes: int = 0
     # Started ahead of demand (a warm sandbox): the program runs, waiting on fd 4, but
     # the job's clocks, files and limits come with the hand-over (`forkserver`), and
     # `wall_time_ms`/`cpu_time_ms` above are only the pool's backstops until then.
@@ -405,8 +410,7 @@ def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
         # (The OOM killer's preference, OOM_FIRST, was set by the builder: /proc is read-only.)
         prctl(PR_SET_DUMPABLE, 1)
         prctl(PR_SET_NO_NEW_PRIVS, 1)
-        stdio = [os.open("/dev/null", os.O_RDONLY)] + [fds[name] for name in JOB_FDS]
-        error_pipe = place_fds(stdio, error_pipe)
+        error_pipe = place_fds([fds[name] for name in JOB_FDS], error_pipe)
         if not spec.seccomp_bpf:
             raise ValueError("no seccomp filter in the spec")  # never run a job without one
         set_seccomp_filter(bytes.fromhex(spec.seccomp_bpf))

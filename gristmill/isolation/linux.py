@@ -60,6 +60,10 @@ def unshare(flags: int) -> None:
     _check(_libc.unshare(flags), "unshare")
 
 
+def setns(fd: int, nstype: int) -> None:
+    _check(_libc.setns(fd, nstype), "setns")
+
+
 def mount(source: str | None, target: str, fstype: str | None, flags: int, data: str = "") -> None:
     _check(
         _libc.mount(
@@ -126,19 +130,22 @@ SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ALLOW = 0x7FFF0000
 
 
-def x32_refusing_filter() -> bytes:
-    """A BPF program that kills a process making an x32 system call, and allows the rest.
+def foreign_abi_filter() -> bytes:
+    """A BPF program that kills a process making a call of another ABI, and allows the rest.
 
-    x32 calls are x86_64 calls with bit 30 set in their number; a filter written for
-    x86_64 numbers (nsjail's Kafel policy) would let them all through where the kernel
-    has the x32 ABI. Empty on other machines, which have no x32.
+    x32 calls are x86_64 calls with bit 30 set in their number, and i386 calls (`int
+    0x80`) are of another architecture: a filter written for x86_64 numbers (nsjail's
+    Kafel policy) would let x32 calls through where the kernel has the x32 ABI, and
+    Kafel kills only the calling thread on another architecture, which leaves a
+    runtime's other threads running. Empty on other machines.
     """
     if platform.machine() != "x86_64":
         return b""
     load_word, jump_eq, jump_ge, ret = 0x20, 0x15, 0x35, 0x06
     program = [
         (load_word, 0, 0, 4),  # A = seccomp_data.arch
-        (jump_eq, 0, 3, AUDIT_ARCH_X86_64),  # another architecture: allow
+        (jump_eq, 1, 0, AUDIT_ARCH_X86_64),  # x86_64: on to its number
+        (ret, 0, 0, SECCOMP_RET_KILL_PROCESS),  # i386 (or any other)
         (load_word, 0, 0, 0),  # A = seccomp_data.nr
         (jump_ge, 0, 1, X32_SYSCALL_BIT),
         (ret, 0, 0, SECCOMP_RET_KILL_PROCESS),

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+from gristmill.isolation import files_out
 from gristmill.isolation.jail import (
     OOM_FIRST,
     PROC_OPTIONS,
@@ -57,10 +58,10 @@ from gristmill.isolation.linux import (
     MS_NOSUID,
     MS_PRIVATE,
     MS_REC,
+    foreign_abi_filter,
     mount,
     set_seccomp_filter,
     unshare,
-    x32_refusing_filter,
 )
 
 __all__ = ["SHIM", "NsjailJail", "launch", "parse_log", "render_argv"]
@@ -218,12 +219,13 @@ def _exec_nsjail(spec: JailSpec, fds: dict[str, int], log_w: int, ready_w: int) 
         write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
         sigpending = spec.rlimits["sigpending"]
         resource.setrlimit(resource.RLIMIT_SIGPENDING, (sigpending, sigpending))
-        if x32 := x32_refusing_filter():
-            # Inherited by nsjail (which makes no x32 call) and so by the job.
-            set_seccomp_filter(x32)
-        null = os.open("/dev/null", os.O_RDONLY)
+        if foreign := foreign_abi_filter():
+            # Inherited by nsjail (which makes x86_64 calls only) and so by the job.
+            set_seccomp_filter(foreign)
         # nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on.
-        place_fds([null, fds["stdout"], log_w, fds["result"], fds["job"], fds["stderr"], ready_w])
+        place_fds(
+            [fds["stdin"], fds["stdout"], log_w, fds["result"], fds["job"], fds["stderr"], ready_w]
+        )
         os.execve(spec.nsjail_argv[0], spec.nsjail_argv, {})
     except BaseException as error:
         os.write(2, f"[F] cannot start nsjail: {error}\n".encode())
@@ -255,6 +257,7 @@ class NsjailJail:
     def __init__(self, pid: int, log_fd: int, ready_fd: int, job_target: str) -> None:
         self.pid = pid
         self.job_target = job_target
+        self.job_dir_fd = files_out.open_job_dir(job_target)
         self._log_fd = log_fd
         self._ready_fd = ready_fd
         self._log = bytearray()

@@ -20,6 +20,7 @@ from typing import Any
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, StopReason
 from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
+from gristmill.isolation.egress import host_addresses, policy
 from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec
 from gristmill.isolation.seccomp import compile_bpf
@@ -39,6 +40,49 @@ async def _reader(fd: int) -> asyncio.StreamReader:
     return reader
 
 
+async def _write_all(fd: int, data: bytes) -> None:
+    """Writes `data` to the pipe `fd` as the program reads it, then closes it (EOF)."""
+    if not data:
+        os.close(fd)
+        return
+    loop = asyncio.get_running_loop()
+    pipe = os.fdopen(fd, "wb", 0)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
+    writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    try:
+        writer.write(data)
+        await writer.drain()
+    except (BrokenPipeError, ConnectionResetError):
+        pass  # the program ended without reading it all; its exit tells why
+    finally:
+        writer.close()
+
+
+async def _exited(pid: int, timeout_s: float = 5.0) -> None:
+    """Waits until the supervisor `pid` has exited. Its report pipe closes in the middle
+    of its exit, before the kernel has torn down its namespaces (the job's mounts): the
+    job is not gone until then."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    loop = asyncio.get_running_loop()
+    gone: asyncio.Future[None] = loop.create_future()
+
+    def readable() -> None:
+        if not gone.done():
+            gone.set_result(None)
+
+    loop.add_reader(pidfd, readable)
+    try:
+        await asyncio.wait_for(gone, timeout_s)
+    except TimeoutError:
+        pass  # reported by the cgroup's leftovers, if any
+    finally:
+        loop.remove_reader(pidfd)
+        os.close(pidfd)
+
+
 class ProcessSandbox:
     """One job's sandbox, seen from the service through its pipes."""
 
@@ -46,6 +90,7 @@ class ProcessSandbox:
         self,
         readers: dict[str, asyncio.StreamReader],
         job_fd: int,
+        stdin_fd: int,
         control_fd: int,
         cgroup: JobCgroup | None,
         cleanups: set[asyncio.Future[None]],
@@ -56,6 +101,7 @@ class ProcessSandbox:
         self.result = readers["result"]
         self._report = readers["report"]
         self._job_fd = job_fd
+        self._stdin_fd = stdin_fd
         self._control_fd = control_fd
         self._cgroup = cgroup
         self._cleanups = cleanups
@@ -96,21 +142,22 @@ class ProcessSandbox:
             except OSError:
                 return False  # e.g. it already uses more memory than the job may
         with contextlib.suppress(OSError):
-            os.write(self._control_fd, f"go {limits.wall_time_ms} {limits.cpu_time_ms}".encode())
+            os.write(
+                self._control_fd,
+                f"go {limits.wall_time_ms} {limits.cpu_time_ms} {limits.network_bytes}".encode(),
+            )
         return await asyncio.shield(self._handed)
 
-    async def send_job(self, message: bytes) -> None:
-        loop = asyncio.get_running_loop()
-        pipe = os.fdopen(self._job_fd, "wb", 0)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, pipe)
-        writer = asyncio.StreamWriter(transport, protocol, None, loop)
+    def memory_bytes(self) -> int:
+        if self._cgroup is None:
+            return 0
         try:
-            writer.write(message)
-            await writer.drain()
-        except (BrokenPipeError, ConnectionResetError):
-            pass  # the program ended without reading its job; its exit tells why
-        finally:
-            writer.close()
+            return self._cgroup.memory_bytes()
+        except OSError:
+            return 0
+
+    async def send_job(self, message: bytes, stdin: bytes = b"") -> None:
+        await asyncio.gather(_write_all(self._job_fd, message), _write_all(self._stdin_fd, stdin))
 
     def stop(self, reason: StopReason) -> None:
         if self._stop_reason is None:
@@ -124,6 +171,8 @@ class ProcessSandbox:
         finally:
             os.close(self._control_fd)
         end = self._exit or {"setup_error": "the supervisor died"}
+        if end.get("pid"):
+            await _exited(end["pid"])
         leftover = 0
         stats = None
         if self._cgroup is not None:
@@ -161,6 +210,9 @@ class ProcessSandbox:
             oom_killed=bool(stats and stats.oom_kills),
             pids_limit_hit=bool(stats and stats.pids_refused),
             leftover_processes=leftover,
+            files_out_overflow=(m.get("files_out") or {}).get("overflow", ""),
+            network_sent_bytes=m.get("network_sent_bytes", 0),
+            network_received_bytes=m.get("network_received_bytes", 0),
         )
 
 
@@ -208,8 +260,13 @@ class ProcessBackend:
 
     def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
         limits = plan.limits
+        profile, ruleset = plan.profile, ""
+        if limits.network:
+            egress = plan.egress or policy(())
+            profile = egress.applied_to(profile, plan.root_dir.with_name("network"))
+            ruleset = egress.nft_ruleset(host_addresses(), limits.network_connections)
         return JailSpec.from_profile(
-            plan.profile,
+            profile,
             argv=list(plan.argv),
             env=dict(plan.env),
             job_dir=str(plan.job_dir),
@@ -231,6 +288,8 @@ class ProcessBackend:
                 plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
             ).hex(),
             warm=plan.warm,
+            egress_ruleset=ruleset,
+            network_bytes=limits.network_bytes,
         )
 
     def _send(self, payload: bytes, fds: list[int]) -> None:
@@ -254,6 +313,7 @@ class ProcessBackend:
         pipes = {name: os.pipe() for name in FD_NAMES}
         # The child gets the write ends of its output channels and the read ends of its inputs.
         theirs = {
+            "stdin": pipes["stdin"][0],
             "stdout": pipes["stdout"][1],
             "stderr": pipes["stderr"][1],
             "result": pipes["result"][1],
@@ -278,6 +338,7 @@ class ProcessBackend:
         return ProcessSandbox(
             readers,
             ours["job"],
+            ours["stdin"],
             ours["control"],
             cgroup,
             self._cleanups,

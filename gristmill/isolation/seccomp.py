@@ -105,6 +105,10 @@ def compile_bpf(deny: tuple[str, ...], *, network: bool, nosys: tuple[str, ...] 
     the filter cost ~0.5 ms and importing libseccomp's binding made every fork slower.
     """
     compiled = seccomp.SyscallFilter(defaction=seccomp.ALLOW)
+    # A call of another ABI (x32's numbers, i386's int 0x80) kills the whole process:
+    # libseccomp's default kills only the calling thread, and a job's other threads
+    # (Bun's, the JVM's, Mono's) would then run on to the wall time.
+    compiled.set_attr(seccomp.Attr.ACT_BADARCH, seccomp.KILL_PROCESS)
     for r in rules(deny, network=network, nosys=nosys):
         if r.arg is None:
             compiled.add_rule(seccomp.ERRNO(r.errno), r.syscall)

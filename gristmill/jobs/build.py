@@ -41,6 +41,7 @@ from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Runtime
 from gristmill.languages.spec import BuildSpec
 from gristmill.model import Job, JobEvent, PhaseEvent
+from gristmill.observability import metrics
 
 __all__ = ["BuildFailure", "BuildKey", "Builds", "PreparedBuild", "PrimeKey", "SourceFile"]
 
@@ -229,7 +230,8 @@ class Builds:
             what = _Compile(runtime, spec, job, generated, environment, key, shared)
 
             async def build(target: Path) -> None:
-                await self._compile(what, target, emit)
+                with metrics.counted(metrics.BUILDS, runtime.name):
+                    await self._compile(what, target, emit)
 
             try:
                 lease = await stack.enter_async_context(self.cache.use(key, build))
@@ -349,7 +351,7 @@ class Builds:
             what.spec.run,
             what.spec.env,
             what.spec.limits,
-            what.environment,
+            what.environment.path if what.environment else None,
             target,
             build_writable=True,
             shared_dir=what.shared,

@@ -13,11 +13,18 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
-from gristmill.config import DEFAULT_LIMITS, Caps, DatabaseConfig, DependencyConfig, PoolConfig
+from gristmill.config import (
+    DEFAULT_LIMITS,
+    Caps,
+    DatabaseConfig,
+    DependencyConfig,
+    NetworkConfig,
+    PoolConfig,
+)
 from gristmill.deps import (
     DependencyFailure,
     DependencyManager,
@@ -31,11 +38,11 @@ from gristmill.isolation.backend import (
     SandboxInfo,
     StopReason,
 )
-from gristmill.jobs import envelope
+from gristmill.jobs import context, envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.output import CappedOutput
-from gristmill.jobs.pool import Warm, WarmPool
+from gristmill.jobs.pool import Kind, Warm, WarmPool
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
 from gristmill.jobs.workspace import Workspace, mount_jobs_dir, remove_stale, unmount_jobs_dir
@@ -152,8 +159,10 @@ class Executor:
         pool: PoolConfig | None = None,
         pool_limits: Limits = DEFAULT_LIMITS,
         databases: Mapping[str, DatabaseConfig] | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
         self.registry = registry
+        self.network = network or NetworkConfig()
         for runtime in registry:
             runtime.plugin.configure(databases or {})
         self.caps = caps or Caps()
@@ -180,7 +189,22 @@ class Executor:
             self._runtime_dirs,
             pool or PoolConfig(enabled=False),
             pool_limits,
+            self._lease,
+            self.network,
         )
+
+    @contextlib.asynccontextmanager
+    async def _lease(self, kind: Kind) -> AsyncIterator[tuple[Path | None, Path | None]]:
+        """A warm sandbox's hold on the environment and build its kind mounts."""
+        async with contextlib.AsyncExitStack() as stack:
+            paths = [
+                await stack.enter_async_context(cache.hold(digest)) if digest else None
+                for cache, digest in (
+                    (self.deps.cache, kind.environment),
+                    (self.builds.cache, kind.build),
+                )
+            ]
+            yield paths[0], paths[1]
 
     def _prepare_dirs(self) -> None:
         """Makes the work directory reachable by the jail's unprivileged uid.
@@ -307,10 +331,18 @@ class Executor:
         job = within_deadline(job)
         began = time.monotonic_ns()
         emit(PhaseEvent("prepare"))
+        variables = context.variables(job)
+        if runtime.spec.message_context:
+            message = context.preamble(variables) + message
         # What the plugin provides to the run (e.g. a socket it serves), until it ends.
         async with runtime.plugin.attach(job) as attached:
-            needs_mounts = environment is not None or build is not None or bool(attached)
-            warm = self.pool.take(runtime) if self.pool.fits(job, needs_mounts) else None
+            kind = Kind(
+                runtime.name,
+                environment.key if environment else "",
+                build.key if build else "",
+                job.limits.network,
+            )
+            warm = self.pool.take(kind) if self.pool.fits(job, runtime, bool(attached)) else None
             try:
                 if warm is not None:
                     outcome = await self._run_warm(job, runtime, warm, message, emit, cancel, began)
@@ -327,20 +359,32 @@ class Executor:
                         self._runtime_dirs / runtime.name,
                         workspace,
                         runtime.spec.run,
-                        job.env,
+                        {**job.env, **variables},
                         job.limits,
-                        environment,
+                        environment.path if environment else None,
                         build.path if build else None,
                         attached=attached,
                     )
+                    if job.limits.network:
+                        egress = await asyncio.to_thread(self.network.egress, job.network_allow)
+                        plan = dataclasses.replace(plan, egress=egress)
                     sandbox = await self.backend.start(plan)
                     return await self._supervise(
-                        job, runtime, sandbox, message, emit, cancel, began, prepared, False
+                        job,
+                        runtime,
+                        sandbox,
+                        workspace,
+                        message,
+                        emit,
+                        cancel,
+                        began,
+                        prepared,
+                        False,
                     )
                 finally:
                     self._remove_later(workspace)
             finally:
-                self.pool.refill(runtime)
+                self.pool.refill(kind, runtime)
 
     async def _run_warm(
         self,
@@ -366,13 +410,25 @@ class Executor:
             return None
         try:
             return await self._supervise(
-                job, runtime, warm.sandbox, message, emit, cancel, began, prepared, True
+                job,
+                runtime,
+                warm.sandbox,
+                warm.workspace,
+                message,
+                emit,
+                cancel,
+                began,
+                prepared,
+                True,
             )
         finally:
             self._remove_later(warm.workspace)
 
     async def _fill(self, workspace: Workspace, job: Job, runtime: Runtime) -> None:
         uid, gid = self._ids(runtime)
+        if job.output_files:
+            caps = self.caps
+            workspace.ask_files(job.output_files, caps.output_files, caps.output_files_bytes)
         if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
             # A few small files: quicker written here than handed to a thread and back.
             workspace.fill(job, runtime.spec.source_file, uid, gid)
@@ -394,6 +450,7 @@ class Executor:
         job: Job,
         runtime: Runtime,
         sandbox: Sandbox,
+        workspace: Workspace,
         message: bytes,
         emit: EventSink,
         cancel: asyncio.Event | None,
@@ -414,7 +471,8 @@ class Executor:
         stdout = CappedOutput(cap, lambda b: emit(OutputEvent("stdout", b)), overflow)
         stderr = CappedOutput(cap, lambda b: emit(OutputEvent("stderr", b)), overflow)
         result = CappedOutput(self.caps.result_bytes, lambda _b: None, overflow)
-        end = await drive(sandbox, job.limits, message, (stdout, stderr, result), started, cancel)
+        outputs = (stdout, stderr, result)
+        end = await drive(sandbox, job.limits, message, outputs, started, cancel, job.stdin)
         channel = result.output().data
         decision = decide(
             end,
@@ -426,6 +484,10 @@ class Executor:
         )
         if result.overflowed:
             decision = Decision(Verdict.OUTPUT_LIMIT, detail="the result was too large")
+        elif end.files_out_overflow and decision.verdict is Verdict.SUCCESS:
+            detail = f"the output files were too many or too large: {end.files_out_overflow}"
+            decision = Decision(Verdict.OUTPUT_LIMIT, detail=detail)
+        files = await asyncio.to_thread(workspace.files_out) if job.output_files else ()
         return Outcome(
             job_id=job.id,
             verdict=decision.verdict,
@@ -441,6 +503,8 @@ class Executor:
                 system_cpu_ms=_ms(end.system_cpu_ns),
                 peak_memory_bytes=end.peak_memory_bytes,
                 processes=max(end.peak_processes - runtime.profile.overhead_processes, 0),
+                network_sent_bytes=end.network_sent_bytes,
+                network_received_bytes=end.network_received_bytes,
                 phases=Phases(
                     prepare_ms=_ms(prepared - began),
                     sandbox_setup_ms=_ms(end.setup_ns),
@@ -450,4 +514,5 @@ class Executor:
             sandbox=self.backend.name,
             detail=decision.detail,
             warm_sandbox=warm,
+            files=files,
         )

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gristmill.deps import PreparedEnvironment
 from gristmill.deps.tool import ENV_VARIABLE, JAIL_ENV_DIR
 from gristmill.isolation.backend import SandboxPlan
 from gristmill.isolation.profile import BindMount
@@ -37,7 +36,7 @@ def job_plan(
     argv: tuple[str, ...],
     env: Mapping[str, str],
     limits: Limits,
-    environment: PreparedEnvironment | None,
+    environment_dir: Path | None,
     build_dir: Path | None,
     build_writable: bool = False,
     attached: Sequence[BindMount] = (),
@@ -46,7 +45,7 @@ def job_plan(
     """The plan of one of a job's sandboxes: `argv` with `env` over the profile's, under
     `limits`, in `workspace`.
 
-    `runtime_dir` is the language's folder (read-only); `environment` the installed
+    `runtime_dir` is the language's folder (read-only); `environment_dir` the installed
     dependencies (read-only); `build_dir` the build output: writable for the build
     step that fills it, read-only for the run that uses it; `attached` what the
     language's plugin provides to the run (`LanguagePlugin.attach`); `shared_dir` what the
@@ -56,8 +55,8 @@ def job_plan(
     variables: dict[str, str] = {}
     if runtime.spec.memory_variable:
         variables[MEMORY_VARIABLE] = str(limits.memory_bytes)
-    if environment is not None:
-        mounts.append(BindMount(str(environment.path), JAIL_ENV_DIR))
+    if environment_dir is not None:
+        mounts.append(BindMount(str(environment_dir), JAIL_ENV_DIR))
         variables[ENV_VARIABLE] = JAIL_ENV_DIR
     if build_dir is not None:
         mounts.append(BindMount(str(build_dir), JAIL_BUILD_DIR, writable=build_writable))

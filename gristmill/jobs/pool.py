@@ -7,10 +7,19 @@ sandbox has seen no other job; it runs one and is destroyed like any other. Unti
 hand-over (`Sandbox.hand_over`) it runs under the pool's limits; from then on under
 the job's, with clocks and accounting that start at the hand-over.
 
-Demand decides what is kept warm: a language gets `per_language` sandboxes from its
-first job on, within `max_sandboxes` in all, and loses them after `idle_s` without
-a job. A job that no warm sandbox fits (dependencies, a build, its own environment
-variables, network) is started cold, as is any job while the pool is empty.
+Sandboxes are kept per `Kind`: a language, and the installed dependencies and build
+output its jobs mount (so a job with dependencies, or of a compiled language, starts
+warm too once its kind is in demand). Demand decides how many: a kind gets warm
+sandboxes from its first job on, enough to cover its recent arrival rate while a new
+one starts (`target`), at most `per_language`, within `max_sandboxes` and
+`max_memory_bytes` in all (what idle sandboxes hold, measured on their cgroups; a full
+pool stops one of the least recently used kind to make room for a kind that has none),
+and loses them after `idle_s` without a job. Network-on jobs are a kind of their own:
+started with the server's egress policy in a network namespace of their own, the job's
+bytes cap coming with the hand-over. A job that no warm sandbox fits (its own environment
+variables, a network allow list or connections cap of its own, a plugin's mounts, a
+language whose wrapper cannot take its context from the job message) is started cold, as
+is any job while its kind has no sandbox waiting: a job never waits for the pool.
 """
 
 from __future__ import annotations
@@ -20,32 +29,78 @@ import collections
 import contextlib
 import dataclasses
 import logging
+import math
 import time
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from gristmill.config import PoolConfig
+from gristmill.config import NetworkConfig, PoolConfig
 from gristmill.isolation.backend import Sandbox, SandboxBackend, StopReason
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Runtime
 from gristmill.model import Job, Limits
+from gristmill.observability import metrics
 
-__all__ = ["Warm", "WarmPool"]
+__all__ = ["Kind", "Leaser", "Warm", "WarmPool"]
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 30.0
-"""A language whose warm sandbox failed to start is not started warm again for this long."""
+"""A kind whose warm sandbox failed to start is not started warm again for this long."""
+DEMAND_WINDOW_S = 10.0
+"""Arrivals this recent make a kind's rate."""
+FIRST_START_S = 0.1
+"""What a kind's sandbox is assumed to take to start until one has been timed."""
 
 
 @dataclass(frozen=True)
+class Kind:
+    """What a warm sandbox is started with besides its language's folder: the installed
+    dependencies and the build output its jobs mount, by cache key ("" for none)."""
+
+    language: str
+    environment: str = ""
+    build: str = ""
+    # Network-on: started in a network namespace of its own with the server's policy.
+    network: bool = False
+
+
+Leaser = Callable[[Kind], contextlib.AbstractAsyncContextManager[tuple[Path | None, Path | None]]]
+"""Leases a kind's environment and build directories (or None) from their caches for a
+warm sandbox's wait, so that neither is evicted under it; raises if either is gone."""
+
+
+@dataclass
 class Warm:
     """A started sandbox waiting for its job, and the workspace its files go into."""
 
     sandbox: Sandbox
     workspace: Workspace
-    language: str
+    kind: Kind
+    # The leases of its environment and build, held while it waits.
+    leases: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    memory_bytes: int = 0
+
+
+@dataclass
+class _Demand:
+    """A kind's recent arrivals and how long its sandboxes take to start."""
+
+    arrivals: collections.deque[float] = field(default_factory=collections.deque)
+    start_s: float = FIRST_START_S
+    last_job: float = 0.0
+
+    def arrived(self, now: float) -> None:
+        self.last_job = now
+        self.arrivals.append(now)
+        while self.arrivals and now - self.arrivals[0] > DEMAND_WINDOW_S:
+            self.arrivals.popleft()
+
+    def rate(self, now: float) -> float:
+        recent = sum(1 for t in self.arrivals if now - t <= DEMAND_WINDOW_S)
+        return recent / DEMAND_WINDOW_S
 
 
 class WarmPool:
@@ -56,72 +111,148 @@ class WarmPool:
         runtime_dirs: Path,
         config: PoolConfig,
         limits: Limits,
+        leaser: Leaser | None = None,
+        network: NetworkConfig | None = None,
     ) -> None:
         self._backend = backend
         self._jobs_dir = jobs_dir
         self._runtime_dirs = runtime_dirs
         self.config = config
+        self._leaser = leaser
         # What a warm sandbox runs under until its hand-over: generous backstops.
         self._limits = dataclasses.replace(limits, network=False)
-        self._ready: dict[str, collections.deque[Warm]] = collections.defaultdict(collections.deque)
-        self._starting: collections.Counter[str] = collections.Counter()
-        self._last_job: dict[str, float] = {}
-        self._broken_until: dict[str, float] = {}
+        # The server's egress policy, for warm network-on sandboxes; None: none of them.
+        self._network = network
+        self._ready: dict[Kind, collections.deque[Warm]] = collections.defaultdict(
+            collections.deque
+        )
+        self._starting: collections.Counter[Kind] = collections.Counter()
+        self._demand: dict[Kind, _Demand] = collections.defaultdict(_Demand)
+        self._broken_until: dict[Kind, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._reaper: asyncio.Task[None] | None = None
         self._closed = False
 
-    def fits(self, job: Job, needs_mounts: bool) -> bool:
-        """Whether a warm sandbox could run `job`: one with nothing of its own to mount
-        (an environment, a build), no environment variables of its own, no network."""
-        return self.config.enabled and not needs_mounts and not job.env and not job.limits.network
+    def fits(self, job: Job, runtime: Runtime, attached: bool) -> bool:
+        """Whether a warm sandbox could run `job`: one of a language whose wrapper takes its
+        context from the job message, with nothing a plugin mounts for it alone, no
+        environment variables of its own and, with the network, the server's policy as it
+        is (its ruleset was loaded at the start)."""
+        if not self.config.enabled or not runtime.spec.message_context or attached or job.env:
+            return False
+        if not job.limits.network:
+            return True
+        return (
+            self._network is not None
+            and not job.network_allow
+            and job.limits.network_connections == self._limits.network_connections
+        )
 
-    def take(self, runtime: Runtime) -> Warm | None:
-        """A warm sandbox of `runtime`'s, or None. Call `refill` once the job is over."""
+    def take(self, kind: Kind) -> Warm | None:
+        """A warm sandbox of `kind`, or None. Call `refill` once the job is over."""
         if not self.config.enabled or self._closed:
             return None
-        self._last_job[runtime.name] = time.monotonic()
-        ready = self._ready[runtime.name]
-        return ready.popleft() if ready else None
+        self._demand[kind].arrived(time.monotonic())
+        ready = self._ready[kind]
+        if not ready:
+            return None
+        warm = ready.popleft()
+        # The job holds leases of its own on what the sandbox mounts.
+        self._spawn(warm.leases.aclose())
+        return warm
 
-    def refill(self, runtime: Runtime) -> None:
-        """Starts what `runtime` lacks of its warm sandboxes, in the background.
+    def refill(self, kind: Kind, runtime: Runtime) -> None:
+        """Starts what `kind` lacks of its warm sandboxes, in the background.
 
         Called after a job rather than when it is taken: a sandbox starting beside the
         job would take CPU from it on the machine the pool is meant to make faster.
         """
-        if self.config.enabled and not self._closed and runtime.name in self._last_job:
-            self._refill(runtime)
+        if self.config.enabled and not self._closed and kind in self._demand:
+            self._refill(kind, runtime)
             self._ensure_reaper()
 
     def discard(self, warm: Warm) -> None:
         """Stops a warm sandbox that will run no job, off the caller's path."""
         self._spawn(self._destroy(warm))
 
-    def ready(self, language: str) -> int:
-        """How many warm sandboxes of `language` wait for a job now."""
-        return len(self._ready.get(language, ()))
+    def ready(self, language: str, network: bool | None = None) -> int:
+        """How many warm sandboxes of `language` (of any kind, or network-on or off ones)
+        wait for a job now."""
+        return sum(
+            len(r)
+            for kind, r in self._ready.items()
+            if kind.language == language and network in (None, kind.network)
+        )
+
+    def waiting(self, kind: Kind) -> int:
+        """How many warm sandboxes of `kind` wait for a job now."""
+        return len(self._ready.get(kind, ()))
 
     def size(self) -> int:
         return sum(len(ready) for ready in self._ready.values()) + sum(self._starting.values())
 
-    def _refill(self, runtime: Runtime) -> None:
-        if time.monotonic() < self._broken_until.get(runtime.name, 0.0):
-            return
-        have = len(self._ready[runtime.name]) + self._starting[runtime.name]
-        room = self.config.max_sandboxes - self.size()
-        for _ in range(max(0, min(self.config.per_language - have, room))):
-            self._starting[runtime.name] += 1
-            self._spawn(self._start(runtime))
+    def memory_bytes(self, language: str | None = None) -> int:
+        """What the waiting sandboxes (of `language`, or all) hold, as measured when each
+        had started."""
+        return sum(
+            w.memory_bytes
+            for kind, ready in self._ready.items()
+            if language in (None, kind.language)
+            for w in ready
+        )
 
-    def _spawn(self, coroutine: collections.abc.Coroutine[object, object, None]) -> None:
+    def target(self, kind: Kind, now: float | None = None) -> int:
+        """How many of `kind` the pool keeps: enough to cover its recent arrivals while a
+        new one starts (Little's law), one at least, `per_language` at most."""
+        now = time.monotonic() if now is None else now
+        demand = self._demand[kind]
+        wanted = 1 + math.ceil(demand.rate(now) * demand.start_s)
+        return max(1, min(self.config.per_language, wanted))
+
+    def _refill(self, kind: Kind, runtime: Runtime) -> None:
+        now = time.monotonic()
+        if now < self._broken_until.get(kind, 0.0):
+            return
+        have = len(self._ready[kind]) + self._starting[kind]
+        if not have and self.size() >= self.config.max_sandboxes:
+            self._make_room(kind)
+        room = self.config.max_sandboxes - self.size()
+        for _ in range(max(0, min(self.target(kind, now) - have, room))):
+            if not self._memory_allows(kind):
+                return
+            self._starting[kind] += 1
+            self._spawn(self._start(kind, runtime))
+
+    def _make_room(self, kind: Kind) -> None:
+        """A full pool gives a kind that has none a place: one sandbox of the kind whose
+        last job is oldest (and older than this one's) is stopped."""
+        waiting = [other for other, ready in self._ready.items() if ready and other != kind]
+        if not waiting:
+            return
+        oldest = min(waiting, key=lambda other: self._demand[other].last_job)
+        if self._demand[oldest].last_job < self._demand[kind].last_job:
+            self.discard(self._ready[oldest].popleft())
+
+    def _memory_allows(self, kind: Kind) -> bool:
+        """Whether one more sandbox of `kind` (as big as its last) stays within budget."""
+        same = [w.memory_bytes for w in self._ready[kind]]
+        expected = max(same, default=0)
+        starting = sum(self._starting.values()) * expected
+        return self.memory_bytes() + starting + expected <= self.config.max_memory_bytes
+
+    def _spawn(self, coroutine: Coroutine[object, object, None]) -> None:
         task = asyncio.ensure_future(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _start(self, runtime: Runtime) -> None:
+    async def _start(self, kind: Kind, runtime: Runtime) -> None:
         workspace: Workspace | None = None
+        leases = contextlib.AsyncExitStack()
+        began = time.monotonic()
         try:
+            environment_dir = build_dir = None
+            if (kind.environment or kind.build) and self._leaser is not None:
+                environment_dir, build_dir = await leases.enter_async_context(self._leaser(kind))
             uid, gid = runtime.profile.uid, runtime.profile.gid
             workspace = await asyncio.to_thread(Workspace.empty, self._jobs_dir, uid, gid)
             plan = job_plan(
@@ -131,29 +262,43 @@ class WarmPool:
                 runtime.spec.run,
                 {},
                 self._limits,
-                None,
-                None,
+                environment_dir,
+                build_dir,
             )
-            sandbox = await self._backend.start(dataclasses.replace(plan, warm=True))
-            warm = Warm(sandbox, workspace, runtime.name)
+            plan = dataclasses.replace(plan, warm=True)
+            if kind.network and self._network is not None:
+                egress = await asyncio.to_thread(self._network.egress)
+                limits = dataclasses.replace(plan.limits, network=True)
+                plan = dataclasses.replace(plan, limits=limits, egress=egress)
+            sandbox = await self._backend.start(plan)
+            warm = Warm(sandbox, workspace, kind, leases)
             if not await sandbox.started() or self._closed:
-                self._broken_until[runtime.name] = time.monotonic() + RETRY_AFTER_S
+                if not self._closed:
+                    log.error("a warm %s sandbox failed to start", kind.language)
+                    metrics.SANDBOX_SETUP_FAILURES.labels(kind.language, "warm").inc()
+                self._broken_until[kind] = time.monotonic() + RETRY_AFTER_S
                 await self._destroy(warm)
                 return
-            self._ready[runtime.name].append(warm)
+            warm.memory_bytes = sandbox.memory_bytes()
+            demand = self._demand[kind]
+            demand.start_s = (demand.start_s + (time.monotonic() - began)) / 2
+            self._ready[kind].append(warm)
         except Exception:
-            log.exception("a warm %s sandbox failed to start", runtime.name)
-            self._broken_until[runtime.name] = time.monotonic() + RETRY_AFTER_S
+            log.exception("a warm %s sandbox failed to start", kind.language)
+            metrics.SANDBOX_SETUP_FAILURES.labels(kind.language, "warm").inc()
+            self._broken_until[kind] = time.monotonic() + RETRY_AFTER_S
+            await leases.aclose()
             if workspace is not None:
                 await asyncio.to_thread(workspace.remove)
         finally:
-            self._starting[runtime.name] -= 1
+            self._starting[kind] -= 1
 
     @staticmethod
     async def _destroy(warm: Warm) -> None:
         warm.sandbox.stop(StopReason.CANCEL)
         with contextlib.suppress(Exception):
             await warm.sandbox.wait()
+        await warm.leases.aclose()
         await asyncio.to_thread(warm.workspace.remove)
 
     def _ensure_reaper(self) -> None:
@@ -161,14 +306,16 @@ class WarmPool:
             self._reaper = asyncio.ensure_future(self._reap())
 
     async def _reap(self) -> None:
-        """Stops the warm sandboxes of languages that had no job for `idle_s`."""
+        """Stops the warm sandboxes of kinds that had no job for `idle_s`."""
         while any(self._ready.values()):
             await asyncio.sleep(max(self.config.idle_s / 4, 0.05))
             now = time.monotonic()
-            for language, ready in self._ready.items():
-                if now - self._last_job.get(language, 0.0) >= self.config.idle_s:
+            for kind, ready in list(self._ready.items()):
+                if now - self._demand[kind].last_job >= self.config.idle_s:
                     while ready:
                         self.discard(ready.popleft())
+                    if not self._starting[kind]:
+                        del self._ready[kind], self._demand[kind]
 
     async def close(self) -> None:
         """Stops every warm sandbox and waits until they are gone."""

@@ -89,9 +89,10 @@ async def drive(
     outputs: tuple[CappedOutput, CappedOutput, CappedOutput],
     on_started: Callable[[int], None] = lambda _pid: None,
     cancel: asyncio.Event | None = None,
+    stdin: bytes = b"",
 ) -> SandboxExit:
-    """Hands a started sandbox its job message and waits for its end, draining its stdout,
-    stderr and result channel into `outputs` as it goes.
+    """Hands a started sandbox its job message (and `stdin`) and waits for its end, draining
+    its stdout, stderr and result channel into `outputs` as it goes.
 
     Setting `cancel`, or cancelling the call, kills the sandbox; the latter still waits
     until its processes are gone. Past its wall limit plus a grace the service stops the
@@ -102,7 +103,7 @@ async def drive(
         asyncio.ensure_future(stdout.drain(sandbox.stdout)),
         asyncio.ensure_future(stderr.drain(sandbox.stderr)),
         asyncio.ensure_future(result.drain(sandbox.result)),
-        asyncio.ensure_future(sandbox.send_job(message)),
+        asyncio.ensure_future(sandbox.send_job(message, stdin)),
     ]
     watcher = asyncio.ensure_future(_stop_on(cancel, sandbox))
     try:

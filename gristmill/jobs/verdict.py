@@ -59,6 +59,8 @@ def decide(
     if stop is StopReason.OUTPUT or stdout.truncated or stderr.truncated:
         which = "stdout" if stdout.truncated else "stderr"
         return Decision(Verdict.OUTPUT_LIMIT, detail=f"{which} went past the output cap")
+    if stop is StopReason.NETWORK:
+        return Decision(Verdict.NETWORK_LIMIT, detail="the network bytes cap ran out")
     if not _succeeded(end, envelope):
         if end.oom_killed:
             return Decision(Verdict.MEMORY_LIMIT, detail="the kernel OOM-killed the job")

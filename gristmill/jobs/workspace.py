@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import uuid
@@ -11,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 from gristmill.errors import InvalidRequest
-from gristmill.isolation import linux
-from gristmill.model import Job
+from gristmill.isolation import files_out, linux
+from gristmill.model import Job, JobFile
 
 MAX_PATH_DEPTH = 16
 JOBS_TMPFS_BYTES = 2 * 1024 * 1024 * 1024
@@ -153,6 +154,21 @@ class Workspace:
         with os.fdopen(fd, "wb") as out:
             out.write(content)
         os.chown(target, uid, gid)
+
+    def ask_files(self, patterns: tuple[str, ...], max_files: int, max_bytes: int) -> None:
+        """Asks the sandbox's supervisor to take out these files when the job ends."""
+        request = {"patterns": list(patterns), "max_files": max_files, "max_bytes": max_bytes}
+        (self.base / files_out.REQUEST).write_text(json.dumps(request))
+
+    def files_out(self) -> tuple[JobFile, ...]:
+        """The files the supervisor took out (`ask_files`), by path under /job."""
+        root = self.base / files_out.COLLECTED
+        found = []
+        for where, _dirs, names in os.walk(root):
+            for name in names:
+                path = Path(where) / name
+                found.append(JobFile(str(path.relative_to(root)), path.read_bytes()))
+        return tuple(sorted(found, key=lambda f: f.path))
 
     def remove(self) -> None:
         """Deletes everything the job left; links it planted are removed, never followed."""

@@ -38,7 +38,10 @@ class LanguagePlugin:
         """The bytes the wrapper reads on fd 4: by default the JSON job message.
 
         Raises ArgumentsRejected when the arguments can be judged wrong without running.
+        A job run as a script (`Job.script`) gets `{"script": [argv...], "source": ...}`.
         """
+        if job.script is not None:
+            return json.dumps({"script": list(job.script), "source": source_path}).encode()
         message = {"entry_point": job.entry_point, "args": dict(job.args), "source": source_path}
         return json.dumps(message).encode()
 

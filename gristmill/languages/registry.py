@@ -97,11 +97,12 @@ class Registry:
     def names(self) -> list[str]:
         return sorted(self._runtimes)
 
-    def get(self, language: str) -> Runtime:
-        """The runtime for `language`, or a typed error a caller can show as it is."""
+    def get(self, language: str, field: str = "job.language") -> Runtime:
+        """The runtime for `language`, or a typed error a caller can show as it is
+        (naming the request's `field` when the language is unknown)."""
         runtime = self._runtimes.get(language)
         if runtime is None:
-            raise UnknownLanguage(language, self.names())
+            raise UnknownLanguage(language, self.names(), field)
         if not runtime.available:
             raise LanguageUnavailable(
                 f"{language} is not available here: missing {', '.join(runtime.missing)}"

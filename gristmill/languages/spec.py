@@ -91,6 +91,13 @@ class RuntimeSpec:
     build: BuildSpec | None = None
     # Whether its steps get their memory limit in MEMORY_VARIABLE.
     memory_variable: bool = False
+    # Whether its wrapper reads the job's context variables at the start of fd 4 and
+    # sets them before it loads the job's code (runtimes/PROTOCOL.md): only then can a
+    # warm sandbox, started before its job was known, run a job of this language.
+    message_context: bool = False
+    # Whether its wrapper can run the code as a plain script with positional arguments
+    # (`Job.script`), told so by the job message.
+    script: bool = False
 
 
 _BUILD_LIMITS = ("wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "output_bytes")
@@ -142,6 +149,8 @@ def load_spec(folder: Path) -> RuntimeSpec:
             folder=folder,
             build=_build_spec(data["build"]) if "build" in data else None,
             memory_variable=bool(data.get("memory_variable", False)),
+            message_context=bool(data.get("message_context", False)),
+            script=bool(data.get("script", False)),
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SpecError(f"{path}: {error!r}") from error

@@ -19,6 +19,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gristmill.credentials import add_credential_flags, credentials_from_options
+
 if TYPE_CHECKING:  # psycopg costs ~0.1 s to import: only the queue's commands load it
     from gristmill.queue.records import JobRecord
     from gristmill.queue.worker import WorkerConfig
@@ -64,6 +66,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     worker.add_argument("--poll-s", type=float, default=2.0, help="poll when no NOTIFY (2)")
     worker.add_argument("--grace-s", type=float, default=30.0, help="time to finish at stop (30)")
     worker.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    add_credential_flags(worker)
 
     enqueue = command(
         commands,
@@ -210,6 +213,10 @@ def _worker(options: argparse.Namespace) -> int:
         raise QueueUsageError("--target HOST:PORT is required (repeat it for several servers)")
     from gristmill.queue.worker import WorkerConfig
 
+    try:
+        credentials = credentials_from_options(options)
+    except OSError as error:
+        raise QueueUsageError(f"credentials: {error}") from error
     config = WorkerConfig(
         conninfo=options.database,
         targets=tuple(options.target),
@@ -218,6 +225,7 @@ def _worker(options: argparse.Namespace) -> int:
         poll_s=options.poll_s,
         grace_s=options.grace_s,
         migrate=not options.no_migrate,
+        credentials=credentials,
     )
     asyncio.run(_work(config))
     return EXIT_OK

@@ -46,6 +46,7 @@ import grpc
 import psycopg
 
 from gristmill.client import AsyncClient, RetryPolicy
+from gristmill.credentials import Credentials
 from gristmill.queue.migrations import migrate
 from gristmill.queue.records import JOB_COLUMNS, JobRecord, execute_arguments, outcome_columns
 from gristmill.v1 import runtime_pb2 as pb
@@ -92,6 +93,9 @@ class WorkerConfig:
     max_log_bytes: int = 64 * 1024
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     migrate: bool = True
+    # How the worker shows itself to the servers; None: from the environment
+    # (`GRISTMILL_TOKEN`, `GRISTMILL_TLS_CA`, ...; see `gristmill.credentials`).
+    credentials: Credentials | None = None
 
     @property
     def heartbeat_interval_s(self) -> float:
@@ -226,11 +230,14 @@ class Worker:
             *retry.channel_options(),
             ("grpc.lb_policy_name", "round_robin"),
         ]
-        channel = grpc.aio.insecure_channel(channel_target(config.targets), options=options)
-        self._client = AsyncClient("", retry=retry, channel=channel)
+        credentials = config.credentials or Credentials.from_env()
+        channel = credentials.aio_channel(channel_target(config.targets), options)
+        self._client = AsyncClient("", retry=retry, channel=channel, credentials=credentials)
         if len(config.targets) > 1:
             # Cancel must reach the server running the job: ask each one.
-            self._cancel_clients = [AsyncClient(target) for target in config.targets]
+            self._cancel_clients = [
+                AsyncClient(target, credentials=credentials) for target in config.targets
+            ]
         helpers = [
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self._heartbeats(), name="heartbeats"),

@@ -1,4 +1,5 @@
-"""The gRPC transport: validation and conversion at the boundary, admission, the job table.
+"""The gRPC transport: access (who may call) and tenants, validation and conversion at
+the boundary, admission, the job table.
 
 `start` and `BackgroundServer` (in `app`) are the entry points.
 """

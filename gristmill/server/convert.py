@@ -6,6 +6,8 @@ Inside the service everything speaks the plain model; a request becomes a valida
 
 from __future__ import annotations
 
+import dataclasses
+import re
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -34,6 +36,8 @@ from gristmill.model import (
     StartedEvent,
 )
 from gristmill.server import validate
+from gristmill.server.jobs import JobState
+from gristmill.server.tenants import Tenant
 from gristmill.v1 import runtime_pb2 as pb
 
 EXACT_DOUBLE_INTEGER = 2**53
@@ -74,10 +78,15 @@ def _lockfile_from_proto(message: pb.Job, runtime: Runtime) -> Lockfile | None:
 
 
 def job_from_proto(
-    message: pb.Job, registry: Registry, config: ServerConfig, remaining_s: float | None
+    message: pb.Job,
+    registry: Registry,
+    config: ServerConfig,
+    remaining_s: float | None,
+    tenant: Tenant | None = None,
 ) -> Job:
     """A validated job; `remaining_s` is the time left to the caller's deadline, which
-    bounds the job (see `gristmill.jobs.executor.within_deadline`)."""
+    bounds the job (see `gristmill.jobs.executor.within_deadline`); `tenant`'s maxima
+    replace the server's, and the job is its."""
     job_id = validate.job_id(message.id)
     runtime = registry.get(message.language)
     _check_sizes(message, config.caps)
@@ -96,8 +105,11 @@ def job_from_proto(
         output_bytes=message.limits.output_bytes,
         network=message.limits.network,
         cpu_millicores=message.limits.cpu_millicores,
+        network_bytes=message.limits.network_bytes,
+        network_connections=message.limits.network_connections,
     )
-    limits = validate.limits(asked, config.default_limits, config.max_limits)
+    maxima = config.max_limits if tenant is None else tenant.max_limits
+    limits = validate.limits(asked, config.default_limits, maxima)
     job = Job(
         id=job_id,
         language=runtime.name,
@@ -107,12 +119,30 @@ def job_from_proto(
         limits=limits,
         files=validate.files(job_files(message.files), runtime.spec.source_file),
         env=validate.env(message.env),
+        network_allow=validate.network_allow(message.network_allow, limits.network),
         lockfile=_lockfile_from_proto(message, runtime),
         deadline=None if remaining_s is None else time.monotonic() + remaining_s,
         size_bytes=message.ByteSize(),
+        stdin=message.stdin,
+        output_files=validate.output_files(message.output_files),
+        context=validate.context(message.context),
+        script=_script(message, runtime),
+        tenant="" if tenant is None else tenant.name,
     )
     runtime.plugin.check_request(job)
     return job
+
+
+def _script(message: pb.Job, runtime: Runtime) -> tuple[str, ...] | None:
+    if not message.HasField("script"):
+        return None
+    if not runtime.spec.script:
+        raise InvalidRequest(
+            "job.script", f"{runtime.name} jobs have no script form: call an entry point"
+        )
+    if message.HasField("args") or message.args_json or message.entry_point:
+        raise InvalidRequest("job.script", "a script takes argv, not args or an entry point")
+    return validate.script_argv(message.script.argv)
 
 
 def _check_sizes(message: pb.Job, caps: Caps) -> None:
@@ -123,16 +153,18 @@ def _check_sizes(message: pb.Job, caps: Caps) -> None:
     validate.at_most(len(message.files), caps.files, "job.files", unit="files")
     total = sum(len(f.content) for f in message.files)
     validate.at_most(total, caps.files_bytes, "job.files", unit="bytes of content")
+    validate.at_most(len(message.stdin), caps.stdin_bytes, "job.stdin")
 
 
 def _output(output: Output) -> pb.Output:
     return pb.Output(data=output.data, truncated=output.truncated, total_bytes=output.total_bytes)
 
 
-def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
+def outcome_to_proto(outcome: Outcome, tenant: str = "") -> pb.Outcome:
     usage = outcome.usage
     message = pb.Outcome(
         job_id=outcome.job_id,
+        tenant=tenant,
         verdict=outcome.verdict.value,
         result_json=outcome.result_json,
         stdout=_output(outcome.stdout),
@@ -145,6 +177,8 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
             system_cpu_ms=usage.system_cpu_ms,
             peak_memory_bytes=usage.peak_memory_bytes,
             processes=usage.processes,
+            network_sent_bytes=usage.network_sent_bytes,
+            network_received_bytes=usage.network_received_bytes,
             phases=pb.Phases(
                 queued_ms=usage.phases.queued_ms,
                 prepare_ms=usage.phases.prepare_ms,
@@ -158,6 +192,7 @@ def outcome_to_proto(outcome: Outcome) -> pb.Outcome:
         sandbox=outcome.sandbox,
         detail=outcome.detail,
         warm_sandbox=outcome.warm_sandbox,
+        files=[pb.File(path=f.path, content=f.content) for f in outcome.files],
     )
     if outcome.lockfile is not None:
         message.lockfile.CopyFrom(lockfile_to_proto(outcome.lockfile))
@@ -216,8 +251,8 @@ def accepted_event(job_id: str, deduplicated: bool) -> pb.ExecuteEvent:
     return pb.ExecuteEvent(accepted=pb.Accepted(job_id=job_id, deduplicated=deduplicated))
 
 
-def outcome_event(outcome: Outcome) -> pb.ExecuteEvent:
-    return pb.ExecuteEvent(outcome=outcome_to_proto(outcome))
+def outcome_event(outcome: Outcome, tenant: str = "") -> pb.ExecuteEvent:
+    return pb.ExecuteEvent(outcome=outcome_to_proto(outcome, tenant))
 
 
 def event_to_proto(event: JobEvent) -> pb.ExecuteEvent:
@@ -233,20 +268,65 @@ def event_to_proto(event: JobEvent) -> pb.ExecuteEvent:
     raise ValueError(f"no message for event {event!r}")
 
 
-def runtime_info(runtime: Runtime) -> pb.RuntimeInfo:
+_HOST_PATH = re.compile(r"(?<![\w.])(?:/[\w.@+-]+)+")
+
+
+def _shown(text: str, operator: bool) -> str:
+    """`text` as a caller may see it: host paths only for an operator; for others, only
+    each path's last component (`…/bun`), which still says what it was."""
+    if operator:
+        return text
+    return _HOST_PATH.sub(lambda path: "…/" + path.group().rpartition("/")[2], text)
+
+
+def runtime_info(runtime: Runtime, operator: bool = True) -> pb.RuntimeInfo:
     """What ListRuntimes says of one language; asks its toolchain for a version (blocking)."""
+    missing = "" if runtime.available else f"missing {', '.join(runtime.missing)}"
     return pb.RuntimeInfo(
         language=runtime.name,
         display_name=runtime.spec.display_name,
-        toolchain_version=runtime.toolchain_version,
+        toolchain_version=_shown(runtime.toolchain_version, operator),
         available=runtime.available,
-        unavailable_reason="" if runtime.available else f"missing {', '.join(runtime.missing)}",
+        unavailable_reason=_shown(missing, operator),
         file_extensions=list(runtime.spec.extensions),
         default_entry_point=runtime.spec.default_entry_point,
     )
 
 
-def sandbox_info(info: SandboxInfo) -> pb.SandboxInfo:
+def sandbox_info(info: SandboxInfo, operator: bool = True) -> pb.SandboxInfo:
     return pb.SandboxInfo(
-        backend=info.backend, enforced_limits=list(info.enforced_limits), detail=info.detail
+        backend=info.backend,
+        enforced_limits=list(info.enforced_limits),
+        detail=_shown(info.detail, operator),
     )
+
+
+def _limits(limits: Limits) -> pb.Limits:
+    return pb.Limits(**{f.name: getattr(limits, f.name) for f in dataclasses.fields(Limits)})
+
+
+def caller_info(tenant: Tenant) -> pb.CallerInfo:
+    return pb.CallerInfo(
+        tenant=tenant.name,
+        operator=tenant.operator,
+        max_concurrent_jobs=tenant.quota.max_running,
+        max_queued_jobs=tenant.quota.max_queued,
+        max_limits=_limits(tenant.max_limits),
+    )
+
+
+_JOB_STATES = {
+    JobState.UNKNOWN: pb.JOB_STATE_UNKNOWN,
+    JobState.QUEUED: pb.JOB_STATE_QUEUED,
+    JobState.RUNNING: pb.JOB_STATE_RUNNING,
+    JobState.DONE: pb.JOB_STATE_DONE,
+}
+
+
+def get_outcome_response(
+    state: JobState, outcome: Outcome | None, tenant: str
+) -> pb.GetOutcomeResponse:
+    response = pb.GetOutcomeResponse(state=_JOB_STATES[state])
+    if outcome is not None:
+        response.outcome.CopyFrom(outcome_to_proto(outcome, tenant))
+    return response

@@ -1,6 +1,7 @@
-"""The table of jobs in flight and recently finished, keyed by job id.
+"""The table of jobs in flight and recently finished, keyed by tenant and job id.
 
-The job id is the idempotency key: a request repeating an id while the job runs joins
+The job id is the idempotency key, within its tenant (another tenant's same id is
+another job): a request repeating an id while the job runs joins
 that run (it never runs twice), and one arriving after it finished gets the same
 outcome until `ttl_s` has passed, or until the outcomes kept pass `max_bytes` (the
 oldest go first). A job lives as long as someone waits for it: when
@@ -15,18 +16,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import enum
 import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
-from gristmill.errors import InvalidRequest
+from gristmill.errors import InvalidRequest, ShuttingDown
 from gristmill.isolation.backend import SandboxInfo
 from gristmill.model import Job, JobEvent, Outcome, Verdict
-from gristmill.server.admission import Admission, Ticket
+from gristmill.observability.jobs import JobWatch
+from gristmill.server.admission import Admission, Quota, Ticket
 
-__all__ = ["JobRunner", "JobTable", "Subscription"]
+__all__ = ["JobRunner", "JobState", "JobTable", "Subscription"]
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +51,23 @@ _END = object()
 """Put on a listener's queue after the job's last event."""
 
 
+class JobState(enum.Enum):
+    """Where a job is, as `JobTable.state` sees it."""
+
+    UNKNOWN = "unknown"  # never seen, or forgotten (expired, abandoned, failed)
+    QUEUED = "queued"
+    RUNNING = "running"
+    DONE = "done"
+
+
+def _key(job: Job) -> tuple[str, str]:
+    return job.tenant, job.id
+
+
 @dataclass(eq=False)
 class _Entry:
     job: Job
+    ticket: Ticket | None = None
     cancel: asyncio.Event = field(default_factory=asyncio.Event)
     history: list[JobEvent] = field(default_factory=list)
     listeners: set[asyncio.Queue[object]] = field(default_factory=set)
@@ -60,8 +77,11 @@ class _Entry:
     abandoned: bool = False
     # The caller's deadline, not the job's wall-time limit, ended the run.
     cut_short: bool = False
+    # Logs, metrics and traces of the job (`gristmill.observability`).
+    watch: JobWatch = field(default_factory=JobWatch)
 
     def publish(self, event: JobEvent) -> None:
+        self.watch.event(event)
         self.history.append(event)
         for queue in self.listeners:
             queue.put_nowait(event)
@@ -139,20 +159,28 @@ def _cut_by_deadline(job: Job, outcome: Outcome) -> bool:
 
 class JobTable:
     def __init__(
-        self, runner: JobRunner, admission: Admission, ttl_s: float, max_bytes: int
+        self,
+        runner: JobRunner,
+        admission: Admission,
+        ttl_s: float,
+        max_bytes: int,
+        watch: Callable[[Job], JobWatch] = lambda _job: JobWatch(),
     ) -> None:
         self._runner = runner
+        self._watch = watch
         self._admission = admission
         self._ttl_s = ttl_s
         self._max_bytes = max_bytes
-        self._entries: dict[str, _Entry] = {}
+        self._entries: dict[tuple[str, str], _Entry] = {}
         # Finished entries kept for retries, oldest first, with their footprints.
         self._kept: dict[_Entry, int] = {}
         self._kept_bytes = 0
+        self._draining = False
 
-    def submit(self, job: Job) -> Subscription:
-        """Joins the job with `job.id` or starts `job`; raises `Overloaded` when full."""
-        entry = self._entries.get(job.id)
+    def submit(self, job: Job, quota: Quota | None = None) -> Subscription:
+        """Joins the job with `job.id` (of `job.tenant`) or starts `job` within `quota`;
+        raises `Overloaded` when full, `ShuttingDown` while draining."""
+        entry = self._entries.get(_key(job))
         if entry is not None and not entry.abandoned:
             if dataclasses.replace(entry.job, deadline=None) != dataclasses.replace(
                 job, deadline=None
@@ -160,29 +188,76 @@ class JobTable:
                 raise InvalidRequest("job.id", f"{job.id!r} is in use by a different job")
             entry.waiters += 1
             return Subscription(self, entry, deduplicated=True)
+        if self._draining:
+            raise ShuttingDown("the server is shutting down: it takes no new job")
         previous = entry.task if entry is not None else None
-        ticket = self._admission.admit()
-        entry = _Entry(job=job, waiters=1)
+        ticket = self._admission.admit(quota)
+        entry = _Entry(job=job, ticket=ticket, waiters=1, watch=self._watch(job))
         entry.task = asyncio.create_task(self._run(entry, ticket, previous), name=f"job {job.id}")
         entry.task.add_done_callback(lambda _: ticket.release())
         entry.task.add_done_callback(lambda task: self._finish(entry, task))
-        self._entries[job.id] = entry
+        self._entries[_key(job)] = entry
         return Subscription(self, entry, deduplicated=False)
 
-    async def cancel(self, job_id: str) -> bool:
+    def watch(self, tenant: str, job_id: str) -> Subscription | None:
+        """A subscription to `tenant`'s job `job_id` while it is in flight or kept (it
+        keeps an in-flight job from being abandoned), or None when there is none."""
+        entry = self._entries.get((tenant, job_id))
+        if entry is None or entry.abandoned:
+            return None
+        entry.waiters += 1
+        return Subscription(self, entry, deduplicated=True)
+
+    def state(self, tenant: str, job_id: str) -> tuple[JobState, Outcome | None]:
+        """Where `tenant`'s job `job_id` is, and its outcome once done."""
+        entry = self._entries.get((tenant, job_id))
+        if entry is None or entry.abandoned or entry.task is None:
+            return JobState.UNKNOWN, None
+        if entry.finished():
+            if entry.task.cancelled() or entry.task.exception() is not None:
+                return JobState.UNKNOWN, None
+            return JobState.DONE, entry.task.result()
+        if entry.ticket is not None and entry.ticket.waiting:
+            return JobState.QUEUED, None
+        return JobState.RUNNING, None
+
+    async def cancel(self, job_id: str, tenant: str = "") -> bool:
         """Cancels a running job and returns once its run is over; False if none was running."""
-        entry = self._entries.get(job_id)
-        if entry is None or entry.finished():
+        entry = self._entries.get((tenant, job_id))
+        return entry is not None and await self._cancel(entry)
+
+    async def _cancel(self, entry: _Entry) -> bool:
+        if entry.finished():
             return False
         entry.cancel.set()
         assert entry.task is not None
         await asyncio.wait({entry.task})
         return True
 
+    async def drain(self, grace_s: float, hurry: asyncio.Event | None = None) -> int:
+        """Takes no new job from now on; waits up to `grace_s` (or until `hurry` is set)
+        for the jobs in flight (queued ones too) to finish, then cancels the rest.
+        Returns how many it cancelled."""
+        self._draining = True
+        in_flight = {e.task for e in self._entries.values() if e.task and not e.finished()}
+        if in_flight and grace_s > 0:
+            # Whichever comes first: every job done, the grace over, or a hurry.
+            either: set[asyncio.Future[Any]] = {
+                asyncio.ensure_future(asyncio.wait(in_flight)),
+                asyncio.ensure_future((hurry or asyncio.Event()).wait()),
+            }
+            try:
+                await asyncio.wait(either, timeout=grace_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for waiter in either:
+                    waiter.cancel()
+        left = [e for e in self._entries.values() if not e.finished()]
+        await asyncio.gather(*(self._cancel(entry) for entry in left))
+        return len(left)
+
     async def close(self) -> None:
         """Cancels every running job and waits until each run is over."""
-        running = [e for e in self._entries.values() if not e.finished()]
-        await asyncio.gather(*(self.cancel(entry.job.id) for entry in running))
+        await self.drain(grace_s=0)
 
     async def _run(
         self, entry: _Entry, ticket: Ticket, previous: asyncio.Task[Outcome] | None
@@ -194,6 +269,7 @@ class JobTable:
             return Outcome(
                 job_id=entry.job.id, verdict=Verdict.CANCELLED, detail="cancelled while queued"
             )
+        entry.watch.admitted()
         outcome = await self._runner.run(entry.job, entry.publish, entry.cancel)
         if _cut_by_deadline(entry.job, outcome):
             entry.cut_short = True
@@ -209,7 +285,12 @@ class JobTable:
     def admission(self) -> Admission:
         return self._admission
 
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
     def _finish(self, entry: _Entry, task: asyncio.Task[Outcome]) -> None:
+        entry.watch.ended(task)
         for queue in entry.listeners:
             queue.put_nowait(_END)
         if entry.waiters == 0:
@@ -235,8 +316,8 @@ class JobTable:
 
     def _forget(self, entry: _Entry) -> None:
         self._kept_bytes -= self._kept.pop(entry, 0)
-        if self._entries.get(entry.job.id) is entry:
-            del self._entries[entry.job.id]
+        if self._entries.get(_key(entry.job)) is entry:
+            del self._entries[_key(entry.job)]
 
     def _leave(self, entry: _Entry) -> None:
         entry.waiters -= 1

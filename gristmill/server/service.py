@@ -16,15 +16,19 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from typing import NoReturn, Protocol, TypeVar
 
 import grpc
+from google.protobuf.message import Message
+from google.rpc import error_details_pb2, status_pb2
+from grpc_status import rpc_status
 
-from gristmill import errors
+from gristmill import __version__, buildinfo, errors
 from gristmill.config import ServerConfig
 from gristmill.deps.errors import DependencyFailure
 from gristmill.languages import Registry, Runtime
 from gristmill.model import Job, Resolution
 from gristmill.offload import Offload
 from gristmill.server import convert, validate
-from gristmill.server.jobs import JobRunner, JobTable
+from gristmill.server.jobs import JobRunner, JobState, JobTable
+from gristmill.server.tenants import ANONYMOUS, Tenant, Tenants, current_tenant
 from gristmill.v1 import runtime_pb2 as pb
 from gristmill.v1 import runtime_pb2_grpc
 
@@ -39,6 +43,7 @@ _Reply = TypeVar("_Reply")
 _STATUS: tuple[tuple[type[errors.GristmillError], grpc.StatusCode], ...] = (
     (errors.InvalidRequest, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.Overloaded, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.ShuttingDown, grpc.StatusCode.UNAVAILABLE),
     (errors.LanguageUnavailable, grpc.StatusCode.FAILED_PRECONDITION),
     (errors.NotFound, grpc.StatusCode.NOT_FOUND),
 )
@@ -52,12 +57,36 @@ def status_for(error: Exception) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+def _details(error: Exception) -> list[Message]:
+    """The google.rpc details a client can act on without parsing the message."""
+    if isinstance(error, errors.InvalidRequest):
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.detail
+        )
+        return [error_details_pb2.BadRequest(field_violations=[violation])]
+    if isinstance(error, errors.Overloaded):
+        full = error_details_pb2.QuotaFailure.Violation(
+            subject=error.subject, description=str(error)
+        )
+        return [error_details_pb2.QuotaFailure(violations=[full])]
+    return []
+
+
+def rich_status(code: grpc.StatusCode, message: str, details: list[Message]) -> grpc.Status:
+    """A status with google.rpc details in its trailers (`grpc_status.rpc_status`)."""
+    status = status_pb2.Status(code=code.value[0], message=message)
+    for detail in details:
+        status.details.add().Pack(detail)
+    return rpc_status.to_status(status)
+
+
 async def _abort(context: grpc.aio.ServicerContext, error: Exception, rpc: str) -> NoReturn:
     code = status_for(error)
     if code is grpc.StatusCode.INTERNAL:
         log.error("%s failed", rpc, exc_info=error)
     message = str(error) if isinstance(error, errors.GristmillError) else "internal error"
-    await context.abort(code, message)
+    status = rich_status(code, message, _details(error))
+    await context.abort(status.code, status.details, status.trailing_metadata)
     raise AssertionError("grpc's context.abort always raises")
 
 
@@ -115,6 +144,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         table: JobTable,
         offload: Offload,
         resolver: DependencyResolver | None = None,
+        tenants: Tenants | None = None,
     ) -> None:
         self._config = config
         self._registry = registry
@@ -122,44 +152,68 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         self._table = table
         self._offload = offload
         self._resolver = resolver
+        self._tenants = tenants or Tenants(config)
+
+    def _tenant(self) -> Tenant:
+        """The caller's tenant (`gristmill.server.access` set it), else `anonymous`."""
+        tenant = current_tenant.get(None)
+        return tenant if tenant is not None else self._tenants.get(ANONYMOUS)
 
     def _job(self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext) -> Job:
         return convert.job_from_proto(
-            request.job, self._registry, self._config, context.time_remaining()
+            request.job, self._registry, self._config, context.time_remaining(), self._tenant()
         )
 
     @_unary
     async def Execute(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> pb.Outcome:
-        async with self._table.submit(self._job(request, context)) as subscription:
-            return convert.outcome_to_proto(await subscription.outcome())
+        job = self._job(request, context)
+        async with self._table.submit(job, self._tenant().quota) as subscription:
+            return convert.outcome_to_proto(await subscription.outcome(), job.tenant)
 
     @_streaming
     async def ExecuteStream(
         self, request: pb.ExecuteRequest, context: grpc.aio.ServicerContext
     ) -> AsyncGenerator[pb.ExecuteEvent]:
         job = self._job(request, context)
-        async with self._table.submit(job) as subscription:
+        async with self._table.submit(job, self._tenant().quota) as subscription:
             yield convert.accepted_event(job.id, subscription.deduplicated)
             async for event in subscription.events():
                 yield convert.event_to_proto(event)
-            yield convert.outcome_event(await subscription.outcome())
+            yield convert.outcome_event(await subscription.outcome(), job.tenant)
 
     @_unary
     async def Cancel(
         self, request: pb.CancelRequest, context: grpc.aio.ServicerContext
     ) -> pb.CancelResponse:
         job_id = validate.job_id(request.job_id, field="job_id")
-        return pb.CancelResponse(cancelled=await self._table.cancel(job_id))
+        cancelled = await self._table.cancel(job_id, self._tenant().name)
+        return pb.CancelResponse(cancelled=cancelled)
+
+    @_unary
+    async def GetOutcome(
+        self, request: pb.GetOutcomeRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetOutcomeResponse:
+        job_id = validate.job_id(request.job_id, field="job_id")
+        tenant = self._tenant().name
+        state, outcome = self._table.state(tenant, job_id)
+        if request.wait and state in (JobState.QUEUED, JobState.RUNNING):
+            subscription = self._table.watch(tenant, job_id)
+            if subscription is not None:
+                async with subscription:
+                    await subscription.outcome()
+            state, outcome = self._table.state(tenant, job_id)
+        return convert.get_outcome_response(state, outcome, tenant)
 
     @_unary
     async def ListRuntimes(
         self, request: pb.ListRuntimesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListRuntimesResponse:
+        tenant = self._tenant()
         # Asking each toolchain its version runs a program: keep it off the event loop.
         runtimes = await asyncio.to_thread(
-            lambda: [convert.runtime_info(runtime) for runtime in self._registry]
+            lambda: [convert.runtime_info(runtime, tenant.operator) for runtime in self._registry]
         )
         databases = [
             pb.DatabaseInfo(name=name, kind=database.kind)
@@ -167,15 +221,18 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         ]
         return pb.ListRuntimesResponse(
             runtimes=runtimes,
-            sandbox=convert.sandbox_info(self._runner.sandbox_info()),
+            sandbox=convert.sandbox_info(self._runner.sandbox_info(), tenant.operator),
             databases=databases,
+            server_version=__version__,
+            server_build=await asyncio.to_thread(buildinfo.build),
+            caller=convert.caller_info(tenant),
         )
 
     @_unary
     async def Describe(
         self, request: pb.DescribeRequest, context: grpc.aio.ServicerContext
     ) -> pb.DescribeResponse:
-        runtime = self._registry.get(request.language)
+        runtime = self._registry.get(request.language, field="language")
         validate.text_size(request.code, self._config.caps.code_bytes, "code")
         entry_point = validate.entry_point(
             request.entry_point, runtime.spec.default_entry_point, field="entry_point"
@@ -194,7 +251,7 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         if self._resolver is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED, "this server resolves nothing")
         assert self._resolver is not None
-        runtime = self._registry.get(request.language)
+        runtime = self._registry.get(request.language, field="language")
         validate.text_size(request.code, self._config.caps.code_bytes, "code")
         validate.at_most(len(request.files), self._config.caps.files, "files", unit="files")
         source = runtime.spec.source_file
@@ -203,7 +260,9 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
             for f in validate.files(convert.job_files(request.files), source, "files")
         }
         # A resolution runs a sandbox with the network: it takes a job slot like any job.
-        ticket = self._table.admission.admit()
+        if self._table.draining:
+            raise errors.ShuttingDown("the server is shutting down: it takes no new work")
+        ticket = self._table.admission.admit(self._tenant().quota)
         try:
             await ticket.wait_turn(asyncio.Event())
             resolution = await self._resolver.resolve(runtime, request.code, files)

@@ -16,6 +16,7 @@ from gristmill import strictjson
 from gristmill.config import ENV_PREFIX
 from gristmill.deps import lockfiles
 from gristmill.errors import InvalidRequest, LimitTooHigh
+from gristmill.isolation.egress import PolicyError, parse_entry
 from gristmill.model import JobFile, Limits, Lockfile
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -99,6 +100,24 @@ MAX_ENV_BYTES = 64 * 1024
 """All of a job's environment, names and values: it travels in one message to the sandbox."""
 
 
+MAX_NETWORK_ALLOW = 64
+
+
+def network_allow(entries: Iterable[str], network: bool) -> tuple[str, ...]:
+    """A request's allow list: well-formed entries (resolved later), for a network-on job."""
+    allowed = tuple(entries)
+    if allowed and not network:
+        raise InvalidRequest("job.network_allow", "only for a job with limits.network")
+    if len(allowed) > MAX_NETWORK_ALLOW:
+        raise InvalidRequest("job.network_allow", f"more than {MAX_NETWORK_ALLOW} entries")
+    for index, entry in enumerate(allowed):
+        try:
+            parse_entry(entry)
+        except PolicyError as error:
+            raise InvalidRequest(f"job.network_allow[{index}]", str(error)) from error
+    return allowed
+
+
 def env(values: Mapping[str, str]) -> dict[str, str]:
     total = sum(len(name.encode()) + len(value.encode()) + 2 for name, value in values.items())
     if total > MAX_ENV_BYTES:
@@ -112,6 +131,52 @@ def env(values: Mapping[str, str]) -> dict[str, str]:
         if "\0" in value:
             raise InvalidRequest(field, "the value contains a NUL byte")
     return dict(values)
+
+
+MAX_OUTPUT_PATTERNS = 64
+MAX_PATTERN_LENGTH = 4096
+_CONTEXT_KEY = re.compile(r"[A-Z0-9_]{1,64}")
+MAX_SCRIPT_ARGS = 4096
+
+
+def output_files(patterns: Iterable[str], field: str = "job.output_files") -> tuple[str, ...]:
+    """Paths or globs relative to /job, none leaving it (`gristmill.jobs.files_out`)."""
+    checked = tuple(patterns)
+    if len(checked) > MAX_OUTPUT_PATTERNS:
+        raise InvalidRequest(field, f"{len(checked)} patterns, over {MAX_OUTPUT_PATTERNS}")
+    for index, pattern in enumerate(checked):
+        path, where = PurePosixPath(pattern), f"{field}[{index}]"
+        if not pattern or "\0" in pattern or len(pattern) > MAX_PATTERN_LENGTH:
+            raise InvalidRequest(
+                where, f"must be a path or glob of 1 to {MAX_PATTERN_LENGTH} chars"
+            )
+        if path.is_absolute() or ".." in path.parts:
+            raise InvalidRequest(where, f"{pattern!r} must be relative, without '..'")
+    return checked
+
+
+def context(values: Mapping[str, str], field: str = "job.context") -> dict[str, str]:
+    """The caller's context, each key seen by the job as GRISTMILL_CTX_<key>."""
+    total = sum(len(name.encode()) + len(value.encode()) + 16 for name, value in values.items())
+    if total > MAX_ENV_BYTES:
+        raise InvalidRequest(field, f"{total} bytes in all, over {MAX_ENV_BYTES}")
+    for name, value in values.items():
+        if not _CONTEXT_KEY.fullmatch(name):
+            raise InvalidRequest(f"{field}[{name!r}]", "keys are 1 to 64 characters of [A-Z0-9_]")
+        if "\0" in value:
+            raise InvalidRequest(f"{field}[{name!r}]", "the value contains a NUL byte")
+    return dict(values)
+
+
+def script_argv(argv: Iterable[str], field: str = "job.script.argv") -> tuple[str, ...]:
+    """A script's positional arguments: they travel NUL-separated, so none holds a NUL."""
+    checked = tuple(argv)
+    if len(checked) > MAX_SCRIPT_ARGS:
+        raise InvalidRequest(field, f"{len(checked)} arguments, over {MAX_SCRIPT_ARGS}")
+    for index, value in enumerate(checked):
+        if "\0" in value:
+            raise InvalidRequest(f"{field}[{index}]", "contains a NUL byte")
+    return checked
 
 
 MIN_MEMORY_BYTES = 16 * 1024 * 1024

@@ -74,7 +74,10 @@ class Plugin(LanguagePlugin):
         return {"type": "object", "properties": properties, "required": required}
 
     def job_message(self, job: Job, source_path: str) -> bytes:
-        """The positional values, NUL-separated; a gap is "" so that `${n:-default}` applies."""
+        """The positional values, NUL-separated; a gap is "" so that `${n:-default}` applies.
+        A script's (`Job.script`) are its argv as they are."""
+        if job.script is not None:
+            return b"".join(value.encode() + b"\0" for value in job.script)
         declared = parameters(job.code)
         names = {p.name for p in declared}
         unknown = sorted(set(job.args) - names)

@@ -1,11 +1,15 @@
 # gristmill's Bash wrapper, per runtimes/PROTOCOL.md.
-# Reads the job's positional arguments (NUL-separated) on fd 4, runs the job's
+# Reads the job's context variables (NAME=value, NUL-separated, ended by an empty one)
+# and then its positional arguments (NUL-separated) on fd 4, runs the job's
 # script with them and its fd 3 going to an unlinked file, then sends that file's
 # text on the real fd 3 as {"result_text": ...}. Nothing written there: the text of
 # ./result.json (/job/result.json, as Windmill's Bash scripts write it), if the script
 # left one; else the service takes the last line of stdout. A script killed by a signal
 # makes the wrapper die of the same signal, so the verdict can say so.
 
+while IFS= read -r -d '' variable <&4 && [[ -n $variable ]]; do
+    export "$variable"
+done
 args=()
 while IFS= read -r -d '' arg; do
     args+=("$arg")

@@ -543,6 +543,25 @@ namespace Gristmill
         [DllImport("libc", EntryPoint = "signal")]
         private static extern IntPtr Signal(int signal, IntPtr handler);
 
+        // The job's context variables head the job message (NAME=value, each ended by a NUL
+        // byte, then a lone NUL): set in the environment before the job's code runs, since a
+        // warm sandbox's program was started before its job was known. The message follows.
+        private static byte[] TakeContext(byte[] data)
+        {
+            int start = 0;
+            for (int end = Array.IndexOf(data, (byte)0); end > start; end = Array.IndexOf(data, (byte)0, start))
+            {
+                var variable = Encoding.UTF8.GetString(data, start, end - start);
+                int equals = variable.IndexOf('=');
+                Environment.SetEnvironmentVariable(variable.Substring(0, equals), variable.Substring(equals + 1));
+                start = end + 1;
+            }
+            int from = Math.Min(start + 1, data.Length);
+            var message = new byte[data.Length - from];
+            Array.Copy(data, from, message, 0, message.Length);
+            return message;
+        }
+
         private static byte[] ReadAll(int fd)
         {
             var data = new MemoryStream();
@@ -744,7 +763,7 @@ namespace Gristmill
             // A write past the file size limit fails with EFBIG (an IOException) rather
             // than killing the job, as in the other languages.
             Signal(SIGXFSZ, SIG_IGN);
-            var job = (Dictionary<string, object>)JsonReader.Parse(utf8.GetString(ReadAll(4)));
+            var job = (Dictionary<string, object>)JsonReader.Parse(utf8.GetString(TakeContext(ReadAll(4))));
             Dictionary<string, object> message;
             try { message = Run(job); }
             catch (Exception raised) { message = Failure(Unwrap(raised)); }

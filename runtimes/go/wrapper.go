@@ -9,6 +9,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -137,11 +138,27 @@ func decodeArgs(fn reflect.Type, params []string, raw []byte) ([]reflect.Value, 
 	return values, nil
 }
 
+// takeContext sets the job's context variables that head the job message (NAME=value,
+// each ended by a NUL byte, then a lone NUL) and returns the message after them: a warm
+// sandbox's program was started before its job, and so before its environment, was known.
+func takeContext(data []byte) []byte {
+	for {
+		end := bytes.IndexByte(data, 0)
+		if end <= 0 {
+			return data[end+1:]
+		}
+		name, value, _ := strings.Cut(string(data[:end]), "=")
+		os.Setenv(name, value)
+		data = data[end+1:]
+	}
+}
+
 func main() {
 	message, err := io.ReadAll(os.NewFile(4, "job"))
 	if err != nil {
 		fail("ERROR", "ProtocolError", "reading the job message: "+err.Error(), nil)
 	}
+	message = takeContext(message)
 	fn := reflect.ValueOf(inner.GristmillEntry)
 	args, err := decodeArgs(fn.Type(), inner.GristmillParams, message)
 	if err != nil {

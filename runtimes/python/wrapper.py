@@ -203,11 +203,17 @@ def run(job):
     source_path = job["source"]
     with open(source_path, encoding="utf-8") as source:
         code = compile(source.read(), source_path, "exec")
-    module = types.ModuleType("main")
+    script = job.get("script")
+    # A script runs as the program itself would: as __main__, with its arguments in argv.
+    module = types.ModuleType("main" if script is None else "__main__")
     module.__file__ = source_path
-    sys.modules["main"] = module
+    sys.modules[module.__name__] = module
     sys.path.insert(0, JOB_DIR)
+    if script is not None:
+        sys.argv = [source_path, *script]
     exec(code, module.__dict__)
+    if script is not None:
+        return {"result": None}
     entry = job["entry_point"]
     function = module.__dict__.get(entry)
     if not callable(function) or not hasattr(function, "__code__"):
@@ -241,15 +247,28 @@ def _add_environment():
         site.addsitedir(environment + "/site-packages")
 
 
+def _take_context(data):
+    """Sets the job's context variables that head the job message (`NAME=value`, each
+    ended by a NUL byte, then a lone NUL) and returns the message after them."""
+    start = 0
+    while True:
+        end = data.index(b"\0", start)
+        if end == start:
+            return data[end + 1 :]
+        name, _, value = data[start:end].decode().partition("=")
+        os.environ[name] = value
+        start = end + 1
+
+
 def main():
-    _add_environment()
     # -I ignores PYTHONUNBUFFERED, and a pipe makes stdout block-buffered: a job's lines
     # should reach the caller's stream as they are printed.
     sys.stdout.reconfigure(line_buffering=True)
     channel = os.fdopen(RESULT_FD, "w", encoding="utf-8")
     os.set_inheritable(RESULT_FD, False)
     with os.fdopen(JOB_FD, "rb") as job_channel:
-        job = _loads(job_channel.read())
+        job = _loads(_take_context(job_channel.read()))
+    _add_environment()
     status = 0
     try:
         message = run(job)

@@ -334,9 +334,18 @@ def _end(connection, commit):
             connection.rollback()
 
 
+def _after_context(data):
+    """The job message after the context variables that head it (`NAME=value`, each ended
+    by a NUL byte, then a lone NUL): SQL has no environment to set them in."""
+    start = 0
+    while (end := data.index(b"\0", start)) != start:
+        start = end + 1
+    return data[start + 1 :]
+
+
 def main():
     with os.fdopen(JOB_FD, "rb") as job:
-        message = _loads(job.read())
+        message = _loads(_after_context(job.read()))
     if "relay" in message:
         return run_postgres(message)
     path = message.get("database") or DEFAULT_DATABASE

@@ -103,8 +103,13 @@ class Plugin(LanguagePlugin):
 
         Arguments that do not fit (unknown, missing, of another JSON type) are refused
         here, before anything runs. Code that tree-sitter cannot read is left to Bun,
-        which reports its own syntax error with the line.
+        which reports its own syntax error with the line. A script (`Job.script`) gets
+        its argv instead of arguments.
         """
+        imports = dependencies.versioned_imports(job.code)
+        if job.script is not None:
+            script = {"script": list(job.script), "source": source_path}
+            return json.dumps({**script, "versioned_imports": imports}).encode()
         try:
             found = signature.signature(job.code, job.entry_point)
         except InvalidRequest:
@@ -140,7 +145,7 @@ class Plugin(LanguagePlugin):
             "parameters": names,
             "bigint": conversions["bigint"],
             "date": conversions["date"],
-            "versioned_imports": dependencies.versioned_imports(job.code),
+            "versioned_imports": imports,
         }
         return json.dumps(message).encode()
 

@@ -21,6 +21,8 @@ const JOB_FD = 4;
 const JOB_DIR = "/job/";
 
 interface JobMessage {
+  // Set for a job run as a plain script: its positional arguments (process.argv[2...]).
+  script?: string[];
   entry_point: string;
   source: string;
   args: Record<string, unknown>;
@@ -53,6 +55,19 @@ function writeAll(fd: number, text: string): void {
 
 // Integers beyond 2^53 travel as JSON text: they are read here as BigInt (by their source
 // text), so that none loses a digit before the binding decides what each parameter gets.
+// The job's context variables head the job message (`NAME=value`, each ended by a NUL
+// byte, then a lone NUL): set in the environment before the job's code loads.
+function takeContext(data: Buffer): string {
+  let start = 0;
+  for (let end = data.indexOf(0); end > start; end = data.indexOf(0, start)) {
+    const variable = data.toString("utf8", start, end);
+    const equals = variable.indexOf("=");
+    process.env[variable.slice(0, equals)] = variable.slice(equals + 1);
+    start = end + 1;
+  }
+  return data.toString("utf8", start + 1);
+}
+
 function parseJob(text: string): JobMessage {
   return JSON.parse(text, (_key, value, context?: { source?: string }) => {
     if (
@@ -284,6 +299,11 @@ function linkVersionedImports(aliases: Record<string, string>): void {
 
 async function run(job: JobMessage): Promise<Message | string> {
   linkVersionedImports(job.versioned_imports);
+  if (job.script !== undefined) {
+    process.argv.splice(1, process.argv.length - 1, job.source, ...job.script);
+    await import(job.source);
+    return '{"result":null}';
+  }
   const module: Record<string, unknown> = await import(job.source);
   // `export default function (...)` stands for main when nothing is exported by that name.
   const entry =
@@ -345,7 +365,7 @@ async function main(): Promise<void> {
   };
   process.on("uncaughtException", failed);
   process.on("unhandledRejection", failed);
-  const job = parseJob(readFileSync(JOB_FD, "utf8"));
+  const job = parseJob(takeContext(readFileSync(JOB_FD)));
   let message: Message | string;
   try {
     message = await run(job);

@@ -18,6 +18,7 @@ from gristmill.config import PoolConfig
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.pool import Kind, WarmPool
 from gristmill.languages import Registry
 from gristmill.model import Job, Limits, Outcome, Verdict
 from tests.conftest import remove_work_dir
@@ -147,3 +148,75 @@ async def test_the_jobs_cpu_quota_applies_not_the_pools(pooled):
     assert outcome.verdict is Verdict.TIMEOUT, outcome
     # A quarter of a core for 1.5 s: at most ~0.4 s of CPU; without the quota, up to 3 s.
     assert outcome.usage.user_cpu_ms + outcome.usage.system_cpu_ms < 1000, outcome.usage
+
+
+async def test_a_kind_in_demand_gets_more_warm_sandboxes_up_to_the_cap(pooled):
+    config = PoolConfig(enabled=True, per_language=4, max_sandboxes=8, idle_s=60)
+    pool = WarmPool(pooled.backend, pooled.jobs_dir, Path("/nonexistent"), config, POOL_LIMITS)
+    kind = Kind("bash", environment="e" * 64)
+    assert pool.target(kind) == 1
+    for _ in range(20):
+        assert pool.take(kind) is None  # an arrival: nothing is started without a refill
+    # 20 arrivals in the demand window, 0.1 s to start one (until one is timed): 2 more.
+    assert pool.target(kind) == 1 + 1
+    for _ in range(400):
+        pool.take(kind)
+    assert pool.target(kind) == config.per_language
+    assert pool.target(Kind("bash")) == 1
+
+
+async def test_the_memory_budget_bounds_the_pool(tmp_path):
+    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-pool-", dir="/var/tmp"))
+    work_dir.chmod(0o755)
+    backend = open_backend("process", work_dir)
+    pool = PoolConfig(enabled=True, per_language=4, max_sandboxes=8, max_memory_bytes=1, idle_s=60)
+    executor = Executor(Registry(), backend, work_dir, pool=pool, pool_limits=POOL_LIMITS)
+    try:
+        for _ in range(6):
+            await executor.run(job("bash", "true\n"))
+            await asyncio.sleep(0.2)
+        # The first is started unmeasured; once it holds memory, the budget admits no other.
+        assert executor.pool.size() <= 1
+        assert executor.pool.memory_bytes() > 0
+    finally:
+        await executor.close()
+        remove_work_dir(work_dir)
+
+
+async def test_a_compiled_job_runs_warm_in_a_sandbox_of_its_own_build(pooled):
+    code = (
+        "using System;\npublic class Script {\n    public static object Main(int a) {\n"
+        '        return Environment.GetEnvironmentVariable("GRISTMILL_LANGUAGE") + a;\n    }\n}\n'
+    )
+    csharp = dataclasses.replace(job("csharp", code), args={"a": 1}, entry_point="Main")
+    first = await pooled.run(csharp)
+    assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
+    assert first.build is not None
+    for _ in range(300):
+        if pooled.pool.waiting(Kind("csharp", build=first.build.key)):
+            break
+        await asyncio.sleep(0.05)
+    second = await pooled.run(dataclasses.replace(csharp, args={"a": 2}))
+    assert second.verdict is Verdict.SUCCESS and second.warm_sandbox, second
+    assert second.result_json == '"csharp2"'
+    other = await pooled.run(dataclasses.replace(csharp, code=code.replace("+ a", "+ a * 10")))
+    assert other.verdict is Verdict.SUCCESS and not other.warm_sandbox, other
+    assert other.result_json == '"csharp10"'
+
+
+async def test_a_job_with_dependencies_runs_warm_in_a_sandbox_of_its_environment(pooled):
+    code = (
+        '# /// script\n# dependencies = ["six==1.16.0"]\n# ///\n'
+        "import os, six\n\ndef main():\n"
+        "    return [six.__version__, os.environ['GRISTMILL_LANGUAGE']]\n"
+    )
+    first = await pooled.run(job("python", code))
+    assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
+    assert first.environment is not None
+    for _ in range(300):
+        if pooled.pool.waiting(Kind("python", environment=first.environment.key)):
+            break
+        await asyncio.sleep(0.05)
+    second = await pooled.run(job("python", code))
+    assert second.verdict is Verdict.SUCCESS and second.warm_sandbox, second
+    assert json.loads(second.result_json) == ["1.16.0", "python"]

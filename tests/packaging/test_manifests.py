@@ -4,7 +4,6 @@ what the server needs, and the systemd unit passes `systemd-analyze verify`."""
 
 from __future__ import annotations
 
-import inspect
 import json
 import shutil
 import subprocess
@@ -14,8 +13,7 @@ from typing import Any
 
 import pytest
 
-from gristmill.config import load_config
-from gristmill.server.app import Server
+from gristmill.config import ServerConfig, load_config
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CHECK = DEPLOY / "kubernetes" / "check"
@@ -80,9 +78,11 @@ def test_probes_use_grpc_health_on_the_port_the_headless_service_selects(objects
         assert container[probe]["grpc"]["port"] == 50051
 
 
-def test_grace_period_covers_prestop_and_the_servers_drain(objects):
+def test_grace_period_covers_prestop_and_the_servers_drain(objects, tmp_path: Path):
     pod = _server(objects)
-    drain_s = inspect.signature(Server.stop).parameters["grace_s"].default
+    path = tmp_path / "gristmill.toml"
+    path.write_text(objects["ConfigMap/gristmill"]["data"]["gristmill.toml"])
+    drain_s = load_config(path, environ={}).drain_grace_s
     pre_stop_s = pod["containers"][0]["lifecycle"]["preStop"]["sleep"]["seconds"]
     assert pod["terminationGracePeriodSeconds"] > pre_stop_s + drain_s
 
@@ -104,6 +104,12 @@ def test_configmap_settings_load_as_a_server_configuration(objects, tmp_path: Pa
     assert config.address == "0.0.0.0:50051" and config.sandbox_backend == "process"
     limits = _server(objects)["containers"][0]["resources"]["limits"]
     assert config.max_limits.memory_bytes < int(limits["memory"].removesuffix("Gi")) * 2**30
+
+
+def test_systemd_waits_for_the_default_drain():
+    unit = (DEPLOY / "systemd" / "gristmill.service").read_text()
+    timeout_s = int(unit.split("TimeoutStopSec=")[1].split()[0])
+    assert timeout_s > ServerConfig().drain_grace_s
 
 
 def test_systemd_unit_verifies(tmp_path: Path):

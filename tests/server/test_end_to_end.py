@@ -45,6 +45,11 @@ def test_bash_job_runs(client):
         ({"language": "cobol"}, "job.language"),
         ({"limits": pb.Limits(memory_bytes=1 << 50)}, "job.limits.memory_bytes"),
         ({"args_json": "{"}, "job.args_json"),
+        ({"language": "go", "script": pb.Script(argv=["a"])}, "job.script"),
+        ({"script": pb.Script(), "args_json": "{}"}, "job.script"),
+        ({"stdin": b"x" * (16 * 1024 * 1024 + 1)}, "job.stdin"),
+        ({"output_files": ["../etc/passwd"]}, "job.output_files[0]"),
+        ({"context": {"lower": "x"}}, "job.context"),
     ],
 )
 def test_bad_request_is_invalid_argument(real_server, request_fields, field):

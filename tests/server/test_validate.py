@@ -114,3 +114,26 @@ def test_a_resolver_may_check_its_own_lockfile_format():
     # Without a check of its own, a format the service has no rules for is refused.
     with pytest.raises(InvalidRequest, match="no rules"):
         validate.lockfile(given, "", "lang", "own-format", "job.lockfile")
+
+
+@pytest.mark.parametrize("pattern", ["/etc/passwd", "../x", "out/../../x", ""])
+def test_output_files_stay_inside_the_job_directory(pattern):
+    with pytest.raises(InvalidRequest, match=r"job\.output_files"):
+        validate.output_files([pattern])
+
+
+def test_output_file_patterns_are_bounded_in_number():
+    with pytest.raises(InvalidRequest, match="patterns"):
+        validate.output_files(["*"] * (validate.MAX_OUTPUT_PATTERNS + 1))
+
+
+@pytest.mark.parametrize("key", ["team", "A-B", "", "X" * 65])
+def test_context_keys_are_upper_case_names(key):
+    with pytest.raises(InvalidRequest, match=r"job\.context"):
+        validate.context({key: "v"})
+
+
+def test_script_arguments_hold_no_nul():
+    assert validate.script_argv(["a b", "--c"]) == ("a b", "--c")
+    with pytest.raises(InvalidRequest, match=r"job.script.argv\[1\]"):
+        validate.script_argv(["a", "b\0"])

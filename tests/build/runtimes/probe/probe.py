@@ -1,4 +1,5 @@
-"""Tries to reach the port named in /job/main.probe, in the build step and in the run.
+"""Tries to reach what /job/main.probe names ("host:port", or a port on 127.0.0.1), in
+the build step and in the run.
 
 `build` writes what it found into the build output; `run` answers, per
 runtimes/PROTOCOL.md, what the build found, what the run finds, and whether the run
@@ -17,9 +18,9 @@ BUILD_DIR = Path(os.environ["GRISTMILL_BUILD"])
 
 
 def reach() -> str:
-    port = int(Path("/job/main.probe").read_text())
+    host, _, port = Path("/job/main.probe").read_text().strip().rpartition(":")
     try:
-        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=2).close()
     except OSError as error:
         return f"unreachable: {error}"
     return "connected"
