@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from gristmill.config import ServerConfig, load_config
+from gristmill.server.access import check_exposure
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 CHECK = DEPLOY / "kubernetes" / "check"
@@ -102,6 +103,7 @@ def test_configmap_settings_load_as_a_server_configuration(objects, tmp_path: Pa
     path.write_text(objects["ConfigMap/gristmill"]["data"]["gristmill.toml"])
     config = load_config(path, environ={})
     assert config.address == "0.0.0.0:50051" and config.sandbox_backend == "process"
+    check_exposure(config, tokens=0)  # the server would start with these settings
     limits = _server(objects)["containers"][0]["resources"]["limits"]
     assert config.max_limits.memory_bytes < int(limits["memory"].removesuffix("Gi")) * 2**30
 
