@@ -12,8 +12,10 @@
 #                                           unshare(CLONE_NEWUSER); jobs keep gristmill's own
 #   cgroup subtrees bind-mounted read-write one per controller (memory, pids, cpu, cpuacct):
 #                                           the jobs' memory/pids/CPU limits and verdicts
-# and no capability added: the process backend runs there. (nsjail instead needs
-# --cap-add SYS_ADMIN with podman's seccomp filter left on: SANDBOX=nsjail.)
+#   --cap-add SYS_ADMIN,NET_ADMIN --device /dev/net/tun   network-on jobs and resolvers:
+#                                           their network namespace, nft rules, slirp4netns
+# Jobs without the network need none of the last line. (nsjail: SANDBOX=nsjail, podman's
+# seccomp filter left on.)
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,11 +41,10 @@ die() { printf 'images-test: error: %s\n' "$*" >&2; exit 1; }
 privileges() {
     local cgroup=$1 controller
     printf '%s\n' --security-opt systempaths=unconfined
-    if [[ "$SANDBOX" == nsjail ]]; then
-        printf '%s\n' --cap-add SYS_ADMIN
-    else
-        printf '%s\n' --security-opt seccomp=unconfined
-    fi
+    # Network-on jobs and dependency resolution: a network namespace made by the server
+    # (SYS_ADMIN), its egress rules (nft: NET_ADMIN), slirp4netns's tap device.
+    printf '%s\n' --cap-add SYS_ADMIN,NET_ADMIN --device /dev/net/tun
+    [[ "$SANDBOX" == nsjail ]] || printf '%s\n' --security-opt seccomp=unconfined
     for controller in "${CGROUP_CONTROLLERS[@]}"; do
         [[ -d "/sys/fs/cgroup/$controller" ]] || continue
         mkdir -p "/sys/fs/cgroup/$controller/$cgroup"

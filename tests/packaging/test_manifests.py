@@ -88,10 +88,10 @@ def test_grace_period_covers_prestop_and_the_servers_drain(objects, tmp_path: Pa
     assert pod["terminationGracePeriodSeconds"] > pre_stop_s + drain_s
 
 
-def test_server_gets_no_added_capability_and_the_worker_none_at_all(objects):
+def test_server_gets_only_the_network_jobs_capabilities_and_the_worker_none(objects):
     server = _server(objects)["containers"][0]["securityContext"]
-    assert "add" not in server.get("capabilities", {})
-    assert server["allowPrivilegeEscalation"] is False
+    assert sorted(server["capabilities"]["add"]) == ["NET_ADMIN", "SYS_ADMIN"]
+    assert server["allowPrivilegeEscalation"] is False and "privileged" not in server
     worker = objects["Deployment/gristmill-worker"]["spec"]["template"]["spec"]
     assert worker["securityContext"]["runAsNonRoot"] is True
     assert worker["containers"][0]["securityContext"]["capabilities"]["drop"] == ["ALL"]
