@@ -31,6 +31,7 @@ APT_PACKAGES=(
     python3            # Debian's /usr/bin/python3: the interpreter Python jobs run on
     bash               # the Bash runtime
     coreutils          # what Bash jobs expect to find
+    bc                 # ... bc among them (a conformance case computes with it)
     postgresql         # server for SQL jobs (scripts/postgres.sh), later
     ca-certificates    # dependency resolution over HTTPS (uv, bun, go, maven)
     slirp4netns        # user-mode networking for network-on jobs' own namespaces
