@@ -1,15 +1,15 @@
 """`Step.then_offline`: the follow-up of an install runs in a sandbox of its own, without
 the network and without the shared download cache, the environment still writable.
 
-Real sandbox (process backend), real ToolRunner; a listening socket on the host's
-loopback stands for "the network": the install step reaches it, its follow-up must not.
+Real sandbox (process backend), real ToolRunner; a default route stands for "the
+network": the install step has one (its own namespace's way out to the registries), its
+follow-up must have none.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -32,22 +32,23 @@ LIMITS = Limits(
     output_bytes=1 << 20,
 )
 PROBE = """\
-if (exec 3<>/dev/tcp/127.0.0.1/{port}) 2>/dev/null; then net=reached; else net=refused; fi
+net=refused
+while read -r _ destination _; do
+    if [ "$destination" = 00000000 ]; then net=reached; fi
+done < /proc/net/route
 if [ -d {cache} ]; then cache=mounted; else cache=absent; fi
 echo "$net $cache" > {build}/{name}
 """
 
 
-def step(name: str, port: int) -> Step:
-    script = PROBE.format(port=port, cache=JAIL_TOOL_CACHE_DIR, build=JAIL_BUILD_DIR, name=name)
+def step(name: str) -> Step:
+    script = PROBE.format(cache=JAIL_TOOL_CACHE_DIR, build=JAIL_BUILD_DIR, name=name)
     return Step(argv=("/bin/bash", "probe.sh"), files={"probe.sh": script})
 
 
 def test_the_offline_follow_up_has_no_network_and_no_download_cache() -> None:
     base = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
     base.chmod(0o755)
-    listener = socket.create_server(("127.0.0.1", 0))
-    port = listener.getsockname()[1]
     try:
         try:
             backend = open_backend("process", base)
@@ -62,12 +63,11 @@ def test_the_offline_follow_up_has_no_network_and_no_download_cache() -> None:
         environment.mkdir(mode=0o777)
         environment.chmod(0o777)
         runner = ToolRunner(backend, paths, LIMITS, cache_max_bytes=1 << 30)
-        install = step("install", port)
-        install = Step(install.argv, install.files, then_offline=step("offline", port))
+        install = step("install")
+        install = Step(install.argv, install.files, then_offline=step("offline"))
         asyncio.run(runner.run(install, profile, lambda _line: None, environment))
         assert (environment / "install").read_text().split() == ["reached", "mounted"]
         assert (environment / "offline").read_text().split() == ["refused", "absent"]
         asyncio.run(backend.close())
     finally:
-        listener.close()
         shutil.rmtree(base, ignore_errors=True)
