@@ -12,7 +12,6 @@ import dataclasses
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import textwrap
@@ -31,6 +30,7 @@ from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
 from gristmill.model import Job, Outcome, Verdict
 from tests.conftest import remove_work_dir
+from tests.hosts import namespaced_host
 
 from .conftest import LIMITS
 
@@ -57,7 +57,6 @@ _SERVER = textwrap.dedent(
         finally:
             connection.close()
     threading.Thread(target=serve, args=(%d, b"x" * %d), daemon=True).start()
-    print("ready", flush=True)
     serve(%d, b"hello\\n")
     """
 ) % (BULK_PORT, BULK_BYTES, SERVE_PORT)
@@ -72,49 +71,10 @@ class Peer:
 
 @pytest.fixture(scope="module")
 def test_host() -> Iterator[Peer]:
-    """A host on a private address, in a network namespace of its own, serving TCP.
-
-    The namespace is its server's (`unshare --net`), not a name under /run/netns, which
-    other tools on a shared machine may clean up under our feet; the veth pair is the
-    same as with `ip netns add`.
-    """
-    octet = os.getpid() % 250 + 1
-    host_side, its_side = f"10.213.{octet}.1", f"10.213.{octet}.2"
-    veth = f"gmv{os.getpid() % 100000}"
-
-    def ip(*args: str) -> None:
-        subprocess.run(["ip", *args], check=True, capture_output=True)
-
-    # The server binds once its address is there: it waits for a line on stdin.
-    server = subprocess.Popen(
-        ["unshare", "--net", sys.executable, "-c", "input()\n" + _SERVER, its_side],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-    )
-    assert server.stdin is not None and server.stdout is not None
-    try:
-        time.sleep(0.2)  # unshare has run
-        inside = ["nsenter", "-t", str(server.pid), "-n", "ip"]
-        ip("link", "add", veth, "type", "veth", "peer", "name", "eth0", "netns", str(server.pid))
-        ip("addr", "add", f"{host_side}/30", "dev", veth)
-        ip("link", "set", veth, "up")
-        its_setup = [
-            ("addr", "add", f"{its_side}/30", "dev", "eth0"),
-            ("link", "set", "eth0", "up"),
-            ("link", "set", "lo", "up"),
-        ]
-        for args in its_setup:
-            subprocess.run([*inside, *args], check=True, capture_output=True)
-        server.stdin.write(b"go\n")
-        server.stdin.flush()
-        assert server.stdout.readline() == b"ready\n"
-        # The control: from the host, the test host is there.
-        socket.create_connection((its_side, SERVE_PORT), timeout=5).close()
-        yield Peer(its_side)
-    finally:
-        server.kill()
-        server.wait()
-        subprocess.run(["ip", "link", "del", veth], check=False, capture_output=True)
+    """A host on a private address, in a network namespace of its own, serving TCP."""
+    command = [sys.executable, "-c", _SERVER, "{address}"]
+    with namespaced_host(command, SERVE_PORT) as address:
+        yield Peer(address)
 
 
 def _executor(backend: str, network: NetworkConfig, pool: PoolConfig | None = None) -> Executor:

@@ -1,6 +1,8 @@
 """C#'s NuGet dependencies, end to end: real `.nupkg` files built with the real compiler,
-served as a NuGet v3 feed over HTTP on loopback, resolved and installed by our client in
-the resolve sandbox, referenced by mcs and loaded by mono in the job's.
+served as a NuGet v3 feed over HTTP from a test host (a network namespace of its own:
+a resolve step reaches the feed it is configured with, never the host's loopback),
+resolved and installed by our client in the resolve sandbox, referenced by mcs and loaded
+by mono in the job's.
 
 The feed is laid out as the protocol documents it: a service index naming
 `PackageBaseAddress/3.0.0` (the flat container: `{id}/index.json`, the `.nupkg` files)
@@ -13,13 +15,11 @@ carries a `lib/netcoreapp3.1/` folder of garbage, which Mono must never be given
 from __future__ import annotations
 
 import base64
-import functools
 import hashlib
-import http.server
 import json
 import shutil
 import subprocess
-import threading
+import sys
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,9 +34,11 @@ from gristmill.errors import SandboxFailure
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2 as pb
 from tests.conftest import sandbox_work_dir
+from tests.hosts import namespaced_host
 
 TIMEOUT_S = 180
 MCS = "/usr/bin/mcs"
+FEED_PORT = 8080
 
 VOCABULARY = """\
 namespace Gristmill.Words {
@@ -80,7 +82,7 @@ def _nuspec(package: str, version: str, dependencies: dict[str, str]) -> str:
 
 
 class Feed:
-    """A NuGet v3 feed in a directory, served by http.server on 127.0.0.1."""
+    """A NuGet v3 feed in a directory, served by http.server from a test host."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -160,38 +162,28 @@ class Feed:
             (registration / "index.json").write_text(json.dumps({"count": 1, "items": [page]}))
 
 
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture(scope="module")
 def feed_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if shutil.which(MCS) is None:
         pytest.skip("Mono is not installed (runtimes/csharp/install.sh)")
     root = tmp_path_factory.mktemp("feed")
-    handler = functools.partial(_Quiet, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    base = f"http://127.0.0.1:{server.server_address[1]}"
-    feed = Feed(root)
-    words = feed.add(
-        "Gristmill.Words",
-        "1.0.0",
-        WORDS["1.0.0"],
-        {},
-        [],
-        {"lib/netcoreapp3.1/Gristmill.Words.dll": b"not an assembly"},
-    )
-    feed.add("Gristmill.Words", "2.0.0", WORDS["2.0.0"], {}, [])
-    feed.add("Gristmill.Greeting", "1.0.0", GREETING, {"Gristmill.Words": "1.0.0"}, [words])
-    feed.write_indexes(base)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    root.chmod(0o755)
+    server = [sys.executable, "-m", "http.server", str(FEED_PORT), "--bind", "{address}"]
+    with namespaced_host([*server, "--directory", str(root)], FEED_PORT) as address:
+        base = f"http://{address}:{FEED_PORT}"
+        feed = Feed(root)
+        words = feed.add(
+            "Gristmill.Words",
+            "1.0.0",
+            WORDS["1.0.0"],
+            {},
+            [],
+            {"lib/netcoreapp3.1/Gristmill.Words.dll": b"not an assembly"},
+        )
+        feed.add("Gristmill.Words", "2.0.0", WORDS["2.0.0"], {}, [])
+        feed.add("Gristmill.Greeting", "1.0.0", GREETING, {"Gristmill.Words": "1.0.0"}, [words])
+        feed.write_indexes(base)
         yield f"{base}/v3/index.json"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 @pytest.fixture(scope="module", params=["process", "nsjail"])
