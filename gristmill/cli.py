@@ -33,6 +33,7 @@ from gristmill.client import Client, RetryPolicy, outcome_result, too_large
 from gristmill.config import LOG_FORMATS, LOG_LEVELS, ServerConfig, load_config
 from gristmill.credentials import add_credential_flags, credentials_from_options
 from gristmill.errors import GristmillError
+from gristmill.interceptors import Handler, HandlerWrapper
 from gristmill.jsonview import failure, to_json
 from gristmill.queue import cli as queue_commands
 from gristmill.v1 import runtime_pb2 as pb
@@ -891,43 +892,36 @@ def _demo(options: argparse.Namespace) -> int:
     return EXIT_JOB_FAILED if failed else EXIT_OK
 
 
-class _Activity(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class _Activity(HandlerWrapper):
     """Counts calls in flight and when the last one ended, for `--idle-exit-s`."""
 
     def __init__(self) -> None:
         self.in_flight = 0
         self.last = time.monotonic()
 
-    async def intercept_service(self, continuation: Any, details: Any) -> Any:
-        handler = await continuation(details)
-        if handler is None:
-            return None
-        if handler.unary_unary is not None:
-            inner_unary = handler.unary_unary
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.last = time.monotonic()
 
-            async def unary(request: Any, context: Any) -> Any:
-                self.in_flight += 1
-                try:
-                    return await inner_unary(request, context)
-                finally:
-                    self.in_flight -= 1
-                    self.last = time.monotonic()
+    def around_unary(self, inner: Handler, method: str) -> Handler:
+        async def unary(request: Any, context: Any) -> Any:
+            with self._call():
+                return await inner(request, context)
 
-            return handler._replace(unary_unary=unary)
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+        return unary
 
-            async def stream(request: Any, context: Any) -> Any:
-                self.in_flight += 1
-                try:
-                    async for reply in inner_stream(request, context):
-                        yield reply
-                finally:
-                    self.in_flight -= 1
-                    self.last = time.monotonic()
+    def around_stream(self, inner: Handler, method: str) -> Handler:
+        async def stream(request: Any, context: Any) -> Any:
+            with self._call():
+                async for reply in inner(request, context):
+                    yield reply
 
-            return handler._replace(unary_stream=stream)
-        return handler
+        return stream
 
 
 async def _idle(activity: _Activity, idle_s: float, stopping: asyncio.Event) -> None:

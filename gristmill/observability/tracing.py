@@ -10,7 +10,7 @@ collector configured none of this is imported or run.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import TYPE_CHECKING, Any
 
 import grpc
@@ -19,6 +19,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from gristmill.interceptors import Handler, HandlerWrapper
 from gristmill.model import Job, JobEvent, Outcome, PhaseEvent
 
 if TYPE_CHECKING:
@@ -173,43 +174,36 @@ def _current(context: otel_context.Context) -> Iterator[None]:
         otel_context.detach(token)
 
 
-class _CallSpans(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class _CallSpans(HandlerWrapper):
     """Wraps each call of the Runtime service in its span."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
         self._tracer = tracer
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or not method.startswith(TRACED_SERVICE):
-            return handler
+    def wants(self, method: str) -> bool:
+        return method.startswith(TRACED_SERVICE)
+
+    def around_unary(self, inner: Handler, method: str) -> Handler:
         tracer = self._tracer
-        if handler.unary_unary is not None:
-            inner_unary = handler.unary_unary
 
-            async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
-                with _call_span(tracer, method, context) as call, _current(call):
-                    return await inner_unary(request, context)
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            with _call_span(tracer, method, context) as call, _current(call):
+                return await inner(request, context)
 
-            return handler._replace(unary_unary=unary)
-        if handler.unary_stream is not None:
-            inner_stream = handler.unary_stream
+        return unary
 
-            async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-                with _call_span(tracer, method, context) as call:
-                    async with contextlib.aclosing(inner_stream(request, context)) as replies:
-                        while True:
-                            with _current(call):
-                                try:
-                                    reply = await anext(replies)
-                                except StopAsyncIteration:
-                                    return
-                            yield reply
+    def around_stream(self, inner: Handler, method: str) -> Handler:
+        tracer = self._tracer
 
-            return handler._replace(unary_stream=stream)
-        return handler
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            with _call_span(tracer, method, context) as call:
+                async with contextlib.aclosing(inner(request, context)) as replies:
+                    while True:
+                        with _current(call):
+                            try:
+                                reply = await anext(replies)
+                            except StopAsyncIteration:
+                                return
+                        yield reply
+
+        return stream

@@ -17,7 +17,7 @@ import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import grpc
 from grpc_health.v1 import health
 
 from gristmill.config import ANONYMOUS, AuthConfig, ConfigError, ServerConfig
+from gristmill.interceptors import Handler, HandlerWrapper
 from gristmill.server.tenants import Tenant, Tenants, current_tenant
 
 __all__ = [
@@ -196,31 +197,14 @@ class Authenticator:
         return None
 
 
-_Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
-
-
-class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+class AccessInterceptor(HandlerWrapper):
     """Authenticates every call (but health checks) before its handler runs."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler:
-        handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method
-        if handler is None or method.startswith(_OPEN_SERVICES):
-            return handler
-        for kind in ("unary_unary", "stream_unary"):
-            if getattr(handler, kind) is not None:
-                return handler._replace(**{kind: self._unary(getattr(handler, kind), method)})
-        for kind in ("unary_stream", "stream_stream"):
-            if getattr(handler, kind) is not None:
-                return handler._replace(**{kind: self._stream(getattr(handler, kind), method)})
-        return handler
+    def wants(self, method: str) -> bool:
+        return not method.startswith(_OPEN_SERVICES)
 
     async def _admit(self, context: grpc.aio.ServicerContext, method: str) -> None:
         tenant = self._authenticator.tenant(Caller.of(context))
@@ -234,14 +218,14 @@ class AccessInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
         assert tenant is not None
         current_tenant.set(tenant)
 
-    def _unary(self, inner: _Handler, method: str) -> _Handler:
+    def around_unary(self, inner: Handler, method: str) -> Handler:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await self._admit(context, method)
             return await inner(request, context)
 
         return unary
 
-    def _stream(self, inner: _Handler, method: str) -> _Handler:
+    def around_stream(self, inner: Handler, method: str) -> Handler:
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
             await self._admit(context, method)
             async for reply in inner(request, context):

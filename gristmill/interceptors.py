@@ -1,0 +1,53 @@
+"""The one way our gRPC server interceptors wrap a call's handler.
+
+Authentication, tracing and the local server's idle clock each run code around the calls
+they care about; what differs is that code, not how a handler is found and replaced. A
+subclass says which methods it `wants` and how to wrap a request-response handler
+(`around_unary`) and a streaming one (`around_stream`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+
+__all__ = ["Handler", "HandlerWrapper"]
+
+Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
+"""A method's behaviour: (request or request iterator, context) -> reply or reply iterator."""
+
+
+class HandlerWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Wraps the handler of every call whose method it `wants`; others pass untouched."""
+
+    def wants(self, method: str) -> bool:
+        return True
+
+    def around_unary(self, inner: Handler, method: str) -> Handler:
+        """A handler that answers once (unary or client-streaming request)."""
+        raise NotImplementedError
+
+    def around_stream(self, inner: Handler, method: str) -> Handler:
+        """A handler that answers with a stream (an async generator)."""
+        raise NotImplementedError
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method: str = handler_call_details.method
+        if handler is None or not self.wants(method):
+            return handler
+        for kind in ("unary_unary", "stream_unary"):
+            if getattr(handler, kind) is not None:
+                return handler._replace(**{kind: self.around_unary(getattr(handler, kind), method)})
+        for kind in ("unary_stream", "stream_stream"):
+            if getattr(handler, kind) is not None:
+                return handler._replace(
+                    **{kind: self.around_stream(getattr(handler, kind), method)}
+                )
+        return handler
