@@ -183,6 +183,14 @@ async def test_the_memory_budget_bounds_the_pool(tmp_path):
         remove_work_dir(work_dir)
 
 
+async def _waiting(executor: Executor, kind: Kind) -> None:
+    """Until a warm sandbox of `kind` waits (or 15 s: the next job then starts cold)."""
+    for _ in range(300):
+        if executor.pool.waiting(kind):
+            return
+        await asyncio.sleep(0.05)
+
+
 async def test_a_compiled_job_runs_warm_in_a_sandbox_of_its_own_build(pooled):
     code = (
         "using System;\npublic class Script {\n    public static object Main(int a) {\n"
@@ -192,10 +200,7 @@ async def test_a_compiled_job_runs_warm_in_a_sandbox_of_its_own_build(pooled):
     first = await pooled.run(csharp)
     assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
     assert first.build is not None
-    for _ in range(300):
-        if pooled.pool.waiting(Kind("csharp", build=first.build.key)):
-            break
-        await asyncio.sleep(0.05)
+    await _waiting(pooled, Kind("csharp", build=first.build.key))
     second = await pooled.run(dataclasses.replace(csharp, args={"a": 2}))
     assert second.verdict is Verdict.SUCCESS and second.warm_sandbox, second
     assert second.result_json == '"csharp2"'
@@ -213,10 +218,7 @@ async def test_a_job_with_dependencies_runs_warm_in_a_sandbox_of_its_environment
     first = await pooled.run(job("python", code))
     assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
     assert first.environment is not None
-    for _ in range(300):
-        if pooled.pool.waiting(Kind("python", environment=first.environment.key)):
-            break
-        await asyncio.sleep(0.05)
+    await _waiting(pooled, Kind("python", environment=first.environment.key))
     second = await pooled.run(job("python", code))
     assert second.verdict is Verdict.SUCCESS and second.warm_sandbox, second
     assert json.loads(second.result_json) == ["1.16.0", "python"]
