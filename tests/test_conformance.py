@@ -8,9 +8,10 @@ sandbox, never a reason to weaken the case.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -30,7 +31,12 @@ from gristmill.conformance.cases import (
 )
 from gristmill.conformance.checks import check_outcome, json_equal
 from gristmill.conformance.report import coverage_lines, describe_outcome
-from gristmill.conformance.runner import default_cases_dir, language_case_files, run_cases
+from gristmill.conformance.runner import (
+    CaseResult,
+    default_cases_dir,
+    language_case_files,
+    run_cases,
+)
 from gristmill.errors import SandboxFailure
 from gristmill.languages import Registry
 from gristmill.server import BackgroundServer
@@ -504,11 +510,15 @@ def test_main_refuses_a_malformed_case_directory(tmp_path, fake_target, capsys):
 
 SERVERS = ("process/warm", "nsjail/warm", "process/cold", "nsjail/cold")
 """Each backend with warm sandboxes (most cases run in one) and without (all start cold);
-the compiled languages, which always start cold, run on the first two only (`_runs_on`)."""
+the compiled languages run against the first two only (`_runs_on`)."""
 ATTACKS: dict[tuple[str, str], list[bool]] = {}
 """(server, language) -> whether each attack case run against it was contained."""
 SERVER_NAMES: dict[str, str] = {}
 """The address of each server under test -> its backend and pool mode."""
+WARM: dict[tuple[str, str], list[bool]] = {}
+"""(server, language) -> whether each case run against it found a warm sandbox."""
+AHEAD: dict[str, Ahead] = {}
+"""The address of each server under test -> its cases, running ahead of their tests."""
 
 
 @pytest.fixture(scope="session")
@@ -542,15 +552,33 @@ def server_address(request: pytest.FixtureRequest, shared_caches: Path) -> Itera
         except SandboxFailure as unusable:
             pytest.skip(f"{request.param}: {unusable}")
         SERVER_NAMES[address] = request.param
+        AHEAD[address] = Ahead(address, _selected_cases(request, address))
         try:
             yield address
         finally:
+            AHEAD.pop(address).close()
             server.__exit__(None, None, None)
+
+
+def _selected_cases(request: pytest.FixtureRequest, address: str) -> list[Case]:
+    """The cases this session runs against the server at `address`, in their tests' order
+    (those of a language it cannot run left out)."""
+    unavailable = {
+        info.language for info in runner.list_runtimes(address).runtimes if not info.available
+    }
+    selected = (
+        item.callspec.params
+        for item in request.session.items
+        if isinstance(item, pytest.Function) and item.originalname == "test_case_against_server"
+    )
+    cases = [p["case"] for p in selected if p["server_address"] == SERVER_NAMES[address]]
+    return [c for c in cases if isinstance(c, Case) and c.language not in unavailable]
 
 
 @pytest.fixture(scope="session", autouse=True)
 def attack_table(request: pytest.FixtureRequest) -> Iterator[None]:
-    """Prints, after the suite, how many attacks each backend contained per language."""
+    """Prints, after the suite, how many attacks each backend contained per language, and
+    how many cases found a warm sandbox."""
     yield
     reporter = request.config.pluginmanager.get_plugin("terminalreporter")
     capture = request.config.pluginmanager.get_plugin("capturemanager")
@@ -560,6 +588,9 @@ def attack_table(request: pytest.FixtureRequest) -> Iterator[None]:
         reporter.write_sep("-", "attacks contained (backend/pool, language: contained/tried)")
         for (server, language), outcomes in sorted(ATTACKS.items()):
             reporter.write_line(f"{server:12} {language:10} {sum(outcomes)}/{len(outcomes)}")
+        reporter.write_sep("-", "cases run in a warm sandbox (backend/pool, language: warm/run)")
+        for (server, language), warm in sorted(WARM.items()):
+            reporter.write_line(f"{server:12} {language:10} {sum(warm)}/{len(warm)}")
         reporter.write_sep("-", "conformance coverage (cases x languages)")
         own = language_case_files()
         holes = coverage(ALL_CASES, not_applicable(own), default_cases_dir())
@@ -577,9 +608,66 @@ def available_languages(server_address) -> dict[str, str]:
     }
 
 
+class _Gate:
+    """Lets cases run side by side, except one that must run alone: it waits for those
+    running to end, and none starts until it has."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._running = 0
+        self._alone_waiting = 0
+
+    @contextlib.contextmanager
+    def entered(self, alone: bool) -> Iterator[None]:
+        with self._changed:
+            if alone:
+                self._alone_waiting += 1
+                self._changed.wait_for(lambda: self._running == 0)
+                self._alone_waiting -= 1
+                self._running = -1
+            else:
+                self._changed.wait_for(lambda: self._running >= 0 and not self._alone_waiting)
+                self._running += 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._running = 0 if alone else self._running - 1
+                self._changed.notify_all()
+
+
+class Ahead:
+    """Runs a server's selected cases ahead of their tests, two at a time as a queue
+    worker's jobs would (`run_cases`), so that the suite takes about half the sum of its
+    cases' waits (time limits, sleeps, timeouts); each test then checks its own result.
+    A case with a partner job or a cancel runs alone: with another case beside it, the
+    server's slots would be full and its second job would queue."""
+
+    PARALLELISM = 2
+
+    def __init__(self, address: str, cases: Sequence[Case]) -> None:
+        self._address = address
+        self._gate = _Gate()
+        self._pool = ThreadPoolExecutor(self.PARALLELISM, thread_name_prefix="conformance")
+        self._futures = {case.id: self._pool.submit(self._run, case) for case in cases}
+
+    def _run(self, case: Case) -> CaseResult:
+        alone = case.partner is not None or case.cancel_after_ms is not None
+        with self._gate.entered(alone):
+            [result] = run_cases(self._address, [case], parallelism=1)
+        return result
+
+    def result(self, case: Case) -> CaseResult:
+        future = self._futures.get(case.id)
+        return self._run(case) if future is None else future.result()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+
 BUILT = frozenset(runtime.name for runtime in Registry() if runtime.spec.build is not None)
-"""Languages whose jobs are built first: they never run warm (their build output is
-mounted per job), so a server without warm sandboxes would only run them again alike."""
+"""Languages whose jobs are built first: they run against the servers with warm sandboxes
+only, where a build's first job starts cold anyway, and their cases are the slowest."""
 
 
 def _runs_on(server: str, case: Case) -> bool:
@@ -591,15 +679,20 @@ def _runs_on(server: str, case: Case) -> bool:
     [(server, case) for server in SERVERS for case in ALL_CASES if _runs_on(server, case)],
     ids=lambda value: value.id if isinstance(value, Case) else value,
     indirect=["server_address"],
+    # Session: one server per backend and pool mode for all its cases (a narrower scope
+    # would start a server per case, and no case would find a warm sandbox).
+    scope="session",
 )
 def test_case_against_server(case, server_address, available_languages):
     reason = available_languages.get(case.language, "the server does not list it")
     if reason:
         pytest.skip(f"{case.language}: {reason}")
-    [result] = run_cases(server_address, [case])
+    result = AHEAD[server_address].result(case)
+    server = SERVER_NAMES[server_address]
     if case.is_attack:
-        server = SERVER_NAMES[server_address]
         ATTACKS.setdefault((server, case.language), []).append(result.passed)
+    if result.outcome is not None:
+        WARM.setdefault((server, case.language), []).append(result.outcome.warm_sandbox)
     details = "\n".join(result.problems)
     if result.outcome is not None:
         details += "\ngot:\n  " + "\n  ".join(describe_outcome(result.outcome))

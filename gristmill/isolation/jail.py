@@ -25,7 +25,7 @@ import os
 import resource
 import signal
 import socket
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -142,10 +142,12 @@ class JailSpec:
             tmpfs_bytes=profile.tmpfs_bytes,
             job_dir_bytes=profile.job_dir_bytes,
             file_size_bytes=profile.file_size_bytes,
-            mounts=[asdict(m) for m in profile.mounts],
-            symlinks=[asdict(s) for s in profile.symlinks],
+            # vars(), not asdict(): their fields are plain values, and asdict's deep
+            # copies were a tenth of the service's CPU per job.
+            mounts=[dict(vars(m)) for m in profile.mounts],
+            symlinks=[dict(vars(s)) for s in profile.symlinks],
             devices=list(profile.devices),
-            rlimits=asdict(profile.rlimits),
+            rlimits=dict(vars(profile.rlimits)),
             seccomp_deny=list(profile.seccomp.deny),
             seccomp_nosys=list(profile.seccomp.nosys),
             shm_bytes=profile.shm_bytes,
@@ -154,7 +156,7 @@ class JailSpec:
         )
 
     def to_json(self) -> bytes:
-        return json.dumps(asdict(self)).encode()
+        return json.dumps(vars(self)).encode()
 
     @classmethod
     def from_json(cls, data: bytes) -> JailSpec:

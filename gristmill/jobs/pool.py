@@ -9,9 +9,9 @@ the job's, with clocks and accounting that start at the hand-over.
 
 Sandboxes are kept per `Kind`: a language, and the installed dependencies and build
 output its jobs mount (so a job with dependencies, or of a compiled language, starts
-warm too once its kind is in demand). Demand decides how many: a kind gets warm
-sandboxes from its first job on, enough to cover its recent arrival rate while a new
-one starts (`target`), at most `per_language`, within `max_sandboxes` and
+warm too once its kind is in demand). Demand decides how many: a language's kind gets
+warm sandboxes from its first job on, one of dependencies or a build from its second,
+enough to cover its recent arrival rate while a new one starts (`target`), at most `per_language`, within `max_sandboxes` and
 `max_memory_bytes` in all (what idle sandboxes hold, measured on their cgroups; a full
 pool stops one of the least recently used kind to make room for a kind that has none),
 and loses them after `idle_s` without a job. Network-on jobs are a kind of their own:
@@ -98,9 +98,11 @@ class _Demand:
         while self.arrivals and now - self.arrivals[0] > DEMAND_WINDOW_S:
             self.arrivals.popleft()
 
+    def recent(self, now: float) -> int:
+        return sum(1 for t in self.arrivals if now - t <= DEMAND_WINDOW_S)
+
     def rate(self, now: float) -> float:
-        recent = sum(1 for t in self.arrivals if now - t <= DEMAND_WINDOW_S)
-        return recent / DEMAND_WINDOW_S
+        return self.recent(now) / DEMAND_WINDOW_S
 
 
 class WarmPool:
@@ -202,12 +204,17 @@ class WarmPool:
         )
 
     def target(self, kind: Kind, now: float | None = None) -> int:
-        """How many of `kind` the pool keeps: enough to cover its recent arrivals while a
-        new one starts (Little's law), one at least, `per_language` at most."""
+        """How many of `kind` the pool keeps: one for the next job, and as many as its
+        recent arrivals would take while a new one starts (Little's law), `per_language`
+        at most. A kind of its own dependencies or build gets none until its second job:
+        code run once (each of a compiled language a kind of its own) would leave a
+        sandbox nobody takes, and its start's CPU lost."""
         now = time.monotonic() if now is None else now
         demand = self._demand[kind]
-        wanted = 1 + math.ceil(demand.rate(now) * demand.start_s)
-        return max(1, min(self.config.per_language, wanted))
+        if (kind.environment or kind.build) and demand.recent(now) < 2:
+            return 0
+        wanted = 1 + math.floor(demand.rate(now) * demand.start_s)
+        return min(self.config.per_language, wanted)
 
     def _refill(self, kind: Kind, runtime: Runtime) -> None:
         now = time.monotonic()

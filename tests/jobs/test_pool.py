@@ -154,10 +154,14 @@ async def test_a_kind_in_demand_gets_more_warm_sandboxes_up_to_the_cap(pooled):
     config = PoolConfig(enabled=True, per_language=4, max_sandboxes=8, idle_s=60)
     pool = WarmPool(pooled.backend, pooled.jobs_dir, Path("/nonexistent"), config, POOL_LIMITS)
     kind = Kind("bash", environment="e" * 64)
+    assert pool.target(Kind("bash")) == 1
+    assert pool.take(kind) is None  # an arrival: nothing is started without a refill
+    assert pool.target(kind) == 0  # a kind of its own environment: none until it recurs
+    pool.take(kind)
     assert pool.target(kind) == 1
-    for _ in range(20):
-        assert pool.take(kind) is None  # an arrival: nothing is started without a refill
-    # 20 arrivals in the demand window, 0.1 s to start one (until one is timed): 2 more.
+    for _ in range(98):
+        pool.take(kind)
+    # 100 arrivals in the 10 s demand window, 0.1 s to start one (until one is timed).
     assert pool.target(kind) == 1 + 1
     for _ in range(400):
         pool.take(kind)
@@ -200,7 +204,11 @@ async def test_a_compiled_job_runs_warm_in_a_sandbox_of_its_own_build(pooled):
     first = await pooled.run(csharp)
     assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
     assert first.build is not None
-    await _waiting(pooled, Kind("csharp", build=first.build.key))
+    kind = Kind("csharp", build=first.build.key)
+    assert not pooled.pool.waiting(kind)  # none for a build until its second job
+    again = await pooled.run(csharp)
+    assert again.verdict is Verdict.SUCCESS and not again.warm_sandbox, again
+    await _waiting(pooled, kind)
     second = await pooled.run(dataclasses.replace(csharp, args={"a": 2}))
     assert second.verdict is Verdict.SUCCESS and second.warm_sandbox, second
     assert second.result_json == '"csharp2"'
@@ -218,6 +226,7 @@ async def test_a_job_with_dependencies_runs_warm_in_a_sandbox_of_its_environment
     first = await pooled.run(job("python", code))
     assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
     assert first.environment is not None
+    await pooled.run(job("python", code))  # the second job puts the environment in demand
     await _waiting(pooled, Kind("python", environment=first.environment.key))
     second = await pooled.run(job("python", code))
     assert second.verdict is Verdict.SUCCESS and second.warm_sandbox, second
