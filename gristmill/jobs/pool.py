@@ -11,8 +11,8 @@ Sandboxes are kept per `Kind`: a language, and the installed dependencies and bu
 output its jobs mount (so a job with dependencies, or of a compiled language, starts
 warm too once its kind is in demand). Demand decides how many: a language's kind gets
 warm sandboxes from its first job on, one of dependencies or a build from its second,
-enough to cover its recent arrival rate while a new one starts (`target`), at most `per_language`, within `max_sandboxes` and
-`max_memory_bytes` in all (what idle sandboxes hold, measured on their cgroups; a full
+enough to cover its recent arrival rate while a new one starts (`target`), at most
+`per_language`, within `max_sandboxes` and `max_memory_bytes` in all (what idle sandboxes hold, measured on their cgroups; a full
 pool stops one of the least recently used kind to make room for a kind that has none),
 and loses them after `idle_s` without a job. Network-on jobs are a kind of their own:
 started with the server's egress policy in a network namespace of their own, the job's
