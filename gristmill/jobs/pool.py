@@ -12,14 +12,15 @@ output its jobs mount (so a job with dependencies, or of a compiled language, st
 warm too once its kind is in demand). Demand decides how many: a language's kind gets
 warm sandboxes from its first job on, one of dependencies or a build from its second,
 enough to cover its recent arrival rate while a new one starts (`target`), at most
-`per_language`, within `max_sandboxes` and `max_memory_bytes` in all (what idle sandboxes hold, measured on their cgroups; a full
-pool stops one of the least recently used kind to make room for a kind that has none),
-and loses them after `idle_s` without a job. Network-on jobs are a kind of their own:
-started with the server's egress policy in a network namespace of their own, the job's
-bytes cap coming with the hand-over. A job that no warm sandbox fits (its own environment
-variables, a network allow list or connections cap of its own, a plugin's mounts, a
-language whose wrapper cannot take its context from the job message) is started cold, as
-is any job while its kind has no sandbox waiting: a job never waits for the pool.
+`per_language`, within `max_sandboxes` and `max_memory_bytes` in all (what idle
+sandboxes hold, measured on their cgroups; a full pool stops one of the least recently
+used kind to make room for a kind that has none), and loses them after `idle_s` without
+a job. Network-on jobs are a kind of their own: started with the server's egress policy
+in a network namespace of their own, the job's bytes cap coming with the hand-over. A
+job that no warm sandbox fits (its own environment variables, a network allow list or
+connections cap of its own, a plugin's mounts, a language whose wrapper cannot take its
+context from the job message) is started cold, as is any job while its kind has no
+sandbox waiting: a job never waits for the pool.
 """
 
 from __future__ import annotations
