@@ -52,6 +52,8 @@ RETRY_AFTER_S = 30.0
 """A kind whose warm sandbox failed to start is not started warm again for this long."""
 DEMAND_WINDOW_S = 10.0
 """Arrivals this recent make a kind's rate."""
+RATE_SPAN_MIN_S = 1.0
+"""The shortest span a rate is measured over: two jobs a millisecond apart are no trend."""
 FIRST_START_S = 0.1
 """What a kind's sandbox is assumed to take to start until one has been timed."""
 
@@ -103,7 +105,13 @@ class _Demand:
         return sum(1 for t in self.arrivals if now - t <= DEMAND_WINDOW_S)
 
     def rate(self, now: float) -> float:
-        return self.recent(now) / DEMAND_WINDOW_S
+        """Arrivals per second over the window, or over the time since the first of them
+        when that is shorter (at least a second): a burst that began a second ago counts
+        at its own rate, not diluted over the whole window."""
+        recent = [t for t in self.arrivals if now - t <= DEMAND_WINDOW_S]
+        if not recent:
+            return 0.0
+        return len(recent) / max(now - recent[0], RATE_SPAN_MIN_S)
 
 
 class WarmPool:
