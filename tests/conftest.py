@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import shutil
 import tempfile
 import threading
@@ -25,6 +26,18 @@ from gristmill.model import Job, JobEvent, Outcome, OutputEvent, PhaseEvent, Sta
 from gristmill.server import BackgroundServer
 
 ConfigFactory = Callable[..., ServerConfig]
+
+
+@pytest.fixture(autouse=True)
+def _log_handlers_kept_to_their_test() -> Iterator[None]:
+    """Takes away the log handler a test's in-process `gristmill serve` installed: it
+    writes to that test's captured stderr, closed once the test is over, and a server
+    thread that logs later would print a logging error into another test's output."""
+    yield
+    root = logging.getLogger()
+    for handler in root.handlers[:]:
+        if type(handler).__module__ == "gristmill.observability.logs":
+            root.removeHandler(handler)
 
 
 @pytest.fixture

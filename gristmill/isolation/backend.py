@@ -104,6 +104,11 @@ class Sandbox(Protocol):
         """The memory its processes and files hold now; 0 where nothing counts it."""
         ...
 
+    def busy(self) -> bool:
+        """Whether one of its threads runs or waits for a CPU (its program still starts,
+        or works); False where nothing tells."""
+        ...
+
     async def send_job(self, message: bytes, stdin: bytes = b"") -> None:
         """Hands the job to the waiting program: `message` on its fd 4 and `stdin` on its
         fd 0, each closed once written (or once the program is gone)."""

@@ -130,6 +130,23 @@ class JobCgroup:
             return _read_int(self.dirs[""] / "memory.current")
         return _read_int(self._dir("memory") / "memory.usage_in_bytes")
 
+    def busy(self) -> bool:
+        """Whether a thread of the group runs or waits to (state R), or waits on the disk
+        (D): a program still starting, unlike one blocked reading its job message (S)."""
+        threads = "cgroup.threads" if self.version is Version.V2 else "tasks"
+        try:
+            tids = (self._dir("pids") / threads).read_text().split()
+        except OSError:
+            return False
+        for tid in tids:
+            try:
+                state = Path(f"/proc/{tid}/stat").read_bytes().rpartition(b")")[2][1:2]
+            except OSError:
+                continue  # gone since
+            if state in (b"R", b"D"):
+                return True
+        return False
+
     def pids(self) -> list[int]:
         found: set[int] = set()
         for procs in self.procs_files:

@@ -156,6 +156,9 @@ class ProcessSandbox:
         except OSError:
             return 0
 
+    def busy(self) -> bool:
+        return self._cgroup is not None and self._cgroup.busy()
+
     async def send_job(self, message: bytes, stdin: bytes = b"") -> None:
         await asyncio.gather(_write_all(self._job_fd, message), _write_all(self._stdin_fd, stdin))
 

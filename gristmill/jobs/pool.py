@@ -52,10 +52,27 @@ RETRY_AFTER_S = 30.0
 """A kind whose warm sandbox failed to start is not started warm again for this long."""
 DEMAND_WINDOW_S = 10.0
 """Arrivals this recent make a kind's rate."""
+SETTLE_STEP_S = 0.005
+"""How often a started sandbox is looked at until its program waits for its job."""
+SETTLE_MAX_S = 2.0
+"""A sandbox whose program never seems to wait (it polls) is taken for ready after this."""
 RATE_SPAN_MIN_S = 1.0
 """The shortest span a rate is measured over: two jobs a millisecond apart are no trend."""
 FIRST_START_S = 0.1
 """What a kind's sandbox is assumed to take to start until one has been timed."""
+
+
+async def _settled(sandbox: Sandbox) -> None:
+    """Until a started sandbox's program has finished starting and waits for its job: none
+    of its threads runs or waits for a CPU, twice in a row. Handed over sooner, its job
+    would wait for the rest of its interpreter's start (a Python sandbox taken at once:
+    ~5 ms). CPU time alone would not tell: a start held up by a busy machine uses none."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + SETTLE_MAX_S
+    idle = 0
+    while idle < 2 and loop.time() < deadline:
+        await asyncio.sleep(SETTLE_STEP_S)
+        idle = 0 if sandbox.busy() else idle + 1
 
 
 @dataclass(frozen=True)
@@ -288,7 +305,10 @@ class WarmPool:
                 plan = dataclasses.replace(plan, limits=limits, egress=egress)
             sandbox = await self._backend.start(plan)
             warm = Warm(sandbox, workspace, kind, leases)
-            if not await sandbox.started() or self._closed:
+            started = await sandbox.started()
+            if started:
+                await _settled(sandbox)
+            if not started or self._closed:
                 if not self._closed:
                     log.error("a warm %s sandbox failed to start", kind.language)
                     metrics.SANDBOX_SETUP_FAILURES.labels(kind.language, "warm").inc()

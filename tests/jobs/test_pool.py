@@ -171,6 +171,32 @@ async def test_a_kind_in_demand_gets_more_warm_sandboxes_up_to_the_cap(pooled):
     assert pool.target(Kind("bash")) == 1
 
 
+async def test_a_warm_sandbox_is_ready_only_once_its_program_is_idle(pooled):
+    """Ready means its interpreter's start is over, not just begun: a job handed a sandbox
+    whose Python still starts would wait for the rest of that start."""
+    kind = Kind("python")
+    while (stale := pooled.pool.take(kind)) is not None:
+        pooled.pool.discard(stale)
+    first = await pooled.run(job("python", "def main():\n    return 0\n"))
+    assert not first.warm_sandbox  # none waited: its refill starts a fresh one
+    for _ in range(15_000):
+        if pooled.pool.waiting(kind):
+            break
+        await asyncio.sleep(0.001)
+    warm = pooled.pool.take(kind)
+    assert warm is not None
+    try:
+        # Every thread sleeps: the program blocks on its job message. Ten looks 1 ms apart
+        # may catch the supervisor's poll (every 20 ms) once; a starting Python, in most.
+        busy = 0
+        for _ in range(10):
+            busy += warm.sandbox.busy()
+            await asyncio.sleep(0.001)
+        assert busy <= 2
+    finally:
+        pooled.pool.discard(warm)
+
+
 async def test_the_memory_budget_bounds_the_pool(tmp_path):
     work_dir = Path(tempfile.mkdtemp(prefix="gristmill-pool-", dir="/var/tmp"))
     work_dir.chmod(0o755)
