@@ -14,7 +14,7 @@ warm sandboxes from its first job on, one of dependencies or a build from its se
 enough to cover its recent arrival rate while a new one starts (`target`), at most
 `per_language`, within `max_sandboxes` and `max_memory_bytes` in all (what idle
 sandboxes hold, measured on their cgroups; a full pool stops one of the least recently
-used kind to make room for a kind that has none), and loses them after `idle_s` without
+used kinds to make room for a kind in demand), and loses them after `idle_s` without
 a job. Network-on jobs are a kind of their own: started with the server's egress policy
 in a network namespace of their own, the job's bytes cap coming with the hand-over. A
 job that no warm sandbox fits (its own environment variables, a network allow list or
@@ -247,23 +247,25 @@ class WarmPool:
         if now < self._broken_until.get(kind, 0.0):
             return
         have = len(self._ready[kind]) + self._starting[kind]
-        if not have and self.size() >= self.config.max_sandboxes:
-            self._make_room(kind)
+        wanted = self.target(kind, now) - have
+        self._make_room(kind, wanted - (self.config.max_sandboxes - self.size()))
         room = self.config.max_sandboxes - self.size()
-        for _ in range(max(0, min(self.target(kind, now) - have, room))):
+        for _ in range(max(0, min(wanted, room))):
             if not self._memory_allows(kind):
                 return
             self._starting[kind] += 1
             self._spawn(self._start(kind, runtime))
 
-    def _make_room(self, kind: Kind) -> None:
-        """A full pool gives a kind that has none a place: one sandbox of the kind whose
-        last job is oldest (and older than this one's) is stopped."""
-        waiting = [other for other, ready in self._ready.items() if ready and other != kind]
-        if not waiting:
-            return
-        oldest = min(waiting, key=lambda other: self._demand[other].last_job)
-        if self._demand[oldest].last_job < self._demand[kind].last_job:
+    def _make_room(self, kind: Kind, places: int) -> None:
+        """A full pool gives a kind in demand `places`: as many waiting sandboxes of the
+        kinds whose last job is oldest (and older than this one's) are stopped."""
+        for _ in range(places):
+            waiting = [other for other, ready in self._ready.items() if ready and other != kind]
+            if not waiting:
+                return
+            oldest = min(waiting, key=lambda other: self._demand[other].last_job)
+            if self._demand[oldest].last_job >= self._demand[kind].last_job:
+                return
             self.discard(self._ready[oldest].popleft())
 
     def _memory_allows(self, kind: Kind) -> bool:

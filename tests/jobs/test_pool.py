@@ -215,12 +215,35 @@ async def test_the_memory_budget_bounds_the_pool(tmp_path):
         remove_work_dir(work_dir)
 
 
-async def _waiting(executor: Executor, kind: Kind) -> None:
-    """Until a warm sandbox of `kind` waits (or 15 s: the next job then starts cold)."""
+async def _waiting(executor: Executor, kind: Kind, count: int = 1) -> None:
+    """Until `count` warm sandboxes of `kind` wait (or 15 s: the next job then starts cold)."""
     for _ in range(300):
-        if executor.pool.waiting(kind):
+        if executor.pool.waiting(kind) >= count:
             return
         await asyncio.sleep(0.05)
+
+
+async def test_a_full_pool_makes_room_for_the_kind_in_demand(tmp_path):
+    """A server running several languages: a burst of one takes the places of the kinds
+    whose jobs are older, as many as it wants, not one at a time."""
+    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-pool-", dir="/var/tmp"))
+    work_dir.chmod(0o755)
+    backend = open_backend("process", work_dir)
+    config = PoolConfig(enabled=True, per_language=2, max_sandboxes=2, idle_s=60)
+    executor = Executor(Registry(), backend, work_dir, pool=config, pool_limits=POOL_LIMITS)
+    pool = executor.pool
+    try:
+        for language in ("bash", "python"):
+            kind = Kind(language)
+            for _ in range(30):  # a burst of arrivals (none finds a sandbox): it wants 2
+                assert pool.take(kind) is None
+            pool.refill(kind, executor.registry.get(language))
+            await _waiting(executor, kind, 2)
+        assert pool.waiting(Kind("python")) == 2
+        assert pool.waiting(Kind("bash")) == 0
+    finally:
+        await executor.close()
+        remove_work_dir(work_dir)
 
 
 async def test_a_compiled_job_runs_warm_in_a_sandbox_of_its_own_build(pooled):
