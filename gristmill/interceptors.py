@@ -8,6 +8,7 @@ subclass says which methods it `wants` and how to wrap a request-response handle
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -25,13 +26,13 @@ class HandlerWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     def wants(self, method: str) -> bool:
         return True
 
+    @abc.abstractmethod
     def around_unary(self, inner: Handler, method: str) -> Handler:
         """A handler that answers once (unary or client-streaming request)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def around_stream(self, inner: Handler, method: str) -> Handler:
         """A handler that answers with a stream (an async generator)."""
-        raise NotImplementedError
 
     async def intercept_service(
         self,

@@ -658,8 +658,7 @@ class Ahead:
         return result
 
     def result(self, case: Case) -> CaseResult:
-        future = self._futures.get(case.id)
-        return self._run(case) if future is None else future.result()
+        return self._futures[case.id].result()
 
     def close(self) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)

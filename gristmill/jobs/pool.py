@@ -13,8 +13,8 @@ warm too once its kind is in demand). Demand decides how many: a language's kind
 warm sandboxes from its first job on, one of dependencies or a build from its second,
 enough to cover its recent arrival rate while a new one starts (`target`), at most
 `per_language`, within `max_sandboxes` and `max_memory_bytes` in all (what idle
-sandboxes hold, measured on their cgroups; a full pool stops one of the least recently
-used kinds to make room for a kind in demand), and loses them after `idle_s` without
+sandboxes hold, measured on their cgroups; a full pool stops sandboxes of the least
+recently used kinds to make room for a kind in demand), and loses them after `idle_s` without
 a job. Network-on jobs are a kind of their own: started with the server's egress policy
 in a network namespace of their own, the job's bytes cap coming with the hand-over. A
 job that no warm sandbox fits (its own environment variables, a network allow list or
@@ -115,20 +115,21 @@ class _Demand:
     def arrived(self, now: float) -> None:
         self.last_job = now
         self.arrivals.append(now)
-        while self.arrivals and now - self.arrivals[0] > DEMAND_WINDOW_S:
-            self.arrivals.popleft()
+        self.recent(now)  # drops those out of the window
 
     def recent(self, now: float) -> int:
-        return sum(1 for t in self.arrivals if now - t <= DEMAND_WINDOW_S)
+        """How many arrivals the window ending `now` holds (older ones are dropped)."""
+        while self.arrivals and now - self.arrivals[0] > DEMAND_WINDOW_S:
+            self.arrivals.popleft()
+        return len(self.arrivals)
 
     def rate(self, now: float) -> float:
         """Arrivals per second over the window, or over the time since the first of them
         when that is shorter (at least a second): a burst that began a second ago counts
         at its own rate, not diluted over the whole window."""
-        recent = [t for t in self.arrivals if now - t <= DEMAND_WINDOW_S]
-        if not recent:
+        if not self.recent(now):
             return 0.0
-        return len(recent) / max(now - recent[0], RATE_SPAN_MIN_S)
+        return len(self.arrivals) / max(now - self.arrivals[0], RATE_SPAN_MIN_S)
 
 
 class WarmPool:
