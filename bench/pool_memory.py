@@ -1,11 +1,11 @@
 """What warm sandboxes hold while they wait: per language, and for a whole pool.
 
-For each language whose jobs can start warm, one trivial job (its `[bench]` code) is run
-through an executor with the pool on, so that its kind is in demand; once a sandbox of
-that kind waits, its memory is read from its cgroup (what the pool's
-`max_memory_bytes` budget counts: the interpreter, its tmpfs pages, the jail's
-processes). The last row is the pool a quiet server keeps with every language in
-demand: one sandbox of each.
+For each language whose jobs can start warm, its trivial job (its `[bench]` code) is run
+twice through an executor with the pool on, under a default server's limits, so that its
+kind is in demand (a kind with a build is from its second job); once a sandbox of that
+kind waits, its memory is read from its cgroup (what the pool's `max_memory_bytes`
+budget counts: the interpreter, its tmpfs pages, the jail's processes). The last row is
+the pool a quiet server keeps with every language in demand: one sandbox of each.
 
     .venv/bin/python bench/pool_memory.py [--backend nsjail|process]
 """
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import shutil
 import sys
 import tempfile
@@ -24,7 +23,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from gristmill.config import DEFAULT_LIMITS, MAX_LIMITS, PoolConfig
+from gristmill.config import PoolConfig, ServerConfig
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.jobs.workspace import unmount_jobs_dir
@@ -53,7 +52,8 @@ async def measure(backend_name: str) -> list[tuple[str, float]]:
     backend = open_backend(backend_name, work_dir)
     config = PoolConfig(enabled=True, max_sandboxes=64, max_memory_bytes=1 << 40, idle_s=3600)
     registry = Registry()
-    executor = Executor(registry, backend, work_dir, pool=config, pool_limits=MAX_LIMITS)
+    server = ServerConfig()
+    executor = Executor(registry, backend, work_dir, pool=config, pool_limits=server.pool_limits)
     rows: list[tuple[str, float]] = []
     try:
         languages = [
@@ -69,9 +69,10 @@ async def measure(backend_name: str) -> list[tuple[str, float]]:
                 workload.code,
                 runtime.spec.default_entry_point,
                 {},
-                dataclasses.replace(DEFAULT_LIMITS),
+                server.default_limits,
             )
-            await executor.run(job)
+            for _ in range(2):
+                await executor.run(job)
             if await _ready(executor, workload.language, 1):
                 held = executor.pool.memory_bytes(workload.language)
                 rows.append((workload.language, held / MiB))

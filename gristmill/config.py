@@ -397,6 +397,18 @@ class ServerConfig:
     def deps_dir(self) -> Path:
         return self.deps.cache_dir or self.work_dir / "deps"
 
+    @property
+    def pool_limits(self) -> Limits:
+        """What warm sandboxes wait under: the default memory (a job with it may take a
+        sandbox whose program sized itself to it) and the maximum times and processes; a
+        job's own limits replace them at its hand-over."""
+        return dataclasses.replace(
+            self.default_limits,
+            wall_time_ms=self.max_limits.wall_time_ms,
+            cpu_time_ms=self.max_limits.cpu_time_ms,
+            processes=self.max_limits.processes,
+        )
+
     def __post_init__(self) -> None:
         if self.max_concurrent_jobs < 1:
             raise ConfigError("max_concurrent_jobs must be at least 1")

@@ -165,9 +165,12 @@ class WarmPool:
     def fits(self, job: Job, runtime: Runtime, attached: bool) -> bool:
         """Whether a warm sandbox could run `job`: one of a language whose wrapper takes its
         context from the job message, with nothing a plugin mounts for it alone, no
-        environment variables of its own and, with the network, the server's policy as it
-        is (its ruleset was loaded at the start)."""
+        environment variables of its own, the memory limit the sandbox's program sized itself
+        to (`memory_variable`: a JVM's heap is fixed at its start) and, with the network, the
+        server's policy as it is (its ruleset was loaded at the start)."""
         if not self.config.enabled or not runtime.spec.message_context or attached or job.env:
+            return False
+        if runtime.spec.memory_variable and job.limits.memory_bytes != self._limits.memory_bytes:
             return False
         if not job.limits.network:
             return True

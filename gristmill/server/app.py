@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import dataclasses
 import logging
 import threading
 from collections.abc import Coroutine, Sequence
@@ -120,14 +119,6 @@ async def start(
     if runner is None:
         config.work_dir.mkdir(parents=True, exist_ok=True)
         backend = open_backend(config.sandbox_backend, config.work_dir)
-        # Warm sandboxes wait under the default memory and the maximum times: a job's
-        # own limits replace them at its hand-over.
-        pool_limits = dataclasses.replace(
-            config.default_limits,
-            wall_time_ms=config.max_limits.wall_time_ms,
-            cpu_time_ms=config.max_limits.cpu_time_ms,
-            processes=config.max_limits.processes,
-        )
         executor = Executor(
             registry,
             backend,
@@ -135,7 +126,7 @@ async def start(
             config.deps,
             config.caps,
             config.pool,
-            pool_limits,
+            config.pool_limits,
             config.databases,
             config.network,
         )

@@ -268,6 +268,39 @@ async def test_a_compiled_job_runs_warm_in_a_sandbox_of_its_own_build(pooled):
     assert other.result_json == '"csharp10"'
 
 
+async def test_a_java_job_runs_warm_only_under_the_memory_its_jvm_was_sized_for(pooled):
+    """A warm JVM's heap was sized for the pool's memory at its start: a job with that limit
+    takes it, and sees its own context variables; a job with another limit starts cold."""
+    code = (
+        "public class Main {\n    public static String main(int a) {\n"
+        '        return System.getenv("GRISTMILL_LANGUAGE") + a + " "'
+        " + Runtime.getRuntime().maxMemory();\n    }\n}\n"
+    )
+    sized = job("java", code, memory_bytes=POOL_LIMITS.memory_bytes, processes=64)
+    java = dataclasses.replace(sized, args={"a": 1})
+    first = await pooled.run(java)
+    assert first.verdict is Verdict.SUCCESS and not first.warm_sandbox, first
+    assert first.build is not None
+    kind = Kind("java", build=first.build.key)
+    await pooled.run(java)  # the second job puts the build in demand
+    await _waiting(pooled, kind)
+    second = await pooled.run(dataclasses.replace(java, args={"a": 2}))
+    assert second.verdict is Verdict.SUCCESS and second.warm_sandbox, second
+    heap = json.loads(first.result_json).split()[1]
+    assert json.loads(second.result_json) == f"java2 {heap}"
+    await _waiting(pooled, kind)
+    smaller = dataclasses.replace(
+        java,
+        args={"a": 3},
+        limits=dataclasses.replace(java.limits, memory_bytes=POOL_LIMITS.memory_bytes // 2),
+    )
+    third = await pooled.run(smaller)
+    assert third.verdict is Verdict.SUCCESS and not third.warm_sandbox, third
+    language, smaller_heap = json.loads(third.result_json).split()
+    assert language == "java3" and int(smaller_heap) < int(heap)
+    assert pooled.pool.waiting(kind) == 1
+
+
 async def test_a_job_with_dependencies_runs_warm_in_a_sandbox_of_its_environment(pooled):
     code = (
         '# /// script\n# dependencies = ["six==1.16.0"]\n# ///\n'
