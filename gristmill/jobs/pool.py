@@ -234,16 +234,20 @@ class WarmPool:
         )
 
     def target(self, kind: Kind, now: float | None = None) -> int:
-        """How many of `kind` the pool keeps: one for the next job, and as many as its
-        recent arrivals would take while a new one starts (Little's law), `per_language`
-        at most. A kind of its own dependencies or build gets none until its second job:
-        code run once (each of a compiled language a kind of its own) would leave a
-        sandbox nobody takes, and its start's CPU lost."""
+        """How many of `kind` the pool keeps (waiting or starting): one for the next job,
+        plus the R arrivals expected while a new one starts (Little's law: rate × start
+        time) and a margin of √R for their variance (square-root staffing), rounded down,
+        `per_language` at most. Without the margin a client sending jobs back to back
+        found a sandbox for 64 % of them, with it for all. A kind of its own dependencies
+        or build gets none until its second job: code run once (each of a compiled
+        language a kind of its own) would leave a sandbox nobody takes, and its start's
+        CPU lost."""
         now = time.monotonic() if now is None else now
         demand = self._demand[kind]
         if (kind.environment or kind.build) and demand.recent(now) < 2:
             return 0
-        wanted = 1 + math.floor(demand.rate(now) * demand.start_s)
+        expected = demand.rate(now) * demand.start_s
+        wanted = 1 + math.floor(expected + math.sqrt(expected))
         return min(self.config.per_language, wanted)
 
     def _refill(self, kind: Kind, runtime: Runtime) -> None:
