@@ -109,6 +109,7 @@ class ProcessSandbox:
         self._started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._handed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._exit: dict[str, Any] | None = None
+        self._waited: asyncio.Future[SandboxExit] | None = None
         self._stop_reason: StopReason | None = None
         self._reading = asyncio.ensure_future(self._read_report())
 
@@ -169,6 +170,14 @@ class ProcessSandbox:
             os.write(self._control_fd, reason.value.encode())
 
     async def wait(self) -> SandboxExit:
+        """The sandbox's end, once its supervisor has gone. Every call gets the same one (a
+        caller past its wall limit stops the sandbox and waits again): the sandbox's
+        descriptors are closed and its group accounted for once."""
+        if self._waited is None:
+            self._waited = asyncio.ensure_future(self._wait())
+        return await asyncio.shield(self._waited)
+
+    async def _wait(self) -> SandboxExit:
         try:
             await self._reading
         finally:

@@ -13,9 +13,11 @@ import psutil
 import pytest
 
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.mounts import job_plan
+from gristmill.jobs.workspace import Workspace
 from gristmill.model import Verdict
 
-from .conftest import run
+from .conftest import LIMITS, run
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -306,3 +308,21 @@ async def test_vsock_is_refused_even_with_the_network(executor: Executor) -> Non
     )
     outcome = await run(executor, "python", code, network=True)
     assert json.loads(outcome.result_json) == "EAFNOSUPPORT"
+
+
+async def test_a_sandbox_waited_for_twice_ends_once(executor: Executor) -> None:
+    """A caller past its wall limit stops the sandbox and waits again while its first wait
+    is still pending: both get the same end, and the sandbox's pipes are closed once."""
+    runtime = executor.registry.get("bash")
+    workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
+    try:
+        argv = ("/bin/sh", "-c", "exit 3")
+        runtime_dir = executor.work_dir / "runtimes" / "bash"
+        plan = job_plan(runtime, runtime_dir, workspace, argv, {}, LIMITS, None, None)
+        sandbox = await executor.backend.start(plan)
+        await sandbox.send_job(b"")
+        first, second = await asyncio.gather(sandbox.wait(), sandbox.wait())
+    finally:
+        workspace.remove()
+    assert first == second
+    assert first.exit_code == 3, first
