@@ -27,7 +27,6 @@ no cgroup flags (it would delete its groups on exit, taking the OOM count along)
 
 from __future__ import annotations
 
-import errno
 import math
 import os
 import re
@@ -78,6 +77,8 @@ SHIM = (
 )
 """A constant /bin/sh program; the job's argv follows as "$@", never inside the text."""
 SHIM_ARGV0 = "gristmill-jail"
+LOG_KEPT = 64 << 10
+"""How much of the head and of the tail of nsjail's log is read (`NsjailJail._log`)."""
 _SEPARATORS = re.compile(r"[:,\0]")
 
 
@@ -239,16 +240,16 @@ def launch(spec: JailSpec, fds: dict[str, int]) -> NsjailJail:
     unshare(CLONE_NEWNS | CLONE_NEWPID)
     mount(None, "/", None, MS_REC | MS_PRIVATE)
     fill_job_dir(spec, spec.root_dir)
-    log_r, log_w = os.pipe()
+    # A file, not a pipe: nsjail writes ~30 lines as it starts, each of which would wake
+    # the supervisor, and the log is only read once nsjail has gone.
+    log = os.memfd_create("gristmill-nsjail-log", os.MFD_CLOEXEC)
     ready_r, ready_w = os.pipe()
     pid = os.fork()
     if pid == 0:
-        os.close(log_r)
         os.close(ready_r)
-        _exec_nsjail(spec, fds, log_w, ready_w)
-    os.close(log_w)
+        _exec_nsjail(spec, fds, log, ready_w)
     os.close(ready_w)
-    return NsjailJail(pid, log_r, ready_r, spec.root_dir)
+    return NsjailJail(pid, log, ready_r, spec.root_dir)
 
 
 class NsjailJail:
@@ -260,33 +261,37 @@ class NsjailJail:
         self.job_dir_fd = files_out.open_job_dir(job_target)
         self._log_fd = log_fd
         self._ready_fd = ready_fd
-        self._log = bytearray()
         self._ready = False
 
     def watched(self) -> list[int]:
-        return [self._ready_fd, self._log_fd]
+        return [self._ready_fd]
 
     def read(self, fd: int) -> tuple[bool, list[dict[str, Any]]]:
-        """Reads `fd`; whether it is still open, and the status messages it gave."""
-        chunk = os.read(fd, 65536)
-        if fd == self._log_fd:
-            self._log += chunk
-            return bool(chunk), []
+        """Reads the ready pipe; whether it is still open, and the status messages it gave."""
+        chunk = os.read(fd, 64)
         if not chunk or self._ready:
             return bool(chunk), []
         self._ready = True
         return True, [{"running": time.monotonic_ns()}]
 
+    def _log(self) -> str:
+        """nsjail's log: its head (the set-up, and what failed there) and its tail (the
+        program's end), `LOG_KEPT` bytes of each. What a job makes nsjail log without end
+        (orphans reaped) fills the job's own memory: the writer's cgroup pays for a memfd."""
+        try:
+            size = os.fstat(self._log_fd).st_size
+            head = os.pread(self._log_fd, LOG_KEPT, 0)
+            tail = b""
+            if size > len(head):
+                tail = os.pread(self._log_fd, LOG_KEPT, max(size - LOG_KEPT, len(head)))
+        finally:
+            os.close(self._log_fd)
+        return (head + b"\n" + tail).decode(errors="replace")
+
     def finish(self) -> list[dict[str, Any]]:
         """Reaps nsjail and says how the program ended, or why it never started."""
         _, _, usage = os.wait4(self.pid, 0)
-        try:
-            while chunk := os.read(self._log_fd, 65536):
-                self._log += chunk
-        except OSError as error:
-            if error.errno != errno.EBADF:
-                raise
-        summary = parse_log(self._log.decode(errors="replace"))
+        summary = parse_log(self._log())
         if not self._ready and summary.problems:
             # nsjail reports a child it could not set up as SIGKILLed: the problems tell.
             return [{"error": "nsjail: " + "; ".join(summary.problems)}]

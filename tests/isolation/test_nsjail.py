@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from gristmill.isolation.jail import JailSpec
-from gristmill.isolation.nsjail import SHIM, parse_log, render_argv
+from gristmill.isolation.nsjail import LOG_KEPT, SHIM, NsjailJail, parse_log, render_argv
 from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
 from gristmill.isolation.seccomp import render_kafel, rules
 from gristmill.isolation.select import find_nsjail
@@ -195,3 +198,30 @@ def test_parse_log_takes_the_programs_end_not_an_orphans():
     )
     assert summary.wait_status == 0
     assert summary.problems == ()
+
+
+def _ended_jail(log: bytes, tmp_path: Path) -> NsjailJail:
+    """An NsjailJail over a finished child, its log as nsjail would have left it."""
+    log_fd = os.memfd_create("test-nsjail-log")
+    os.write(log_fd, log)
+    ready_r, ready_w = os.pipe()
+    os.close(ready_w)
+    child = subprocess.Popen(["true"])
+    return NsjailJail(child.pid, log_fd, ready_r, str(tmp_path))
+
+
+def test_a_log_past_what_is_read_still_gives_the_set_up_problems_and_the_programs_end(
+    tmp_path: Path,
+) -> None:
+    """nsjail's log is read once it has gone, its head and its tail only: a job making it
+    log without end (orphans reaped) costs the supervisor no more than that."""
+    orphans = b"[I][2026] pid=3 ([UNKNOWN]) exited with status: 1, (PIDs left: 1)\n" * (
+        4 * LOG_KEPT // 60
+    )
+    program = b"[I][2026] pid=2 ([STANDALONE MODE]) exited with status: 3, (PIDs left: 0)\n"
+    jail = _ended_jail(b"[I][2026] Mode: STANDALONE_ONCE\n" + orphans + program, tmp_path)
+    assert [m["wait_status"] for m in jail.finish()] == [3 << 8]
+    failed = b"[E][2026][1] initCloneNs():270 Failed to build mount tree\n" + orphans
+    assert _ended_jail(failed, tmp_path).finish() == [
+        {"error": "nsjail: Failed to build mount tree"}
+    ]
