@@ -56,7 +56,7 @@ SETTLE_STEP_S = 0.005
 """How often a started sandbox is looked at until its program waits for its job."""
 SETTLE_MAX_S = 2.0
 """A sandbox whose program never seems to wait (it polls) is taken for ready after this."""
-RATE_SPAN_MIN_S = 1.0
+RATE_SPAN_MIN_S = 0.5
 """The shortest span a rate is measured over: two jobs a millisecond apart are no trend."""
 FIRST_START_S = 0.1
 """What a kind's sandbox is assumed to take to start until one has been timed."""
@@ -124,12 +124,12 @@ class _Demand:
         return len(self.arrivals)
 
     def rate(self, now: float) -> float:
-        """Arrivals per second over the window, or over the time since the first of them
-        when that is shorter (at least a second): a burst that began a second ago counts
-        at its own rate, not diluted over the whole window."""
+        """Arrivals per second since the first of the window's (the intervals after it,
+        over at least half a second): a burst that began a moment ago counts at its own
+        rate, not diluted over the whole window, and a lone job makes no rate at all."""
         if not self.recent(now):
             return 0.0
-        return len(self.arrivals) / max(now - self.arrivals[0], RATE_SPAN_MIN_S)
+        return (len(self.arrivals) - 1) / max(now - self.arrivals[0], RATE_SPAN_MIN_S)
 
 
 class WarmPool:

@@ -189,7 +189,7 @@ public final class Wrapper {
      * view, of the same map System.getenv(name) and ProcessBuilder read; its inner map is
      * reached with Unsafe (as descriptor() reaches FileDescriptor.fd, and for the same reason).
      */
-    static String withContext(String message) throws ReflectiveOperationException {
+    private static String withContext(String message) throws ReflectiveOperationException {
         Map<String, String> environment = null;
         int start = 0;
         while (true) {
