@@ -202,10 +202,13 @@ def _build_jail(spec: JailSpec, fds: dict[str, int]) -> _Jail:
 class _Supervision:
     """The supervisor's view of one running job, its deadlines and its end."""
 
-    def __init__(self, spec: JailSpec, report: int, started_ns: int) -> None:
+    def __init__(self, spec: JailSpec, report: int, started_ns: int, jail_pid: int) -> None:
         self.spec = spec
         self.report = report
         self.started_ns = started_ns
+        # The jail's init (nsjail, or ours), the root of the job's processes: the pid the
+        # job is known by, gone before the supervisor reports the job's end.
+        self.jail_pid = jail_pid
         self.running_ns = 0
         # The job's own limits: the spec's, or those its hand-over brings (warm).
         self.wall_time_ms = spec.wall_time_ms
@@ -252,7 +255,7 @@ class _Supervision:
                 self.report,
                 {
                     "type": "started",
-                    "pid": os.getpid(),
+                    "pid": self.jail_pid,
                     "setup_ns": self.running_ns - self.started_ns,
                 },
             )
@@ -325,7 +328,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         os._exit(0)
     for name in JOB_FDS:
         os.close(fds[name])
-    job = _Supervision(spec, report, started_ns)
+    job = _Supervision(spec, report, started_ns, jail.pid)
     pidfd = os.pidfd_open(jail.pid)
     poller = select.poll()
     for fd in (pidfd, control, *jail.watched()):

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import select
 import signal
 import socket
 import subprocess
@@ -58,29 +59,20 @@ async def _write_all(fd: int, data: bytes) -> None:
         writer.close()
 
 
-async def _exited(pid: int, timeout_s: float = 5.0) -> None:
-    """Waits until the supervisor `pid` has exited. Its report pipe closes in the middle
-    of its exit, before the kernel has torn down its namespaces (the job's mounts): the
-    job is not gone until then."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    loop = asyncio.get_running_loop()
-    gone: asyncio.Future[None] = loop.create_future()
-
-    def readable() -> None:
-        if not gone.done():
-            gone.set_result(None)
-
-    loop.add_reader(pidfd, readable)
-    try:
-        await asyncio.wait_for(gone, timeout_s)
-    except TimeoutError:
-        pass  # reported by the cgroup's leftovers, if any
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
+def _supervisor_gone(pid: int, cgroup: JobCgroup | None, timeout_s: float = 5.0) -> None:
+    """Blocks until the supervisor `pid` has exited (its namespaces torn down: the job's
+    tmpfs, under nsjail, with them), then removes the job's group. Run on a thread, off
+    the outcome's path (~1 ms a job), which finishes even when its event loop does not."""
+    if pid:
+        with contextlib.suppress(ProcessLookupError):
+            pidfd = os.pidfd_open(pid)
+            try:
+                # A supervisor still there after this is reported by the group's removal.
+                select.select([pidfd], [], [], timeout_s)
+            finally:
+                os.close(pidfd)
+    if cgroup is not None:
+        cgroup.remove()
 
 
 class ProcessSandbox:
@@ -109,6 +101,8 @@ class ProcessSandbox:
         self._started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._handed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._exit: dict[str, Any] | None = None
+        # Set by the supervisor's exit report, or by the report's end without one.
+        self._ended = asyncio.Event()
         self._waited: asyncio.Future[SandboxExit] | None = None
         self._stop_reason: StopReason | None = None
         self._reading = asyncio.ensure_future(self._read_report())
@@ -122,6 +116,8 @@ class ProcessSandbox:
                 self._handed.set_result(True)
             elif message["type"] == "exit":
                 self._exit = message
+                self._ended.set()
+        self._ended.set()
         if not self._started.done():
             self._started.set_result(0)
         if not self._handed.done():
@@ -170,8 +166,8 @@ class ProcessSandbox:
             os.write(self._control_fd, reason.value.encode())
 
     async def wait(self) -> SandboxExit:
-        """The sandbox's end, once its supervisor has gone. Every call gets the same one (a
-        caller past its wall limit stops the sandbox and waits again): the sandbox's
+        """The sandbox's end, once its supervisor has reported it. Every call gets the same
+        one (a caller past its wall limit stops the sandbox and waits again): the sandbox's
         descriptors are closed and its group accounted for once."""
         if self._waited is None:
             self._waited = asyncio.ensure_future(self._wait())
@@ -179,21 +175,24 @@ class ProcessSandbox:
 
     async def _wait(self) -> SandboxExit:
         try:
-            await self._reading
+            await self._ended.wait()
         finally:
             os.close(self._control_fd)
         end = self._exit or {"setup_error": "the supervisor died"}
-        if end.get("pid"):
-            await _exited(end["pid"])
         leftover = 0
         stats = None
         if self._cgroup is not None:
-            # The supervisor may still be on its way out; anything else is a leftover.
+            # The supervisor reports the end once its jail's init has been reaped, and the
+            # kernel ends every process of a pid namespace before its init: the job's
+            # processes are gone. The supervisor itself may still be there; anything else
+            # is a leftover.
             leftover = self._cgroup.kill_all(spare=end.get("pid", 0))
             stats = self._cgroup.stats()
-            removal = asyncio.ensure_future(asyncio.to_thread(self._cgroup.remove))
-            self._cleanups.add(removal)
-            removal.add_done_callback(self._cleanups.discard)
+        cleanup = asyncio.ensure_future(
+            asyncio.to_thread(_supervisor_gone, end.get("pid", 0), self._cgroup)
+        )
+        self._cleanups.add(cleanup)
+        cleanup.add_done_callback(self._cleanups.discard)
         return self._decode_exit(end, leftover, stats)
 
     def _decode_exit(self, m: dict[str, Any], leftover: int, stats: Any) -> SandboxExit:
