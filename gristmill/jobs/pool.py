@@ -235,7 +235,7 @@ class WarmPool:
 
     def target(self, kind: Kind, now: float | None = None) -> int:
         """How many of `kind` the pool keeps (waiting or starting): one for the next job,
-        plus the R arrivals expected while a new one starts (Little's law: rate × start
+        plus the R arrivals expected while a new one starts (Little's law: rate * start
         time) and a margin of √R for their variance (square-root staffing), rounded down,
         `per_language` at most. Without the margin a client sending jobs back to back
         found a sandbox for 64 % of them, with it for all. A kind of its own dependencies

@@ -164,7 +164,7 @@ async def test_a_kind_in_demand_gets_more_warm_sandboxes_up_to_the_cap(pooled):
         pool.take(kind)
     # 100 arrivals just now, 0.1 s to start one (until one is timed): a burst at its own
     # rate wants more than the cap; the same arrivals over most of the 10 s window, about
-    # one while a sandbox starts (R = 100 / 9.5 × 0.1), so 1 + ⌊R + √R⌋; past the window,
+    # one while a sandbox starts (R = 100 / 9.5 x 0.1), so 1 + ⌊R + √R⌋; past the window,
     # none are recent.
     assert pool.target(kind) == config.per_language
     assert pool.target(kind, time.monotonic() + 9.5) == 1 + 2
