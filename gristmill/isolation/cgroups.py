@@ -200,11 +200,23 @@ class JobCgroup:
             quota = cpu_millicores * CPU_PERIOD_US // 1000 if cpu_millicores else -1
             _write(cpu / "cpu.cfs_quota_us", str(quota))
 
+    def set_cpu_weight(self, background: bool) -> None:
+        """The group's share of a contended CPU: the least there is for a warm sandbox that
+        starts beside running jobs (it takes only the CPU they leave), the default for a
+        job. v1 needs the cpu controller; where it is missing the weight stays the default."""
+        if self.version is Version.V2:
+            _write(self.dirs[""] / "cpu.weight", "1" if background else "100")
+            return
+        cpu = self.dirs.get("cpu", self.dirs["cpuacct"])
+        if (cpu / "cpu.shares").exists():
+            _write(cpu / "cpu.shares", "2" if background else "1024")
+
     def hand_over(self, memory_bytes: int, processes: int, cpu_millicores: int) -> None:
-        """A warm sandbox's group gets its job's limits and forgets what its wait used:
-        the CPU time and peak memory reported (and the CPU limit judged) are the job's.
-        Raises OSError when the group already holds more than the job may."""
+        """A warm sandbox's group gets its job's limits and CPU weight and forgets what its
+        wait used: the CPU time and peak memory reported (and the CPU limit judged) are
+        the job's. Raises OSError when the group already holds more than the job may."""
         self.set_cpu_quota(cpu_millicores)
+        self.set_cpu_weight(background=False)
         if self.version is Version.V2:
             d = self.dirs[""]
             _write(d / "memory.max", str(memory_bytes))
@@ -260,8 +272,11 @@ class Cgroups:
     # v1: controller name -> our parent directory in its mount; v2: {"": parent}.
     parents: dict[str, Path]
 
-    def create(self, memory_bytes: int, processes: int, cpu_millicores: int = 0) -> JobCgroup:
-        """A job's group; `cpu_millicores` (thousandths of a core) is its CPU quota, 0 none."""
+    def create(
+        self, memory_bytes: int, processes: int, cpu_millicores: int = 0, background: bool = False
+    ) -> JobCgroup:
+        """A job's group; `cpu_millicores` (thousandths of a core) is its CPU quota, 0 none;
+        `background` gives it the least CPU weight (a warm sandbox, until its hand-over)."""
         name = f"job-{uuid.uuid4().hex}"
         dirs = {controller: parent / name for controller, parent in self.parents.items()}
         for d in dirs.values():
@@ -281,6 +296,8 @@ class Cgroups:
             _write(group._dir("pids") / "pids.max", str(processes))
         if cpu_millicores:
             group.set_cpu_quota(cpu_millicores)
+        if background:
+            group.set_cpu_weight(background=True)
         return group
 
     def remove(self) -> None:

@@ -17,6 +17,7 @@ import pytest_asyncio
 
 from gristmill.config import PoolConfig
 from gristmill.errors import SandboxFailure
+from gristmill.isolation.cgroups import Cgroups, Version
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.jobs.pool import Kind, WarmPool
@@ -194,6 +195,42 @@ async def test_a_warm_sandbox_is_ready_only_once_its_program_is_idle(pooled):
             busy += warm.sandbox.busy()
             await asyncio.sleep(0.001)
         assert busy <= 2
+    finally:
+        pooled.pool.discard(warm)
+
+
+def _cpu_weight(cgroups: Cgroups, pid: int) -> str:
+    """The CPU weight of the job group holding `pid`: v1's cpu.shares, v2's cpu.weight."""
+    v2 = cgroups.version is Version.V2
+    parent = cgroups.parents[""] if v2 else cgroups.parents.get("cpu", cgroups.parents["cpuacct"])
+    for group in parent.glob("job-*"):
+        if str(pid) in (group / "cgroup.procs").read_text().split():
+            weight = group / ("cpu.weight" if v2 else "cpu.shares")
+            if not weight.exists():
+                pytest.skip("no cpu controller for the job groups here")
+            return weight.read_text().strip()
+    raise AssertionError(f"no job group holds {pid}")
+
+
+async def test_a_warm_sandbox_starts_at_the_least_cpu_weight_and_its_job_gets_the_default(
+    pooled,
+):
+    """A sandbox started ahead of demand takes only the CPU running jobs leave; the job
+    handed to it runs at the weight of any other job."""
+    cgroups = getattr(pooled.backend, "cgroups", None)
+    if cgroups is None:
+        pytest.skip("no cgroups here")
+    background, default = ("1", "100") if cgroups.version is Version.V2 else ("2", "1024")
+    kind = Kind("bash")
+    await pooled.run(job("bash", "true\n"))
+    await _waiting(pooled, kind)
+    warm = pooled.pool.take(kind)
+    assert warm is not None
+    try:
+        pid = await warm.sandbox.started()
+        assert _cpu_weight(cgroups, pid) == background
+        assert await warm.sandbox.hand_over(JOB_LIMITS)
+        assert _cpu_weight(cgroups, pid) == default
     finally:
         pooled.pool.discard(warm)
 
