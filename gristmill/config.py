@@ -259,7 +259,7 @@ class PoolConfig:
 
     enabled: bool = True
     per_language: int = 4
-    max_sandboxes: int = 8
+    max_sandboxes: int = 16
     max_memory_bytes: int = 512 * MiB
     idle_s: float = 60.0
 
