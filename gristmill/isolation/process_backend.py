@@ -67,8 +67,11 @@ def _supervisor_gone(pid: int, cgroup: JobCgroup | None, timeout_s: float = 5.0)
         with contextlib.suppress(ProcessLookupError):
             pidfd = os.pidfd_open(pid)
             try:
+                # poll, not select: a busy server's descriptors pass select's 1024.
+                exited = select.poll()
+                exited.register(pidfd, select.POLLIN)
                 # A supervisor still there after this is reported by the group's removal.
-                select.select([pidfd], [], [], timeout_s)
+                exited.poll(timeout_s * 1000)
             finally:
                 os.close(pidfd)
     if cgroup is not None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import resource
+import subprocess
 import textwrap
 import time
 from pathlib import Path
@@ -12,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gristmill.isolation.process_backend import _supervisor_gone
 from gristmill.jobs.executor import Executor
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
@@ -326,3 +329,25 @@ async def test_a_sandbox_waited_for_twice_ends_once(executor: Executor) -> None:
         workspace.remove()
     assert first == second
     assert first.exit_code == 3, first
+
+
+async def test_a_supervisors_exit_is_awaited_whatever_number_its_descriptor_gets() -> None:
+    """A busy server holds well over 1024 descriptors (pipes of every sandbox): waiting for
+    a supervisor to exit must work with a descriptor past what select() takes."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < 1200:
+        pytest.skip(f"RLIMIT_NOFILE's hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, 1200), hard))
+    fillers: list[int] = []
+    try:
+        while not fillers or fillers[-1] < 1100:
+            fillers.append(os.open("/dev/null", os.O_RDONLY))
+        child = subprocess.Popen(["sleep", "0.2"])
+        began = time.monotonic()
+        _supervisor_gone(child.pid, None)
+        assert child.wait(timeout=5) == 0
+        assert time.monotonic() - began < 4
+    finally:
+        for fd in fillers:
+            os.close(fd)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
