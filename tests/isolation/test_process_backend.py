@@ -261,14 +261,21 @@ async def test_environment_holds_only_what_the_job_was_given(executor: Executor)
 
 
 async def test_no_cgroup_is_left_after_jobs(executor: Executor) -> None:
+    """A job's group goes once its supervisor has exited, off the outcome's path: soon
+    after the outcome (within 10 s on a loaded machine), never left behind."""
     await run(executor, "bash", "echo hi\n")
-    await asyncio.sleep(0.5)
-    backend = executor.backend
-    cgroups = getattr(backend, "cgroups", None)
+    cgroups = getattr(executor.backend, "cgroups", None)
     if cgroups is None:
         pytest.skip("no cgroups on this machine")
-    for parent in cgroups.parents.values():
-        assert list(parent.glob("job-*")) == []
+
+    def left() -> list[Path]:
+        return [group for parent in cgroups.parents.values() for group in parent.glob("job-*")]
+
+    for _ in range(100):
+        if not left():
+            break
+        await asyncio.sleep(0.1)
+    assert left() == []
 
 
 async def test_a_cpu_hog_of_many_processes_gets_no_more_than_its_cpu_quota(
