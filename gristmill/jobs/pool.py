@@ -238,7 +238,7 @@ class WarmPool:
         plus the R arrivals expected while a new one starts (Little's law: rate * start
         time) and a margin of √R for their variance (square-root staffing), rounded down,
         `per_language` at most. Without the margin a client sending jobs back to back
-        found a sandbox for 64 % of them, with it for all. A kind of its own dependencies
+        found a sandbox for 64 % of them, with it for 95 %. A kind of its own dependencies
         or build gets none until its second job: code run once (each of a compiled
         language a kind of its own) would leave a sandbox nobody takes, and its start's
         CPU lost."""

@@ -306,6 +306,19 @@ async def test_a_compiled_job_runs_warm_in_a_sandbox_of_its_own_build(pooled):
     assert other.result_json == '"csharp10"'
 
 
+async def test_a_program_sized_to_its_memory_takes_only_jobs_with_the_pools_memory(pooled):
+    """`memory_variable`: a language whose program sizes itself to the memory limit at its
+    start (a JVM's heap) gets a warm sandbox only for a job with the limit it was started
+    under; any other language, whatever the job's memory."""
+    bash = pooled.registry.get("bash")
+    sized = dataclasses.replace(bash, spec=dataclasses.replace(bash.spec, memory_variable=True))
+    same = job("bash", "true\n", memory_bytes=POOL_LIMITS.memory_bytes)
+    other = job("bash", "true\n", memory_bytes=POOL_LIMITS.memory_bytes // 2)
+    assert pooled.pool.fits(same, sized, attached=False)
+    assert not pooled.pool.fits(other, sized, attached=False)
+    assert pooled.pool.fits(other, bash, attached=False)
+
+
 async def test_a_java_job_runs_warm_only_under_the_memory_its_jvm_was_sized_for(pooled):
     """A warm JVM's heap was sized for the pool's memory at its start: a job with that limit
     takes it, and sees its own context variables; a job with another limit starts cold."""
