@@ -109,6 +109,11 @@ class ProcessSandbox:
         self._waited: asyncio.Future[SandboxExit] | None = None
         self._stop_reason: StopReason | None = None
         self._reading = asyncio.ensure_future(self._read_report())
+        # The report's reader outlives the outcome (the pipe ends at the supervisor's exit)
+        # and asyncio's pipe protocol holds it weakly: held here, it is not collected
+        # pending when the caller drops the sandbox ("Task was destroyed").
+        cleanups.add(self._reading)
+        self._reading.add_done_callback(cleanups.discard)
 
     async def _read_report(self) -> None:
         async for line in self._report:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import os
 import resource
@@ -336,6 +337,37 @@ async def test_a_sandbox_waited_for_twice_ends_once(executor: Executor) -> None:
         workspace.remove()
     assert first == second
     assert first.exit_code == 3, first
+
+
+async def test_a_sandbox_dropped_at_its_outcome_leaves_no_task_behind(executor: Executor) -> None:
+    """The outcome comes at the supervisor's exit report, before its report pipe ends: a
+    caller dropping the sandbox then must not leave the pipe's reader to the garbage
+    collector (asyncio's "Task was destroyed but it is pending!", a task never finished)."""
+    loop = asyncio.get_running_loop()
+    problems: list[str] = []
+    default_handler = loop.get_exception_handler()
+    loop.set_exception_handler(lambda _loop, context: problems.append(context["message"]))
+    runtime = executor.registry.get("bash")
+    runtime_dir = executor.work_dir / "runtimes" / "bash"
+    try:
+        for _ in range(5):
+            workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
+            try:
+                plan = job_plan(
+                    runtime, runtime_dir, workspace, ("/bin/true",), {}, LIMITS, None, None
+                )
+                sandbox = await executor.backend.start(plan)
+                await sandbox.send_job(b"")
+                assert (await sandbox.wait()).exit_code == 0
+                del sandbox
+                gc.collect()
+            finally:
+                workspace.remove()
+        await asyncio.sleep(0.5)  # the supervisors' exits: each reader ends
+        gc.collect()
+    finally:
+        loop.set_exception_handler(default_handler)
+    assert problems == []
 
 
 async def test_a_supervisors_exit_is_awaited_whatever_number_its_descriptor_gets() -> None:
