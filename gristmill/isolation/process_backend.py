@@ -89,6 +89,7 @@ class ProcessSandbox:
         control_fd: int,
         cgroup: JobCgroup | None,
         cleanups: set[asyncio.Future[None]],
+        live: dict[asyncio.Future[None], ProcessSandbox],
         overhead_processes: int = 0,
     ) -> None:
         self.stdout = readers["stdout"]
@@ -108,12 +109,13 @@ class ProcessSandbox:
         self._ended = asyncio.Event()
         self._waited: asyncio.Future[SandboxExit] | None = None
         self._stop_reason: StopReason | None = None
-        self._reading = asyncio.ensure_future(self._read_report())
-        # The report's reader outlives the outcome (the pipe ends at the supervisor's exit)
-        # and asyncio's pipe protocol holds it weakly: held here, it is not collected
-        # pending when the caller drops the sandbox ("Task was destroyed").
-        cleanups.add(self._reading)
-        self._reading.add_done_callback(cleanups.discard)
+        # The backend holds the sandbox until its report ends, at the supervisor's exit,
+        # after the outcome: asyncio's pipe protocol holds the report's reader weakly, and
+        # a caller dropping the sandbox at its outcome would leave the reader pending to
+        # the garbage collector ("Task was destroyed but it is pending!").
+        reading = asyncio.ensure_future(self._read_report())
+        live[reading] = self
+        reading.add_done_callback(live.pop)
 
     async def _read_report(self) -> None:
         async for line in self._report:
@@ -186,6 +188,8 @@ class ProcessSandbox:
             await self._ended.wait()
         finally:
             os.close(self._control_fd)
+            # Its number may be reused at once: a later stop() must write nowhere (EBADF).
+            self._control_fd = -1
         end = self._exit or {"setup_error": "the supervisor died"}
         leftover = 0
         stats = None
@@ -252,6 +256,8 @@ class ProcessBackend:
         self._sock: socket.socket | None = None
         # Cgroups being removed in the background once their last process has gone.
         self._cleanups: set[asyncio.Future[None]] = set()
+        # Sandboxes whose supervisor has not exited yet, by the task reading its report.
+        self._live: dict[asyncio.Future[None], ProcessSandbox] = {}
 
     def _start_fork_server(self) -> socket.socket:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -368,11 +374,20 @@ class ProcessBackend:
             ours["control"],
             cgroup,
             self._cleanups,
+            self._live,
             plan.profile.overhead_processes,
         )
 
     async def close(self) -> None:
-        await asyncio.gather(*self._cleanups, return_exceptions=True)
+        """Ends every sandbox still running (nothing started here outlives the backend),
+        waits for their supervisors and groups to go, then for the fork server."""
+        running = list(self._live.values())
+        for sandbox in running:
+            sandbox.stop(StopReason.CANCEL)
+        # wait() once more for those nobody waited for: their groups are accounted, emptied
+        # and removed like any other's.
+        await asyncio.gather(*(sandbox.wait() for sandbox in running), return_exceptions=True)
+        await asyncio.gather(*self._live, *self._cleanups, return_exceptions=True)
         if self.cgroups is not None:
             self.cgroups.remove()
         if self._sock is not None:

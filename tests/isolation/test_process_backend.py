@@ -15,7 +15,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from gristmill.isolation.process_backend import _supervisor_gone
+from gristmill.isolation.process_backend import ProcessBackend, _supervisor_gone
+from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
@@ -368,6 +369,36 @@ async def test_a_sandbox_dropped_at_its_outcome_leaves_no_task_behind(executor: 
     finally:
         loop.set_exception_handler(default_handler)
     assert problems == []
+
+
+async def test_closing_the_backend_ends_a_sandbox_nobody_waited_for(executor: Executor) -> None:
+    """A backend closing (the server stopping) while one of its sandboxes still runs and
+    nobody waits for it: the job is killed, its group removed, and close returns."""
+    backend = open_backend(executor.backend.name, executor.work_dir)
+    assert isinstance(backend, ProcessBackend)
+    runtime = executor.registry.get("bash")
+    workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
+    marker = f"gristmill-unwaited-{os.getpid()}"
+    try:
+        argv = ("/bin/bash", "-c", f"exec -a {marker} sleep 600")
+        runtime_dir = executor.work_dir / "runtimes" / "bash"
+        plan = job_plan(runtime, runtime_dir, workspace, argv, {}, LIMITS, None, None)
+        sandbox = await backend.start(plan)
+        await sandbox.send_job(b"")
+        assert await sandbox.started()
+        for _ in range(100):
+            if _alive(marker):
+                break
+            await asyncio.sleep(0.05)
+        assert _alive(marker)
+        groups = backend.cgroups.parents if backend.cgroups else {}
+        await asyncio.wait_for(backend.close(), 30)
+    finally:
+        workspace.remove()
+    assert not _alive(marker)
+    assert not [
+        p for parent in groups.values() if parent.exists() for p in parent.iterdir() if p.is_dir()
+    ]
 
 
 async def test_a_supervisors_exit_is_awaited_whatever_number_its_descriptor_gets() -> None:
