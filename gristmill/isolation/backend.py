@@ -95,9 +95,10 @@ class Sandbox(Protocol):
         """Waits until the program runs (or failed to start); its supervisor's pid."""
         ...
 
-    async def hand_over(self, limits: Limits) -> bool:
-        """A warm sandbox's job: its files (now in the plan's `job_dir`) and `limits` are
-        applied, its clocks start; False if the sandbox died while it waited."""
+    async def hand_over(self, limits: Limits, inline: bool = True) -> bool:
+        """A warm sandbox's job: its files (now in the plan's `job_dir`) are copied in (on
+        the caller's thread if `inline`: a few small ones), `limits` applied, its clocks
+        started; False if the sandbox died while it waited or cannot take the files."""
         ...
 
     def memory_bytes(self) -> int:

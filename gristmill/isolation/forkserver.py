@@ -32,7 +32,6 @@ from gristmill.isolation.jail import (
     OOM_FIRST,
     JailSpec,
     build_root,
-    copy_job_files,
     enter_namespaces,
     enter_root,
     exec_program,
@@ -97,9 +96,8 @@ class _Jail(Protocol):
     """How the supervisor sees a jail being built and run, whichever builds it."""
 
     pid: int
-    # Where the job's tmpfs is mounted, as the supervisor sees it.
-    job_target: str
-    # The job's tmpfs, open (-1 if it could not be): kept past the jail's end.
+    # The job's tmpfs, open (-1 if it could not be): kept past the jail's end, and the
+    # service writes a warm sandbox's files through it.
     job_dir_fd: int
 
     def watched(self) -> list[int]: ...
@@ -166,8 +164,6 @@ class _OwnJail:
             os.close(status_r)
             raise RuntimeError(answer.decode(errors="replace") or "the jail builder died")
         self.pid = int(answer[4:])
-        # The job's tmpfs lives in the builder's mount namespace, seen through init's root.
-        self.job_target = f"/proc/{self.pid}/root{spec.jail_job_dir}"
         self._status = status_r
         self._buffer = b""
 
@@ -202,13 +198,17 @@ def _build_jail(spec: JailSpec, fds: dict[str, int]) -> _Jail:
 class _Supervision:
     """The supervisor's view of one running job, its deadlines and its end."""
 
-    def __init__(self, spec: JailSpec, report: int, started_ns: int, jail_pid: int) -> None:
+    def __init__(
+        self, spec: JailSpec, report: int, started_ns: int, jail_pid: int, job_dir: str
+    ) -> None:
         self.spec = spec
         self.report = report
         self.started_ns = started_ns
         # The jail's init (nsjail, or ours), the root of the job's processes: the pid the
         # job is known by, gone before the supervisor reports the job's end.
         self.jail_pid = jail_pid
+        # The job's tmpfs as the service opens it, to write a warm sandbox's files.
+        self.job_dir = job_dir
         self.running_ns = 0
         # The job's own limits: the spec's, or those its hand-over brings (warm).
         self.wall_time_ms = spec.wall_time_ms
@@ -257,6 +257,7 @@ class _Supervision:
                     "type": "started",
                     "pid": self.jail_pid,
                     "setup_ns": self.running_ns - self.started_ns,
+                    "job_dir": self.job_dir,
                 },
             )
         elif "error" in message:
@@ -264,13 +265,11 @@ class _Supervision:
         else:
             self.end = message
 
-    def hand_over(
-        self, command: str, job_target: str, network: netns.OwnNetwork | None = None
-    ) -> None:
-        """A warm sandbox's job: its files in, its clocks started, `handed` reported."""
+    def hand_over(self, command: str, network: netns.OwnNetwork | None = None) -> None:
+        """A warm sandbox's job (its files already written by the service): its limits
+        and clocks started, `handed` reported."""
         began = time.monotonic_ns()
         _, wall_ms, cpu_ms, network_bytes = command.split()
-        copy_job_files(self.spec, job_target)
         self.wall_time_ms, self.cpu_time_ms = int(wall_ms), int(cpu_ms)
         self.network_bytes = int(network_bytes)
         if network is not None:
@@ -328,7 +327,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         os._exit(0)
     for name in JOB_FDS:
         os.close(fds[name])
-    job = _Supervision(spec, report, started_ns, jail.pid)
+    job_dir = f"/proc/{os.getpid()}/fd/{jail.job_dir_fd}" if jail.job_dir_fd >= 0 else ""
+    job = _Supervision(spec, report, started_ns, jail.pid, job_dir if spec.warm else "")
     pidfd = os.pidfd_open(jail.pid)
     poller = select.poll()
     for fd in (pidfd, control, *jail.watched()):
@@ -357,7 +357,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
                     poller.unregister(control)
                 if reason.startswith("go ") and not job.handed:
                     try:
-                        job.hand_over(reason, jail.job_target, network)
+                        job.hand_over(reason, network)
                     except (OSError, ValueError) as error:
                         job.error = f"sandbox hand-over: {error}"
                         stop("cancel")

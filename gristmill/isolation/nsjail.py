@@ -257,7 +257,6 @@ class NsjailJail:
 
     def __init__(self, pid: int, log_fd: int, ready_fd: int, job_target: str) -> None:
         self.pid = pid
-        self.job_target = job_target
         self.job_dir_fd = files_out.open_job_dir(job_target)
         self._log_fd = log_fd
         self._ready_fd = ready_fd

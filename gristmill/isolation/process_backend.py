@@ -23,7 +23,7 @@ from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, S
 from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
 from gristmill.isolation.egress import host_addresses, policy
 from gristmill.isolation.forkserver import FD_NAMES
-from gristmill.isolation.jail import JailSpec
+from gristmill.isolation.jail import JailSpec, copy_job_files
 from gristmill.isolation.seccomp import compile_bpf
 from gristmill.languages.spec import JAIL_JOB_DIR
 from gristmill.model import Limits
@@ -87,6 +87,7 @@ class ProcessSandbox:
         job_fd: int,
         stdin_fd: int,
         control_fd: int,
+        spec: JailSpec,
         cgroup: JobCgroup | None,
         cleanups: set[asyncio.Future[None]],
         live: dict[asyncio.Future[None], ProcessSandbox],
@@ -99,6 +100,9 @@ class ProcessSandbox:
         self._job_fd = job_fd
         self._stdin_fd = stdin_fd
         self._control_fd = control_fd
+        self._spec = spec
+        # A warm sandbox's tmpfs, as this process can open it: the supervisor's descriptor.
+        self._job_dir = ""
         self._cgroup = cgroup
         self._cleanups = cleanups
         self._overhead = overhead_processes
@@ -121,6 +125,7 @@ class ProcessSandbox:
         async for line in self._report:
             message = json.loads(line)
             if message["type"] == "started" and not self._started.done():
+                self._job_dir = message.get("job_dir", "")
                 self._started.set_result(message["pid"])
             elif message["type"] == "handed" and not self._handed.done():
                 self._handed.set_result(True)
@@ -136,10 +141,18 @@ class ProcessSandbox:
     async def started(self) -> int:
         return await asyncio.shield(self._started)
 
-    async def hand_over(self, limits: Limits) -> bool:
-        """Gives a warm sandbox its job: `limits` on its cgroup, its accounting reset, its
-        files and clocks through its supervisor. False if it died while it waited."""
+    async def hand_over(self, limits: Limits, inline: bool = True) -> bool:
+        """Gives a warm sandbox its job: its files, `limits` on its cgroup, its accounting
+        reset, its clocks through its supervisor. False if it died while it waited, or
+        its tmpfs cannot take the files."""
         if self._started.done() and not self._started.result():
+            return False
+        try:
+            if inline:
+                self._copy_files()
+            else:
+                await asyncio.to_thread(self._copy_files)
+        except OSError:
             return False
         if self._cgroup is not None:
             try:
@@ -154,6 +167,20 @@ class ProcessSandbox:
                 f"go {limits.wall_time_ms} {limits.cpu_time_ms} {limits.network_bytes}".encode(),
             )
         return await asyncio.shield(self._handed)
+
+    def _copy_files(self) -> None:
+        """The job's files into the sandbox's tmpfs. Copied here, not by the supervisor: a
+        fresh fork of the fork server, it took 0.5 ms for a file that takes 0.03 ms in a
+        process that has run the copy before (each object it first touches costs a page
+        copied on write). The tmpfs is opened as root, then written through this
+        process's own descriptor as the jail's user (`copy_job_files`)."""
+        if not self._job_dir:
+            raise FileNotFoundError("the sandbox reported no job directory")
+        job_dir = os.open(self._job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            copy_job_files(self._spec, f"/proc/self/fd/{job_dir}")
+        finally:
+            os.close(job_dir)
 
     def memory_bytes(self) -> int:
         if self._cgroup is None:
@@ -355,7 +382,8 @@ class ProcessBackend:
         }
         ours = {name: (r if theirs[name] == w else w) for name, (r, w) in pipes.items()}
         try:
-            self._send(self._spec(plan, cgroup).to_json(), [theirs[n] for n in FD_NAMES])
+            spec = self._spec(plan, cgroup)
+            self._send(spec.to_json(), [theirs[n] for n in FD_NAMES])
         except BaseException:
             for fd in (*theirs.values(), *ours.values()):
                 os.close(fd)
@@ -372,6 +400,7 @@ class ProcessBackend:
             ours["job"],
             ours["stdin"],
             ours["control"],
+            spec,
             cgroup,
             self._cleanups,
             self._live,

@@ -405,7 +405,7 @@ class Executor:
             raise
         prepared = time.monotonic_ns()
         emit(PhaseEvent("sandbox_setup", f"{self.backend.name}, warm"))
-        if not await warm.sandbox.hand_over(job.limits):
+        if not await warm.sandbox.hand_over(job.limits, self._inline(job)):
             self.pool.discard(warm)
             return None
         try:
@@ -429,11 +429,15 @@ class Executor:
         if job.output_files:
             caps = self.caps
             workspace.ask_files(job.output_files, caps.output_files, caps.output_files_bytes)
-        if job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES:
-            # A few small files: quicker written here than handed to a thread and back.
+        if self._inline(job):
             workspace.fill(job, runtime.spec.source_file, uid, gid)
         else:
             await asyncio.to_thread(workspace.fill, job, runtime.spec.source_file, uid, gid)
+
+    def _inline(self, job: Job) -> bool:
+        """Whether the job's files are few and small: quicker written on the event loop
+        than handed to a thread and back."""
+        return job.size_bytes <= self.offload.inline_bytes and len(job.files) <= _INLINE_FILES
 
     def _remove_later(self, workspace: Workspace) -> None:
         """Off the outcome's path: nothing of the job runs any more, the files just go."""

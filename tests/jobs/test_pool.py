@@ -22,7 +22,7 @@ from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.jobs.pool import Kind, WarmPool
 from gristmill.languages import Registry
-from gristmill.model import Job, Limits, Outcome, Verdict
+from gristmill.model import Job, JobFile, Limits, Outcome, Verdict
 from tests.conftest import remove_work_dir
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -58,7 +58,9 @@ def job(language: str, code: str, **limits: Any) -> Job:
     return Job("pooled", language, code, "main", {}, dataclasses.replace(JOB_LIMITS, **limits))
 
 
-async def warm_run(executor: Executor, language: str, code: str, **limits: Any) -> Outcome:
+async def warm_run(
+    executor: Executor, language: str, code: str, files: tuple[JobFile, ...] = (), **limits: Any
+) -> Outcome:
     """Runs the job in a warm sandbox, waiting for the pool to have one first."""
     if executor.pool.ready(language) == 0:
         warm_up = "def main():\n    return 0\n" if language == "python" else "true\n"
@@ -67,7 +69,7 @@ async def warm_run(executor: Executor, language: str, code: str, **limits: Any) 
         if executor.pool.ready(language):
             break
         await asyncio.sleep(0.05)
-    outcome = await executor.run(job(language, code, **limits))
+    outcome = await executor.run(dataclasses.replace(job(language, code, **limits), files=files))
     assert outcome.warm_sandbox, outcome
     return outcome
 
@@ -77,6 +79,33 @@ async def test_a_warm_job_runs_and_says_so(pooled):
     assert outcome.verdict is Verdict.SUCCESS and outcome.result_json == "42"
     outcome = await warm_run(pooled, "bash", 'echo "warm $PWD"\n')
     assert outcome.verdict is Verdict.SUCCESS and outcome.result_json == '"warm /job"'
+
+
+@pytest.mark.parametrize("count", [2, 40], ids=["on the loop", "on a thread"])
+async def test_a_warm_jobs_files_are_written_into_its_sandbox_as_its_user(pooled, count):
+    """The service writes a warm sandbox's files into its tmpfs at the hand-over: a few
+    on its event loop, many on a thread; the job sees them all, with their modes, as its."""
+    files = tuple(
+        JobFile(f"data/{i % 3}/f{i}.txt", f"content {i}".encode(), executable=i == 1)
+        for i in range(count)
+    )
+    code = (
+        "import os\n"
+        "def main():\n"
+        "    found = {}\n"
+        "    for where, _, names in os.walk('data'):\n"
+        "        for name in names:\n"
+        "            path = os.path.join(where, name)\n"
+        "            st = os.stat(path)\n"
+        "            assert st.st_uid == os.getuid(), (path, st.st_uid)\n"
+        "            found[name] = [open(path).read(), bool(st.st_mode & 0o100)]\n"
+        "    return found\n"
+    )
+    outcome = await warm_run(pooled, "python", code, files)
+    assert outcome.verdict is Verdict.SUCCESS, outcome
+    assert json.loads(outcome.result_json) == {
+        f"f{i}.txt": [f"content {i}", i == 1] for i in range(count)
+    }
 
 
 async def test_the_jobs_memory_limit_applies_not_the_pools(pooled):
@@ -231,6 +260,24 @@ async def test_a_warm_sandbox_starts_at_the_least_cpu_weight_and_its_job_gets_th
         assert _cpu_weight(cgroups, pid) == background
         assert await warm.sandbox.hand_over(JOB_LIMITS)
         assert _cpu_weight(cgroups, pid) == default
+    finally:
+        pooled.pool.discard(warm)
+
+
+async def test_a_warm_sandbox_that_cannot_take_the_jobs_files_is_not_used(pooled):
+    """The files are copied in as the jail's user: one it may not read makes the hand-over
+    fail (the executor then starts the job cold) instead of a job without its files."""
+    kind = Kind("bash")
+    await pooled.run(job("bash", "true\n"))
+    await _waiting(pooled, kind)
+    warm = pooled.pool.take(kind)
+    assert warm is not None
+    try:
+        assert await warm.sandbox.started()
+        secret = warm.workspace.job_dir / "main.sh"
+        secret.write_text("echo 1\n")
+        secret.chmod(0o000)  # root's, unreadable by the jail's user
+        assert not await warm.sandbox.hand_over(JOB_LIMITS)
     finally:
         pooled.pool.discard(warm)
 
