@@ -145,7 +145,8 @@ class ProcessSandbox:
         """Gives a warm sandbox its job: its files, `limits` on its cgroup, its accounting
         reset, its clocks through its supervisor. False if it died while it waited, or
         its tmpfs cannot take the files."""
-        if self._started.done() and not self._started.result():
+        if self._ended.is_set() or (self._started.done() and not self._started.result()):
+            # Gone: its supervisor's pid, in the path of its tmpfs, may be another's now.
             return False
         try:
             if inline:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import os
+import signal
 import tempfile
 import time
 from collections.abc import AsyncIterator
@@ -280,6 +282,25 @@ async def test_a_warm_sandbox_that_cannot_take_the_jobs_files_is_not_used(pooled
         assert not await warm.sandbox.hand_over(JOB_LIMITS)
     finally:
         pooled.pool.discard(warm)
+
+
+async def test_a_warm_sandbox_that_died_while_it_waited_is_not_used(pooled):
+    """Its program killed while it waits: its supervisor reports the end, and the job it
+    was to take goes elsewhere; nothing is written where its tmpfs was."""
+    kind = Kind("bash")
+    await pooled.run(job("bash", "true\n"))
+    await _waiting(pooled, kind)
+    warm = pooled.pool.take(kind)
+    assert warm is not None
+    try:
+        os.kill(await warm.sandbox.started(), signal.SIGKILL)
+        end = await warm.sandbox.wait()
+        assert end.signal == signal.SIGKILL or end.exit_code != 0, end
+        assert not await warm.sandbox.hand_over(JOB_LIMITS)
+    finally:
+        pooled.pool.discard(warm)
+    outcome = await pooled.run(job("bash", "echo 1\n"))
+    assert outcome.verdict is Verdict.SUCCESS and outcome.result_json == "1", outcome
 
 
 async def test_the_memory_budget_bounds_the_pool(tmp_path):
