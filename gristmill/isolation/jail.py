@@ -123,6 +123,8 @@ class JailSpec:
     # How the jail is built: empty for our own namespaces (`build_root`), else the
     # nsjail command line (`nsjail.render_argv`) the supervisor's pid 1 execs.
     nsjail_argv: list[str] = field(default_factory=list)
+    # The program that becomes the job's pid 1 and then nsjail (`nsjail.launch`).
+    nsjail_init: str = ""
     # A network-on jail's egress policy, an nftables ruleset (`egress.py`) loaded into
     # the network namespace of its own that the supervisor makes for it (`netns.py`).
     egress_ruleset: str = ""

