@@ -7,6 +7,18 @@
 # left one; else the service takes the last line of stdout. A script killed by a signal
 # makes the wrapper die of the same signal, so the verdict can say so.
 
+# Opened twice and unlinked at once: the job never sees the file in its /tmp. By bash's
+# loadable `unlink` (Debian's bash-builtins) where the machine has it: an rm process would
+# cost every job about a millisecond. Before the job message: a warm sandbox does this
+# while it waits.
+result_file="/tmp/.gristmill-result-$$"
+exec 5>"$result_file" 6<"$result_file"
+if enable -f /usr/lib/bash/unlink unlink 2>/dev/null; then
+    unlink "$result_file"
+else
+    rm -f "$result_file"
+fi
+
 while IFS= read -r -d '' variable <&4 && [[ -n $variable ]]; do
     export "$variable"
 done
@@ -15,17 +27,6 @@ while IFS= read -r -d '' arg; do
     args+=("$arg")
 done <&4
 exec 4<&-
-
-# Opened twice and unlinked at once: the job never sees the file in its /tmp. By bash's
-# loadable `unlink` (Debian's bash-builtins) where the machine has it: an rm process would
-# cost every job about a millisecond.
-result_file="/tmp/.gristmill-result-$$"
-exec 5>"$result_file" 6<"$result_file"
-if enable -f /usr/lib/bash/unlink unlink 2>/dev/null; then
-    unlink "$result_file"
-else
-    rm -f "$result_file"
-fi
 
 /bin/bash /job/main.sh "${args[@]}" 3>&5 5>&- 6<&-
 status=$?
