@@ -53,6 +53,9 @@ SOCKET_NAME = "relay.sock"
 IDLE = TransactionStatus.IDLE
 BATCH_ROWS = 1000
 TIMEOUT_MARGIN_MS = 1000
+RELEASE_WAIT_S = 5.0
+"""How long a job's end waits for its connection's return to the pool (a rollback and a
+`DISCARD ALL`) before it closes the connection instead."""
 LINE_LIMIT = 64 * 1024 * 1024
 """The longest request line the relay reads (a statement with its values)."""
 
@@ -154,6 +157,12 @@ class Relay:
                 return
         except psycopg.Error:
             pass
+        except asyncio.CancelledError:
+            # Cut off half-way, the session may still hold what the job left (its advisory
+            # locks): it ends here, not whenever the garbage collector gets to it.
+            with contextlib.suppress(psycopg.Error):
+                await connection.close()
+            raise
         with contextlib.suppress(psycopg.Error):
             await connection.close()
 
@@ -208,6 +217,8 @@ class _Session:
         self.served = False
         # Whether the connection may serve another job: not when a query was cut off.
         self.reusable = True
+        # The conversation is over and its connection on its way back to the pool.
+        self.releasing = False
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         if self.served:  # one connection per job, the first
@@ -301,14 +312,20 @@ class _Session:
             self.running = False
 
     async def stop(self) -> None:
-        """The job has ended: cancel a query still running, then close."""
-        if self.running or (self.task is not None and not self.task.done()):
+        """The job has ended: cancel a query still running, then close. A conversation
+        that is over is waited for while it returns its connection (the job's end often
+        comes first): cut off in its `DISCARD ALL`, it would leave the job's session open."""
+        talking = self.task is not None and not self.task.done() and not self.releasing
+        if self.running or talking:
             self.reusable = False
         if self.connection is not None and self.running:
             with contextlib.suppress(psycopg.Error):
                 await self.connection.cancel_safe(timeout=5)
         if self.task is not None and not self.task.done():
-            self.task.cancel()
+            if not self.releasing:
+                self.task.cancel()
+            await asyncio.wait({self.task}, timeout=RELEASE_WAIT_S)
+            self.task.cancel()  # a database that does not answer: the connection is closed
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self.task
         await self._close()
@@ -316,6 +333,7 @@ class _Session:
     async def _close(self) -> None:
         if self.connection is not None:
             connection, self.connection = self.connection, None
+            self.releasing = True
             await self.relay.release(connection, self.reusable and not self.running)
 
 

@@ -4,6 +4,7 @@ job, and is billed only for what it did after its hand-over. Both backends."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -22,7 +23,7 @@ from gristmill.errors import SandboxFailure
 from gristmill.isolation.cgroups import Cgroups, Version
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
-from gristmill.jobs.pool import Kind, WarmPool
+from gristmill.jobs.pool import Kind, Warm, WarmPool
 from gristmill.languages import Registry
 from gristmill.model import Job, JobFile, Limits, Outcome, Verdict
 from tests.conftest import remove_work_dir
@@ -252,53 +253,32 @@ async def test_a_warm_sandbox_starts_at_the_least_cpu_weight_and_its_job_gets_th
     if cgroups is None:
         pytest.skip("no cgroups here")
     background, default = ("1", "100") if cgroups.version is Version.V2 else ("2", "1024")
-    kind = Kind("bash")
-    await pooled.run(job("bash", "true\n"))
-    await _waiting(pooled, kind)
-    warm = pooled.pool.take(kind)
-    assert warm is not None
-    try:
+    async with _taken_bash_sandbox(pooled) as warm:
         pid = await warm.sandbox.started()
         assert _cpu_weight(cgroups, pid) == background
         assert await warm.sandbox.hand_over(JOB_LIMITS)
         assert _cpu_weight(cgroups, pid) == default
-    finally:
-        pooled.pool.discard(warm)
 
 
 async def test_a_warm_sandbox_that_cannot_take_the_jobs_files_is_not_used(pooled):
     """The files are copied in as the jail's user: one it may not read makes the hand-over
     fail (the executor then starts the job cold) instead of a job without its files."""
-    kind = Kind("bash")
-    await pooled.run(job("bash", "true\n"))
-    await _waiting(pooled, kind)
-    warm = pooled.pool.take(kind)
-    assert warm is not None
-    try:
+    async with _taken_bash_sandbox(pooled) as warm:
         assert await warm.sandbox.started()
         secret = warm.workspace.job_dir / "main.sh"
         secret.write_text("echo 1\n")
         secret.chmod(0o000)  # root's, unreadable by the jail's user
         assert not await warm.sandbox.hand_over(JOB_LIMITS)
-    finally:
-        pooled.pool.discard(warm)
 
 
 async def test_a_warm_sandbox_that_died_while_it_waited_is_not_used(pooled):
     """Its program killed while it waits: its supervisor reports the end, and the job it
     was to take goes elsewhere; nothing is written where its tmpfs was."""
-    kind = Kind("bash")
-    await pooled.run(job("bash", "true\n"))
-    await _waiting(pooled, kind)
-    warm = pooled.pool.take(kind)
-    assert warm is not None
-    try:
+    async with _taken_bash_sandbox(pooled) as warm:
         os.kill(await warm.sandbox.started(), signal.SIGKILL)
         end = await warm.sandbox.wait()
         assert end.signal == signal.SIGKILL or end.exit_code != 0, end
         assert not await warm.sandbox.hand_over(JOB_LIMITS)
-    finally:
-        pooled.pool.discard(warm)
     outcome = await pooled.run(job("bash", "echo 1\n"))
     assert outcome.verdict is Verdict.SUCCESS and outcome.result_json == "1", outcome
 
@@ -319,6 +299,21 @@ async def test_the_memory_budget_bounds_the_pool(tmp_path):
     finally:
         await executor.close()
         remove_work_dir(work_dir)
+
+
+@contextlib.asynccontextmanager
+async def _taken_bash_sandbox(executor: Executor) -> AsyncIterator[Warm]:
+    """A waiting bash sandbox, taken from the pool once a job made it wanted; discarded
+    after the block."""
+    kind = Kind("bash")
+    await executor.run(job("bash", "true\n"))
+    await _waiting(executor, kind)
+    warm = executor.pool.take(kind)
+    assert warm is not None
+    try:
+        yield warm
+    finally:
+        executor.pool.discard(warm)
 
 
 async def _waiting(executor: Executor, kind: Kind, count: int = 1) -> None:

@@ -5,10 +5,12 @@ must not do. Also a named SQLite database that persists between jobs."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shlex
 import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -312,6 +314,32 @@ def test_nothing_of_a_job_is_left_on_a_pooled_connection(server):
     )
     for _ in range(4):  # whichever pooled connection it gets
         assert rows(run(server, look)) == [{"app": "gristmill-job", "temp": None, "locks": 0}]
+
+
+def test_a_connection_whose_return_outlasts_its_job_comes_back_clean(server, monkeypatch):
+    """The job's end often comes while its connection is being returned to the pool (rolled
+    back, `DISCARD ALL`): the return is waited for, never cut off, which would leave the
+    job's session open with its advisory locks until the garbage collector closed it."""
+    relay = next(
+        module
+        for module in list(sys.modules.values())
+        if (getattr(module, "__file__", None) or "").endswith("runtimes/sql/relay.py")
+    )
+    release = relay.Relay.release
+
+    async def slow_release(self: object, connection: object, reusable: bool) -> None:
+        await asyncio.sleep(0.3)  # the job ends meanwhile
+        await release(self, connection, reusable)
+
+    monkeypatch.setattr(relay.Relay, "release", slow_release)
+    first = rows(run(server, "select pg_backend_pid() as pid, pg_advisory_lock(43) as locked"))
+    monkeypatch.undo()
+    look = (
+        "select pg_backend_pid() as pid,"
+        " (select count(*) from pg_locks where locktype = 'advisory') as locks"
+    )
+    # The same connection (the last one returned is the next one taken), with no lock.
+    assert rows(run(server, look)) == [{"pid": first[0]["pid"], "locks": 0}]  # type: ignore[index]
 
 
 @pytest.mark.parametrize("db", ["main", "lite"])
