@@ -241,7 +241,6 @@ def launch(spec: JailSpec, fds: dict[str, int]) -> NsjailJail:
     # Spawned (vfork and exec), not forked: the first child after the unshare is pid 1 of
     # the new pid namespace, and a compiled one costs no copy of this process's pages.
     pid = os.posix_spawn(spec.nsjail_init, _init_argv(spec, passed), {})
-    os.set_inheritable(log, False)
     os.close(ready_w)
     return NsjailJail(pid, log, ready_r, spec.root_dir)
 

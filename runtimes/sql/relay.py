@@ -322,7 +322,7 @@ class _Session:
             with contextlib.suppress(psycopg.Error):
                 await self.connection.cancel_safe(timeout=5)
         if self.task is not None and not self.task.done():
-            if not self.releasing:
+            if talking:
                 self.task.cancel()
             await asyncio.wait({self.task}, timeout=RELEASE_WAIT_S)
             self.task.cancel()  # a database that does not answer: the connection is closed

@@ -8,7 +8,6 @@ import dataclasses
 import json
 import os
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -246,8 +245,10 @@ def _ended_jail(log: bytes, tmp_path: Path) -> NsjailJail:
     os.write(log_fd, log)
     ready_r, ready_w = os.pipe()
     os.close(ready_w)
-    child = subprocess.Popen(["true"])
-    return NsjailJail(child.pid, log_fd, ready_r, str(tmp_path))
+    # Spawned bare, not by subprocess: a dropped Popen's child is reaped by the next Popen
+    # anywhere in the process, before `finish` could wait for it.
+    child = os.posix_spawn("/bin/true", ["true"], {})
+    return NsjailJail(child, log_fd, ready_r, str(tmp_path))
 
 
 def test_a_log_past_what_is_read_still_gives_the_set_up_problems_and_the_programs_end(
