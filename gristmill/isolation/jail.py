@@ -125,6 +125,9 @@ class JailSpec:
     nsjail_argv: list[str] = field(default_factory=list)
     # The program that becomes the job's pid 1 and then nsjail (`nsjail.launch`).
     nsjail_init: str = ""
+    # The compiled supervisor of a job without network under nsjail
+    # (`nsjail.spawn_supervisor`); empty: the fork server's Python one.
+    nsjail_supervisor: str = ""
     # A network-on jail's egress policy, an nftables ruleset (`egress.py`) loaded into
     # the network namespace of its own that the supervisor makes for it (`netns.py`).
     egress_ruleset: str = ""
@@ -238,10 +241,14 @@ def fill_job_dir(spec: JailSpec, target: str) -> None:
     sandbox's tmpfs stays empty until its hand-over copies the files (`copy_job_files`).
     """
     Path(target).mkdir(parents=True, exist_ok=True)
-    options = f"size={spec.job_dir_bytes},mode=0755,uid={spec.uid},gid={spec.gid}"
-    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, options)
+    mount("tmpfs", target, "tmpfs", MS_NOSUID | MS_NODEV, job_dir_options(spec))
     if not spec.warm:
         copy_job_files(spec, target)
+
+
+def job_dir_options(spec: JailSpec) -> str:
+    """The mount options of the job's tmpfs: its size, and the jail's user as its owner."""
+    return f"size={spec.job_dir_bytes},mode=0755,uid={spec.uid},gid={spec.gid}"
 
 
 def copy_job_files(spec: JailSpec, target: str) -> None:

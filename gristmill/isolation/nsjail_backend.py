@@ -18,16 +18,29 @@ class NsjailBackend(ProcessBackend):
     name = "nsjail"
 
     def __init__(
-        self, nsjail: str, init: str, cgroups: Cgroups | None, cgroups_problem: str = ""
+        self,
+        nsjail: str,
+        init: str,
+        supervisor: str,
+        cgroups: Cgroups | None,
+        cgroups_problem: str = "",
     ) -> None:
         super().__init__(cgroups, cgroups_problem)
         self.nsjail = nsjail
         # What becomes pid 1 of each job's pid namespace, then nsjail (`nsjail_init.c`).
         self.init = init
+        # The supervisor of each job without network (`nsjail_supervisor.c`).
+        self.supervisor = supervisor
         self.jail_detail = f"nsjail ({nsjail}) + seccomp (Kafel, same rules)"
 
     def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
         spec = super()._spec(plan, cgroup)
         # nsjail compiles the same rules from their Kafel rendering: no BPF to ship.
         argv = render_argv(spec, self.nsjail)
-        return dataclasses.replace(spec, nsjail_argv=argv, nsjail_init=self.init, seccomp_bpf="")
+        return dataclasses.replace(
+            spec,
+            nsjail_argv=argv,
+            nsjail_init=self.init,
+            nsjail_supervisor=self.supervisor,
+            seccomp_bpf="",
+        )

@@ -16,14 +16,17 @@ import signal
 import socket
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 from gristmill.errors import SandboxFailure
+from gristmill.isolation import files_out
 from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, StopReason
 from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
 from gristmill.isolation.egress import host_addresses, policy
 from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec, copy_job_files
+from gristmill.isolation.nsjail import log_outcome
 from gristmill.isolation.seccomp import compile_bpf
 from gristmill.languages.spec import JAIL_JOB_DIR
 from gristmill.model import Limits
@@ -76,6 +79,33 @@ def _supervisor_gone(pid: int, cgroup: JobCgroup | None, timeout_s: float = 5.0)
                 os.close(pidfd)
     if cgroup is not None:
         cgroup.remove()
+
+
+def _read_exit(report: dict[str, Any]) -> dict[str, Any]:
+    """A supervisor's exit report, with the program's end read from nsjail's log when the
+    compiled supervisor sent the log as it is (`nsjail_supervisor.c`)."""
+    if "nsjail_log" not in report:
+        return report
+    end = dict(report)
+    outcome = log_outcome(end.pop("nsjail_log"), end.pop("ready", False), end.pop("usage", {}))
+    if "error" in outcome:
+        end["setup_error"] = outcome["error"]
+    else:
+        end.update(outcome)
+    return end
+
+
+def _take_files_out(job_dir: str, workspace: str) -> dict[str, Any]:
+    """The files the job asked for, from its tmpfs (`job_dir`, the supervisor's descriptor
+    of it) into `workspace`; what was done, for `SandboxExit.files_out_overflow`."""
+    try:
+        fd = os.open(job_dir, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            return files_out.collect(fd, workspace)
+        finally:
+            os.close(fd)
+    except (OSError, ValueError, KeyError) as error:
+        return {"files": 0, "bytes": 0, "overflow": f"files could not be taken out: {error}"}
 
 
 class ProcessSandbox:
@@ -214,11 +244,17 @@ class ProcessSandbox:
     async def _wait(self) -> SandboxExit:
         try:
             await self._ended.wait()
+            end = _read_exit(self._exit or {"setup_error": "the supervisor died"})
+            if "collect_from" in end:
+                # The supervisor keeps the job's tmpfs until `control` closes, below.
+                workspace = str(Path(self._spec.job_dir).parent)
+                end["files_out"] = await asyncio.to_thread(
+                    _take_files_out, end["collect_from"], workspace
+                )
         finally:
             os.close(self._control_fd)
             # Its number may be reused at once: a later stop() must write nowhere (EBADF).
             self._control_fd = -1
-        end = self._exit or {"setup_error": "the supervisor died"}
         leftover = 0
         stats = None
         if self._cgroup is not None:

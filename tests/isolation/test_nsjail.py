@@ -9,8 +9,10 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 import pytest
 
 from gristmill.isolation.backend import SandboxExit, SandboxPlan
@@ -19,7 +21,7 @@ from gristmill.isolation.nsjail import LOG_KEPT, SHIM, NsjailJail, parse_log, re
 from gristmill.isolation.nsjail_backend import NsjailBackend
 from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
 from gristmill.isolation.seccomp import render_kafel, rules
-from gristmill.isolation.select import find_nsjail, find_nsjail_init
+from gristmill.isolation.select import find_nsjail, find_nsjail_init, find_nsjail_supervisor
 from gristmill.model import Limits
 
 MiB = 1 << 20
@@ -196,18 +198,32 @@ def test_job_under_nsjail_is_pid_2_and_an_unprivileged_user(nsjail_run: object) 
 
 
 @needs_nsjail
-def test_an_nsjail_that_cannot_start_is_a_set_up_error_that_says_why() -> None:
-    """What fails in the job's pid 1 before it becomes nsjail (`nsjail_init.c`) goes to
-    nsjail's log: the sandbox's end names it."""
-    init = find_nsjail_init()
-    assert init is not None, "make install compiles gristmill-nsjail-init"
-    backend = NsjailBackend("/nonexistent/nsjail", init, None)
+def _run_jail(
+    nsjail: str,
+    argv: tuple[str, ...] = ("/bin/true",),
+    files: dict[str, tuple[bytes, int]] | None = None,
+    while_running: Callable[[Path], None] | None = None,
+) -> tuple[SandboxExit, bytes]:
+    """One cold sandbox of the nsjail backend with `nsjail` as its nsjail binary and
+    `files` ({path: (content, mode)}) as the job's: its end and its stdout.
+    `while_running(root_dir)` is called once the program runs, before it is waited for."""
+    init, supervisor = find_nsjail_init(), find_nsjail_supervisor()
+    assert init is not None and supervisor is not None, "make install compiles them"
+    backend = NsjailBackend(nsjail, init, supervisor, None)
     base = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
     try:
         for part in ("job", "root"):
             (base / part).mkdir()
+        for name, (content, mode) in (files or {}).items():
+            (base / "job" / name).parent.mkdir(parents=True, exist_ok=True)
+            (base / "job" / name).write_bytes(content)
+            (base / "job" / name).chmod(mode)
         base.chmod(0o755)
-        profile = SandboxProfile(mounts=(BindMount("/usr", "/usr"),))
+        usr = ("bin", "lib", "lib64")
+        profile = SandboxProfile(
+            mounts=(BindMount("/usr", "/usr"),),
+            symlinks=tuple(Symlink(f"/{name}", f"usr/{name}") for name in usr),
+        )
         limits = Limits(
             wall_time_ms=5000,
             memory_bytes=64 << 20,
@@ -215,18 +231,81 @@ def test_an_nsjail_that_cannot_start_is_a_set_up_error_that_says_why() -> None:
             processes=8,
             output_bytes=4096,
         )
-        plan = SandboxPlan(profile, ("/bin/true",), {}, base / "job", base / "root", limits)
+        plan = SandboxPlan(profile, argv, {}, base / "job", base / "root", limits)
 
-        async def run() -> SandboxExit:
+        async def run() -> tuple[SandboxExit, bytes]:
             try:
-                return await (await backend.start(plan)).wait()
+                sandbox = await backend.start(plan)
+                await sandbox.started()
+                if while_running is not None:
+                    await asyncio.to_thread(while_running, base / "root")
+                await sandbox.send_job(b"")
+                stdout = await sandbox.stdout.read()
+                return await sandbox.wait(), stdout
             finally:
                 await backend.close()
 
-        end = asyncio.run(run())
+        return asyncio.run(run())
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def test_an_nsjail_that_cannot_start_is_a_set_up_error_that_says_why() -> None:
+    """What fails in the job's pid 1 before it becomes nsjail (`nsjail_init.c`) goes to
+    nsjail's log: the sandbox's end names it."""
+    end, _ = _run_jail("/nonexistent/nsjail")
     assert "cannot start nsjail: exec /nonexistent/nsjail" in end.setup_error, end
+
+
+def _fake_nsjail(tmp_path: Path, script: str) -> str:
+    path = tmp_path / "nsjail"
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    tmp_path.chmod(0o755)
+    return str(path)
+
+
+def test_the_programs_end_comes_from_nsjails_log_through_the_compiled_supervisor(
+    tmp_path: Path,
+) -> None:
+    """The compiled supervisor sends nsjail's log as it is; the service reads the
+    program's end from it, and a byte that is not UTF-8 there breaks nothing."""
+    ran = _fake_nsjail(
+        tmp_path,
+        "printf r >&6\n"
+        "printf '[I][2026] pid=2 ([STANDALONE MODE]) exited with status: 3, \\377\\n' >&2\n",
+    )
+    end, _ = _run_jail(ran)
+    assert (end.exit_code, end.setup_error) == (3, ""), end
+    failed = _fake_nsjail(tmp_path, "printf '[E][2026] f():1 Failed \\377 here\\n' >&2\nexit 255\n")
+    end, _ = _run_jail(failed)
+    assert end.setup_error == "nsjail: Failed \ufffd here", end
+
+
+def test_a_job_without_network_has_the_compiled_supervisor_and_its_files() -> None:
+    """A cold job's files reach its tmpfs through the compiled supervisor: directories,
+    modes and the jail's user as their owner."""
+    nsjail = find_nsjail()
+    assert nsjail is not None
+    supervisors: list[str] = []
+
+    def look(root: Path) -> None:
+        for process in psutil.process_iter(["cmdline", "exe"]):
+            if str(root) in (process.info["cmdline"] or []):
+                supervisors.append(Path(process.info["exe"] or "").name)
+
+    files = {"a.txt": (b"a", 0o644), "sub/run.sh": (b"echo", 0o755)}
+    # It waits for its stdin's end, which comes after `look`.
+    command = ("/bin/sh", "-c", "read -r _; exec stat -c '%n %a %u' a.txt sub sub/run.sh")
+    end, stdout = _run_jail(nsjail, command, files, look)
+    assert (end.exit_code, end.setup_error) == (0, ""), end
+    assert stdout.decode().split("\n") == [
+        "a.txt 644 65534",
+        "sub 755 65534",
+        "sub/run.sh 755 65534",
+        "",
+    ]
+    assert supervisors == ["gristmill-nsjail-supervisor"]
 
 
 def test_parse_log_takes_the_programs_end_not_an_orphans():

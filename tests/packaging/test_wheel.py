@@ -24,7 +24,10 @@ import pytest
 CHECKOUT = Path(__file__).resolve().parents[2]
 UV = Path(sys.executable).parent / "uv"
 NSJAIL = shutil.which("nsjail") or str(Path(sys.executable).parent / "nsjail")
-NSJAIL_INIT = Path(sys.executable).parent / "gristmill-nsjail-init"
+NSJAIL_HELPERS = [
+    Path(sys.executable).parent / name
+    for name in ("gristmill-nsjail-init", "gristmill-nsjail-supervisor")
+]
 
 pytestmark = pytest.mark.skipif(not UV.exists(), reason="uv is installed by `make install`")
 
@@ -67,13 +70,14 @@ def _venv(where: Path, requirement: str) -> Path:
 
 @pytest.fixture(scope="module")
 def server_bin(outside: Path, dist: dict[str, Path]) -> Path:
-    """A venv with the wheel and its `server` extra, plus nsjail and its pid 1 as `make
-    install` puts them beside the interpreter."""
+    """A venv with the wheel and its `server` extra, plus nsjail, its pid 1 and the
+    supervisor as `make install` puts them beside the interpreter."""
     bin_dir = _venv(outside / "server", f"gristmill[server] @ {dist['wheel'].as_uri()}")
     if Path(NSJAIL).exists():
         (bin_dir / "nsjail").symlink_to(Path(NSJAIL).resolve())
-    if NSJAIL_INIT.exists():
-        (bin_dir / NSJAIL_INIT.name).symlink_to(NSJAIL_INIT)
+    for helper in NSJAIL_HELPERS:
+        if helper.exists():
+            (bin_dir / helper.name).symlink_to(helper)
     return bin_dir
 
 

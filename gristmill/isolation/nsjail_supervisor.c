@@ -1,0 +1,563 @@
+/*
+ * gristmill-nsjail-supervisor: the supervisor of one job under the nsjail backend, when the
+ * job has no network (a job with network needs a namespace and nftables of its own: the
+ * Python supervisor of `forkserver.py` does that one).
+ *
+ * The same protocol as the Python supervisor (`forkserver.py`), compiled: the fork server
+ * spawns it (vfork and exec) instead of forking a copy of itself. A forked Python
+ * supervisor cost every job ~3 ms of CPU, most of it in the ~600 pages its objects'
+ * reference counts copied on write, and its exit; this costs a fraction of it.
+ *
+ * It joins the job's cgroup, makes a mount and a pid namespace for the job's children,
+ * mounts the job's tmpfs (and copies the job's files into it, unless the sandbox is warm:
+ * the service writes a warm sandbox's files at its hand-over), spawns the job's pid 1
+ * (`gristmill-nsjail-init`, which becomes nsjail), then reports on `report`, one JSON
+ * object a line: {"type": "started", ...} once nsjail has started the program, {"type":
+ * "handed"} at a warm sandbox's hand-over, {"type": "exit", ...} at the end. It kills the
+ * job on its wall-clock or CPU deadline, when its forks stay refused at the pids limit, on
+ * a byte on `control` (the stop reason, or "go WALL_MS CPU_MS NETWORK_BYTES": a warm
+ * sandbox's hand-over), and when `control` closes. nsjail's log is sent as it is in the
+ * exit report ("nsjail_log"): the service reads the program's end from it
+ * (`nsjail.log_outcome`). When the job asked for files back (the request file exists),
+ * the report names the job's tmpfs ("collect_from") and the supervisor keeps it until the
+ * service has taken them and closed `control`.
+ *
+ * Descriptors: 0 stdin, 1 stdout, 2 stderr, 3 result, 4 job (the program's, passed on to
+ * pid 1), 5 control, 6 report.
+ * Usage: gristmill-nsjail-supervisor [--warm] [--wall-ms N] [--cpu-ms N]
+ *            [--cpu-usage FILE [--cpu-v2]] [--pids-events FILE] [--join FILE]...
+ *            --root DIR --tmpfs OPTIONS [--copy-from DIR] --uid N --gid N
+ *            --request FILE -- INIT [ARG]...
+ * INIT's argv is given without its --fds, which the supervisor adds.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sched.h>
+#include <signal.h>
+#include <spawn.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fsuid.h>
+#include <sys/mman.h>
+#include <sys/mount.h>
+#include <sys/resource.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define CONTROL 5
+#define REPORT 6
+#define MAX_JOINS 16
+#define LOG_KEPT (64 << 10) /* bytes of nsjail's log kept from its head, and from its tail */
+#define CPU_POLL_MS 20
+#define PIDS_GRACE_NS 500000000LL   /* forks refused this long are stopped */
+#define PIDS_EPISODE_NS 3000000000LL /* refusals further apart are separate episodes */
+#define MAX_COPY_DEPTH 64
+
+static struct {
+    int warm, cpu_v2;
+    long long wall_ms, cpu_ms;
+    const char *cpu_usage, *pids_events, *root, *tmpfs, *copy_from, *request;
+    const char *joins[MAX_JOINS];
+    int join_count;
+    uid_t uid;
+    gid_t gid;
+    char **init;
+    int init_count;
+} config = {.uid = (uid_t)-1, .gid = (gid_t)-1};
+
+/* What the job has done so far, as the Python supervisor's `_Supervision` holds it. */
+static struct {
+    pid_t jail;
+    int job_dir, cpu_usage, pids_events;
+    long long started_ns, running_ns, handover_ns, cpu_baseline_ns;
+    long long wall_ms, cpu_ms;
+    int handed, ready;
+    const char *stopped_for;
+    char error[512];
+    long long refused, episode_first, episode_last;
+} job = {.job_dir = -1, .cpu_usage = -1, .pids_events = -1};
+
+static long long now_ns(void) {
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return now.tv_sec * 1000000000LL + now.tv_nsec;
+}
+
+/* A growing buffer for one JSON report. */
+struct text {
+    char *data;
+    size_t length, room;
+};
+
+static void add(struct text *t, const char *bytes, size_t length) {
+    if (t->length + length + 1 > t->room) {
+        size_t room = (t->room ? t->room : 1024);
+        while (room < t->length + length + 1) room *= 2;
+        char *grown = realloc(t->data, room);
+        if (!grown) _exit(1);
+        t->data = grown;
+        t->room = room;
+    }
+    memcpy(t->data + t->length, bytes, length);
+    t->length += length;
+    t->data[t->length] = 0;
+}
+
+static void addf(struct text *t, const char *format, ...) {
+    char chunk[256];
+    va_list args;
+    va_start(args, format);
+    int length = vsnprintf(chunk, sizeof chunk, format, args);
+    va_end(args);
+    add(t, chunk, length < (int)sizeof chunk ? (size_t)length : sizeof chunk - 1);
+}
+
+/* The length of the valid UTF-8 character at `bytes` (at most `left` bytes), else 0. */
+static size_t utf8_length(const unsigned char *bytes, size_t left) {
+    size_t length = bytes[0] >= 0xf0 && bytes[0] <= 0xf4 ? 4
+        : bytes[0] >= 0xe0 ? 3
+        : bytes[0] >= 0xc2 && bytes[0] <= 0xdf ? 2
+        : 0;
+    if (!length || length > left) return 0;
+    for (size_t i = 1; i < length; i++)
+        if ((bytes[i] & 0xc0) != 0x80) return 0;
+    if ((length == 3 && bytes[0] == 0xe0 && bytes[1] < 0xa0) ||
+        (length == 3 && bytes[0] == 0xed && bytes[1] >= 0xa0) ||
+        (length == 4 && bytes[0] == 0xf0 && bytes[1] < 0x90) ||
+        (length == 4 && bytes[0] == 0xf4 && bytes[1] >= 0x90))
+        return 0; /* overlong, a surrogate, or past U+10FFFF */
+    return length;
+}
+
+/* `bytes` as a JSON string, each byte that is not part of a UTF-8 character as U+FFFD
+ * (as Python's errors="replace" would have it): the report must be valid JSON. */
+static void add_string(struct text *t, const char *bytes, size_t length) {
+    add(t, "\"", 1);
+    for (size_t i = 0; i < length; i++) {
+        unsigned char c = (unsigned char)bytes[i];
+        if (c == '"' || c == '\\') {
+            char escaped[2] = {'\\', (char)c};
+            add(t, escaped, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            addf(t, "\\u%04x", c);
+        } else if (c < 0x80) {
+            add(t, &bytes[i], 1);
+        } else {
+            size_t character = utf8_length((const unsigned char *)bytes + i, length - i);
+            if (character) {
+                add(t, &bytes[i], character);
+                i += character - 1;
+            } else {
+                add(t, "\\ufffd", 6);
+            }
+        }
+    }
+    add(t, "\"", 1);
+}
+
+static void send_report(struct text *t) {
+    add(t, "\n", 1);
+    size_t done = 0;
+    while (done < t->length) {
+        ssize_t written = write(REPORT, t->data + done, t->length - done);
+        if (written < 0 && errno == EINTR) continue;
+        if (written <= 0) break; /* the service is gone: nobody to tell */
+        done += (size_t)written;
+    }
+    free(t->data);
+    *t = (struct text){0};
+}
+
+static void fail_setup(const char *format, ...) {
+    char message[512];
+    va_list args;
+    va_start(args, format);
+    vsnprintf(message, sizeof message, format, args);
+    va_end(args);
+    struct text t = {0};
+    addf(&t, "{\"type\": \"exit\", \"pid\": %d, \"setup_error\": ", getpid());
+    char full[600];
+    snprintf(full, sizeof full, "sandbox setup: %s", message);
+    add_string(&t, full, strlen(full));
+    add(&t, "}", 1);
+    send_report(&t);
+    _exit(0);
+}
+
+static long long number(const char *text, const char *what) {
+    char *end;
+    errno = 0;
+    long long value = strtoll(text, &end, 10);
+    if (errno || end == text || *end) fail_setup("bad %s: %s", what, text);
+    return value;
+}
+
+static void parse(int argc, char **argv) {
+    int i = 1;
+    for (; i < argc && strcmp(argv[i], "--") != 0; i++) {
+        const char *flag = argv[i];
+        if (!strcmp(flag, "--warm")) {
+            config.warm = 1;
+            continue;
+        }
+        if (!strcmp(flag, "--cpu-v2")) {
+            config.cpu_v2 = 1;
+            continue;
+        }
+        if (i + 1 >= argc) fail_setup("%s needs a value", flag);
+        const char *value = argv[++i];
+        if (!strcmp(flag, "--wall-ms")) config.wall_ms = number(value, flag);
+        else if (!strcmp(flag, "--cpu-ms")) config.cpu_ms = number(value, flag);
+        else if (!strcmp(flag, "--cpu-usage")) config.cpu_usage = value;
+        else if (!strcmp(flag, "--pids-events")) config.pids_events = value;
+        else if (!strcmp(flag, "--join")) {
+            if (config.join_count == MAX_JOINS) fail_setup("more than %d --join", MAX_JOINS);
+            config.joins[config.join_count++] = value;
+        } else if (!strcmp(flag, "--root")) config.root = value;
+        else if (!strcmp(flag, "--tmpfs")) config.tmpfs = value;
+        else if (!strcmp(flag, "--copy-from")) config.copy_from = value;
+        else if (!strcmp(flag, "--uid")) config.uid = (uid_t)number(value, flag);
+        else if (!strcmp(flag, "--gid")) config.gid = (gid_t)number(value, flag);
+        else if (!strcmp(flag, "--request")) config.request = value;
+        else fail_setup("unknown flag %s", flag);
+    }
+    if (i + 1 >= argc || !config.root || !config.tmpfs || !config.request ||
+        config.uid == (uid_t)-1 || config.gid == (gid_t)-1)
+        fail_setup("usage: --root DIR --tmpfs OPTIONS --uid N --gid N --request FILE -- INIT");
+    config.init = argv + i + 1;
+    config.init_count = argc - i - 1;
+}
+
+static void write_file(const char *path, const char *text) {
+    int fd = open(path, O_WRONLY | O_CLOEXEC);
+    if (fd < 0 || write(fd, text, strlen(text)) < 0) fail_setup("%s: %s", path, strerror(errno));
+    close(fd);
+}
+
+static void make_dirs(const char *path) {
+    char partial[4096];
+    if (snprintf(partial, sizeof partial, "%s", path) >= (int)sizeof partial)
+        fail_setup("path too long: %s", path);
+    for (char *at = partial + 1; *at; at++) {
+        if (*at != '/') continue;
+        *at = 0;
+        if (mkdir(partial, 0755) < 0 && errno != EEXIST) fail_setup("mkdir %s: %s", partial, strerror(errno));
+        *at = '/';
+    }
+    if (mkdir(partial, 0755) < 0 && errno != EEXIST) fail_setup("mkdir %s: %s", partial, strerror(errno));
+}
+
+/* The job's regular files and directories from `from` into `into` (both open directories),
+ * as `jail.copy_job_files` does: created by the jail's user (the caller has set its file
+ * system ids), owned by it, modes kept but for set-id and group and other write bits. */
+static void copy_tree(int from, int into, int depth, const char *where) {
+    if (depth > MAX_COPY_DEPTH) fail_setup("job files deeper than %d under %s", MAX_COPY_DEPTH, where);
+    int listed = dup(from);
+    DIR *dir = listed < 0 ? NULL : fdopendir(listed);
+    if (!dir) fail_setup("read %s: %s", where, strerror(errno));
+    struct dirent *entry;
+    while ((entry = readdir(dir))) {
+        const char *name = entry->d_name;
+        if (!strcmp(name, ".") || !strcmp(name, "..")) continue;
+        int source = openat(from, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+        struct stat st;
+        if (source < 0 || fstat(source, &st) < 0) fail_setup("open %s/%s: %s", where, name, strerror(errno));
+        if (S_ISDIR(st.st_mode)) {
+            if (mkdirat(into, name, 0755) < 0) fail_setup("mkdir %s: %s", name, strerror(errno));
+            int target = openat(into, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+            if (target < 0) fail_setup("open %s: %s", name, strerror(errno));
+            if (geteuid() == 0 && fchown(target, config.uid, config.gid) < 0)
+                fail_setup("chown %s: %s", name, strerror(errno));
+            copy_tree(source, target, depth + 1, name);
+            close(target);
+        } else if (S_ISREG(st.st_mode)) {
+            int target = openat(into, name, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                                st.st_mode & 0755);
+            if (target < 0) fail_setup("create %s: %s", name, strerror(errno));
+            ssize_t sent;
+            while ((sent = sendfile(target, source, NULL, 1 << 20)) > 0) {}
+            if (sent < 0) fail_setup("copy %s: %s", name, strerror(errno));
+            if (geteuid() == 0 && fchown(target, config.uid, config.gid) < 0)
+                fail_setup("chown %s: %s", name, strerror(errno));
+            close(target);
+        } else {
+            fail_setup("%s/%s is not a regular file or directory", where, name);
+        }
+        close(source);
+    }
+    closedir(dir);
+}
+
+static void copy_job_files(int target) {
+    int from = open(config.copy_from, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (from < 0) fail_setup("open %s: %s", config.copy_from, strerror(errno));
+    /* Per thread, and this process has one: the files are the jail user's from birth (the
+     * tmpfs may belong to its user namespace, where root cannot create them). */
+    setfsgid(config.gid);
+    setfsuid(config.uid);
+    copy_tree(from, target, 0, config.copy_from);
+    setfsuid(0);
+    setfsgid(0);
+    if (geteuid() == 0 && fchown(target, config.uid, config.gid) < 0)
+        fail_setup("chown %s: %s", config.root, strerror(errno));
+    close(from);
+}
+
+/* A descriptor moved above the ones passed on to pid 1, close-on-exec. */
+static int high(int fd) {
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 16);
+    if (moved < 0) fail_setup("fcntl: %s", strerror(errno));
+    close(fd);
+    return moved;
+}
+
+/* Builds what nsjail cannot (the pid namespace, the job's tmpfs) and spawns pid 1, as
+ * `nsjail.launch` does; returns the read end of nsjail's ready pipe, `log` set to its log. */
+static int launch(int *log) {
+    for (int i = 0; i < config.join_count; i++) write_file(config.joins[i], "0");
+    if (unshare(CLONE_NEWNS | CLONE_NEWPID) < 0) fail_setup("unshare: %s", strerror(errno));
+    if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail_setup("mount /: %s", strerror(errno));
+    make_dirs(config.root);
+    if (mount("tmpfs", config.root, "tmpfs", MS_NOSUID | MS_NODEV, config.tmpfs) < 0)
+        fail_setup("mount the job's tmpfs at %s: %s", config.root, strerror(errno));
+    int job_dir = open(config.root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (job_dir < 0) fail_setup("open %s: %s", config.root, strerror(errno));
+    if (config.copy_from) copy_job_files(job_dir);
+    job.job_dir = high(job_dir);
+    /* A file, not a pipe: nsjail writes ~30 lines as it starts, each of which would wake
+     * the supervisor, and the log is only read once nsjail has gone. */
+    *log = high(memfd_create("gristmill-nsjail-log", MFD_CLOEXEC));
+    int ready[2];
+    if (pipe2(ready, O_CLOEXEC) < 0) fail_setup("pipe: %s", strerror(errno));
+    int ready_r = high(ready[0]), ready_w = high(ready[1]);
+    /* nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on. */
+    if (dup2(*log, 7) < 0 || dup2(ready_w, 8) < 0) fail_setup("dup2: %s", strerror(errno));
+    close(ready_w);
+    char **argv = calloc((size_t)config.init_count + 3, sizeof *argv);
+    if (!argv) fail_setup("out of memory");
+    argv[0] = config.init[0];
+    argv[1] = "--fds";
+    argv[2] = "0,1,7,3,4,2,8";
+    memcpy(argv + 3, config.init + 1, (size_t)(config.init_count - 1) * sizeof *argv);
+    char *no_environment[] = {NULL};
+    int failed = posix_spawn(&job.jail, argv[0], NULL, NULL, argv, no_environment);
+    if (failed) fail_setup("spawn %s: %s", argv[0], strerror(failed));
+    free(argv);
+    for (int fd = 0; fd <= 4; fd++) close(fd);
+    close(7);
+    close(8);
+    return ready_r;
+}
+
+static void report_started(void) {
+    struct text t = {0};
+    addf(&t, "{\"type\": \"started\", \"pid\": %d, \"setup_ns\": %lld, \"job_dir\": ", job.jail,
+         job.running_ns - job.started_ns);
+    char job_dir[64] = "";
+    if (config.warm && job.job_dir >= 0) snprintf(job_dir, sizeof job_dir, "/proc/%d/fd/%d", getpid(), job.job_dir);
+    add_string(&t, job_dir, strlen(job_dir));
+    add(&t, "}", 1);
+    send_report(&t);
+}
+
+static long long cpu_used_ns(void) {
+    char text[4096];
+    ssize_t length = job.cpu_usage < 0 ? -1 : pread(job.cpu_usage, text, sizeof text - 1, 0);
+    if (length <= 0) return 0;
+    text[length] = 0;
+    if (!config.cpu_v2) return strtoll(text, NULL, 10);
+    for (char *line = text; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (!strncmp(line, "usage_", 6)) return strtoll(strchr(line, ' ') ? strchr(line, ' ') : "0", NULL, 10) * 1000;
+    return 0;
+}
+
+static int limits_apply(void) { return job.running_ns && job.handed; }
+
+/* Whether forks have kept failing at the pids limit for longer than the grace. */
+static int stuck_at_process_limit(long long now) {
+    char text[4096];
+    ssize_t length = job.pids_events < 0 ? -1 : pread(job.pids_events, text, sizeof text - 1, 0);
+    if (length <= 0) return 0;
+    text[length] = 0;
+    char *line = strstr(text, "max ");
+    if (!line || (line != text && line[-1] != '\n')) return 0;
+    long long refused = strtoll(line + 4, NULL, 10);
+    if (refused == job.refused) return 0;
+    job.refused = refused;
+    if (!job.episode_first || now - job.episode_last > PIDS_EPISODE_NS) job.episode_first = now;
+    job.episode_last = now;
+    return now - job.episode_first >= PIDS_GRACE_NS;
+}
+
+static void stop(const char *reason) {
+    if (!job.stopped_for) job.stopped_for = reason;
+    /* The jail's pid 1: the kernel kills the rest of its pid namespace with it. */
+    kill(job.jail, SIGKILL);
+}
+
+static const char *stop_reason(const char *text) {
+    static const char *known[] = {"wall_time", "cpu_time", "processes", "network", "cancel", "output"};
+    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
+        if (!strcmp(text, known[i])) return known[i];
+    static char other[65];
+    snprintf(other, sizeof other, "%s", text);
+    return other;
+}
+
+static void hand_over(const char *command) {
+    long long began = now_ns(), wall, cpu, network;
+    int used = 0;
+    if (sscanf(command, "go %lld %lld %lld%n", &wall, &cpu, &network, &used) != 3 || command[used]) {
+        snprintf(job.error, sizeof job.error, "sandbox hand-over: bad command %s", command);
+        stop("cancel");
+        return;
+    }
+    job.wall_ms = wall;
+    job.cpu_ms = cpu;
+    job.cpu_baseline_ns = cpu_used_ns();
+    job.running_ns = now_ns();
+    job.handover_ns = job.running_ns - began;
+    job.handed = 1;
+    struct text t = {0};
+    add(&t, "{\"type\": \"handed\"}", 18);
+    send_report(&t);
+}
+
+/* nsjail's log: its head (the set-up, and what failed there) and its tail (the program's
+ * end), LOG_KEPT bytes of each, as `NsjailJail._log` reads it. */
+static void add_log(struct text *t, int log) {
+    struct stat st = {0};
+    static char head[LOG_KEPT], tail[LOG_KEPT];
+    ssize_t head_length = fstat(log, &st) < 0 ? 0 : pread(log, head, LOG_KEPT, 0), tail_length = 0;
+    if (head_length < 0) head_length = 0;
+    if (st.st_size > head_length) {
+        off_t from = st.st_size - LOG_KEPT > head_length ? st.st_size - LOG_KEPT : head_length;
+        tail_length = pread(log, tail, LOG_KEPT, from);
+        if (tail_length < 0) tail_length = 0;
+    }
+    close(log);
+    struct text joined = {0};
+    add(&joined, head, (size_t)head_length);
+    add(&joined, "\n", 1);
+    add(&joined, tail, (size_t)tail_length);
+    add_string(t, joined.data, joined.length);
+    free(joined.data);
+}
+
+static void supervise(int ready_r, int log) {
+    int pidfd = (int)syscall(SYS_pidfd_open, job.jail, 0);
+    if (pidfd < 0) {
+        snprintf(job.error, sizeof job.error, "sandbox setup: pidfd_open: %s", strerror(errno));
+        kill(job.jail, SIGKILL);
+    }
+    struct pollfd watched[3] = {{pidfd, POLLIN, 0}, {CONTROL, POLLIN, 0}, {ready_r, POLLIN, 0}};
+    int done = pidfd < 0;
+    while (!done) {
+        int timeout = -1;
+        long long deadline = limits_apply() && job.wall_ms ? job.running_ns + job.wall_ms * 1000000 : 0;
+        if (deadline) {
+            long long left = deadline - now_ns();
+            timeout = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+        }
+        if ((job.cpu_ms || job.pids_events >= 0) && limits_apply())
+            timeout = timeout < 0 || timeout > CPU_POLL_MS ? CPU_POLL_MS : timeout;
+        if (poll(watched, 3, timeout) < 0 && errno != EINTR) break;
+        if (watched[0].revents) done = 1;
+        if (watched[1].revents) {
+            char reason[65];
+            ssize_t length = read(CONTROL, reason, sizeof reason - 1);
+            if (length < 0) length = 0;
+            reason[length] = 0;
+            while (length && (reason[length - 1] == '\n' || reason[length - 1] == ' ')) reason[--length] = 0;
+            if (!length) watched[1].fd = -1;
+            if (!strncmp(reason, "go ", 3) && !job.handed) hand_over(reason);
+            else stop(length ? stop_reason(reason) : "cancel");
+        }
+        if (watched[2].revents) {
+            char chunk[64];
+            ssize_t length = read(ready_r, chunk, sizeof chunk);
+            if (length <= 0) {
+                watched[2].fd = -1;
+            } else if (!job.ready) {
+                job.ready = 1;
+                job.running_ns = now_ns();
+                report_started();
+            }
+        }
+        long long now = now_ns();
+        if (deadline && now >= deadline) stop("wall_time");
+        if (job.cpu_ms && limits_apply() && cpu_used_ns() - job.cpu_baseline_ns >= job.cpu_ms * 1000000)
+            stop("cpu_time");
+        if (limits_apply() && stuck_at_process_limit(now)) stop("processes");
+    }
+    long long ended_ns = now_ns();
+    int status;
+    struct rusage usage;
+    while (wait4(job.jail, &status, 0, &usage) < 0 && errno == EINTR) {}
+
+    int collect = job.job_dir >= 0 && access(config.request, F_OK) == 0;
+    if (job.job_dir >= 0 && !collect) {
+        /* The tmpfs's last reference: freed now, before the report says the job is gone. */
+        close(job.job_dir);
+    }
+    struct text t = {0};
+    addf(&t, "{\"type\": \"exit\", \"pid\": %d, \"setup_error\": ", getpid());
+    add_string(&t, job.error, strlen(job.error));
+    add(&t, ", \"stopped_for\": ", 17);
+    if (job.stopped_for) add_string(&t, job.stopped_for, strlen(job.stopped_for));
+    else add(&t, "null", 4);
+    long long setup_ns = config.warm ? job.handover_ns : (job.running_ns ? job.running_ns : ended_ns) - job.started_ns;
+    addf(&t, ", \"run_ns\": %lld, \"setup_ns\": %lld", limits_apply() ? ended_ns - job.running_ns : 0, setup_ns);
+    addf(&t, ", \"ready\": %s, \"usage\": {\"user_cpu_ns\": %lld, \"system_cpu_ns\": %lld, ",
+         job.ready ? "true" : "false",
+         usage.ru_utime.tv_sec * 1000000000LL + usage.ru_utime.tv_usec * 1000LL,
+         usage.ru_stime.tv_sec * 1000000000LL + usage.ru_stime.tv_usec * 1000LL);
+    addf(&t, "\"peak_memory_bytes\": %lld}, \"nsjail_log\": ", (long long)usage.ru_maxrss * 1024);
+    add_log(&t, log);
+    if (collect) {
+        char job_dir[64];
+        snprintf(job_dir, sizeof job_dir, "/proc/%d/fd/%d", getpid(), job.job_dir);
+        add(&t, ", \"collect_from\": ", 18);
+        add_string(&t, job_dir, strlen(job_dir));
+    }
+    add(&t, "}", 1);
+    send_report(&t);
+    /* The service takes the files through our descriptor, then closes `control`. */
+    while (collect && watched[1].fd >= 0) {
+        char ignored[64];
+        ssize_t length = read(CONTROL, ignored, sizeof ignored);
+        if (length == 0 || (length < 0 && errno != EINTR)) break;
+    }
+}
+
+int main(int argc, char **argv) {
+    job.started_ns = now_ns();
+    /* As the Python supervisor's: a closed pipe is an error, not a death; ^C on the
+     * service's terminal is the service's to handle (it closes `control`). */
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, SIG_IGN);
+    signal(SIGCHLD, SIG_DFL);
+    fcntl(CONTROL, F_SETFD, FD_CLOEXEC);
+    fcntl(REPORT, F_SETFD, FD_CLOEXEC);
+    parse(argc, argv);
+    job.wall_ms = config.wall_ms;
+    job.cpu_ms = config.cpu_ms;
+    job.handed = !config.warm;
+    if (config.cpu_usage) job.cpu_usage = open(config.cpu_usage, O_RDONLY | O_CLOEXEC);
+    if (config.pids_events) job.pids_events = open(config.pids_events, O_RDONLY | O_CLOEXEC);
+    if (job.cpu_usage >= 0) job.cpu_usage = high(job.cpu_usage);
+    if (job.pids_events >= 0) job.pids_events = high(job.pids_events);
+    int log;
+    int ready_r = launch(&log);
+    supervise(ready_r, log);
+    return 0;
+}
