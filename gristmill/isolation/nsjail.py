@@ -87,12 +87,10 @@ STDERR_FD = 5
 READY_FD = 6
 """The shim writes one byte here once the jail is built, just before exec."""
 PASSED_FDS = (3, 4, STDERR_FD, READY_FD)
-SHIM = (
-    f"exec 2>&{STDERR_FD} {STDERR_FD}>&- && printf r >&{READY_FD} && exec {READY_FD}>&- "
-    '&& exec "$@"'
-)
-"""A constant /bin/sh program; the job's argv follows as "$@", never inside the text."""
-SHIM_ARGV0 = "gristmill-jail"
+SHIM = "/gristmill/shim"
+"""Where `gristmill-nsjail-init` is bind-mounted in the jail, to run as the program's shim
+(`--shim`): it moves the job's stderr from `STDERR_FD` to 2, writes a byte to `READY_FD`,
+closes both and execs the job's argv, which follows as it is."""
 LOG_KEPT = 64 << 10
 """How much of the head and of the tail of nsjail's log is read (`NsjailJail._log`)."""
 _SEPARATORS = re.compile(r"[:,\0]")
@@ -134,7 +132,7 @@ def _rlimits(spec: JailSpec) -> list[str]:
         *("--rlimit_stack", _mib(spec.rlimits["stack"])),
         *("--rlimit_memlock", str(spec.rlimits["memlock"] // 1024)),
         *("--rlimit_msgqueue", str(spec.rlimits["msgqueue"])),
-        # nsjail has no flag for RLIMIT_SIGPENDING: its pid 1 sets it (`_exec_nsjail`).
+        # nsjail has no flag for RLIMIT_SIGPENDING: its pid 1 sets it (`nsjail_init.c`).
     ]
 
 
@@ -188,7 +186,8 @@ def render_argv(
         argv += ["--env", f"{name}={value}"]
     for fd in PASSED_FDS:
         argv += ["--pass_fd", str(fd)]
-    return [*argv, "--", "/bin/sh", "-c", SHIM, SHIM_ARGV0, *spec.argv]
+    argv += ["--bindmount_ro", f"{_checked(spec.nsjail_init, 'nsjail init')}:{SHIM}"]
+    return [*argv, "--", SHIM, "--shim", *spec.argv]
 
 
 # Only the program's own end: nsjail, as pid 1, also logs the orphans it reaps after

@@ -34,13 +34,11 @@ class NsjailBackend(ProcessBackend):
         self.jail_detail = f"nsjail ({nsjail}) + seccomp (Kafel, same rules)"
 
     def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
-        spec = super()._spec(plan, cgroup)
-        # nsjail compiles the same rules from their Kafel rendering: no BPF to ship.
-        argv = render_argv(spec, self.nsjail)
-        return dataclasses.replace(
-            spec,
-            nsjail_argv=argv,
+        spec = dataclasses.replace(
+            super()._spec(plan, cgroup),
             nsjail_init=self.init,
             nsjail_supervisor=self.supervisor,
+            # nsjail compiles the same rules from their Kafel rendering: no BPF to ship.
             seccomp_bpf="",
         )
+        return dataclasses.replace(spec, nsjail_argv=render_argv(spec, self.nsjail))

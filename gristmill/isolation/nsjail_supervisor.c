@@ -22,6 +22,8 @@
  * the report names the job's tmpfs ("collect_from") and the supervisor keeps it until the
  * service has taken them and closed `control`.
  *
+ * Compiled like gristmill-nsjail-init: static, against musl (see there why).
+ *
  * Descriptors: 0 stdin, 1 stdout, 2 stderr, 3 result, 4 job (the program's, passed on to
  * pid 1), 5 control, 6 report.
  * Usage: gristmill-nsjail-supervisor [--warm] [--wall-ms N] [--cpu-ms N]

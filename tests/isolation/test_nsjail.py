@@ -54,6 +54,7 @@ def spec(**fields: object) -> JailSpec:
         "seccomp_bpf": "",
         "cpu_usage_file": "",
         "cpu_usage_v2": False,
+        "nsjail_init": "/opt/gristmill/bin/gristmill-nsjail-init",
     }
     values.update(fields)
     return JailSpec.from_profile(profile, **values)
@@ -114,7 +115,11 @@ def test_rlimits_are_all_explicit_in_nsjails_units() -> None:
 
 def test_mounts_symlinks_devices_and_job_dir() -> None:
     args = argv()
-    assert flag(args, "--bindmount_ro") == ["/proc:/proc", "/usr:/usr"]
+    assert flag(args, "--bindmount_ro") == [
+        "/proc:/proc",
+        "/usr:/usr",
+        f"/opt/gristmill/bin/gristmill-nsjail-init:{SHIM}",
+    ]
     assert flag(args, "--bindmount") == [
         "/var/cache/x:/cache",
         "/dev/null:/dev/null",
@@ -130,16 +135,7 @@ def test_the_environment_is_only_the_jobs_and_the_job_fds_are_passed() -> None:
     assert flag(args, "--env") == ["PATH=/usr/bin", "HOME=/tmp"]
     assert "--keep_env" not in args and "-e" not in args
     assert flag(args, "--pass_fd") == ["3", "4", "5", "6"]
-    assert args[args.index("--") :] == [
-        "--",
-        "/bin/sh",
-        "-c",
-        SHIM,
-        "gristmill-jail",
-        "/usr/bin/python3",
-        "-c",
-        "pass",
-    ]
+    assert args[args.index("--") :] == ["--", SHIM, "--shim", "/usr/bin/python3", "-c", "pass"]
 
 
 def test_nsjail_gets_no_cgroup_flags_our_own_cgroup_keeps_the_accounting() -> None:
@@ -203,9 +199,9 @@ def _run_jail(
     argv: tuple[str, ...] = ("/bin/true",),
     files: dict[str, tuple[bytes, int]] | None = None,
     while_running: Callable[[Path], None] | None = None,
-) -> tuple[SandboxExit, bytes]:
+) -> tuple[SandboxExit, bytes, bytes]:
     """One cold sandbox of the nsjail backend with `nsjail` as its nsjail binary and
-    `files` ({path: (content, mode)}) as the job's: its end and its stdout.
+    `files` ({path: (content, mode)}) as the job's: its end, its stdout and its stderr.
     `while_running(root_dir)` is called once the program runs, before it is waited for."""
     init, supervisor = find_nsjail_init(), find_nsjail_supervisor()
     assert init is not None and supervisor is not None, "make install compiles them"
@@ -233,15 +229,15 @@ def _run_jail(
         )
         plan = SandboxPlan(profile, argv, {}, base / "job", base / "root", limits)
 
-        async def run() -> tuple[SandboxExit, bytes]:
+        async def run() -> tuple[SandboxExit, bytes, bytes]:
             try:
                 sandbox = await backend.start(plan)
                 await sandbox.started()
                 if while_running is not None:
                     await asyncio.to_thread(while_running, base / "root")
                 await sandbox.send_job(b"")
-                stdout = await sandbox.stdout.read()
-                return await sandbox.wait(), stdout
+                stdout, stderr = await asyncio.gather(sandbox.stdout.read(), sandbox.stderr.read())
+                return await sandbox.wait(), stdout, stderr
             finally:
                 await backend.close()
 
@@ -253,8 +249,19 @@ def _run_jail(
 def test_an_nsjail_that_cannot_start_is_a_set_up_error_that_says_why() -> None:
     """What fails in the job's pid 1 before it becomes nsjail (`nsjail_init.c`) goes to
     nsjail's log: the sandbox's end names it."""
-    end, _ = _run_jail("/nonexistent/nsjail")
+    end, _, _ = _run_jail("/nonexistent/nsjail")
     assert "cannot start nsjail: exec /nonexistent/nsjail" in end.setup_error, end
+
+
+def test_a_program_the_jail_cannot_start_fails_as_a_shells_exec_would() -> None:
+    """The shim (`nsjail.SHIM`) has put the job's stderr in place and said "running" when
+    it execs the program: a program that is not there is the job's failure, 127, and
+    its stderr says why."""
+    nsjail = find_nsjail()
+    assert nsjail is not None
+    end, _, stderr = _run_jail(nsjail, ("/nonexistent/program", "x"))
+    assert (end.exit_code, end.setup_error) == (127, ""), end
+    assert stderr == b"gristmill-jail: exec /nonexistent/program: No such file or directory\n"
 
 
 def _fake_nsjail(tmp_path: Path, script: str) -> str:
@@ -275,10 +282,10 @@ def test_the_programs_end_comes_from_nsjails_log_through_the_compiled_supervisor
         "printf r >&6\n"
         "printf '[I][2026] pid=2 ([STANDALONE MODE]) exited with status: 3, \\377\\n' >&2\n",
     )
-    end, _ = _run_jail(ran)
+    end, _, _ = _run_jail(ran)
     assert (end.exit_code, end.setup_error) == (3, ""), end
     failed = _fake_nsjail(tmp_path, "printf '[E][2026] f():1 Failed \\377 here\\n' >&2\nexit 255\n")
-    end, _ = _run_jail(failed)
+    end, _, _ = _run_jail(failed)
     assert end.setup_error == "nsjail: Failed \ufffd here", end
 
 
@@ -297,7 +304,7 @@ def test_a_job_without_network_has_the_compiled_supervisor_and_its_files() -> No
     files = {"a.txt": (b"a", 0o644), "sub/run.sh": (b"echo", 0o755)}
     # It waits for its stdin's end, which comes after `look`.
     command = ("/bin/sh", "-c", "read -r _; exec stat -c '%n %a %u' a.txt sub sub/run.sh")
-    end, stdout = _run_jail(nsjail, command, files, look)
+    end, stdout, _ = _run_jail(nsjail, command, files, look)
     assert (end.exit_code, end.setup_error) == (0, ""), end
     assert stdout.decode().split("\n") == [
         "a.txt 644 65534",
