@@ -1,15 +1,16 @@
 """The files a job asked to get back (`Job.output_files`), taken out of its sandbox.
 
 A job's /job is a tmpfs inside its sandbox, gone with it. The supervisor opens it when
-the jail is built (`open_job_dir`), which keeps it alive past the jail's end, and once
-the program is gone copies the matching files into the workspace (`collect`), where the
-service reads them. The request is a file the service leaves in the workspace before
-the job runs (a warm sandbox's job is known only at its hand-over).
+the jail is built (`open_job_dir`), which keeps it alive past the jail's end. When the
+request is there (a file the service leaves in the workspace before the job runs; a warm
+sandbox's job is known only at its hand-over), the supervisor's exit report names its
+descriptor, and the service copies the matching files into the workspace (`collect`)
+through it, then closes the supervisor's control pipe, which lets the tmpfs go.
 
 The job's directory is hostile ground: it is walked through descriptors without
 following a link, only regular files are read (a FIFO would block, a device is not a
-file), and the bounds in the request hold however many files it made. Runs in the
-supervisor: standard library only.
+file), and the bounds in the request hold however many files it made. Standard library
+only: the fork server imports this module.
 """
 
 from __future__ import annotations

@@ -472,7 +472,11 @@ static void supervise(int ready_r, int log) {
         }
         if ((job.cpu_ms || job.pids_events >= 0) && limits_apply())
             timeout = timeout < 0 || timeout > CPU_POLL_MS ? CPU_POLL_MS : timeout;
-        if (poll(watched, 3, timeout) < 0 && errno != EINTR) break;
+        if (poll(watched, 3, timeout) < 0 && errno != EINTR) {
+            snprintf(job.error, sizeof job.error, "sandbox supervisor: poll: %s", strerror(errno));
+            stop("cancel");
+            break;
+        }
         if (watched[0].revents) done = 1;
         if (watched[1].revents) {
             char reason[65];
@@ -502,8 +506,8 @@ static void supervise(int ready_r, int log) {
         if (limits_apply() && stuck_at_process_limit(now)) stop("processes");
     }
     long long ended_ns = now_ns();
-    int status;
-    struct rusage usage;
+    int status = 0;
+    struct rusage usage = {0};
     while (wait4(job.jail, &status, 0, &usage) < 0 && errno == EINTR) {}
 
     int collect = job.job_dir >= 0 && access(config.request, F_OK) == 0;
