@@ -41,6 +41,7 @@ MS_PRIVATE = 1 << 18
 MS_RELATIME = 1 << 21
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
+PR_GET_DUMPABLE = 3
 PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
@@ -83,7 +84,10 @@ def file_system_ids(uid: int, gid: int) -> Iterator[None]:
 
     A tmpfs mounted in a job's user namespace refuses (EOVERFLOW) a file whose owner it
     cannot map, such as host root's; the jail's own ids map. Single-threaded callers only.
+    A change of fsuid makes the process undumpable, which would close its /proc/<pid>/fd
+    to a service without CAP_SYS_PTRACE (in a container): whether it was is restored.
     """
+    dumpable = _libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0)
     old_gid = _libc.setfsgid(gid)
     old_uid = _libc.setfsuid(uid)
     try:
@@ -91,6 +95,8 @@ def file_system_ids(uid: int, gid: int) -> Iterator[None]:
     finally:
         _libc.setfsuid(old_uid)
         _libc.setfsgid(old_gid)
+        if dumpable > 0:
+            prctl(PR_SET_DUMPABLE, dumpable)
 
 
 def prctl(option: int, value: int) -> None:

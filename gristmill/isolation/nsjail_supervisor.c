@@ -47,6 +47,7 @@
 #include <sys/fsuid.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
@@ -303,12 +304,17 @@ static void copy_job_files(int target) {
     int from = open(config.copy_from, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (from < 0) fail_setup("open %s: %s", config.copy_from, strerror(errno));
     /* Per thread, and this process has one: the files are the jail user's from birth (the
-     * tmpfs may belong to its user namespace, where root cannot create them). */
+     * tmpfs may belong to its user namespace, where root cannot create them). Changing
+     * the fsuid makes a process undumpable, which would close our /proc/<pid>/fd (the
+     * job's tmpfs, for its files out) to a service without CAP_SYS_PTRACE: restored. */
+    int dumpable = prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
     setfsgid(config.gid);
     setfsuid(config.uid);
     copy_tree(from, target, 0, config.copy_from);
     setfsuid(0);
     setfsgid(0);
+    if (dumpable > 0 && prctl(PR_SET_DUMPABLE, dumpable, 0, 0, 0) < 0)
+        fail_setup("prctl: %s", strerror(errno));
     if (geteuid() == 0 && fchown(target, config.uid, config.gid) < 0)
         fail_setup("chown %s: %s", config.root, strerror(errno));
     close(from);

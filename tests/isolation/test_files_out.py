@@ -3,6 +3,7 @@ directory holds (links out of it, FIFOs, too many entries) never followed, read 
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from gristmill.isolation import files_out
+from gristmill.isolation.linux import PR_GET_DUMPABLE, file_system_ids
 
 
 @pytest.mark.parametrize(
@@ -86,3 +88,14 @@ def test_nothing_is_collected_without_a_request(tmp_path):
         assert files_out.collect(fd, str(tmp_path)) == {}
     finally:
         os.close(fd)
+
+
+def test_writing_files_as_the_jails_user_leaves_the_process_dumpable() -> None:
+    """A change of fsuid makes a process undumpable, and the /proc/<pid>/fd of an
+    undumpable process is closed to a service without CAP_SYS_PTRACE (in a container):
+    the supervisor that copied a job's files must stay open to the service taking them out."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
+    with file_system_ids(65534, 65534):
+        assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0  # what the kernel does
+    assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
