@@ -9,7 +9,7 @@ JSON plus the job's pipes as passed descriptors. For each, it forks a supervisor
 The supervisor reports to the service on the `report` pipe, one JSON object a
 line: `{"type": "started", ...}` once the program runs, then `{"type": "exit",
 ...}`. It kills the job on its wall-clock or CPU deadline, on a byte on the
-`control` pipe (the stop reason), and when the control pipe closes: if the
+`control` pipe (the stop reason, a line), and when the control pipe closes: if the
 service dies, every job it started dies with it. When the job asked for files back
 (`files_out.REQUEST`), the exit report names the job's tmpfs ("collect_from"), and the
 supervisor keeps it until the service has taken them and closed `control`.
@@ -48,6 +48,8 @@ from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, p
 FD_NAMES = (*JOB_FDS, "control", "report")
 """The descriptors that come with each spawn message, in this order."""
 MAX_MESSAGE = 1 << 20
+CONTROL_READ = 4096
+"""What one read of `control` takes: every command the service can have written by then."""
 CPU_POLL_S = 0.02
 PIDS_GRACE_NS = 500_000_000
 """A job whose forks are still refused this long after the first refusal is stopped."""
@@ -358,18 +360,21 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
             if fd == control:
-                reason = os.read(control, 64).decode(errors="replace").strip()
-                if not reason:
+                # One command a line; two written quickly may come in one read.
+                commands = os.read(control, CONTROL_READ).decode(errors="replace").splitlines()
+                if not commands:
                     poller.unregister(control)
                     control_open = False
-                if reason.startswith("go ") and not job.handed:
-                    try:
-                        job.hand_over(reason, network)
-                    except (OSError, ValueError) as error:
-                        job.error = f"sandbox hand-over: {error}"
-                        stop("cancel")
-                    continue
-                stop(reason or "cancel")
+                    stop("cancel")
+                for command in filter(None, map(str.strip, commands)):
+                    if command.startswith("go ") and not job.handed:
+                        try:
+                            job.hand_over(command, network)
+                        except (OSError, ValueError) as error:
+                            job.error = f"sandbox hand-over: {error}"
+                            stop("cancel")
+                    else:
+                        stop(command)
             elif fd == pidfd:
                 jail_done = True
             else:
@@ -442,6 +447,9 @@ def serve(sock: socket.socket) -> None:
         if not data:
             return
         fds = dict(zip(FD_NAMES, fd_list, strict=True))
+        for fd in fd_list:
+            # Received inheritable: what a supervisor passes on, it passes explicitly.
+            os.set_inheritable(fd, False)
         try:
             spec = JailSpec.from_json(data)
             if spec.nsjail_supervisor and not spec.network:
@@ -464,7 +472,9 @@ def serve(sock: socket.socket) -> None:
 
 
 def main() -> None:
-    serve(socket.socket(fileno=int(sys.argv[1])))
+    sock = socket.socket(fileno=int(sys.argv[1]))
+    sock.set_inheritable(False)  # passed to us inheritable; never to a supervisor
+    serve(sock)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,18 +128,32 @@ static size_t unhex(const char *text, unsigned char *out, size_t room) {
 }
 
 /* Inside the jail: the job's stderr into place, "running" said, then the program. What
- * fails after fd 2 is the job's stderr goes there, as a shell's would (126 or 127). */
-static int shim(char **program) {
+ * fails after fd 2 is the job's stderr goes there, as a shell's would (126 or 127).
+ * The signals the service's Python ignores (and that the spawns and nsjail pass on
+ * ignored) are the program's defaults again, as the process backend's `exec_program` has
+ * them: a write past RLIMIT_FSIZE kills it with SIGXFSZ. */
+static int shim(int argc, char **program) {
     if (dup2(5, 2) < 0 || close(5) < 0 || write(6, "r", 1) != 1 || close(6) < 0) return 127;
     if (!program[0]) return 127;
+    const int defaults[] = {SIGPIPE, SIGXFSZ, SIGINT, SIGTERM};
+    for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++) signal(defaults[i], SIG_DFL);
     execvp(program[0], program);
     int failed = errno;
+    if (failed == ENOEXEC) {
+        /* A script without "#!": run by the shell, as `exec "$@"` in sh ran it. */
+        char **shell = calloc((size_t)argc + 2, sizeof *shell);
+        if (shell) {
+            shell[0] = "/bin/sh";
+            memcpy(shell + 1, program, ((size_t)argc + 1) * sizeof *shell);
+            execv(shell[0], shell);
+        }
+    }
     dprintf(2, "gristmill-jail: exec %s: %s\n", program[0], strerror(failed));
     return failed == ENOENT ? 127 : 126;
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1 && !strcmp(argv[1], "--shim")) return shim(argv + 2);
+    if (argc > 1 && !strcmp(argv[1], "--shim")) return shim(argc - 2, argv + 2);
     int fds[MAX_FDS], fd_count = -1;
     const char *masks[MAX_MASKS], *proc_options = NULL, *seccomp = NULL;
     int mask_count = 0;

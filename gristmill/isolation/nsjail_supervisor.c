@@ -36,6 +36,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <poll.h>
 #include <sched.h>
 #include <signal.h>
@@ -61,6 +62,7 @@
 #define MAX_JOINS 16
 #define LOG_KEPT (64 << 10) /* bytes of nsjail's log kept from its head, and from its tail */
 #define CPU_POLL_MS 20
+#define CONTROL_READ 4096 /* every command the service can have written by then */
 #define PIDS_GRACE_NS 500000000LL   /* forks refused this long are stopped */
 #define PIDS_EPISODE_NS 3000000000LL /* refusals further apart are separate episodes */
 #define MAX_COPY_DEPTH 64
@@ -84,7 +86,7 @@ static struct {
     long long started_ns, running_ns, handover_ns, cpu_baseline_ns;
     long long wall_ms, cpu_ms;
     int handed, ready;
-    const char *stopped_for;
+    char stopped_for[65]; /* the first reason the job was stopped for; "" while it runs */
     char error[512];
     long long refused, episode_first, episode_last;
 } job = {.job_dir = -1, .cpu_usage = -1, .pids_events = -1};
@@ -106,7 +108,10 @@ static void add(struct text *t, const char *bytes, size_t length) {
         size_t room = (t->room ? t->room : 1024);
         while (room < t->length + length + 1) room *= 2;
         char *grown = realloc(t->data, room);
-        if (!grown) _exit(1);
+        if (!grown) {
+            if (job.jail > 0) kill(job.jail, SIGKILL); /* nothing would stop it now */
+            _exit(1);
+        }
         t->data = grown;
         t->room = room;
     }
@@ -127,7 +132,7 @@ static void addf(struct text *t, const char *format, ...) {
 /* The length of the valid UTF-8 character at `bytes` (at most `left` bytes), else 0. */
 static size_t utf8_length(const unsigned char *bytes, size_t left) {
     size_t length = bytes[0] >= 0xf0 && bytes[0] <= 0xf4 ? 4
-        : bytes[0] >= 0xe0 ? 3
+        : bytes[0] >= 0xe0 && bytes[0] <= 0xef ? 3
         : bytes[0] >= 0xc2 && bytes[0] <= 0xdf ? 2
         : 0;
     if (!length || length > left) return 0;
@@ -268,7 +273,7 @@ static void copy_tree(int from, int into, int depth, const char *where) {
     DIR *dir = listed < 0 ? NULL : fdopendir(listed);
     if (!dir) fail_setup("read %s: %s", where, strerror(errno));
     struct dirent *entry;
-    while ((entry = readdir(dir))) {
+    while ((errno = 0, entry = readdir(dir))) {
         const char *name = entry->d_name;
         if (!strcmp(name, ".") || !strcmp(name, "..")) continue;
         int source = openat(from, name, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
@@ -297,6 +302,7 @@ static void copy_tree(int from, int into, int depth, const char *where) {
         }
         close(source);
     }
+    if (errno) fail_setup("read %s: %s", where, strerror(errno));
     closedir(dir);
 }
 
@@ -318,6 +324,12 @@ static void copy_job_files(int target) {
     if (geteuid() == 0 && fchown(target, config.uid, config.gid) < 0)
         fail_setup("chown %s: %s", config.root, strerror(errno));
     close(from);
+}
+
+static int open_file(const char *path) {
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) fail_setup("%s: %s", path, strerror(errno));
+    return fd;
 }
 
 /* A descriptor moved above the ones passed on to pid 1, close-on-exec. */
@@ -343,7 +355,9 @@ static int launch(int *log) {
     job.job_dir = high(job_dir);
     /* A file, not a pipe: nsjail writes ~30 lines as it starts, each of which would wake
      * the supervisor, and the log is only read once nsjail has gone. */
-    *log = high(memfd_create("gristmill-nsjail-log", MFD_CLOEXEC));
+    int memfd = memfd_create("gristmill-nsjail-log", MFD_CLOEXEC);
+    if (memfd < 0) fail_setup("memfd_create: %s", strerror(errno));
+    *log = high(memfd);
     int ready[2];
     if (pipe2(ready, O_CLOEXEC) < 0) fail_setup("pipe: %s", strerror(errno));
     int ready_r = high(ready[0]), ready_w = high(ready[1]);
@@ -407,18 +421,9 @@ static int stuck_at_process_limit(long long now) {
 }
 
 static void stop(const char *reason) {
-    if (!job.stopped_for) job.stopped_for = reason;
+    if (!job.stopped_for[0]) snprintf(job.stopped_for, sizeof job.stopped_for, "%s", reason);
     /* The jail's pid 1: the kernel kills the rest of its pid namespace with it. */
     kill(job.jail, SIGKILL);
-}
-
-static const char *stop_reason(const char *text) {
-    static const char *known[] = {"wall_time", "cpu_time", "processes", "network", "cancel", "output"};
-    for (size_t i = 0; i < sizeof known / sizeof *known; i++)
-        if (!strcmp(text, known[i])) return known[i];
-    static char other[65];
-    snprintf(other, sizeof other, "%s", text);
-    return other;
 }
 
 static void hand_over(const char *command) {
@@ -461,6 +466,28 @@ static void add_log(struct text *t, int log) {
     free(joined.data);
 }
 
+/* The service's commands, one a line (two written quickly may come in one read): a stop
+ * reason, or a warm sandbox's "go ..."; its end (the service gone) stops the job. */
+static void read_control(struct pollfd *control) {
+    char commands[CONTROL_READ + 1];
+    ssize_t length = read(CONTROL, commands, CONTROL_READ);
+    if (length < 0 && errno == EINTR) return;
+    if (length <= 0) {
+        control->fd = -1;
+        stop("cancel");
+        return;
+    }
+    commands[length] = 0;
+    for (char *line = strtok(commands, "\n"); line; line = strtok(NULL, "\n")) {
+        while (*line == ' ' || *line == '\r' || *line == '\t') line++;
+        size_t end = strlen(line);
+        while (end && (line[end - 1] == ' ' || line[end - 1] == '\r' || line[end - 1] == '\t')) line[--end] = 0;
+        if (!end) continue;
+        if (!strncmp(line, "go ", 3) && !job.handed) hand_over(line);
+        else stop(line);
+    }
+}
+
 static void supervise(int ready_r, int log) {
     int pidfd = (int)syscall(SYS_pidfd_open, job.jail, 0);
     if (pidfd < 0) {
@@ -470,13 +497,15 @@ static void supervise(int ready_r, int log) {
     struct pollfd watched[3] = {{pidfd, POLLIN, 0}, {CONTROL, POLLIN, 0}, {ready_r, POLLIN, 0}};
     int done = pidfd < 0;
     while (!done) {
-        int timeout = -1;
-        long long deadline = limits_apply() && job.wall_ms ? job.running_ns + job.wall_ms * 1000000 : 0;
+        /* Once stopped, only the jail's end is awaited (its pid namespace's teardown may
+         * take a while): no deadline, no polling. */
+        int timeout = -1, running = limits_apply() && !job.stopped_for[0];
+        long long deadline = running && job.wall_ms ? job.running_ns + job.wall_ms * 1000000 : 0;
         if (deadline) {
-            long long left = deadline - now_ns();
-            timeout = left <= 0 ? 0 : (int)((left + 999999) / 1000000);
+            long long left = (deadline - now_ns() + 999999) / 1000000;
+            timeout = left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
         }
-        if ((job.cpu_ms || job.pids_events >= 0) && limits_apply())
+        if ((job.cpu_ms || job.pids_events >= 0) && running)
             timeout = timeout < 0 || timeout > CPU_POLL_MS ? CPU_POLL_MS : timeout;
         if (poll(watched, 3, timeout) < 0 && errno != EINTR) {
             snprintf(job.error, sizeof job.error, "sandbox supervisor: poll: %s", strerror(errno));
@@ -484,16 +513,7 @@ static void supervise(int ready_r, int log) {
             break;
         }
         if (watched[0].revents) done = 1;
-        if (watched[1].revents) {
-            char reason[65];
-            ssize_t length = read(CONTROL, reason, sizeof reason - 1);
-            if (length < 0) length = 0;
-            reason[length] = 0;
-            while (length && (reason[length - 1] == '\n' || reason[length - 1] == ' ')) reason[--length] = 0;
-            if (!length) watched[1].fd = -1;
-            if (!strncmp(reason, "go ", 3) && !job.handed) hand_over(reason);
-            else stop(length ? stop_reason(reason) : "cancel");
-        }
+        if (watched[1].revents) read_control(&watched[1]);
         if (watched[2].revents) {
             char chunk[64];
             ssize_t length = read(ready_r, chunk, sizeof chunk);
@@ -525,7 +545,7 @@ static void supervise(int ready_r, int log) {
     addf(&t, "{\"type\": \"exit\", \"pid\": %d, \"setup_error\": ", getpid());
     add_string(&t, job.error, strlen(job.error));
     add(&t, ", \"stopped_for\": ", 17);
-    if (job.stopped_for) add_string(&t, job.stopped_for, strlen(job.stopped_for));
+    if (job.stopped_for[0]) add_string(&t, job.stopped_for, strlen(job.stopped_for));
     else add(&t, "null", 4);
     long long setup_ns = config.warm ? job.handover_ns : (job.running_ns ? job.running_ns : ended_ns) - job.started_ns;
     addf(&t, ", \"run_ns\": %lld, \"setup_ns\": %lld", limits_apply() ? ended_ns - job.running_ns : 0, setup_ns);
@@ -553,6 +573,8 @@ static void supervise(int ready_r, int log) {
 
 int main(int argc, char **argv) {
     job.started_ns = now_ns();
+    /* Nothing but our seven descriptors: whatever else came with the spawn is not ours. */
+    syscall(SYS_close_range, 7U, ~0U, 0);
     /* As the Python supervisor's: a closed pipe is an error, not a death; ^C on the
      * service's terminal is the service's to handle (it closes `control`). */
     signal(SIGPIPE, SIG_IGN);
@@ -564,10 +586,8 @@ int main(int argc, char **argv) {
     job.wall_ms = config.wall_ms;
     job.cpu_ms = config.cpu_ms;
     job.handed = !config.warm;
-    if (config.cpu_usage) job.cpu_usage = open(config.cpu_usage, O_RDONLY | O_CLOEXEC);
-    if (config.pids_events) job.pids_events = open(config.pids_events, O_RDONLY | O_CLOEXEC);
-    if (job.cpu_usage >= 0) job.cpu_usage = high(job.cpu_usage);
-    if (job.pids_events >= 0) job.pids_events = high(job.pids_events);
+    if (config.cpu_usage) job.cpu_usage = high(open_file(config.cpu_usage));
+    if (config.pids_events) job.pids_events = high(open_file(config.pids_events));
     int log;
     int ready_r = launch(&log);
     supervise(ready_r, log);

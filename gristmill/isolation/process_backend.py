@@ -152,21 +152,25 @@ class ProcessSandbox:
         reading.add_done_callback(live.pop)
 
     async def _read_report(self) -> None:
-        async for line in self._report:
-            message = json.loads(line)
-            if message["type"] == "started" and not self._started.done():
-                self._job_dir = message.get("job_dir", "")
-                self._started.set_result(message["pid"])
-            elif message["type"] == "handed" and not self._handed.done():
-                self._handed.set_result(True)
-            elif message["type"] == "exit":
-                self._exit = message
-                self._ended.set()
-        self._ended.set()
-        if not self._started.done():
-            self._started.set_result(0)
-        if not self._handed.done():
-            self._handed.set_result(False)
+        try:
+            async for line in self._report:
+                message = json.loads(line.decode(errors="replace"))
+                if message["type"] == "started" and not self._started.done():
+                    self._job_dir = message.get("job_dir", "")
+                    self._started.set_result(message["pid"])
+                elif message["type"] == "handed" and not self._handed.done():
+                    self._handed.set_result(True)
+                elif message["type"] == "exit":
+                    self._exit = message
+                    self._ended.set()
+        finally:
+            # Whatever ended the report (its end, or a line that is not a report: a bug,
+            # said by the task's exception), the sandbox's waiters are not left waiting.
+            self._ended.set()
+            if not self._started.done():
+                self._started.set_result(0)
+            if not self._handed.done():
+                self._handed.set_result(False)
 
     async def started(self) -> int:
         return await asyncio.shield(self._started)
@@ -195,7 +199,7 @@ class ProcessSandbox:
         with contextlib.suppress(OSError):
             os.write(
                 self._control_fd,
-                f"go {limits.wall_time_ms} {limits.cpu_time_ms} {limits.network_bytes}".encode(),
+                f"go {limits.wall_time_ms} {limits.cpu_time_ms} {limits.network_bytes}\n".encode(),
             )
         return await asyncio.shield(self._handed)
 
@@ -231,7 +235,7 @@ class ProcessSandbox:
         if self._stop_reason is None:
             self._stop_reason = reason
         with contextlib.suppress(OSError):
-            os.write(self._control_fd, reason.value.encode())
+            os.write(self._control_fd, f"{reason.value}\n".encode())
 
     async def wait(self) -> SandboxExit:
         """The sandbox's end, once its supervisor has reported it. Every call gets the same

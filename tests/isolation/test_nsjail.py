@@ -284,9 +284,11 @@ def test_the_programs_end_comes_from_nsjails_log_through_the_compiled_supervisor
     )
     end, _, _ = _run_jail(ran)
     assert (end.exit_code, end.setup_error) == (3, ""), end
-    failed = _fake_nsjail(tmp_path, "printf '[E][2026] f():1 Failed \\377 here\\n' >&2\nexit 255\n")
+    failed = _fake_nsjail(
+        tmp_path, "printf '[E][2026] f():1 Failed \\377 \\370\\200\\200 here\\n' >&2\nexit 255\n"
+    )
     end, _, _ = _run_jail(failed)
-    assert end.setup_error == "nsjail: Failed \ufffd here", end
+    assert end.setup_error == "nsjail: Failed \ufffd \ufffd\ufffd\ufffd here", end
 
 
 def test_a_job_without_network_has_the_compiled_supervisor_and_its_files() -> None:

@@ -7,6 +7,7 @@ import gc
 import json
 import os
 import resource
+import signal as signal_
 import subprocess
 import textwrap
 import time
@@ -15,6 +16,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from gristmill.isolation.backend import StopReason
 from gristmill.isolation.process_backend import ProcessBackend, _supervisor_gone
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
@@ -338,6 +340,36 @@ async def test_a_sandbox_waited_for_twice_ends_once(executor: Executor) -> None:
         workspace.remove()
     assert first == second
     assert first.exit_code == 3, first
+
+
+async def test_two_stops_in_a_row_end_the_job_for_the_first(executor: Executor) -> None:
+    """The service may stop a job twice before its supervisor reads (an output flood, then
+    its client gone): each stop is a command of its own, and the first is the job's end."""
+    runtime = executor.registry.get("bash")
+    workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
+    try:
+        argv = ("/bin/bash", "-c", "sleep 60")
+        runtime_dir = executor.work_dir / "runtimes" / "bash"
+        plan = job_plan(runtime, runtime_dir, workspace, argv, {}, LIMITS, None, None)
+        sandbox = await executor.backend.start(plan)
+        await sandbox.send_job(b"")
+        assert await sandbox.started()
+        sandbox.stop(StopReason.OUTPUT)
+        sandbox.stop(StopReason.CANCEL)
+        end = await asyncio.wait_for(sandbox.wait(), 30)
+    finally:
+        workspace.remove()
+    assert end.stopped_for is StopReason.OUTPUT, end
+
+
+async def test_the_job_ignores_no_signal_the_service_ignores(executor: Executor) -> None:
+    """The service's Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays
+    ignored through fork and exec: the job gets every signal's default (a write past the
+    file size limit kills it), under either backend."""
+    outcome = await run(executor, "bash", "grep '^SigIgn' /proc/self/status | cut -f2\n")
+    ignored = int(json.loads(outcome.result_json), 16)
+    for signal in (signal_.SIGINT, signal_.SIGPIPE, signal_.SIGTERM, signal_.SIGXFSZ):
+        assert not ignored & (1 << (signal - 1)), (signal, outcome)
 
 
 async def test_a_sandbox_dropped_at_its_outcome_leaves_no_task_behind(executor: Executor) -> None:
