@@ -289,6 +289,17 @@ def test_the_programs_end_comes_from_nsjails_log_through_the_compiled_supervisor
     )
     end, _, _ = _run_jail(failed)
     assert end.setup_error == "nsjail: Failed \ufffd \ufffd\ufffd\ufffd here", end
+    # A log past what is kept of it (orphans reaped without end): its tail still tells.
+    orphans = 3 * LOG_KEPT // 60
+    long_log = _fake_nsjail(
+        tmp_path,
+        "printf r >&6\n"
+        f"i=0; while [ $i -lt {orphans} ]; do i=$((i + 1)); "
+        "echo '[I][2026] pid=3 ([UNKNOWN]) exited with status: 1, (PIDs left: 1)'; done >&2\n"
+        "echo '[I][2026] pid=2 ([STANDALONE MODE]) exited with status: 4, (PIDs left: 0)' >&2\n",
+    )
+    end, _, _ = _run_jail(long_log)
+    assert (end.exit_code, end.setup_error) == (4, ""), end
 
 
 def test_a_job_without_network_has_the_compiled_supervisor_and_its_files() -> None:
