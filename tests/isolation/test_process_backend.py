@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -11,12 +12,13 @@ import signal as signal_
 import subprocess
 import textwrap
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from gristmill.isolation.backend import StopReason
+from gristmill.isolation.backend import Sandbox, StopReason
 from gristmill.isolation.process_backend import ProcessBackend, _supervisor_gone
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
@@ -324,20 +326,26 @@ async def test_vsock_is_refused_even_with_the_network(executor: Executor) -> Non
     assert json.loads(outcome.result_json) == "EAFNOSUPPORT"
 
 
-async def test_a_sandbox_waited_for_twice_ends_once(executor: Executor) -> None:
-    """A caller past its wall limit stops the sandbox and waits again while its first wait
-    is still pending: both get the same end, and the sandbox's pipes are closed once."""
+@contextlib.asynccontextmanager
+async def _bash_sandbox(executor: Executor, argv: tuple[str, ...]) -> AsyncIterator[Sandbox]:
+    """A cold sandbox of the bash runtime's profile running `argv`, its job sent."""
     runtime = executor.registry.get("bash")
     workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
     try:
-        argv = ("/bin/sh", "-c", "exit 3")
         runtime_dir = executor.work_dir / "runtimes" / "bash"
         plan = job_plan(runtime, runtime_dir, workspace, argv, {}, LIMITS, None, None)
         sandbox = await executor.backend.start(plan)
         await sandbox.send_job(b"")
-        first, second = await asyncio.gather(sandbox.wait(), sandbox.wait())
+        yield sandbox
     finally:
         workspace.remove()
+
+
+async def test_a_sandbox_waited_for_twice_ends_once(executor: Executor) -> None:
+    """A caller past its wall limit stops the sandbox and waits again while its first wait
+    is still pending: both get the same end, and the sandbox's pipes are closed once."""
+    async with _bash_sandbox(executor, ("/bin/sh", "-c", "exit 3")) as sandbox:
+        first, second = await asyncio.gather(sandbox.wait(), sandbox.wait())
     assert first == second
     assert first.exit_code == 3, first
 
@@ -345,20 +353,11 @@ async def test_a_sandbox_waited_for_twice_ends_once(executor: Executor) -> None:
 async def test_two_stops_in_a_row_end_the_job_for_the_first(executor: Executor) -> None:
     """The service may stop a job twice before its supervisor reads (an output flood, then
     its client gone): each stop is a command of its own, and the first is the job's end."""
-    runtime = executor.registry.get("bash")
-    workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
-    try:
-        argv = ("/bin/bash", "-c", "sleep 60")
-        runtime_dir = executor.work_dir / "runtimes" / "bash"
-        plan = job_plan(runtime, runtime_dir, workspace, argv, {}, LIMITS, None, None)
-        sandbox = await executor.backend.start(plan)
-        await sandbox.send_job(b"")
+    async with _bash_sandbox(executor, ("/bin/bash", "-c", "sleep 60")) as sandbox:
         assert await sandbox.started()
         sandbox.stop(StopReason.OUTPUT)
         sandbox.stop(StopReason.CANCEL)
         end = await asyncio.wait_for(sandbox.wait(), 30)
-    finally:
-        workspace.remove()
     assert end.stopped_for is StopReason.OUTPUT, end
 
 
