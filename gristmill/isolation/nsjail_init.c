@@ -127,16 +127,32 @@ static size_t unhex(const char *text, unsigned char *out, size_t room) {
     return length / 2;
 }
 
+/* Every signal at its default and none blocked, as a program started by a fresh shell has
+ * them (and the process backend's jobs do). What the service's Python ignores (SIGPIPE,
+ * SIGXFSZ) and glibc's posix_spawn ignores in its child (its internal signals 32 and 33)
+ * would otherwise pass through the spawns, nsjail and exec: a write past RLIMIT_FSIZE got
+ * EFBIG instead of SIGXFSZ. By the system call: musl refuses its own internal signals. */
+static void default_signals(void) {
+    struct {
+        void (*handler)(int);
+        unsigned long flags;
+        void (*restorer)(void);
+        unsigned long mask;
+    } by_default = {SIG_DFL, 0, NULL, 0};
+    for (int sig = 1; sig <= 64; sig++)
+        if (sig != SIGKILL && sig != SIGSTOP)
+            syscall(SYS_rt_sigaction, sig, &by_default, NULL, sizeof by_default.mask);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 /* Inside the jail: the job's stderr into place, "running" said, then the program. What
- * fails after fd 2 is the job's stderr goes there, as a shell's would (126 or 127).
- * The signals the service's Python ignores (and that the spawns and nsjail pass on
- * ignored) are the program's defaults again, as the process backend's `exec_program` has
- * them: a write past RLIMIT_FSIZE kills it with SIGXFSZ. */
+ * fails after fd 2 is the job's stderr goes there, as a shell's would (126 or 127). */
 static int shim(int argc, char **program) {
     if (dup2(5, 2) < 0 || close(5) < 0 || write(6, "r", 1) != 1 || close(6) < 0) return 127;
     if (!program[0]) return 127;
-    const int defaults[] = {SIGPIPE, SIGXFSZ, SIGINT, SIGTERM};
-    for (size_t i = 0; i < sizeof defaults / sizeof *defaults; i++) signal(defaults[i], SIG_DFL);
+    default_signals();
     execvp(program[0], program);
     int failed = errno;
     if (failed == ENOEXEC) {
