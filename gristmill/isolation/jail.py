@@ -23,7 +23,6 @@ import json
 import math
 import os
 import resource
-import signal
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -414,8 +413,7 @@ def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
     try:
         os.setsid()
         os.chdir(spec.jail_job_dir)
-        for sig in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_DFL)
+        linux.default_signals()
         _set_rlimits(spec)
         # Our /proc files are the init's undumpable ones until we are dumpable again.
         # (The OOM killer's preference, OOM_FIRST, was set by the builder: /proc is read-only.)

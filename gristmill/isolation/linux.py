@@ -6,6 +6,7 @@ import contextlib
 import ctypes
 import os
 import platform
+import signal
 import struct
 from collections.abc import Iterator
 
@@ -48,6 +49,7 @@ PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
 SECCOMP_MODE_FILTER = 2
 SYS_PIVOT_ROOT = 155
+SYS_RT_SIGACTION = 13
 _BPF_INSTRUCTION_BYTES = 8
 
 
@@ -97,6 +99,18 @@ def file_system_ids(uid: int, gid: int) -> Iterator[None]:
         _libc.setfsgid(old_gid)
         if dumpable > 0:
             prctl(PR_SET_DUMPABLE, dumpable)
+
+
+def default_signals() -> None:
+    """Every signal at its default and none blocked, for a program about to be exec'd:
+    what this process ignores (Python: SIGPIPE, SIGXFSZ; glibc's posix_spawn: its internal
+    signals, in whatever spawned the service) would otherwise stay ignored through exec.
+    By the system call: libc refuses its internal signals."""
+    by_default = (ctypes.c_ulong * 4)()  # SIG_DFL, no flags, no restorer, empty mask
+    for number in range(1, 65):
+        if number not in (signal.SIGKILL, signal.SIGSTOP):
+            _libc.syscall(SYS_RT_SIGACTION, number, by_default, None, ctypes.sizeof(ctypes.c_ulong))
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
 def prctl(option: int, value: int) -> None:
