@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import os
 import platform
 import signal
@@ -150,6 +151,7 @@ SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_RET_ALLOW = 0x7FFF0000
 
 
+@functools.cache
 def foreign_abi_filter() -> bytes:
     """A BPF program that kills a process making a call of another ABI, and allows the rest.
 

@@ -69,7 +69,6 @@
 
 static struct {
     int warm, cpu_v2;
-    long long wall_ms, cpu_ms;
     const char *cpu_usage, *pids_events, *root, *tmpfs, *copy_from, *request;
     const char *joins[MAX_JOINS];
     int join_count;
@@ -84,7 +83,7 @@ static struct {
     pid_t jail;
     int job_dir, cpu_usage, pids_events;
     long long started_ns, running_ns, handover_ns, cpu_baseline_ns;
-    long long wall_ms, cpu_ms;
+    long long wall_ms, cpu_ms; /* the pool's backstops until a warm sandbox's hand-over */
     int handed, ready;
     char stopped_for[65]; /* the first reason the job was stopped for; "" while it runs */
     char error[512];
@@ -187,15 +186,14 @@ static void send_report(struct text *t) {
 
 static void fail_setup(const char *format, ...) {
     char message[512];
+    size_t used = (size_t)snprintf(message, sizeof message, "sandbox setup: ");
     va_list args;
     va_start(args, format);
-    vsnprintf(message, sizeof message, format, args);
+    vsnprintf(message + used, sizeof message - used, format, args);
     va_end(args);
     struct text t = {0};
     addf(&t, "{\"type\": \"exit\", \"pid\": %d, \"setup_error\": ", getpid());
-    char full[600];
-    snprintf(full, sizeof full, "sandbox setup: %s", message);
-    add_string(&t, full, strlen(full));
+    add_string(&t, message, strlen(message));
     add(&t, "}", 1);
     send_report(&t);
     _exit(0);
@@ -223,8 +221,8 @@ static void parse(int argc, char **argv) {
         }
         if (i + 1 >= argc) fail_setup("%s needs a value", flag);
         const char *value = argv[++i];
-        if (!strcmp(flag, "--wall-ms")) config.wall_ms = number(value, flag);
-        else if (!strcmp(flag, "--cpu-ms")) config.cpu_ms = number(value, flag);
+        if (!strcmp(flag, "--wall-ms")) job.wall_ms = number(value, flag);
+        else if (!strcmp(flag, "--cpu-ms")) job.cpu_ms = number(value, flag);
         else if (!strcmp(flag, "--cpu-usage")) config.cpu_usage = value;
         else if (!strcmp(flag, "--pids-events")) config.pids_events = value;
         else if (!strcmp(flag, "--join")) {
@@ -583,8 +581,6 @@ int main(int argc, char **argv) {
     fcntl(CONTROL, F_SETFD, FD_CLOEXEC);
     fcntl(REPORT, F_SETFD, FD_CLOEXEC);
     parse(argc, argv);
-    job.wall_ms = config.wall_ms;
-    job.cpu_ms = config.cpu_ms;
     job.handed = !config.warm;
     if (config.cpu_usage) job.cpu_usage = high(open_file(config.cpu_usage));
     if (config.pids_events) job.pids_events = high(open_file(config.pids_events));
