@@ -67,8 +67,6 @@ class SandboxExit:
     # From the kernel's accounting (the job's cgroup), when the backend has one.
     oom_killed: bool
     pids_limit_hit: bool
-    # Processes still alive after the program ended, killed by the cleanup.
-    leftover_processes: int
     # Why not every file the job asked to get back was taken out (`files_out`), or "".
     files_out_overflow: str = ""
     # Through a network-on sandbox's own interface, frames' headers included.

@@ -237,11 +237,11 @@ class JobCgroup:
         _write(self._dir("pids") / "pids.max", str(processes))
         _write(self._dir("cpuacct") / "cpuacct.usage", "0")
 
-    def kill_all(self, spare: int = 0) -> int:
-        """SIGKILLs whatever is left in the group but `spare`; how many processes that was."""
+    def kill_all(self) -> int:
+        """SIGKILLs whatever is left in the group; how many processes that was."""
         killed = 0
         for _ in range(50):
-            pids = [pid for pid in self.pids() if pid != spare]
+            pids = self.pids()
             if not pids:
                 return killed
             for pid in pids:

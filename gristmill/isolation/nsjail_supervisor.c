@@ -18,9 +18,13 @@
  * a byte on `control` (the stop reason, or "go WALL_MS CPU_MS NETWORK_BYTES": a warm
  * sandbox's hand-over), and when `control` closes. nsjail's log is sent as it is in the
  * exit report ("nsjail_log"): the service reads the program's end from it
- * (`nsjail.log_outcome`). When the job asked for files back (the request file exists),
- * the report names the job's tmpfs ("collect_from") and the supervisor keeps it until the
- * service has taken them and closed `control`.
+ * (`nsjail.log_outcome`). The report goes as soon as that log says the program has ended
+ * and every other process of the job has been sent SIGKILL (nsjail's exit as the jail's
+ * pid 1, and its pid namespace's end, took ~0.5 to 1.5 ms of every job's latency): the
+ * service reads the job's usage from its cgroup. Without a cgroup, or when the job asked
+ * for files back, it goes once the jail's pid 1 has been reaped. When the job asked for files back (the request file
+ * exists), the report names the job's tmpfs ("collect_from") and the supervisor keeps it
+ * until the service has taken them and closed `control`.
  *
  * Compiled like gristmill-nsjail-init: static, against musl (see there why).
  *
@@ -46,7 +50,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/fsuid.h>
-#include <sys/mman.h>
 #include <sys/mount.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -61,6 +64,8 @@
 #define REPORT 6
 #define MAX_JOINS 16
 #define LOG_KEPT (64 << 10) /* bytes of nsjail's log kept from its head, and from its tail */
+#define LOG_PIPE (256 << 10) /* what nsjail may log before the program runs, unread */
+#define LINE_KEPT 512         /* of a log line, enough to find the program's end in it */
 #define CPU_POLL_MS 20
 #define CONTROL_READ 4096 /* every command the service can have written by then */
 #define PIDS_GRACE_NS 500000000LL   /* forks refused this long are stopped */
@@ -81,14 +86,26 @@ static struct {
 /* What the job has done so far, as the Python supervisor's `_Supervision` holds it. */
 static struct {
     pid_t jail;
-    int job_dir, cpu_usage, pids_events;
+    int job_dir, cpu_usage, pids_events, host_proc, program_mounts;
     long long started_ns, running_ns, handover_ns, cpu_baseline_ns;
     long long wall_ms, cpu_ms; /* the pool's backstops until a warm sandbox's hand-over */
     int handed, ready;
     char stopped_for[65]; /* the first reason the job was stopped for; "" while it runs */
     char error[512];
     long long refused, episode_first, episode_last;
-} job = {.job_dir = -1, .cpu_usage = -1, .pids_events = -1};
+} job = {.job_dir = -1, .cpu_usage = -1, .pids_events = -1, .host_proc = -1, .program_mounts = -1};
+
+/* nsjail's log, read from its pipe once the program runs (before that it only sets up,
+ * ~30 lines, each of which would wake us): its head (the set-up, and what failed there)
+ * and its tail (the program's end), LOG_KEPT bytes of each, as `NsjailJail._log` keeps it. */
+static struct {
+    int fd;
+    char head[LOG_KEPT], tail[LOG_KEPT]; /* tail: a ring, `tail_total` bytes written to it */
+    size_t head_length, tail_total;
+    char line[LINE_KEPT]; /* the start of the line being read */
+    size_t line_length;
+    int program_ended; /* nsjail has said how the program ended */
+} nsjail_log = {.fd = -1};
 
 static long long now_ns(void) {
     struct timespec now;
@@ -339,8 +356,8 @@ static int high(int fd) {
 }
 
 /* Builds what nsjail cannot (the pid namespace, the job's tmpfs) and spawns pid 1, as
- * `nsjail.launch` does; returns the read end of nsjail's ready pipe, `log` set to its log. */
-static int launch(int *log) {
+ * `nsjail.launch` does; returns the read end of nsjail's ready pipe. */
+static int launch(void) {
     for (int i = 0; i < config.join_count; i++) write_file(config.joins[i], "0");
     if (unshare(CLONE_NEWNS | CLONE_NEWPID) < 0) fail_setup("unshare: %s", strerror(errno));
     if (mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) < 0) fail_setup("mount /: %s", strerror(errno));
@@ -351,16 +368,20 @@ static int launch(int *log) {
     if (job_dir < 0) fail_setup("open %s: %s", config.root, strerror(errno));
     if (config.copy_from) copy_job_files(job_dir);
     job.job_dir = high(job_dir);
-    /* A file, not a pipe: nsjail writes ~30 lines as it starts, each of which would wake
-     * the supervisor, and the log is only read once nsjail has gone. */
-    int memfd = memfd_create("gristmill-nsjail-log", MFD_CLOEXEC);
-    if (memfd < 0) fail_setup("memfd_create: %s", strerror(errno));
-    *log = high(memfd);
-    int ready[2];
-    if (pipe2(ready, O_CLOEXEC) < 0) fail_setup("pipe: %s", strerror(errno));
+    /* Room for all nsjail logs before the program runs, when we start reading it (a
+     * smaller pipe, should the kernel refuse, still holds the ~5 KiB it takes). */
+    int log_pipe[2], ready[2];
+    if (pipe2(log_pipe, O_CLOEXEC | O_NONBLOCK) < 0 || pipe2(ready, O_CLOEXEC) < 0)
+        fail_setup("pipe: %s", strerror(errno));
+    fcntl(log_pipe[0], F_SETPIPE_SZ, LOG_PIPE);
+    nsjail_log.fd = high(log_pipe[0]);
+    int log_w = high(log_pipe[1]);
+    /* nsjail blocks on a full log, as it would on a slow terminal, rather than losing it. */
+    fcntl(log_w, F_SETFL, 0);
     int ready_r = high(ready[0]), ready_w = high(ready[1]);
     /* nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on. */
-    if (dup2(*log, 7) < 0 || dup2(ready_w, 8) < 0) fail_setup("dup2: %s", strerror(errno));
+    if (dup2(log_w, 7) < 0 || dup2(ready_w, 8) < 0) fail_setup("dup2: %s", strerror(errno));
+    close(log_w);
     close(ready_w);
     char **argv = calloc((size_t)config.init_count + 3, sizeof *argv);
     if (!argv) fail_setup("out of memory");
@@ -387,6 +408,25 @@ static void report_started(void) {
     add_string(&t, job_dir, strlen(job_dir));
     add(&t, "}", 1);
     send_report(&t);
+}
+
+/* The mount namespace nsjail made for the program, held open from its start: tearing it
+ * down waits for an RCU grace period (0.5 to 4 ms here, a VM's CPUs answering slowly),
+ * which the program's exit, and so the job's end, would wait for. We let it go after the
+ * report. -1 if it cannot be had (no /proc/PID/task/TID/children, no CAP_SYS_PTRACE, the
+ * program gone): the program's exit then pays for it. */
+static int hold_program_mounts(void) {
+    char path[64], text[32];
+    snprintf(path, sizeof path, "%d/task/%d/children", job.jail, job.jail);
+    int fd = openat(job.host_proc, path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return -1;
+    ssize_t length = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (length <= 0) return -1;
+    text[length] = 0;
+    /* nsjail's one child: the program, which the shim that said it runs has become. */
+    snprintf(path, sizeof path, "%ld/ns/mnt", strtol(text, NULL, 10));
+    return openat(job.host_proc, path, O_RDONLY | O_CLOEXEC);
 }
 
 static long long cpu_used_ns(void) {
@@ -443,23 +483,54 @@ static void hand_over(const char *command) {
     send_report(&t);
 }
 
-/* nsjail's log: its head (the set-up, and what failed there) and its tail (the program's
- * end), LOG_KEPT bytes of each, as `NsjailJail._log` reads it. */
-static void add_log(struct text *t, int log) {
-    struct stat st = {0};
-    static char head[LOG_KEPT], tail[LOG_KEPT];
-    ssize_t head_length = fstat(log, &st) < 0 ? 0 : pread(log, head, LOG_KEPT, 0), tail_length = 0;
-    if (head_length < 0) head_length = 0;
-    if (st.st_size > head_length) {
-        off_t from = st.st_size - LOG_KEPT > head_length ? st.st_size - LOG_KEPT : head_length;
-        tail_length = pread(log, tail, LOG_KEPT, from);
-        if (tail_length < 0) tail_length = 0;
+/* Whether a whole log line is nsjail's word on how the program ended (`nsjail._EXITED`,
+ * `_SIGNALLED`): the end of the job, whatever its orphans still do. */
+static int says_program_ended(const char *line) {
+    return strstr(line, "([STANDALONE MODE]) exited with status: ") ||
+           strstr(line, "([STANDALONE MODE]) terminated with signal: ");
+}
+
+static void keep_log(const char *bytes, size_t length) {
+    for (size_t i = 0; i < length; i++) {
+        if (nsjail_log.head_length < LOG_KEPT) nsjail_log.head[nsjail_log.head_length++] = bytes[i];
+        else nsjail_log.tail[nsjail_log.tail_total++ % LOG_KEPT] = bytes[i];
+        if (bytes[i] == '\n') {
+            nsjail_log.line[nsjail_log.line_length] = 0;
+            if (says_program_ended(nsjail_log.line)) nsjail_log.program_ended = 1;
+            nsjail_log.line_length = 0;
+        } else if (nsjail_log.line_length < LINE_KEPT - 1) {
+            nsjail_log.line[nsjail_log.line_length++] = bytes[i];
+        }
     }
-    close(log);
+}
+
+/* Reads what nsjail has logged so far, without waiting; closes the log at its end. */
+static void read_log(void) {
+    char chunk[16 << 10];
+    while (nsjail_log.fd >= 0) {
+        ssize_t length = read(nsjail_log.fd, chunk, sizeof chunk);
+        if (length > 0) {
+            keep_log(chunk, (size_t)length);
+        } else if (length == 0 || errno != EINTR) {
+            if (length == 0 || errno != EAGAIN) {
+                close(nsjail_log.fd);
+                nsjail_log.fd = -1;
+            }
+            return;
+        }
+    }
+}
+
+/* The log kept: its head, a line break, then its tail in order. */
+static void add_log(struct text *t) {
     struct text joined = {0};
-    add(&joined, head, (size_t)head_length);
+    add(&joined, nsjail_log.head, nsjail_log.head_length);
     add(&joined, "\n", 1);
-    add(&joined, tail, (size_t)tail_length);
+    size_t kept = nsjail_log.tail_total < LOG_KEPT ? nsjail_log.tail_total : LOG_KEPT;
+    size_t oldest = (nsjail_log.tail_total - kept) % LOG_KEPT;
+    size_t first = kept < LOG_KEPT - oldest ? kept : LOG_KEPT - oldest;
+    add(&joined, nsjail_log.tail + oldest, first);
+    add(&joined, nsjail_log.tail, kept - first);
     add_string(t, joined.data, joined.length);
     free(joined.data);
 }
@@ -486,15 +557,49 @@ static void read_control(struct pollfd *control) {
     }
 }
 
-static void supervise(int ready_r, int log) {
+/* Every process of the job but us SIGKILLed, by the list of the cgroup we joined (its
+ * threads: a kill reaches a thread's whole process), so that none of the job's code runs
+ * once its end is reported; the jail's pid 1 first, whose end ends its pid namespace (and
+ * catches a child forked while we read). */
+static void kill_the_rest(void) {
+    kill(job.jail, SIGKILL);
+    int fd = config.join_count ? open(config.joins[0], O_RDONLY | O_CLOEXEC) : -1;
+    if (fd < 0) return;
+    char chunk[4096];
+    long long pid = 0;
+    ssize_t length;
+    while ((length = read(fd, chunk, sizeof chunk)) > 0 || (length < 0 && errno == EINTR)) {
+        for (ssize_t i = 0; i < length; i++) {
+            if (chunk[i] >= '0' && chunk[i] <= '9') {
+                pid = pid * 10 + (chunk[i] - '0');
+                continue;
+            }
+            if (pid > 0 && pid != getpid()) kill((pid_t)pid, SIGKILL);
+            pid = 0;
+        }
+    }
+    if (pid > 0 && pid != getpid()) kill((pid_t)pid, SIGKILL);
+    close(fd);
+}
+
+/* Whether the report may go at the program's end, before the jail is gone: the job's
+ * usage is in its cgroup, it was not stopped, and no files are to be taken from it (its
+ * orphans, killed with the jail, must not be writing them). */
+static int reports_early(void) {
+    return nsjail_log.program_ended && job.cpu_usage >= 0 && !job.stopped_for[0] &&
+           access(config.request, F_OK) != 0;
+}
+
+static void supervise(int ready_r) {
     int pidfd = (int)syscall(SYS_pidfd_open, job.jail, 0);
     if (pidfd < 0) {
         snprintf(job.error, sizeof job.error, "sandbox setup: pidfd_open: %s", strerror(errno));
         kill(job.jail, SIGKILL);
     }
-    struct pollfd watched[3] = {{pidfd, POLLIN, 0}, {CONTROL, POLLIN, 0}, {ready_r, POLLIN, 0}};
-    int done = pidfd < 0;
-    while (!done) {
+    struct pollfd watched[4] = {
+        {pidfd, POLLIN, 0}, {CONTROL, POLLIN, 0}, {ready_r, POLLIN, 0}, {-1, POLLIN, 0}};
+    int done = pidfd < 0, early = 0;
+    while (!done && !early) {
         /* Once stopped, only the jail's end is awaited (its pid namespace's teardown may
          * take a while): no deadline, no polling. */
         int timeout = -1, running = limits_apply() && !job.stopped_for[0];
@@ -505,7 +610,7 @@ static void supervise(int ready_r, int log) {
         }
         if ((job.cpu_ms || job.pids_events >= 0) && running)
             timeout = timeout < 0 || timeout > CPU_POLL_MS ? CPU_POLL_MS : timeout;
-        if (poll(watched, 3, timeout) < 0 && errno != EINTR) {
+        if (poll(watched, 4, timeout) < 0 && errno != EINTR) {
             snprintf(job.error, sizeof job.error, "sandbox supervisor: poll: %s", strerror(errno));
             stop("cancel");
             break;
@@ -520,8 +625,15 @@ static void supervise(int ready_r, int log) {
             } else if (!job.ready) {
                 job.ready = 1;
                 job.running_ns = now_ns();
+                watched[3].fd = nsjail_log.fd;
                 report_started();
+                job.program_mounts = hold_program_mounts();
             }
+        }
+        if (watched[3].revents) {
+            read_log();
+            watched[3].fd = nsjail_log.fd;
+            early = reports_early();
         }
         long long now = now_ns();
         if (deadline && now >= deadline) stop("wall_time");
@@ -532,12 +644,20 @@ static void supervise(int ready_r, int log) {
     long long ended_ns = now_ns();
     int status = 0;
     struct rusage usage = {0};
-    while (wait4(job.jail, &status, 0, &usage) < 0 && errno == EINTR) {}
+    if (early) {
+        /* The program is gone: what is left of its jail goes too, its teardown off the
+         * job's path. */
+        kill_the_rest();
+    } else {
+        while (wait4(job.jail, &status, 0, &usage) < 0 && errno == EINTR) {}
+        read_log();
+    }
 
     int collect = job.job_dir >= 0 && access(config.request, F_OK) == 0;
-    if (job.job_dir >= 0 && !collect) {
+    if (job.job_dir >= 0 && !collect && !early) {
         /* The tmpfs's last reference: freed now, before the report says the job is gone. */
         close(job.job_dir);
+        job.job_dir = -1;
     }
     struct text t = {0};
     addf(&t, "{\"type\": \"exit\", \"pid\": %d, \"setup_error\": ", getpid());
@@ -552,7 +672,7 @@ static void supervise(int ready_r, int log) {
          usage.ru_utime.tv_sec * 1000000000LL + usage.ru_utime.tv_usec * 1000LL,
          usage.ru_stime.tv_sec * 1000000000LL + usage.ru_stime.tv_usec * 1000LL);
     addf(&t, "\"peak_memory_bytes\": %lld}, \"nsjail_log\": ", (long long)usage.ru_maxrss * 1024);
-    add_log(&t, log);
+    add_log(&t);
     if (collect) {
         char job_dir[64];
         snprintf(job_dir, sizeof job_dir, "/proc/%d/fd/%d", getpid(), job.job_dir);
@@ -561,6 +681,12 @@ static void supervise(int ready_r, int log) {
     }
     add(&t, "}", 1);
     send_report(&t);
+    if (job.program_mounts >= 0) close(job.program_mounts);
+    if (early) {
+        /* Gone once we exit, as the service expects of our pid: the jail first. */
+        if (nsjail_log.fd >= 0) close(nsjail_log.fd);
+        while (wait4(job.jail, &status, 0, NULL) < 0 && errno == EINTR) {}
+    }
     /* The service takes the files through our descriptor, then closes `control`. */
     while (collect && watched[1].fd >= 0) {
         char ignored[64];
@@ -584,8 +710,9 @@ int main(int argc, char **argv) {
     job.handed = !config.warm;
     if (config.cpu_usage) job.cpu_usage = high(open_file(config.cpu_usage));
     if (config.pids_events) job.pids_events = high(open_file(config.pids_events));
-    int log;
-    int ready_r = launch(&log);
-    supervise(ready_r, log);
+    /* Ours, before pid 1 mounts the job's own /proc over it in the mount namespace we share. */
+    job.host_proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (job.host_proc >= 0) job.host_proc = high(job.host_proc);
+    supervise(launch());
     return 0;
 }

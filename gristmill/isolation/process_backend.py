@@ -64,8 +64,14 @@ async def _write_all(fd: int, data: bytes) -> None:
 
 def _supervisor_gone(pid: int, cgroup: JobCgroup | None, timeout_s: float = 5.0) -> None:
     """Blocks until the supervisor `pid` has exited (its namespaces torn down: the job's
-    tmpfs, under nsjail, with them), then removes the job's group. Run on a thread, off
-    the outcome's path (~1 ms a job), which finishes even when its event loop does not."""
+    tmpfs, under nsjail, with them), then kills what is left in the job's group and
+    removes it. Run on a thread, off the outcome's path (~1 ms a job), which finishes
+    even when its event loop does not.
+
+    A supervisor exits only once its jail's pid 1 has been reaped, and the kernel ends
+    every process of a pid namespace before its pid 1: nothing of the job is left then.
+    The compiled supervisor reports a program's end before that (the rest of its jail
+    killed, and going): this is where the service makes sure of it."""
     if pid:
         with contextlib.suppress(ProcessLookupError):
             pidfd = os.pidfd_open(pid)
@@ -78,6 +84,7 @@ def _supervisor_gone(pid: int, cgroup: JobCgroup | None, timeout_s: float = 5.0)
             finally:
                 os.close(pidfd)
     if cgroup is not None:
+        cgroup.kill_all()
         cgroup.remove()
 
 
@@ -259,23 +266,15 @@ class ProcessSandbox:
             os.close(self._control_fd)
             # Its number may be reused at once: a later stop() must write nowhere (EBADF).
             self._control_fd = -1
-        leftover = 0
-        stats = None
-        if self._cgroup is not None:
-            # The supervisor reports the end once its jail's init has been reaped, and the
-            # kernel ends every process of a pid namespace before its init: the job's
-            # processes are gone. The supervisor itself may still be there; anything else
-            # is a leftover.
-            leftover = self._cgroup.kill_all(spare=end.get("pid", 0))
-            stats = self._cgroup.stats()
+        stats = self._cgroup.stats() if self._cgroup is not None else None
         cleanup = asyncio.ensure_future(
             asyncio.to_thread(_supervisor_gone, end.get("pid", 0), self._cgroup)
         )
         self._cleanups.add(cleanup)
         cleanup.add_done_callback(self._cleanups.discard)
-        return self._decode_exit(end, leftover, stats)
+        return self._decode_exit(end, stats)
 
-    def _decode_exit(self, m: dict[str, Any], leftover: int, stats: Any) -> SandboxExit:
+    def _decode_exit(self, m: dict[str, Any], stats: Any) -> SandboxExit:
         wait_status = m.get("wait_status")
         exit_code, sig = -1, 0
         if wait_status is not None:
@@ -300,7 +299,6 @@ class ProcessSandbox:
             peak_processes=stats.peak_processes if stats else 0,
             oom_killed=bool(stats and stats.oom_kills),
             pids_limit_hit=bool(stats and stats.pids_refused),
-            leftover_processes=leftover,
             files_out_overflow=(m.get("files_out") or {}).get("overflow", ""),
             network_sent_bytes=m.get("network_sent_bytes", 0),
             network_received_bytes=m.get("network_received_bytes", 0),

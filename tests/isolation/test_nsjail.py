@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import psutil
 import pytest
 
 from gristmill.isolation.backend import SandboxExit, SandboxPlan
+from gristmill.isolation.cgroups import Cgroups, CgroupsUnavailable, detect
 from gristmill.isolation.jail import JailSpec
 from gristmill.isolation.nsjail import LOG_KEPT, SHIM, NsjailJail, parse_log, render_argv
 from gristmill.isolation.nsjail_backend import NsjailBackend
@@ -199,13 +201,14 @@ def _run_jail(
     argv: tuple[str, ...] = ("/bin/true",),
     files: dict[str, tuple[bytes, int]] | None = None,
     while_running: Callable[[Path], None] | None = None,
+    cgroups: Cgroups | None = None,
 ) -> tuple[SandboxExit, bytes, bytes]:
     """One cold sandbox of the nsjail backend with `nsjail` as its nsjail binary and
     `files` ({path: (content, mode)}) as the job's: its end, its stdout and its stderr.
     `while_running(root_dir)` is called once the program runs, before it is waited for."""
     init, supervisor = find_nsjail_init(), find_nsjail_supervisor()
     assert init is not None and supervisor is not None, "make install compiles them"
-    backend = NsjailBackend(nsjail, init, supervisor, None)
+    backend = NsjailBackend(nsjail, init, supervisor, cgroups)
     base = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
     try:
         for part in ("job", "root"):
@@ -229,15 +232,19 @@ def _run_jail(
         )
         plan = SandboxPlan(profile, argv, {}, base / "job", base / "root", limits)
 
+        async def ended() -> tuple[SandboxExit, bytes, bytes]:
+            sandbox = await backend.start(plan)
+            await sandbox.started()
+            if while_running is not None:
+                await asyncio.to_thread(while_running, base / "root")
+            await sandbox.send_job(b"")
+            stdout, stderr = await asyncio.gather(sandbox.stdout.read(), sandbox.stderr.read())
+            return await sandbox.wait(), stdout, stderr
+
         async def run() -> tuple[SandboxExit, bytes, bytes]:
             try:
-                sandbox = await backend.start(plan)
-                await sandbox.started()
-                if while_running is not None:
-                    await asyncio.to_thread(while_running, base / "root")
-                await sandbox.send_job(b"")
-                stdout, stderr = await asyncio.gather(sandbox.stdout.read(), sandbox.stderr.read())
-                return await sandbox.wait(), stdout, stderr
+                # A sandbox stuck past its limits fails the test, not the whole run.
+                return await asyncio.wait_for(ended(), 60)
             finally:
                 await backend.close()
 
@@ -300,6 +307,42 @@ def test_the_programs_end_comes_from_nsjails_log_through_the_compiled_supervisor
     )
     end, _, _ = _run_jail(long_log)
     assert (end.exit_code, end.setup_error) == (4, ""), end
+    # More than a pipe holds by default, logged before the program runs (the supervisor
+    # reads the log only from then on): nsjail is not left blocked on it.
+    set_up = 150 * 1024 // 60
+    chatty = _fake_nsjail(
+        tmp_path,
+        f"i=0; while [ $i -lt {set_up} ]; do i=$((i + 1)); "
+        "echo '[I][2026] mount(): a line of sixty bytes, as nsjail logs its set-up'; done >&2\n"
+        "printf r >&6\n"
+        "echo '[I][2026] pid=2 ([STANDALONE MODE]) exited with status: 5, (PIDs left: 0)' >&2\n",
+    )
+    end, _, _ = _run_jail(chatty)
+    assert (end.exit_code, end.stopped_for, end.setup_error) == (5, None, ""), end
+
+
+def test_the_job_ends_with_its_program_not_with_the_rest_of_its_jail(tmp_path: Path) -> None:
+    """With a cgroup to account for the job, its end is reported once nsjail logs the
+    program's: the rest of the jail (here an nsjail that would stay 31 s, past the job's
+    5 s wall limit) is killed, not waited for, and gone soon after."""
+    try:
+        cgroups = detect()
+    except CgroupsUnavailable as problem:
+        pytest.skip(f"no cgroups here: {problem}")
+    lingering = _fake_nsjail(
+        tmp_path,
+        "printf r >&6\n"
+        "echo '[I][2026] pid=2 ([STANDALONE MODE]) exited with status: 3, (PIDs left: 0)' >&2\n"
+        "exec sleep 31.4159\n",
+    )
+    end, _, _ = _run_jail(lingering, cgroups=cgroups)
+    assert (end.exit_code, end.stopped_for, end.setup_error) == (3, None, ""), end
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(
+        p.info["cmdline"] == ["sleep", "31.4159"] for p in psutil.process_iter(["cmdline"])
+    ):
+        time.sleep(0.1)
+    assert time.monotonic() < deadline, "the rest of the jail outlived the job"
 
 
 def test_a_job_without_network_has_the_compiled_supervisor_and_its_files() -> None:

@@ -26,7 +26,6 @@ CLEAN = SandboxExit(
     peak_processes=0,
     oom_killed=False,
     pids_limit_hit=False,
-    leftover_processes=0,
 )
 KILLED = dataclasses.replace(CLEAN, exit_code=-1, signal=signal.SIGKILL)
 NONE = ResultFallback.NONE
