@@ -71,13 +71,29 @@ context() {
     printf '%s\n' "$dir"
 }
 
+# buildah's working containers made since `before` (a list of ids): a multi-stage build
+# with --layers leaves some (e.g. `bash-working-container`), each holding an overlay
+# mount and its layer on disk, even with --force-rm.
+remove_new_containers() {
+    local before=$1 id
+    for id in $(buildah containers --quiet); do
+        grep -qx "$id" <<<"$before" || buildah rm "$id" >/dev/null
+    done
+}
+
 build() {
-    local target=$1 dir=$2 start=$SECONDS
+    local target=$1 dir=$2 start=$SECONDS before
+    before="$(buildah containers --quiet)"
     log "$target" "buildah bud --target $target"
-    buildah bud --quiet --isolation chroot --layers --target "$target" \
+    buildah bud --quiet --isolation chroot --layers --force-rm --target "$target" \
         -v "$HOST_CA:/run/host-ca.crt:ro" --build-arg PIP_CERT=/run/host-ca.crt \
         -f "$ROOT/images/Containerfile" -t "$PREFIX/$target:latest" "$dir" \
-        >"$OUT/build-$target.log" 2>&1 || { tail -n 30 "$OUT/build-$target.log" >&2; die "$target failed"; }
+        >"$OUT/build-$target.log" 2>&1 || {
+        remove_new_containers "$before"
+        tail -n 30 "$OUT/build-$target.log" >&2
+        die "$target failed"
+    }
+    remove_new_containers "$before"
     local seconds=$((SECONDS - start))
     rm -f "$OUT/gristmill-$target.oci.tar"
     skopeo copy -q "containers-storage:$PREFIX/$target:latest" \
