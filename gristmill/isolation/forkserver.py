@@ -14,6 +14,12 @@ service dies, every job it started dies with it. When the job asked for files ba
 (`files_out.REQUEST`), the exit report names the job's tmpfs ("collect_from"), and the
 supervisor keeps it until the service has taken them and closed `control`.
 
+The exit report goes as soon as the job's program has ended and every other process of
+the job has been sent SIGKILL (`_reports_early`), not once the jail's pid 1 and its
+namespaces are gone: their teardown is off the job's path. The jail's mount namespace is
+held open until the report is sent, so that its teardown (an RCU grace period) is not
+paid by the last process to leave it either.
+
 A job without network under nsjail has a compiled supervisor instead, spawned
 (`nsjail.spawn_supervisor`): the same protocol, at a fraction of a fork's cost.
 """
@@ -318,6 +324,46 @@ class _Supervision:
         return int(text)
 
 
+def _held_mounts(pid: int) -> int:
+    """The mount namespace of the jail's pid 1, open (-1 if it cannot be had)."""
+    try:
+        return os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return -1
+
+
+def _files_requested(spec: JailSpec) -> bool:
+    return (Path(spec.job_dir).parent / files_out.REQUEST).exists()
+
+
+def _reports_early(spec: JailSpec, job: _Supervision) -> bool:
+    """Whether the exit report may go at the program's end, before the jail is gone: its
+    init has said how the program ended, the job's usage is in its cgroup, it was not
+    stopped, and no files are to be taken from it (its orphans must not be writing them)."""
+    return (
+        "wait_status" in job.end
+        and bool(spec.cpu_usage_file)
+        and job.stopped_for is None
+        and not _files_requested(spec)
+    )
+
+
+def _kill_the_rest(spec: JailSpec, jail_pid: int) -> None:
+    """SIGKILL to every process of the job but this one: the jail's pid 1 (whose end ends
+    its pid namespace, a child forked meanwhile included), then each in the job's cgroup
+    (by its threads: a kill reaches a thread's whole process)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(jail_pid, signal.SIGKILL)
+    try:
+        listed = Path(spec.cgroup_join_files[0]).read_text().split()
+    except (IndexError, OSError):
+        return
+    for pid in map(int, listed):
+        if pid != os.getpid():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
 def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     report, control = fds["report"], fds["control"]
     started_ns = time.monotonic_ns()
@@ -337,10 +383,12 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     job_dir = f"/proc/{os.getpid()}/fd/{jail.job_dir_fd}" if jail.job_dir_fd >= 0 else ""
     job = _Supervision(spec, report, started_ns, jail.pid, job_dir if spec.warm else "")
     pidfd = os.pidfd_open(jail.pid)
+    # (Under nsjail the program is in namespaces of its own, not those of pid 1.)
+    mounts = -1 if spec.nsjail_argv else _held_mounts(jail.pid)
     poller = select.poll()
     for fd in (pidfd, control, *jail.watched()):
         poller.register(fd, select.POLLIN)
-    jail_done = False
+    jail_done = early = False
     control_open = True
 
     def stop(reason: str) -> None:
@@ -350,7 +398,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             # The jail's pid 1: the kernel kills the rest of its pid namespace with it.
             os.kill(jail.pid, signal.SIGKILL)
 
-    while not jail_done:
+    while not jail_done and not early:
         timeout_ms: float | None = None
         deadline = job.deadline_ns()
         if deadline is not None:
@@ -383,6 +431,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
                     poller.unregister(fd)
                 for message in messages:
                     job.on_status(message)
+                early = _reports_early(spec, job)
         now = time.monotonic_ns()
         if deadline is not None and now >= deadline:
             stop("wall_time")
@@ -400,11 +449,14 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             if sent + received > job.network_bytes:
                 stop("network")
     ended_ns = time.monotonic_ns()
-    for message in jail.finish():
-        job.on_status(message)
-    request = Path(spec.job_dir).parent / files_out.REQUEST
-    collect = jail.job_dir_fd >= 0 and request.exists()
-    if jail.job_dir_fd >= 0 and not collect:
+    if early:
+        # The program is gone: what is left of its jail goes too, off the job's path.
+        _kill_the_rest(spec, jail.pid)
+    else:
+        for message in jail.finish():
+            job.on_status(message)
+    collect = jail.job_dir_fd >= 0 and _files_requested(spec)
+    if jail.job_dir_fd >= 0 and not collect and not early:
         # The tmpfs's last reference: freed now, before the report says the job is gone.
         os.close(jail.job_dir_fd)
     sent, received = job.network_used(network) if network is not None else (0, 0)
@@ -424,6 +476,11 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             **({"collect_from": job_dir} if collect else {}),
         },
     )
+    if mounts >= 0:
+        os.close(mounts)
+    if early:
+        # Gone once we exit, as the service expects of our pid: the jail first.
+        jail.finish()
     # The service takes the files through our descriptor, then closes `control`.
     while collect and control_open:
         try:

@@ -71,8 +71,8 @@ def _running(marker: str) -> list[int]:
 
 async def _killed_by_the_outcome(markers: tuple[str, ...]) -> None:
     """What the job left behind is killed when its outcome comes (gone, or dying of a
-    SIGKILL sent before it: nsjail's sandboxes report the program's end before their
-    jail is torn down), and gone soon after (10 s on a loaded machine)."""
+    SIGKILL sent before it: a sandbox reports its program's end before its jail is torn
+    down), and gone soon after (10 s on a loaded machine)."""
     for marker in markers:
         assert _running(marker) == [], marker
     for _ in range(100):
