@@ -21,10 +21,11 @@
  * (`nsjail.log_outcome`). The report goes as soon as that log says the program has ended
  * and every other process of the job has been sent SIGKILL (nsjail's exit as the jail's
  * pid 1, and its pid namespace's end, took ~0.5 to 1.5 ms of every job's latency): the
- * service reads the job's usage from its cgroup. Without a cgroup, or when the job asked
- * for files back, it goes once the jail's pid 1 has been reaped. When the job asked for files back (the request file
- * exists), the report names the job's tmpfs ("collect_from") and the supervisor keeps it
- * until the service has taken them and closed `control`.
+ * service reads the job's usage from its cgroup. Without a cgroup, when the job was
+ * stopped, or when it asked for files back, it goes once the jail's pid 1 has been
+ * reaped. When the job asked for files back (the request file exists), the report names
+ * the job's tmpfs ("collect_from") and the supervisor keeps it until the service has
+ * taken them and closed `control`.
  *
  * Compiled like gristmill-nsjail-init: static, against musl (see there why).
  *
@@ -411,7 +412,7 @@ static void report_started(void) {
 }
 
 /* The mount namespace nsjail made for the program, held open from its start: tearing it
- * down waits for an RCU grace period (0.5 to 4 ms here, a VM's CPUs answering slowly),
+ * down waits for an RCU grace period (0.1 to 4 ms here, a VM's CPUs answering slowly),
  * which the program's exit, and so the job's end, would wait for. We let it go after the
  * report. -1 if it cannot be had (no /proc/PID/task/TID/children, no CAP_SYS_PTRACE, the
  * program gone): the program's exit then pays for it. */

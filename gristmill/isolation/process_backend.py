@@ -70,8 +70,9 @@ def _supervisor_gone(pid: int, cgroup: JobCgroup | None, timeout_s: float = 5.0)
 
     A supervisor exits only once its jail's pid 1 has been reaped, and the kernel ends
     every process of a pid namespace before its pid 1: nothing of the job is left then.
-    The compiled supervisor reports a program's end before that (the rest of its jail
-    killed, and going): this is where the service makes sure of it."""
+    A supervisor reports a program's end before that (the rest of its jail killed, and
+    going): this is where the service makes sure of it, and of a supervisor that has not
+    exited in `timeout_s`."""
     if pid:
         with contextlib.suppress(ProcessLookupError):
             pidfd = os.pidfd_open(pid)
