@@ -455,7 +455,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     else:
         for message in jail.finish():
             job.on_status(message)
-    collect = jail.job_dir_fd >= 0 and _files_requested(spec)
+    # (An early report has found no request already.)
+    collect = not early and jail.job_dir_fd >= 0 and _files_requested(spec)
     if jail.job_dir_fd >= 0 and not collect and not early:
         # The tmpfs's last reference: freed now, before the report says the job is gone.
         os.close(jail.job_dir_fd)

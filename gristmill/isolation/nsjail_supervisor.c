@@ -654,7 +654,8 @@ static void supervise(int ready_r) {
         read_log();
     }
 
-    int collect = job.job_dir >= 0 && access(config.request, F_OK) == 0;
+    /* (An early report has found no request already.) */
+    int collect = !early && job.job_dir >= 0 && access(config.request, F_OK) == 0;
     if (job.job_dir >= 0 && !collect && !early) {
         /* The tmpfs's last reference: freed now, before the report says the job is gone. */
         close(job.job_dir);
