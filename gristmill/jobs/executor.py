@@ -45,7 +45,13 @@ from gristmill.jobs.output import CappedOutput
 from gristmill.jobs.pool import Kind, Warm, WarmPool
 from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
-from gristmill.jobs.workspace import Workspace, mount_jobs_dir, remove_stale, unmount_jobs_dir
+from gristmill.jobs.workspace import (
+    Workspace,
+    copy_runtimes,
+    mount_jobs_dir,
+    remove_stale,
+    unmount_jobs_dir,
+)
 from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
 from gristmill.languages.spec import JAIL_JOB_DIR
@@ -171,10 +177,10 @@ class Executor:
         self.backend = backend
         self.work_dir = work_dir
         self.jobs_dir = work_dir / "jobs"
-        self._runtime_dirs = work_dir / "runtimes"
         # Workspaces being removed in the background after their job's outcome.
         self._cleanups: set[asyncio.Future[None]] = set()
-        self._prepare_dirs()
+        # This server's own copy of each language's folder (`copy_runtimes`).
+        self.runtime_dirs = self._prepare_dirs()
         self.deps = DependencyManager(
             backend, work_dir, deps_config or DependencyConfig(), self.offload
         )
@@ -182,11 +188,11 @@ class Executor:
         builds_cache = EnvironmentCache(
             self.deps.root / "builds", self.deps.config.build_cache_max_bytes
         )
-        self.builds = Builds(backend, builds_cache, work_dir, self._runtime_dirs)
+        self.builds = Builds(backend, builds_cache, work_dir, self.runtime_dirs)
         self.pool = WarmPool(
             backend,
             self.jobs_dir,
-            self._runtime_dirs,
+            self.runtime_dirs,
             pool or PoolConfig(enabled=False),
             pool_limits,
             self._lease,
@@ -206,12 +212,9 @@ class Executor:
             ]
             yield paths[0], paths[1]
 
-    def _prepare_dirs(self) -> None:
-        """Makes the work directory reachable by the jail's unprivileged uid.
-
-        Language folders are copied here, because the repository may live where
-        that uid cannot read (e.g. under /root).
-        """
+    def _prepare_dirs(self) -> Path:
+        """Makes the work directory reachable by the jail's unprivileged uid; where this
+        server's copy of the language folders is (`copy_runtimes`)."""
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.work_dir.chmod(0o755)
         for parent in self.work_dir.resolve().parents:
@@ -222,15 +225,10 @@ class Executor:
                 )
         mount_jobs_dir(self.jobs_dir)
         remove_stale(self.jobs_dir)
-        shutil.rmtree(self._runtime_dirs, ignore_errors=True)
-        for runtime in self.registry:
-            shutil.copytree(
-                runtime.spec.folder,
-                self._runtime_dirs / runtime.name,
-                ignore=shutil.ignore_patterns("__pycache__"),
-            )
-        for path in [self._runtime_dirs, *self._runtime_dirs.rglob("*")]:
-            path.chmod(0o755 if path.is_dir() else 0o644)
+        return copy_runtimes(
+            {runtime.name: runtime.spec.folder for runtime in self.registry},
+            self.work_dir / "runtimes",
+        )
 
     async def close(self) -> None:
         """Waits for the background clean-ups, then closes the sandbox backend."""
@@ -239,6 +237,7 @@ class Executor:
         self.offload.close()
         await self.backend.close()
         unmount_jobs_dir(self.jobs_dir)
+        shutil.rmtree(self.runtime_dirs, ignore_errors=True)
 
     def sandbox_info(self) -> SandboxInfo:
         return self.backend.info()
@@ -356,7 +355,7 @@ class Executor:
                     emit(PhaseEvent("sandbox_setup", self.backend.name))
                     plan = job_plan(
                         runtime,
-                        self._runtime_dirs / runtime.name,
+                        self.runtime_dirs / runtime.name,
                         workspace,
                         runtime.spec.run,
                         {**job.env, **variables},

@@ -65,8 +65,14 @@ def safe_relative_path(path: str, field: str) -> PurePosixPath:
     return pure
 
 
+def server_entry_name() -> str:
+    """A name for a directory of this server's own, told apart by `remove_stale`."""
+    return f"{os.getpid()}-{uuid.uuid4().hex}"
+
+
 def remove_stale(jobs_dir: Path) -> int:
-    """Removes the workspaces of servers that are gone (e.g. SIGKILLed); how many it removed.
+    """Removes what servers that are gone (e.g. SIGKILLed) left in `jobs_dir`, entries
+    named by `server_entry_name`; how many it removed.
 
     Those of live servers, this one included, are left alone: several servers may
     share a work directory.
@@ -80,6 +86,25 @@ def remove_stale(jobs_dir: Path) -> int:
             shutil.rmtree(base, ignore_errors=True)
             removed += 1
     return removed
+
+
+def copy_runtimes(folders: Mapping[str, Path], runtimes_dir: Path) -> Path:
+    """Copies each language's folder (name -> folder) into a directory of this server's
+    own under `runtimes_dir`, readable by everyone; that directory.
+
+    The jail's unprivileged uid reads them there: the repository may live where it
+    cannot (e.g. under /root). Servers sharing a work directory each have their own
+    copy, so that one starting never rewrites a folder another's jobs are reading.
+    """
+    runtimes_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
+    remove_stale(runtimes_dir)
+    own = runtimes_dir / server_entry_name()
+    own.mkdir(mode=0o755)
+    for name, folder in folders.items():
+        shutil.copytree(folder, own / name, ignore=shutil.ignore_patterns("__pycache__"))
+    for path in own.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
+    return own
 
 
 @dataclass(frozen=True)
@@ -110,7 +135,7 @@ class Workspace:
         step's, which has none), its job directory owned by the sandbox's `uid`/`gid`."""
         # Named for this server's pid, so that a server started later can tell which
         # workspaces a killed one left behind (`remove_stale`).
-        base = jobs_dir / f"{os.getpid()}-{uuid.uuid4().hex}"
+        base = jobs_dir / server_entry_name()
         job_dir, root_dir = base / "job", base / "root"
         # Private to the service and the jail's uid (the supervisor reads the files as
         # that uid on the process backend): no other local user may read a tenant's code.

@@ -367,7 +367,7 @@ async def _bash_sandbox(executor: Executor, argv: tuple[str, ...]) -> AsyncItera
     runtime = executor.registry.get("bash")
     workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
     try:
-        runtime_dir = executor.work_dir / "runtimes" / "bash"
+        runtime_dir = executor.runtime_dirs / "bash"
         plan = job_plan(runtime, runtime_dir, workspace, argv, {}, LIMITS, None, None)
         sandbox = await executor.backend.start(plan)
         await sandbox.send_job(b"")
@@ -420,7 +420,7 @@ async def test_a_sandbox_dropped_at_its_outcome_leaves_no_task_behind(executor: 
     default_handler = loop.get_exception_handler()
     loop.set_exception_handler(lambda _loop, context: problems.append(context["message"]))
     runtime = executor.registry.get("bash")
-    runtime_dir = executor.work_dir / "runtimes" / "bash"
+    runtime_dir = executor.runtime_dirs / "bash"
     try:
         for _ in range(5):
             workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
@@ -452,7 +452,7 @@ async def test_closing_the_backend_ends_a_sandbox_nobody_waited_for(executor: Ex
     marker = f"gristmill-unwaited-{os.getpid()}"
     try:
         argv = ("/bin/bash", "-c", f"exec -a {marker} sleep 600")
-        runtime_dir = executor.work_dir / "runtimes" / "bash"
+        runtime_dir = executor.runtime_dirs / "bash"
         plan = job_plan(runtime, runtime_dir, workspace, argv, {}, LIMITS, None, None)
         sandbox = await backend.start(plan)
         await sandbox.send_job(b"")

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from gristmill.jobs.workspace import Workspace, remove_stale
+from gristmill.jobs.workspace import Workspace, copy_runtimes, remove_stale
 from gristmill.model import Job, Limits
 
 
@@ -32,3 +33,30 @@ def test_workspaces_of_a_server_that_died_are_removed_at_the_next_start(tmp_path
     assert remove_stale(tmp_path) == 1
     assert not stale.exists()
     assert live.base.exists()
+
+
+def test_servers_sharing_a_work_directory_each_copy_the_languages_for_themselves(
+    tmp_path: Path,
+) -> None:
+    folder = tmp_path / "repo" / "python"
+    (folder / "__pycache__").mkdir(parents=True)
+    (folder / "wrapper.py").write_text("print(1)\n")
+    runtimes = tmp_path / "work" / "runtimes"
+    with ThreadPoolExecutor(4) as pool:
+        copies = list(pool.map(lambda _: copy_runtimes({"python": folder}, runtimes), range(4)))
+    assert len(set(copies)) == 4
+    for copy in copies:
+        assert (copy / "python" / "wrapper.py").read_text() == "print(1)\n"
+        assert not (copy / "python" / "__pycache__").exists()
+        assert stat.S_IMODE((copy / "python" / "wrapper.py").stat().st_mode) == 0o644
+    # A server that starts later leaves the live servers' copies alone...
+    later = copy_runtimes({"python": folder}, runtimes)
+    assert all(copy.exists() for copy in copies)
+    # ...and removes those of servers that are gone.
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = runtimes / f"{gone.pid}-0123"
+    copies[0].rename(dead)
+    copy_runtimes({"python": folder}, runtimes)
+    assert not dead.exists()
+    assert later.exists()
