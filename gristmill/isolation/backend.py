@@ -30,6 +30,8 @@ class StopReason(enum.Enum):
     PROCESSES = "processes"
     # Past the job's cap on network bytes (`Limits.network_bytes`).
     NETWORK = "network"
+    # Thrashing at the memory limit, which the kernel's OOM killer lets go on (`thrash.py`).
+    MEMORY = "memory"
 
 
 @dataclass(frozen=True)

@@ -124,11 +124,23 @@ class JobCgroup:
             return _read_keyed(self.cpu_usage_file, "usage_usec") * 1000
         return _read_int(self.cpu_usage_file)
 
+    @property
+    def memory_files(self) -> tuple[Path, Path, Path]:
+        """The group's memory usage, its limit and its memory.stat: what the supervisor
+        watches for a job thrashing at its limit (`thrash.py`)."""
+        if self.version is Version.V2:
+            d = self.dirs[""]
+            return d / "memory.current", d / "memory.max", d / "memory.stat"
+        memory = self._dir("memory")
+        return (
+            memory / "memory.usage_in_bytes",
+            memory / "memory.limit_in_bytes",
+            memory / "memory.stat",
+        )
+
     def memory_bytes(self) -> int:
         """The memory the group holds now (a warm sandbox's, for the pool's budget)."""
-        if self.version is Version.V2:
-            return _read_int(self.dirs[""] / "memory.current")
-        return _read_int(self._dir("memory") / "memory.usage_in_bytes")
+        return _read_int(self.memory_files[0])
 
     def busy(self) -> bool:
         """Whether a thread of the group runs or waits to (state R), or waits on the disk

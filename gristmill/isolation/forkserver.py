@@ -50,6 +50,7 @@ from gristmill.isolation.jail import (
     write_file,
 )
 from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
+from gristmill.isolation.thrash import ThrashWatch
 
 FD_NAMES = (*JOB_FDS, "control", "report")
 """The descriptors that come with each spawn message, in this order."""
@@ -242,6 +243,7 @@ class _Supervision:
         )
         self._refused = 0
         self._episode = (0, 0)  # first and last refusal seen, monotonic ns
+        self.memory = ThrashWatch(*spec.memory_files) if spec.memory_files else None
 
     def stuck_at_process_limit(self, now: int) -> bool:
         """Whether forks have kept failing at the pids limit for longer than the grace."""
@@ -403,7 +405,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         deadline = job.deadline_ns()
         if deadline is not None:
             timeout_ms = max(0.0, (deadline - time.monotonic_ns()) / 1e6)
-        polled = job.cpu_time_ms or spec.pids_events_file or job.network_bytes
+        polled = job.cpu_time_ms or spec.pids_events_file or spec.memory_files or job.network_bytes
         if polled and job.limits_apply():
             timeout_ms = min(timeout_ms or CPU_POLL_S * 1000, CPU_POLL_S * 1000)
         for fd, _ in poller.poll(timeout_ms):
@@ -444,6 +446,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             stop("cpu_time")
         if job.limits_apply() and job.stuck_at_process_limit(now):
             stop("processes")
+        if job.memory and job.limits_apply() and job.memory.stuck(now):
+            stop("memory")
         if network and job.network_bytes and job.limits_apply():
             sent, received = job.network_used(network)
             if sent + received > job.network_bytes:

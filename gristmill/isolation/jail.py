@@ -115,6 +115,9 @@ class JailSpec:
     shm_bytes: int = 0
     # The cgroup's pids.events: the supervisor stops a job that stays stuck at the limit.
     pids_events_file: str = ""
+    # The memory group's usage, limit and memory.stat (`JobCgroup.memory_files`): the
+    # supervisor stops a job that thrashes at its memory limit (`thrash.py`).
+    memory_files: list[str] = field(default_factory=list)
     # What the process backend's supervisor joins (`JobCgroup.supervisor_join_files`).
     supervisor_cgroup_files: list[str] = field(default_factory=list)
     masked_paths: list[str] = field(default_factory=list)

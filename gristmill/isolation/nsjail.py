@@ -260,6 +260,9 @@ def supervisor_argv(spec: JailSpec) -> list[str]:
             argv.append("--cpu-v2")
     if spec.pids_events_file:
         argv += ["--pids-events", spec.pids_events_file]
+    if spec.memory_files:
+        usage, limit, stat = spec.memory_files
+        argv += ["--memory-usage", usage, "--memory-limit", limit, "--memory-stat", stat]
     for name in spec.cgroup_join_files:
         argv += ["--join", name]
     argv += ["--root", spec.root_dir, "--tmpfs", job_dir_options(spec)]

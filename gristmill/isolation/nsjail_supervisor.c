@@ -14,7 +14,8 @@
  * (`gristmill-nsjail-init`, which becomes nsjail), then reports on `report`, one JSON
  * object a line: {"type": "started", ...} once nsjail has started the program, {"type":
  * "handed"} at a warm sandbox's hand-over, {"type": "exit", ...} at the end. It kills the
- * job on its wall-clock or CPU deadline, when its forks stay refused at the pids limit, on
+ * job on its wall-clock or CPU deadline, when its forks stay refused at the pids limit,
+ * when it thrashes at its memory limit (as `thrash.py` tells it), on
  * a byte on `control` (the stop reason, or "go WALL_MS CPU_MS NETWORK_BYTES": a warm
  * sandbox's hand-over), and when `control` closes. nsjail's log is sent as it is in the
  * exit report ("nsjail_log"): the service reads the program's end from it
@@ -32,7 +33,8 @@
  * Descriptors: 0 stdin, 1 stdout, 2 stderr, 3 result, 4 job (the program's, passed on to
  * pid 1), 5 control, 6 report.
  * Usage: gristmill-nsjail-supervisor [--warm] [--wall-ms N] [--cpu-ms N]
- *            [--cpu-usage FILE [--cpu-v2]] [--pids-events FILE] [--join FILE]...
+ *            [--cpu-usage FILE [--cpu-v2]] [--pids-events FILE]
+ *            [--memory-usage FILE --memory-limit FILE --memory-stat FILE] [--join FILE]...
  *            --root DIR --tmpfs OPTIONS [--copy-from DIR] --uid N --gid N
  *            --request FILE -- INIT [ARG]...
  * INIT's argv is given without its --fds, which the supervisor adds.
@@ -71,11 +73,14 @@
 #define CONTROL_READ 4096 /* every command the service can have written by then */
 #define PIDS_GRACE_NS 500000000LL   /* forks refused this long are stopped */
 #define PIDS_EPISODE_NS 3000000000LL /* refusals further apart are separate episodes */
+#define MEMORY_GRACE_NS 500000000LL  /* thrashing at the memory limit this long is stopped */
+#define MEMORY_EPISODE_NS 100000000LL /* a longer pause in it starts a new episode */
 #define MAX_COPY_DEPTH 64
 
 static struct {
     int warm, cpu_v2;
     const char *cpu_usage, *pids_events, *root, *tmpfs, *copy_from, *request;
+    const char *memory_usage, *memory_limit, *memory_stat;
     const char *joins[MAX_JOINS];
     int join_count;
     uid_t uid;
@@ -94,7 +99,10 @@ static struct {
     char stopped_for[65]; /* the first reason the job was stopped for; "" while it runs */
     char error[512];
     long long refused, episode_first, episode_last;
-} job = {.job_dir = -1, .cpu_usage = -1, .pids_events = -1, .host_proc = -1, .program_mounts = -1};
+    int memory_usage, memory_limit, memory_stat;
+    long long refaults, thrash_first, thrash_last;
+} job = {.job_dir = -1, .cpu_usage = -1, .pids_events = -1, .host_proc = -1, .program_mounts = -1,
+         .memory_usage = -1, .memory_limit = -1, .memory_stat = -1, .refaults = -1};
 
 /* nsjail's log, read from its pipe once the program runs (before that it only sets up,
  * ~30 lines, each of which would wake us): its head (the set-up, and what failed there)
@@ -243,6 +251,9 @@ static void parse(int argc, char **argv) {
         else if (!strcmp(flag, "--cpu-ms")) job.cpu_ms = number(value, flag);
         else if (!strcmp(flag, "--cpu-usage")) config.cpu_usage = value;
         else if (!strcmp(flag, "--pids-events")) config.pids_events = value;
+        else if (!strcmp(flag, "--memory-usage")) config.memory_usage = value;
+        else if (!strcmp(flag, "--memory-limit")) config.memory_limit = value;
+        else if (!strcmp(flag, "--memory-stat")) config.memory_stat = value;
         else if (!strcmp(flag, "--join")) {
             if (config.join_count == MAX_JOINS) fail_setup("more than %d --join", MAX_JOINS);
             config.joins[config.join_count++] = value;
@@ -430,15 +441,29 @@ static int hold_program_mounts(void) {
     return openat(job.host_proc, path, O_RDONLY | O_CLOEXEC);
 }
 
-static long long cpu_used_ns(void) {
-    char text[4096];
-    ssize_t length = job.cpu_usage < 0 ? -1 : pread(job.cpu_usage, text, sizeof text - 1, 0);
+/* What a cgroup file holds, read from its start into `text`; 0 if nothing. */
+static ssize_t read_whole(int fd, char *text, size_t room) {
+    ssize_t length = fd < 0 ? -1 : pread(fd, text, room - 1, 0);
     if (length <= 0) return 0;
     text[length] = 0;
+    return length;
+}
+
+/* The value of `key` in a "key value" a line text (cpu.stat, pids.events, memory.stat);
+ * -1 if absent. */
+static long long keyed(const char *text, const char *key) {
+    size_t length = strlen(key);
+    for (const char *line = text; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
+        if (!strncmp(line, key, length) && line[length] == ' ') return strtoll(line + length + 1, NULL, 10);
+    return -1;
+}
+
+static long long cpu_used_ns(void) {
+    char text[4096];
+    if (!read_whole(job.cpu_usage, text, sizeof text)) return 0;
     if (!config.cpu_v2) return strtoll(text, NULL, 10);
-    for (char *line = text; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-        if (!strncmp(line, "usage_", 6)) return strtoll(strchr(line, ' ') ? strchr(line, ' ') : "0", NULL, 10) * 1000;
-    return 0;
+    long long usec = keyed(text, "usage_usec");
+    return usec < 0 ? 0 : usec * 1000;
 }
 
 static int limits_apply(void) { return job.running_ns && job.handed; }
@@ -446,17 +471,34 @@ static int limits_apply(void) { return job.running_ns && job.handed; }
 /* Whether forks have kept failing at the pids limit for longer than the grace. */
 static int stuck_at_process_limit(long long now) {
     char text[4096];
-    ssize_t length = job.pids_events < 0 ? -1 : pread(job.pids_events, text, sizeof text - 1, 0);
-    if (length <= 0) return 0;
-    text[length] = 0;
-    char *line = strstr(text, "max ");
-    if (!line || (line != text && line[-1] != '\n')) return 0;
-    long long refused = strtoll(line + 4, NULL, 10);
-    if (refused == job.refused) return 0;
+    long long refused = read_whole(job.pids_events, text, sizeof text) ? keyed(text, "max") : -1;
+    if (refused < 0 || refused == job.refused) return 0;
     job.refused = refused;
     if (!job.episode_first || now - job.episode_last > PIDS_EPISODE_NS) job.episode_first = now;
     job.episode_last = now;
     return now - job.episode_first >= PIDS_GRACE_NS;
+}
+
+/* Whether the job has thrashed at its memory limit for longer than the grace: the group
+ * at its limit, its anonymous and tmpfs memory within a sixteenth of it, and its evicted
+ * file pages read again; the kernel's OOM killer lets that go on (see `thrash.py`). */
+static int thrashing_at_memory_limit(long long now) {
+    char text[8192];
+    long long usage = read_whole(job.memory_usage, text, sizeof text) ? strtoll(text, NULL, 10) : 0;
+    long long limit = read_whole(job.memory_limit, text, sizeof text) ? strtoll(text, NULL, 10) : 0;
+    if (limit <= 0 || usage + limit / 64 < limit || !read_whole(job.memory_stat, text, sizeof text))
+        return 0;
+    long long refaults = keyed(text, "workingset_refault_file");
+    /* v2 says "anon", v1 "rss"; both "shmem" (tmpfs: without swap, not reclaimable). */
+    long long anonymous = keyed(text, "anon") > keyed(text, "rss") ? keyed(text, "anon") : keyed(text, "rss");
+    long long shmem = keyed(text, "shmem");
+    long long unreclaimable = (anonymous > 0 ? anonymous : 0) + (shmem > 0 ? shmem : 0);
+    int rising = job.refaults >= 0 && refaults > job.refaults;
+    job.refaults = refaults;
+    if (!rising || unreclaimable < limit - limit / 16) return 0;
+    if (!job.thrash_first || now - job.thrash_last > MEMORY_EPISODE_NS) job.thrash_first = now;
+    job.thrash_last = now;
+    return now - job.thrash_first >= MEMORY_GRACE_NS;
 }
 
 static void stop(const char *reason) {
@@ -609,7 +651,7 @@ static void supervise(int ready_r) {
             long long left = (deadline - now_ns() + 999999) / 1000000;
             timeout = left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
         }
-        if ((job.cpu_ms || job.pids_events >= 0) && running)
+        if ((job.cpu_ms || job.pids_events >= 0 || job.memory_stat >= 0) && running)
             timeout = timeout < 0 || timeout > CPU_POLL_MS ? CPU_POLL_MS : timeout;
         if (poll(watched, 4, timeout) < 0 && errno != EINTR) {
             snprintf(job.error, sizeof job.error, "sandbox supervisor: poll: %s", strerror(errno));
@@ -641,6 +683,7 @@ static void supervise(int ready_r) {
         if (job.cpu_ms && limits_apply() && cpu_used_ns() - job.cpu_baseline_ns >= job.cpu_ms * 1000000)
             stop("cpu_time");
         if (limits_apply() && stuck_at_process_limit(now)) stop("processes");
+        if (limits_apply() && thrashing_at_memory_limit(now)) stop("memory");
     }
     long long ended_ns = now_ns();
     int status = 0;
@@ -712,6 +755,11 @@ int main(int argc, char **argv) {
     job.handed = !config.warm;
     if (config.cpu_usage) job.cpu_usage = high(open_file(config.cpu_usage));
     if (config.pids_events) job.pids_events = high(open_file(config.pids_events));
+    if (config.memory_usage && config.memory_limit && config.memory_stat) {
+        job.memory_usage = high(open_file(config.memory_usage));
+        job.memory_limit = high(open_file(config.memory_limit));
+        job.memory_stat = high(open_file(config.memory_stat));
+    }
     /* Ours, before pid 1 mounts the job's own /proc over it in the mount namespace we share. */
     job.host_proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (job.host_proc >= 0) job.host_proc = high(job.host_proc);

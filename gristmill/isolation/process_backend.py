@@ -372,6 +372,7 @@ class ProcessBackend:
             cgroup_join_files=[str(p) for p in cgroup.join_files] if cgroup else [],
             cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
             pids_events_file=str(cgroup.pids_events_file) if cgroup else "",
+            memory_files=[str(p) for p in cgroup.memory_files] if cgroup else [],
             supervisor_cgroup_files=[str(p) for p in cgroup.supervisor_join_files]
             if cgroup
             else [],

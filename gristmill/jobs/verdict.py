@@ -64,6 +64,11 @@ def decide(
     if not _succeeded(end, envelope):
         if end.oom_killed:
             return Decision(Verdict.MEMORY_LIMIT, detail="the kernel OOM-killed the job")
+        if stop is StopReason.MEMORY:
+            return Decision(
+                Verdict.MEMORY_LIMIT,
+                detail="the job thrashed at its memory limit: its files evicted and read again",
+            )
         if end.pids_limit_hit:
             return Decision(Verdict.PROCESS_LIMIT, detail="a fork failed at the process limit")
     if stop is StopReason.CPU_TIME or (

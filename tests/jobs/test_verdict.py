@@ -57,6 +57,12 @@ def test_a_kill_with_an_oom_count_is_memory_limit_even_past_the_deadline():
     assert verdict(end).verdict is Verdict.MEMORY_LIMIT
 
 
+def test_our_stop_for_thrashing_at_the_memory_limit_is_memory_limit():
+    decision = verdict(dataclasses.replace(KILLED, stopped_for=StopReason.MEMORY))
+    assert decision.verdict is Verdict.MEMORY_LIMIT
+    assert "thrashed" in decision.detail
+
+
 def test_a_sigkill_without_evidence_is_killed_by_signal_not_memory():
     decision = verdict(KILLED)
     assert decision.verdict is Verdict.KILLED_BY_SIGNAL

@@ -1,0 +1,102 @@
+"""A job thrashing at its memory limit is told apart from one merely using its memory."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from gristmill.isolation.thrash import EPISODE_NS, GRACE_NS, ThrashWatch
+
+LIMIT = 128 << 20
+POLL_NS = 20_000_000
+
+
+class Group:
+    """A memory group's files, as v1 or v2 writes them."""
+
+    def __init__(self, folder: Path, v2: bool) -> None:
+        self.usage, self.limit, self.stat = (folder / n for n in ("usage", "limit", "stat"))
+        self.v2 = v2
+        self.limit.write_text(f"{LIMIT}\n")
+        self.set(usage=0, anonymous=0, refaults=0)
+
+    def set(self, usage: int, anonymous: int, refaults: int, shmem: int = 0) -> None:
+        self.usage.write_text(f"{usage}\n")
+        anon = "anon" if self.v2 else "rss"
+        noise = "anon_thp 0\n" if self.v2 else "total_rss 999999999999\nrss_huge 0\n"
+        self.stat.write_text(
+            f"{anon} {anonymous}\n{noise}shmem {shmem}\n"
+            f"workingset_refault_anon 0\nworkingset_refault_file {refaults}\n"
+        )
+
+    def watch(self) -> ThrashWatch:
+        return ThrashWatch(str(self.usage), str(self.limit), str(self.stat))
+
+
+def _polls(group: Group, watch: ThrashWatch, anonymous: int, shmem: int = 0) -> int | None:
+    """Polls a group at its limit whose refaults keep rising; the poll that stops it."""
+    for poll in range(1, 100):
+        group.set(LIMIT, anonymous, refaults=poll * 1000, shmem=shmem)
+        if watch.stuck(poll * POLL_NS):
+            return poll
+    return None
+
+
+def test_thrashing_with_anonymous_memory_filling_the_limit_is_stopped_after_the_grace(
+    tmp_path: Path,
+) -> None:
+    for v2 in (False, True):
+        (tmp_path / str(v2)).mkdir()
+        group = Group(tmp_path / str(v2), v2)
+        stopped = _polls(group, group.watch(), anonymous=LIMIT - (2 << 20))
+        assert stopped is not None
+        # The first poll is the baseline; the grace counts from the first rise.
+        assert (stopped - 2) * POLL_NS >= GRACE_NS
+        assert (stopped - 3) * POLL_NS < GRACE_NS
+
+
+def test_tmpfs_memory_counts_as_unreclaimable(tmp_path: Path) -> None:
+    group = Group(tmp_path, v2=True)
+    assert _polls(group, group.watch(), anonymous=64 << 20, shmem=63 << 20) is not None
+
+
+def test_refaults_with_room_for_files_are_let_run(tmp_path: Path) -> None:
+    group = Group(tmp_path, v2=False)
+    assert _polls(group, group.watch(), anonymous=LIMIT - LIMIT // 8) is None
+
+
+def test_a_group_under_its_limit_is_let_run(tmp_path: Path) -> None:
+    group = Group(tmp_path, v2=False)
+    watch = group.watch()
+    for poll in range(1, 100):
+        group.set(LIMIT - LIMIT // 32, LIMIT - (4 << 20), refaults=poll * 1000)
+        assert not watch.stuck(poll * POLL_NS)
+
+
+def test_no_refaults_at_the_limit_is_let_run(tmp_path: Path) -> None:
+    group = Group(tmp_path, v2=True)
+    watch = group.watch()
+    for poll in range(1, 100):
+        group.set(LIMIT, LIMIT - (2 << 20), refaults=5)
+        assert not watch.stuck(poll * POLL_NS)
+
+
+def test_a_pause_longer_than_an_episode_starts_the_grace_again(tmp_path: Path) -> None:
+    group = Group(tmp_path, v2=True)
+    watch = group.watch()
+    now, refaults = 0, 0
+
+    def thrash(polls: int) -> bool:
+        nonlocal now, refaults
+        stuck = False
+        for _ in range(polls):
+            now, refaults = now + POLL_NS, refaults + 1000
+            group.set(LIMIT, LIMIT - (2 << 20), refaults)
+            stuck = watch.stuck(now)
+        return stuck
+
+    almost = GRACE_NS // POLL_NS - 1
+    for _ in range(3):
+        assert not thrash(almost)
+        now += EPISODE_NS + POLL_NS
+    assert not thrash(almost)
+    assert thrash(2)
