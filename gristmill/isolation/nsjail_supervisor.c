@@ -454,7 +454,8 @@ static ssize_t read_whole(int fd, char *text, size_t room) {
 static long long keyed(const char *text, const char *key) {
     size_t length = strlen(key);
     for (const char *line = text; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL)
-        if (!strncmp(line, key, length) && line[length] == ' ') return strtoll(line + length + 1, NULL, 10);
+        if (!strncmp(line, key, length) && line[length] == ' ')
+            return strtoll(line + length + 1, NULL, 10);
     return -1;
 }
 
@@ -490,8 +491,8 @@ static int thrashing_at_memory_limit(long long now) {
         return 0;
     long long refaults = keyed(text, "workingset_refault_file");
     /* v2 says "anon", v1 "rss"; both "shmem" (tmpfs: without swap, not reclaimable). */
-    long long anonymous = keyed(text, "anon") > keyed(text, "rss") ? keyed(text, "anon") : keyed(text, "rss");
-    long long shmem = keyed(text, "shmem");
+    long long anon = keyed(text, "anon"), rss = keyed(text, "rss"), shmem = keyed(text, "shmem");
+    long long anonymous = anon > rss ? anon : rss;
     long long unreclaimable = (anonymous > 0 ? anonymous : 0) + (shmem > 0 ? shmem : 0);
     int rising = job.refaults >= 0 && refaults > job.refaults;
     job.refaults = refaults;
