@@ -74,7 +74,7 @@
 #define PIDS_GRACE_NS 500000000LL   /* forks refused this long are stopped */
 #define PIDS_EPISODE_NS 3000000000LL /* refusals further apart are separate episodes */
 #define MEMORY_GRACE_NS 500000000LL  /* thrashing at the memory limit this long is stopped */
-#define MEMORY_EPISODE_NS 100000000LL /* a longer pause in it starts a new episode */
+#define MEMORY_EPISODE_NS 1000000000LL /* refaults further apart are separate episodes */
 #define MAX_COPY_DEPTH 64
 
 static struct {
@@ -481,25 +481,34 @@ static int stuck_at_process_limit(long long now) {
 }
 
 /* Whether the job has thrashed at its memory limit for longer than the grace: the group
- * at its limit, its anonymous and tmpfs memory within a sixteenth of it, and its evicted
- * file pages read again; the kernel's OOM killer lets that go on (see `thrash.py`). */
+ * and its anonymous and tmpfs memory within a sixteenth of the limit, and its evicted file
+ * pages read again; the kernel's OOM killer lets that go on. Room ends an episode; only a
+ * second without a new refault does too (see `thrash.py`). */
 static int thrashing_at_memory_limit(long long now) {
     char text[8192];
     long long usage = read_whole(job.memory_usage, text, sizeof text) ? strtoll(text, NULL, 10) : 0;
     long long limit = read_whole(job.memory_limit, text, sizeof text) ? strtoll(text, NULL, 10) : 0;
-    if (limit <= 0 || usage + limit / 64 < limit || !read_whole(job.memory_stat, text, sizeof text))
+    long long full = limit - limit / 16, unreclaimable = 0;
+    int read = limit > 0 && usage >= full && read_whole(job.memory_stat, text, sizeof text);
+    if (read) {
+        /* v2 says "anon", v1 "rss"; both "shmem" (tmpfs: without swap, not reclaimable). */
+        long long anon = keyed(text, "anon"), rss = keyed(text, "rss"), shmem = keyed(text, "shmem");
+        long long anonymous = anon > rss ? anon : rss;
+        unreclaimable = (anonymous > 0 ? anonymous : 0) + (shmem > 0 ? shmem : 0);
+    }
+    if (!read || unreclaimable < full) {
+        job.thrash_first = job.thrash_last = 0; /* room left */
         return 0;
+    }
     long long refaults = keyed(text, "workingset_refault_file");
-    /* v2 says "anon", v1 "rss"; both "shmem" (tmpfs: without swap, not reclaimable). */
-    long long anon = keyed(text, "anon"), rss = keyed(text, "rss"), shmem = keyed(text, "shmem");
-    long long anonymous = anon > rss ? anon : rss;
-    long long unreclaimable = (anonymous > 0 ? anonymous : 0) + (shmem > 0 ? shmem : 0);
     int rising = job.refaults >= 0 && refaults > job.refaults;
     job.refaults = refaults;
-    if (!rising || unreclaimable < limit - limit / 16) return 0;
-    if (!job.thrash_first || now - job.thrash_last > MEMORY_EPISODE_NS) job.thrash_first = now;
-    job.thrash_last = now;
-    return now - job.thrash_first >= MEMORY_GRACE_NS;
+    if (job.thrash_first && now - job.thrash_last > MEMORY_EPISODE_NS) job.thrash_first = 0;
+    if (rising) {
+        if (!job.thrash_first) job.thrash_first = now;
+        job.thrash_last = now;
+    }
+    return job.thrash_first && now - job.thrash_first >= MEMORY_GRACE_NS;
 }
 
 static void stop(const char *reason) {

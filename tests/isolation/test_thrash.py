@@ -68,7 +68,7 @@ def test_a_group_under_its_limit_is_let_run(tmp_path: Path) -> None:
     group = Group(tmp_path, v2=False)
     watch = group.watch()
     for poll in range(1, 100):
-        group.set(LIMIT - LIMIT // 32, LIMIT - (4 << 20), refaults=poll * 1000)
+        group.set(LIMIT - LIMIT // 8, LIMIT - LIMIT // 8, refaults=poll * 1000)
         assert not watch.stuck(poll * POLL_NS)
 
 
@@ -100,3 +100,25 @@ def test_a_pause_longer_than_an_episode_starts_the_grace_again(tmp_path: Path) -
         now += EPISODE_NS + POLL_NS
     assert not thrash(almost)
     assert thrash(2)
+
+
+def test_polls_without_a_new_refault_do_not_end_an_episode_but_room_does(tmp_path: Path) -> None:
+    group = Group(tmp_path, v2=False)
+    watch = group.watch()
+    full = LIMIT - (2 << 20)
+    group.set(LIMIT, full, refaults=1)
+    assert not watch.stuck(POLL_NS)  # the baseline
+    group.set(LIMIT, full, refaults=2)
+    assert not watch.stuck(2 * POLL_NS)  # the episode starts
+    # A late poll that finds no new refault, and usage wavering just under the limit.
+    group.set(LIMIT - (4 << 20), full, refaults=2)
+    assert not watch.stuck(2 * POLL_NS + GRACE_NS // 2)
+    group.set(LIMIT, full, refaults=3)
+    assert watch.stuck(2 * POLL_NS + GRACE_NS)
+    # Room: the job freed its memory; the next refault starts a new grace.
+    group.set(LIMIT, LIMIT // 2, refaults=4)
+    assert not watch.stuck(3 * POLL_NS + GRACE_NS)
+    group.set(LIMIT, full, refaults=5)
+    assert not watch.stuck(4 * POLL_NS + GRACE_NS)
+    group.set(LIMIT, full, refaults=6)
+    assert not watch.stuck(5 * POLL_NS + GRACE_NS)
