@@ -49,16 +49,22 @@ def _read_int(path: Path) -> int:
         return 0
 
 
+def keyed(text: str, key: str) -> int:
+    """A value from a flat keyed text such as memory.events ("oom_kill 3"); -1 if absent.
+    Raises ValueError for a value that is not a number."""
+    for line in text.splitlines():
+        name, _, value = line.partition(" ")
+        if name == key:
+            return int(value)
+    return -1
+
+
 def _read_keyed(path: Path, key: str) -> int:
-    """A value from a flat keyed file such as memory.events ("oom_kill 3")."""
+    """A value from a flat keyed file; 0 if absent or unreadable."""
     try:
-        for line in path.read_text().splitlines():
-            name, _, value = line.partition(" ")
-            if name == key:
-                return int(value)
+        return max(keyed(path.read_text(), key), 0)
     except (OSError, ValueError):
-        pass
-    return 0
+        return 0
 
 
 def _write(path: Path, value: str) -> None:

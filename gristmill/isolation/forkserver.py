@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gristmill.isolation import files_out, netns, nsjail
+from gristmill.isolation.cgroups import keyed
 from gristmill.isolation.jail import (
     JOB_FDS,
     OOM_FIRST,
@@ -250,11 +251,10 @@ class _Supervision:
         if self._pids_events < 0:
             return False
         try:
-            text = os.pread(self._pids_events, 4096, 0).decode()
-            refused = int(next(line.split()[1] for line in text.splitlines() if line[:4] == "max "))
-        except (OSError, StopIteration, ValueError, IndexError):
+            refused = keyed(os.pread(self._pids_events, 4096, 0).decode(), "max")
+        except (OSError, ValueError):
             return False
-        if refused == self._refused:
+        if refused < 0 or refused == self._refused:
             return False
         self._refused = refused
         first, last = self._episode
@@ -321,8 +321,7 @@ class _Supervision:
         except OSError:
             return 0
         if self.spec.cpu_usage_v2:
-            usec = next(line.split()[1] for line in text.splitlines() if line.startswith("usage_"))
-            return int(usec) * 1000
+            return max(keyed(text, "usage_usec"), 0) * 1000
         return int(text)
 
 

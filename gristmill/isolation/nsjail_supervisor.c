@@ -486,6 +486,12 @@ static int stuck_at_process_limit(long long now) {
  * second without a new refault does too (see `thrash.py`). */
 static int thrashing_at_memory_limit(long long now) {
     char text[8192];
+    if (job.memory_stat < 0) {
+        /* Opened at the first poll: most jobs end before one, and need not pay for it. */
+        job.memory_usage = open(config.memory_usage, O_RDONLY | O_CLOEXEC);
+        job.memory_limit = open(config.memory_limit, O_RDONLY | O_CLOEXEC);
+        job.memory_stat = open(config.memory_stat, O_RDONLY | O_CLOEXEC);
+    }
     long long usage = read_whole(job.memory_usage, text, sizeof text) ? strtoll(text, NULL, 10) : 0;
     long long limit = read_whole(job.memory_limit, text, sizeof text) ? strtoll(text, NULL, 10) : 0;
     long long full = limit - limit / 16, unreclaimable = 0;
@@ -661,7 +667,7 @@ static void supervise(int ready_r) {
             long long left = (deadline - now_ns() + 999999) / 1000000;
             timeout = left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
         }
-        if ((job.cpu_ms || job.pids_events >= 0 || job.memory_stat >= 0) && running)
+        if ((job.cpu_ms || job.pids_events >= 0 || config.memory_stat) && running)
             timeout = timeout < 0 || timeout > CPU_POLL_MS ? CPU_POLL_MS : timeout;
         if (poll(watched, 4, timeout) < 0 && errno != EINTR) {
             snprintf(job.error, sizeof job.error, "sandbox supervisor: poll: %s", strerror(errno));
@@ -693,7 +699,7 @@ static void supervise(int ready_r) {
         if (job.cpu_ms && limits_apply() && cpu_used_ns() - job.cpu_baseline_ns >= job.cpu_ms * 1000000)
             stop("cpu_time");
         if (limits_apply() && stuck_at_process_limit(now)) stop("processes");
-        if (limits_apply() && thrashing_at_memory_limit(now)) stop("memory");
+        if (config.memory_stat && limits_apply() && thrashing_at_memory_limit(now)) stop("memory");
     }
     long long ended_ns = now_ns();
     int status = 0;
@@ -765,11 +771,7 @@ int main(int argc, char **argv) {
     job.handed = !config.warm;
     if (config.cpu_usage) job.cpu_usage = high(open_file(config.cpu_usage));
     if (config.pids_events) job.pids_events = high(open_file(config.pids_events));
-    if (config.memory_usage && config.memory_limit && config.memory_stat) {
-        job.memory_usage = high(open_file(config.memory_usage));
-        job.memory_limit = high(open_file(config.memory_limit));
-        job.memory_stat = high(open_file(config.memory_stat));
-    }
+    if (!config.memory_usage || !config.memory_limit) config.memory_stat = NULL;
     /* Ours, before pid 1 mounts the job's own /proc over it in the mount namespace we share. */
     job.host_proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (job.host_proc >= 0) job.host_proc = high(job.host_proc);

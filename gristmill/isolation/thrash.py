@@ -21,19 +21,12 @@ from __future__ import annotations
 
 import os
 
+from gristmill.isolation.cgroups import keyed
+
 GRACE_NS = 500_000_000
 """A job thrashing this long is stopped (the kernel's own OOM kill comes within ms)."""
 EPISODE_NS = 1_000_000_000
 """Refaults further apart than this are separate episodes, each with its own grace."""
-
-
-def _keyed(text: str, key: str) -> int:
-    """The value of `key` in a "key value" a line text (memory.stat); -1 if absent."""
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == key:
-            return int(value)
-    return -1
 
 
 def _number(fd: int) -> int:
@@ -45,31 +38,37 @@ def _number(fd: int) -> int:
 
 
 class ThrashWatch:
-    """Watches one job's memory group: its usage, limit and memory.stat files."""
+    """Watches one job's memory group: its usage, limit and memory.stat files (opened at
+    the first poll: most jobs end before one, and need not pay for opening them)."""
 
     def __init__(self, usage_file: str, limit_file: str, stat_file: str) -> None:
-        self._usage = os.open(usage_file, os.O_RDONLY | os.O_CLOEXEC)
-        self._limit = os.open(limit_file, os.O_RDONLY | os.O_CLOEXEC)
-        self._stat = os.open(stat_file, os.O_RDONLY | os.O_CLOEXEC)
+        self._files = (usage_file, limit_file, stat_file)
+        self._fds: tuple[int, ...] = ()
         self._refaults = -1
         self._episode = (0, 0)  # first and last refault seen while full, monotonic ns
 
     def stuck(self, now: int) -> bool:
         """Whether the job has thrashed at its memory limit for longer than the grace."""
-        usage, limit = _number(self._usage), _number(self._limit)
+        if not self._fds:
+            try:
+                self._fds = tuple(os.open(path, os.O_RDONLY | os.O_CLOEXEC) for path in self._files)
+            except OSError:
+                return False
+        usage_fd, limit_fd, stat_fd = self._fds
+        usage, limit = _number(usage_fd), _number(limit_fd)
         full = limit - limit // 16
         text = ""
         if limit > 0 and usage >= full:
             try:
-                text = os.pread(self._stat, 8192, 0).decode()
+                text = os.pread(stat_fd, 8192, 0).decode()
             except OSError:
                 return False
         # v2 says "anon", v1 "rss"; both "shmem" (tmpfs: without swap, not reclaimable).
-        anonymous = max(_keyed(text, "anon"), _keyed(text, "rss"), 0)
-        if not text or anonymous + max(_keyed(text, "shmem"), 0) < full:
+        anonymous = max(keyed(text, "anon"), keyed(text, "rss"), 0)
+        if not text or anonymous + max(keyed(text, "shmem"), 0) < full:
             self._episode = (0, 0)  # room left
             return False
-        refaults = _keyed(text, "workingset_refault_file")
+        refaults = keyed(text, "workingset_refault_file")
         rising = 0 <= self._refaults < refaults
         self._refaults = refaults
         first, last = self._episode
