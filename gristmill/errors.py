@@ -15,15 +15,43 @@ A user's program failing is never one of these: that is an Outcome with a verdic
 
 from __future__ import annotations
 
+MAX_QUOTED_CHARS = 64
+"""The most of a request's value an error quotes: enough to recognise it."""
+MAX_FIELD_BYTES = 256
+MAX_DETAIL_BYTES = 1024
+"""What an `InvalidRequest` keeps of its field and of its message, however they were
+built: the error travels in the call's trailers (message and `BadRequest` detail), which
+a gRPC client refuses past 8 KiB, reporting RESOURCE_EXHAUSTED, which reads as "server
+full" and is retried."""
+
+
+def quoted(value: str, limit: int = MAX_QUOTED_CHARS) -> str:
+    """`value` as an error quotes it: its repr, of at most `limit` of its characters
+    (followed by "... (N bytes)" when cut), since the value may be as long as a request."""
+    if len(value) <= limit:
+        return repr(value)
+    return f"{value[:limit]!r}... ({len(value.encode('utf-8', 'surrogatepass'))} bytes)"
+
+
+def _bounded(text: str, limit: int) -> str:
+    """`text` cut to at most about `limit` bytes of UTF-8, saying how long it was."""
+    encoded = text.encode("utf-8", "surrogatepass")
+    if len(encoded) <= limit:
+        return text
+    kept = encoded[:limit].decode("utf-8", "ignore")
+    return f"{kept}... ({len(encoded)} bytes)"
+
 
 class GristmillError(Exception):
     """Base of every error the service raises on purpose."""
 
 
 class InvalidRequest(GristmillError):
-    """The request is malformed; `field` names the culprit."""
+    """The request is malformed; `field` names the culprit. Both are bounded (a value
+    they quote should be cut by `quoted` already; this is what holds if one was not)."""
 
     def __init__(self, field: str, message: str) -> None:
+        field, message = _bounded(field, MAX_FIELD_BYTES), _bounded(message, MAX_DETAIL_BYTES)
         super().__init__(f"{field}: {message}")
         self.field = field
         self.detail = message
@@ -35,7 +63,9 @@ class InvalidRequest(GristmillError):
 
 class UnknownLanguage(InvalidRequest):
     def __init__(self, language: str, known: list[str], field: str = "job.language") -> None:
-        super().__init__(field, f"unknown language {language!r}; known: {', '.join(sorted(known))}")
+        super().__init__(
+            field, f"unknown language {quoted(language)}; known: {', '.join(sorted(known))}"
+        )
 
 
 class LimitTooHigh(InvalidRequest):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -98,6 +99,10 @@ class RuntimeSpec:
     # Whether its wrapper can run the code as a plain script with positional arguments
     # (`Job.script`), told so by the job message.
     script: bool = False
+    # `[env] refused`: the variables `Job.env` may not set, because they change what
+    # the language's wrapper, interpreter or runtime does (`NAME`, or `PREFIX*`); those
+    # of the loader and C library, refused for every language, are `server.validate`'s.
+    env_refused: tuple[str, ...] = ()
 
 
 _BUILD_LIMITS = ("wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "output_bytes")
@@ -132,6 +137,21 @@ def _build_spec(data: Mapping[str, Any]) -> BuildSpec:
     )
 
 
+ENV_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
+"""A variable's name, or a prefix ended by `*`: the names an `[env] refused` entry is."""
+
+
+def _env_refused(data: Mapping[str, Any]) -> tuple[str, ...]:
+    unknown = set(data) - {"refused"}
+    if unknown:
+        raise ValueError(f"[env]: unknown keys {sorted(unknown)}")
+    refused = tuple(data.get("refused", ()))
+    for pattern in refused:
+        if not isinstance(pattern, str) or not ENV_PATTERN.fullmatch(pattern):
+            raise ValueError(f"[env]: refused {pattern!r} is not a NAME or a PREFIX*")
+    return refused
+
+
 def load_spec(folder: Path) -> RuntimeSpec:
     path = folder / "runtime.toml"
     data = tomllib.loads(path.read_text())
@@ -151,6 +171,7 @@ def load_spec(folder: Path) -> RuntimeSpec:
             memory_variable=bool(data.get("memory_variable", False)),
             message_context=bool(data.get("message_context", False)),
             script=bool(data.get("script", False)),
+            env_refused=_env_refused(data.get("env", {})),
         )
     except (KeyError, ValueError, TypeError) as error:
         raise SpecError(f"{path}: {error!r}") from error

@@ -118,7 +118,7 @@ def job_from_proto(
         args=args,
         limits=limits,
         files=validate.files(job_files(message.files), runtime.spec.source_file),
-        env=validate.env(message.env),
+        env=validate.env(message.env, runtime.spec),
         network_allow=validate.network_allow(message.network_allow, limits.network),
         lockfile=_lockfile_from_proto(message, runtime),
         deadline=None if remaining_s is None else time.monotonic() + remaining_s,

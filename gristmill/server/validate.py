@@ -15,8 +15,9 @@ from typing import Any
 from gristmill import strictjson
 from gristmill.config import ENV_PREFIX
 from gristmill.deps import lockfiles
-from gristmill.errors import InvalidRequest, LimitTooHigh
+from gristmill.errors import InvalidRequest, LimitTooHigh, quoted
 from gristmill.isolation.egress import PolicyError, parse_entry
+from gristmill.languages.spec import RuntimeSpec
 from gristmill.model import JobFile, Limits, Lockfile
 
 _JOB_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -36,7 +37,7 @@ def entry_point(value: str, default: str, field: str = "job.entry_point") -> str
     if not value:
         return default
     if not _ENTRY_POINT.fullmatch(value):
-        raise InvalidRequest(field, f"{value!r} is not a valid name")
+        raise InvalidRequest(field, f"{quoted(value)} is not a valid name")
     return value
 
 
@@ -80,18 +81,19 @@ def files(
         if not item.path or "\0" in item.path or path.name in ("", "."):
             raise InvalidRequest(field, "must name a file")
         if path.is_absolute() or ".." in path.parts:
-            raise InvalidRequest(field, f"{item.path!r} must be relative, without '..'")
+            raise InvalidRequest(field, f"{quoted(item.path)} must be relative, without '..'")
         if any(len(part.encode()) > MAX_NAME_BYTES for part in path.parts):
             raise InvalidRequest(field, f"a path component is over {MAX_NAME_BYTES} bytes")
         if path in seen:
-            raise InvalidRequest(field, f"{item.path!r} is already {seen[path]}")
+            raise InvalidRequest(field, f"{quoted(item.path)} is already {seen[path]}")
         seen[path] = f"{name}[{index}]"
         checked.append(item)
     for path, origin in seen.items():
         clash = next((parent for parent in path.parents if parent in seen), None)
         if clash is not None:
             raise InvalidRequest(
-                f"{origin}.path", f"{str(path)!r} lies under {str(clash)!r}, which is a file"
+                f"{origin}.path",
+                f"{quoted(str(path))} lies under {quoted(str(clash))}, which is a file",
             )
     return tuple(checked)
 
@@ -118,16 +120,61 @@ def network_allow(entries: Iterable[str], network: bool) -> tuple[str, ...]:
     return allowed
 
 
-def env(values: Mapping[str, str]) -> dict[str, str]:
+LOADER_VARIABLES = (
+    "LD_*",
+    "GCONV_PATH",
+    "GETCONF_DIR",
+    "GLIBC_TUNABLES",
+    "HOSTALIASES",
+    "LOCALDOMAIN",
+    "LOCPATH",
+    "MALLOC_*",
+    "NIS_PATH",
+    "NLSPATH",
+    "RESOLV_HOST_CONF",
+    "RES_OPTIONS",
+    "TZDIR",
+)
+"""Refused in `Job.env` for every language: the dynamic loader and the C library read
+them in the wrapper (the service's code, which may hold what the job must not have, as
+the SQL wrapper holds its relay's token) before any of the job's code runs, and
+`LD_PRELOAD` of a file the job ships runs native code there. It is glibc's own list of
+variables unsafe for a privileged program (unsecvars.h), all of `LD_*` and `MALLOC_*`,
+less TMPDIR (which only moves the job's own temporary files)."""
+
+
+def refused_by(name: str, patterns: Iterable[str]) -> str | None:
+    """The first of `patterns` (`NAME` or `PREFIX*`, `spec.ENV_PATTERN`) `name` matches."""
+    for pattern in patterns:
+        if name == pattern or (pattern.endswith("*") and name.startswith(pattern[:-1])):
+            return pattern
+    return None
+
+
+def env(values: Mapping[str, str], spec: RuntimeSpec | None = None) -> dict[str, str]:
+    """The job's variables: valid names, none reserved or refused for `spec`'s language
+    (`LOADER_VARIABLES`, its runtime.toml's `[env] refused`)."""
     total = sum(len(name.encode()) + len(value.encode()) + 2 for name, value in values.items())
     if total > MAX_ENV_BYTES:
         raise InvalidRequest("job.env", f"{total} bytes in all, over {MAX_ENV_BYTES}")
     for name, value in values.items():
-        field = f"job.env[{name!r}]"
+        field = f"job.env[{quoted(name)}]"
         if not _ENV_NAME.fullmatch(name):
             raise InvalidRequest(field, "not a valid environment variable name")
         if name.upper().startswith(ENV_PREFIX):
             raise InvalidRequest(field, f"names starting with {ENV_PREFIX} are reserved")
+        if pattern := refused_by(name, LOADER_VARIABLES):
+            raise InvalidRequest(
+                field,
+                f"refused ({pattern}): the loader and C library read it in the wrapper, "
+                "before the job's code",
+            )
+        if spec is not None and (pattern := refused_by(name, spec.env_refused)):
+            raise InvalidRequest(
+                field,
+                f"refused ({pattern}, in runtime.toml): it changes what the "
+                f"{spec.display_name} wrapper or runtime does, not only the job's code",
+            )
         if "\0" in value:
             raise InvalidRequest(field, "the value contains a NUL byte")
     return dict(values)
@@ -151,7 +198,7 @@ def output_files(patterns: Iterable[str], field: str = "job.output_files") -> tu
                 where, f"must be a path or glob of 1 to {MAX_PATTERN_LENGTH} chars"
             )
         if path.is_absolute() or ".." in path.parts:
-            raise InvalidRequest(where, f"{pattern!r} must be relative, without '..'")
+            raise InvalidRequest(where, f"{quoted(pattern)} must be relative, without '..'")
     return checked
 
 
@@ -162,9 +209,11 @@ def context(values: Mapping[str, str], field: str = "job.context") -> dict[str, 
         raise InvalidRequest(field, f"{total} bytes in all, over {MAX_ENV_BYTES}")
     for name, value in values.items():
         if not _CONTEXT_KEY.fullmatch(name):
-            raise InvalidRequest(f"{field}[{name!r}]", "keys are 1 to 64 characters of [A-Z0-9_]")
+            raise InvalidRequest(
+                f"{field}[{quoted(name)}]", "keys are 1 to 64 characters of [A-Z0-9_]"
+            )
         if "\0" in value:
-            raise InvalidRequest(f"{field}[{name!r}]", "the value contains a NUL byte")
+            raise InvalidRequest(f"{field}[{quoted(name)}]", "the value contains a NUL byte")
     return dict(values)
 
 
@@ -224,9 +273,9 @@ def lockfile(
     if lock_format is None:
         raise InvalidRequest(field, f"{language} jobs have no dependencies to lock")
     if given.language and given.language != language:
-        raise InvalidRequest(f"{field}.language", f"{given.language!r} is not {language!r}")
+        raise InvalidRequest(f"{field}.language", f"{quoted(given.language)} is not {language!r}")
     if given.format and given.format != lock_format:
-        raise InvalidRequest(f"{field}.format", f"{given.format!r} is not {lock_format!r}")
+        raise InvalidRequest(f"{field}.format", f"{quoted(given.format)} is not {lock_format!r}")
     if not given.content:
         raise InvalidRequest(f"{field}.content", "required")
     checked = Lockfile(language, lock_format, given.content)
