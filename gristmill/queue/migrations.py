@@ -9,6 +9,8 @@ Version 1: the jobs table, its fencing-token sequence and `gristmill.enqueue(...
 Version 2: cancellation (`cancel_requested`, `gristmill.cancel(id)`) and the
 notifications that workers and waiters listen to, sent by triggers so that a plain
 `INSERT` wakes the workers as well as `gristmill.enqueue` does.
+Version 3: fair claims between tenants (`gristmill.tenants`, `gristmill.claim(...)`, the
+ready index by tenant in place of the global one).
 """
 
 from __future__ import annotations
@@ -150,9 +152,117 @@ begin
 end $$;
 """
 
+# The fair claim. Between tenants, a slot goes to the tenant whose next job has the lowest
+# (running + 1) / weight (its jobs running, this claim's included), ties to the tenant
+# served longest ago (`last_served`, a turn number), then by name; a tenant at its
+# `max_running` gets none. Within a tenant: priority (higher first), run_after, enqueue
+# time. So a tenant alone gets every slot, and a tenant that arrives behind another's
+# backlog gets the next slot that frees. The tenants with ready jobs are found by a skip
+# scan of `jobs_ready_by_tenant` (one probe per tenant), each job by one probe of its
+# tenant's head under SKIP LOCKED: the cost grows with the tenants waiting, not the jobs.
+_V3 = """
+create table gristmill.tenants (
+    tenant text primary key,
+    weight double precision not null default 1 check (weight > 0),
+    max_running integer check (max_running >= 0),
+    last_served bigint not null default 0
+);
+
+create sequence gristmill.tenant_turns;
+
+create index jobs_ready_by_tenant on gristmill.jobs (tenant, priority desc, run_after, enqueued_at)
+    where state = 'queued';
+create index jobs_running_by_tenant on gristmill.jobs (tenant) where state = 'running';
+drop index gristmill.jobs_ready;
+
+create function gristmill.claim(worker text, max_jobs integer, lease_s double precision)
+returns setof gristmill.jobs language plpgsql as $$
+declare
+    names text[];
+    running integer[];
+    weights double precision[];
+    caps integer[];
+    turns bigint[];
+    served boolean[];
+    exhausted boolean[];
+    claimed integer := 0;
+    best integer;
+    best_key double precision;
+    next_key double precision;
+    picked text;
+    job gristmill.jobs;
+begin
+    with recursive ready(tenant) as (
+        (select j.tenant from gristmill.jobs j where j.state = 'queued'
+          order by j.tenant limit 1)
+        union all
+        select (select j.tenant from gristmill.jobs j
+                 where j.state = 'queued' and j.tenant > r.tenant
+                 order by j.tenant limit 1)
+          from ready r where r.tenant is not null
+    )
+    select array_agg(r.tenant order by r.tenant),
+           array_agg(c.n order by r.tenant),
+           array_agg(coalesce(t.weight, 1) order by r.tenant),
+           array_agg(t.max_running order by r.tenant),
+           array_agg(coalesce(t.last_served, 0) order by r.tenant),
+           array_agg(false order by r.tenant),
+           array_agg(false order by r.tenant)
+      into names, running, weights, caps, turns, served, exhausted
+      from ready r
+      left join gristmill.tenants t on t.tenant = r.tenant
+      cross join lateral (select count(*)::integer as n from gristmill.jobs j
+                           where j.state = 'running' and j.tenant = r.tenant) c
+     where r.tenant is not null;
+    while claimed < max_jobs loop
+        best := null;
+        for i in 1 .. coalesce(cardinality(names), 0) loop
+            continue when exhausted[i] or running[i] >= coalesce(caps[i], running[i] + 1);
+            next_key := (running[i] + 1) / weights[i];
+            if best is null or next_key < best_key
+               or (next_key = best_key and turns[i] < turns[best]) then
+                best := i;
+                best_key := next_key;
+            end if;
+        end loop;
+        exit when best is null;
+        select j.id into picked from gristmill.jobs j
+         where j.state = 'queued' and j.tenant = names[best] and j.run_after <= now()
+         order by j.priority desc, j.run_after, j.enqueued_at
+         limit 1 for update skip locked;
+        if not found then
+            exhausted[best] := true;  -- nothing (more) ready for this tenant
+            continue;
+        end if;
+        update gristmill.jobs j
+           set state = 'running', attempts = j.attempts + 1,
+               lease_token = nextval('gristmill.lease_tokens'), leased_by = worker,
+               lease_expires_at = now() + make_interval(secs => lease_s),
+               started_at = coalesce(j.started_at, now())
+         where j.id = picked
+        returning j.* into job;
+        return next job;
+        claimed := claimed + 1;
+        running[best] := running[best] + 1;
+        turns[best] := nextval('gristmill.tenant_turns');
+        served[best] := true;
+    end loop;
+    -- Turns matter only between tenants: a claim with one tenant waiting writes none,
+    -- so a queue of one tenant never contends on its row. In name order: no deadlock
+    -- between two claims serving the same tenants.
+    if cardinality(names) > 1 then
+        insert into gristmill.tenants as t (tenant, last_served)
+        select s.name, s.turn from unnest(names, turns, served) as s(name, turn, hit)
+         where s.hit order by s.name
+        on conflict (tenant) do update set last_served = excluded.last_served;
+    end if;
+end $$;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "jobs table, enqueue", _V1),
     Migration(2, "cancellation, notifications", _V2),
+    Migration(3, "fair claims between tenants", _V3),
 )
 
 _BOOKKEEPING = """

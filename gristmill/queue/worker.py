@@ -2,7 +2,8 @@
 
 One worker runs up to `concurrency` jobs at once:
 
-- **Claim**: `FOR UPDATE SKIP LOCKED` takes ready jobs no other worker is taking, marks
+- **Claim**: `gristmill.claim` shares the slots fairly between tenants (see migration 3)
+  and, with `FOR UPDATE SKIP LOCKED`, takes ready jobs no other worker is taking, marks
   them running under a lease (`lease_expires_at`) and gives each claim a new fencing
   token (`lease_token`, from a sequence). New work is noticed through LISTEN/NOTIFY
   (`gristmill_jobs`), with a poll every `poll_s` in case a notification was missed.
@@ -69,8 +70,6 @@ RETRYABLE = frozenset(
         grpc.StatusCode.CANCELLED,
     }
 )
-
-_CLAIM_COLUMNS = ", ".join(f"j.{name.strip()}" for name in JOB_COLUMNS.split(","))
 
 
 @dataclass(frozen=True)
@@ -298,23 +297,7 @@ class Worker:
 
     async def _claim(self, limit: int) -> list[JobRecord]:
         rows = await self._db.fetch(
-            f"""
-            with next as (
-                select id from gristmill.jobs
-                 where state = 'queued' and run_after <= now()
-                 order by priority desc, run_after, enqueued_at
-                 limit %(limit)s
-                 for update skip locked
-            )
-            update gristmill.jobs j
-               set state = 'running', attempts = j.attempts + 1,
-                   lease_token = nextval('gristmill.lease_tokens'), leased_by = %(worker)s,
-                   lease_expires_at = now() + make_interval(secs => %(lease)s),
-                   started_at = coalesce(j.started_at, now())
-              from next
-             where j.id = next.id
-            returning {_CLAIM_COLUMNS}
-            """,
+            f"select {JOB_COLUMNS} from gristmill.claim(%(worker)s, %(limit)s, %(lease)s)",
             {"limit": limit, "worker": self.config.worker_id, "lease": self.config.lease_s},
         )
         jobs = [JobRecord.from_row(row) for row in rows]

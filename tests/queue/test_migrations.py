@@ -22,7 +22,7 @@ def test_jobs_queued_under_the_previous_version_survive_the_upgrade(database: st
             "select gristmill.enqueue('python', 'def main(): return 1', priority => 3)"
         ).fetchone()
     assert row is not None
-    assert migrate(database) == [2]
+    assert migrate(database, target=2) == [2]
     with Queue(database) as queue:
         job = queue.get(row[0])
         assert job is not None
@@ -33,3 +33,21 @@ def test_jobs_queued_under_the_previous_version_survive_the_upgrade(database: st
 def test_a_database_without_the_schema_is_version_0(database: str) -> None:
     with psycopg.connect(database) as conn:
         assert current_version(conn) == 0
+
+
+def test_jobs_in_every_state_survive_the_fair_claims_upgrade(database: str) -> None:
+    assert migrate(database, target=2) == [1, 2]
+    states = ("queued", "running", "done", "failed", "cancelled")
+    with psycopg.connect(database, autocommit=True) as conn:
+        for state in states:
+            conn.execute(
+                "insert into gristmill.jobs (id, language, code, tenant, state)"
+                " values (%s, 'python', 'pass', 't', %s)",
+                (f"job-{state}", state),
+            )
+        assert migrate(database) == [3]
+        rows = conn.execute("select id, state from gristmill.jobs order by id").fetchall()
+        assert sorted(rows) == sorted((f"job-{state}", state) for state in states)
+        # The queued one is claimed by the new claim; the running one counts as running.
+        claimed = conn.execute("select id from gristmill.claim('w', 5, 30)").fetchall()
+        assert claimed == [("job-queued",)]
