@@ -3,9 +3,13 @@ directory holds (links out of it, FIFOs, too many entries) never followed, read 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import os
+import socket
+import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -32,8 +36,14 @@ def test_patterns_match_whole_paths_component_by_component(pattern, path, expect
     assert files_out.matches(pattern, path) is expected
 
 
-def _collect(tmp_path: Path, patterns: list[str], max_files: int = 100, max_bytes: int = 1 << 20):
-    job, workspace = tmp_path / "job", tmp_path / "workspace"
+def _collect(
+    tmp_path: Path,
+    patterns: list[str],
+    max_files: int = 100,
+    max_bytes: int = 1 << 20,
+    workspace_name: str = "workspace",
+):
+    job, workspace = tmp_path / "job", tmp_path / workspace_name
     workspace.mkdir()
     request = {"patterns": patterns, "max_files": max_files, "max_bytes": max_bytes}
     (workspace / files_out.REQUEST).write_text(json.dumps(request))
@@ -99,3 +109,171 @@ def test_writing_files_as_the_jails_user_leaves_the_process_dumpable() -> None:
     with file_system_ids(65534, 65534):
         assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 0  # what the kernel does
     assert libc.prctl(PR_GET_DUMPABLE, 0, 0, 0, 0) == 1
+
+
+# What a hostile job's directory holds, and what a hostile request asks for
+
+
+class _Opened:
+    """The names of what was opened in a directory (inotify's IN_OPEN), "" for the
+    directory itself: a walk that never opens a thing outside /job shows none there."""
+
+    IN_OPEN = 0x20
+
+    def __init__(self, directory: Path) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        assert self._fd >= 0, os.strerror(ctypes.get_errno())
+        assert self._libc.inotify_add_watch(self._fd, bytes(directory), self.IN_OPEN) >= 0
+
+    def names(self) -> set[str]:
+        try:
+            events = os.read(self._fd, 1 << 16)
+        except BlockingIOError:
+            events = b""
+        finally:
+            os.close(self._fd)
+        names, at = set(), 0
+        while at < len(events):
+            size = int.from_bytes(events[at + 12 : at + 16], "little")
+            names.add(events[at + 16 : at + 16 + size].rstrip(b"\0").decode())
+            at += 16 + size
+        return names
+
+
+def test_a_link_to_a_directory_outside_is_never_opened(tmp_path):
+    """The old walk (os.fwalk) opened a linked directory before seeing it was a link."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret")
+    (tmp_path / "job" / "out").mkdir(parents=True)
+    (tmp_path / "job" / "out" / "dir").symlink_to(outside)
+    (tmp_path / "job" / "out" / "file.txt").symlink_to(outside / "secret.txt")
+    opened = _Opened(outside)
+    summary, copied = _collect(tmp_path, ["out/**"])
+    assert opened.names() == set()
+    assert (summary, copied) == ({"files": 0, "bytes": 0, "overflow": ""}, {})
+
+
+def test_only_regular_files_are_ever_opened(tmp_path):
+    """Opening a device can act (a tape rewinds, a watchdog arms), and the service opens
+    as itself: a FIFO, a socket or a device node is skipped unopened."""
+    out = tmp_path / "job" / "out"
+    out.mkdir(parents=True)
+    (out / "real.txt").write_text("ok")
+    os.mkfifo(out / "fifo.txt")
+    with socket.socket(socket.AF_UNIX) as listener:
+        listener.bind(str(out / "socket.txt"))
+    with contextlib.suppress(PermissionError):  # not root: the FIFO and the socket remain
+        os.mknod(out / "device.txt", 0o600 | stat.S_IFCHR, os.makedev(1, 5))  # /dev/zero's
+    opened = _Opened(out)
+    summary, copied = _collect(tmp_path, ["out/*"])
+    assert opened.names() - {""} == {"real.txt"}
+    assert copied == {"out/real.txt": b"ok"}
+    assert summary == {"files": 1, "bytes": 2, "overflow": ""}
+
+
+def test_a_file_growing_while_it_is_read_is_bounded_and_refused(tmp_path):
+    """Past the byte budget a file is never returned cut short, however long it grows."""
+    (tmp_path / "job").mkdir()
+    growing = tmp_path / "job" / "growing.log"
+    growing.write_bytes(b"x" * (2 << 20))
+    stop = threading.Event()
+
+    def grow() -> None:
+        with growing.open("ab") as log:
+            for _ in range(1024):  # 64 MiB at most
+                if stop.is_set():
+                    return
+                log.write(b"y" * (64 << 10))
+                log.flush()
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    try:
+        summary, copied = _collect(tmp_path, ["*.log"], max_bytes=1 << 20)
+    finally:
+        stop.set()
+        writer.join()
+    assert copied == {}
+    assert summary == {"files": 0, "bytes": 0, "overflow": f"more than {1 << 20} bytes of files"}
+
+
+def test_names_that_are_not_utf8_match_no_pattern_and_others_come_back_as_they_are(tmp_path):
+    """A File.path is text: the old walk returned b"bad\\xff.txt" as a lone surrogate,
+    which the outcome's conversion to protobuf could not encode."""
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / os.fsdecode(b"bad\xff.txt")).write_text("b")
+    (job / os.fsdecode(b"dir\xfe")).mkdir()
+    (job / os.fsdecode(b"dir\xfe") / "in.txt").write_text("i")
+    (job / "new\nline.txt").write_text("n")
+    (job / ("l" * 251 + ".txt")).write_text("l")
+    summary, copied = _collect(tmp_path, ["*", "**/*.txt"])
+    assert copied == {"new\nline.txt": b"n", "l" * 251 + ".txt": b"l"}
+    assert summary == {"files": 2, "bytes": 2, "overflow": ""}
+
+
+def _nested(root: Path, names: list[str]) -> None:
+    """Directories `names` one in another under `root` with a file at the bottom, made
+    relative to each (their whole path may be past PATH_MAX)."""
+    fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY)
+    for name in names:
+        os.mkdir(name, dir_fd=fd)
+        below = os.open(name, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd)
+        os.close(fd)
+        fd = below
+    os.close(os.open("f.txt", os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    os.close(fd)
+
+
+@pytest.mark.parametrize(
+    ("names", "overflow"),
+    [
+        (["d"] * 40, f"a path deeper than {files_out.MAX_DEPTH} directories under /job"),
+        (["d" * 250] * 20, f"a path longer than {files_out.MAX_PATH_BYTES} bytes under /job"),
+    ],
+    ids=["deep", "long"],
+)
+def test_a_path_past_the_walks_bounds_is_an_overflow_not_an_error(tmp_path, names, overflow):
+    """The old walk skipped the deep file without a word, and failed on the long path
+    (ENAMETOOLONG for its copy in the workspace)."""
+    (tmp_path / "job").mkdir()
+    (tmp_path / "job" / "a.txt").write_text("t")  # before "d...": taken before the bound
+    _nested(tmp_path / "job", names)
+    summary, copied = _collect(tmp_path, ["**/*.txt"])
+    assert copied == {"a.txt": b"t"}
+    assert summary == {"files": 1, "bytes": 1, "overflow": overflow}
+
+
+def test_patterns_of_any_shape_cost_a_bounded_walk(tmp_path, monkeypatch):
+    """A run of `**` is one (the old matcher recursed once per component: RecursionError);
+    a pattern deeper than the walk goes is dropped; past the comparisons' bound, an overflow."""
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "x").write_text("x")
+    for i in range(50):
+        (job / f"a{i}").write_text("a")
+    summary, copied = _collect(tmp_path, ["/".join(["**"] * 2000 + ["x"]), "a/" * 100 + "x"])
+    assert (summary["overflow"], copied) == ("", {"x": b"x"})
+    monkeypatch.setattr(files_out, "MAX_MATCH_STEPS", 40)
+    summary, _ = _collect(tmp_path, ["**/a*"], workspace_name="again")
+    assert summary["overflow"] == "the patterns took more than 40 comparisons"
+
+
+def test_100000_empty_files_are_listed_only_where_a_pattern_could_match(tmp_path):
+    """A directory no pattern reaches is never listed; one that is holds the walk to
+    `MAX_ENTRIES` names (the old walk listed each directory whole before counting)."""
+    job = tmp_path / "job"
+    (job / "tmp").mkdir(parents=True)
+    fd = os.open(job / "tmp", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(files_out.MAX_ENTRIES + 1):
+            os.close(os.open(str(i), os.O_CREAT | os.O_WRONLY, dir_fd=fd))
+    finally:
+        os.close(fd)
+    (job / "report.json").write_text("{}")
+    summary, copied = _collect(tmp_path, ["report.json"])
+    assert (summary, copied) == ({"files": 1, "bytes": 2, "overflow": ""}, {"report.json": b"{}"})
+    summary, copied = _collect(tmp_path, ["tmp/*.json"], workspace_name="again")
+    assert summary == {"files": 0, "bytes": 0, "overflow": "more than 100000 entries under /job"}
