@@ -186,7 +186,9 @@ class Executor:
         )
         # Build outputs are kept like environments, beside them, under a budget of their own.
         builds_cache = EnvironmentCache(
-            self.deps.root / "builds", self.deps.config.build_cache_max_bytes
+            self.deps.root / "builds",
+            self.deps.config.build_cache_max_bytes,
+            "deps.build_cache_max_bytes",
         )
         self.builds = Builds(backend, builds_cache, work_dir, self.runtime_dirs)
         self.pool = WarmPool(
