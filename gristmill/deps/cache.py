@@ -18,6 +18,12 @@ user may list which environments exist):
     locks/<digest>.use     held shared by every job using <digest>; eviction needs it
                            exclusively, so an environment in use is never removed
 
+A build is bounded by the cache's budget while it runs (`within_budget`): one that
+writes more than the whole budget into its directory is stopped (its sandbox killed)
+and fails with `OverBudget`, naming the budget's setting, and nothing of it is kept.
+Sizes count every file, directory and symlink at one block at least, so that a tree
+of a million empty files is not free (its inodes and directory entries are disk too).
+
 The locks are `flock`s on files, so that several server processes sharing one cache
 directory build an environment once and never delete one another's; within a process
 an asyncio lock per key keeps concurrent jobs from polling the same file lock. A build
@@ -35,16 +41,27 @@ import os
 import shutil
 import stat
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from gristmill.deps.locks import flock, open_lock, try_flock
 from gristmill.observability import metrics
 
-__all__ = ["Builder", "EnvironmentCache", "Lease", "Unsealable", "tree_size"]
+__all__ = [
+    "Builder",
+    "EnvironmentCache",
+    "Lease",
+    "OverBudget",
+    "Unsealable",
+    "tree_size",
+    "within_budget",
+]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 Builder = Callable[[Path], Awaitable[None]]
 """Fills the empty directory it is given with the environment, or raises."""
@@ -53,6 +70,10 @@ _DIRECTORY_MODES = {".": 0o711, "envs": 0o711, "tmp": 0o711, "locks": 0o700}
 """Searchable, not listable, by the jail's user, who only needs a path it is given."""
 _SPECIAL_BITS = stat.S_ISUID | stat.S_ISGID | stat.S_ISVTX
 """Never kept: a setuid file owned by the service's user (root) would run as root."""
+ENTRY_BYTES = 4096
+"""What `tree_size` counts a file, directory or symlink at the least: one block."""
+BUDGET_POLL_S = 0.25
+"""How often `within_budget` measures at the most (less often for a tree slow to measure)."""
 
 
 class Unsealable(Exception):
@@ -61,6 +82,42 @@ class Unsealable(Exception):
     What was built is the sandbox's doing, so the caller reports this as its build
     failing (`DependencyFailure`, `BuildFailure`); the cache has kept nothing of it.
     """
+
+
+class OverBudget(Unsealable):
+    """A step wrote more into a cache than its budget allows: it was stopped, and the
+    caller reports its build (or resolve) failing; nothing of what it wrote is kept."""
+
+
+async def within_budget(
+    work: Awaitable[T], directory: Path, max_bytes: int, what: str, setting: str
+) -> T:
+    """Awaits `work` while `directory` grows by at most `max_bytes` (`tree_size`); past
+    that, cancels it (a step's sandbox is killed with it) and raises `OverBudget`, whose
+    message names `what` wrote too much and the budget's `setting`.
+
+    Measured every `BUDGET_POLL_S`, or ten times as long as measuring took (so that a big
+    tree costs a tenth of a core at most), and once more at the end: what a caller keeps
+    never passes the budget, though a writer may overshoot it between two measurements.
+    """
+    start = await asyncio.to_thread(tree_size, directory)
+    task = asyncio.ensure_future(work)
+    interval = BUDGET_POLL_S
+    try:
+        while True:
+            done, _ = await asyncio.wait({task}, timeout=interval)
+            began = time.monotonic()
+            grown = await asyncio.to_thread(tree_size, directory) - start
+            interval = max(BUDGET_POLL_S, 10 * (time.monotonic() - began))
+            if grown > max_bytes:
+                raise OverBudget(f"{what} wrote more than {max_bytes} bytes ({setting}): stopped")
+            if done:
+                return task.result()
+    finally:
+        if not task.done():
+            task.cancel()
+        # Waits for a cancelled step's end; retrieves an error `OverBudget` took over from.
+        await asyncio.gather(task, return_exceptions=True)
 
 
 @dataclass
@@ -82,9 +139,11 @@ class Lease:
 
 
 class EnvironmentCache:
-    def __init__(self, root: Path, max_bytes: int) -> None:
+    def __init__(self, root: Path, max_bytes: int, setting: str = "the cache's budget") -> None:
         self.root = root
         self.max_bytes = max_bytes
+        # The budget's name in a failed build's message (e.g. "deps.cache_max_bytes").
+        self.setting = setting
         self._envs = root / "envs"
         self._tmp = root / "tmp"
         self._locks = root / "locks"
@@ -148,7 +207,9 @@ class EnvironmentCache:
                     return True
                 staging = await asyncio.to_thread(self._staging, digest)
                 try:
-                    await build(staging)
+                    await within_budget(
+                        build(staging), staging, self.max_bytes, "the step", self.setting
+                    )
                     await asyncio.to_thread(self._publish, staging, digest)
                 except BaseException:
                     shutil.rmtree(staging, ignore_errors=True)
@@ -246,12 +307,13 @@ def _touch(path: Path) -> None:
 
 
 def tree_size(root: Path) -> int:
-    """The bytes of the files under `root` (symlinks not followed)."""
+    """The bytes of the files, directories and symlinks under `root` (symlinks not
+    followed), each counted at `ENTRY_BYTES` at least."""
     total = 0
-    for directory, _, files in os.walk(root):
-        for name in files:
+    for directory, directories, files in os.walk(root):
+        for name in (*directories, *files):
             with contextlib.suppress(FileNotFoundError):
-                total += (Path(directory) / name).lstat().st_size
+                total += max((Path(directory) / name).lstat().st_size, ENTRY_BYTES)
     return total
 
 

@@ -87,7 +87,9 @@ class DependencyManager:
         deps_dir.mkdir(parents=True, exist_ok=True)
         # Searchable, not listable: the jail's user reaches only the paths it is given.
         deps_dir.chmod(0o711)
-        self.cache = EnvironmentCache(deps_dir / "environments", config.cache_max_bytes)
+        self.cache = EnvironmentCache(
+            deps_dir / "environments", config.cache_max_bytes, "deps.cache_max_bytes"
+        )
         self._tool_cache_root = deps_dir / "tool-cache"
         self._tools_dir = work_dir / "tools"
         self._runs_dir = work_dir / "resolve"

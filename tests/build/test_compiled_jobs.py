@@ -3,7 +3,8 @@
 The languages are test-only folders (`tests/build/runtimes/`): `c`, compiled by gcc
 with its wrapper linked in and a file its plugin generates; `probe`, whose build step
 reports what it could reach; `slow`, whose build outlives its own time limit;
-`planter`, whose build leaves setuid files and, when asked, a fifo. Each
+`planter`, whose build leaves setuid files and, when asked, a fifo; `flooder`, whose
+build writes as many MiB as its code says. Each
 test's code is unique (a `nonce` comment), so that what one test builds is never
 another's cache hit.
 """
@@ -30,6 +31,8 @@ from tests.conftest import sandbox_work_dir
 
 RUNTIMES = Path(__file__).parent / "runtimes"
 TIMEOUT_S = 60
+BUILD_CACHE_BYTES = 16 * 1024 * 1024
+"""The servers' build cache budget: small, for `flooder` to pass (the others fit)."""
 SQUARE = """\
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,8 +54,9 @@ def square_job() -> str:
 
 
 @pytest.fixture(scope="module", params=["process", "nsjail"])
-def client(request: pytest.FixtureRequest) -> Iterator[Client]:
-    """A client of a real server on each backend, knowing only the test languages."""
+def server(request: pytest.FixtureRequest) -> Iterator[tuple[Client, Path]]:
+    """A client of a real server on each backend, knowing only the test languages, and
+    the server's work directory."""
     with sandbox_work_dir() as work_dir:
         overrides = {
             "address": "127.0.0.1:0",
@@ -62,6 +66,7 @@ def client(request: pytest.FixtureRequest) -> Iterator[Client]:
             "sandbox_backend": request.param,
             "max_concurrent_jobs": 4,
             "max_limits.network": True,
+            "deps.build_cache_max_bytes": BUILD_CACHE_BYTES,
         }
         try:
             server = BackgroundServer(load_config(overrides=overrides))
@@ -70,9 +75,19 @@ def client(request: pytest.FixtureRequest) -> Iterator[Client]:
             pytest.skip(f"{request.param}: {unusable}")
         try:
             with Client(address) as client:
-                yield client
+                yield client, work_dir
         finally:
             server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def client(server: tuple[Client, Path]) -> Client:
+    return server[0]
+
+
+@pytest.fixture(scope="module")
+def work_dir(server: tuple[Client, Path]) -> Path:
+    return server[1]
 
 
 def run(client: Client, code: str, **job: Any) -> pb.Outcome:
@@ -205,6 +220,22 @@ def test_a_build_that_leaves_a_fifo_is_compile_error_and_not_kept(client):
     assert [o.verdict for o in outcomes] == [pb.COMPILE_ERROR] * 2, outcomes
     assert "pipe, which is not a regular file, directory or symlink" in outcomes[0].error.message
     assert [o.build.cached for o in outcomes] == [False, False]
+
+
+def test_a_build_that_fills_the_disk_is_stopped_at_the_cache_budget_and_not_kept(
+    client: Client, work_dir: Path
+) -> None:
+    # 256 MiB against a 16 MiB budget: stopped, a COMPILE_ERROR naming the setting,
+    # nothing of it in the cache (kept or half-built), and the next build is served.
+    flood = client.execute("flooder", f"256 {uuid.uuid4().hex}", timeout_s=TIMEOUT_S)
+    assert flood.verdict == pb.COMPILE_ERROR, flood
+    assert "deps.build_cache_max_bytes" in flood.error.message, flood.error.message
+    builds = work_dir / "deps" / "builds"
+    assert not (builds / "envs" / flood.build.key).exists()
+    assert list((builds / "tmp").iterdir()) == []
+    fits = client.execute("flooder", f"2 {uuid.uuid4().hex}", timeout_s=TIMEOUT_S)
+    assert fits.verdict == pb.SUCCESS, fits
+    assert outcome_result(fits) == "built"
 
 
 def test_the_prime_step_runs_once_and_every_build_reads_it_read_only(client):

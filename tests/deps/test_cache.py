@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gristmill.deps.cache import EnvironmentCache, Unsealable
+from gristmill.deps.cache import EnvironmentCache, OverBudget, Unsealable
 
 
 class FakeBuilder:
@@ -187,24 +187,25 @@ def test_leftovers_of_a_dead_builder_are_removed_at_start(tmp_path):
 
 
 async def test_eviction_removes_least_recently_used_first_and_never_one_in_use(tmp_path):
-    cache = EnvironmentCache(tmp_path, max_bytes=2500)
+    # Each environment takes 14,096 bytes (its "done" file counts as one block): two fit.
+    cache = EnvironmentCache(tmp_path, max_bytes=30_000)
     for n in (1, 2):
-        async with cache.use(digest(n), FakeBuilder(size=1000)):
+        async with cache.use(digest(n), FakeBuilder(size=10_000)):
             pass
     os.utime(cache.path(digest(1)), (1, 1))
     os.utime(cache.path(digest(2)), (2, 2))
     # 1 is the least recently used, but a job holds it: 2 goes instead when 3 arrives.
-    async with cache.use(digest(1), FakeBuilder(size=1000)) as held:
+    async with cache.use(digest(1), FakeBuilder(size=10_000)) as held:
         assert held.cached
         os.utime(held.path, (1, 1))
-        async with cache.use(digest(3), FakeBuilder(size=1000)):
+        async with cache.use(digest(3), FakeBuilder(size=10_000)):
             pass
         assert cache.path(digest(1)).exists()
         assert not cache.path(digest(2)).exists()
         assert cache.path(digest(3)).exists()
     # Released, 1 is the oldest again: the next build over the limit evicts it.
     os.utime(cache.path(digest(1)), (1, 1))
-    async with cache.use(digest(4), FakeBuilder(size=1000)):
+    async with cache.use(digest(4), FakeBuilder(size=10_000)):
         pass
     assert not cache.path(digest(1)).exists()
     assert cache.path(digest(3)).exists()
@@ -213,10 +214,57 @@ async def test_eviction_removes_least_recently_used_first_and_never_one_in_use(t
 
 async def test_an_evicted_environment_is_built_again_when_needed(tmp_path):
     # Eviction runs when a build adds to the cache: the first environment, unused by
-    # then, makes room for the second, and is built again when a job needs it.
-    cache = EnvironmentCache(tmp_path, max_bytes=0)
+    # then, makes room for the second, and is built again when a job needs it. (Each
+    # takes 8,192 bytes, its two files counted as a block each: the budget holds one.)
+    cache = EnvironmentCache(tmp_path, max_bytes=10_000)
     builder = FakeBuilder()
     for n in (1, 2, 1):
         async with cache.use(digest(n), builder) as lease:
             assert not lease.cached
     assert builder.builds == 3
+
+
+class Flooder:
+    """Writes `count` files of `size` bytes, one at a time, until cancelled; says if it was."""
+
+    def __init__(self, size: int, count: int) -> None:
+        self.size, self.count = size, count
+        self.cancelled = False
+
+    async def __call__(self, target: Path) -> None:
+        try:
+            for n in range(self.count):
+                (target / f"{n}").write_bytes(b"x" * self.size)
+                await asyncio.sleep(0.001)
+        except asyncio.CancelledError:
+            self.cancelled = True
+            raise
+
+
+@pytest.mark.parametrize(
+    ("size", "count"),
+    [(1 << 20, 1_000_000), (0, 1_000_000)],
+    ids=["big-files", "empty-files"],
+)
+async def test_a_build_past_the_whole_budget_is_stopped_and_nothing_is_kept(tmp_path, size, count):
+    # Empty files are not free: each is counted as a block, as its inode is disk too.
+    cache = EnvironmentCache(tmp_path, max_bytes=4 << 20, setting="deps.cache_max_bytes")
+    flood = Flooder(size, count)
+    with pytest.raises(OverBudget, match=r"more than 4194304 bytes \(deps.cache_max_bytes\)"):
+        async with cache.use(digest(1), flood):
+            pass
+    assert flood.cancelled
+    assert not cache.path(digest(1)).exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+    # The cache still builds what fits.
+    async with cache.use(digest(2), FakeBuilder()) as lease:
+        assert (lease.path / "done").read_text() == "ok"
+
+
+async def test_a_build_that_ends_past_the_budget_between_two_measurements_is_not_kept(tmp_path):
+    cache = EnvironmentCache(tmp_path, max_bytes=4 << 20)
+    with pytest.raises(OverBudget):
+        async with cache.use(digest(1), FakeBuilder(size=5 << 20)):
+            pass
+    assert not cache.path(digest(1)).exists()
+    assert list((tmp_path / "tmp").iterdir()) == []

@@ -22,9 +22,9 @@ def tool_paths(tmp_path: Path, size: int) -> ToolPaths:
 
 
 def test_a_download_cache_past_its_budget_is_emptied_and_keeps_its_owner(tmp_path):
-    paths = tool_paths(tmp_path, size=2000)
+    paths = tool_paths(tmp_path, size=30_000)
     os.chown(paths.cache_dir, 65534, 65534)
-    assert trim_cache(paths, max_bytes=1000)
+    assert trim_cache(paths, max_bytes=20_000)
     assert list(paths.cache_dir.iterdir()) == []
     status = paths.cache_dir.stat()
     assert (status.st_uid, status.st_gid, status.st_mode & 0o777) == (65534, 65534, 0o700)
@@ -32,18 +32,18 @@ def test_a_download_cache_past_its_budget_is_emptied_and_keeps_its_owner(tmp_pat
 
 
 def test_a_download_cache_within_its_budget_is_kept(tmp_path):
-    paths = tool_paths(tmp_path, size=500)
-    assert not trim_cache(paths, max_bytes=1000)
+    paths = tool_paths(tmp_path, size=5000)
+    assert not trim_cache(paths, max_bytes=20_000)
     assert (paths.cache_dir / "archive-v0" / "wheel").exists()
 
 
 def test_a_download_cache_in_use_is_not_emptied(tmp_path):
-    paths = tool_paths(tmp_path, size=2000)
+    paths = tool_paths(tmp_path, size=30_000)
     step = open_lock(paths.cache_lock)
     try:
         fcntl.flock(step, fcntl.LOCK_SH)
-        assert not trim_cache(paths, max_bytes=1000)
+        assert not trim_cache(paths, max_bytes=20_000)
         assert (paths.cache_dir / "archive-v0" / "wheel").exists()
     finally:
         os.close(step)
-    assert trim_cache(paths, max_bytes=1000)
+    assert trim_cache(paths, max_bytes=20_000)
