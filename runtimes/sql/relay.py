@@ -9,13 +9,23 @@ so the credentials never enter the sandbox. Line protocol (UTF-8 JSON, one per l
     job -> {"sql": "...", "params": [...], "types": [...]}
     relay -> {"columns": [...]}, then per batch {"chunk": n} and n bytes of rows already
              encoded as JSON objects, then {"done": rowcount}
-             or {"error": {"name", "message", "sqlstate", "position"}}
     job -> {"end": true}                            every statement succeeded
     relay -> {"ended": "committed" | "rolled back"}
+    relay -> {"error": {"name", "message", "sqlstate", "position", "detail"},
+              "ended": "committed" | "rolled back"}        the run is over, at any point
 
 The job's whole run is one transaction: rolled back unless the request asked to commit
 (`SQL_COMMIT`, read by the service from the request, never from the sandbox), and
-never committed unless the wrapper reached its end. Each statement's
+never committed unless every statement succeeded and the job asked for its end. The
+wrapper is the job's own code (a job can replace it), so every byte on the socket is
+taken as hostile: a request must be one line of the protocol, else the run ends
+(`ProtocolError`); a statement is read with PostgreSQL's own grammar (libpg_query) and
+refused unless it is exactly one statement and not transaction control (a savepoint's
+is the job's own); it runs through the extended query protocol, where the server too
+refuses more than one. Independent of any parsing, before every statement and before
+the end the relay checks that the transaction open is still the one it began (its
+transaction id, taken before the first statement); one a statement left ends the run,
+and the report says what became of it (`pg_xact_status`). Each statement's
 `statement_timeout` is the job's remaining time; when the job ends for any reason
 (timeout, cancel, a limit) a query still running is cancelled on the server (the
 protocol's cancel request, as `pg_cancel_backend`) and its connection closed.
@@ -30,6 +40,7 @@ import datetime
 import decimal
 import hmac
 import json
+import logging
 import math
 import os
 import shutil
@@ -41,16 +52,18 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from pglast import parser as pg_parser
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
-from sqlglot.dialects.postgres import Postgres
-from sqlglot.errors import TokenError
 
 from gristmill.config import DatabaseConfig
 from gristmill.model import Job
 
+log = logging.getLogger(__name__)
+
 SOCKET_NAME = "relay.sock"
 IDLE = TransactionStatus.IDLE
+INTRANS = TransactionStatus.INTRANS
 BATCH_ROWS = 1000
 TIMEOUT_MARGIN_MS = 1000
 RELEASE_WAIT_S = 5.0
@@ -88,27 +101,98 @@ def _bind(value: Any, kind: str) -> Any:
     if value is None:
         return None
     if kind == "blob":
-        return base64.b64decode(value)
+        return base64.b64decode(value, validate=True)
     if kind == "json" or isinstance(value, dict | list):
         return Jsonb(value)
     return value
 
 
-_ENDS_TRANSACTION = {"BEGIN", "START", "COMMIT", "END", "ROLLBACK", "ABORT", "PREPARE"}
+_OWN_TRANSACTION_CONTROL = {
+    "TRANS_STMT_SAVEPOINT",
+    "TRANS_STMT_RELEASE",
+    "TRANS_STMT_ROLLBACK_TO",
+}
+"""What PostgreSQL's grammar calls transaction control that a job may use: savepoints."""
+_KINDS = {"integer", "number", "text", "boolean", "json", "blob", "any"}
+_GUARD = (
+    "select pg_catalog.pg_current_xact_id(), pg_catalog.set_config('statement_timeout', $1, true)"
+)
+"""Run before every statement and before the end: the job's transaction id (assigned at
+the first, so that a transaction begun since has another) and the statement's timeout.
+Schema-qualified, so that a job's own `public.set_config` is never what runs."""
 
 
-def ends_transaction(sql: str) -> bool:
-    """Whether a statement would begin or end the job's transaction (`COMMIT`, `BEGIN`,
-    `ROLLBACK` but to a savepoint, `PREPARE TRANSACTION`...): the service alone does."""
+class Refused(Exception):
+    """A request the relay does not run: the job's run ends there, rolled back."""
+
+    def __init__(self, name: str, message: str, position: int = 0, sqlstate: str = "") -> None:
+        super().__init__(message)
+        self.reply = {
+            "name": name,
+            "message": message,
+            "sqlstate": sqlstate,
+            "position": position,
+            "detail": "",
+        }
+
+
+def check_statement(sql: str) -> None:
+    """Refuses what PostgreSQL's own grammar (libpg_query, through pglast) reads as more
+    than one statement or as transaction control other than a savepoint's. Text it
+    cannot read is refused as the syntax error it is: the relay sends only what it read."""
     try:
-        words = [t.text.upper() for t in Postgres().tokenize(sql)[:2]]
-    except TokenError:
-        return False  # the server refuses it as a syntax error
-    if not words or words[0] not in _ENDS_TRANSACTION:
-        return False
-    if words[0] == "ROLLBACK" and words[1:] == ["TO"]:
-        return False
-    return not (words[0] == "PREPARE" and "TRANSACTION" not in sql.upper())
+        parsed = json.loads(pg_parser.parse_sql_json(sql))
+    except pg_parser.ParseError as error:
+        message, at = error.args
+        position = len(sql) + 1 if at is None else int(at) + 1
+        raise Refused("SyntaxError", str(message), position, "42601") from None
+    found = parsed.get("stmts", [])
+    if len(found) > 1:
+        raise Refused(
+            "SyntaxError",
+            "a request is one statement (PostgreSQL's extended protocol runs no more)",
+            int(found[1].get("stmt_location", 0)) + 1,
+            "42601",
+        )
+    control = found[0]["stmt"].get("TransactionStmt") if found else None
+    if control is not None and control.get("kind") not in _OWN_TRANSACTION_CONTROL:
+        raise Refused(
+            "TransactionControl",
+            "a job cannot begin or end its transaction: it is committed when the request "
+            "asks for it (SQL_COMMIT=1), else rolled back",
+        )
+
+
+def _request(line: bytes) -> dict[str, Any]:
+    """One request line as a JSON object, else the run's `ProtocolError`."""
+    if not line.endswith(b"\n"):
+        raise Refused("ProtocolError", "the connection closed before the job's end")
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError):
+        raise Refused("ProtocolError", "a request is not a line of JSON") from None
+    if not isinstance(request, dict):
+        raise Refused("ProtocolError", "a request is a JSON object")
+    return request
+
+
+def _statement(request: dict[str, Any]) -> tuple[str, list[Any]]:
+    """A statement request's text and bound values, checked."""
+    if set(request) != {"sql", "params", "types"}:
+        raise Refused("ProtocolError", 'a request is {"sql", "params", "types"} or {"end": true}')
+    sql, values, kinds = request["sql"], request["params"], request["types"]
+    if not (
+        isinstance(sql, str)
+        and isinstance(values, list)
+        and isinstance(kinds, list)
+        and len(values) == len(kinds)
+        and all(isinstance(k, str) and k in _KINDS for k in kinds)
+    ):
+        raise Refused("ProtocolError", "a statement is text with one known type per value")
+    try:
+        return sql, [_bind(v, k) for v, k in zip(values, kinds, strict=True)]
+    except (TypeError, ValueError):
+        raise Refused("ProtocolError", "a blob value is not base64 text") from None
 
 
 def _error(error: psycopg.Error) -> dict[str, Any]:
@@ -215,6 +299,8 @@ class _Session:
         self.running = False
         self.task: asyncio.Task[None] | None = None
         self.served = False
+        # The job's transaction id, taken before its first statement (`_guard`).
+        self.xid: str | None = None
         # Whether the connection may serve another job: not when a query was cut off.
         self.reusable = True
         # The conversation is over and its connection on its way back to the pool.
@@ -227,64 +313,108 @@ class _Session:
         self.served = True
         self.task = asyncio.current_task()
         try:
-            await self._converse(reader, writer)
+            try:
+                await self._converse(reader, writer)
+            except Refused as refused:
+                await self._end_with(writer, refused.reply)
+            except psycopg.Error as error:
+                await self._end_with(writer, _error(error))
+            except ConnectionError as error:  # from `acquire`: the database cannot be reached
+                await self._end_with(writer, {"name": "DatabaseUnavailable", "message": str(error)})
         except asyncio.CancelledError:
             # `stop` ended the job's conversation: nothing is left to answer. (Ending the
             # task normally keeps asyncio's stream callback from logging the cancel.)
             pass
-        except psycopg.Error:
-            pass  # the connection broke mid-query (e.g. cancelled): the job has ended
-        except (ConnectionError, asyncio.IncompleteReadError, ValueError) as error:
-            with contextlib.suppress(ConnectionError):
-                await _send(
-                    writer, {"error": {"name": "DatabaseUnavailable", "message": str(error)}}
-                )
         finally:
             await self._close()
             writer.close()
 
     async def _converse(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        hello = json.loads(await reader.readline() or b"{}")
-        if not hmac.compare_digest(str(hello.get("token", "")), self.token):
-            raise ValueError("the relay refused the connection")
+        hello = _request(await _line(reader))
+        token = hello.get("token")
+        if set(hello) != {"token"} or not isinstance(token, str):
+            raise Refused("ProtocolError", "the first request is the job's token")
+        if not hmac.compare_digest(token.encode(), self.token.encode()):
+            raise Refused("ProtocolError", "the relay refused the connection")
         async with self.relay._slots:
             self.connection = await self.relay.acquire()
             await _send(writer, {"ready": self.relay.name})
-            while line := await reader.readline():
-                request = json.loads(line)
-                if request.get("end"):
-                    if self.commit:
-                        await self.connection.commit()
-                    else:
-                        await self.connection.rollback()
-                    await _send(writer, {"ended": "committed" if self.commit else "rolled back"})
+            while True:
+                request = _request(await _line(reader))
+                if set(request) == {"end"} and request["end"] is True:
+                    await self._finish(writer)
                     return
-                if not await self._execute(request, writer):
-                    return
+                await self._execute(*_statement(request), writer)
 
-    async def _execute(self, request: dict[str, Any], writer: asyncio.StreamWriter) -> bool:
+    async def _guard(self) -> None:
+        """Refuses to go on unless the transaction open is the one the relay began (its
+        id, taken at the first guard): whatever text a statement was, one that ended or
+        replaced the job's transaction ends the run. Also sets the statement's timeout."""
         assert self.connection is not None
-        if ends_transaction(request["sql"]):
-            message = (
-                "a job cannot begin or end its transaction: it is committed when the "
-                "request asks for it (SQL_COMMIT=1), else rolled back"
-            )
-            await _send(writer, {"error": {"name": "TransactionControl", "message": message}})
-            return False
+        status = self.connection.info.transaction_status
         # A backstop a little past the job's own end: the service stops the job at its
         # wall time (TIMEOUT) and cancels the query then; this bounds it if that fails.
         remaining_ms = max(int((self.deadline - time.monotonic()) * 1000), 1) + TIMEOUT_MARGIN_MS
-        params = [_bind(v, k) for v, k in zip(request["params"], request["types"], strict=True)]
+        cursor = psycopg.AsyncRawCursor(self.connection)
+        await cursor.execute(_GUARD, [f"{remaining_ms}ms"])
+        row = await cursor.fetchone()
+        xid = str(row[0]) if row else ""
+        if self.xid is None:
+            self.xid = xid
+        elif xid != self.xid or status != INTRANS:
+            self.reusable = False
+            log.warning("database %r: a job's statement left its transaction", self.relay.name)
+            raise Refused(
+                "TransactionControl",
+                "a statement ended the job's transaction: the job's run is over",
+            )
+
+    async def _finish(self, writer: asyncio.StreamWriter) -> None:
+        """The job's end: committed when the request asked for it, else rolled back."""
+        assert self.connection is not None
+        self.running = True
+        try:
+            await self._guard()
+            if self.commit:
+                await self.connection.commit()
+            else:
+                await self.connection.rollback()
+        finally:
+            self.running = False
+        await _send(writer, {"ended": "committed" if self.commit else "rolled back"})
+
+    async def _end_with(self, writer: asyncio.StreamWriter, error: dict[str, Any]) -> None:
+        """Ends the run with `error`, rolled back, telling what became of the job's
+        transaction: the server's own word (`pg_xact_status`) on the id the relay took."""
+        ended = "rolled back"
+        if self.connection is not None:
+            try:
+                await self.connection.rollback()
+                if self.xid is not None:
+                    cursor = psycopg.AsyncRawCursor(self.connection)
+                    await cursor.execute("select pg_catalog.pg_xact_status($1)", [self.xid])
+                    row = await cursor.fetchone()
+                    await self.connection.rollback()
+                    if row and row[0] == "committed":
+                        ended = "committed"
+            except psycopg.Error:
+                # The session is gone (a cancel, a crash, pg_terminate_backend): the server
+                # rolled back what was open, and the last guard saw the job's open.
+                self.reusable = False
+        with contextlib.suppress(ConnectionError):
+            await _send(writer, {"error": error, "ended": ended})
+
+    async def _execute(self, sql: str, params: list[Any], writer: asyncio.StreamWriter) -> None:
+        assert self.connection is not None
+        check_statement(sql)
         cursor = psycopg.AsyncRawCursor(self.connection)
         try:
             self.running = True
-            await cursor.execute(
-                "select set_config('statement_timeout', $1, true)", [f"{remaining_ms}ms"]
-            )
+            await self._guard()
             batch: list[dict[str, Any]] = []
             columns: list[str] | None = None
             try:
-                async for row in cursor.stream(request["sql"], params or None, size=BATCH_ROWS):
+                async for row in cursor.stream(sql, params or None, size=BATCH_ROWS):
                     if columns is None:
                         columns = [c.name for c in cursor.description or ()]
                         await _send(writer, {"columns": columns})
@@ -298,16 +428,12 @@ class _Session:
                 if "didn't produce a result" not in str(error):
                     raise
                 await _send(writer, {"done": -1})
-                return True
+                return
             if columns is None:  # it returns rows, none this time: their names do not matter
                 await _send(writer, {"columns": []})
             if batch:
                 await _send_rows(writer, batch)
             await _send(writer, {"done": cursor.rowcount})
-            return True
-        except psycopg.Error as error:
-            await _send(writer, {"error": _error(error)})
-            return False
         finally:
             self.running = False
 
@@ -335,6 +461,13 @@ class _Session:
             connection, self.connection = self.connection, None
             self.releasing = True
             await self.relay.release(connection, self.reusable and not self.running)
+
+
+async def _line(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.readline()
+    except ValueError:  # asyncio's word for a line past the reader's limit
+        raise Refused("ProtocolError", f"a request line is over {LINE_LIMIT} bytes") from None
 
 
 async def _send_rows(writer: asyncio.StreamWriter, batch: list[dict[str, Any]]) -> None:

@@ -317,7 +317,11 @@ def run_postgres(message):
             _write(_dumps(_postgres_error(reply["error"], statement, index)))
             return
     relay.send({"end": True})
-    relay.receive()
+    ended = relay.receive()
+    if "error" in ended:  # e.g. a deferred constraint, checked at the commit
+        index = len(message["statements"]) - 1
+        _write(_dumps(_postgres_error(ended["error"], message["statements"][index], index)))
+        return
     if every:
         _write(b'{"result": [' + b", ".join(results) + b"]}")
     else:

@@ -1,0 +1,275 @@
+"""The SQL relay as the boundary: a raw client on its socket, as a job that replaced its
+wrapper would be, against the real PostgreSQL the tests start. Whatever it sends, the
+job's transaction is rolled back unless the request asked to commit, never committed
+unless every statement succeeded, and the relay's report is the truth."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import logging
+import uuid
+from collections.abc import Iterator
+from types import ModuleType
+from typing import Any
+
+import psycopg
+import pytest
+
+from gristmill.config import DatabaseConfig
+from gristmill.languages import Registry
+from gristmill.model import Job, Limits
+
+from .test_sql_postgres import JOB_ROLE, postgres  # noqa: F401 (the cluster's fixture)
+
+LIMITS = Limits(
+    wall_time_ms=20_000, memory_bytes=1 << 26, cpu_time_ms=1000, processes=4, output_bytes=1024
+)
+TOKEN = "a" * 32
+
+
+@pytest.fixture(scope="module")
+def relay_module() -> ModuleType:
+    Registry().get("sql")  # loads runtimes/sql as its package
+    return importlib.import_module("gristmill_runtime_sql.relay")
+
+
+@pytest.fixture
+def dsn(postgres: dict[str, str]) -> str:  # noqa: F811
+    return f"host={postgres['PGHOST']} port={postgres['PGPORT']} dbname={postgres['PGDATABASE']}"
+
+
+@pytest.fixture
+def admin(postgres: dict[str, str]) -> Iterator[psycopg.Connection[Any]]:  # noqa: F811
+    with psycopg.connect(postgres["GRISTMILL_DATABASE_URL"], autocommit=True) as connection:
+        yield connection
+
+
+def statement(sql: str) -> bytes:
+    return json.dumps({"sql": sql, "params": [], "types": []}).encode() + b"\n"
+
+
+END = b'{"end": true}\n'
+
+
+async def converse(
+    relay_module: ModuleType, dsn: str, lines: list[bytes], commit: bool = False
+) -> list[dict[str, Any]]:
+    """Every reply of one job's conversation: the token, then `lines` as they are (a last
+    one without its newline is a half line, the client's side then shut)."""
+    relay = relay_module.Relay("main", DatabaseConfig(dsn=dsn, role=JOB_ROLE, pool_size=2))
+    job = Job("j", "sql", "", "main", {}, LIMITS)
+    async with relay.serve(job, TOKEN, commit) as folder:
+        reader, writer = await asyncio.open_unix_connection(str(folder / "relay.sock"))
+        writer.write(json.dumps({"token": TOKEN}).encode() + b"\n")
+        for line in lines:
+            writer.write(line)
+        if lines and not lines[-1].endswith(b"\n"):
+            writer.write_eof()
+        await writer.drain()
+        replies: list[dict[str, Any]] = []
+        while line := await reader.readline():
+            reply = json.loads(line)
+            if "chunk" in reply:
+                await reader.readexactly(reply["chunk"])
+            replies.append(reply)
+        writer.close()
+    for connection in relay._idle:
+        await connection.close()
+    return replies
+
+
+def committed(admin: psycopg.Connection[Any], table: str) -> bool:
+    found = admin.execute("select to_regclass(%s) is not null", [table]).fetchone()
+    return bool(found and found[0])
+
+
+ATTACKS = [
+    ";COMMIT",
+    "/**/COMMIT",
+    "BEGIN; COMMIT",
+    "select 1; commit",
+    "END",
+    "ABORT",
+    "ROLLBACK",
+    "START TRANSACTION",
+    "PREPARE TRANSACTION 'x'",
+    "COMMIT AND CHAIN",
+    "COMMIT PREPARED 'x'",
+    "do $$ begin commit; end $$",
+    "selec 1",  # text the grammar cannot read is never sent
+]
+
+
+@pytest.mark.parametrize("commit", [False, True], ids=["rollback", "commit"])
+@pytest.mark.parametrize("attack", ATTACKS)
+async def test_a_raw_client_cannot_end_the_jobs_transaction(
+    relay_module, dsn, admin, attack, commit, caplog
+):
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [statement(f"create table {table} (x int)"), statement(attack), END],
+        commit=commit,
+    )
+    assert not committed(admin, table)
+    assert replies[0] == {"ready": "main"}
+    assert replies[1] == {"done": -1}
+    assert "error" in replies[-1], replies
+    assert replies[-1]["ended"] == "rolled back"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_procedure_that_commits_is_refused_by_the_server(relay_module, dsn, admin):
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    procedure = f"p_{table}"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [
+            statement(f"create table {table} (x int)"),
+            statement(
+                f"create procedure {procedure}() language plpgsql as $$ begin commit; end $$"
+            ),
+            statement(f"call {procedure}()"),
+            END,
+        ],
+        commit=True,
+    )
+    assert replies[-1]["error"]["sqlstate"] == "2D000"  # invalid transaction termination
+    assert replies[-1]["ended"] == "rolled back"
+    assert not committed(admin, table)
+
+
+@pytest.mark.parametrize("commit", [False, True], ids=["rollback", "commit"])
+async def test_savepoints_are_the_jobs_own(relay_module, dsn, admin, commit):
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [
+            statement(f"create table {table} (x int)"),
+            statement("savepoint a"),
+            statement(f"insert into {table} values (1)"),
+            statement("rollback to savepoint a"),
+            statement(f"insert into {table} values (2)"),
+            statement("release a"),
+            END,
+        ],
+        commit=commit,
+    )
+    assert replies[-1] == {"ended": "committed" if commit else "rolled back"}
+    assert committed(admin, table) is commit
+    if commit:
+        assert admin.execute(f"select array_agg(x) from {table}").fetchone() == ([2],)
+
+
+async def test_nothing_after_the_end_is_run(relay_module, dsn, admin):
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [statement(f"create table {table} (x int)"), END, statement(f"drop table {table}")],
+        commit=True,
+    )
+    assert replies[-1] == {"ended": "committed"}
+    assert committed(admin, table)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        json.dumps({"token": TOKEN}).encode() + b"\n",  # a second token line
+        b"garbage\n",
+        b"[1, 2]\n",
+        b"\xff\xfe\n",
+        b"[" * 100_000 + b"\n",
+        b'{"sql": "select 1"}\n',  # missing keys
+        b'{"sql": 1, "params": [], "types": []}\n',
+        b'{"sql": "select $1", "params": [1], "types": []}\n',
+        b'{"sql": "select $1", "params": [1], "types": ["money"]}\n',
+        b'{"sql": "select $1", "params": [5], "types": ["blob"]}\n',
+        b'{"sql": "select $1", "params": ["%%%"], "types": ["blob"]}\n',
+        b'{"end": 1}\n',
+        b'{"end": true, "commit": true}\n',
+        b'{"end": true}',  # a half line: the client's side shut before its newline
+        b'{"sql": "sel',
+    ],
+)
+async def test_a_malformed_request_ends_the_run_rolled_back(relay_module, dsn, admin, line, caplog):
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    replies = await converse(
+        relay_module, dsn, [statement(f"create table {table} (x int)"), line, END], commit=True
+    )
+    assert replies[-1]["error"]["name"] == "ProtocolError", replies
+    assert replies[-1]["ended"] == "rolled back"
+    assert not committed(admin, table)
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_line_past_the_limit_ends_the_run(relay_module, dsn, admin, monkeypatch):
+    monkeypatch.setattr(relay_module, "LINE_LIMIT", 4096)
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    long = statement("select '" + "x" * 10_000 + "'")
+    replies = await converse(
+        relay_module, dsn, [statement(f"create table {table} (x int)"), long, END], commit=True
+    )
+    assert replies[-1]["error"]["name"] == "ProtocolError"
+    assert "over 4096 bytes" in replies[-1]["error"]["message"]
+    assert not committed(admin, table)
+
+
+@pytest.mark.parametrize("token", [b'{"token": 5}\n', b'{"token": "\xc3\xa9"}\n', b"{}\n"])
+async def test_a_bad_token_is_refused_before_any_connection(relay_module, dsn, token):
+    relay = relay_module.Relay("main", DatabaseConfig(dsn=dsn, role=JOB_ROLE))
+    async with relay.serve(Job("j", "sql", "", "main", {}, LIMITS), TOKEN, True) as folder:
+        reader, writer = await asyncio.open_unix_connection(str(folder / "relay.sock"))
+        writer.write(token)
+        reply = json.loads(await reader.readline())
+        writer.close()
+    assert reply["error"]["name"] == "ProtocolError"
+    assert not relay._idle
+
+
+@pytest.mark.parametrize(
+    ("attack", "ended"),
+    [("commit", "committed"), ("commit and chain", "committed"), ("rollback", "rolled back")],
+)
+async def test_past_the_grammar_a_left_transaction_ends_the_run_with_the_truth(
+    relay_module, dsn, admin, monkeypatch, attack, ended
+):
+    """Independent of parsing: with the grammar's check gone, a statement that ends the
+    job's transaction is seen at the next request (another transaction id, or none), the
+    run ends, and the report says what the server did to it."""
+    monkeypatch.setattr(relay_module, "check_statement", lambda sql: None)
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [statement(f"create table {table} (x int)"), statement(attack), statement("select 1"), END],
+    )
+    assert replies[-1]["error"]["name"] == "TransactionControl", replies
+    assert replies[-1]["ended"] == ended
+    assert committed(admin, table) is (ended == "committed")
+    if ended == "committed":
+        admin.execute(f"drop table {table}")
+
+
+async def test_a_failed_commit_is_reported_rolled_back(relay_module, dsn, admin):
+    """A deferred constraint fails at the commit: the report is the error, rolled back."""
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [
+            statement(f"create table {table} (x int unique deferrable initially deferred)"),
+            statement(f"insert into {table} values (1), (1)"),
+            END,
+        ],
+        commit=True,
+    )
+    assert replies[-1]["error"]["name"] == "UniqueViolation"
+    assert replies[-1]["ended"] == "rolled back"
+    assert not committed(admin, table)
