@@ -16,11 +16,22 @@ A burst of trivial jobs (Bash `echo 1` by default) through one gristmill server:
    (`FOR UPDATE SKIP LOCKED`, lease, fencing token) plus one write-back of an outcome,
    timed over `--overhead-jobs` jobs, p50/p95.
 
+`--fairness` measures instead what one tenant's burst does to another: tenant A's
+`--jobs` are enqueued at once, and once A fills every slot tenant B enqueues
+`--b-jobs`; reported: B's enqueue-to-start p50/p95 (the database's clock: `started_at -
+enqueued_at`), how long B's first job waited, and how many of A's jobs started in
+between; once with today's claim (`fifo`: priority then age, the tenant never read;
+migration 2's global ready index put back for it) and once with the fair one
+(`gristmill.claim`), in the same run. Both with in-process workers (`--workers` x
+`--concurrency` slots). Then the claim + write-back overhead of both claims; `--history
+N` first fills the queue with N finished jobs (what a queue without retention holds).
+
 PostgreSQL runs from `scripts/postgres.sh` in a temp dir on a port of its own, unless
 `--database` names one (its `gristmill` schema is then used as it is: use an empty one).
 
     .venv/bin/python bench/queue_burst.py                    # 1,000 jobs
     .venv/bin/python bench/queue_burst.py --jobs 10000 --json
+    .venv/bin/python bench/queue_burst.py --fairness --jobs 2000 --history 1000000
 """
 
 from __future__ import annotations
@@ -53,6 +64,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
 from gristmill.client import Client  # noqa: E402
 from gristmill.jobs.workspace import unmount_jobs_dir  # noqa: E402
 from gristmill.queue import JobRecord, Worker, WorkerConfig, migrate  # noqa: E402
+from gristmill.queue.records import JOB_COLUMNS  # noqa: E402
 from gristmill.v1 import runtime_pb2 as pb  # noqa: E402
 
 GRISTMILL = [sys.executable, "-m", "gristmill"]
@@ -252,7 +264,180 @@ def bench_queue(
     }
 
 
-async def _overhead(database: str, jobs: int) -> dict[str, Any]:
+# Today's claim before migration 3, for the comparison: the tenant is never read.
+FIFO_CLAIM = """
+    with next as (
+        select id from gristmill.jobs
+         where state = 'queued' and run_after <= now()
+         order by priority desc, run_after, enqueued_at
+         limit %(limit)s
+         for update skip locked
+    )
+    update gristmill.jobs j
+       set state = 'running', attempts = j.attempts + 1,
+           lease_token = nextval('gristmill.lease_tokens'), leased_by = %(worker)s,
+           lease_expires_at = now() + make_interval(secs => %(lease)s),
+           started_at = coalesce(j.started_at, now())
+      from next
+     where j.id = next.id
+    returning {columns}
+""".format(columns=", ".join(f"j.{name.strip()}" for name in JOB_COLUMNS.split(",")))
+
+# The index today's claim walks (migration 3 replaced it by one per tenant).
+FIFO_INDEX = (
+    "create index if not exists jobs_ready on gristmill.jobs"
+    " (priority desc, run_after, enqueued_at) where state = 'queued'"
+)
+
+
+class FifoWorker(Worker):
+    """A worker claiming as the queue did before fair claims (priority, then age)."""
+
+    async def _claim(self, limit: int) -> list[JobRecord]:
+        rows = await self._db.fetch(
+            FIFO_CLAIM,
+            {"limit": limit, "worker": self.config.worker_id, "lease": self.config.lease_s},
+        )
+        jobs = [JobRecord.from_row(row) for row in rows]
+        self.stats.claimed += len(jobs)
+        return jobs
+
+
+WORKERS = {"fifo": FifoWorker, "fair": Worker}
+
+
+@contextlib.contextmanager
+def claim_index(database: str, claim: str) -> Iterator[None]:
+    """The index the claim walks: today's back in place for `fifo`, dropped after."""
+    if claim != "fifo":
+        yield
+        return
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute(FIFO_INDEX)
+        try:
+            yield
+        finally:
+            conn.execute("drop index gristmill.jobs_ready")
+
+
+def fill_history(database: str, jobs: int) -> float:
+    """Adds `jobs` finished jobs (as many as a queue without retention keeps); seconds."""
+    start = time.perf_counter()
+    with psycopg.connect(database, autocommit=True) as conn:
+        for first in range(0, jobs, 100_000):
+            conn.execute(
+                "insert into gristmill.jobs (language, code, tenant, state, attempts,"
+                " verdict, result, started_at, finished_at)"
+                " select 'bash', 'echo 1', 'history-' || (n %% 10), 'done', 1,"
+                " 'SUCCESS', '1', now(), now() from generate_series(%s::int, %s::int) as n",
+                (first, min(jobs, first + 100_000) - 1),
+            )
+        conn.execute("vacuum analyze gristmill.jobs")
+    return time.perf_counter() - start
+
+
+async def _fairness(
+    database: str,
+    address: str,
+    language: str,
+    claim: str,
+    a_jobs: int,
+    b_jobs: int,
+    workers: int,
+    concurrency: int,
+) -> dict[str, Any]:
+    """Tenant A's burst, then tenant B's few jobs once A holds every slot: B's wait."""
+    tag = uuid.uuid4().hex[:8]
+    tenant_a, tenant_b = f"A-{tag}", f"B-{tag}"
+    slots = workers * concurrency
+    pool = [
+        WORKERS[claim](
+            WorkerConfig(
+                conninfo=database,
+                targets=(address,),
+                concurrency=concurrency,
+                migrate=False,
+                worker_id=f"bench-{claim}-{i}",
+            )
+        )
+        for i in range(workers)
+    ]
+    tasks = [asyncio.create_task(worker.run()) for worker in pool]
+    b_ids = [f"fair-{tag}-B-{i}" for i in range(b_jobs)]
+    insert = (
+        "insert into gristmill.jobs (id, language, code, tenant)"
+        " select %s || n, %s, %s, %s from generate_series(0, %s::int) as n"
+    )
+    conn = await psycopg.AsyncConnection.connect(database, autocommit=True)
+    try:
+        await conn.execute(
+            insert, (f"fair-{tag}-A-", language, CODE[language], tenant_a, a_jobs - 1)
+        )
+        while True:  # A holds every slot, and has kept doing so for a while
+            cursor = await conn.execute(
+                "select count(*) from gristmill.jobs where tenant = %s and state <> 'queued'",
+                (tenant_a,),
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] >= 2 * slots:
+                break
+            await asyncio.sleep(0.05)
+        await conn.execute(
+            insert, (f"fair-{tag}-B-", language, CODE[language], tenant_b, b_jobs - 1)
+        )
+        while True:  # by primary key: no scan of the table
+            cursor = await conn.execute(
+                "select count(*) from gristmill.jobs where id = any(%s) and started_at is not null",
+                (b_ids,),
+            )
+            row = await cursor.fetchone()
+            if row is not None and row[0] >= b_jobs:
+                break
+            await asyncio.sleep(0.1)
+        cursor = await conn.execute(
+            "select extract(epoch from started_at - enqueued_at), enqueued_at, started_at"
+            " from gristmill.jobs where id = any(%s)",
+            (b_ids,),
+        )
+        b_rows = await cursor.fetchall()
+        enqueued = min(row[1] for row in b_rows)
+        first_start = min(row[2] for row in b_rows)
+        cursor = await conn.execute(
+            "select count(*) from gristmill.jobs where tenant = %s"
+            " and started_at >= %s and started_at < %s",
+            (tenant_a, enqueued, first_start),
+        )
+        between = await cursor.fetchone()
+        cursor = await conn.execute(
+            "select count(*) from gristmill.jobs where tenant = %s and state = 'queued'",
+            (tenant_a,),
+        )
+        left = await cursor.fetchone()
+        # What is left of A's burst is not measured: cancelled, not run.
+        await conn.execute(
+            "update gristmill.jobs set state = 'cancelled', finished_at = now()"
+            " where tenant = %s and state = 'queued'",
+            (tenant_a,),
+        )
+    finally:
+        await conn.close()
+        for worker in pool:
+            worker.stop()
+        await asyncio.gather(*tasks)
+    waits = [float(row[0]) for row in b_rows]
+    return {
+        "claim": claim,
+        "a_jobs": a_jobs,
+        "b_jobs": b_jobs,
+        "slots": slots,
+        "b_enqueue_to_start": summary_ms(waits),
+        "b_first_start_ms": round(min(waits) * 1000, 2),
+        "a_started_before_b": int(between[0]) if between else 0,
+        "a_queued_after_b_started": int(left[0]) if left else 0,
+    }
+
+
+async def _overhead(database: str, jobs: int, claim: str = "fair") -> dict[str, Any]:
     """Claim + write-back per job, by the worker's own statements, without Execute."""
     tag = uuid.uuid4().hex[:8]
     with psycopg.connect(database) as conn, conn.cursor() as cursor:
@@ -260,7 +445,8 @@ async def _overhead(database: str, jobs: int) -> dict[str, Any]:
             "select gristmill.enqueue('bash', 'echo 1', id => %s, priority => 1000)",
             [(f"overhead-{tag}-{i}",) for i in range(jobs)],
         )
-    worker = Worker(WorkerConfig(conninfo=database, targets=("127.0.0.1:1",), migrate=False))
+    config = WorkerConfig(conninfo=database, targets=("127.0.0.1:1",), migrate=False)
+    worker = WORKERS[claim](config)
     outcome = pb.Outcome(verdict=pb.SUCCESS, result_json="1")
     claims: list[float] = []
     writes: list[float] = []
@@ -290,8 +476,51 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, default=4, help="slots per worker (4)")
     parser.add_argument("--overhead-jobs", type=int, default=500)
     parser.add_argument("--database", help="libpq URL of an empty database (default: a new one)")
+    parser.add_argument(
+        "--fairness", action="store_true", help="two tenants: B's wait behind A's burst"
+    )
+    parser.add_argument("--b-jobs", type=int, default=10, help="tenant B's jobs (10)")
+    parser.add_argument("--history", type=int, default=0, help="finished jobs to pre-fill (0)")
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser.parse_args(argv)
+
+
+def fairness(options: argparse.Namespace, database: str, address: str) -> dict[str, Any]:
+    """B's wait behind A's burst and the claim's own cost, today's claim beside the fair."""
+    history_s = fill_history(database, options.history) if options.history else 0.0
+    runs: dict[str, Any] = {"history": options.history, "history_fill_s": round(history_s, 1)}
+    for claim in WORKERS:
+        with claim_index(database, claim):
+            log(f"fairness, {claim} claim: {options.jobs} jobs of A, then {options.b_jobs} of B")
+            run = asyncio.run(
+                _fairness(
+                    database,
+                    address,
+                    options.language,
+                    claim,
+                    options.jobs,
+                    options.b_jobs,
+                    options.workers,
+                    options.concurrency,
+                )
+            )
+            log(f"overhead, {claim} claim: claim + write-back of {options.overhead_jobs} jobs")
+            run["overhead"] = asyncio.run(_overhead(database, options.overhead_jobs, claim))
+        runs[claim] = run
+    return runs
+
+
+def print_fairness(runs: dict[str, Any]) -> None:
+    print(f"tenant B behind tenant A's burst, {runs['history']} finished jobs in the table")
+    for claim in WORKERS:
+        run = runs[claim]
+        wait, cost = run["b_enqueue_to_start"], run["overhead"]["claim"]
+        print(
+            f"  {claim}: {run['a_jobs']} of A then {run['b_jobs']} of B on {run['slots']} slots:"
+            f" B's enqueue-to-start p50 {wait['p50_ms']} ms p95 {wait['p95_ms']} ms,"
+            f" first {run['b_first_start_ms']} ms, {run['a_started_before_b']} of A's started"
+            f" before B's first; claim p50 {cost['p50_ms']} ms p95 {cost['p95_ms']} ms"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -300,6 +529,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         database = options.database or stack.enter_context(postgres())
         migrate(database)
         address = stack.enter_context(server())
+        if options.fairness:
+            runs = fairness(options, database, address)
+            stack.close()
+            if options.json:
+                print(json.dumps({"cpus": os.cpu_count(), "load_average": os.getloadavg(), **runs}))
+            else:
+                print_fairness(runs)
+            return 0
         log("warm-up")
         bench_direct(address, options.language, 20, 2)
         callers = options.workers * options.concurrency
