@@ -1,128 +1,82 @@
-"""What a lockfile may say: exact versions from the configured index, with their hashes.
+"""What a lockfile given back may say, checked before anything is installed from it.
 
 A lockfile a caller sends (`Job.lockfile`) is installed for them, so it is checked
-before anything runs: a line naming an archive by URL or path, another index, or an
-option of the installer would fetch code from wherever the caller likes, and an
-archive that is not a wheel runs its build code during the install. Only the form
-the resolver itself writes is accepted, and what is installed is re-rendered from
-what was checked, so that the installer never reads a line the check did not parse.
-
-    requirements.txt   `name==version` (extras allowed), each with at least one
-                       `--hash=sha256:<hex>` on the line or its backslash
-                       continuations; comments; nothing else
-
-`check` is what the request's validation calls; a resolver calls the format's own
-parser (`requirements_txt`) to get the pins it installs.
+first: a line naming an archive by URL or path, another registry, a version range or
+an option of the installer would fetch code from wherever the caller likes. The rules
+are each language's own, in its folder: its resolver's `check_lockfile`
+(`gristmill.deps.tool.ChecksLockfiles`), which accepts only the form the resolver
+itself writes; what is installed is then re-rendered from what was checked, so that
+the installer never reads a line the check did not parse. This module only calls
+them, refuses a format without rules, and says how a refusal names its line.
 """
 
 from __future__ import annotations
 
+import json
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 
-from packaging.utils import canonicalize_name
-from packaging.version import InvalidVersion, Version
+__all__ = ["EXCERPT_CHARS", "LockfileRefused", "check", "excerpt", "json_line"]
 
-__all__ = ["REQUIREMENTS_TXT", "LockfileRefused", "Pin", "check", "requirements_txt"]
+EXCERPT_CHARS = 60
+"""How much of a refused line a refusal quotes: enough to find it, never the whole file
+(the message travels back in an error's trailers, which clients cap at 8 KiB)."""
 
-REQUIREMENTS_TXT = "requirements.txt"
 
-_PIN = re.compile(
-    r"(?P<name>[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?)"
-    r"(?:\[(?P<extras>[A-Za-z0-9._-]+(?:,[A-Za-z0-9._-]+)*)\])?"
-    r"==(?P<version>[A-Za-z0-9.+!_-]+)"
-)
-_HASH = re.compile(r"--hash=sha256:(?P<hex>[0-9a-f]{64})")
-# As pip and uv read it: a `#` at the start of a line or after whitespace starts a comment.
-_COMMENT = re.compile(r"(^|\s)#.*$")
-_CONTINUED = "\\"
+def excerpt(text: str) -> str:
+    """`text` quoted, cut to `EXCERPT_CHARS` characters."""
+    text = text.strip()
+    if len(text) <= EXCERPT_CHARS:
+        return repr(text)
+    return f"{text[: EXCERPT_CHARS - 3]!r}..."
 
 
 class LockfileRefused(ValueError):
-    """The lockfile says something other than pinned, hashed packages; `str()` says what."""
+    """The lockfile says something other than pinned, hashed packages of the configured
+    registry; `str()` says what, and `line` which line (None: the whole lockfile)."""
+
+    def __init__(self, why: str, line: int | None = None) -> None:
+        super().__init__(why)
+        self.line = line
+
+    @classmethod
+    def at(cls, number: int, text: str, why: str) -> LockfileRefused:
+        """The refusal of line `number` of the lockfile, whose text is `text`."""
+        return cls(f"line {number}: {excerpt(text)} {why}", number)
 
 
-@dataclass(frozen=True)
-class Pin:
-    """One exact package version and the hashes its archives may have."""
-
-    name: str
-    extras: tuple[str, ...]
-    version: str
-    sha256: tuple[str, ...]
-
-    def render(self) -> str:
-        """The pin as one requirements.txt line."""
-        extras = f"[{','.join(self.extras)}]" if self.extras else ""
-        hashes = "".join(f" --hash=sha256:{h}" for h in self.sha256)
-        return f"{self.name}{extras}=={self.version}{hashes}\n"
-
-
-def _logical_lines(content: str) -> list[tuple[int, str]]:
-    """Lines with comments removed and backslash continuations joined, each with the
-    number of the line it starts on. (Readers differ on a comment ending in a
-    backslash; that does not matter here, as the installer reads a rendering of the
-    pins, not this text.)"""
-    logical: list[tuple[int, str]] = []
-    start, joined = 1, ""
-    for number, line in enumerate(content.splitlines(), start=1):
-        text = _COMMENT.sub("", line).rstrip()
-        if not joined:
-            start = number
-        joined += " " + text.removesuffix(_CONTINUED)
-        if not text.endswith(_CONTINUED):
-            logical.append((start, joined.strip()))
-            joined = ""
-    logical.append((start, joined.strip()))
-    return [(number, text) for number, text in logical if text]
-
-
-def _pin(number: int, text: str) -> Pin:
-    requirement, *options = text.split()
-    match = _PIN.fullmatch(requirement)
-    if match is None:
-        shown = text if len(text) <= 80 else f"{text[:77]}..."
-        raise LockfileRefused(
-            f"line {number}: {shown!r} is not `name==version`; a lockfile may only pin "
-            "packages of the configured index (no URLs, paths, options or other specifiers)"
-        )
-    try:
-        Version(match["version"])
-    except InvalidVersion as error:
-        raise LockfileRefused(f"line {number}: {error}") from error
-    hashes = [_HASH.fullmatch(option) for option in options]
-    if not hashes or None in hashes:
-        refused = next((o for o, h in zip(options, hashes, strict=True) if h is None), None)
-        why = f"{refused!r} is not" if refused else "it has no"
-        raise LockfileRefused(f"line {number}: {why} `--hash=sha256:<64 hex digits>`")
-    return Pin(
-        name=str(canonicalize_name(match["name"])),
-        extras=tuple((match["extras"] or "").split(",")) if match["extras"] else (),
-        version=match["version"],
-        sha256=tuple(h["hex"] for h in hashes if h is not None),
-    )
-
-
-def requirements_txt(content: str) -> tuple[Pin, ...]:
-    """The pins of a hash-pinned requirements.txt; raises `LockfileRefused` for any
-    other line."""
-    if "\0" in content:
-        raise LockfileRefused("the lockfile contains a NUL byte")
-    pins = tuple(_pin(number, text) for number, text in _logical_lines(content))
-    if not pins:
-        raise LockfileRefused("the lockfile pins no package")
-    return pins
+def json_line(content: str, where: Sequence[str | int]) -> tuple[int, str]:
+    """The number and text of the line a JSON lockfile's value at `where` starts on (its
+    keys from the top, an int for the n-th object of a list), found as the tools write
+    them: each key quoted and followed by `:`, after the one before; where a step is not
+    found, the line of the last one that was."""
+    position = found_at = 0
+    for step in where:
+        if isinstance(step, int):
+            pattern, count = re.compile(r"\{"), step + 1
+        else:
+            pattern, count = re.compile(rf"{re.escape(json.dumps(step))}\s*:"), 1
+        for _ in range(count):
+            found = pattern.search(content, position)
+            if found is None:
+                break
+            found_at, position = found.start(), found.end()
+        else:
+            continue
+        break
+    number = content.count("\n", 0, found_at) + 1
+    lines = content.splitlines()
+    return number, lines[number - 1] if number <= len(lines) else ""
 
 
 def check(lock_format: str, content: str, own_rules: Callable[[str], None] | None = None) -> None:
     """Raises `LockfileRefused` unless `content` is a lockfile of `lock_format` that only
-    pins packages. A format this module has no rules for is checked by `own_rules` (the
-    resolver's `ChecksLockfiles.check_lockfile`, raising `LockfileRefused`); without
-    them it is refused, never trusted."""
-    if lock_format == REQUIREMENTS_TXT:
-        requirements_txt(content)
-    elif own_rules is not None:
-        own_rules(content)
-    else:
+    pins packages, by `own_rules` (the resolver's `ChecksLockfiles.check_lockfile`);
+    without rules a format is refused, never trusted. No format may hold a NUL byte
+    (tools read up to one, checks past it)."""
+    if own_rules is None:
         raise LockfileRefused(f"the service has no rules for {lock_format!r} lockfiles")
+    if "\0" in content:
+        number = content[: content.index("\0")].count("\n") + 1
+        raise LockfileRefused(f"line {number}: the lockfile contains a NUL byte", number)
+    own_rules(content)

@@ -8,7 +8,7 @@ it read-only and would otherwise compile every module on every run.
 Both steps take wheels only (`--only-binary :all:`) unless the service allows source
 builds: building an sdist runs its code in the resolve sandbox, where uv's download
 cache, shared by every job, is writable. The install step reads a requirements file
-rendered from the checked pins of the lockfile (`gristmill.deps.lockfiles`), never the
+rendered from the checked pins of the lockfile (`lockfile.requirements_txt`), never the
 caller's text itself.
 """
 
@@ -19,16 +19,16 @@ from collections.abc import Sequence
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from gristmill.deps import lockfiles
 from gristmill.deps.errors import DependencyFailure
+from gristmill.deps.lockfiles import LockfileRefused
 from gristmill.deps.tool import Step, ToolContext
 from gristmill.model import Dependency, Lockfile
 
 from .dependencies import PYTHON
+from .lockfile import REQUIREMENTS_TXT, requirements_txt
 
 INTERPRETER = "/usr/bin/python3"
 REQUIREMENTS_IN = "requirements.in"
-REQUIREMENTS_TXT = lockfiles.REQUIREMENTS_TXT
 SITE_PACKAGES = "site-packages"
 """The environment's directory of packages; the wrapper adds `<environment>/site-packages`."""
 
@@ -68,6 +68,10 @@ class Uv:
             options += ["--only-binary", ":all:"]
         return options
 
+    def check_lockfile(self, content: str) -> None:
+        """Only hash-pinned packages of the index (`requirements_txt`)."""
+        requirements_txt(content)
+
     def lock(self, dependencies: Sequence[Dependency], context: ToolContext) -> Step:
         requirements = []
         for dependency in dependencies:
@@ -86,8 +90,8 @@ class Uv:
 
     def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
         try:
-            pins = lockfiles.requirements_txt(lockfile.content)
-        except lockfiles.LockfileRefused as refused:
+            pins = requirements_txt(lockfile.content)
+        except LockfileRefused as refused:
             raise DependencyFailure(f"the lockfile: {refused}") from refused
         argv = [f"{context.tools_dir}/uv", "pip", "install", "--require-hashes", "--no-deps"]
         # Copies, not links into the shared download cache: an environment never changes.

@@ -1,8 +1,8 @@
-"""A lockfile in a request may only pin packages of the configured index, with hashes.
+"""The core's part of a lockfile given back: it calls the resolver's own rules, refuses
+a format without rules, and a refusal names the line with a bounded excerpt.
 
-Anything else (a URL, a path, an index or other installer option) is refused as
-INVALID_ARGUMENT naming the field, before anything runs: installed, it would fetch
-code from wherever the caller likes, loopback and the service's own port included.
+No language is named here: each language's rules and their hostile lockfiles are in
+`test_lockfile_attacks.py`.
 """
 
 from __future__ import annotations
@@ -14,76 +14,20 @@ from gristmill.errors import InvalidRequest
 from gristmill.model import Lockfile
 from gristmill.server import validate
 
-HASH = "--hash=sha256:" + "ab" * 32
-# What `uv pip compile --generate-hashes --no-header` writes.
-UV_OUTPUT = f"""\
-certifi==2024.2.2 \\
-    {HASH} \\
-    --hash=sha256:{"cd" * 32}
-    # via requests
-requests[socks]==2.31.0 \\
-    {HASH}
-    # via
-    #   -r requirements.in
-"""
 
-
-def check(content: str) -> Lockfile:
-    given = Lockfile("", "", content)
-    return validate.lockfile(given, "", "python", "requirements.txt", "job.lockfile")
-
-
-def test_what_the_resolver_writes_is_accepted_as_it_is():
-    assert check(UV_OUTPUT).content == UV_OUTPUT
-    pins = lockfiles.requirements_txt(UV_OUTPUT)
-    assert [(p.name, p.extras, p.version, len(p.sha256)) for p in pins] == [
-        ("certifi", (), "2024.2.2", 2),
-        ("requests", ("socks",), "2.31.0", 1),
-    ]
-
-
-@pytest.mark.parametrize(
-    ("content", "why"),
-    [
-        (f"evil @ http://127.0.0.1:50051/evil-1.0.tar.gz {HASH}", "is not `name==version`"),
-        (f"evil @ file:///tmp/evil-1.0.tar.gz {HASH}", "is not `name==version`"),
-        (f"git+https://github.com/evil/evil#egg=evil {HASH}", "is not `name==version`"),
-        (f"http://169.254.169.254/evil-1.0.tar.gz {HASH}", "is not `name==version`"),
-        (f"./evil-1.0.tar.gz {HASH}", "is not `name==version`"),
-        (f"-e ./evil {HASH}", "is not `name==version`"),
-        ("--index-url http://127.0.0.1:8080/simple", "is not `name==version`"),
-        ("--extra-index-url=http://127.0.0.1:8080/simple", "is not `name==version`"),
-        ("--find-links /tmp", "is not `name==version`"),
-        ("-r other.txt", "is not `name==version`"),
-        ("-c constraints.txt", "is not `name==version`"),
-        (f"requests>=2 {HASH}", "is not `name==version`"),
-        (f'requests==2.31.0 ; python_version >= "3" {HASH}', "';' is not `--hash"),
-        (f"requests==2.31.0 {HASH} --index-url=http://127.0.0.1/", "'--index-url=http"),
-        (f"requests==2.31.0 \\\n    {HASH} \\\n    --no-binary :all:", "'--no-binary' is not"),
-        ("requests==2.31.0", "it has no `--hash"),
-        (f"requests==2.31.0 --hash=md5:{'0' * 32}", "is not `--hash=sha256"),
-        ("# nothing but a comment\n", "pins no package"),
-    ],
-)
-def test_a_lockfile_naming_anything_but_pinned_index_packages_is_invalid_argument(
-    content: str, why: str
-):
-    with pytest.raises(InvalidRequest) as refused:
-        check(content)
-    assert refused.value.field == "job.lockfile.content"
-    assert why in str(refused.value)
+def own_rules(content: str) -> None:
+    """A format whose every line must be `pinned`."""
+    for number, line in enumerate(content.splitlines(), start=1):
+        if line != "pinned":
+            raise lockfiles.LockfileRefused.at(number, line, "is not pinned")
 
 
 def test_a_lockfile_format_without_rules_is_refused_not_trusted():
     with pytest.raises(lockfiles.LockfileRefused, match=r"no rules for 'poetry\.lock'"):
-        lockfiles.check("poetry.lock", f"requests==2.31.0 {HASH}")
+        lockfiles.check("poetry.lock", "requests==2.31.0")
 
 
 def test_a_format_with_its_resolvers_own_rules_is_checked_by_them():
-    def own_rules(content: str) -> None:
-        if "pinned" not in content:
-            raise lockfiles.LockfileRefused("not pinned")
-
     lockfiles.check("tool.lock", "pinned", own_rules)
     with pytest.raises(lockfiles.LockfileRefused, match="not pinned"):
         lockfiles.check("tool.lock", "https://example.com/anything", own_rules)
@@ -91,3 +35,58 @@ def test_a_format_with_its_resolvers_own_rules_is_checked_by_them():
         validate.lockfile(
             Lockfile("", "", "loose"), "", "lang", "tool.lock", "job.lockfile", own_rules
         )
+
+
+def test_a_refusal_names_the_line_with_a_bounded_excerpt():
+    hostile = "pinned\npinned\n" + "--index-url=http://127.0.0.1:1/" + "x" * 10_000 + "\n"
+    with pytest.raises(InvalidRequest) as refused:
+        validate.lockfile(
+            Lockfile("", "", hostile), "", "lang", "tool.lock", "job.lockfile", own_rules
+        )
+    assert refused.value.field == "job.lockfile.content"
+    assert refused.value.detail.startswith("line 3: '--index-url=http://127.0.0.1:1/xx")
+    assert len(refused.value.detail) < 2 * lockfiles.EXCERPT_CHARS + 40
+
+
+def test_a_nul_byte_is_refused_in_every_format_before_its_rules_read_it():
+    def trusting(content: str) -> None:
+        del content
+
+    with pytest.raises(lockfiles.LockfileRefused, match=r"line 2: .*NUL") as refused:
+        lockfiles.check("tool.lock", "pinned\npin\0ned\n", trusting)
+    assert refused.value.line == 2
+
+
+JSON_LOCK = """\
+{
+  "version": 1,
+  "entries": [
+    {
+      "name": "a"
+    },
+    {
+      "name": "b",
+      "source": "file:../evil"
+    }
+  ]
+}
+"""
+
+
+@pytest.mark.parametrize(
+    ("where", "number"),
+    [
+        (("version",), 2),
+        (("entries",), 3),
+        (("entries", 0), 4),
+        (("entries", 1), 7),
+        (("entries", 1, "source"), 9),
+        # Not found: the line of the last step that was.
+        (("entries", 1, "missing"), 7),
+        (("missing",), 1),
+    ],
+)
+def test_a_json_lockfiles_refused_value_is_found_on_its_line(where, number):
+    found, text = lockfiles.json_line(JSON_LOCK, where)
+    assert found == number
+    assert text == JSON_LOCK.splitlines()[number - 1]
