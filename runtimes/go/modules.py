@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 
 from gristmill.deps.errors import DependencyFailure
+from gristmill.deps.lockfiles import LockfileRefused
 from gristmill.languages import syntax
 from gristmill.model import Dependency, DependencySource
 
@@ -87,30 +88,57 @@ class Lock:
         return f"-- go.mod --\n{self.go_mod()}-- go.sum --\n{self.go_sum()}"
 
 
-class LockfileRefused(Exception):
-    pass
-
-
 _MOD_LINE = re.compile(rf"(?P<path>{_PATH}) (?P<version>{_VERSION})(?P<indirect> // indirect)?")
-_SUM_LINE = re.compile(rf"{_PATH} {_VERSION}(?:/go\.mod)? h1:[A-Za-z0-9+/]{{43}}=")
+_SUM_LINE = re.compile(
+    rf"(?P<path>{_PATH}) (?P<version>{_VERSION})(?P<mod>/go\.mod)? h1:[A-Za-z0-9+/]{{43}}="
+)
+# The language versions the jobs' toolchain (GO_LINE's) runs without fetching another.
+_GO_DIRECTIVE = re.compile(r"go 1\.(?P<minor>[0-9]+)(?:\.[0-9]+)?")
+_TOOLCHAIN_DIRECTIVE = re.compile(r"toolchain go1\.(?P<minor>[0-9]+)(?:\.[0-9]+)?")
+_GO_MINOR = int(GO_LINE.rsplit(".", 1)[1])
+_SECTIONS = ("-- go.mod --", "-- go.sum --")
 
 
-def parse_lock(text: str) -> Lock:
-    """The lockfile's pins; `LockfileRefused` for anything but plain requirements of
-    proxy modules with their hashes (no replace, exclude, retract, tool or godebug)."""
-    parts = re.split(r"^-- (go\.mod|go\.sum) --\n", text, flags=re.M)
-    if len(parts) != 5 or parts[0].strip() or parts[1] != "go.mod" or parts[3] != "go.sum":
-        raise LockfileRefused("expected the sections '-- go.mod --' then '-- go.sum --'")
-    requires: list[tuple[str, str, bool]] = []
-    in_block = False
-    for number, raw in enumerate(parts[2].splitlines(), 1):
+def _sections(text: str) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
+    """The go.mod and go.sum lines, each with its number in the whole lockfile."""
+    found: dict[str, list[tuple[int, str]]] = {}
+    current: list[tuple[int, str]] | None = None
+    for number, raw in enumerate(text.splitlines(), 1):
         line = raw.strip()
+        if line in _SECTIONS and line not in found and len(found) == _SECTIONS.index(line):
+            current = found[line] = []
+        elif current is not None:
+            current.append((number, line))
+        elif line:
+            raise LockfileRefused.at(number, line, "comes before the section '-- go.mod --'")
+    if len(found) != len(_SECTIONS):
+        raise LockfileRefused("expected the sections '-- go.mod --' then '-- go.sum --'")
+    return found[_SECTIONS[0]], found[_SECTIONS[1]]
+
+
+def _directive(number: int, line: str) -> None:
+    """A `go` or `toolchain` line: only versions the local toolchain is (never one Go
+    would fetch: GOTOOLCHAIN is local, and the install writes GO_LINE whatever this says)."""
+    match = _GO_DIRECTIVE.fullmatch(line) or _TOOLCHAIN_DIRECTIVE.fullmatch(line)
+    if match is None:
+        raise LockfileRefused.at(number, line, "is not a Go version")
+    if int(match["minor"]) > _GO_MINOR:
+        raise LockfileRefused.at(number, line, f"needs a newer Go than the jobs' ({GO_LINE})")
+
+
+def _requires(lines: list[tuple[int, str]]) -> dict[tuple[str, str], tuple[int, str, bool]]:
+    """go.mod's requirements by (path, version), each with its line; `LockfileRefused`
+    for any other statement (replace, exclude, retract, tool, godebug, ...)."""
+    requires: dict[tuple[str, str], tuple[int, str, bool]] = {}
+    paths: set[str] = set()
+    in_block = False
+    for number, line in lines:
         if not line or line.startswith("//"):
             continue
+        if in_block and line == ")":
+            in_block = False
+            continue
         if in_block:
-            if line == ")":
-                in_block = False
-                continue
             statement = line
         elif line == "require (":
             in_block = True
@@ -119,22 +147,59 @@ def parse_lock(text: str) -> Lock:
             statement = line.removeprefix("require ").strip()
         elif line.startswith("module "):
             if line != f"module {MODULE}":
-                raise LockfileRefused(f"go.mod line {number}: the module must be {MODULE}")
+                raise LockfileRefused.at(number, line, f"is refused: the module must be {MODULE}")
             continue
-        elif re.fullmatch(r"(go|toolchain) [0-9A-Za-z.]+", line):
+        elif line.split()[0] in ("go", "toolchain"):
+            _directive(number, line)
             continue
         else:
-            raise LockfileRefused(f"go.mod line {number}: {line.split()[0]!r} is not allowed")
+            raise LockfileRefused.at(
+                number,
+                line,
+                f"is refused: {line.split()[0]!r} is not allowed (go.mod may only require"
+                " modules of the proxy)",
+            )
         match = _MOD_LINE.fullmatch(statement)
         if match is None:
-            raise LockfileRefused(f"go.mod line {number}: not a pinned requirement")
-        requires.append((match["path"], match["version"], bool(match["indirect"])))
-    sums = tuple(line.strip() for line in parts[4].splitlines() if line.strip())
-    for line in sums:
-        if not _SUM_LINE.fullmatch(line):
-            raise LockfileRefused(f"go.sum: {line[:80]!r} is not a module hash")
-    summed = {tuple(line.split()[:2]) for line in sums}
-    for path, version, _ in requires:
-        if (path, version) not in summed:
-            raise LockfileRefused(f"go.sum has no hash of {path} {version}")
-    return Lock(tuple(requires), sums)
+            raise LockfileRefused.at(number, line, "is not a pinned requirement")
+        if match["path"] in paths:
+            raise LockfileRefused.at(number, line, "requires a module go.mod requires already")
+        paths.add(match["path"])
+        requires[(match["path"], match["version"])] = (number, line, bool(match["indirect"]))
+    if in_block:
+        raise LockfileRefused("go.mod: a `require (` block is not closed")
+    return requires
+
+
+def parse_lock(text: str) -> Lock:
+    """The lockfile's pins; `LockfileRefused`, naming the line, for anything but plain
+    requirements of proxy modules with their hashes: no replace, exclude, retract, tool
+    or godebug; no Go newer than the jobs'; go.sum holds one hash of each required
+    module's archive, no archive hash of a module go.mod does not require, and no
+    module's hash twice (hashes of go.mod files of the module graph are allowed)."""
+    mod_lines, sum_lines = _sections(text)
+    requires = _requires(mod_lines)
+    sums: list[str] = []
+    summed: set[tuple[str, str, bool]] = set()
+    for number, line in sum_lines:
+        if not line:
+            continue
+        match = _SUM_LINE.fullmatch(line)
+        if match is None:
+            raise LockfileRefused.at(number, line, "is not a module hash")
+        entry = (match["path"], match["version"], bool(match["mod"]))
+        if entry in summed:
+            raise LockfileRefused.at(number, line, "is a second hash of one module")
+        if not match["mod"] and (match["path"], match["version"]) not in requires:
+            raise LockfileRefused.at(
+                number, line, "is the hash of a module go.mod does not require"
+            )
+        summed.add(entry)
+        sums.append(line)
+    for (path, version), (number, line, _) in requires.items():
+        if (path, version, False) not in summed:
+            raise LockfileRefused.at(number, line, f"has no hash in go.sum of {path} {version}")
+    pins = tuple(
+        (path, version, indirect) for (path, version), (_, _, indirect) in requires.items()
+    )
+    return Lock(pins, tuple(sums))

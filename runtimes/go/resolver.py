@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gristmill.deps import lockfiles
 from gristmill.deps.errors import DependencyFailure
+from gristmill.deps.lockfiles import LockfileRefused
 from gristmill.deps.tool import Step, ToolContext
 from gristmill.model import Dependency, Lockfile
 
@@ -58,10 +58,7 @@ class GoModules:
 
     def check_lockfile(self, content: str) -> None:
         """Refuses (`LockfileRefused`) a lockfile a caller sends that is not only pins."""
-        try:
-            modules.parse_lock(content)
-        except modules.LockfileRefused as refused:
-            raise lockfiles.LockfileRefused(str(refused)) from refused
+        modules.parse_lock(content)
 
     def lock(self, dependencies: Sequence[Dependency], context: ToolContext) -> Step:
         requires = [d.requirement for d in dependencies if d.source.value == "DECLARED"]
@@ -81,7 +78,7 @@ class GoModules:
     def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
         try:
             lock = modules.parse_lock(lockfile.content)
-        except modules.LockfileRefused as refused:
+        except LockfileRefused as refused:
             raise DependencyFailure(f"the lockfile: {refused}") from refused
         env = _env(context)
         # Straight into the environment: its own module cache, mounted read-only in builds.
