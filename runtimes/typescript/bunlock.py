@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gristmill.deps.lockfiles import LockfileRefused
+from gristmill.deps.lockfiles import LockfileRefused, json_line
 
 BUN_LOCK = "bun.lock"
 PROJECT_NAME = "gristmill-job"
@@ -74,90 +74,124 @@ class Checked:
         }
 
 
+class _Refused(Exception):
+    """A refusal at a place in the document: its keys from the top, and why."""
+
+    def __init__(self, where: tuple[str, ...], why: str) -> None:
+        super().__init__(why)
+        self.where = where
+        self.why = why
+
+
 def loads(content: str) -> Any:
     """bun.lock as Bun writes it: JSON with trailing commas."""
-    if "\0" in content:
-        raise LockfileRefused("the lockfile contains a NUL byte")
     try:
         return json.loads(_TRAILING_COMMA.sub(lambda m: m.group(1) or m.group(2), content))
+    except json.JSONDecodeError as error:
+        line = content.splitlines()[error.lineno - 1] if content.strip() else ""
+        raise LockfileRefused.at(
+            error.lineno, line, f"is not bun.lock (JSON with trailing commas): {error.msg}"
+        ) from error
     except (ValueError, RecursionError) as error:
         raise LockfileRefused(f"not a bun.lock (JSON with trailing commas): {error}") from error
 
 
-def _table(value: Any, where: str) -> dict[str, Any]:
+def _table(value: Any, where: tuple[str, ...], what: str) -> dict[str, Any]:
     if not isinstance(value, dict):
-        raise LockfileRefused(f"{where} must be an object")
+        raise _Refused(where, f"{what} must be an object")
     return value
 
 
-def _ranges(value: Any, where: str) -> dict[str, str]:
-    table = _table(value, where)
+def _ranges(value: Any, where: tuple[str, ...], what: str) -> dict[str, str]:
+    table = _table(value, where, what)
     for name, version_range in table.items():
         if not _PACKAGE_NAME.fullmatch(name) or not isinstance(version_range, str):
-            raise LockfileRefused(f"{where}: {name!r} is not a package name with a version")
+            raise _Refused((*where, name), f"{what}: {name!r} is not a package name with a version")
         if not _RANGE.fullmatch(version_range):
-            raise LockfileRefused(
-                f"{where}.{name}: {version_range!r} is not a version range of a registry package"
+            raise _Refused(
+                (*where, name),
+                f"{what}: {version_range!r} is not a version range of a registry package",
             )
     return table
 
 
 def _package(key: str, entry: Any) -> None:
-    where = f"packages.{key}"
+    where = ("packages", key)
+    what = f"packages.{key}"
     if not _PACKAGE_KEY.fullmatch(key):
-        raise LockfileRefused(f"{where}: not a package path")
+        raise _Refused(where, f"{what}: not a package path")
     if not isinstance(entry, list) or len(entry) != 4:
-        raise LockfileRefused(
-            f"{where}: not a registry package ([name@version, registry, info, integrity]);"
-            " git, file, link, tarball and workspace packages are refused"
+        raise _Refused(
+            where,
+            f"{what}: not a registry package ([name@version, registry, info, integrity]);"
+            " git, file, link, tarball and workspace packages are refused",
         )
     resolution, registry, info, integrity = entry
     name, _, version = str(resolution).rpartition("@")
     if not _PACKAGE_NAME.fullmatch(name) or not _VERSION.fullmatch(version):
-        raise LockfileRefused(f"{where}: {resolution!r} is not name@version of a registry package")
+        raise _Refused(where, f"{what}: {resolution!r} is not name@version of a registry package")
     if key != name and not key.endswith("/" + name):
-        raise LockfileRefused(f"{where}: holds {name!r} under another name (an alias)")
+        raise _Refused(where, f"{what}: holds {name!r} under another name (an alias)")
     if registry != "":
-        raise LockfileRefused(f"{where}: from {registry!r}, not the configured registry")
+        raise _Refused(where, f"{what}: from {registry!r}, not the configured registry")
     if not isinstance(integrity, str) or not _INTEGRITY.fullmatch(integrity):
-        raise LockfileRefused(f"{where}: no sha512 integrity")
-    info = _table(info, f"{where} info")
+        raise _Refused(where, f"{what}: no sha512 integrity")
+    info = _table(info, where, f"{what} info")
     unknown = set(info) - _INFO_KEYS
     if unknown:
-        raise LockfileRefused(f"{where} info: unknown keys {sorted(unknown)}")
+        raise _Refused((*where, min(unknown)), f"{what} info: unknown keys {sorted(unknown)}")
     for kind in _DEPENDENCY_KINDS:
         if kind in info:
-            _ranges(info[kind], f"{where} {kind}")
+            _ranges(info[kind], (*where, kind), f"{what} {kind}")
 
 
-def check(content: str) -> Checked:
-    """The checked lockfile; raises `LockfileRefused` saying what is not allowed."""
-    document = _table(loads(content), "the lockfile")
+def _check(document: Any) -> Checked:
+    document = _table(document, (), "the lockfile")
     unknown = set(document) - _TOP_KEYS
     if unknown:
-        raise LockfileRefused(f"unknown or refused keys {sorted(unknown)}")
+        raise _Refused((min(unknown),), f"unknown or refused keys {sorted(unknown)}")
     if not isinstance(document.get("lockfileVersion"), int):
-        raise LockfileRefused("no lockfileVersion")
-    workspaces = _table(document.get("workspaces"), "workspaces")
+        raise _Refused(("lockfileVersion",), "no lockfileVersion")
+    workspaces = _table(document.get("workspaces"), ("workspaces",), "workspaces")
     if set(workspaces) != {""}:
-        raise LockfileRefused("only the root workspace is allowed")
-    root = _table(workspaces[""], "the root workspace")
-    if set(root) - _WORKSPACE_KEYS:
-        raise LockfileRefused(
-            f"the root workspace: refused keys {sorted(set(root) - _WORKSPACE_KEYS)}"
+        other = min(set(workspaces) - {""}, default="")
+        raise _Refused(("workspaces", other), "only the root workspace is allowed")
+    root_at = ("workspaces", "")
+    root = _table(workspaces[""], root_at, "the root workspace")
+    refused = set(root) - _WORKSPACE_KEYS
+    if refused:
+        raise _Refused(
+            (*root_at, min(refused)), f"the root workspace: refused keys {sorted(refused)}"
         )
-    dependencies = _ranges(root.get("dependencies", {}), "the root workspace's dependencies")
-    packages = _table(document.get("packages", {}), "packages")
+    dependencies = _ranges(
+        root.get("dependencies", {}),
+        (*root_at, "dependencies"),
+        "the root workspace's dependencies",
+    )
+    packages = _table(document.get("packages", {}), ("packages",), "packages")
     if not packages:
-        raise LockfileRefused("the lockfile pins no package")
+        raise _Refused(("packages",), "the lockfile pins no package")
     if len(packages) > MAX_PACKAGES:
-        raise LockfileRefused(f"more than {MAX_PACKAGES} packages")
+        raise _Refused(("packages",), f"more than {MAX_PACKAGES} packages")
     for key, entry in packages.items():
         _package(key, entry)
     missing = [name for name in dependencies if name not in packages]
     if missing:
-        raise LockfileRefused(f"the root depends on {missing[0]!r}, which the lockfile lacks")
+        raise _Refused(
+            (*root_at, "dependencies", missing[0]),
+            f"the root depends on {missing[0]!r}, which the lockfile lacks",
+        )
     name = root.get("name", PROJECT_NAME)
     if not isinstance(name, str) or not _PACKAGE_NAME.fullmatch(name):
-        raise LockfileRefused("the root workspace's name is not a package name")
+        raise _Refused((*root_at, "name"), "the root workspace's name is not a package name")
     return Checked(document, dict(dependencies), name)
+
+
+def check(content: str) -> Checked:
+    """The checked lockfile; raises `LockfileRefused` naming the line of what is not
+    allowed."""
+    try:
+        return _check(loads(content))
+    except _Refused as refused:
+        number, text = json_line(content, refused.where)
+        raise LockfileRefused.at(number, text, f"is refused: {refused.why}") from None
