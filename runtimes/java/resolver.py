@@ -121,25 +121,33 @@ class Pin:
         return f"{self.group}:{self.artifact}:{self.version}"
 
 
+# Maven's names for "the newest": a range by another name, never a pin.
+_FLOATING = re.compile(r"LATEST|RELEASE|.*-SNAPSHOT", re.IGNORECASE)
+
+
 def pins(content: str) -> tuple[Pin, ...]:
-    """The pins of a Java lockfile; raises `LockfileRefused` for any other line."""
-    if "\0" in content:
-        raise lockfiles.LockfileRefused("the lockfile contains a NUL byte")
-    found: list[Pin] = []
+    """The pins of a Java lockfile; raises `LockfileRefused` naming the first other line:
+    a repository URL, a path, an option, a classifier or type (a fourth part), a version
+    range, a version that floats (LATEST, RELEASE, a SNAPSHOT), or an artifact twice."""
+    found: dict[tuple[str, str], Pin] = {}
     for number, line in enumerate(content.splitlines(), start=1):
         text = line.strip()
         if not text or text.startswith("#"):
             continue
         match = _PIN.fullmatch(text)
         if match is None:
-            shown = text if len(text) <= 80 else f"{text[:77]}..."
-            raise lockfiles.LockfileRefused(
-                f"line {number}: {shown!r} is not `group:artifact:version sha256:<hex>`"
+            raise lockfiles.LockfileRefused.at(
+                number, text, "is not `group:artifact:version sha256:<hex>`"
             )
-        found.append(Pin(match["group"], match["artifact"], match["version"], match["sha256"]))
+        if _FLOATING.fullmatch(match["version"]):
+            raise lockfiles.LockfileRefused.at(number, text, "is refused: its version floats")
+        pin = Pin(match["group"], match["artifact"], match["version"], match["sha256"])
+        if (pin.group, pin.artifact) in found:
+            raise lockfiles.LockfileRefused.at(number, text, "pins an artifact a second time")
+        found[(pin.group, pin.artifact)] = pin
     if not found:
         raise lockfiles.LockfileRefused("the lockfile pins no artifact")
-    return tuple(found)
+    return tuple(found.values())
 
 
 def _settings(context: ToolContext) -> str:
