@@ -60,7 +60,12 @@ SHA512 = re.compile(r"[A-Za-z0-9+/]{86}==")
 
 
 class Failure(Exception):
-    """What the job's author must read: printed on stderr, exit status 1."""
+    """What the job's author must read: printed on stderr, exit status 1. `where` is
+    the place in the lockfile refused, as keys from the top (an int: a list's n-th)."""
+
+    def __init__(self, message: str, where: tuple[str | int, ...] = ()) -> None:
+        super().__init__(message)
+        self.where = where
 
 
 # --- versions and ranges -------------------------------------------------------------
@@ -289,21 +294,34 @@ def read_lockfile(text: str, feed_url: str | None) -> list[dict[str, str]]:
     except ValueError as error:
         raise Failure(f"the lockfile is not JSON: {error}") from error
     if not isinstance(data, dict) or data.get("version") != LOCK_VERSION:
-        raise Failure(f"the lockfile is not a version {LOCK_VERSION} gristmill NuGet lockfile")
-    if feed_url is not None and data.get("feed") != feed_url:
-        raise Failure(f"the lockfile was made from {data.get('feed')!r}, not {feed_url!r}")
-    packages = data.get("packages")
-    if not isinstance(packages, list):
-        raise Failure("the lockfile has no list of packages")
-    for package in packages:
+        raise Failure(
+            f"the lockfile is not a version {LOCK_VERSION} gristmill NuGet lockfile", ("version",)
+        )
+    if set(data) != {"version", "feed", "packages"}:
+        raise Failure(f"the lockfile's keys {sorted(data)} are not version, feed and packages")
+    if not isinstance(data["feed"], str):
+        raise Failure("the lockfile's feed is not a URL", ("feed",))
+    if feed_url is not None and data["feed"] != feed_url:
+        raise Failure(f"the lockfile was made from another feed than {feed_url!r}", ("feed",))
+    packages = data["packages"]
+    if not isinstance(packages, list) or not packages:
+        raise Failure("the lockfile has no list of packages", ("packages",))
+    seen: set[str] = set()
+    for index, package in enumerate(packages):
+        where = ("packages", index)
         if not isinstance(package, dict) or set(package) != {"id", "version", "sha512"}:
-            raise Failure(f"the lockfile's entry {package!r} is not id, version and sha512")
+            raise Failure("the lockfile's entry is not id, version and sha512", where)
         if not all(isinstance(v, str) for v in package.values()):
-            raise Failure(f"the lockfile's entry {package!r} is not id, version and sha512")
-        if not ID.fullmatch(package["id"]) or not VERSION.fullmatch(package["version"]):
-            raise Failure(f"the lockfile's entry {package!r} is not an exact package version")
+            raise Failure("the lockfile's entry is not id, version and sha512", where)
+        if not ID.fullmatch(package["id"]):
+            raise Failure(f"{package['id'][:60]!r} is not a package id", (*where, "id"))
+        if not VERSION.fullmatch(package["version"]):
+            raise Failure("the entry is not an exact package version", (*where, "version"))
         if not SHA512.fullmatch(package["sha512"]):
-            raise Failure(f"the lockfile's entry {package!r} has no SHA-512")
+            raise Failure("the entry has no SHA-512", (*where, "sha512"))
+        if package["id"].lower() in seen:
+            raise Failure("the entry pins a package a second time", (*where, "id"))
+        seen.add(package["id"].lower())
     return packages
 
 

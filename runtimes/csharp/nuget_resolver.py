@@ -58,6 +58,17 @@ def _feed(context: ToolContext) -> str:
     return context.index_urls[0] if context.index_urls else DEFAULT_FEED
 
 
+def _packages(content: str, feed_url: str | None) -> list[dict[str, str]]:
+    """`nuget.read_lockfile`, its refusal naming the line (`LockfileRefused`)."""
+    try:
+        return nuget.read_lockfile(content, feed_url)
+    except nuget.Failure as refused:
+        if not refused.where:
+            raise lockfiles.LockfileRefused(str(refused)) from None
+        number, text = lockfiles.json_line(content, refused.where)
+        raise lockfiles.LockfileRefused.at(number, text, f"is refused: {refused}") from None
+
+
 class NuGet:
     name: str = "nuget"
     lock_format: str = LOCK_FORMAT
@@ -66,10 +77,7 @@ class NuGet:
     def check_lockfile(self, content: str) -> None:
         """A caller's lockfile: only exact package versions with their SHA-512. (Which
         feed it was made from is checked by the install step against the service's.)"""
-        try:
-            nuget.read_lockfile(content, None)
-        except nuget.Failure as refused:
-            raise lockfiles.LockfileRefused(str(refused)) from refused
+        _packages(content, None)
 
     def version_argv(self, program_path: str) -> Sequence[str]:
         return (*INTERPRETER, str(CLIENT), "--version")
@@ -87,8 +95,8 @@ class NuGet:
 
     def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
         try:
-            packages = nuget.read_lockfile(lockfile.content, _feed(context))
-        except nuget.Failure as refused:
+            packages = _packages(lockfile.content, _feed(context))
+        except lockfiles.LockfileRefused as refused:
             raise DependencyFailure(f"the lockfile: {refused}") from refused
         # The checked entries, re-rendered: nothing of the caller's text beyond them.
         clean = {"version": nuget.LOCK_VERSION, "feed": _feed(context), "packages": packages}
