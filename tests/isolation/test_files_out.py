@@ -5,17 +5,22 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import dataclasses
 import json
 import os
 import socket
 import stat
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from gristmill.isolation import files_out
 from gristmill.isolation.linux import PR_GET_DUMPABLE, file_system_ids
+from gristmill.jobs.executor import Executor
+from gristmill.model import Job, JobFile, Outcome, Verdict
+from tests.isolation.conftest import LIMITS
 
 
 @pytest.mark.parametrize(
@@ -277,3 +282,94 @@ def test_100000_empty_files_are_listed_only_where_a_pattern_could_match(tmp_path
     assert (summary, copied) == ({"files": 1, "bytes": 2, "overflow": ""}, {"report.json": b"{}"})
     summary, copied = _collect(tmp_path, ["tmp/*.json"], workspace_name="again")
     assert summary == {"files": 0, "bytes": 0, "overflow": "more than 100000 entries under /job"}
+
+
+# The same attacks through a real sandbox, on each backend (the conformance cases in
+# attacks_files_out.toml run them warm and cold, through a server)
+
+HOSTILE_JOB = r"""
+import os
+import socket
+
+def main():
+    os.makedirs("out")
+    with open("out/real.txt", "w") as f:
+        f.write("ok")
+    os.link("out/real.txt", "out/hard.txt")
+    for target, link in [("/etc/passwd", "passwd.txt"), ("/proc/self/environ", "environ.txt"),
+                         ("/proc/1/root", "root"), ("/", "slash"), ("/proc/self/cwd", "cwd")]:
+        os.symlink(target, "out/" + link)
+    tried = []
+    for attempt in (lambda: os.link("/etc/passwd", "out/passwd-hard.txt"),
+                    lambda: os.mknod("out/zero.txt", 0o666 | 0o020000, os.makedev(1, 5))):
+        try:
+            attempt()
+            tried.append("made")
+        except OSError as refused:
+            tried.append(refused.errno)
+    os.mkfifo("out/fifo.txt")
+    socket.socket(socket.AF_UNIX).bind("out/socket.txt")
+    with open(b"out/bad\xff.txt", "w") as f:
+        f.write("b")
+    with open("out/new\nline.txt", "w") as f:
+        f.write("n")
+    with open("out/" + "l" * 251 + ".txt", "w") as f:
+        f.write("l")
+    return tried
+"""
+
+
+async def test_a_hostile_job_directory_gives_back_only_its_own_regular_text_named_files(
+    executor: Executor,
+) -> None:
+    outcome = await _run(executor, HOSTILE_JOB, ("out/**",))
+    assert outcome.verdict is Verdict.SUCCESS, outcome.detail
+    assert "made" not in json.loads(outcome.result_json)  # neither the link nor the node
+    assert {f.path: f.content for f in outcome.files} == {
+        "out/hard.txt": b"ok",
+        "out/real.txt": b"ok",
+        "out/new\nline.txt": b"n",
+        "out/" + "l" * 251 + ".txt": b"l",
+    }
+
+
+async def test_100000_empty_files_are_a_clear_verdict_and_the_service_keeps_serving(
+    executor: Executor,
+) -> None:
+    many = f"""
+import os
+
+def main():
+    os.mkdir("tmp")
+    for i in range({files_out.MAX_ENTRIES + 1}):
+        os.close(os.open(f"tmp/{{i}}", os.O_CREAT | os.O_WRONLY))
+    with open("report.json", "w") as f:
+        f.write("{{}}")
+"""
+    limits = {"wall_time_ms": 120_000, "cpu_time_ms": 120_000, "memory_bytes": 1 << 30}
+    outcome = await _run(executor, many, ("report.json", "tmp/*.json"), **limits)
+    assert outcome.verdict is Verdict.OUTPUT_LIMIT
+    assert f"more than {files_out.MAX_ENTRIES} entries under /job" in outcome.detail
+    assert [(f.path, f.content) for f in outcome.files] == [("report.json", b"{}")]
+    after = await _run(executor, "def main():\n    open('x', 'w').write('x')\n", ("x",))
+    assert (after.verdict, after.files) == (Verdict.SUCCESS, (JobFile("x", b"x"),))
+
+
+async def test_patterns_of_any_shape_give_a_typed_outcome(executor: Executor) -> None:
+    """2,000 `**` components raised RecursionError in the service's walk."""
+    patterns = ("/".join(["**"] * 2000 + ["x"]), "*/" * 2000 + "x")
+    outcome = await _run(executor, "def main():\n    open('x', 'w').write('x')\n", patterns)
+    assert (outcome.verdict, outcome.files) == (Verdict.SUCCESS, (JobFile("x", b"x"),))
+
+
+async def _run(executor: Executor, code: str, patterns: tuple[str, ...], **limits: Any) -> Outcome:
+    job = Job(
+        id="files-out",
+        language="python",
+        code=code,
+        entry_point="main",
+        args={},
+        limits=dataclasses.replace(LIMITS, **limits),
+        output_files=patterns,
+    )
+    return await executor.run(job)
