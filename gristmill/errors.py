@@ -15,14 +15,15 @@ A user's program failing is never one of these: that is an Outcome with a verdic
 
 from __future__ import annotations
 
-MAX_QUOTED_CHARS = 64
+MAX_QUOTED_CHARS = 48
 """The most of a request's value an error quotes: enough to recognise it."""
-MAX_FIELD_BYTES = 256
-MAX_DETAIL_BYTES = 1024
+MAX_FIELD_BYTES = 128
+MAX_DETAIL_BYTES = 448
 """What an `InvalidRequest` keeps of its field and of its message, however they were
-built: the error travels in the call's trailers (message and `BadRequest` detail), which
-a gRPC client refuses past 8 KiB, reporting RESOURCE_EXHAUSTED, which reads as "server
-full" and is retried."""
+built. The error travels in the call's trailers, its text three times (grpc-message, and
+in grpc-status-details-bin the Status's message and its BadRequest violation), and a
+gRPC client refuses trailers past 8 KiB with RESOURCE_EXHAUSTED, which reads as "server
+full" and is retried: bounded so, they stay under 2 KiB."""
 
 
 def quoted(value: str, limit: int = MAX_QUOTED_CHARS) -> str:
