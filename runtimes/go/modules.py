@@ -174,9 +174,10 @@ def _requires(lines: list[tuple[int, str]]) -> dict[tuple[str, str], tuple[int, 
 def parse_lock(text: str) -> Lock:
     """The lockfile's pins; `LockfileRefused`, naming the line, for anything but plain
     requirements of proxy modules with their hashes: no replace, exclude, retract, tool
-    or godebug; no Go newer than the jobs'; go.sum holds one hash of each required
-    module's archive, no archive hash of a module go.mod does not require, and no
-    module's hash twice (hashes of go.mod files of the module graph are allowed)."""
+    or godebug; no Go newer than the jobs'; go.sum holds a hash of each required
+    module's archive and no module's hash twice. (It may hold hashes of other modules:
+    `go mod tidy` keeps those of the module graph, e.g. a dependency's test dependency,
+    which go.mod does not list; a hash never makes Go fetch a module.)"""
     mod_lines, sum_lines = _sections(text)
     requires = _requires(mod_lines)
     sums: list[str] = []
@@ -190,10 +191,6 @@ def parse_lock(text: str) -> Lock:
         entry = (match["path"], match["version"], bool(match["mod"]))
         if entry in summed:
             raise LockfileRefused.at(number, line, "is a second hash of one module")
-        if not match["mod"] and (match["path"], match["version"]) not in requires:
-            raise LockfileRefused.at(
-                number, line, "is the hash of a module go.mod does not require"
-            )
         summed.add(entry)
         sums.append(line)
     for (path, version), (number, line, _) in requires.items():
