@@ -151,7 +151,7 @@ def refused_by(name: str, patterns: Iterable[str]) -> str | None:
     return None
 
 
-def env(values: Mapping[str, str], spec: RuntimeSpec | None = None) -> dict[str, str]:
+def env(values: Mapping[str, str], spec: RuntimeSpec) -> dict[str, str]:
     """The job's variables: valid names, none reserved or refused for `spec`'s language
     (`LOADER_VARIABLES`, its runtime.toml's `[env] refused`)."""
     total = sum(len(name.encode()) + len(value.encode()) + 2 for name, value in values.items())
@@ -169,7 +169,7 @@ def env(values: Mapping[str, str], spec: RuntimeSpec | None = None) -> dict[str,
                 f"refused ({pattern}): the loader and C library read it in the wrapper, "
                 "before the job's code",
             )
-        if spec is not None and (pattern := refused_by(name, spec.env_refused)):
+        if pattern := refused_by(name, spec.env_refused):
             raise InvalidRequest(
                 field,
                 f"refused ({pattern}, in runtime.toml): it changes what the "

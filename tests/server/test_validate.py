@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from gristmill.config import DEFAULT_LIMITS, MAX_LIMITS
 from gristmill.deps import lockfiles
 from gristmill.errors import InvalidRequest, LimitTooHigh
+from gristmill.languages.spec import load_spec
 from gristmill.model import JobFile, Limits, Lockfile
 from gristmill.server import validate
 
 ZERO = Limits(0, 0, 0, 0, 0)
+PYTHON = load_spec(Path(__file__).resolve().parents[2] / "runtimes" / "python")
 
 
 def test_zero_limits_take_the_defaults():
@@ -87,13 +91,13 @@ def test_a_path_cannot_be_both_a_file_and_a_directory():
 
 def test_an_environment_too_large_to_send_is_refused():
     with pytest.raises(InvalidRequest, match=r"job\.env"):
-        validate.env({"BIG": "x" * (validate.MAX_ENV_BYTES + 1)})
+        validate.env({"BIG": "x" * (validate.MAX_ENV_BYTES + 1)}, PYTHON)
 
 
 @pytest.mark.parametrize("name", ["GRISTMILL_X", "gristmill_x", "1A", "A-B", ""])
 def test_env_names_are_valid_and_not_reserved(name):
     with pytest.raises(InvalidRequest):
-        validate.env({name: "v"})
+        validate.env({name: "v"}, PYTHON)
 
 
 @pytest.mark.parametrize("job_id", ["ok-1", "a.b:c_D", "x" * 128])
