@@ -82,8 +82,10 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     enqueue.add_argument("--entry-point", default="", help="function to call (language's default)")
     enqueue.add_argument("--timeout-ms", type=int, default=0, help="wall time (server default)")
     enqueue.add_argument("--memory-mb", type=int, default=0, help="memory (server default)")
-    enqueue.add_argument("--priority", type=int, default=0, help="higher runs first (0)")
-    enqueue.add_argument("--tenant", default="", help="tenant tag stored with the job")
+    enqueue.add_argument(
+        "--priority", type=int, default=0, help="higher runs first, within its tenant (0)"
+    )
+    enqueue.add_argument("--tenant", default="", help="tenant (slots are shared fairly)")
     enqueue.add_argument("--max-attempts", type=int, default=5, help="retries of lost runs (5)")
     enqueue.add_argument("--id", dest="job_id", help="the job's id (default: a new uuid)")
     enqueue.add_argument("--wait", action="store_true", help="wait for its outcome, print it")
