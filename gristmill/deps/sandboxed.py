@@ -30,6 +30,10 @@ and without the download cache, so the code reaches only the environment being b
 The download cache has a budget of its own (`deps.tool_cache_max_bytes`): past it,
 it is emptied after a step, once no other step (of any server sharing it) is using
 it; it only holds what the index serves, so emptying it costs downloads, nothing else.
+A step that makes it grow by more than that budget while it runs is stopped (a
+download or an unpacking without bound must not fill the disk), as is one that writes
+more into the environment it builds than the environments' budget
+(`EnvironmentCache`): both are `DependencyFailure`s naming the setting.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gristmill.deps.cache import tree_size
+from gristmill.deps.cache import OverBudget, tree_size, within_budget
 from gristmill.deps.errors import DependencyFailure
 from gristmill.deps.locks import flock, open_lock, try_flock
 from gristmill.deps.tool import JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR, Step
@@ -145,9 +149,19 @@ class ToolRunner:
             await asyncio.to_thread(self._prepare, base, step, profile)
             egress = await asyncio.to_thread(self.egress) if self.egress else None
             plan = dataclasses.replace(self._plan(step, profile, base, build_dir), egress=egress)
-            run = await run_step(
+            running = run_step(
                 self.backend, plan, on_line, OUTPUT_CAP_BYTES, not step.stdout_is_result
             )
+            try:
+                run = await within_budget(
+                    running,
+                    self.paths.cache_dir,
+                    self.cache_max_bytes,
+                    "the step's downloads",
+                    "deps.tool_cache_max_bytes",
+                )
+            except OverBudget as refused:
+                raise DependencyFailure(str(refused)) from refused
             self._check(plan, run)
         finally:
             os.close(lock_fd)
