@@ -10,17 +10,25 @@ applied as the request's validation applies them.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import grpc
 import pytest
 
+from gristmill.client import Client
+from gristmill.config import load_config
 from gristmill.deps.errors import DependencyFailure
 from gristmill.deps.tool import ChecksLockfiles, ToolContext
 from gristmill.errors import InvalidRequest
 from gristmill.languages.registry import Registry
 from gristmill.model import Lockfile
-from gristmill.server import validate
+from gristmill.server import BackgroundServer, validate
+from gristmill.v1 import runtime_pb2 as pb
+from tests.conftest import sandbox_work_dir
 
+TIMEOUT_S = 300
 _REGISTRY = Registry()
 Case = tuple[str, str, int, str]  # id, lockfile, the line refused, what the refusal says
 
@@ -336,3 +344,91 @@ def test_a_nuget_lockfile_of_another_feed_is_refused_at_install_naming_the_line(
     assert found is not None
     with pytest.raises(DependencyFailure, match=r"line 3: '\"feed\": \"https://api.nuget"):
         found.install(Lockfile("csharp", found.lock_format, NUGET), context)
+
+
+# --- End to end: the real server, a hostile lockfile per language ------------------
+RUNTIMES = Path(__file__).resolve().parents[2] / "runtimes"
+EXAMPLES = {"python": "py", "go": "go", "typescript": "ts", "java": "java", "csharp": "cs"}
+
+
+@pytest.fixture(scope="module")
+def served() -> Iterator[tuple[Client, Path]]:
+    """A client of a server over the real sandbox, and the server's work directory."""
+    with sandbox_work_dir() as work_dir:
+        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir}
+        with BackgroundServer(load_config(overrides=overrides)) as address, Client(address) as c:
+            yield c, work_dir
+
+
+@pytest.fixture
+def listener() -> Iterator[tuple[socket.socket, str]]:
+    """A loopback port hostile lockfiles point at, and its http:// address: what connects
+    to it is something the lockfile made a tool fetch."""
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        server.setblocking(False)
+        yield server, f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+def nothing_connected(server: socket.socket) -> bool:
+    try:
+        server.accept()[0].close()
+    except BlockingIOError:
+        return True
+    return False
+
+
+def built(work_dir: Path) -> list[Path]:
+    """Every file of an environment the server installed or began to (`envs`, `tmp`), and
+    every download a resolver kept."""
+    deps = work_dir / "deps"
+    places = [deps / "environments" / "envs", deps / "environments" / "tmp", deps / "tool-cache"]
+    return [path for place in places for path in place.rglob("*") if not path.is_dir()]
+
+
+HOSTILE: dict[str, Callable[[str], tuple[str, int]]] = {
+    "python": lambda url: (inserted(PYTHON, 1, f"--index-url {url}/simple"), 1),
+    "go": lambda url: (inserted(GO, 7, "replace github.com/google/uuid => ../evil"), 7),
+    "typescript": lambda url: (bun_package([f"lodash@{url}/lodash.tgz", {}]), 12),
+    # Maven would ask the repository for the newest gson: refused now, installed before.
+    "java": lambda url: (replaced(MAVEN, 2, f"com.google.code.gson:gson:LATEST {SHA256}"), 2),
+    "csharp": lambda url: (nuget(id=f"{url}/x.nupkg"), 6),
+}
+
+
+def example(language: str) -> tuple[str, dict[str, object]]:
+    code = (RUNTIMES / language / f"example.{EXAMPLES[language]}").read_text()
+    args = json.loads((RUNTIMES / language / "example.args.json").read_text())
+    return code, args
+
+
+@pytest.mark.parametrize("language", HOSTILE)
+def test_a_job_with_a_hostile_lockfile_is_invalid_argument_and_nothing_is_fetched(
+    served: tuple[Client, Path], listener: tuple[socket.socket, str], language: str
+) -> None:
+    client, work_dir = served
+    server, url = listener
+    content, number = HOSTILE[language](url)
+    code, args = example(language)
+    with pytest.raises(grpc.RpcError) as refused:
+        client.execute(
+            language, code, args, lockfile=pb.Lockfile(content=content), timeout_s=TIMEOUT_S
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"job.lockfile.content: line {number}: " in (refused.value.details() or "")
+    assert nothing_connected(server)
+    assert built(work_dir) == []
+
+
+def test_a_csharp_job_whose_lockfile_names_another_feed_is_a_dependency_error(
+    served: tuple[Client, Path], listener: tuple[socket.socket, str]
+) -> None:
+    client, work_dir = served
+    server, url = listener
+    code, args = example("csharp")
+    lockfile = pb.Lockfile(content=nuget(feed=f"{url}/v3/index.json"))
+    outcome = client.execute("csharp", code, args, lockfile=lockfile, timeout_s=TIMEOUT_S)
+    assert outcome.verdict == pb.DEPENDENCY_ERROR, outcome
+    assert "line 3: " in outcome.error.message and "another feed" in outcome.error.message
+    assert outcome.usage.phases.install_ms == 0
+    assert nothing_connected(server)
+    assert built(work_dir) == []
