@@ -86,6 +86,11 @@ def _cpu_count() -> int:
     return os.cpu_count() or 1
 
 
+TENANT_FIELD = "{tenant}"
+MAX_ROLE_BYTES = 63
+"""PostgreSQL's longest name (NAMEDATALEN - 1); it truncates longer ones."""
+
+
 @dataclass(frozen=True)
 class DatabaseConfig:
     """A database jobs may name (keys `databases.<name>.*`, from a file or flags only).
@@ -97,7 +102,10 @@ class DatabaseConfig:
     kind: str = "postgresql"
     # A libpq connection string (PostgreSQL); it may hold a password: never shown.
     dsn: str = ""
-    # The role jobs connect as (PostgreSQL); "" means the DSN's own user.
+    # The role jobs connect as (PostgreSQL); "" means the DSN's own user. With `{tenant}`
+    # in it (e.g. "job_{tenant}") each tenant's jobs connect as a role of their own, so
+    # that one tenant cannot see or cancel another's statements nor set its role's
+    # defaults for the others; without, every tenant shares the one role.
     role: str = ""
     # The most connections open to it at once; further jobs wait for one.
     pool_size: int = 4
@@ -109,6 +117,38 @@ class DatabaseConfig:
             raise ConfigError(f"database kind {self.kind!r}: expected sqlite or postgresql")
         if self.pool_size < 1:
             raise ConfigError("database pool_size must be at least 1")
+        rest = self.role.replace(TENANT_FIELD, "")
+        if "{" in rest or "}" in rest:
+            raise ConfigError(f"database role {self.role!r}: the only field is {TENANT_FIELD}")
+
+    @property
+    def per_tenant(self) -> bool:
+        """Whether each tenant's jobs connect as a role of their own."""
+        return TENANT_FIELD in self.role
+
+    def shared_role_warning(self, name: str) -> str | None:
+        """What a PostgreSQL database whose tenants share one role lets them do to each
+        other (as PostgreSQL 15 does); None when each has its own."""
+        if self.kind != "postgresql" or self.per_tenant:
+            return None
+        role = repr(self.role) if self.role else "its DSN's user"
+        return (
+            f"database {name!r}: every tenant's jobs connect as one role ({role}): a "
+            "tenant can read another's running statements, literals included "
+            "(pg_stat_activity), cancel them (pg_cancel_backend) and, allowed to commit, "
+            "ALTER ROLE it SET defaults that every tenant's later jobs start with; "
+            f'role = "<prefix>{TENANT_FIELD}" gives each tenant a role of its own'
+        )
+
+    def role_for(self, tenant: str) -> str:
+        """The role a tenant's jobs connect as ("": the DSN's user). PostgreSQL cuts a
+        name at 63 bytes: a longer one (two tenants could share it) is refused."""
+        if not self.per_tenant:
+            return self.role
+        role = self.role.replace(TENANT_FIELD, tenant)
+        if not tenant or "\0" in tenant or len(role.encode()) > MAX_ROLE_BYTES:
+            raise ConfigError(f"tenant {tenant!r} has no role of its own ({self.role!r})")
+        return role
 
 
 @dataclass(frozen=True)

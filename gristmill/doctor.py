@@ -21,7 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from gristmill.config import ServerConfig
+from gristmill.config import ANONYMOUS, ConfigError, DatabaseConfig, ServerConfig
 from gristmill.languages import Registry
 
 __all__ = ["Check", "Status", "main", "run_checks"]
@@ -198,13 +198,13 @@ _DANGEROUS_ROLE = {
 }
 
 
-def _database_role(name: str, dsn: str, role: str) -> Check:
+def _database_role(label: str, dsn: str, role: str) -> Check:
     """Whether a configured PostgreSQL database is reachable, and what its job role can do
-    that a job must not; never shows the DSN (it may hold a password)."""
+    that a job must not, or holds (role settings every connection of it starts with);
+    never shows the DSN (it may hold a password)."""
     import psycopg
     from psycopg.conninfo import make_conninfo
 
-    label = f"database {name}"
     try:
         conninfo = make_conninfo(dsn, **({"user": role} if role else {}))
         with psycopg.connect(conninfo, connect_timeout=5) as connection:
@@ -213,18 +213,53 @@ def _database_role(name: str, dsn: str, role: str) -> Check:
                 for what, query in _DANGEROUS_ROLE.items()
                 if (row := connection.execute(query).fetchone()) is not None and row[0]
             ]
+            held = connection.execute(
+                "select rolconfig from pg_roles where rolname = current_user"
+            ).fetchone()
             user = connection.info.user
     except psycopg.Error as error:
         return Check(label, Status.WARN, f"cannot be reached ({type(error).__name__})")
+    if held and held[0]:
+        found.append(f"holds settings every job of it starts with ({', '.join(held[0])})")
     if found:
         return Check(label, Status.WARN, f"job role {user!r} {'; '.join(found)}")
     return Check(label, Status.OK, f"job role {user!r}: no dangerous privileges")
 
 
+def _several_tenants(config: ServerConfig) -> bool:
+    """Whether calls can come from more than one tenant (else all are `anonymous`)."""
+    auth = config.auth
+    return bool(auth.tokens or auth.tokens_file or auth.client_ca_file)
+
+
+def _postgresql(name: str, database: DatabaseConfig, config: ServerConfig) -> Iterator[Check]:
+    label = f"database {name}"
+    shared = database.shared_role_warning(name)
+    if shared is not None:
+        yield _database_role(label, database.dsn, database.role)
+        if _several_tenants(config):
+            yield Check(f"{label} tenants", Status.WARN, shared)
+        return
+    tenants = sorted(config.tenants) or ([] if _several_tenants(config) else [ANONYMOUS])
+    for tenant in tenants:
+        try:
+            role = database.role_for(tenant)
+        except ConfigError as error:
+            yield Check(f"{label} ({tenant})", Status.WARN, str(error))
+            continue
+        yield _database_role(f"{label} ({tenant})", database.dsn, role)
+    if not tenants:
+        yield Check(
+            label,
+            Status.OK,
+            f"a role per tenant ({database.role!r}): name tenants in tenants.* to check theirs",
+        )
+
+
 def _databases(config: ServerConfig) -> Iterator[Check]:
     for name, database in sorted(config.databases.items()):
         if database.kind == "postgresql":
-            yield _database_role(name, database.dsn, database.role)
+            yield from _postgresql(name, database, config)
         else:
             where = Path(database.path).parent
             status = Status.OK if where.is_dir() else Status.WARN

@@ -19,6 +19,7 @@ import binascii
 import contextlib
 import itertools
 import json
+import logging
 import re
 import secrets
 import sqlite3
@@ -50,6 +51,9 @@ COMMIT_VARIABLE = "SQL_COMMIT"
 JAIL_DATABASE_DIR = "/gristmill/database"
 """Where a named database's folder (SQLite) or the relay's socket (PostgreSQL) is mounted."""
 RELAY_SOCKET = "relay.sock"
+
+log = logging.getLogger(__name__)
+
 
 _DECLARATION = re.compile(
     r"""^\s*:(?P<name>[A-Za-z_][A-Za-z0-9_]*)
@@ -289,6 +293,9 @@ class Plugin(LanguagePlugin):
 
     def configure(self, databases: Mapping[str, DatabaseConfig]) -> None:
         self.databases = dict(databases)
+        for name, config in sorted(databases.items()):
+            if (shared := config.shared_role_warning(name)) is not None:
+                log.warning("%s", shared)
         self._relays = {
             name: Relay(name, config)
             for name, config in databases.items()

@@ -56,7 +56,7 @@ from pglast import parser as pg_parser
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from gristmill.config import DatabaseConfig
+from gristmill.config import ConfigError, DatabaseConfig
 from gristmill.model import Job
 
 log = logging.getLogger(__name__)
@@ -208,29 +208,48 @@ def _error(error: psycopg.Error) -> dict[str, Any]:
 
 
 class Relay:
-    """One configured PostgreSQL database: at most `pool_size` jobs connected at once."""
+    """One configured PostgreSQL database: at most `pool_size` jobs connected at once, and
+    at most `pool_size` connections open, each of one role (a tenant's, with `{tenant}`
+    in the configured role) and never lent to a job of another."""
 
     def __init__(self, name: str, config: DatabaseConfig) -> None:
         self.name = name
         self.config = config
         self._slots = asyncio.Semaphore(config.pool_size)
-        # Connections a finished job left clean, reused by the next (`release`).
+        # Connections a finished job left clean, reused by the next (`release`), oldest
+        # first; and how many connections jobs hold now.
         self._idle: list[psycopg.AsyncConnection[Any]] = []
+        self._held = 0
 
-    async def acquire(self) -> psycopg.AsyncConnection[Any]:
-        """An idle connection of the pool when one is healthy, else a new one."""
-        while self._idle:
-            connection = self._idle.pop()
+    async def acquire(self, role: str) -> psycopg.AsyncConnection[Any]:
+        """An idle connection of `role` when one is healthy, else a new one, which takes
+        the place of the oldest idle connection (another role's) when the pool is full."""
+        while (connection := self._take(role)) is not None:
             if not connection.closed and connection.info.transaction_status == IDLE:
+                self._held += 1
                 return connection
             with contextlib.suppress(psycopg.Error):
                 await connection.close()
-        return await self.connect()
+        if self._idle and self._held + len(self._idle) >= self.config.pool_size:
+            with contextlib.suppress(psycopg.Error):
+                await self._idle.pop(0).close()
+        connection = await self.connect(role)
+        self._held += 1
+        return connection
+
+    def _take(self, role: str) -> psycopg.AsyncConnection[Any] | None:
+        """The idle connection of `role` returned last (or one that has closed)."""
+        for index in range(len(self._idle) - 1, -1, -1):
+            connection = self._idle[index]
+            if connection.closed or not self.config.per_tenant or connection.info.user == role:
+                return self._idle.pop(index)
+        return None
 
     async def release(self, connection: psycopg.AsyncConnection[Any], reusable: bool) -> None:
         """Back to the pool with nothing of the job left (its transaction rolled back,
         then `DISCARD ALL`: settings, role, temporary tables, prepared statements, advisory
         locks, listeners); closed instead when the job ended mid-query or anything fails."""
+        self._held -= 1
         try:
             await connection.rollback()
             if reusable and len(self._idle) < self.config.pool_size:
@@ -250,10 +269,10 @@ class Relay:
         with contextlib.suppress(psycopg.Error):
             await connection.close()
 
-    async def connect(self) -> psycopg.AsyncConnection[Any]:
-        """A connection as the configured role; a failure names the database, never the
-        DSN (which may hold a password)."""
-        extra = {"user": self.config.role} if self.config.role else {}
+    async def connect(self, role: str) -> psycopg.AsyncConnection[Any]:
+        """A connection as `role` ("": the DSN's user); a failure names the database,
+        never the DSN (which may hold a password)."""
+        extra = {"user": role} if role else {}
         try:
             return await psycopg.AsyncConnection.connect(
                 psycopg.conninfo.make_conninfo(
@@ -274,7 +293,7 @@ class Relay:
         deadline = time.monotonic() + job.limits.wall_time_ms / 1000
         if job.deadline is not None:
             deadline = min(deadline, job.deadline)
-        session = _Session(self, token, commit, deadline)
+        session = _Session(self, token, commit, deadline, job.tenant)
         server = await asyncio.start_unix_server(
             session.handle, path=str(folder / SOCKET_NAME), limit=LINE_LIMIT
         )
@@ -290,8 +309,11 @@ class Relay:
 class _Session:
     """One job's connection: opened when the job's wrapper connects, closed at the end."""
 
-    def __init__(self, relay: Relay, token: str, commit: bool, deadline: float) -> None:
+    def __init__(
+        self, relay: Relay, token: str, commit: bool, deadline: float, tenant: str
+    ) -> None:
         self.relay = relay
+        self.tenant = tenant
         self.token = token
         self.commit = commit
         self.deadline = deadline
@@ -336,8 +358,12 @@ class _Session:
             raise Refused("ProtocolError", "the first request is the job's token")
         if not hmac.compare_digest(token.encode(), self.token.encode()):
             raise Refused("ProtocolError", "the relay refused the connection")
+        try:
+            role = self.relay.config.role_for(self.tenant)
+        except ConfigError as error:
+            raise Refused("DatabaseUnavailable", str(error)) from None
         async with self.relay._slots:
-            self.connection = await self.relay.acquire()
+            self.connection = await self.relay.acquire(role)
             await _send(writer, {"ready": self.relay.name})
             while True:
                 request = _request(await _line(reader))

@@ -5,11 +5,12 @@ The jobs themselves run in the real sandbox in tests/test_conformance.py (runtim
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import pytest
 
-from gristmill.config import DatabaseConfig
+from gristmill.config import ConfigError, DatabaseConfig
 from gristmill.errors import InvalidRequest
 from gristmill.languages import Registry
 from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
@@ -181,3 +182,35 @@ def test_hostile_code_is_answered_not_crashed_on(plugin, code):
 def test_code_past_the_parser_bound_is_a_clear_error(plugin):
     with pytest.raises(InvalidRequest, match="bytes"):
         plugin.describe("select 1;" * 600_000, "main")
+
+
+def test_a_database_role_per_tenant_is_a_template_of_one_field():
+    config = DatabaseConfig(dsn="dbname=x", role="job_{tenant}")
+    assert config.per_tenant and config.role_for("alice") == "job_alice"
+    assert config.shared_role_warning("x") is None
+    shared = DatabaseConfig(dsn="dbname=x", role="jobs")
+    assert not shared.per_tenant and shared.role_for("alice") == "jobs"
+    assert "every tenant's jobs connect as one role ('jobs')" in (
+        shared.shared_role_warning("x") or ""
+    )
+    for bad in ("job_{name}", "job_{tenant", "{}"):
+        with pytest.raises(ConfigError, match="the only field is"):
+            DatabaseConfig(dsn="dbname=x", role=bad)
+    # PostgreSQL cuts names at 63 bytes: two long tenants would share a role.
+    for tenant in ("", "t" * 60, "a\0b"):
+        with pytest.raises(ConfigError, match="has no role of its own"):
+            config.role_for(tenant)
+
+
+def test_the_start_up_log_says_when_tenants_share_a_role(plugin, caplog):
+    with caplog.at_level(logging.WARNING):
+        plugin.configure(
+            {
+                "shared": DatabaseConfig(dsn="dbname=x", role="jobs"),
+                "own": DatabaseConfig(dsn="dbname=x", role="job_{tenant}"),
+                "lite": DatabaseConfig(kind="sqlite", path="/tmp/x.sqlite"),
+            }
+        )
+    plugin.configure({})
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and "database 'shared': every tenant's jobs" in warned[0]

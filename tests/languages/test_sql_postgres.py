@@ -22,6 +22,7 @@ import pytest
 
 from gristmill.client import Client
 from gristmill.config import load_config
+from gristmill.credentials import Credentials
 from gristmill.doctor import Status, run_checks
 from gristmill.languages.registry import REPO_ROOT
 from gristmill.server import BackgroundServer
@@ -363,3 +364,84 @@ def test_a_savepoint_is_the_jobs_own(server):
         "select count(*) as n from s"
     )
     assert rows(run(server, code)) == [{"n": 1}]
+
+
+def test_doctor_says_when_tenants_share_a_role_or_it_holds_settings(postgres):
+    dsn = f"host={postgres['PGHOST']} port={postgres['PGPORT']} dbname={postgres['PGDATABASE']}"
+    held = f"gm_held_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres["GRISTMILL_DATABASE_URL"], autocommit=True) as admin:
+        admin.execute(f"create role {held} login")
+        for tenant in ("job_alice", "job_bob"):
+            if not admin.execute("select 1 from pg_roles where rolname = %s", [tenant]).fetchone():
+                admin.execute(f"create role {tenant} login")
+        try:
+            # PostgreSQL lets any role set its own defaults: what one tenant's job can do.
+            with psycopg.connect(f"{dsn} user={held}", autocommit=True) as job:
+                job.execute(f"alter role {held} set work_mem = '1MB'")
+            config = load_config(
+                environ={},
+                overrides={
+                    "auth.tokens": "alice:" + "a" * 32 + " bob:" + "b" * 32,
+                    "tenants.alice.max_concurrent_jobs": "2",
+                    "tenants.bob.max_concurrent_jobs": "2",
+                    "databases.shared.dsn": dsn,
+                    "databases.shared.role": JOB_ROLE,
+                    "databases.held.dsn": dsn,
+                    "databases.held.role": held,
+                    "databases.own.dsn": dsn,
+                    "databases.own.role": "job_{tenant}",
+                },
+            )
+            checks = {c.name: c for c in run_checks(config)}
+        finally:
+            admin.execute(f"drop role {held}")
+    assert checks["database shared"].status is Status.OK
+    assert checks["database shared tenants"].status is Status.WARN
+    assert "every tenant's jobs connect as one role" in checks["database shared tenants"].detail
+    assert "pg_stat_activity" in checks["database shared tenants"].detail
+    assert checks["database held"].status is Status.WARN
+    assert "holds settings every job of it starts with (work_mem=1MB)" in (
+        checks["database held"].detail
+    )
+    assert checks["database own (alice)"].status is Status.OK, checks["database own (alice)"]
+    assert "'job_alice'" in checks["database own (alice)"].detail
+    assert "'job_bob'" in checks["database own (bob)"].detail
+    assert "database own tenants" not in checks
+
+
+@pytest.fixture(scope="module")
+def tenant_server(postgres: dict[str, str]) -> Iterator[str]:
+    """A server with two tenants (tokens) and a database giving each its own role."""
+    dsn = f"host={postgres['PGHOST']} port={postgres['PGPORT']} dbname={postgres['PGDATABASE']}"
+    with psycopg.connect(postgres["GRISTMILL_DATABASE_URL"], autocommit=True) as admin:
+        for role in ("job_alice", "job_bob"):
+            if not admin.execute("select 1 from pg_roles where rolname = %s", [role]).fetchone():
+                admin.execute(f"create role {role} login")
+    with sandbox_work_dir() as work_dir:
+        config = load_config(
+            environ={},
+            overrides={
+                "address": "127.0.0.1:0",
+                "work_dir": work_dir,
+                "sandbox_backend": "process",
+                "auth.tokens": "alice:alice-secret bob:bob-secret",
+                "databases.main.dsn": dsn,
+                "databases.main.role": "job_{tenant}",
+            },
+        )
+        with BackgroundServer(config) as address:
+            yield address
+
+
+def test_each_tenants_jobs_connect_as_its_own_role(tenant_server):
+    """The call's tenant reaches the relay: each tenant's job is its role, end to end."""
+    for tenant in ("alice", "bob", "alice"):
+        credentials = Credentials(token=f"{tenant}-secret")
+        with Client(tenant_server, credentials=credentials) as client:
+            outcome = client.execute(
+                "sql",
+                "select current_user as me, session_user as login",
+                {},
+                env={"SQL_DATABASE": "main"},
+            )
+        assert rows(outcome) == [{"me": f"job_{tenant}", "login": f"job_{tenant}"}]
