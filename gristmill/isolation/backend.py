@@ -32,6 +32,8 @@ class StopReason(enum.Enum):
     NETWORK = "network"
     # Thrashing at the memory limit, which the kernel's OOM killer lets go on (`thrash.py`).
     MEMORY = "memory"
+    # Socket buffers that, with its memory, fill the job's memory limit (`thrash.py`).
+    SOCKET_MEMORY = "socket_memory"
 
 
 @dataclass(frozen=True)

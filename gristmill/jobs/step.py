@@ -143,7 +143,7 @@ def failure(run: StepRun, plan: SandboxPlan) -> str | None:
     the caller raises `SandboxFailure` for `run.end.setup_error` first.
     """
     end, said, program = run.end, run.said(), Path(plan.argv[0]).name
-    if end.oom_killed or end.stopped_for is StopReason.MEMORY:
+    if end.oom_killed or end.stopped_for in (StopReason.MEMORY, StopReason.SOCKET_MEMORY):
         limit_mib = plan.limits.memory_bytes // (1024 * 1024)
         return f"{program} ran out of memory ({limit_mib} MiB)\n{said}"
     if end.stopped_for in (StopReason.WALL_TIME, StopReason.CPU_TIME):

@@ -69,6 +69,11 @@ def decide(
                 Verdict.MEMORY_LIMIT,
                 detail="the job thrashed at its memory limit: its files evicted and read again",
             )
+        if stop is StopReason.SOCKET_MEMORY:
+            return Decision(
+                Verdict.MEMORY_LIMIT,
+                detail="the job's socket buffers, with its memory, filled its memory limit",
+            )
         if end.pids_limit_hit:
             return Decision(Verdict.PROCESS_LIMIT, detail="a fork failed at the process limit")
     if stop is StopReason.CPU_TIME or (
