@@ -38,9 +38,9 @@ MAX_PATH_BYTES = 1024
 twice the kernel's PATH_MAX for the copy's path in the workspace)."""
 MAX_ENTRIES = 100_000
 """Directory entries listed, at most: a job may leave millions of empty files."""
-MAX_MATCH_STEPS = 4_000_000
-"""Name-against-pattern comparisons, at most (a second or two): 64 patterns of many
-components, against 100,000 names, would be billions."""
+MAX_MATCH_STEPS = 1_000_000
+"""Name-against-pattern comparisons, at most (about a second of the service's CPU; ten
+patterns against 100,000 names): 64 patterns of many components would take billions."""
 
 _State = tuple[int, int]
 """A pattern (its index) and how many of its components the path so far has matched."""
