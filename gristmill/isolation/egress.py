@@ -147,28 +147,34 @@ class EgressPolicy:
 
     def nft_ruleset(self, host: Sequence[Network], connections: int = 0) -> str:
         """The ruleset for the sandbox's namespace; `host` are the host's addresses, and
-        past `connections` TCP connections (0: no cap) a connect() is refused."""
+        past `connections` flows (0: no cap) a new one is refused: TCP connections and
+        UDP destinations alike (our DNS resolver's among them), as each holds a host
+        socket of slirp4netns."""
         refuse = "reject with icmpx type admin-prohibited"
-        lines = [
-            "table inet gristmill {",
+        lines = ["table inet gristmill {"]
+        # A token bucket that never refills in a job's lifetime: a count of flows, each
+        # told by its first packet (its conntrack entry not yet confirmed; a UDP flow
+        # without replies stays "new", a SYN sent again does not count twice).
+        new_flow = 'ct status & confirmed == 0 limit name "flows"'
+        if connections:
+            lines.append(f"  limit flows {{ rate over 1/hour burst {connections} packets }}")
+        lines += [
             "  chain output {",
             "    type filter hook output priority 0; policy accept;",
             '    oifname "lo" accept',
         ]
         if self.dns:
-            lines.append(
-                f"    ip daddr {DNS_ADDRESS} meta l4proto {{ tcp, udp }} th dport 53 accept"
-            )
+            dns = f"ip daddr {DNS_ADDRESS} meta l4proto {{ tcp, udp }} th dport 53"
+            if connections:
+                lines.append(f"    {dns} {new_flow} {refuse}")
+            lines.append(f"    {dns} accept")
         lines += [f"    meta l4proto {{ tcp, udp }} th dport {{ 53, 853 }} {refuse}"]
         lines += [f"    {match} {refuse}" for match in _address_matches(host)]
         for number, _ in enumerate(self.gates):
             lines.append(f"    jump gate{number}")
         if connections:
-            # A token bucket that never refills in a job's lifetime: a count of SYNs.
-            lines.append(
-                "    tcp flags & (syn | ack) == syn"
-                f" limit rate over 1/hour burst {connections} packets reject with tcp reset"
-            )
+            lines.append(f"    meta l4proto tcp {new_flow} reject with tcp reset")
+            lines.append(f"    meta l4proto udp {new_flow} reject with icmpx type port-unreachable")
         lines.append("  }")
         for number, gate in enumerate(self.gates):
             lines.append(f"  chain gate{number} {{")

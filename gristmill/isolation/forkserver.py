@@ -51,7 +51,7 @@ from gristmill.isolation.jail import (
     write_file,
 )
 from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
-from gristmill.isolation.thrash import ThrashWatch
+from gristmill.isolation.thrash import SocketWatch, ThrashWatch
 
 FD_NAMES = (*JOB_FDS, "control", "report")
 """The descriptors that come with each spawn message, in this order."""
@@ -245,6 +245,10 @@ class _Supervision:
         self._refused = 0
         self._episode = (0, 0)  # first and last refusal seen, monotonic ns
         self.memory = ThrashWatch(*spec.memory_files) if spec.memory_files else None
+        self.sockets: SocketWatch | None = None
+        if spec.network and spec.memory_files:
+            _, limit_file, stat_file = spec.memory_files
+            self.sockets = SocketWatch(limit_file, stat_file, spec.socket_memory_file)
 
     def stuck_at_process_limit(self, now: int) -> bool:
         """Whether forks have kept failing at the pids limit for longer than the grace."""
@@ -372,7 +376,9 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     try:
         if spec.network:
             # Never the host's network: one of its own, which the jail then inherits.
-            network = netns.enter(spec.egress_ruleset)
+            network = netns.enter(
+                spec.egress_ruleset, spec.helper_cgroup_files, spec.network_connections
+            )
         jail = _build_jail(spec, fds)
     except BaseException as error:
         _send(
@@ -447,6 +453,8 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             stop("processes")
         if job.memory and job.limits_apply() and job.memory.stuck(now):
             stop("memory")
+        if job.sockets and job.limits_apply() and job.sockets.full():
+            stop("socket_memory")
         if network and job.network_bytes and job.limits_apply():
             sent, received = job.network_used(network)
             if sent + received > job.network_bytes:

@@ -120,6 +120,11 @@ class JailSpec:
     memory_files: list[str] = field(default_factory=list)
     # What the process backend's supervisor joins (`JobCgroup.supervisor_join_files`).
     supervisor_cgroup_files: list[str] = field(default_factory=list)
+    # What the job's network helper joins (`JobCgroup.helper_join_files`), and what its
+    # sockets hold (`JobCgroup.socket_memory_file`; empty: in memory.stat), which the
+    # supervisor judges with its memory (`thrash.SocketWatch`). Network-on jobs only.
+    helper_cgroup_files: list[str] = field(default_factory=list)
+    socket_memory_file: str = ""
     masked_paths: list[str] = field(default_factory=list)
     seccomp_nosys: list[str] = field(default_factory=list)
     # How the jail is built: empty for our own namespaces (`build_root`), else the
@@ -135,6 +140,9 @@ class JailSpec:
     egress_ruleset: str = ""
     # Bytes sent and received past which the supervisor stops the job (0: no cap).
     network_bytes: int = 0
+    # Flows (TCP connections, UDP destinations) past which new ones are refused (0: no
+    # cap); the network helper's descriptors are bounded by it (`netns.enter`).
+    network_connections: int = 0
     # Started ahead of demand (a warm sandbox): the program runs, waiting on fd 4, but
     # the job's clocks, files and limits come with the hand-over (`forkserver`), and
     # `wall_time_ms`/`cpu_time_ms` above are only the pool's backstops until then.

@@ -18,10 +18,14 @@ before it joins the namespace, so a namespace owned by the host's root is closed
 
 from __future__ import annotations
 
+import contextlib
 import os
+import resource
 import select
 import subprocess
+from collections.abc import Sequence
 
+from gristmill.isolation.jail import write_file
 from gristmill.isolation.linux import CLONE_NEWNET, setns, unshare
 
 __all__ = ["NFT", "SLIRP4NETNS", "OwnNetwork", "enter"]
@@ -30,6 +34,8 @@ SLIRP4NETNS = "/usr/bin/slirp4netns"
 NFT = "/usr/sbin/nft"
 TAP = "tap0"
 READY_TIMEOUT_S = 10.0
+HELPER_DESCRIPTORS = 64
+"""What slirp4netns holds of its own (standard streams, tap, pipes, poll, DNS)."""
 
 
 class OwnNetwork:
@@ -61,17 +67,38 @@ class OwnNetwork:
             self._slirp.wait()
 
 
-def _host_namespace(fd: int) -> None:
-    setns(fd, CLONE_NEWNET)
+def _start_helper(host: int, cgroup_files: Sequence[str], descriptors: int) -> None:
+    """In slirp4netns before its exec: the job's cgroup, a cap on its descriptors (one
+    host socket a flow), then the host's network namespace for its own sockets."""
+    for name in cgroup_files:
+        write_file(name, "0")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
+    setns(host, CLONE_NEWNET)
 
 
-def enter(ruleset: str) -> OwnNetwork:
-    """Moves the calling process into a new network namespace, connected and filtered."""
+def _without_ipv6() -> None:
+    """IPv6 off on every interface of the (new) namespace, as on each it will have: the
+    job's IPv6 connect()s fail at once (ENETUNREACH) rather than wait for neighbours
+    that never answer on tap0 (slirp4netns runs without its IPv6)."""
+    for interfaces in ("all", "default"):
+        with contextlib.suppress(FileNotFoundError):  # a kernel without IPv6
+            write_file(f"/proc/sys/net/ipv6/conf/{interfaces}/disable_ipv6", "1")
+
+
+def enter(ruleset: str, helper_cgroup_files: Sequence[str], flows: int) -> OwnNetwork:
+    """Moves the calling process into a new network namespace, connected and filtered.
+
+    slirp4netns joins `helper_cgroup_files` (the job's group: its CPU and memory are
+    the job's) and may hold `flows` descriptors for the job's connections and UDP
+    destinations (the policy's cap) beyond its own `HELPER_DESCRIPTORS`.
+    """
     host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
+    descriptors = HELPER_DESCRIPTORS + flows
     try:
         unshare(CLONE_NEWNET)
+        _without_ipv6()
         slirp = subprocess.Popen(
             [
                 *(SLIRP4NETNS, "--configure", "--disable-host-loopback"),
@@ -84,7 +111,8 @@ def enter(ruleset: str) -> OwnNetwork:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             # Our namespace is the one it connects; its own sockets live in the host's.
-            preexec_fn=lambda: _host_namespace(host),  # the supervisor is single-threaded
+            # (The supervisor is single-threaded: preexec_fn is safe in it.)
+            preexec_fn=lambda: _start_helper(host, helper_cgroup_files, descriptors),
         )
     finally:
         os.close(host)

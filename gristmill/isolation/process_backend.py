@@ -383,7 +383,18 @@ class ProcessBackend:
             warm=plan.warm,
             egress_ruleset=ruleset,
             network_bytes=limits.network_bytes,
+            network_connections=limits.network_connections if limits.network else 0,
+            **(self._network_cgroup(cgroup) if limits.network and cgroup else {}),
         )
+
+    @staticmethod
+    def _network_cgroup(cgroup: JobCgroup) -> dict[str, object]:
+        """A network-on job's: where its helper is accounted, and what its sockets hold."""
+        sockets = cgroup.socket_memory_file
+        return {
+            "helper_cgroup_files": [str(p) for p in cgroup.helper_join_files],
+            "socket_memory_file": str(sockets) if sockets else "",
+        }
 
     def _send(self, payload: bytes, fds: list[int]) -> None:
         for attempt in range(2):

@@ -1,4 +1,5 @@
-"""Telling a job that thrashes at its memory limit, which the kernel does not end.
+"""Telling a job at its memory limit that the kernel does not end: one that thrashes, and
+one whose socket buffers fill it (`SocketWatch`).
 
 A job whose anonymous memory fills its cgroup's limit is OOM-killed, unless the group
 also holds file pages: the job's own program, libraries, the files it reads. Reclaim
@@ -78,3 +79,45 @@ class ThrashWatch:
             first, last = first or now, now
         self._episode = (first, last)
         return bool(first) and now - first >= GRACE_NS
+
+
+class SocketWatch:
+    """Watches what one job's sockets hold (TCP and UDP buffers) beside its memory.
+
+    cgroup v1 charges socket buffers apart from memory, to a counter limited to the
+    memory limit (`cgroups._limit_sockets`); at that limit sends wait and datagrams are
+    dropped, nothing is killed. v2 charges them to the memory itself, which reclaims
+    around them rather than OOM-kill. Either way the job is stopped here once its
+    sockets hold a sixteenth of its limit or more and, with its anonymous and tmpfs
+    memory (nothing can reclaim those without swap), come within a sixteenth of it: a
+    job with one connection beside a full heap is left to the kernel, as before.
+    """
+
+    def __init__(self, limit_file: str, stat_file: str, sockets_file: str) -> None:
+        # `sockets_file`: v1's kmem.tcp usage; empty on v2, where memory.stat says ("sock").
+        self._files = (limit_file, stat_file, sockets_file)
+        self._fds: tuple[int, ...] = ()
+
+    def full(self) -> bool:
+        """Whether the job's sockets and memory together fill its memory limit."""
+        if not self._fds:
+            try:
+                self._fds = tuple(
+                    os.open(path, os.O_RDONLY | os.O_CLOEXEC) if path else -1
+                    for path in self._files
+                )
+            except OSError:
+                return False
+        limit_fd, stat_fd, sockets_fd = self._fds
+        limit = _number(limit_fd)
+        sockets = _number(sockets_fd) if sockets_fd >= 0 else -1
+        if limit <= 0 or 0 <= sockets < limit // 16:
+            return False
+        try:
+            text = os.pread(stat_fd, 8192, 0).decode()
+        except OSError:
+            return False
+        if sockets < 0:
+            sockets = max(keyed(text, "sock"), 0)
+        anonymous = max(keyed(text, "anon"), keyed(text, "rss"), 0) + max(keyed(text, "shmem"), 0)
+        return sockets >= limit // 16 and sockets + anonymous >= limit - limit // 16

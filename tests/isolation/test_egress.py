@@ -59,8 +59,13 @@ def test_a_requests_gate_is_added_never_replacing_the_servers() -> None:
     assert "jump gate1" in narrowed.nft_ruleset(())
 
 
-def test_a_connections_cap_is_a_syn_budget() -> None:
-    assert "burst 20 packets reject with tcp reset" in policy(()).nft_ruleset((), 20)
+def test_a_connections_cap_is_one_budget_of_flows() -> None:
+    """TCP connections, UDP destinations and DNS queries draw on one budget: each holds a
+    host socket of slirp4netns."""
+    ruleset = policy(()).nft_ruleset((), 20)
+    assert "limit flows { rate over 1/hour burst 20 packets }" in ruleset
+    assert ruleset.count('limit name "flows"') == 3  # DNS, then TCP and UDP past the gates
+    assert "limit" not in policy(()).nft_ruleset(())
 
 
 def test_a_malformed_allow_setting_is_a_config_error() -> None:

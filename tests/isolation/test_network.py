@@ -8,6 +8,7 @@ destination is a package registry, the only outside this machine reaches.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -24,6 +25,7 @@ import pytest
 import pytest_asyncio
 
 from gristmill.config import NetworkConfig, PoolConfig
+from gristmill.isolation import netns
 from gristmill.isolation.egress import host_addresses
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
@@ -442,3 +444,145 @@ async def test_a_job_with_its_own_allow_list_starts_cold(servers: dict[str, Exec
     )
     assert _result(outcome) == {"pypi.org:443": "connected"}
     assert not outcome.warm_sandbox
+
+
+HOARD_TCP = """
+import socket, time
+def main(connections: int):
+    listener = socket.create_server(("127.0.0.1", 0), backlog=connections)
+    held, sent, chunk = [], 0, b"x" * 65536
+    for _ in range(connections):
+        s = socket.create_connection(listener.getsockname())
+        s.setblocking(False)
+        held.append(s)
+    for s in held:  # written and never read: the kernel holds it all
+        try:
+            while True:
+                sent += s.send(chunk)
+        except BlockingIOError:
+            pass
+    time.sleep(5)
+    return sent
+"""
+HOARD_UDP = """
+import socket, time
+def main(sockets: int):
+    sender = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    held, sent = [], 0
+    for _ in range(sockets):
+        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s.bind(("127.0.0.1", 0))
+        held.append(s)
+        for _ in range(8):  # queued, never received
+            sent += sender.sendto(b"y" * 60000, s.getsockname())
+    time.sleep(5)
+    return sent
+"""
+
+
+@pytest.mark.parametrize(
+    ("code", "args"),
+    [(HOARD_TCP, {"connections": 100}), (HOARD_UDP, {"sockets": 500})],
+    ids=["tcp", "udp"],
+)
+async def test_socket_buffers_a_job_holds_are_its_memory(
+    servers: dict[str, Executor], code: str, args: dict[str, int]
+) -> None:
+    """100 loopback connections written and never read held 395 MB of kernel memory for a
+    64 MiB job, billed 13 MB, SUCCESS; 500 UDP sockets' unread queues the same way."""
+    outcome = await _run(servers["default"], code, args, memory_bytes=64 << 20)
+    assert outcome.verdict is Verdict.MEMORY_LIMIT, (outcome.detail, outcome.result_json)
+    assert "socket buffers" in outcome.detail
+
+
+async def test_ipv6_is_refused_at_once(servers: dict[str, Executor]) -> None:
+    """IPv6 is off in the job's namespace: no interface has an IPv6 address (tap0's
+    link-local one, once valid, made a connect() to fe80::1%tap0 wait 3 s for a
+    neighbour that never answers), and every connect() fails with an error."""
+    code = """
+    import errno, socket
+    def main():
+        seen = {}
+        for address in ("fe80::1%tap0", "fe80::2%lo", "2001:db8::1", "::1"):
+            try:
+                socket.create_connection((address, 80), timeout=3).close()
+                seen[address] = "connected"
+            except TimeoutError:
+                seen[address] = "timed out"
+            except OSError as error:
+                seen[address] = errno.errorcode.get(error.errno or 0, str(error))
+        return {"addresses": open("/proc/net/if_inet6").read(), "connects": seen}
+    """
+    seen = _result(await _run(servers["default"], code))
+    assert seen["addresses"] == "", seen
+    assert set(seen["connects"].values()) <= {"ENETUNREACH", "EADDRNOTAVAIL"}, seen
+
+
+def _network_helpers() -> list[int]:
+    """The live slirp4netns processes this test process's fork servers started (its jobs');
+    an exiting one has left its groups for the root's."""
+    parents: dict[int, int] = {}
+    helpers = []
+    for entry in (p.name for p in Path("/proc").iterdir() if p.name.isdigit()):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        name, _, rest = stat.rpartition(")")
+        state, parent = rest.split()[:2]
+        parents[int(entry)] = int(parent)
+        if name.endswith("(slirp4netns") and state not in "ZX":  # not one exiting
+            helpers.append(int(entry))
+    mine = []
+    for pid in helpers:
+        ancestor = pid
+        while ancestor > 1 and ancestor != os.getpid():
+            ancestor = parents.get(ancestor, 1)
+        if ancestor == os.getpid():
+            mine.append(pid)
+    return mine
+
+
+UDP_FLOOD = """
+import socket, time
+def main(targets: list, datagrams: int):
+    for number in range(datagrams):  # each from a socket of its own: a flow each
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            try:
+                s.sendto(b"x", tuple(targets[number % len(targets)]))
+            except OSError:
+                pass
+    time.sleep(3)
+    return datagrams
+"""
+
+
+async def test_the_network_helper_is_the_jobs_and_its_descriptors_are_bounded(
+    servers: dict[str, Executor],
+) -> None:
+    """slirp4netns holds a host socket per flow: 5,000 datagrams from fresh sockets made
+    it hold 1,868 host descriptors, outside the job's cgroup (its CPU was nobody's). UDP
+    flows now count toward the connections cap, the helper's descriptors are capped by
+    it, and the helper is in the job's memory and CPU groups."""
+    targets = [["198.51.100.1", 9], ["10.0.2.3", 53]]  # somewhere outside, our resolver
+    job = asyncio.ensure_future(
+        _run(
+            servers["default"],
+            UDP_FLOOD,
+            {"targets": targets, "datagrams": 2000},
+            network_connections=100,
+        )
+    )
+    most, groups = 0, set()
+    while not job.done():
+        for pid in _network_helpers():
+            with contextlib.suppress(OSError):
+                most = max(most, sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()))
+                for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+                    _, controllers, path = line.split(":", 2)
+                    if {"memory", "cpuacct"} & set(controllers.split(",")):
+                        groups.add(path.rpartition("/")[2].partition("-")[0])
+        await asyncio.sleep(0.05)
+    assert _result(await job) == 2000
+    assert 0 < most <= 100 + netns.HELPER_DESCRIPTORS, most
+    assert groups == {"job"}, groups
