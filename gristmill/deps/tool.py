@@ -97,11 +97,12 @@ class Resolver(Protocol):
 
 @runtime_checkable
 class ChecksLockfiles(Protocol):
-    """A resolver whose lockfile format has rules of its own (beyond those of
-    `gristmill.deps.lockfiles`): the request's validation calls them on a caller's
-    lockfile before anything is installed from it."""
+    """A resolver with rules for its lockfile format (a format without is refused): the
+    request's validation calls them on a caller's lockfile before anything is installed
+    from it."""
 
     def check_lockfile(self, content: str) -> None:
         """Raises `gristmill.deps.lockfiles.LockfileRefused` unless `content` pins only
-        exact packages of the configured registry, each with its hash."""
+        exact packages of the configured registry, each with its hash; the refusal names
+        the line (`LockfileRefused.at`)."""
         ...
