@@ -33,23 +33,18 @@ _REGISTRY = Registry()
 Case = tuple[str, str, int, str]  # id, lockfile, the line refused, what the refusal says
 
 
-def resolver(language: str) -> ChecksLockfiles:
-    found = _REGISTRY.get(language).plugin.resolver()
-    assert isinstance(found, ChecksLockfiles), language
-    return found
-
-
 def validated(language: str, content: str) -> Lockfile:
-    """`content` through the request's validation, as `Execute` gives it."""
-    found = _REGISTRY.get(language).plugin.resolver()
-    assert found is not None
+    """`content` through the request's validation with the language's own rules, as
+    `Execute` gives it."""
+    resolver = _REGISTRY.get(language).plugin.resolver()
+    assert isinstance(resolver, ChecksLockfiles) and resolver is not None, language
     return validate.lockfile(
         Lockfile("", "", content),
         "",
         language,
-        found.lock_format,
+        resolver.lock_format,
         "job.lockfile",
-        resolver(language).check_lockfile,
+        resolver.check_lockfile,
     )
 
 
