@@ -185,13 +185,14 @@ declare
     turns bigint[];
     served boolean[];
     exhausted boolean[];
+    picks integer[];
+    batch integer;
     claimed integer := 0;
-    best integer;
-    best_key double precision;
-    next_key double precision;
+    i integer;
     picked text;
     job gristmill.jobs;
 begin
+    -- The tenants with ready jobs (a skip scan: one index probe each), what they run.
     with recursive ready(tenant) as (
         (select j.tenant from gristmill.jobs j where j.state = 'queued'
           order by j.tenant limit 1)
@@ -200,52 +201,57 @@ begin
                  where j.state = 'queued' and j.tenant > r.tenant
                  order by j.tenant limit 1)
           from ready r where r.tenant is not null
+    ), busy as (
+        select j.tenant, count(*)::integer as n from gristmill.jobs j
+         where j.state = 'running' group by j.tenant
     )
-    select array_agg(r.tenant order by r.tenant),
-           array_agg(c.n order by r.tenant),
-           array_agg(coalesce(t.weight, 1) order by r.tenant),
-           array_agg(t.max_running order by r.tenant),
-           array_agg(coalesce(t.last_served, 0) order by r.tenant),
-           array_agg(false order by r.tenant),
-           array_agg(false order by r.tenant)
+    -- (The aggregates see the rows in one order: their arrays line up.)
+    select array_agg(r.tenant), array_agg(coalesce(b.n, 0)),
+           array_agg(coalesce(t.weight, 1)), array_agg(coalesce(t.max_running, 2147483647)),
+           array_agg(coalesce(t.last_served, 0)), array_agg(false), array_agg(false)
       into names, running, weights, caps, turns, served, exhausted
       from ready r
       left join gristmill.tenants t on t.tenant = r.tenant
-      cross join lateral (select count(*)::integer as n from gristmill.jobs j
-                           where j.state = 'running' and j.tenant = r.tenant) c
+      left join busy b on b.tenant = r.tenant
      where r.tenant is not null;
-    while claimed < max_jobs loop
-        best := null;
-        for i in 1 .. coalesce(cardinality(names), 0) loop
-            continue when exhausted[i] or running[i] >= coalesce(caps[i], running[i] + 1);
-            next_key := (running[i] + 1) / weights[i];
-            if best is null or next_key < best_key
-               or (next_key = best_key and turns[i] < turns[best]) then
-                best := i;
-                best_key := next_key;
+    while claimed < max_jobs and names is not null loop
+        -- The next slots in fair order: the k-th more job of a tenant at key
+        -- (running + k) / weight, ties to the fewer taken now, then the longest unserved.
+        batch := 2 * (max_jobs - claimed) + 8;
+        picks := array(
+            select s.i from unnest(names, running, weights, caps, turns, exhausted)
+                   with ordinality as s(name, run, weight, cap, turn, gone, i)
+             cross join generate_series(1, least(max_jobs - claimed, s.cap - s.run)) as k
+             where not s.gone
+             order by (s.run + k) / s.weight, k, s.turn, s.name
+             limit batch);
+        foreach i in array picks loop
+            continue when exhausted[i];
+            select j.id into picked from gristmill.jobs j
+             where j.state = 'queued' and j.tenant = names[i] and j.run_after <= now()
+             order by j.priority desc, j.run_after, j.enqueued_at
+             limit 1 for update skip locked;
+            if not found then
+                exhausted[i] := true;  -- nothing (more) ready for this tenant
+                continue;
             end if;
+            update gristmill.jobs j
+               set state = 'running', attempts = j.attempts + 1,
+                   lease_token = nextval('gristmill.lease_tokens'), leased_by = worker,
+                   lease_expires_at = now() + make_interval(secs => lease_s),
+                   started_at = coalesce(j.started_at, now())
+             where j.id = picked
+            returning j.* into job;
+            return next job;
+            claimed := claimed + 1;
+            running[i] := running[i] + 1;
+            turns[i] := nextval('gristmill.tenant_turns');
+            served[i] := true;
+            exit when claimed = max_jobs;
         end loop;
-        exit when best is null;
-        select j.id into picked from gristmill.jobs j
-         where j.state = 'queued' and j.tenant = names[best] and j.run_after <= now()
-         order by j.priority desc, j.run_after, j.enqueued_at
-         limit 1 for update skip locked;
-        if not found then
-            exhausted[best] := true;  -- nothing (more) ready for this tenant
-            continue;
-        end if;
-        update gristmill.jobs j
-           set state = 'running', attempts = j.attempts + 1,
-               lease_token = nextval('gristmill.lease_tokens'), leased_by = worker,
-               lease_expires_at = now() + make_interval(secs => lease_s),
-               started_at = coalesce(j.started_at, now())
-         where j.id = picked
-        returning j.* into job;
-        return next job;
-        claimed := claimed + 1;
-        running[best] := running[best] + 1;
-        turns[best] := nextval('gristmill.tenant_turns');
-        served[best] := true;
+        -- A shorter list held every slot there was; a full one may have lost some to
+        -- tenants with nothing ready: choose again (each pass claims or rules one out).
+        exit when cardinality(picks) < batch;
     end loop;
     -- Turns matter only between tenants: a claim with one tenant waiting writes none,
     -- so a queue of one tenant never contends on its row. In name order: no deadlock
