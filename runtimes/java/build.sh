@@ -13,9 +13,18 @@ class=$(cat gristmill-class)
 cp=$out/app.jar
 [ -n "$CLASSPATH_DEPS" ] && cp=$cp:$CLASSPATH_DEPS
 cd gristmill-src
+# No code of the job's runs at compile time: -proc:none, as JDK 23+ does by default (JDK 17
+# runs any annotation processor on the class path), and no file name becomes an option
+# (-Xplugin:X.java runs a javac plugin from the class path, @X.java reads options).
+for source in *.java; do
+    case "$source" in -* | @*)
+        echo "gristmill: $source: a Java file's name may not start with '-' or '@'" >&2
+        exit 1
+    esac
+done
 # javac's own messages (file:line: error: ...) are the COMPILE_ERROR's message.
 "$JAVA_HOME/bin/javac" -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 -J-Xshare:auto -J-Xmx512m \
-    -parameters -g -encoding UTF-8 -nowarn -Xmaxerrs 20 -implicit:class \
+    -parameters -g -encoding UTF-8 -nowarn -Xmaxerrs 20 -implicit:class -proc:none \
     -d "$classes" ${CLASSPATH_DEPS:+-cp "$CLASSPATH_DEPS"} *.java /gristmill/runtime/Wrapper.java
 cd /job
 "$JAVA_HOME/bin/jar" -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 --create --no-manifest \
