@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 import zipfile
 from collections.abc import Iterator
@@ -221,3 +222,101 @@ def test_a_job_cannot_write_into_the_environment_or_build_another_tenant_reads(
     assert again.verdict == pb.SUCCESS, again
     assert outcome_result(again) == "hello, bob"
     assert again.environment.cached and again.build.cached
+
+
+# Code that runs at compile time, as a Java job's files could carry it: a javac plugin
+# (run for `-Xplugin:<its name>`, an option a file name could become) and an annotation
+# processor (javac runs any on its class path, by META-INF/services, before JDK 23). Each
+# leaves a mark in the build output if it ran.
+COMPILE_TIME = {
+    "Evil": """\
+public class Evil implements com.sun.source.util.Plugin {
+    public String getName() { return "Evil.java"; }
+    public void init(com.sun.source.util.JavacTask task, String... args) { Mark.leave("plugin"); }
+}
+""",
+    "Proc": """\
+@javax.annotation.processing.SupportedAnnotationTypes("*")
+public class Proc extends javax.annotation.processing.AbstractProcessor {
+    public boolean process(java.util.Set<? extends javax.lang.model.element.TypeElement> a,
+            javax.annotation.processing.RoundEnvironment round) {
+        Mark.leave("processor");
+        return false;
+    }
+    public javax.lang.model.SourceVersion getSupportedSourceVersion() {
+        return javax.lang.model.SourceVersion.latestSupported();
+    }
+}
+""",
+    "Mark": """\
+public class Mark {
+    static void leave(String what) {
+        try {
+            java.nio.file.Files.writeString(java.nio.file.Path.of("/gristmill/build", what), what);
+        } catch (java.io.IOException e) {
+            throw new RuntimeException(e);
+        }
+    }
+}
+""",
+}
+JAVA_JOB = """\
+public class Main {
+    public static Object main() {
+        java.util.List<String> ran = new java.util.ArrayList<>();
+        for (String what : new String[] {"plugin", "processor"}) {
+            if (new java.io.File("/gristmill/build", what).exists()) ran.add(what);
+        }
+        return ran;
+    }
+}
+"""
+
+
+@pytest.fixture(scope="module")
+def compile_time_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The classes of `COMPILE_TIME`, where javac looks for them in a Java build (its
+    class path is the sources' folder), and the services files naming them."""
+    javac = shutil.which("javac")
+    if javac is None:
+        pytest.skip("no JDK")
+    source = tmp_path_factory.mktemp("compile-time")
+    for name, text in COMPILE_TIME.items():
+        (source / f"{name}.java").write_text(text)
+    classes = source / "classes"
+    argv = [javac, "--release", "17", "-d", str(classes), *map(str, source.glob("*.java"))]
+    subprocess.run(argv, check=True, capture_output=True)
+    files = {f"gristmill-src/{c.name}": c.read_bytes() for c in classes.glob("*.class")}
+    services = "gristmill-src/META-INF/services"
+    files[f"{services}/com.sun.source.util.Plugin"] = b"Evil\n"
+    files[f"{services}/javax.annotation.processing.Processor"] = b"Proc\n"
+    return files
+
+
+def test_no_annotation_processor_runs_when_a_java_job_compiles(
+    alice: Client, compile_time_files: dict[str, bytes]
+) -> None:
+    # JDK 17 ran Proc (JDK 23+ no longer runs processors it was not asked for).
+    outcome = alice.execute("java", JAVA_JOB, {}, files=compile_time_files, timeout_s=TIMEOUT_S)
+    assert outcome.verdict == pb.SUCCESS, outcome
+    assert outcome_result(outcome) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "beside"),
+    [("-Xplugin:Evil.java", {}), ("@options.java", {"options.java": b"-Xplugin:Evil.java\n"})],
+    ids=["plugin", "argument-file"],
+)
+def test_no_file_name_of_a_java_job_becomes_an_option_of_javac(
+    alice: Client, compile_time_files: dict[str, bytes], name: str, beside: dict[str, bytes]
+) -> None:
+    # -Xplugin:Evil.java made javac run the plugin on every JDK (the job then answered
+    # ["plugin"]); @options.java made it read options from options.java.
+    files = {
+        **compile_time_files,
+        f"gristmill-src/{name}": b"class Unused {}\n",
+        **{f"gristmill-src/{path}": content for path, content in beside.items()},
+    }
+    outcome = alice.execute("java", JAVA_JOB, {}, files=files, timeout_s=TIMEOUT_S)
+    assert outcome.verdict == pb.COMPILE_ERROR, outcome
+    assert f"{name}: a Java file's name may not start with '-' or '@'" in outcome.error.message
