@@ -176,6 +176,18 @@ def _request(line: bytes) -> dict[str, Any]:
     return request
 
 
+_NOT_TEXT = "a statement or value is not Unicode text without NUL characters"
+
+
+def _is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (JSON's escapes can make lone surrogates)."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _statement(request: dict[str, Any]) -> tuple[str, list[Any]]:
     """A statement request's text and bound values, checked."""
     if set(request) != {"sql", "params", "types"}:
@@ -189,6 +201,9 @@ def _statement(request: dict[str, Any]) -> tuple[str, list[Any]]:
         and all(isinstance(k, str) and k in _KINDS for k in kinds)
     ):
         raise Refused("ProtocolError", "a statement is text with one known type per value")
+    if "\0" in sql or not _is_unicode(sql):
+        # libpq and libpg_query read a C string: a NUL would end the text each one saw.
+        raise Refused("ProtocolError", _NOT_TEXT)
     try:
         return sql, [_bind(v, k) for v, k in zip(values, kinds, strict=True)]
     except (TypeError, ValueError):
@@ -460,6 +475,8 @@ class _Session:
             if batch:
                 await _send_rows(writer, batch)
             await _send(writer, {"done": cursor.rowcount})
+        except UnicodeEncodeError:  # a value psycopg could not encode (a lone surrogate)
+            raise Refused("ProtocolError", _NOT_TEXT) from None
         finally:
             self.running = False
 

@@ -109,6 +109,8 @@ ATTACKS = [
     "COMMIT PREPARED 'x'",
     "do $$ begin commit; end $$",
     "selec 1",  # text the grammar cannot read is never sent
+    "copy pg_class from stdin",  # protocol features the relay does not offer
+    "copy (select 1) to stdout",
 ]
 
 
@@ -202,6 +204,9 @@ async def test_nothing_after_the_end_is_run(relay_module, dsn, admin):
         b'{"sql": "select $1", "params": [1], "types": ["money"]}\n',
         b'{"sql": "select $1", "params": [5], "types": ["blob"]}\n',
         b'{"sql": "select $1", "params": ["%%%"], "types": ["blob"]}\n',
+        b'{"sql": "select 1\\u0000; commit", "params": [], "types": []}\n',
+        b'{"sql": "select \'\\ud800\'", "params": [], "types": []}\n',
+        b'{"sql": "select $1", "params": ["\\ud800"], "types": ["text"]}\n',
         b'{"end": 1}\n',
         b'{"end": true, "commit": true}\n',
         b'{"end": true}',  # a half line: the client's side shut before its newline
