@@ -16,19 +16,9 @@ import json
 import re
 from collections.abc import Callable, Sequence
 
-__all__ = ["EXCERPT_CHARS", "LockfileRefused", "check", "excerpt", "json_line"]
+from gristmill.errors import quoted
 
-EXCERPT_CHARS = 60
-"""How much of a refused line a refusal quotes: enough to find it, never the whole file
-(the message travels back in an error's trailers, which clients cap at 8 KiB)."""
-
-
-def excerpt(text: str) -> str:
-    """`text` quoted, cut to `EXCERPT_CHARS` characters."""
-    text = text.strip()
-    if len(text) <= EXCERPT_CHARS:
-        return repr(text)
-    return f"{text[: EXCERPT_CHARS - 3]!r}..."
+__all__ = ["LockfileRefused", "check", "json_line"]
 
 
 class LockfileRefused(ValueError):
@@ -42,7 +32,7 @@ class LockfileRefused(ValueError):
     @classmethod
     def at(cls, number: int, text: str, why: str) -> LockfileRefused:
         """The refusal of line `number` of the lockfile, whose text is `text`."""
-        return cls(f"line {number}: {excerpt(text)} {why}", number)
+        return cls(f"line {number}: {quoted(text.strip())} {why}", number)
 
 
 def json_line(content: str, where: Sequence[str | int]) -> tuple[int, str]:

@@ -314,7 +314,7 @@ def read_lockfile(text: str, feed_url: str | None) -> list[dict[str, str]]:
         if not all(isinstance(v, str) for v in package.values()):
             raise Failure("the lockfile's entry is not id, version and sha512", where)
         if not ID.fullmatch(package["id"]):
-            raise Failure(f"{package['id'][:60]!r} is not a package id", (*where, "id"))
+            raise Failure("the entry's id is not a package id", (*where, "id"))
         if not VERSION.fullmatch(package["version"]):
             raise Failure("the entry is not an exact package version", (*where, "version"))
         if not SHA512.fullmatch(package["sha512"]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from gristmill.deps import lockfiles
-from gristmill.errors import InvalidRequest
+from gristmill.errors import MAX_QUOTED_CHARS, InvalidRequest
 from gristmill.model import Lockfile
 from gristmill.server import validate
 
@@ -45,7 +45,7 @@ def test_a_refusal_names_the_line_with_a_bounded_excerpt():
         )
     assert refused.value.field == "job.lockfile.content"
     assert refused.value.detail.startswith("line 3: '--index-url=http://127.0.0.1:1/xx")
-    assert len(refused.value.detail) < 2 * lockfiles.EXCERPT_CHARS + 40
+    assert len(refused.value.detail) < 2 * MAX_QUOTED_CHARS + 40
 
 
 def test_a_nul_byte_is_refused_in_every_format_before_its_rules_read_it():
