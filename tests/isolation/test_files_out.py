@@ -3,6 +3,7 @@ directory holds (links out of it, FIFOs, too many entries) never followed, read 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import dataclasses
@@ -11,16 +12,24 @@ import json
 import os
 import socket
 import stat
+import tempfile
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import pytest_asyncio
 
+from gristmill.config import PoolConfig
+from gristmill.errors import SandboxFailure
 from gristmill.isolation import files_out
 from gristmill.isolation.linux import PR_GET_DUMPABLE, file_system_ids
+from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.languages import Registry
 from gristmill.model import Job, JobFile, Outcome, Verdict
+from tests.conftest import remove_work_dir
 from tests.isolation.conftest import LIMITS
 
 
@@ -320,6 +329,29 @@ def main():
     return tried
 """
 
+HOSTILE_FILES = {
+    "out/hard.txt": b"ok",
+    "out/real.txt": b"ok",
+    "out/new\nline.txt": b"n",
+    "out/" + "l" * 251 + ".txt": b"l",
+}
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session", params=["process", "nsjail"])
+async def warm_executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
+    """A real executor on each backend with one warm Python sandbox kept ready."""
+    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
+    work_dir.chmod(0o755)
+    try:
+        backend = open_backend(request.param, work_dir)
+    except SandboxFailure as unusable:
+        pytest.skip(f"{request.param}: {unusable}")
+    warm = PoolConfig(enabled=True, per_language=1, max_sandboxes=1, idle_s=60)
+    executor = Executor(Registry(), backend, work_dir, pool=warm, pool_limits=LIMITS)
+    yield executor
+    await executor.close()
+    remove_work_dir(work_dir)
+
 
 async def test_a_hostile_job_directory_gives_back_only_its_own_regular_text_named_files(
     executor: Executor,
@@ -327,12 +359,22 @@ async def test_a_hostile_job_directory_gives_back_only_its_own_regular_text_name
     outcome = await _run(executor, HOSTILE_JOB, ("out/**",))
     assert outcome.verdict is Verdict.SUCCESS, outcome.detail
     assert json.loads(outcome.result_json) == [errno.EXDEV, errno.EPERM]  # neither made
-    assert {f.path: f.content for f in outcome.files} == {
-        "out/hard.txt": b"ok",
-        "out/real.txt": b"ok",
-        "out/new\nline.txt": b"n",
-        "out/" + "l" * 251 + ".txt": b"l",
-    }
+    assert {f.path: f.content for f in outcome.files} == HOSTILE_FILES
+
+
+async def test_a_warm_sandbox_gives_back_the_same_and_no_more(
+    warm_executor: Executor,
+) -> None:
+    """A warm sandbox learns of the request at its hand-over: the same walk, the same files."""
+    if not warm_executor.pool.ready("python"):
+        await _run(warm_executor, "def main():\n    return 0\n", ())  # the kind's first job
+    for _ in range(600):
+        if warm_executor.pool.ready("python"):
+            break
+        await asyncio.sleep(0.05)
+    outcome = await _run(warm_executor, HOSTILE_JOB, ("out/**",))
+    assert (outcome.verdict, outcome.warm_sandbox) == (Verdict.SUCCESS, True), outcome.detail
+    assert {f.path: f.content for f in outcome.files} == HOSTILE_FILES
 
 
 async def test_100000_empty_files_are_a_clear_verdict_and_the_service_keeps_serving(
