@@ -18,6 +18,11 @@ sed -i -E 's/^[[:space:]]*#r[[:space:]].*$//' main.cs
 shopt -s nullglob globstar
 sources=(main.cs)
 for file in **/*.cs; do
+    # No file name becomes an option of mcs (-out:..., @file reads options from a file).
+    if [[ "$file" == [-@]* ]]; then
+        echo "gristmill: $file: a C# file's name may not start with '-' or '@'" >&2
+        exit 1
+    fi
     [[ "$file" == main.cs ]] || sources+=("$file")
 done
 messages="$(/usr/bin/mono /usr/lib/mono/4.5/mcs.exe "${options[@]}" "${sources[@]}" /gristmill/runtime/Wrapper.cs 2>&1)"
