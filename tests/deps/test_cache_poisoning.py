@@ -320,3 +320,15 @@ def test_no_file_name_of_a_java_job_becomes_an_option_of_javac(
     outcome = alice.execute("java", JAVA_JOB, {}, files=files, timeout_s=TIMEOUT_S)
     assert outcome.verdict == pb.COMPILE_ERROR, outcome
     assert f"{name}: a Java file's name may not start with '-' or '@'" in outcome.error.message
+
+
+@pytest.mark.parametrize("name", ["@options.cs", "-out:other.cs"])
+def test_no_file_name_of_a_csharp_job_becomes_an_option_of_mcs(alice: Client, name: str) -> None:
+    # mcs runs no code of the job's, but a name starting with '-' was an option of its
+    # (here the output elsewhere), and @options.cs made it read options from options.cs.
+    files = {name: "class Unused {}\n"}
+    outcome = run(
+        alice, "public class Script { public static object Main() { return 1; } }\n", files=files
+    )
+    assert outcome.verdict == pb.COMPILE_ERROR, outcome
+    assert f"{name}: a C# file's name may not start with '-' or '@'" in outcome.error.message
