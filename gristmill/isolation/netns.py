@@ -7,9 +7,13 @@ user namespace, so that whichever backend builds the jail, the job starts there 
 has no capability over it. `slirp4netns`, started in the host's namespace, gives it a
 `tap0` interface and carries its connections out through ordinary host sockets (never
 to the host's loopback: `--disable-host-loopback`), in a mount namespace of its own,
-without capabilities and under its own seccomp filter. It exits when the supervisor
-does (its exit descriptor closes). The policy (`egress.py`) is an nftables ruleset
-loaded into the namespace before the job's first instruction.
+without capabilities and under its own seccomp filter. It is the job's in cost: in the
+job's memory and CPU groups (its CPU is billed to the job, under the job's quota), its
+descriptors (a host socket per flow) capped by the job's cap on flows. It exits when
+the supervisor does (its exit descriptor closes). The policy (`egress.py`) is an
+nftables ruleset loaded into the namespace before the job's first instruction. IPv6 is
+off in the namespace (slirp4netns runs without its own), so that an IPv6 connect()
+fails at once.
 
 Why slirp4netns and not pasta: measured here (`bench/network.py`), slirp4netns is ready
 in 5-22 ms, pasta (Debian's 2023-03 build) in 37-83 ms; pasta also drops to "nobody"
@@ -36,6 +40,9 @@ TAP = "tap0"
 READY_TIMEOUT_S = 10.0
 HELPER_DESCRIPTORS = 64
 """What slirp4netns holds of its own (standard streams, tap, pipes, poll, DNS)."""
+UNCAPPED_FLOWS = 1024
+"""The flows slirp4netns may hold at once for a sandbox without a cap on them (a
+resolve or install step): the jobs' default cap."""
 
 
 class OwnNetwork:
@@ -90,12 +97,13 @@ def enter(ruleset: str, helper_cgroup_files: Sequence[str], flows: int) -> OwnNe
 
     slirp4netns joins `helper_cgroup_files` (the job's group: its CPU and memory are
     the job's) and may hold `flows` descriptors for the job's connections and UDP
-    destinations (the policy's cap) beyond its own `HELPER_DESCRIPTORS`.
+    destinations (the policy's cap; 0, none: `UNCAPPED_FLOWS`) beyond its own
+    `HELPER_DESCRIPTORS`.
     """
     host = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
-    descriptors = HELPER_DESCRIPTORS + flows
+    descriptors = HELPER_DESCRIPTORS + (flows or UNCAPPED_FLOWS)
     try:
         unshare(CLONE_NEWNET)
         _without_ipv6()
