@@ -198,6 +198,26 @@ def test_run_sees_the_build_output_read_only(client, host_port):
     assert outcome_result(outcome)["build_dir_writable"] is False
 
 
+def test_a_jobs_env_never_reaches_its_build_which_another_jobs_inputs_would_hit(
+    client: Client, host_port: int
+) -> None:
+    # A build entry is keyed by the build's inputs, which exclude the job's env: were the
+    # env to reach the build step, a job could make the entry that the same code without
+    # it (another tenant's job, say) is then served differ from what its own build makes.
+    code, nonce = str(host_port), {"nonce": uuid.uuid4().hex}
+    poisoned = client.execute(
+        "probe", code, env={"POISON": "yes"}, files=nonce, timeout_s=TIMEOUT_S
+    )
+    assert poisoned.verdict == pb.SUCCESS, poisoned
+    found = outcome_result(poisoned)
+    assert found["run_poison"] == "yes"  # the control: the run has it
+    assert "POISON" not in found["build_variables"], found
+    clean = client.execute("probe", code, files=nonce, timeout_s=TIMEOUT_S)
+    assert clean.verdict == pb.SUCCESS, clean
+    assert clean.build.cached and clean.build.key == poisoned.build.key
+    assert outcome_result(clean)["build_variables"] == found["build_variables"]
+
+
 def test_build_past_its_own_time_limit_is_compile_error(client):
     limits = pb.Limits(wall_time_ms=60_000)
     outcome = client.execute("slow", uuid.uuid4().hex, limits=limits, timeout_s=TIMEOUT_S)

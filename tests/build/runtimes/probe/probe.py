@@ -1,9 +1,9 @@
 """Tries to reach what /job/main.probe names ("host:port", or a port on 127.0.0.1), in
 the build step and in the run.
 
-`build` writes what it found into the build output; `run` answers, per
-runtimes/PROTOCOL.md, what the build found, what the run finds, and whether the run
-could write into the build output.
+`build` writes what it found into the build output, and the names of the variables it
+had; `run` answers, per runtimes/PROTOCOL.md, what the build found and had, what the
+run finds and its POISON variable, and whether the run could write into the build output.
 """
 
 from __future__ import annotations
@@ -37,9 +37,12 @@ def build_dir_writable() -> bool:
 def main(step: str) -> None:
     if step == "build":
         (BUILD_DIR / "answer").write_text(reach())
+        (BUILD_DIR / "variables").write_text(json.dumps(sorted(os.environ)))
         return
     found = {
         "build": (BUILD_DIR / "answer").read_text(),
+        "build_variables": json.loads((BUILD_DIR / "variables").read_text()),
+        "run_poison": os.environ.get("POISON"),
         "run": reach(),
         "build_dir_writable": build_dir_writable(),
     }
