@@ -24,7 +24,7 @@ import pytest_asyncio
 from gristmill.config import PoolConfig
 from gristmill.errors import SandboxFailure
 from gristmill.isolation import files_out
-from gristmill.isolation.linux import PR_GET_DUMPABLE, file_system_ids
+from gristmill.isolation.linux import MNT_DETACH, MS_BIND, PR_GET_DUMPABLE, file_system_ids
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
 from gristmill.languages import Registry
@@ -168,6 +168,30 @@ def test_a_link_to_a_directory_outside_is_never_opened(tmp_path):
     summary, copied = _collect(tmp_path, ["out/**"])
     assert opened.names() == set()
     assert (summary, copied) == ({"files": 0, "bytes": 0, "overflow": ""}, {})
+
+
+def test_a_mount_inside_the_directory_is_not_walked_into(tmp_path):
+    """Nothing is mounted under a jail's /job (a tmpfs) today; were anything (a service's
+    cache, a host directory), the walk stays on the job's own file system."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.txt").write_text("host secret")
+    job = tmp_path / "job"
+    job.mkdir()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.mount(b"tmpfs", bytes(job), b"tmpfs", 0, b"size=1m") != 0:
+        pytest.skip(f"cannot mount here: {os.strerror(ctypes.get_errno())}")
+    try:
+        (job / "own.txt").write_text("own")
+        (job / "mnt").mkdir()
+        assert libc.mount(bytes(outside), bytes(job / "mnt"), None, MS_BIND, None) == 0
+        try:
+            summary, copied = _collect(tmp_path, ["**"])
+        finally:
+            assert libc.umount2(bytes(job / "mnt"), MNT_DETACH) == 0
+    finally:
+        assert libc.umount2(bytes(job), MNT_DETACH) == 0
+    assert (summary, copied) == ({"files": 1, "bytes": 3, "overflow": ""}, {"own.txt": b"own"})
 
 
 def test_only_regular_files_are_ever_opened(tmp_path):
