@@ -185,6 +185,7 @@ declare
     turns bigint[];
     served boolean[];
     exhausted boolean[];
+    held boolean[];
     picks integer[];
     batch integer;
     claimed integer := 0;
@@ -208,8 +209,9 @@ begin
     -- (The aggregates see the rows in one order: their arrays line up.)
     select array_agg(r.tenant), array_agg(coalesce(b.n, 0)),
            array_agg(coalesce(t.weight, 1)), array_agg(coalesce(t.max_running, 2147483647)),
-           array_agg(coalesce(t.last_served, 0)), array_agg(false), array_agg(false)
-      into names, running, weights, caps, turns, served, exhausted
+           array_agg(coalesce(t.last_served, 0)), array_agg(false), array_agg(false),
+           array_agg(false)
+      into names, running, weights, caps, turns, served, exhausted, held
       from ready r
       left join gristmill.tenants t on t.tenant = r.tenant
       left join busy b on b.tenant = r.tenant
@@ -227,6 +229,23 @@ begin
              limit batch);
         foreach i in array picks loop
             continue when exhausted[i];
+            if caps[i] < 2147483647 and not held[i] then
+                -- A cap is exact: one claim at a time serves a capped tenant, holding its
+                -- row, and counts its running jobs afresh (other claims' committed).
+                perform 1 from gristmill.tenants t where t.tenant = names[i]
+                    for update skip locked;
+                if not found then
+                    exhausted[i] := true;  -- another claim is serving it
+                    continue;
+                end if;
+                held[i] := true;
+                running[i] := (select count(*) from gristmill.jobs j
+                                where j.state = 'running' and j.tenant = names[i]);
+            end if;
+            if running[i] >= caps[i] then
+                exhausted[i] := true;
+                continue;
+            end if;
             select j.id into picked from gristmill.jobs j
              where j.state = 'queued' and j.tenant = names[i] and j.run_after <= now()
              order by j.priority desc, j.run_after, j.enqueued_at

@@ -133,6 +133,21 @@ def test_a_tenants_running_cap_holds_it_and_leaves_the_slots_to_others(conn: Con
     assert [tenant for _, tenant, _ in claim(conn, 5)] == ["A"]
 
 
+def test_a_cap_holds_across_claims_made_at_once(database: str, conn: Conn) -> None:
+    conn.execute("insert into gristmill.tenants (tenant, max_running) values ('A', 2)")
+    enqueue(conn, "A", 10)
+    with psycopg.connect(database) as first:  # a claim still in its transaction
+        assert Counter(tenant for _, tenant, _ in claim(first, 2)) == {"A": 2}
+        enqueue(conn, "B", 10)
+        second = claim(conn, 5)  # made meanwhile: it must not count A at 0 running
+        first.commit()
+    assert Counter(tenant for _, tenant, _ in second) == {"B": 5}
+    row = conn.execute(
+        "select count(*) from gristmill.jobs where tenant = 'A' and state = 'running'"
+    ).fetchone()
+    assert row == (2,)
+
+
 def test_weights_share_the_slots_in_proportion(conn: Conn) -> None:
     conn.execute("insert into gristmill.tenants (tenant, weight) values ('A', 3)")
     enqueue(conn, "A", 20)
