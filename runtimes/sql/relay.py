@@ -115,11 +115,13 @@ _OWN_TRANSACTION_CONTROL = {
 """What PostgreSQL's grammar calls transaction control that a job may use: savepoints."""
 _KINDS = {"integer", "number", "text", "boolean", "json", "blob", "any"}
 _GUARD = (
-    "select pg_catalog.pg_current_xact_id(), pg_catalog.set_config('statement_timeout', $1, true)"
+    "select pg_catalog.pg_current_xact_id_if_assigned(),"
+    " pg_catalog.set_config('statement_timeout', $1, true)"
 )
-"""Run before every statement and before the end: the job's transaction id (assigned at
-the first, so that a transaction begun since has another) and the statement's timeout.
-Schema-qualified, so that a job's own `public.set_config` is never what runs."""
+"""Run before every statement and before the end: the job's transaction id once it has
+written (a transaction begun since has another, or none yet) and the statement's
+timeout. Schema-qualified, so that a job's own `public.set_config` is never what runs.
+Never assigning an id: a read-only job costs none, and a hot standby serves jobs too."""
 
 
 class Refused(Exception):
@@ -336,7 +338,9 @@ class _Session:
         self.running = False
         self.task: asyncio.Task[None] | None = None
         self.served = False
-        # The job's transaction id, taken before its first statement (`_guard`).
+        # Whether the job's transaction has begun (at the first `_guard`), and its id
+        # once it has written.
+        self.began = False
         self.xid: str | None = None
         # Whether the connection may serve another job: not when a query was cut off.
         self.reusable = True
@@ -388,9 +392,10 @@ class _Session:
                 await self._execute(*_statement(request), writer)
 
     async def _guard(self) -> None:
-        """Refuses to go on unless the transaction open is the one the relay began (its
-        id, taken at the first guard): whatever text a statement was, one that ended or
-        replaced the job's transaction ends the run. Also sets the statement's timeout."""
+        """Refuses to go on unless the transaction open is the relay's: whatever text a
+        statement was, one that ended the job's transaction (none is open) or replaced
+        it (its id, taken once it wrote, is another's) ends the run. A transaction that
+        ended before it wrote anything committed nothing. Also sets the timeout."""
         assert self.connection is not None
         status = self.connection.info.transaction_status
         # A backstop a little past the job's own end: the service stops the job at its
@@ -399,16 +404,17 @@ class _Session:
         cursor = psycopg.AsyncRawCursor(self.connection)
         await cursor.execute(_GUARD, [f"{remaining_ms}ms"])
         row = await cursor.fetchone()
-        xid = str(row[0]) if row else ""
-        if self.xid is None:
-            self.xid = xid
-        elif xid != self.xid or status != INTRANS:
+        xid = None if row is None or row[0] is None else str(row[0])
+        left = self.began and (status != INTRANS or (self.xid is not None and xid != self.xid))
+        self.began = True
+        if left:
             self.reusable = False
             log.warning("database %r: a job's statement left its transaction", self.relay.name)
             raise Refused(
                 "TransactionControl",
                 "a statement ended the job's transaction: the job's run is over",
             )
+        self.xid = xid
 
     async def _finish(self, writer: asyncio.StreamWriter) -> None:
         """The job's end: committed when the request asked for it, else rolled back."""

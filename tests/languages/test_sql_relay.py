@@ -352,7 +352,8 @@ async def test_a_tenant_neither_sees_nor_cancels_anothers_statement(per_tenant, 
         ],
         tenant="bob",
     )
-    assert {"rows": [{"query": "<insufficient privilege>"}]} in hidden, hidden
+    shown = [row["query"] for r in hidden for row in r.get("rows", [])]
+    assert shown and set(shown) == {"<insufficient privilege>"}, hidden
     assert "error" in hidden[-1], hidden
     assert hidden[-1]["error"]["sqlstate"] == "42501"  # must be a member of the role
     assert not sleeping.done()
@@ -391,3 +392,25 @@ async def test_a_tenant_without_a_role_of_its_own_is_refused(per_tenant):
     assert replies[-1]["error"]["name"] == "DatabaseUnavailable"
     assert "has no role of its own" in replies[-1]["error"]["message"]
     assert not per_tenant._idle
+
+
+async def test_past_the_grammar_a_transaction_ended_before_writing_committed_nothing(
+    relay_module, dsn, admin, monkeypatch
+):
+    """A read-only transaction has no id to check: ended and chained before any write, it
+    committed nothing, and what the job writes after is in the transaction the relay
+    ends (rolled back here)."""
+    monkeypatch.setattr(relay_module, "check_statement", lambda sql: None)
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [
+            statement("select 1"),
+            statement("commit and chain"),
+            statement(f"create table {table} (x int)"),
+            END,
+        ],
+    )
+    assert replies[-1] == {"ended": "rolled back"}
+    assert not committed(admin, table)
