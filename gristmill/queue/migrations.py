@@ -153,9 +153,10 @@ end $$;
 """
 
 # The fair claim. Between tenants, a slot goes to the tenant whose next job has the lowest
-# (running + 1) / weight (its jobs running, this claim's included), ties to the tenant
-# served longest ago (`last_served`, a turn number), then by name; a tenant at its
-# `max_running` gets none. Within a tenant: priority (higher first), run_after, enqueue
+# (running + 1) / weight (its jobs running on every worker, this claim's included), ties
+# to the tenant served longest ago (`last_served`, a turn number), then by name; a tenant
+# at its `max_running` gets none (exact under concurrent claims: one claim at a time
+# serves a capped tenant). Within a tenant: priority (higher first), run_after, enqueue
 # time. So a tenant alone gets every slot, and a tenant that arrives behind another's
 # backlog gets the next slot that frees. The tenants with ready jobs are found by a skip
 # scan of `jobs_ready_by_tenant` (one probe per tenant), each job by one probe of its
