@@ -14,7 +14,7 @@ import logging
 import shutil
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 
 import pytest
@@ -182,3 +182,39 @@ def real_server() -> Iterator[str]:
         )
         with BackgroundServer(config) as address:
             yield address
+
+
+# Attack tests outside the conformance data: tests marked `@pytest.mark.attack("area")`
+# count in a table of their own after the suite, beside the conformance attack table.
+
+ATTACK_TESTS: dict[str, list[bool]] = {}
+"""Area -> whether each attack test of it that ran was contained (passed)."""
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "attack(area): an attack test (it tries to break a promise of the sandbox or the "
+        "service); counted per area in the table printed after the suite",
+    )
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    marker = item.get_closest_marker("attack")
+    failed_early = report.when == "setup" and report.failed
+    if marker is not None and (report.when == "call" or failed_early) and not report.skipped:
+        area = str(marker.args[0]) if marker.args else "other"
+        ATTACK_TESTS.setdefault(area, []).append(report.passed)
+    return report
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not ATTACK_TESTS:
+        return
+    terminalreporter.write_sep("-", "attack tests contained (area: contained/tried)")
+    for area, outcomes in sorted(ATTACK_TESTS.items()):
+        terminalreporter.write_line(f"{area:40} {sum(outcomes)}/{len(outcomes)}")

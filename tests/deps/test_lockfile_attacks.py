@@ -297,6 +297,7 @@ def test_what_go_mod_tidy_wrote_is_accepted() -> None:
     [(lang, content, number, why) for lang, cases in TABLES for _, content, number, why in cases],
     ids=[f"{lang}-{name}" for lang, cases in TABLES for name, *_ in cases],
 )
+@pytest.mark.attack("lockfiles given back")
 def test_a_hostile_lockfile_is_refused_naming_its_line(
     language: str, content: str, number: int, why: str
 ) -> None:
@@ -322,6 +323,7 @@ def test_a_hostile_lockfile_is_refused_naming_its_line(
         ("csharp", lambda long: nuget(id=long)),
     ],
 )
+@pytest.mark.attack("lockfiles given back")
 def test_a_refusal_quotes_a_long_line_only_in_part(
     language: str, make: Callable[[str], str]
 ) -> None:
@@ -331,6 +333,7 @@ def test_a_refusal_quotes_a_long_line_only_in_part(
     assert len(refused.value.detail) < 400
 
 
+@pytest.mark.attack("lockfiles given back")
 def test_a_nuget_lockfile_of_another_feed_is_refused_at_install_naming_the_line() -> None:
     # The feed is the service's setting: the request's validation does not know it, the
     # install step does, and refuses before any step runs.
@@ -396,6 +399,7 @@ def example(language: str) -> tuple[str, dict[str, object]]:
     return code, args
 
 
+@pytest.mark.attack("lockfiles given back")
 @pytest.mark.parametrize("language", HOSTILE)
 def test_a_job_with_a_hostile_lockfile_is_invalid_argument_and_nothing_is_fetched(
     served: tuple[Client, Path], listener: tuple[socket.socket, str], language: str
@@ -414,6 +418,7 @@ def test_a_job_with_a_hostile_lockfile_is_invalid_argument_and_nothing_is_fetche
     assert built(work_dir) == []
 
 
+@pytest.mark.attack("lockfiles given back")
 def test_a_csharp_job_whose_lockfile_names_another_feed_is_a_dependency_error(
     served: tuple[Client, Path], listener: tuple[socket.socket, str]
 ) -> None:

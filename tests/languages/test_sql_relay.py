@@ -114,6 +114,7 @@ ATTACKS = [
 ]
 
 
+@pytest.mark.attack("sql relay: transaction control")
 @pytest.mark.parametrize("commit", [False, True], ids=["rollback", "commit"])
 @pytest.mark.parametrize("attack", ATTACKS)
 async def test_a_raw_client_cannot_end_the_jobs_transaction(
@@ -134,6 +135,7 @@ async def test_a_raw_client_cannot_end_the_jobs_transaction(
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@pytest.mark.attack("sql relay: transaction control")
 async def test_a_procedure_that_commits_is_refused_by_the_server(relay_module, dsn, admin):
     table = f"t_{uuid.uuid4().hex[:12]}"
     procedure = f"p_{table}"
@@ -178,6 +180,7 @@ async def test_savepoints_are_the_jobs_own(relay_module, dsn, admin, commit):
         assert admin.execute(f"select array_agg(x) from {table}").fetchone() == ([2],)
 
 
+@pytest.mark.attack("sql relay: transaction control")
 async def test_nothing_after_the_end_is_run(relay_module, dsn, admin):
     table = f"t_{uuid.uuid4().hex[:12]}"
     replies = await converse(
@@ -213,6 +216,7 @@ async def test_nothing_after_the_end_is_run(relay_module, dsn, admin):
         b'{"sql": "sel',
     ],
 )
+@pytest.mark.attack("sql relay: hostile bytes")
 async def test_a_malformed_request_ends_the_run_rolled_back(relay_module, dsn, admin, line, caplog):
     table = f"t_{uuid.uuid4().hex[:12]}"
     replies = await converse(
@@ -224,6 +228,7 @@ async def test_a_malformed_request_ends_the_run_rolled_back(relay_module, dsn, a
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
 
 
+@pytest.mark.attack("sql relay: hostile bytes")
 async def test_a_line_past_the_limit_ends_the_run(relay_module, dsn, admin, monkeypatch):
     monkeypatch.setattr(relay_module, "LINE_LIMIT", 4096)
     table = f"t_{uuid.uuid4().hex[:12]}"
@@ -236,6 +241,7 @@ async def test_a_line_past_the_limit_ends_the_run(relay_module, dsn, admin, monk
     assert not committed(admin, table)
 
 
+@pytest.mark.attack("sql relay: hostile bytes")
 @pytest.mark.parametrize("token", [b'{"token": 5}\n', b'{"token": "\xc3\xa9"}\n', b"{}\n"])
 async def test_a_bad_token_is_refused_before_any_connection(relay_module, dsn, token):
     relay = relay_module.Relay("main", DatabaseConfig(dsn=dsn, role=JOB_ROLE))
@@ -252,6 +258,7 @@ async def test_a_bad_token_is_refused_before_any_connection(relay_module, dsn, t
     ("attack", "ended"),
     [("commit", "committed"), ("commit and chain", "committed"), ("rollback", "rolled back")],
 )
+@pytest.mark.attack("sql relay: transaction control")
 async def test_past_the_grammar_a_left_transaction_ends_the_run_with_the_truth(
     relay_module, dsn, admin, monkeypatch, attack, ended
 ):
@@ -272,6 +279,7 @@ async def test_past_the_grammar_a_left_transaction_ends_the_run_with_the_truth(
         admin.execute(f"drop table {table}")
 
 
+@pytest.mark.attack("sql relay: transaction control")
 async def test_a_failed_commit_is_reported_rolled_back(relay_module, dsn, admin):
     """A deferred constraint fails at the commit: the report is the error, rolled back."""
     table = f"t_{uuid.uuid4().hex[:12]}"
@@ -319,6 +327,7 @@ async def _wait_running(admin: psycopg.Connection[Any], marker: str) -> None:
     raise AssertionError(f"the statement {marker} never ran")
 
 
+@pytest.mark.attack("sql: tenants sharing a database")
 async def test_a_tenant_neither_sees_nor_cancels_anothers_statement(per_tenant, admin):
     """pg_stat_activity hides another role's query text from a non-member, and
     pg_cancel_backend needs the same role: with a role per tenant both hold across
@@ -364,6 +373,7 @@ async def test_a_tenant_neither_sees_nor_cancels_anothers_statement(per_tenant, 
     assert cancelled[-1]["error"]["sqlstate"] == "57014"  # alice's own cancel reached it
 
 
+@pytest.mark.attack("sql: tenants sharing a database")
 async def test_a_pooled_connection_never_serves_another_tenant(per_tenant):
     who = statement("select current_user as role, session_user as login, pg_backend_pid() as pid")
 
@@ -387,6 +397,7 @@ async def test_a_pooled_connection_never_serves_another_tenant(per_tenant):
     )
 
 
+@pytest.mark.attack("sql: tenants sharing a database")
 async def test_a_tenant_without_a_role_of_its_own_is_refused(per_tenant):
     replies = await talk(per_tenant, [statement("select 1"), END], tenant="x" * 64)
     assert replies[-1]["error"]["name"] == "DatabaseUnavailable"
@@ -394,6 +405,7 @@ async def test_a_tenant_without_a_role_of_its_own_is_refused(per_tenant):
     assert not per_tenant._idle
 
 
+@pytest.mark.attack("sql relay: transaction control")
 async def test_past_the_grammar_a_transaction_ended_before_writing_committed_nothing(
     relay_module, dsn, admin, monkeypatch
 ):

@@ -139,6 +139,7 @@ def _trailers_size(error: grpc.RpcError) -> int:
     )
 
 
+@pytest.mark.attack("errors: bounded echoes")
 @pytest.mark.parametrize("call", CALLS, ids=list(CALLS))
 def test_the_longest_value_of_every_field_is_refused_in_small_trailers(
     server: str, call: str

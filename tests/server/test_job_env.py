@@ -34,6 +34,7 @@ REFUSED = [
 ]
 
 
+@pytest.mark.attack("job env: loader and runtime variables")
 @pytest.mark.parametrize(("spec", "name"), REFUSED)
 def test_every_refused_variable_is_refused_in_its_language_naming_it(
     spec: RuntimeSpec, name: str
@@ -137,6 +138,7 @@ def preload_library(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     return (folder / "preload.so").read_bytes()
 
 
+@pytest.mark.attack("job env: loader and runtime variables")
 def test_ld_preload_of_a_library_the_job_ships_is_refused(
     real_server: str, preload_library: bytes
 ) -> None:
