@@ -33,6 +33,8 @@ class ResolutionKey:
     allow_source_builds: bool
     # The requirements handed to the resolver, sorted: their order decides nothing.
     requirements: tuple[str, ...]
+    # Whose resolution it is: "" for every tenant's (`DependencyManager._partition`).
+    partition: str = ""
     platform: str = field(default_factory=host_platform)
     schema_version: int = SCHEMA_VERSION
 
