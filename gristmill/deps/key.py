@@ -45,6 +45,9 @@ class EnvironmentKey:
     lockfile_sha256: str
     # Where packages come from; the same lockfile from another registry may differ.
     index_urls: tuple[str, ...]
+    # Whose environments these are: "" for every tenant's, else one tenant's own
+    # (`DependencyManager._partition`: packages built from source).
+    partition: str = ""
     platform: str = dataclasses.field(default_factory=host_platform)
     schema_version: int = SCHEMA_VERSION
 

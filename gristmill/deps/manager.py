@@ -5,12 +5,20 @@ and starting its sandbox; the Resolve RPC asks `resolve()`. Both go through the
 language's plugin for what the code needs and how to lock and install it, through
 `ToolRunner` for running that in a sandbox, and through `EnvironmentCache` so that
 an environment is built once and then shared read-only by every job that needs it.
+
+Tenants share all of it while no package's code runs in a step: the steps then write
+only what the registry serves. With `deps.allow_source_builds` on, a package's build
+code runs in the resolve and install steps with the download cache writable, and could
+rewrite what later steps install from it: each tenant then has a partition of its own
+(`_partition`), a download cache, environments and remembered resolutions that no other
+tenant's steps write or jobs read.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import subprocess
@@ -102,7 +110,8 @@ class DependencyManager:
             directory.chmod(mode)
         self._backend = backend
         self._installing = asyncio.Lock()
-        self._runners: dict[str, ToolRunner] = {}
+        # By resolver and partition (`_partition`).
+        self._runners: dict[tuple[str, str], ToolRunner] = {}
         self._versions: dict[str, str] = {}
         self._resolutions = Resolutions(config.resolution_ttl_s)
 
@@ -115,10 +124,18 @@ class DependencyManager:
             allow_source_builds=self.config.allow_source_builds,
         )
 
-    def _install(self, resolver: Resolver, uid: int, gid: int) -> ToolRunner:
+    def _partition(self, tenant: str) -> str:
+        """Whose caches a step of `tenant`'s uses: "" (everyone's) unless packages may be
+        built from source, whose build code a tenant's requirements choose; then the
+        tenant's own, by a hash of its name (a name is no path)."""
+        if not self.config.allow_source_builds:
+            return ""
+        return hashlib.sha256(tenant.encode()).hexdigest()[:32]
+
+    def _install(self, resolver: Resolver) -> None:
         """Makes the resolver runnable in a sandbox: its programs copied where the sandbox's
-        user can read them (the originals may live under a 0700 home), its download cache
-        owned by that user. Returns its runner; the version goes into `_versions`."""
+        user can read them (the originals may live under a 0700 home); its version goes
+        into `_versions`."""
         programs = self._tools_dir / resolver.name
         programs.mkdir(exist_ok=True, mode=0o755)
         for name in resolver.programs:
@@ -132,35 +149,48 @@ class DependencyManager:
         argv = resolver.version_argv(str(first))
         done = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
         self._versions[resolver.name] = done.stdout.strip()
-        cache_dir = self._tool_cache_root / resolver.name
+
+    def _runner(self, resolver: Resolver, partition: str, uid: int, gid: int) -> ToolRunner:
+        """The resolver's runner for `partition`, its download cache owned by the sandbox's
+        user: `tool-cache/<resolver>`, or `tool-cache/tenants/<partition>/<resolver>`."""
+        parent = self._tool_cache_root
+        if partition:
+            parent = parent / "tenants" / partition
+            for directory in (parent.parent, parent):
+                directory.mkdir(mode=0o711, exist_ok=True)
+        cache_dir = parent / resolver.name
         # What a server that died while emptying the download cache left behind.
-        for leftover in self._tool_cache_root.glob(f"{resolver.name}.*.old"):
+        for leftover in parent.glob(f"{resolver.name}.*.old"):
             shutil.rmtree(leftover, ignore_errors=True)
         cache_dir.mkdir(exist_ok=True)
         os.chown(cache_dir, uid, gid)
         cache_dir.chmod(0o700)
         return ToolRunner(
             self._backend,
-            ToolPaths(programs, cache_dir, self._runs_dir),
+            ToolPaths(self._tools_dir / resolver.name, cache_dir, self._runs_dir),
             self.config.limits(),
             self.config.tool_cache_max_bytes,
             self.config.egress,
         )
 
     async def _prepared_runner(
-        self, runtime: Runtime, resolver: Resolver
+        self, runtime: Runtime, resolver: Resolver, partition: str
     ) -> tuple[ToolRunner, str]:
-        """The resolver's runner and version, set up on first use."""
+        """The resolver's runner for `partition` and its version, set up on first use."""
         async with self._installing:
-            if resolver.name not in self._runners:
+            if resolver.name not in self._versions:
+                await asyncio.to_thread(self._install, resolver)
+            if (resolver.name, partition) not in self._runners:
                 uid, gid = runtime.profile.uid, runtime.profile.gid
-                runner = await asyncio.to_thread(self._install, resolver, uid, gid)
-                self._runners[resolver.name] = runner
-        return self._runners[resolver.name], self._versions[resolver.name]
+                runner = await asyncio.to_thread(self._runner, resolver, partition, uid, gid)
+                self._runners[resolver.name, partition] = runner
+        return self._runners[resolver.name, partition], self._versions[resolver.name]
 
-    async def resolve(self, runtime: Runtime, code: str, files: Mapping[str, bytes]) -> Resolution:
+    async def resolve(
+        self, runtime: Runtime, code: str, files: Mapping[str, bytes], tenant: str = ""
+    ) -> Resolution:
         """What `code` needs and its lockfile, without running it (the Resolve RPC);
-        `files` are the job's other files, by relative path."""
+        `files` are the job's other files, by relative path; `tenant` the caller's."""
         resolver = runtime.plugin.resolver()
         size = len(code) + sum(len(path) + len(content) for path, content in files.items())
         dependencies = await self._offload.plugin_call(
@@ -168,7 +198,8 @@ class DependencyManager:
         )
         if resolver is None or not dependencies:
             return Resolution(dependencies, None)
-        lockfile = await self._lock(runtime, resolver, dependencies, lambda _event: None)
+        partition = self._partition(tenant)
+        lockfile = await self._lock(runtime, resolver, dependencies, partition, lambda _event: None)
         return Resolution(dependencies, lockfile)
 
     async def _lock(
@@ -176,10 +207,11 @@ class DependencyManager:
         runtime: Runtime,
         resolver: Resolver,
         dependencies: Sequence[Dependency],
+        partition: str,
         emit: EventSink,
     ) -> Lockfile:
         emit(PhaseEvent("resolve", _summary(dependencies)))
-        runner, version = await self._prepared_runner(runtime, resolver)
+        runner, version = await self._prepared_runner(runtime, resolver, partition)
         context = self._context(runtime)
         key = ResolutionKey(
             language=runtime.name,
@@ -189,6 +221,7 @@ class DependencyManager:
             index_urls=context.index_urls,
             allow_source_builds=context.allow_source_builds,
             requirements=tuple(sorted(d.requirement for d in dependencies)),
+            partition=partition,
         )
 
         async def lock() -> Lockfile:
@@ -222,6 +255,7 @@ class DependencyManager:
         resolver = runtime.plugin.resolver()
         began = time.monotonic()
         lockfile = job.lockfile
+        partition = self._partition(job.tenant)
         if resolver is None:
             yield None
             return
@@ -233,9 +267,9 @@ class DependencyManager:
             if not dependencies:
                 yield None
                 return
-            lockfile = await self._lock(runtime, resolver, dependencies, emit)
+            lockfile = await self._lock(runtime, resolver, dependencies, partition, emit)
         resolve_ms = _ms_since(began) if job.lockfile is None else 0
-        runner, version = await self._prepared_runner(runtime, resolver)
+        runner, version = await self._prepared_runner(runtime, resolver, partition)
         context = self._context(runtime)
         key = EnvironmentKey(
             language=runtime.name,
@@ -244,6 +278,7 @@ class DependencyManager:
             resolver_version=version,
             lockfile_sha256=lockfile.sha256,
             index_urls=context.index_urls,
+            partition=partition,
         ).digest()
         step = resolver.install(lockfile, context)
 

@@ -22,10 +22,13 @@ nothing in the cache, and leave the server serving.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -332,3 +335,162 @@ def test_no_file_name_of_a_csharp_job_becomes_an_option_of_mcs(alice: Client, na
     )
     assert outcome.verdict == pb.COMPILE_ERROR, outcome
     assert f"{name}: a C# file's name may not start with '-' or '@'" in outcome.error.message
+
+
+# Packages built from source (`deps.allow_source_builds`): an sdist's build code runs in
+# the install step, with the download cache writable. This PEP 517 backend of the
+# standard library's only is that build code: it builds a wheel by hand, and first does
+# what the package's ACTION says to the download cache (/gristmill/cache).
+BACKEND = """\
+import base64, hashlib, os, zipfile
+
+NAME, ACTION = "@NAME@", "@ACTION@"
+METADATA = f"Metadata-Version: 2.1\\nName: {NAME}\\nVersion: 1.0\\n"
+WHEEL = "Wheel-Version: 1.0\\nGenerator: test\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    if ACTION == "plant":
+        with open("/gristmill/cache/planted-by-a-build", "w") as planted:
+            planted.write("a wheel another tenant would install")
+    elif ACTION == "flood":
+        with open("/gristmill/cache/flood", "wb") as flood:
+            for _ in range(64):
+                flood.write(bytes(1 << 20))
+    files = {
+        f"{NAME}/__init__.py": b"VALUE = 1\\n",
+        f"{NAME}-1.0.dist-info/METADATA": METADATA.encode(),
+        f"{NAME}-1.0.dist-info/WHEEL": WHEEL.encode(),
+    }
+    record = [f"{NAME}-1.0.dist-info/RECORD,,"]
+    wheel = f"{NAME}-1.0-py3-none-any.whl"
+    with zipfile.ZipFile(os.path.join(wheel_directory, wheel), "w") as archive:
+        for path, data in files.items():
+            archive.writestr(path, data)
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=")
+            record.append(f"{path},sha256={digest.decode()},{len(data)}")
+        archive.writestr(f"{NAME}-1.0.dist-info/RECORD", "\\n".join(record) + "\\n")
+    return wheel
+"""
+PYPROJECT = """\
+[build-system]
+requires = []
+build-backend = "backend"
+backend-path = ["."]
+
+[project]
+name = "@NAME@"
+version = "1.0"
+"""
+SDISTS = {"plantpkg": "plant", "floodpkg": "flood"}
+INDEX_PORT = 8081
+
+
+def sdist(index: Path, name: str, action: str) -> None:
+    """`name` 1.0 as an sdist only, in a PEP 503 simple index under `index`."""
+    folder = index / name
+    folder.mkdir(parents=True)
+    archive = folder / f"{name}-1.0.tar.gz"
+    files = {
+        "pyproject.toml": PYPROJECT.replace("@NAME@", name),
+        "PKG-INFO": f"Metadata-Version: 2.1\nName: {name}\nVersion: 1.0\n",
+        "backend.py": BACKEND.replace("@NAME@", name).replace("@ACTION@", action),
+    }
+    with tarfile.open(archive, "w:gz") as tar:
+        for path, text in files.items():
+            data = text.encode()
+            member = tarfile.TarInfo(f"{name}-1.0/{path}")
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    sha256 = hashlib.sha256(archive.read_bytes()).hexdigest()
+    link = f'<a href="{archive.name}#sha256={sha256}">{archive.name}</a>'
+    (folder / "index.html").write_text(f"<html><body>{link}</body></html>\n")
+
+
+@pytest.fixture(scope="module")
+def sdist_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    """A server that builds packages from source, from a simple index on a test host
+    holding `SDISTS`; its address and work directory. Tenants alice and bob by token."""
+    root = tmp_path_factory.mktemp("index")
+    root.chmod(0o755)
+    for name, action in SDISTS.items():
+        sdist(root / "simple", name, action)
+    http = [sys.executable, "-m", "http.server", str(INDEX_PORT), "--bind", "{address}"]
+    with (
+        namespaced_host([*http, "--directory", str(root)], INDEX_PORT, tag=4) as address,
+        sandbox_work_dir() as work_dir,
+    ):
+        overrides = {
+            "address": "127.0.0.1:0",
+            "work_dir": work_dir,
+            "max_concurrent_jobs": 2,
+            "auth.tokens": TOKENS,
+            "deps.index_url": f"http://{address}:{INDEX_PORT}/simple",
+            "deps.allow_source_builds": True,
+            "deps.tool_cache_max_bytes": TOOL_CACHE_BYTES,
+        }
+        try:
+            running = BackgroundServer(load_config(overrides=overrides))
+            served = running.__enter__()
+        except SandboxFailure as unusable:
+            pytest.skip(str(unusable))
+        try:
+            yield served, work_dir
+        finally:
+            running.__exit__(None, None, None)
+
+
+def python_job(package: str) -> str:
+    return (
+        f'# /// script\n# dependencies = ["{package}==1.0"]\n# ///\n'
+        f"import {package}\n\ndef main():\n    return {package}.VALUE\n"
+    )
+
+
+def tool_cache(work_dir: Path, tenant: str | None = None) -> Path:
+    """uv's download cache: everyone's, or `tenant`'s own (`DependencyManager._partition`)."""
+    root = work_dir / "deps" / "tool-cache"
+    if tenant is None:
+        return root / "uv"
+    return root / "tenants" / hashlib.sha256(tenant.encode()).hexdigest()[:32] / "uv"
+
+
+def test_a_packages_build_code_writes_only_its_own_tenants_caches(
+    sdist_server: tuple[str, Path],
+) -> None:
+    address, work_dir = sdist_server
+    outcomes = {}
+    for tenant, token in (("alice", "a-token"), ("bob", "b-token")):
+        with Client(address, credentials=Credentials(token=token)) as client:
+            outcome = client.execute("python", python_job("plantpkg"), timeout_s=TIMEOUT_S)
+        assert outcome.verdict == pb.SUCCESS, outcome
+        assert outcome_result(outcome) == 1
+        outcomes[tenant] = outcome
+        # What alice's package planted is in her download cache only; bob's install did
+        # not read it (his own build planted his).
+        assert (tool_cache(work_dir, tenant) / "planted-by-a-build").exists()
+    assert not (tool_cache(work_dir) / "planted-by-a-build").exists()
+    # Nor does bob get the environment alice's install built: his own is built for him.
+    alice, bob = outcomes["alice"], outcomes["bob"]
+    assert bob.environment.key != alice.environment.key
+    assert not bob.environment.cached
+
+
+def test_a_packages_build_code_that_floods_the_download_cache_is_stopped(
+    sdist_server: tuple[str, Path],
+) -> None:
+    address, work_dir = sdist_server
+    with Client(address, credentials=Credentials(token="a-token")) as alice:
+        outcome = alice.execute("python", python_job("floodpkg"), timeout_s=TIMEOUT_S)
+        assert outcome.verdict == pb.DEPENDENCY_ERROR, outcome
+        message = outcome.error.message
+        assert f"more than {TOOL_CACHE_BYTES} bytes (deps.tool_cache_max_bytes)" in message
+        assert tree_size(tool_cache(work_dir, "alice")) <= TOOL_CACHE_BYTES
+        assert list((work_dir / "deps" / "environments" / "tmp").iterdir()) == []
+        # The server keeps serving.
+        served = alice.execute("python", python_job("plantpkg"), timeout_s=TIMEOUT_S)
+        assert served.verdict == pb.SUCCESS, served

@@ -34,6 +34,7 @@ def test_digest_is_stable_hex_sha256():
         {"resolver_version": "uv 0.14.0"},
         {"lockfile_sha256": "cd" * 32},
         {"index_urls": ("https://mirror.example/simple",)},
+        {"partition": "0123456789abcdef"},
         {"platform": "linux-aarch64-glibc2.36"},
         {"schema_version": 2},
     ],

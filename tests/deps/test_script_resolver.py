@@ -30,7 +30,8 @@ def test_a_resolver_without_host_programs_gets_its_version_and_an_empty_tools_di
     config = DependencyConfig(cache_dir=tmp_path / "deps")
     offload = Offload(tmp_path, tmp_path)
     manager = DependencyManager(cast(SandboxBackend, None), tmp_path / "work", config, offload)
-    runner = manager._install(ScriptedTool(), os.getuid(), os.getgid())  # type: ignore[arg-type]
+    manager._install(ScriptedTool())  # type: ignore[arg-type]
+    runner = manager._runner(ScriptedTool(), "", os.getuid(), os.getgid())  # type: ignore[arg-type]
     tools = runner.paths.tools_dir
     assert tools.is_dir() and list(tools.iterdir()) == []
     assert manager._versions["scripted"] == f"scripted 1 {tools}"
