@@ -131,7 +131,7 @@ class DependencyResolver(Protocol):
     """What the Resolve RPC needs of `gristmill.deps.DependencyManager`."""
 
     async def resolve(
-        self, runtime: Runtime, code: str, files: Mapping[str, bytes]
+        self, runtime: Runtime, code: str, files: Mapping[str, bytes], tenant: str = ""
     ) -> Resolution: ...
 
 
@@ -265,7 +265,8 @@ class RuntimeServicer(runtime_pb2_grpc.RuntimeServicer):
         ticket = self._table.admission.admit(self._tenant().quota)
         try:
             await ticket.wait_turn(asyncio.Event())
-            resolution = await self._resolver.resolve(runtime, request.code, files)
+            tenant = self._tenant().name
+            resolution = await self._resolver.resolve(runtime, request.code, files, tenant)
         except DependencyFailure as failure:
             return convert.resolve_failure(failure)
         finally:
