@@ -198,6 +198,7 @@ def test_run_sees_the_build_output_read_only(client, host_port):
     assert outcome_result(outcome)["build_dir_writable"] is False
 
 
+@pytest.mark.attack("cross-tenant cache poisoning")
 def test_a_jobs_env_never_reaches_its_build_which_another_jobs_inputs_would_hit(
     client: Client, host_port: int
 ) -> None:
@@ -242,6 +243,7 @@ def test_a_build_that_leaves_a_fifo_is_compile_error_and_not_kept(client):
     assert [o.build.cached for o in outcomes] == [False, False]
 
 
+@pytest.mark.attack("install scripts and disk")
 def test_a_build_that_fills_the_disk_is_stopped_at_the_cache_budget_and_not_kept(
     client: Client, work_dir: Path
 ) -> None:

@@ -152,6 +152,7 @@ def assert_nothing_kept(work_dir: Path) -> None:
     assert tree_size(work_dir / "deps" / "tool-cache" / "nuget") <= TOOL_CACHE_BYTES
 
 
+@pytest.mark.attack("install scripts and disk")
 def test_an_install_whose_extraction_fills_the_disk_is_stopped_and_leaves_nothing(
     alice: Client, bob: Client, server: tuple[str, Path]
 ) -> None:
@@ -165,6 +166,7 @@ def test_an_install_whose_extraction_fills_the_disk_is_stopped_and_leaves_nothin
     assert outcome_result(good) == "hello, bob"
 
 
+@pytest.mark.attack("install scripts and disk")
 def test_a_download_past_the_download_cache_budget_is_stopped_and_emptied(
     alice: Client, server: tuple[str, Path]
 ) -> None:
@@ -209,6 +211,7 @@ public class Script
 """
 
 
+@pytest.mark.attack("cross-tenant cache poisoning")
 def test_a_job_cannot_write_into_the_environment_or_build_another_tenant_reads(
     alice: Client, bob: Client
 ) -> None:
@@ -296,6 +299,7 @@ def compile_time_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, by
     return files
 
 
+@pytest.mark.attack("cross-tenant cache poisoning")
 def test_no_annotation_processor_runs_when_a_java_job_compiles(
     alice: Client, compile_time_files: dict[str, bytes]
 ) -> None:
@@ -305,6 +309,7 @@ def test_no_annotation_processor_runs_when_a_java_job_compiles(
     assert outcome_result(outcome) == []
 
 
+@pytest.mark.attack("cross-tenant cache poisoning")
 @pytest.mark.parametrize(
     ("name", "beside"),
     [("-Xplugin:Evil.java", {}), ("@options.java", {"options.java": b"-Xplugin:Evil.java\n"})],
@@ -325,6 +330,7 @@ def test_no_file_name_of_a_java_job_becomes_an_option_of_javac(
     assert f"{name}: a Java file's name may not start with '-' or '@'" in outcome.error.message
 
 
+@pytest.mark.attack("cross-tenant cache poisoning")
 @pytest.mark.parametrize("name", ["@options.cs", "-out:other.cs"])
 def test_no_file_name_of_a_csharp_job_becomes_an_option_of_mcs(alice: Client, name: str) -> None:
     # mcs runs no code of the job's, but a name starting with '-' was an option of its
@@ -459,6 +465,7 @@ def tool_cache(work_dir: Path, tenant: str | None = None) -> Path:
     return root / "tenants" / hashlib.sha256(tenant.encode()).hexdigest()[:32] / "uv"
 
 
+@pytest.mark.attack("cross-tenant cache poisoning")
 def test_a_packages_build_code_writes_only_its_own_tenants_caches(
     sdist_server: tuple[str, Path],
 ) -> None:
@@ -480,6 +487,7 @@ def test_a_packages_build_code_writes_only_its_own_tenants_caches(
     assert not bob.environment.cached
 
 
+@pytest.mark.attack("install scripts and disk")
 def test_a_packages_build_code_that_floods_the_download_cache_is_stopped(
     sdist_server: tuple[str, Path],
 ) -> None:
