@@ -66,6 +66,7 @@ def test_a_lockfile_given_back_is_installed_and_not_resolved_again(client):
     assert replay.lockfile.sha256 == lockfile.sha256
 
 
+@pytest.mark.attack("install scripts and disk")
 def test_a_package_whose_postinstall_fails_installs_because_it_never_runs(client):
     # pkg-with-failing-postinstall's postinstall is `node this-does-not-exist.js`: had
     # Bun run it, the install would fail. (It has no module to load: a type-only import
