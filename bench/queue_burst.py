@@ -408,6 +408,12 @@ async def _fairness(
             (tenant_a, enqueued, first_start),
         )
         between = await cursor.fetchone()
+        cursor = await conn.execute(  # one job's run time, what B's first wait compares to
+            "select extract(epoch from finished_at - started_at) from gristmill.jobs"
+            " where tenant = %s and state = 'done'",
+            (tenant_a,),
+        )
+        runs = [float(row[0]) for row in await cursor.fetchall()]
         cursor = await conn.execute(
             "select count(*) from gristmill.jobs where tenant = %s and state = 'queued'",
             (tenant_a,),
@@ -432,6 +438,7 @@ async def _fairness(
         "slots": slots,
         "b_enqueue_to_start": summary_ms(waits),
         "b_first_start_ms": round(min(waits) * 1000, 2),
+        "a_run": summary_ms(runs),
         "a_started_before_b": int(between[0]) if between else 0,
         "a_queued_after_b_started": int(left[0]) if left else 0,
     }
@@ -518,7 +525,8 @@ def print_fairness(runs: dict[str, Any]) -> None:
         print(
             f"  {claim}: {run['a_jobs']} of A then {run['b_jobs']} of B on {run['slots']} slots:"
             f" B's enqueue-to-start p50 {wait['p50_ms']} ms p95 {wait['p95_ms']} ms,"
-            f" first {run['b_first_start_ms']} ms, {run['a_started_before_b']} of A's started"
+            f" first {run['b_first_start_ms']} ms (a job runs {run['a_run']['p50_ms']} ms),"
+            f" {run['a_started_before_b']} of A's started"
             f" before B's first; claim p50 {cost['p50_ms']} ms p95 {cost['p95_ms']} ms"
         )
 
