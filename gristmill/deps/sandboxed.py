@@ -21,7 +21,9 @@ or is fetched there:
   `gristmill.deps.lockfiles`), and the resolver runs with `--no-config`.
 
 With source builds allowed, a package's build code runs here with that network and
-the shared download cache writable: for tenants who trust one another only.
+the download cache writable: each tenant then has a download cache of its own
+(`DependencyManager._partition`), so that what it writes there reaches only that
+tenant's later steps.
 
 A step may ask for a follow-up that runs package code (`Step.then_offline`, e.g. warming
 a cache inside the environment): that one runs in a sandbox of its own with no network

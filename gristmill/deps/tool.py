@@ -35,7 +35,7 @@ class ToolContext:
     # Trust the system's CA store (mounted at /etc/ssl/certs) rather than the tool's own.
     system_certs: bool = True
     # Whether packages may be built from source: their build code would then run in
-    # the resolve sandbox, with the download cache every job shares writable.
+    # the resolve sandbox, with the download cache writable (the tenant's own, then).
     allow_source_builds: bool = False
     tools_dir: str = JAIL_TOOLS_DIR
     cache_dir: str = JAIL_TOOL_CACHE_DIR
