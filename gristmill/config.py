@@ -167,9 +167,9 @@ class DependencyConfig:
     # A registry to use instead of each resolver's default (e.g. a PyPI mirror).
     index_url: str = ""
     # Let the resolver build packages that have no wheel from source. Their build code
-    # then runs in the resolve sandbox with the download cache, shared by every
-    # tenant, writable: a package could rewrite what other jobs install. Only for a
-    # service whose tenants all trust each other.
+    # then runs in the resolve sandbox with the download cache writable: each tenant
+    # then has its own download cache, environments and resolutions, so a package can
+    # rewrite only what its own tenant's jobs install (and a tenant builds its own).
     allow_source_builds: bool = False
     # Trust the system's CA store (/etc/ssl/certs) rather than the resolver's own.
     system_certs: bool = True
