@@ -181,6 +181,7 @@ def test_concurrent_claims_take_each_job_once(database: str, conn: Conn) -> None
     assert len(taken) == len(set(taken)) == 180
 
 
+@pytest.mark.attack("tenants through the queue")
 async def test_one_tenants_10000_queued_jobs_do_not_keep_anothers_from_starting(
     database: str, conn: Conn, scripted_server: ScriptedServer
 ) -> None:
