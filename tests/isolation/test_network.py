@@ -495,6 +495,12 @@ async def test_socket_buffers_a_job_holds_are_its_memory(
     assert "socket buffers" in outcome.detail
 
 
+async def test_sockets_beside_room_left_are_let_run(servers: dict[str, Executor]) -> None:
+    """The control: two connections' full buffers (a few MiB each) in a 64 MiB job."""
+    outcome = await _run(servers["default"], HOARD_TCP, {"connections": 2}, memory_bytes=64 << 20)
+    assert _result(outcome) > 1 << 20
+
+
 async def test_ipv6_is_refused_at_once(servers: dict[str, Executor]) -> None:
     """IPv6 is off in the job's namespace: no interface has an IPv6 address (tap0's
     link-local one, once valid, made a connect() to fe80::1%tap0 wait 3 s for a
@@ -518,20 +524,26 @@ async def test_ipv6_is_refused_at_once(servers: dict[str, Executor]) -> None:
     assert set(seen["connects"].values()) <= {"ENETUNREACH", "EADDRNOTAVAIL"}, seen
 
 
+def _running(pid: int) -> bool:
+    """Whether `pid` is not exiting: an exiting process has lost its memory (its size,
+    field 23 of its stat) and, soon after, its groups for the root's."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[20]) > 0
+    except (OSError, ValueError, IndexError):
+        return False
+
+
 def _network_helpers() -> list[int]:
-    """The live slirp4netns processes this test process's fork servers started (its jobs');
-    an exiting one has left its groups for the root's."""
+    """The slirp4netns processes this test process's fork servers started (its jobs')."""
     parents: dict[int, int] = {}
     helpers = []
     for entry in (p.name for p in Path("/proc").iterdir() if p.name.isdigit()):
         try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except (OSError, ValueError):
+            name, _, rest = Path(f"/proc/{entry}/stat").read_text().rpartition(")")
+        except OSError:
             continue
-        name, _, rest = stat.rpartition(")")
-        state, parent = rest.split()[:2]
-        parents[int(entry)] = int(parent)
-        if name.endswith("(slirp4netns") and state not in "ZX":  # not one exiting
+        parents[int(entry)] = int(rest.split()[1])
+        if name.endswith("(slirp4netns"):
             helpers.append(int(entry))
     mine = []
     for pid in helpers:
@@ -541,6 +553,20 @@ def _network_helpers() -> list[int]:
         if ancestor == os.getpid():
             mine.append(pid)
     return mine
+
+
+def _groups(pid: int) -> set[str]:
+    """The kinds of group ("job", "server", "" for the root) `pid` is in for memory and
+    CPU time; none if it is exiting (then it has left them, or is about to)."""
+    lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    if not _running(pid):
+        return set()
+    kinds = set()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if {"memory", "cpuacct"} & set(controllers.split(",")):
+            kinds.add(path.rpartition("/")[2].partition("-")[0])
+    return kinds
 
 
 UDP_FLOOD = """
@@ -578,10 +604,7 @@ async def test_the_network_helper_is_the_jobs_and_its_descriptors_are_bounded(
         for pid in _network_helpers():
             with contextlib.suppress(OSError):
                 most = max(most, sum(1 for _ in Path(f"/proc/{pid}/fd").iterdir()))
-                for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
-                    _, controllers, path = line.split(":", 2)
-                    if {"memory", "cpuacct"} & set(controllers.split(",")):
-                        groups.add(path.rpartition("/")[2].partition("-")[0])
+                groups |= _groups(pid)
         await asyncio.sleep(0.05)
     assert _result(await job) == 2000
     assert 0 < most <= 100 + netns.HELPER_DESCRIPTORS, most
