@@ -47,7 +47,7 @@ import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -107,12 +107,6 @@ def _bind(value: Any, kind: str) -> Any:
     return value
 
 
-_OWN_TRANSACTION_CONTROL = {
-    "TRANS_STMT_SAVEPOINT",
-    "TRANS_STMT_RELEASE",
-    "TRANS_STMT_ROLLBACK_TO",
-}
-"""What PostgreSQL's grammar calls transaction control that a job may use: savepoints."""
 _KINDS = {"integer", "number", "text", "boolean", "json", "blob", "any"}
 _GUARD = (
     "select pg_catalog.pg_current_xact_id_if_assigned(),"
@@ -138,26 +132,91 @@ class Refused(Exception):
         }
 
 
+def _varint(data: memoryview, at: int) -> tuple[int, int]:
+    """The protobuf varint at `at`, and where the next field starts."""
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, at
+        shift += 7
+
+
+_FIXED_BYTES = {1: 8, 5: 4}
+"""The sizes of protobuf's fixed-width wire types (a double, a 32-bit float)."""
+
+
+def _fields(message: memoryview) -> Iterator[tuple[int, int | memoryview]]:
+    """The fields of one protobuf message, nothing inside them decoded: (number, a
+    varint's value or a length-delimited field's bytes); fixed-width ones are skipped."""
+    at = 0
+    while at < len(message):
+        key, at = _varint(message, at)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            value, at = _varint(message, at)
+            yield number, value
+        elif wire == 2:
+            size, at = _varint(message, at)
+            yield number, message[at : at + size]
+            at += size
+        else:
+            at += _FIXED_BYTES[wire]
+
+
+def _statements(sql: str) -> list[memoryview]:
+    """The statements PostgreSQL's grammar (libpg_query, through pglast) reads in `sql`:
+    each a `RawStmt` of pg_query.proto (`ParseResult.stmts`, field 2). Only the fields the
+    relay looks at are read: decoding the whole tree costs ten times the parse, and it
+    recurses as deep as the statement nests (past Python's limit at some 500 terms of
+    `1+1+...`, which PostgreSQL runs)."""
+    tree = memoryview(pg_parser.parse_sql_protobuf(sql))
+    return [
+        value for number, value in _fields(tree) if number == 2 and isinstance(value, memoryview)
+    ]
+
+
+def _head(statement: memoryview) -> tuple[int, int]:
+    """A `RawStmt`'s node type (the field number of its `Node`, a oneof) and that node's
+    field 1 when it is a varint (a `TransactionStmt`'s kind), else 0."""
+    node = next(value for number, value in _fields(statement) if number == 1)
+    assert isinstance(node, memoryview)
+    node_type, fields = next(_fields(node))
+    assert isinstance(fields, memoryview)
+    first = next((value for number, value in _fields(fields) if number == 1), 0)
+    return node_type, first if isinstance(first, int) else 0
+
+
+# Field numbers of node types differ between libpg_query's versions: read off the grammar.
+_TRANSACTION_STMT = _head(_statements("COMMIT")[0])[0]
+_OWN_TRANSACTION_CONTROL = {
+    _head(_statements(sql)[0])[1] for sql in ("SAVEPOINT s", "RELEASE s", "ROLLBACK TO s")
+}
+"""What PostgreSQL's grammar calls transaction control that a job may use: savepoints."""
+
+
 def check_statement(sql: str) -> None:
-    """Refuses what PostgreSQL's own grammar (libpg_query, through pglast) reads as more
-    than one statement or as transaction control other than a savepoint's. Text it
-    cannot read is refused as the syntax error it is: the relay sends only what it read."""
+    """Refuses what PostgreSQL's own grammar reads as more than one statement or as
+    transaction control other than a savepoint's. Text it cannot read is refused as the
+    syntax error it is: the relay sends only what it read."""
     try:
-        parsed = json.loads(pg_parser.parse_sql_json(sql))
+        found = _statements(sql)
     except pg_parser.ParseError as error:
         message, at = error.args
         position = len(sql) + 1 if at is None else int(at) + 1
         raise Refused("SyntaxError", str(message), position, "42601") from None
-    found = parsed.get("stmts", [])
     if len(found) > 1:
+        location = dict(_fields(found[1])).get(2, 0)  # RawStmt.stmt_location
         raise Refused(
             "SyntaxError",
             "a request is one statement (PostgreSQL's extended protocol runs no more)",
-            int(found[1].get("stmt_location", 0)) + 1,
+            (location if isinstance(location, int) else 0) + 1,
             "42601",
         )
-    control = found[0]["stmt"].get("TransactionStmt") if found else None
-    if control is not None and control.get("kind") not in _OWN_TRANSACTION_CONTROL:
+    node_type, kind = _head(found[0]) if found else (0, 0)
+    if node_type == _TRANSACTION_STMT and kind not in _OWN_TRANSACTION_CONTROL:
         raise Refused(
             "TransactionControl",
             "a job cannot begin or end its transaction: it is committed when the request "

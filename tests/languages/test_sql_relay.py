@@ -229,6 +229,20 @@ async def test_a_malformed_request_ends_the_run_rolled_back(relay_module, dsn, a
 
 
 @pytest.mark.attack("sql relay: hostile bytes")
+async def test_a_deeply_nested_statement_is_read_and_run(relay_module, dsn, caplog):
+    """PostgreSQL's grammar nests `1+1+...` a level per term: a thousand, which
+    PostgreSQL runs, are read as the one statement they are (the parse tree decoded as
+    Python objects passed the interpreter's recursion limit: a traceback in the
+    service's log and no reply)."""
+    replies = await converse(
+        relay_module, dsn, [statement("select 1" + "+1" * 1000 + " as n"), END]
+    )
+    assert {"rows": [{"n": 1001}]} in replies, replies
+    assert replies[-1] == {"ended": "rolled back"}
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+@pytest.mark.attack("sql relay: hostile bytes")
 async def test_a_line_past_the_limit_ends_the_run(relay_module, dsn, admin, monkeypatch):
     monkeypatch.setattr(relay_module, "LINE_LIMIT", 4096)
     table = f"t_{uuid.uuid4().hex[:12]}"
