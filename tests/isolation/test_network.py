@@ -480,6 +480,7 @@ def main(sockets: int):
 """
 
 
+@pytest.mark.attack("network: socket memory")
 @pytest.mark.parametrize(
     ("code", "args"),
     [(HOARD_TCP, {"connections": 100}), (HOARD_UDP, {"sockets": 500})],
@@ -501,6 +502,7 @@ async def test_sockets_beside_room_left_are_let_run(servers: dict[str, Executor]
     assert _result(outcome) > 1 << 20
 
 
+@pytest.mark.attack("network: IPv6")
 async def test_ipv6_is_refused_at_once(servers: dict[str, Executor]) -> None:
     """IPv6 is off in the job's namespace: no interface has an IPv6 address (tap0's
     link-local one, once valid, made a connect() to fe80::1%tap0 wait 3 s for a
@@ -583,6 +585,7 @@ def main(targets: list, datagrams: int):
 """
 
 
+@pytest.mark.attack("network: the helper's cost")
 async def test_the_network_helper_is_the_jobs_and_its_descriptors_are_bounded(
     servers: dict[str, Executor],
 ) -> None:
