@@ -308,8 +308,10 @@ def _touch(path: Path) -> None:
 
 def tree_size(root: Path) -> int:
     """The bytes of the files, directories and symlinks under `root` (symlinks not
-    followed), each counted at `ENTRY_BYTES` at least. (`os.scandir`, not `os.walk` and
-    paths: five times as fast, and a step's budget is measured over and over.)"""
+    followed), each counted at its size or its blocks, whichever is more (`fallocate`
+    with KEEP_SIZE gives a file of size 0 any disk, past RLIMIT_FSIZE too), and at
+    `ENTRY_BYTES` at least. (`os.scandir`, not `os.walk` and paths: five times as fast,
+    and a step's budget is measured over and over.)"""
     total = 0
     pending = [str(root)]
     while pending:
@@ -320,7 +322,8 @@ def tree_size(root: Path) -> int:
         with entries:
             for entry in entries:
                 with contextlib.suppress(FileNotFoundError):
-                    total += max(entry.stat(follow_symlinks=False).st_size, ENTRY_BYTES)
+                    info = entry.stat(follow_symlinks=False)
+                    total += max(info.st_size, info.st_blocks * 512, ENTRY_BYTES)
                     if entry.is_dir(follow_symlinks=False):
                         pending.append(entry.path)
     return total

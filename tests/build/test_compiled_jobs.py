@@ -260,6 +260,20 @@ def test_a_build_that_fills_the_disk_is_stopped_at_the_cache_budget_and_not_kept
     assert outcome_result(fits) == "built"
 
 
+@pytest.mark.attack("install scripts and disk")
+def test_disk_a_build_allocates_without_writing_counts_against_the_cache_budget(
+    client: Client, work_dir: Path
+) -> None:
+    # 256 MiB of blocks past the end of an empty file, which RLIMIT_FSIZE does not stop:
+    # the cache counted its size only, and kept the build (SUCCESS) within 16 MiB.
+    hoard = client.execute("flooder", f"256 {uuid.uuid4().hex} allocate", timeout_s=TIMEOUT_S)
+    assert hoard.verdict == pb.COMPILE_ERROR, hoard
+    assert "deps.build_cache_max_bytes" in hoard.error.message, hoard.error.message
+    builds = work_dir / "deps" / "builds"
+    assert not (builds / "envs" / hoard.build.key).exists()
+    assert list((builds / "tmp").iterdir()) == []
+
+
 def test_the_prime_step_runs_once_and_every_build_reads_it_read_only(client):
     first = client.execute("primed", f"one {uuid.uuid4().hex}", timeout_s=TIMEOUT_S)
     second = client.execute("primed", f"two {uuid.uuid4().hex}", timeout_s=TIMEOUT_S)

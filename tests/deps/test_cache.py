@@ -7,6 +7,7 @@ the cache's locking, renaming and eviction.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import os
 import socket
 import stat
@@ -187,25 +188,26 @@ def test_leftovers_of_a_dead_builder_are_removed_at_start(tmp_path):
 
 
 async def test_eviction_removes_least_recently_used_first_and_never_one_in_use(tmp_path):
-    # Each environment takes 14,096 bytes (its "done" file counts as one block): two fit.
-    cache = EnvironmentCache(tmp_path, max_bytes=30_000)
+    # Each environment takes 16,384 bytes (three blocks of data, its "done" file counted
+    # as one): two fit.
+    cache = EnvironmentCache(tmp_path, max_bytes=40_000)
     for n in (1, 2):
-        async with cache.use(digest(n), FakeBuilder(size=10_000)):
+        async with cache.use(digest(n), FakeBuilder(size=12_288)):
             pass
     os.utime(cache.path(digest(1)), (1, 1))
     os.utime(cache.path(digest(2)), (2, 2))
     # 1 is the least recently used, but a job holds it: 2 goes instead when 3 arrives.
-    async with cache.use(digest(1), FakeBuilder(size=10_000)) as held:
+    async with cache.use(digest(1), FakeBuilder(size=12_288)) as held:
         assert held.cached
         os.utime(held.path, (1, 1))
-        async with cache.use(digest(3), FakeBuilder(size=10_000)):
+        async with cache.use(digest(3), FakeBuilder(size=12_288)):
             pass
         assert cache.path(digest(1)).exists()
         assert not cache.path(digest(2)).exists()
         assert cache.path(digest(3)).exists()
     # Released, 1 is the oldest again: the next build over the limit evicts it.
     os.utime(cache.path(digest(1)), (1, 1))
-    async with cache.use(digest(4), FakeBuilder(size=10_000)):
+    async with cache.use(digest(4), FakeBuilder(size=12_288)):
         pass
     assert not cache.path(digest(1)).exists()
     assert cache.path(digest(3)).exists()
@@ -265,6 +267,37 @@ async def test_a_build_that_ends_past_the_budget_between_two_measurements_is_not
     cache = EnvironmentCache(tmp_path, max_bytes=4 << 20)
     with pytest.raises(OverBudget):
         async with cache.use(digest(1), FakeBuilder(size=5 << 20)):
+            pass
+    assert not cache.path(digest(1)).exists()
+    assert list((tmp_path / "tmp").iterdir()) == []
+
+
+class Allocator:
+    """Allocates `size` bytes of disk to an empty file, as `fallocate --keep-size` does:
+    its blocks are disk, its size stays 0 (RLIMIT_FSIZE does not stop it either)."""
+
+    FALLOC_FL_KEEP_SIZE = 1
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+
+    async def __call__(self, target: Path) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fd = os.open(target / "hidden", os.O_WRONLY | os.O_CREAT, 0o644)
+        try:
+            keep_size, size = self.FALLOC_FL_KEEP_SIZE, ctypes.c_long(self.size)
+            if libc.fallocate(fd, keep_size, ctypes.c_long(0), size) != 0:
+                pytest.skip(f"fallocate: {os.strerror(ctypes.get_errno())}")
+        finally:
+            os.close(fd)
+        (target / "done").write_text("ok")
+
+
+async def test_disk_allocated_past_a_files_end_counts_against_the_budget(tmp_path):
+    # The old sizes read st_size only: 64 MiB hidden this way were kept within 4 MiB.
+    cache = EnvironmentCache(tmp_path, max_bytes=4 << 20, setting="deps.cache_max_bytes")
+    with pytest.raises(OverBudget, match=r"more than 4194304 bytes \(deps.cache_max_bytes\)"):
+        async with cache.use(digest(1), Allocator(64 << 20)):
             pass
     assert not cache.path(digest(1)).exists()
     assert list((tmp_path / "tmp").iterdir()) == []
