@@ -7,6 +7,7 @@ Kept free of protobuf so that the rules read on their own and are tested without
 from __future__ import annotations
 
 import dataclasses
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
@@ -151,29 +152,42 @@ def refused_by(name: str, patterns: Iterable[str]) -> str | None:
     return None
 
 
+@functools.cache
+def _refusing(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """One expression for the names `patterns` refuse, each of a job's variables matched
+    once on every job's way in (trying each pattern, `refused_by`, is ten times slower:
+    it only names the pattern of a refusal)."""
+    return re.compile(
+        "|".join(
+            re.escape(p.removesuffix("*")) + (".*" if p.endswith("*") else "") for p in patterns
+        )
+    )
+
+
 def env(values: Mapping[str, str], spec: RuntimeSpec) -> dict[str, str]:
     """The job's variables: valid names, none reserved or refused for `spec`'s language
     (`LOADER_VARIABLES`, its runtime.toml's `[env] refused`)."""
     total = sum(len(name.encode()) + len(value.encode()) + 2 for name, value in values.items())
     if total > MAX_ENV_BYTES:
         raise InvalidRequest("job.env", f"{total} bytes in all, over {MAX_ENV_BYTES}")
+    refusing = _refusing(LOADER_VARIABLES + spec.env_refused)
     for name, value in values.items():
         field = f"job.env[{quoted(name)}]"
         if not _ENV_NAME.fullmatch(name):
             raise InvalidRequest(field, "not a valid environment variable name")
         if name.upper().startswith(ENV_PREFIX):
             raise InvalidRequest(field, f"names starting with {ENV_PREFIX} are reserved")
-        if pattern := refused_by(name, LOADER_VARIABLES):
+        if refusing.fullmatch(name):
+            if pattern := refused_by(name, LOADER_VARIABLES):
+                raise InvalidRequest(
+                    field,
+                    f"refused ({pattern}): the loader and C library read it in the wrapper, "
+                    "before the job's code",
+                )
             raise InvalidRequest(
                 field,
-                f"refused ({pattern}): the loader and C library read it in the wrapper, "
-                "before the job's code",
-            )
-        if pattern := refused_by(name, spec.env_refused):
-            raise InvalidRequest(
-                field,
-                f"refused ({pattern}, in runtime.toml): it changes what the "
-                f"{spec.display_name} wrapper or runtime does, not only the job's code",
+                f"refused ({refused_by(name, spec.env_refused)}, in runtime.toml): it changes "
+                f"what the {spec.display_name} wrapper or runtime does, not only the job's code",
             )
         if "\0" in value:
             raise InvalidRequest(field, "the value contains a NUL byte")
