@@ -3,7 +3,7 @@
     manager.DependencyManager   what the executor and the Resolve RPC call
     ├── tool                    what a language says about its resolver (argv as data)
     ├── sandboxed.ToolRunner    runs the resolver in a sandbox with network
-    ├── lockfiles               what a lockfile may say: pinned, hashed index packages only
+    ├── lockfiles               a lockfile given back: checked by its resolver's own rules
     ├── key.EnvironmentKey      everything that decides an environment, hashed
     └── cache.EnvironmentCache  built once, renamed into place, leased, evicted LRU
                                 (also keeps compiled jobs: `gristmill.jobs.build`)

@@ -280,10 +280,9 @@ def lockfile(
     own_rules: Callable[[str], None] | None = None,
 ) -> Lockfile:
     """A lockfile a job may be installed from: for its language, in its resolver's format,
-    its content matching `sha256` when that is given, and pinning only packages of the
-    configured index (`gristmill.deps.lockfiles`: no URL, path or installer option,
-    which would fetch code from wherever the caller likes; `own_rules` check a format
-    of the resolver's own). Empty language and format mean the job's."""
+    its content matching `sha256` when that is given, and passing `own_rules`, its
+    resolver's `check_lockfile` (`gristmill.deps.lockfiles.check`; a format without rules
+    is refused). Empty language and format mean the job's."""
     if lock_format is None:
         raise InvalidRequest(field, f"{language} jobs have no dependencies to lock")
     if given.language and given.language != language:
