@@ -166,6 +166,7 @@ async def test_the_job_has_a_network_namespace_of_its_own(servers: dict[str, Exe
     assert interfaces == ["lo:", "tap0:"]
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_a_listener_on_the_hosts_loopback_is_not_reached(
     servers: dict[str, Executor],
 ) -> None:
@@ -182,6 +183,7 @@ async def test_a_listener_on_the_hosts_loopback_is_not_reached(
     assert _result(bash) == "refused"
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_the_hosts_own_addresses_are_refused(servers: dict[str, Executor]) -> None:
     """A listener on every address, as a service's gRPC port may be: none of the host's
     addresses reaches it, nor slirp4netns's alias of the host (10.0.2.2)."""
@@ -194,6 +196,7 @@ async def test_the_hosts_own_addresses_are_refused(servers: dict[str, Executor])
             assert set(seen.values()) <= REFUSALS, seen
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_an_abstract_unix_socket_of_the_host_is_not_reached(
     servers: dict[str, Executor],
 ) -> None:
@@ -214,6 +217,7 @@ async def test_an_abstract_unix_socket_of_the_host_is_not_reached(
     assert _result(outcome) == "ECONNREFUSED"
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_metadata_link_local_and_private_addresses_are_refused(
     servers: dict[str, Executor], test_host: Peer
 ) -> None:
@@ -247,6 +251,7 @@ async def test_an_operators_allow_list_reaches_the_test_host_and_nothing_else(
     assert seen[f"{test_host.address}:22"] in REFUSALS
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_a_requests_allow_list_narrows_the_servers_and_never_widens_it(
     servers: dict[str, Executor], test_host: Peer
 ) -> None:
@@ -266,6 +271,7 @@ async def test_a_requests_allow_list_narrows_the_servers_and_never_widens_it(
     assert _result(widened)[f"{test_host.address}:{SERVE_PORT}"] in REFUSALS
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_dns_goes_through_the_policys_resolver_only(servers: dict[str, Executor]) -> None:
     code = """
     import errno, socket
@@ -283,6 +289,7 @@ async def test_dns_goes_through_the_policys_resolver_only(servers: dict[str, Exe
     assert seen["other_resolver"] in REFUSALS
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_without_dns_only_the_allow_lists_names_resolve(
     servers: dict[str, Executor],
 ) -> None:
@@ -303,6 +310,7 @@ async def test_without_dns_only_the_allow_lists_names_resolve(
     assert seen == {"pypi.org": "resolved", "registry.npmjs.org": "unresolved"}
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_raw_packet_netlink_and_vsock_sockets_are_refused(
     servers: dict[str, Executor],
 ) -> None:
@@ -328,6 +336,7 @@ async def test_raw_packet_netlink_and_vsock_sockets_are_refused(
     assert set(seen.values()) <= {"EPERM", "EAFNOSUPPORT", "EACCES"}, seen
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_routes_and_addresses_cannot_be_changed(servers: dict[str, Executor]) -> None:
     code = """
     import errno, fcntl, socket, struct
@@ -360,6 +369,7 @@ async def test_routes_and_addresses_cannot_be_changed(servers: dict[str, Executo
     assert _result(bash) == "refused"
 
 
+@pytest.mark.attack("network: caps")
 async def test_a_flood_of_connections_stops_at_the_cap(
     servers: dict[str, Executor], test_host: Peer
 ) -> None:
@@ -379,6 +389,7 @@ async def test_a_flood_of_connections_stops_at_the_cap(
     assert seen == {"opened": 20, "refused": 40}
 
 
+@pytest.mark.attack("network: caps")
 async def test_past_the_bytes_cap_the_job_is_stopped(
     servers: dict[str, Executor], test_host: Peer
 ) -> None:
@@ -414,6 +425,7 @@ async def _warm(executor: Executor, code: str, args: dict[str, Any], **limits: A
     return outcome
 
 
+@pytest.mark.attack("network: reaching what it must not")
 async def test_a_warm_network_sandbox_holds_the_same_policy_and_caps(
     servers: dict[str, Executor], test_host: Peer
 ) -> None:
