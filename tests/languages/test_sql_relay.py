@@ -157,6 +157,33 @@ async def test_a_procedure_that_commits_is_refused_by_the_server(relay_module, d
     assert not committed(admin, table)
 
 
+@pytest.mark.attack("sql relay: transaction control")
+@pytest.mark.parametrize("commit", [False, True], ids=["rollback", "commit"])
+async def test_a_statement_the_server_reads_otherwise_than_the_grammar_is_not_run(
+    relay_module, dsn, admin, commit
+):
+    """With standard_conforming_strings off, PostgreSQL reads `\\'` as a quote: the grammar
+    check (which reads it as on) sees one SELECT of a string, the server a SELECT and a
+    COMMIT. The extended protocol refuses more than one statement, so nothing runs."""
+    desync = "select 'a\\'' ; commit -- '"
+    relay_module.check_statement(desync)  # one statement to the grammar: it reaches the server
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [
+            statement(f"create table {table} (x int)"),
+            statement("set standard_conforming_strings = off"),
+            statement(desync),
+            END,
+        ],
+        commit=commit,
+    )
+    assert "multiple commands" in replies[-1]["error"]["message"], replies
+    assert replies[-1]["ended"] == "rolled back"
+    assert not committed(admin, table)
+
+
 @pytest.mark.parametrize("commit", [False, True], ids=["rollback", "commit"])
 async def test_savepoints_are_the_jobs_own(relay_module, dsn, admin, commit):
     table = f"t_{uuid.uuid4().hex[:12]}"
