@@ -37,6 +37,28 @@ def test_a_format_with_its_resolvers_own_rules_is_checked_by_them():
         )
 
 
+def test_an_accepted_lockfile_is_read_once_a_refused_one_every_time():
+    """A queue worker sends the lockfile it was given back with every job: the rules read
+    it once (each job read it again before), and a refusal is never remembered."""
+    read: list[str] = []
+
+    def counting(content: str) -> None:
+        read.append(content)
+        own_rules(content)
+
+    def validated(content: str) -> Lockfile:
+        given = Lockfile("", "", content)
+        return validate.lockfile(given, "", "counted", "tool.lock", "job.lockfile", counting)
+
+    for _ in range(3):
+        assert validated("pinned\n") == Lockfile("counted", "tool.lock", "pinned\n")
+    assert read == ["pinned\n"]
+    for _ in range(2):
+        with pytest.raises(InvalidRequest, match="not pinned"):
+            validated("loose\n")
+    assert read == ["pinned\n", "loose\n", "loose\n"]
+
+
 def test_a_refusal_names_the_line_with_a_bounded_excerpt():
     hostile = "pinned\npinned\n" + "--index-url=http://127.0.0.1:1/" + "x" * 10_000 + "\n"
     with pytest.raises(InvalidRequest) as refused:
