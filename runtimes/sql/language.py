@@ -288,8 +288,9 @@ class Plugin(LanguagePlugin):
     def __init__(self) -> None:
         self.databases: Mapping[str, DatabaseConfig] = {}
         self._relays: dict[str, Relay] = {}
-        # Each job's relay token, from its message to its sandbox (`attach`).
-        self._tokens: dict[str, str] = {}
+        # Each job's relay token and the length of its longest statement, from its
+        # message to its sandbox (`attach`).
+        self._tokens: dict[str, tuple[str, int]] = {}
 
     def configure(self, databases: Mapping[str, DatabaseConfig]) -> None:
         self.databases = dict(databases)
@@ -386,13 +387,13 @@ class Plugin(LanguagePlugin):
             message["database"] = f"{JAIL_DATABASE_DIR}/{file_name}"
         if postgres:
             token = secrets.token_hex(16)
-            self._tokens[job.id] = token
+            self._tokens[job.id] = (token, max((len(s.sql) for s in split), default=0))
             message["relay"] = {"socket": f"{JAIL_DATABASE_DIR}/{RELAY_SOCKET}", "token": token}
         return json.dumps(message).encode()
 
     @contextlib.asynccontextmanager
     async def attach(self, job: Job) -> AsyncIterator[Sequence[BindMount]]:
-        token = self._tokens.pop(job.id, None)
+        prepared = self._tokens.pop(job.id, None)
         name, database = self._database(job)
         if database is None:
             yield ()
@@ -401,8 +402,8 @@ class Plugin(LanguagePlugin):
             parent = str(PurePosixPath(database.path).parent)
             yield (BindMount(parent, JAIL_DATABASE_DIR, writable=True),)
         else:
-            if token is None:
+            if prepared is None:
                 raise ArgumentsRejected("the job's message was not prepared for its database")
             commit = _flag(job.env, COMMIT_VARIABLE)
-            async with self._relays[name].serve(job, token, commit) as served:
+            async with self._relays[name].serve(job, *prepared, commit) as served:
                 yield (BindMount(str(served), JAIL_DATABASE_DIR),)

@@ -39,6 +39,7 @@ import contextlib
 import datetime
 import decimal
 import hmac
+import itertools
 import json
 import logging
 import math
@@ -58,6 +59,7 @@ from psycopg.types.json import Jsonb
 
 from gristmill.config import ConfigError, DatabaseConfig
 from gristmill.model import Job
+from gristmill.offload import INLINE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -167,15 +169,14 @@ def _fields(message: memoryview) -> Iterator[tuple[int, int | memoryview]]:
 
 
 def _statements(sql: str) -> list[memoryview]:
-    """The statements PostgreSQL's grammar (libpg_query, through pglast) reads in `sql`:
-    each a `RawStmt` of pg_query.proto (`ParseResult.stmts`, field 2). Only the fields the
-    relay looks at are read: decoding the whole tree costs ten times the parse, and it
-    recurses as deep as the statement nests (past Python's limit at some 500 terms of
-    `1+1+...`, which PostgreSQL runs)."""
+    """The first two statements PostgreSQL's grammar (libpg_query, through pglast) reads
+    in `sql` (a second is refused, whatever it is): each a `RawStmt` of pg_query.proto
+    (`ParseResult.stmts`, field 2). Only the fields the relay looks at are read: decoding
+    the whole tree costs ten times the parse, and it recurses as deep as the statement
+    nests (past Python's limit at some 500 terms of `1+1+...`, which PostgreSQL runs)."""
     tree = memoryview(pg_parser.parse_sql_protobuf(sql))
-    return [
-        value for number, value in _fields(tree) if number == 2 and isinstance(value, memoryview)
-    ]
+    found = (v for number, v in _fields(tree) if number == 2 and isinstance(v, memoryview))
+    return list(itertools.islice(found, 2))
 
 
 def _head(statement: memoryview) -> tuple[int, int]:
@@ -361,15 +362,19 @@ class Relay:
             raise ConnectionError(f"database {self.name!r} cannot be reached ({reason})") from None
 
     @contextlib.asynccontextmanager
-    async def serve(self, job: Job, token: str, commit: bool) -> AsyncIterator[Path]:
-        """A folder holding the job's socket, served until the job has ended."""
+    async def serve(self, job: Job, token: str, longest: int, commit: bool) -> AsyncIterator[Path]:
+        """A folder holding the job's socket, served until the job has ended. `longest` is
+        the length of the longest of the job's statements as the service split its code:
+        a request's may be no longer, so that what a job makes the relay parse is bounded
+        by what the service has read already (an 8 MB select list took 12 s of the event
+        loop and 1.3 GB)."""
         # A short path (a socket's is at most 107 bytes), searchable by the jail's user.
         folder = Path(tempfile.mkdtemp(prefix="gm-sql-"))
         os.chmod(folder, 0o711)  # noqa: PTH101 (a blocking call either way; microseconds)
         deadline = time.monotonic() + job.limits.wall_time_ms / 1000
         if job.deadline is not None:
             deadline = min(deadline, job.deadline)
-        session = _Session(self, token, commit, deadline, job.tenant)
+        session = _Session(self, token, longest, commit, deadline, job.tenant)
         server = await asyncio.start_unix_server(
             session.handle, path=str(folder / SOCKET_NAME), limit=LINE_LIMIT
         )
@@ -386,11 +391,12 @@ class _Session:
     """One job's connection: opened when the job's wrapper connects, closed at the end."""
 
     def __init__(
-        self, relay: Relay, token: str, commit: bool, deadline: float, tenant: str
+        self, relay: Relay, token: str, longest: int, commit: bool, deadline: float, tenant: str
     ) -> None:
         self.relay = relay
         self.tenant = tenant
         self.token = token
+        self.longest = longest
         self.commit = commit
         self.deadline = deadline
         self.connection: psycopg.AsyncConnection[Any] | None = None
@@ -512,7 +518,16 @@ class _Session:
 
     async def _execute(self, sql: str, params: list[Any], writer: asyncio.StreamWriter) -> None:
         assert self.connection is not None
-        check_statement(sql)
+        if len(sql) > self.longest:
+            raise Refused(
+                "ProtocolError",
+                f"a statement of {len(sql)} characters; the job's longest is {self.longest}",
+            )
+        if len(sql) > INLINE_BYTES:
+            # libpg_query parses without the interpreter's lock: the event loop serves on.
+            await asyncio.to_thread(check_statement, sql)
+        else:
+            check_statement(sql)
         cursor = psycopg.AsyncRawCursor(self.connection)
         try:
             self.running = True

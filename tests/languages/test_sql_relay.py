@@ -27,6 +27,8 @@ LIMITS = Limits(
     wall_time_ms=20_000, memory_bytes=1 << 26, cpu_time_ms=1000, processes=4, output_bytes=1024
 )
 TOKEN = "a" * 32
+LONGEST = 1 << 20
+"""The longest statement of the jobs here (the relay refuses a longer one)."""
 
 
 @pytest.fixture(scope="module")
@@ -54,13 +56,13 @@ END = b'{"end": true}\n'
 
 
 async def talk(
-    relay: Any, lines: list[bytes], commit: bool = False, tenant: str = ""
+    relay: Any, lines: list[bytes], commit: bool = False, tenant: str = "", longest: int = LONGEST
 ) -> list[dict[str, Any]]:
     """Every reply of one job's conversation, a chunk of rows as {"rows": [...]}: the
     token, then `lines` as they are (a last one without its newline is a half line, the
     client's side then shut)."""
     job = Job("j", "sql", "", "main", {}, LIMITS, tenant=tenant)
-    async with relay.serve(job, TOKEN, commit) as folder:
+    async with relay.serve(job, TOKEN, longest, commit) as folder:
         reader, writer = await asyncio.open_unix_connection(str(folder / "relay.sock"))
         writer.write(json.dumps({"token": TOKEN}).encode() + b"\n")
         for line in lines:
@@ -80,11 +82,15 @@ async def talk(
 
 
 async def converse(
-    relay_module: ModuleType, dsn: str, lines: list[bytes], commit: bool = False
+    relay_module: ModuleType,
+    dsn: str,
+    lines: list[bytes],
+    commit: bool = False,
+    longest: int = LONGEST,
 ) -> list[dict[str, Any]]:
     """`talk` with a relay of its own, its connections closed after."""
     relay = relay_module.Relay("main", DatabaseConfig(dsn=dsn, role=JOB_ROLE, pool_size=2))
-    replies = await talk(relay, lines, commit)
+    replies = await talk(relay, lines, commit, longest=longest)
     for connection in relay._idle:
         await connection.close()
     return replies
@@ -270,6 +276,45 @@ async def test_a_deeply_nested_statement_is_read_and_run(relay_module, dsn, capl
 
 
 @pytest.mark.attack("sql relay: hostile bytes")
+async def test_a_statement_longer_than_the_jobs_own_is_never_parsed(
+    relay_module, dsn, admin, monkeypatch
+):
+    """A job's statements are pieces of its code, which the service has read: one longer
+    than the longest of them ends the run before the relay parses it (an 8 MB select
+    list held the event loop 12 s and took 1.3 GB)."""
+    parsed: list[str] = []
+    monkeypatch.setattr(relay_module, "check_statement", parsed.append)
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    create = f"create table {table} (x int)"
+    replies = await converse(
+        relay_module,
+        dsn,
+        [statement(create), statement("select 1" + ",1" * len(create)), END],
+        commit=True,
+        longest=len(create),
+    )
+    assert replies[-1]["error"]["name"] == "ProtocolError", replies
+    assert f"the job's longest is {len(create)}" in replies[-1]["error"]["message"]
+    assert replies[-1]["ended"] == "rolled back"
+    assert parsed == [create]
+    assert not committed(admin, table)
+
+
+@pytest.mark.attack("sql relay: transaction control")
+async def test_a_long_statement_is_checked_as_a_short_one(relay_module, dsn, admin):
+    """Past `offload.INLINE_BYTES` the grammar's check runs beside the event loop, and
+    refuses the same."""
+    table = f"t_{uuid.uuid4().hex[:12]}"
+    hidden = "/*" + " " * relay_module.INLINE_BYTES + "*/ COMMIT"
+    replies = await converse(
+        relay_module, dsn, [statement(f"create table {table} (x int)"), statement(hidden), END]
+    )
+    assert replies[-1]["error"]["name"] == "TransactionControl", replies
+    assert replies[-1]["ended"] == "rolled back"
+    assert not committed(admin, table)
+
+
+@pytest.mark.attack("sql relay: hostile bytes")
 async def test_a_line_past_the_limit_ends_the_run(relay_module, dsn, admin, monkeypatch):
     monkeypatch.setattr(relay_module, "LINE_LIMIT", 4096)
     table = f"t_{uuid.uuid4().hex[:12]}"
@@ -286,7 +331,8 @@ async def test_a_line_past_the_limit_ends_the_run(relay_module, dsn, admin, monk
 @pytest.mark.parametrize("token", [b'{"token": 5}\n', b'{"token": "\xc3\xa9"}\n', b"{}\n"])
 async def test_a_bad_token_is_refused_before_any_connection(relay_module, dsn, token):
     relay = relay_module.Relay("main", DatabaseConfig(dsn=dsn, role=JOB_ROLE))
-    async with relay.serve(Job("j", "sql", "", "main", {}, LIMITS), TOKEN, True) as folder:
+    job = Job("j", "sql", "", "main", {}, LIMITS)
+    async with relay.serve(job, TOKEN, LONGEST, True) as folder:
         reader, writer = await asyncio.open_unix_connection(str(folder / "relay.sock"))
         writer.write(token)
         reply = json.loads(await reader.readline())
