@@ -18,13 +18,14 @@ The job's whole run is one transaction: rolled back unless the request asked to 
 (`SQL_COMMIT`, read by the service from the request, never from the sandbox), and
 never committed unless every statement succeeded and the job asked for its end. The
 wrapper is the job's own code (a job can replace it), so every byte on the socket is
-taken as hostile: a request must be one line of the protocol, else the run ends
-(`ProtocolError`); a statement is read with PostgreSQL's own grammar (libpg_query) and
-refused unless it is exactly one statement and not transaction control (a savepoint's
-is the job's own); it runs through the extended query protocol, where the server too
-refuses more than one. Independent of any parsing, before every statement and before
-the end the relay checks that the transaction open is still the one it began (its
-transaction id, taken before the first statement); one a statement left ends the run,
+taken as hostile: a request must be one line of the protocol, its statement no longer
+than the job's longest, else the run ends (`ProtocolError`); a statement is read with
+PostgreSQL's own grammar (libpg_query) and refused unless it is exactly one statement
+and not transaction control (a savepoint's is the job's own); it runs through the
+extended query protocol, where the server too refuses more than one. Independent of any
+parsing, before every statement and before the end the relay checks that the
+transaction open is still the one it began (its transaction id, taken once the job has
+written); one a statement left ends the run,
 and the report says what became of it (`pg_xact_status`). Each statement's
 `statement_timeout` is the job's remaining time; when the job ends for any reason
 (timeout, cancel, a limit) a query still running is cancelled on the server (the
