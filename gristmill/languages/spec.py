@@ -145,11 +145,13 @@ def _env_refused(data: Mapping[str, Any]) -> tuple[str, ...]:
     unknown = set(data) - {"refused"}
     if unknown:
         raise ValueError(f"[env]: unknown keys {sorted(unknown)}")
-    refused = tuple(data.get("refused", ()))
+    refused = data.get("refused", [])
+    if not isinstance(refused, list):  # a string would be read as its letters
+        raise ValueError(f"[env]: refused {refused!r} is not a list")
     for pattern in refused:
         if not isinstance(pattern, str) or not ENV_PATTERN.fullmatch(pattern):
             raise ValueError(f"[env]: refused {pattern!r} is not a NAME or a PREFIX*")
-    return refused
+    return tuple(refused)
 
 
 def load_spec(folder: Path) -> RuntimeSpec:

@@ -100,7 +100,13 @@ def _spec_with(tmp_path: Path, env_table: str) -> RuntimeSpec:
 
 @pytest.mark.parametrize(
     "env_table",
-    ['allowed = ["X"]\n', 'refused = ["LD_*_X"]\n', 'refused = ["*"]\n', "refused = [1]\n"],
+    [
+        'allowed = ["X"]\n',
+        'refused = ["LD_*_X"]\n',
+        'refused = ["*"]\n',
+        "refused = [1]\n",
+        'refused = "XOPTS"\n',  # not a list: read as its letters, X, O, P, T and S
+    ],
 )
 def test_an_env_table_with_an_unknown_key_or_a_malformed_name_is_a_spec_error(
     tmp_path: Path, env_table: str
