@@ -270,12 +270,12 @@ def limits(asked: Limits, defaults: Limits, maxima: Limits) -> Limits:
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 ACCEPTED_LOCKFILES = 4096
-"""How many accepted lockfiles `lockfile` remembers, by language, format and SHA-256
-(then it starts again): a queue worker sends the lockfile it was given back with every
-job, and its rules reading it again cost each job (a bun.lock of 800 packages 11 ms of
-the service's CPU, more than the rest of a job's way in; 60 Python pins 0.9 ms). A
-language's rules do not change while the service runs; a refusal is never remembered."""
-_accepted: set[tuple[str, str, str]] = set()
+"""How many accepted lockfiles `lockfile` remembers, by language, format, SHA-256 and the
+rules that read them (then it starts again): a queue worker sends the lockfile it was
+given back with every job, and its rules reading it again cost each job (a bun.lock of
+800 packages 11 ms of the service's CPU, more than the rest of a job's way in; 60 Python
+pins 0.9 ms). A refusal is never remembered."""
+_accepted: set[tuple[str, str, str, object]] = set()
 
 
 def lockfile(
@@ -303,7 +303,9 @@ def lockfile(
     if sha256 and sha256 != digest:
         why = "is not hex SHA-256" if not _SHA256.fullmatch(sha256) else "does not match content"
         raise InvalidRequest(f"{field}.sha256", why)
-    if (language, lock_format, digest) in _accepted:
+    # A resolver's method is the same rules whichever instance of it is asked.
+    remembered = (language, lock_format, digest, getattr(own_rules, "__func__", own_rules))
+    if remembered in _accepted:
         return checked
     try:
         lockfiles.check(lock_format, checked.content, own_rules)
@@ -311,5 +313,5 @@ def lockfile(
         raise InvalidRequest(f"{field}.content", str(refused)) from refused
     if len(_accepted) >= ACCEPTED_LOCKFILES:
         _accepted.clear()
-    _accepted.add((language, lock_format, digest))
+    _accepted.add(remembered)
     return checked

@@ -57,6 +57,8 @@ def test_an_accepted_lockfile_is_read_once_a_refused_one_every_time():
         with pytest.raises(InvalidRequest, match="not pinned"):
             validated("loose\n")
     assert read == ["pinned\n", "loose\n", "loose\n"]
+    with pytest.raises(InvalidRequest, match="no rules"):  # what was accepted is by its rules
+        validate.lockfile(Lockfile("", "", "pinned\n"), "", "counted", "tool.lock", "job.lockfile")
 
 
 def test_a_refusal_names_the_line_with_a_bounded_excerpt():
