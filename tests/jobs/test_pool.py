@@ -62,7 +62,12 @@ def job(language: str, code: str, **limits: Any) -> Job:
 
 
 async def warm_run(
-    executor: Executor, language: str, code: str, files: tuple[JobFile, ...] = (), **limits: Any
+    executor: Executor,
+    language: str,
+    code: str,
+    files: tuple[JobFile, ...] = (),
+    output_files: tuple[str, ...] = (),
+    **limits: Any,
 ) -> Outcome:
     """Runs the job in a warm sandbox, waiting for the pool to have one first."""
     if executor.pool.ready(language) == 0:
@@ -72,7 +77,10 @@ async def warm_run(
         if executor.pool.ready(language):
             break
         await asyncio.sleep(0.05)
-    outcome = await executor.run(dataclasses.replace(job(language, code, **limits), files=files))
+    warm = dataclasses.replace(
+        job(language, code, **limits), files=files, output_files=output_files
+    )
+    outcome = await executor.run(warm)
     assert outcome.warm_sandbox, outcome
     return outcome
 
