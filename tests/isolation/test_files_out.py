@@ -3,7 +3,6 @@ directory holds (links out of it, FIFOs, too many entries) never followed, read 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ctypes
 import dataclasses
@@ -12,25 +11,18 @@ import json
 import os
 import socket
 import stat
-import tempfile
 import threading
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import pytest_asyncio
 
-from gristmill.config import PoolConfig
-from gristmill.errors import SandboxFailure
 from gristmill.isolation import files_out
 from gristmill.isolation.linux import MNT_DETACH, MS_BIND, PR_GET_DUMPABLE, file_system_ids
-from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
-from gristmill.languages import Registry
 from gristmill.model import Job, JobFile, Outcome, Verdict
-from tests.conftest import remove_work_dir
 from tests.isolation.conftest import LIMITS
+from tests.jobs.test_pool import pooled, warm_run  # noqa: F401 (pooled: a fixture)
 
 
 @pytest.mark.parametrize(
@@ -361,22 +353,6 @@ HOSTILE_FILES = {
 }
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="session", params=["process", "nsjail"])
-async def warm_executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
-    """A real executor on each backend with one warm Python sandbox kept ready."""
-    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
-    work_dir.chmod(0o755)
-    try:
-        backend = open_backend(request.param, work_dir)
-    except SandboxFailure as unusable:
-        pytest.skip(f"{request.param}: {unusable}")
-    warm = PoolConfig(enabled=True, per_language=1, max_sandboxes=1, idle_s=60)
-    executor = Executor(Registry(), backend, work_dir, pool=warm, pool_limits=LIMITS)
-    yield executor
-    await executor.close()
-    remove_work_dir(work_dir)
-
-
 async def test_a_hostile_job_directory_gives_back_only_its_own_regular_text_named_files(
     executor: Executor,
 ) -> None:
@@ -386,17 +362,9 @@ async def test_a_hostile_job_directory_gives_back_only_its_own_regular_text_name
     assert {f.path: f.content for f in outcome.files} == HOSTILE_FILES
 
 
-async def test_a_warm_sandbox_gives_back_the_same_and_no_more(
-    warm_executor: Executor,
-) -> None:
+async def test_a_warm_sandbox_gives_back_the_same_and_no_more(pooled: Executor) -> None:  # noqa: F811
     """A warm sandbox learns of the request at its hand-over: the same walk, the same files."""
-    if not warm_executor.pool.ready("python"):
-        await _run(warm_executor, "def main():\n    return 0\n", ())  # the kind's first job
-    for _ in range(600):
-        if warm_executor.pool.ready("python"):
-            break
-        await asyncio.sleep(0.05)
-    outcome = await _run(warm_executor, HOSTILE_JOB, ("out/**",))
+    outcome = await warm_run(pooled, "python", HOSTILE_JOB, output_files=("out/**",))
     assert (outcome.verdict, outcome.warm_sandbox) == (Verdict.SUCCESS, True), outcome.detail
     assert {f.path: f.content for f in outcome.files} == HOSTILE_FILES
 
