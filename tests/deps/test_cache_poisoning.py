@@ -22,6 +22,7 @@ nothing in the cache, and leave the server serving.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -93,29 +94,40 @@ def feed_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"{base}/v3/index.json"
 
 
-@pytest.fixture(scope="module", params=["process", "nsjail"])
-def server(request: pytest.FixtureRequest, feed_url: str) -> Iterator[tuple[str, Path]]:
-    """A server's address and work directory; tenants alice and bob by token."""
+@contextlib.contextmanager
+def serving(settings: dict[str, Any]) -> Iterator[tuple[str, Path]]:
+    """A server with these settings, tenants alice and bob by token, on a work directory
+    of its own: its address and that directory (skipped where the sandbox cannot run)."""
     with sandbox_work_dir() as work_dir:
         overrides = {
             "address": "127.0.0.1:0",
             "work_dir": work_dir,
-            "sandbox_backend": request.param,
             "max_concurrent_jobs": 2,
             "auth.tokens": TOKENS,
-            "deps.index_url": feed_url,
-            "deps.cache_max_bytes": CACHE_BYTES,
             "deps.tool_cache_max_bytes": TOOL_CACHE_BYTES,
+            **settings,
         }
         try:
             running = BackgroundServer(load_config(overrides=overrides))
             address = running.__enter__()
         except SandboxFailure as unusable:
-            pytest.skip(f"{request.param}: {unusable}")
+            pytest.skip(f"{overrides.get('sandbox_backend', 'the sandbox')}: {unusable}")
         try:
             yield address, work_dir
         finally:
             running.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module", params=["process", "nsjail"])
+def server(request: pytest.FixtureRequest, feed_url: str) -> Iterator[tuple[str, Path]]:
+    """A server's address and work directory, from the NuGet feed, on each backend."""
+    settings = {
+        "sandbox_backend": request.param,
+        "deps.index_url": feed_url,
+        "deps.cache_max_bytes": CACHE_BYTES,
+    }
+    with serving(settings) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
@@ -426,28 +438,10 @@ def sdist_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str
     for name, action in SDISTS.items():
         sdist(root / "simple", name, action)
     http = [sys.executable, "-m", "http.server", str(INDEX_PORT), "--bind", "{address}"]
-    with (
-        namespaced_host([*http, "--directory", str(root)], INDEX_PORT, tag=4) as address,
-        sandbox_work_dir() as work_dir,
-    ):
-        overrides = {
-            "address": "127.0.0.1:0",
-            "work_dir": work_dir,
-            "max_concurrent_jobs": 2,
-            "auth.tokens": TOKENS,
-            "deps.index_url": f"http://{address}:{INDEX_PORT}/simple",
-            "deps.allow_source_builds": True,
-            "deps.tool_cache_max_bytes": TOOL_CACHE_BYTES,
-        }
-        try:
-            running = BackgroundServer(load_config(overrides=overrides))
-            served = running.__enter__()
-        except SandboxFailure as unusable:
-            pytest.skip(str(unusable))
-        try:
-            yield served, work_dir
-        finally:
-            running.__exit__(None, None, None)
+    with namespaced_host([*http, "--directory", str(root)], INDEX_PORT, tag=4) as address:
+        index = f"http://{address}:{INDEX_PORT}/simple"
+        with serving({"deps.index_url": index, "deps.allow_source_builds": True}) as served:
+            yield served
 
 
 def python_job(package: str) -> str:
