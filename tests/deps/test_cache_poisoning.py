@@ -379,6 +379,13 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
         with open("/gristmill/cache/flood", "wb") as flood:
             for _ in range(64):
                 flood.write(bytes(1 << 20))
+    elif ACTION == "allocate":  # 64 MiB of disk to a file of size 0 (fallocate KEEP_SIZE)
+        import ctypes
+
+        with open("/gristmill/cache/hoard", "wb") as hoard:
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.fallocate(hoard.fileno(), 1, ctypes.c_long(0), ctypes.c_long(64 << 20)):
+                raise OSError(ctypes.get_errno(), "fallocate")
     files = {
         f"{NAME}/__init__.py": b"VALUE = 1\\n",
         f"{NAME}-1.0.dist-info/METADATA": METADATA.encode(),
@@ -404,7 +411,7 @@ backend-path = ["."]
 name = "@NAME@"
 version = "1.0"
 """
-SDISTS = {"plantpkg": "plant", "floodpkg": "flood"}
+SDISTS = {"plantpkg": "plant", "floodpkg": "flood", "hoardpkg": "allocate"}
 INDEX_PORT = 8081
 
 
@@ -482,12 +489,14 @@ def test_a_packages_build_code_writes_only_its_own_tenants_caches(
 
 
 @pytest.mark.attack("install scripts and disk")
+@pytest.mark.parametrize("package", ["floodpkg", "hoardpkg"], ids=["written", "allocated"])
 def test_a_packages_build_code_that_floods_the_download_cache_is_stopped(
-    sdist_server: tuple[str, Path],
+    sdist_server: tuple[str, Path], package: str
 ) -> None:
+    # hoardpkg's disk, allocated past the end of an empty file, was not counted (SUCCESS).
     address, work_dir = sdist_server
     with Client(address, credentials=Credentials(token="a-token")) as alice:
-        outcome = alice.execute("python", python_job("floodpkg"), timeout_s=TIMEOUT_S)
+        outcome = alice.execute("python", python_job(package), timeout_s=TIMEOUT_S)
         assert outcome.verdict == pb.DEPENDENCY_ERROR, outcome
         message = outcome.error.message
         assert f"more than {TOOL_CACHE_BYTES} bytes (deps.tool_cache_max_bytes)" in message
