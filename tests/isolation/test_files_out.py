@@ -148,6 +148,7 @@ class _Opened:
         return names
 
 
+@pytest.mark.attack("files out")
 def test_a_link_to_a_directory_outside_is_never_opened(tmp_path):
     """The old walk (os.fwalk) opened a linked directory before seeing it was a link."""
     outside = tmp_path / "outside"
@@ -162,6 +163,7 @@ def test_a_link_to_a_directory_outside_is_never_opened(tmp_path):
     assert (summary, copied) == ({"files": 0, "bytes": 0, "overflow": ""}, {})
 
 
+@pytest.mark.attack("files out")
 def test_a_mount_inside_the_directory_is_not_walked_into(tmp_path):
     """Nothing is mounted under a jail's /job (a tmpfs) today; were anything (a service's
     cache, a host directory), the walk stays on the job's own file system."""
@@ -186,6 +188,7 @@ def test_a_mount_inside_the_directory_is_not_walked_into(tmp_path):
     assert (summary, copied) == ({"files": 1, "bytes": 3, "overflow": ""}, {"own.txt": b"own"})
 
 
+@pytest.mark.attack("files out")
 def test_only_regular_files_are_ever_opened(tmp_path):
     """Opening a device can act (a tape rewinds, a watchdog arms), and the service opens
     as itself: a FIFO, a socket or a device node is skipped unopened."""
@@ -204,6 +207,7 @@ def test_only_regular_files_are_ever_opened(tmp_path):
     assert summary == {"files": 1, "bytes": 2, "overflow": ""}
 
 
+@pytest.mark.attack("files out")
 def test_a_file_growing_while_it_is_read_is_bounded_and_refused(tmp_path):
     """Past the byte budget a file is never returned cut short, however long it grows."""
     (tmp_path / "job").mkdir()
@@ -230,6 +234,7 @@ def test_a_file_growing_while_it_is_read_is_bounded_and_refused(tmp_path):
     assert summary == {"files": 0, "bytes": 0, "overflow": f"more than {1 << 20} bytes of files"}
 
 
+@pytest.mark.attack("files out")
 def test_names_that_are_not_utf8_match_no_pattern_and_others_come_back_as_they_are(tmp_path):
     """A File.path is text: the old walk returned b"bad\\xff.txt" as a lone surrogate,
     which the outcome's conversion to protobuf could not encode."""
@@ -266,6 +271,7 @@ def _nested(root: Path, names: list[str]) -> None:
     ],
     ids=["deep", "long"],
 )
+@pytest.mark.attack("files out")
 def test_a_path_past_the_walks_bounds_is_an_overflow_not_an_error(tmp_path, names, overflow):
     """The old walk skipped the deep file without a word, and failed on the long path
     (ENAMETOOLONG for its copy in the workspace)."""
@@ -277,6 +283,7 @@ def test_a_path_past_the_walks_bounds_is_an_overflow_not_an_error(tmp_path, name
     assert summary == {"files": 1, "bytes": 1, "overflow": overflow}
 
 
+@pytest.mark.attack("files out")
 def test_patterns_of_any_shape_cost_a_bounded_walk(tmp_path, monkeypatch):
     """A run of `**` is one (the old matcher recursed once per component: RecursionError);
     a pattern deeper than the walk goes is dropped; past the comparisons' bound, an overflow."""
@@ -292,6 +299,7 @@ def test_patterns_of_any_shape_cost_a_bounded_walk(tmp_path, monkeypatch):
     assert summary["overflow"] == "the patterns took more than 40 comparisons"
 
 
+@pytest.mark.attack("files out")
 def test_entries_are_listed_only_where_a_pattern_could_match_and_only_so_many(
     tmp_path, monkeypatch
 ):
@@ -353,6 +361,7 @@ HOSTILE_FILES = {
 }
 
 
+@pytest.mark.attack("files out")
 async def test_a_hostile_job_directory_gives_back_only_its_own_regular_text_named_files(
     executor: Executor,
 ) -> None:
@@ -362,6 +371,7 @@ async def test_a_hostile_job_directory_gives_back_only_its_own_regular_text_name
     assert {f.path: f.content for f in outcome.files} == HOSTILE_FILES
 
 
+@pytest.mark.attack("files out")
 async def test_a_warm_sandbox_gives_back_the_same_and_no_more(pooled: Executor) -> None:  # noqa: F811
     """A warm sandbox learns of the request at its hand-over: the same walk, the same files."""
     outcome = await warm_run(pooled, "python", HOSTILE_JOB, output_files=("out/**",))
@@ -369,6 +379,7 @@ async def test_a_warm_sandbox_gives_back_the_same_and_no_more(pooled: Executor) 
     assert {f.path: f.content for f in outcome.files} == HOSTILE_FILES
 
 
+@pytest.mark.attack("files out")
 async def test_100000_empty_files_are_a_clear_verdict_and_the_service_keeps_serving(
     executor: Executor,
 ) -> None:
@@ -391,6 +402,7 @@ def main():
     assert (after.verdict, after.files) == (Verdict.SUCCESS, (JobFile("x", b"x"),))
 
 
+@pytest.mark.attack("files out")
 async def test_patterns_of_any_shape_give_a_typed_outcome(executor: Executor) -> None:
     """2,000 `**` components raised RecursionError in the service's walk."""
     patterns = ("/".join(["**"] * 2000 + ["x"]), "*/" * 2000 + "x")
