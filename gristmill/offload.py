@@ -76,9 +76,13 @@ class Offload:
         return await loop.run_in_executor(self._workers(), function, *args)
 
     async def plugin_call(self, runtime: Runtime, method: str, size: int, *args: Any) -> Any:
-        """`runtime.plugin.<method>(*args)`, in a worker when `size` is over the threshold."""
+        """`runtime.plugin.<method>(*args)`, in a worker when `size` is over the threshold
+        (on a thread of the service for a plugin that is not `offloaded`)."""
+        call = getattr(runtime.plugin, method)
         if size <= self.inline_bytes:
-            return getattr(runtime.plugin, method)(*args)
+            return call(*args)
+        if not runtime.plugin.offloaded:
+            return await asyncio.to_thread(call, *args)
         return await self.call(size, _plugin_call, *self._dirs, runtime.name, method, args)
 
     def close(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from gristmill.isolation.profile import BindMount
 from gristmill.model import Dependency, Job
@@ -24,6 +24,12 @@ class LanguagePlugin:
 
     A language's `language.py` subclasses this as `Plugin` and overrides what differs.
     """
+
+    offloaded: ClassVar[bool] = True
+    """Whether a call on a large input (a job's message, its schema, its dependencies) may
+    run in a worker process, on a fresh, unconfigured copy of the plugin. False for a
+    plugin whose calls read or keep the service's own state (its configured databases, the
+    token it hands a job): those run on a thread of the service instead."""
 
     def describe(self, code: str, entry_point: str) -> Mapping[str, Any]:
         """The entry point's parameters as a JSON Schema object; no parameters by default."""

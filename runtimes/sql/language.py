@@ -285,6 +285,10 @@ def _flag(env: Mapping[str, str], key: str) -> bool:
 
 
 class Plugin(LanguagePlugin):
+    # A job's message names its database and carries its relay token, kept here for its
+    # sandbox: a worker process has neither the databases nor this plugin's tokens.
+    offloaded = False
+
     def __init__(self) -> None:
         self.databases: Mapping[str, DatabaseConfig] = {}
         self._relays: dict[str, Relay] = {}

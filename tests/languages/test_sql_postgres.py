@@ -25,6 +25,7 @@ from gristmill.config import load_config
 from gristmill.credentials import Credentials
 from gristmill.doctor import Status, run_checks
 from gristmill.languages.registry import REPO_ROOT
+from gristmill.offload import INLINE_BYTES
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2 as pb
 
@@ -445,3 +446,13 @@ def test_each_tenants_jobs_connect_as_its_own_role(tenant_server):
                 env={"SQL_DATABASE": "main"},
             )
         assert rows(outcome) == [{"me": f"job_{tenant}", "login": f"job_{tenant}"}]
+
+
+@pytest.mark.parametrize("db", ["main", "lite"])
+def test_a_script_past_the_inline_size_runs_against_its_named_database(server, db):
+    # Past INLINE_BYTES a job's message was built in a worker process, which has neither
+    # the server's databases nor the relay's token: "unknown database".
+    padding = "-- " + "x" * 1000 + "\n"
+    code = padding * (INLINE_BYTES // len(padding) + 1) + "select 42 as answer"
+    assert len(code) > INLINE_BYTES
+    assert rows(run(server, code, db=db)) == [{"answer": 42}]
