@@ -344,53 +344,55 @@ class Executor:
                 job.limits.network,
             )
             warm = self.pool.take(kind) if self.pool.fits(job, runtime, bool(attached)) else None
+            if warm is not None:
+                outcome = await self._run_warm(
+                    job, runtime, kind, warm, message, emit, cancel, began
+                )
+                if outcome is not None:
+                    return outcome
+            uid, gid = self._ids(runtime)
+            workspace = Workspace.empty(self.jobs_dir, uid, gid)
             try:
-                if warm is not None:
-                    outcome = await self._run_warm(job, runtime, warm, message, emit, cancel, began)
-                    if outcome is not None:
-                        return outcome
-                uid, gid = self._ids(runtime)
-                workspace = Workspace.empty(self.jobs_dir, uid, gid)
-                try:
-                    await self._fill(workspace, job, runtime)
-                    prepared = time.monotonic_ns()
-                    emit(PhaseEvent("sandbox_setup", self.backend.name))
-                    plan = job_plan(
-                        runtime,
-                        self.runtime_dirs / runtime.name,
-                        workspace,
-                        runtime.spec.run,
-                        {**job.env, **variables},
-                        job.limits,
-                        environment.path if environment else None,
-                        build.path if build else None,
-                        attached=attached,
-                    )
-                    if job.limits.network:
-                        egress = await asyncio.to_thread(self.network.egress, job.network_allow)
-                        plan = dataclasses.replace(plan, egress=egress)
-                    sandbox = await self.backend.start(plan)
-                    return await self._supervise(
-                        job,
-                        runtime,
-                        sandbox,
-                        workspace,
-                        message,
-                        emit,
-                        cancel,
-                        began,
-                        prepared,
-                        False,
-                    )
-                finally:
-                    self._remove_later(workspace)
-            finally:
+                await self._fill(workspace, job, runtime)
+                prepared = time.monotonic_ns()
+                emit(PhaseEvent("sandbox_setup", self.backend.name))
+                plan = job_plan(
+                    runtime,
+                    self.runtime_dirs / runtime.name,
+                    workspace,
+                    runtime.spec.run,
+                    {**job.env, **variables},
+                    job.limits,
+                    environment.path if environment else None,
+                    build.path if build else None,
+                    attached=attached,
+                )
+                if job.limits.network:
+                    egress = await asyncio.to_thread(self.network.egress, job.network_allow)
+                    plan = dataclasses.replace(plan, egress=egress)
+                sandbox = await self.backend.start(plan)
+                # Its set-up is over: the next job's sandbox starts while this one runs.
                 self.pool.refill(kind, runtime)
+                return await self._supervise(
+                    job,
+                    runtime,
+                    sandbox,
+                    workspace,
+                    message,
+                    emit,
+                    cancel,
+                    began,
+                    prepared,
+                    False,
+                )
+            finally:
+                self._remove_later(workspace)
 
     async def _run_warm(
         self,
         job: Job,
         runtime: Runtime,
+        kind: Kind,
         warm: Warm,
         message: bytes,
         emit: EventSink,
@@ -409,6 +411,9 @@ class Executor:
         if not await warm.sandbox.hand_over(job.limits, self._inline(job)):
             self.pool.discard(warm)
             return None
+        # Its replacement starts while the job runs, not after: back to back, the next job
+        # would otherwise come before it is ready.
+        self.pool.refill(kind, runtime)
         try:
             return await self._supervise(
                 job,

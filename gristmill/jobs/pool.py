@@ -2,7 +2,8 @@
 
 A job's latency then holds no sandbox set-up and no interpreter start: the executor
 hands the job to a sandbox whose wrapper already waits for its job message on fd 4
-(runtimes/PROTOCOL.md), and the pool starts a fresh one in the background. A warm
+(runtimes/PROTOCOL.md), and the pool starts a fresh one in the background while the
+job runs. A warm
 sandbox has seen no other job; it runs one and is destroyed like any other. Until its
 hand-over (`Sandbox.hand_over`) it runs under the pool's limits; from then on under
 the job's, with clocks and accounting that start at the hand-over.
@@ -181,7 +182,7 @@ class WarmPool:
         )
 
     def take(self, kind: Kind) -> Warm | None:
-        """A warm sandbox of `kind`, or None. Call `refill` once the job is over."""
+        """A warm sandbox of `kind`, or None. Call `refill` once the job's sandbox runs."""
         if not self.config.enabled or self._closed:
             return None
         self._demand[kind].arrived(time.monotonic())
@@ -196,8 +197,11 @@ class WarmPool:
     def refill(self, kind: Kind, runtime: Runtime) -> None:
         """Starts what `kind` lacks of its warm sandboxes, in the background.
 
-        Called after a job rather than when it is taken: a sandbox starting beside the
-        job would take CPU from it on the machine the pool is meant to make faster.
+        Called once a job's sandbox runs (handed over, or its cold set-up done), not after
+        the job: back to back, a replacement started at the job's end was not ready for
+        the next one in 20-30 % of jobs. Starting at the least CPU weight, it takes only
+        the CPU the running job leaves; not before the hand-over, whose service-side work
+        it would delay.
         """
         if self.config.enabled and not self._closed and kind in self._demand:
             self._refill(kind, runtime)
