@@ -191,6 +191,14 @@ _DANGEROUS_ROLE = {
     "can create extensions (CREATE on the database)": (
         "select has_database_privilege(current_database(), 'CREATE')"
     ),
+    # Either undoes what a role per tenant gives: another role's statements visible, its
+    # backends cancelled or terminated.
+    "can read every role's running statements (pg_read_all_stats)": (
+        "select pg_has_role('pg_read_all_stats', 'member')"
+    ),
+    "can cancel every role's backends (pg_signal_backend)": (
+        "select pg_has_role('pg_signal_backend', 'member')"
+    ),
     "can SET ROLE to another role": (
         "select exists (select 1 from pg_auth_members m join pg_roles r on r.oid = m.member"
         " where r.rolname = current_user)"

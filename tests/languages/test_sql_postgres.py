@@ -456,3 +456,19 @@ def test_a_script_past_the_inline_size_runs_against_its_named_database(server, d
     code = padding * (INLINE_BYTES // len(padding) + 1) + "select 42 as answer"
     assert len(code) > INLINE_BYTES
     assert rows(run(server, code, db=db)) == [{"answer": 42}]
+
+
+def test_doctor_warns_about_a_role_that_sees_or_signals_every_roles_backends(postgres):
+    dsn = f"host={postgres['PGHOST']} port={postgres['PGPORT']} dbname={postgres['PGDATABASE']}"
+    spy = f"gm_spy_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres["GRISTMILL_DATABASE_URL"], autocommit=True) as admin:
+        admin.execute(f"create role {spy} login in role pg_read_all_stats, pg_signal_backend")
+        try:
+            config = load_config(
+                environ={}, overrides={"databases.spy.dsn": dsn, "databases.spy.role": spy}
+            )
+            check = {c.name: c for c in run_checks(config)}["database spy"]
+        finally:
+            admin.execute(f"drop role {spy}")
+    assert check.status is Status.WARN
+    assert "pg_read_all_stats" in check.detail and "pg_signal_backend" in check.detail
