@@ -146,6 +146,10 @@ def _nsjail() -> Iterator[Check]:
         yield Check("nsjail", Status.OK, f"{path}; pid 1 {init}; supervisor {supervisor}")
 
 
+CONNTRACK = Path("/proc/sys/net/netfilter/nf_conntrack_max")
+"""There once the kernel's connection tracking is loaded (in the host's namespace)."""
+
+
 def _network() -> Iterator[Check]:
     """Network-on jobs and resolve steps need both: their namespace's way out and policy."""
     from gristmill.isolation.netns import NFT, SLIRP4NETNS
@@ -157,6 +161,15 @@ def _network() -> Iterator[Check]:
         )
     else:
         yield Check("network", Status.OK, f"own namespaces: {SLIRP4NETNS}, policy by {NFT}")
+    # The flows cap (`network_connections`) counts new flows by their conntrack state; nft
+    # loads the module on first use, which a container without CAP_SYS_MODULE cannot.
+    if not CONNTRACK.exists():
+        yield Check(
+            "network flows cap",
+            Status.WARN,
+            "nf_conntrack is not loaded: `modprobe nf_conntrack` (on the host, for a "
+            "container), or network-on jobs with a flows cap fail to start",
+        )
 
 
 def _backend(config: ServerConfig) -> Iterator[Check]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from gristmill import doctor
 from gristmill.config import load_config
 from gristmill.doctor import Status, run_checks
 
@@ -23,3 +26,13 @@ def test_doctor_fails_clearly_when_a_forced_backend_is_unknown(tmp_path: Path) -
     assert checks["sandbox backend"].status in (Status.OK, Status.FAIL)
     if checks["sandbox backend"].status is Status.FAIL:
         assert "nsjail backend cannot run here" in checks["sandbox backend"].detail
+
+
+def test_doctor_warns_when_the_flows_cap_has_no_connection_tracking(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = load_config(overrides={"work_dir": tmp_path / "work"})
+    assert "network flows cap" not in {c.name for c in run_checks(config)}
+    monkeypatch.setattr(doctor, "CONNTRACK", tmp_path / "absent")
+    check = {c.name: c for c in run_checks(config)}["network flows cap"]
+    assert check.status is Status.WARN and "nf_conntrack" in check.detail
