@@ -66,6 +66,12 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     worker.add_argument("--poll-s", type=float, default=2.0, help="poll when no NOTIFY (2)")
     worker.add_argument("--grace-s", type=float, default=30.0, help="time to finish at stop (30)")
     worker.add_argument("--no-migrate", action="store_true", help="do not migrate at start")
+    worker.add_argument(
+        "--retention-days",
+        type=float,
+        default=7.0,
+        help="keep finished jobs this long; older days of history are dropped whole (7)",
+    )
     add_credential_flags(worker)
 
     enqueue = command(
@@ -101,7 +107,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     actions = queue.add_subparsers(dest="queue_command", required=True)
     for name, text in (
         ("migrate", "create or upgrade the schema"),
-        ("status", "the schema's version and jobs per state"),
+        ("status", "the schema's version and jobs per state (finished: kept ones)"),
     ):
         _database_flag(actions.add_parser(name, help=text))
     for name, text in (("show", "print a job as JSON"), ("cancel", "cancel a job")):
@@ -211,6 +217,8 @@ async def _work(config: WorkerConfig) -> None:
 
 def _worker(options: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if options.retention_days <= 0:
+        raise QueueUsageError("--retention-days must be more than 0")
     if not options.target:
         raise QueueUsageError("--target HOST:PORT is required (repeat it for several servers)")
     from gristmill.queue.worker import WorkerConfig
@@ -227,6 +235,7 @@ def _worker(options: argparse.Namespace) -> int:
         poll_s=options.poll_s,
         grace_s=options.grace_s,
         migrate=not options.no_migrate,
+        retention_s=options.retention_days * 86400,
         credentials=credentials,
     )
     asyncio.run(_work(config))

@@ -7,8 +7,10 @@ over those, for programs that would rather not write it.
 
 from __future__ import annotations
 
+import json
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -22,7 +24,7 @@ from gristmill.queue.migrations import current_version, migrate
 from gristmill.queue.records import JOB_COLUMNS, JobRecord
 from gristmill.v1 import runtime_pb2 as pb
 
-__all__ = ["Queue", "WaitTimeout"]
+__all__ = ["NewJob", "Queue", "WaitTimeout"]
 
 
 class WaitTimeout(TimeoutError):
@@ -75,9 +77,7 @@ class Queue:
         run_after: datetime | None = None,
         max_attempts: int = 5,
     ) -> str:
-        """Queues a job and returns its id (a new uuid unless `job_id` is given)."""
-        if isinstance(limits, pb.Limits):
-            limits = json_format.MessageToDict(limits, preserving_proto_field_name=True)
+        """Queues a job and returns its id (a new UUIDv7 unless `job_id` is given)."""
         row = self._conn.execute(
             "select gristmill.enqueue(language => %s, code => %s, args => %s, files => %s,"
             " limits => %s, tenant => %s, priority => %s,"
@@ -102,9 +102,29 @@ class Queue:
         assert row is not None
         return str(row[0])
 
+    def enqueue_many(self, jobs: Iterable[NewJob]) -> list[str]:
+        """Queues many jobs in one transaction (COPY into a staging table, then one
+        statement), which wakes the workers once; returns their ids in order."""
+        with self._conn.transaction():
+            self._conn.execute(_STAGING)
+            with self._conn.cursor().copy(
+                f"copy pg_temp.gristmill_batch ({', '.join(_BATCH_COLUMNS)}) from stdin"
+            ) as copy:
+                for n, job in enumerate(jobs):
+                    copy.write_row((n, *job.row()))
+            rows = self._conn.execute(
+                "select gristmill.submit(array(select row(b.id, b.language, b.code,"
+                " b.entry_point, b.args, b.files, b.env, b.limits, b.lockfile, b.tenant,"
+                " b.priority, null, b.max_attempts, null, null, null, null, null, null, null,"
+                " null, null, null, null, null, null, null, null, null, null, null,"
+                " coalesce(b.run_after, now()), null, null)::gristmill.jobs"
+                " from pg_temp.gristmill_batch b order by b.n))"
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def get(self, job_id: str) -> JobRecord | None:
         row = self._conn.execute(
-            f"select {JOB_COLUMNS} from gristmill.jobs where id = %s", (job_id,)
+            f"select {JOB_COLUMNS} from gristmill.job(%s)", (job_id,)
         ).fetchone()
         return JobRecord.from_row(row) if row else None
 
@@ -114,8 +134,14 @@ class Queue:
         return None if row is None or row[0] is None else str(row[0])
 
     def counts(self) -> dict[str, int]:
-        """How many jobs are in each state."""
-        rows = self._conn.execute("select state, count(*) from gristmill.jobs group by state")
+        """How many jobs are in each state: the live queue counted (`scheduled` are queued
+        jobs whose `run_after` is ahead), the finished ones (within the retention) from
+        the write-backs' counters, never a count over the history."""
+        rows = self._conn.execute(
+            "select state, count(*) from gristmill.queue group by state"
+            " union all"
+            " select state, sum(n) from gristmill.finished_counts group by state"
+        )
         return {str(state): int(count) for state, count in rows}
 
     def wait(self, job_id: str, timeout_s: float | None = None) -> JobRecord:
@@ -140,12 +166,77 @@ class Queue:
                 # reconnection must not leave the caller waiting forever.
                 pause = 5.0 if left is None else min(5.0, left)
                 for note in listener.notifies(timeout=pause):
-                    if note.payload == job_id:
+                    if job_id in note.payload.split(" "):
                         break
 
 
-def _plain_limits(limits: Mapping[str, Any] | None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class NewJob:
+    """A job for `Queue.enqueue_many` (the arguments of `Queue.enqueue`)."""
+
+    language: str
+    code: str
+    args: Mapping[str, JsonValue] = field(default_factory=dict)
+    job_id: str | None = None
+    entry_point: str = ""
+    files: Mapping[str, str] = field(default_factory=dict)
+    env: Mapping[str, str] = field(default_factory=dict)
+    limits: pb.Limits | Mapping[str, Any] | None = None
+    lockfile: str | None = None
+    tenant: str = ""
+    priority: int = 0
+    run_after: datetime | None = None
+    max_attempts: int = 5
+
+    def row(self) -> tuple[object, ...]:
+        """Its values in `_BATCH_COLUMNS` order (after `n`), JSON as text for COPY."""
+        return (
+            self.job_id,
+            self.language,
+            self.code,
+            self.entry_point,
+            json.dumps(dict(self.args)),
+            json.dumps(dict(self.files)),
+            json.dumps(dict(self.env)),
+            json.dumps(_plain_limits(self.limits)),
+            self.lockfile,
+            self.tenant,
+            self.priority,
+            self.run_after,
+            self.max_attempts,
+        )
+
+
+_BATCH_COLUMNS = (
+    "n",
+    "id",
+    "language",
+    "code",
+    "entry_point",
+    "args",
+    "files",
+    "env",
+    "limits",
+    "lockfile",
+    "tenant",
+    "priority",
+    "run_after",
+    "max_attempts",
+)
+
+_STAGING = """
+create temporary table if not exists gristmill_batch (
+    n integer, id text, language text, code text, entry_point text, args jsonb, files jsonb,
+    env jsonb, limits jsonb, lockfile text, tenant text, priority integer,
+    run_after timestamptz, max_attempts integer
+) on commit delete rows
+"""
+
+
+def _plain_limits(limits: pb.Limits | Mapping[str, Any] | None) -> dict[str, Any]:
     """Limits as JSON with integers (MessageToDict writes 64-bit ones as strings)."""
+    if isinstance(limits, pb.Limits):
+        limits = json_format.MessageToDict(limits, preserving_proto_field_name=True)
     plain: dict[str, Any] = {}
     for name, value in (limits or {}).items():
         plain[name] = value if isinstance(value, bool) else int(value)

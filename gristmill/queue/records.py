@@ -11,6 +11,7 @@ import json
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
+from uuid import UUID
 
 from google.protobuf import json_format
 
@@ -34,13 +35,14 @@ JOB_COLUMNS = (
     "id, language, code, entry_point, args, files, env, limits, lockfile, tenant, priority,"
     " attempts, max_attempts, state, lease_token, retries, last_error, cancel_requested,"
     " enqueued_at, started_at, finished_at, verdict, result, error, stdout, stderr,"
-    " exit_code, usage, outcome_lockfile, detail"
+    " exit_code, usage, outcome_lockfile, detail, uid"
 )
 
 
 @dataclass(frozen=True)
 class JobRecord:
-    """One row of `gristmill.jobs`: the job, where it stands, and its outcome when done.
+    """One row of `gristmill.jobs` (a view over the live queue and the history): the job,
+    where it stands, and its outcome when done.
 
     `state` is one of queued, running, done (an outcome, whatever its verdict), failed
     (the service could not run it: retries used up, or a request the server refused) and
@@ -77,6 +79,7 @@ class JobRecord:
     usage: dict[str, Any] | None
     outcome_lockfile: str | None
     detail: str | None
+    uid: UUID  # the key in the database; `id` is what producers and servers see
 
     @property
     def finished(self) -> bool:

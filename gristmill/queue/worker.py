@@ -6,16 +6,22 @@ One worker runs up to `concurrency` jobs at once:
   and, with `FOR UPDATE SKIP LOCKED`, takes ready jobs no other worker is taking, marks
   them running under a lease (`lease_expires_at`) and gives each claim a new fencing
   token (`lease_token`, from a sequence). New work is noticed through LISTEN/NOTIFY
-  (`gristmill_jobs`), with a poll every `poll_s` in case a notification was missed.
+  (`gristmill_jobs`, once per enqueuing transaction; each worker wakes after a random
+  pause of up to `wake_jitter_s`), with a poll every `poll_s` in case one was missed.
+  Each claim first promotes the scheduled jobs that are due (`run_after` reached).
 - **Heartbeat**: every `heartbeat_s` the worker extends the leases it holds (those whose
   token still matches). A lease it no longer holds means another worker has the job: the
   call is abandoned and its outcome, if any, never written.
 - **Reap**: every worker puts jobs whose lease expired (a worker lost) back in the queue
   with a backoff, or fails them once their attempts are used up.
+- **Maintain**: now and then a worker creates the history's partitions ahead and drops
+  those past `retention_s` (`gristmill.maintain`, one worker at a time).
 - **Execute** runs with the job's id as the server's idempotency key, so a job re-claimed
   after a lost lease joins the run already in flight on that server instead of a second one.
-- **Write-back** of the outcome is one `UPDATE` that matches the fencing token: a worker
-  that lost its lease cannot record anything, so each job gets exactly one outcome.
+- **Write-back** of the outcome moves the job from the live queue to the history
+  (`gristmill.finish`), only where its fencing token still matches: a worker that lost
+  its lease cannot record anything, so each job gets exactly one outcome. Outcomes that
+  end within `batch_s` of each other go in one statement.
 - **Retries** (back to the queue with backoff) only for what is worth retrying: the
   server unreachable or failing (UNAVAILABLE, INTERNAL, DEADLINE_EXCEEDED...),
   RESOURCE_EXHAUSTED (which also pauses claiming: backpressure; it does not use up an
@@ -90,6 +96,15 @@ class WorkerConfig:
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
     max_log_bytes: int = 64 * 1024
+    # Outcomes that end within this of each other are written back in one statement.
+    batch_s: float = 0.002
+    # Finished jobs are kept this long (whole days: the history's partitions are dropped
+    # once wholly older); `gristmill.maintain` runs every `maintain_s` on some worker.
+    retention_s: float = 7 * 86400.0
+    maintain_s: float = 300.0
+    # A notification of new work wakes the worker after a random pause up to this, so
+    # that the workers do not all claim at once (the first ones take the work).
+    wake_jitter_s: float = 0.005
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     migrate: bool = True
     # How the worker shows itself to the servers; None: from the environment
@@ -112,6 +127,7 @@ class WorkerStats:
     fenced: int = 0  # outcomes dropped: the lease had passed to another worker
     released: int = 0  # given back at stop
     reaped: int = 0  # expired leases of other (lost) workers put back
+    write_backs: int = 0  # statements that wrote outcomes (each a batch)
 
     def as_dict(self) -> dict[str, int]:
         return dict(vars(self))
@@ -211,6 +227,8 @@ class Worker:
         self._client: AsyncClient | None = None
         self._cancel_clients: list[AsyncClient] = []
         self._cancelling: set[asyncio.Task[None]] = set()
+        self._outbox: list[tuple[JobRecord, dict[str, Any], asyncio.Future[bool]]] = []
+        self._outbox_ready = asyncio.Event()
 
     def stop(self) -> None:
         """Asks the worker to stop: no new claims, running jobs get the grace period."""
@@ -240,6 +258,8 @@ class Worker:
         helpers = [
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
+            asyncio.create_task(self._write_back(), name="write-back"),
+            asyncio.create_task(self._maintenance(), name="maintenance"),
         ]
         log.info("worker %s: serving %s", config.worker_id, ", ".join(config.targets))
         try:
@@ -307,27 +327,22 @@ class Worker:
     async def _reap(self) -> None:
         """Puts back the jobs of lost workers (their lease expired)."""
         rows = await self._db.fetch(
-            """
-            update gristmill.jobs
-               set state = case when cancel_requested then 'cancelled'
-                                when attempts >= max_attempts then 'failed'
-                                else 'queued' end,
-                   verdict = case when cancel_requested then 'CANCELLED' else verdict end,
-                   finished_at = case when cancel_requested or attempts >= max_attempts
-                                      then now() end,
-                   retries = retries + 1,
-                   last_error = 'lease expired: worker ' || coalesce(leased_by, '?') || ' lost',
-                   run_after = now() + make_interval(secs => least(%(max)s,
-                                   %(initial)s * power(2, greatest(attempts - 1, 0)))),
-                   lease_expires_at = null
-             where state = 'running' and lease_expires_at < now()
-            returning id
-            """,
-            {"initial": self.config.backoff_initial_s, "max": self.config.backoff_max_s},
+            "select gristmill.reap(%s, %s)",
+            (self.config.backoff_initial_s, self.config.backoff_max_s),
         )
-        if rows:
-            self.stats.reaped += len(rows)
-            log.warning("put back %d job(s) of lost workers", len(rows))
+        if rows and rows[0][0]:
+            self.stats.reaped += int(rows[0][0])
+            log.warning("put back %d job(s) of lost workers", rows[0][0])
+
+    async def _maintain(self) -> None:
+        """Creates the history's partitions ahead and drops those past the retention."""
+        rows = await self._db.fetch(
+            "select created, dropped from gristmill.maintain(%s * interval '1 second')",
+            (self.config.retention_s,),
+        )
+        for created, dropped in rows:
+            if created or dropped:
+                log.info("history partitions created %s, dropped %s", created, dropped)
 
     def _start(self, job: JobRecord) -> None:
         running = _Running(job)
@@ -391,24 +406,38 @@ class Worker:
     async def _record(self, job: JobRecord, outcome: pb.Outcome) -> None:
         """Writes the outcome, only while this claim still holds the lease."""
         columns = outcome_columns(outcome, self.config.max_log_bytes)
-        rows = await self._db.fetch(
-            """
-            update gristmill.jobs
-               set state = %(state)s, verdict = %(verdict)s, result = %(result)s::jsonb,
-                   error = %(error)s::jsonb, stdout = %(stdout)s, stderr = %(stderr)s,
-                   exit_code = %(exit_code)s, usage = %(usage)s::jsonb,
-                   outcome_lockfile = %(outcome_lockfile)s, detail = %(detail)s,
-                   finished_at = now(), lease_expires_at = null
-             where id = %(id)s and lease_token = %(token)s and state = 'running'
-            returning id
-            """,
-            {**vars(columns), "id": job.id, "token": job.lease_token},
-        )
-        if rows:
+        if await self._finish(job, vars(columns)):
             self.stats.recorded += 1
         else:
             self.stats.fenced += 1
             log.warning("job %s: lease lost, outcome dropped (another claim has it)", job.id)
+
+    async def _finish(self, job: JobRecord, columns: dict[str, Any]) -> bool:
+        """Moves the job to the history with these outcome columns, in the next batch;
+        whether its lease (its token) still held."""
+        ended: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._outbox.append((job, columns, ended))
+        self._outbox_ready.set()
+        return await ended
+
+    async def _write_back(self) -> None:
+        """Writes the outcomes that came in within `batch_s` of each other in one
+        statement (`gristmill.finish`, fenced by each job's token)."""
+        while True:
+            await self._outbox_ready.wait()
+            await asyncio.sleep(self.config.batch_s)
+            self._outbox_ready.clear()
+            batch, self._outbox = self._outbox, []
+            try:
+                moved = await self._db.fetch(_FINISH, _finish_arrays(batch))
+            except Exception as error:
+                for _, _, ended in batch:
+                    ended.set_exception(error)
+                continue
+            self.stats.write_backs += 1
+            kept = {row[0] for row in moved}
+            for job, _, ended in batch:
+                ended.set_result(job.uid in kept)
 
     async def _service_failed(self, job: JobRecord, error: grpc.RpcError) -> None:
         code = error.code()
@@ -426,33 +455,12 @@ class Worker:
             self.config.backoff_initial_s * 2 ** max(job.attempts - 1, 0),
         ) * random.uniform(0.5, 1.0)
         rows = await self._db.fetch(
-            """
-            update gristmill.jobs
-               set attempts = attempts - %(free)s::int,
-                   state = case when cancel_requested then 'cancelled'
-                                when attempts - %(free)s::int >= max_attempts then 'failed'
-                                else 'queued' end,
-                   verdict = case when cancel_requested then 'CANCELLED' else verdict end,
-                   finished_at = case when cancel_requested
-                                      or attempts - %(free)s::int >= max_attempts
-                                      then now() end,
-                   retries = retries + 1, last_error = %(message)s,
-                   run_after = now() + make_interval(secs => %(backoff)s),
-                   lease_expires_at = null
-             where id = %(id)s and lease_token = %(token)s and state = 'running'
-            returning state
-            """,
-            {
-                "free": 1 if exhausted else 0,
-                "message": message,
-                "backoff": backoff,
-                "id": job.id,
-                "token": job.lease_token,
-            },
+            "select gristmill.retry(%s, %s, %s, %s, %s)",
+            (job.uid, job.lease_token, message, backoff, exhausted),
         )
-        if not rows:
+        if not rows or rows[0][0] is None:
             self.stats.fenced += 1
-        elif rows[0][0] == "failed":
+        elif rows[0][0] != "queued":
             self.stats.failed += 1
             log.warning("job %s failed: %s (attempts used up)", job.id, message)
         else:
@@ -460,17 +468,7 @@ class Worker:
             log.info("job %s back to the queue in %.1f s: %s", job.id, backoff, message)
 
     async def _fail(self, job: JobRecord, message: str) -> None:
-        rows = await self._db.fetch(
-            """
-            update gristmill.jobs
-               set state = 'failed', last_error = %(message)s, finished_at = now(),
-                   lease_expires_at = null
-             where id = %(id)s and lease_token = %(token)s and state = 'running'
-            returning id
-            """,
-            {"message": message, "id": job.id, "token": job.lease_token},
-        )
-        if rows:
+        if await self._finish(job, {"state": "failed", "last_error": message}):
             self.stats.failed += 1
             log.warning("job %s failed: %s", job.id, message)
         else:
@@ -480,13 +478,13 @@ class Worker:
         """Gives a claimed job back to the queue without using up an attempt."""
         rows = await self._db.fetch(
             """
-            update gristmill.jobs
+            update gristmill.queue
                set state = 'queued', attempts = attempts - 1, run_after = now(),
                    lease_expires_at = null
-             where id = %(id)s and lease_token = %(token)s and state = 'running'
-            returning id
+             where uid = %(uid)s and lease_token = %(token)s and state = 'running'
+            returning uid
             """,
-            {"id": job.id, "token": job.lease_token},
+            {"uid": job.uid, "token": job.lease_token},
         )
         self.stats.released += len(rows)
 
@@ -530,12 +528,29 @@ class Worker:
                     self._wake.set()  # anything sent while not listening
                     async for note in conn.notifies():
                         if note.channel == "gristmill_jobs":
-                            self._wake.set()
+                            self._wake_soon()
                         elif (running := self._running.get(note.payload)) is not None:
                             self._request_cancel(running)
             except psycopg.Error as error:
                 log.info("listener lost the database (%s); polling until it is back", error)
             await asyncio.sleep(1.0)
+
+    async def _maintenance(self) -> None:
+        while True:
+            try:
+                await self._maintain()
+            except psycopg.Error:
+                log.exception("maintenance failed")
+            await asyncio.sleep(self.config.maintain_s * random.uniform(0.5, 1.5))
+
+    def _wake_soon(self) -> None:
+        """Wakes the claim loop after a random pause (not every worker at the same
+        instant: the first to claim takes the work, the others mostly find none)."""
+        if self._wake.is_set() or len(self._running) >= self.config.concurrency:
+            return
+        asyncio.get_running_loop().call_later(
+            random.uniform(0, self.config.wake_jitter_s), self._wake.set
+        )
 
     async def _heartbeats(self) -> None:
         while True:
@@ -552,28 +567,28 @@ class Worker:
             return
         rows = await self._db.fetch(
             """
-            update gristmill.jobs j
+            update gristmill.queue j
                set lease_expires_at = now() + make_interval(secs => %(lease)s)
-              from unnest(%(ids)s::text[], %(tokens)s::bigint[]) as h(id, token)
-             where j.id = h.id and j.lease_token = h.token and j.state = 'running'
-            returning j.id, j.cancel_requested
+              from unnest(%(uids)s::uuid[], %(tokens)s::bigint[]) as h(uid, token)
+             where j.uid = h.uid and j.lease_token = h.token and j.state = 'running'
+            returning j.uid, j.cancel_requested
             """,
             {
                 "lease": self.config.lease_s,
-                "ids": [r.job.id for r in held],
+                "uids": [r.job.uid for r in held],
                 "tokens": [r.job.lease_token for r in held],
             },
         )
-        kept = {str(job_id): bool(cancel) for job_id, cancel in rows}
+        kept = {uid: bool(cancel) for uid, cancel in rows}
         for running in held:
-            if running.job.id not in kept:
+            if running.job.uid not in kept:
                 if running.task is not None and running.task.done():
                     continue  # finished meanwhile: nothing to hold
                 running.lease_lost = True
                 log.warning("job %s: lease lost; abandoning its call", running.job.id)
                 if running.call is not None:
                     running.call.cancel()
-            elif kept[running.job.id]:
+            elif kept[running.job.uid]:
                 self._request_cancel(running)
 
     async def _drain(self) -> None:
@@ -589,6 +604,38 @@ class Worker:
                 if running.call is not None:
                     running.call.cancel()
             await asyncio.wait(pending, timeout=30)
+
+
+_OUTCOME_FIELDS = (
+    ("state", "text"),
+    ("verdict", "text"),
+    ("result", "text"),
+    ("error", "text"),
+    ("stdout", "text"),
+    ("stderr", "text"),
+    ("exit_code", "integer"),
+    ("usage", "text"),
+    ("outcome_lockfile", "text"),
+    ("detail", "text"),
+    ("last_error", "text"),
+)
+
+_FINISH = (
+    "select gristmill.finish(%s::uuid[], %s::bigint[], "
+    + ", ".join(f"%s::{kind}[]" for _, kind in _OUTCOME_FIELDS)
+    + ")"
+)
+
+
+def _finish_arrays(
+    batch: Sequence[tuple[JobRecord, dict[str, Any], object]],
+) -> list[list[Any]]:
+    """`gristmill.finish`'s arguments for a batch: one array per column."""
+    return [
+        [job.uid for job, _, _ in batch],
+        [job.lease_token for job, _, _ in batch],
+        *([columns.get(name) for _, columns, _ in batch] for name, _ in _OUTCOME_FIELDS),
+    ]
 
 
 def _cancelled_outcome(job_id: str) -> pb.Outcome:

@@ -9,6 +9,7 @@ import itertools
 import json
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -43,6 +44,22 @@ def database(postgres: PostgresCluster) -> str:
     with psycopg.connect(postgres.conninfo, autocommit=True) as conn:
         conn.execute(f'create database "{name}"'.encode())
     return postgres.conninfo.replace("dbname=postgres", f"dbname={name}")
+
+
+def finish_jobs(conn: psycopg.Connection[Any], where: str, params: Any = None) -> int:
+    """Ends the running jobs of `gristmill.live` matching `where` as done, as their worker
+    would (`gristmill.finish` under their tokens); returns how many moved to the history."""
+    row = conn.execute(
+        f"""
+        with j as (select uid, lease_token from gristmill.live
+                    where state = 'running' and ({where}))
+        select count(*) from gristmill.finish(array(select uid from j),
+            array(select lease_token from j), array(select 'done'::text from j),
+            null, null, null, null, null, null, null, null, null, null)
+        """.encode(),
+        params,
+    ).fetchone()
+    return int(row[0]) if row else 0
 
 
 class ScriptedRunner:

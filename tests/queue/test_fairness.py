@@ -17,7 +17,7 @@ import psycopg
 import pytest
 
 from gristmill.queue import Queue, migrate
-from tests.queue.conftest import ScriptedServer
+from tests.queue.conftest import ScriptedServer, finish_jobs
 from tests.queue.test_worker import running_worker, wait
 
 
@@ -50,10 +50,7 @@ def claim(conn: Conn, slots: int = 1) -> list[tuple[str, str, int]]:
 
 
 def finish(conn: Conn, claimed: list[tuple[str, str, int]]) -> None:
-    conn.execute(
-        "update gristmill.jobs set state = 'done', finished_at = now() where id = any(%s)",
-        ([job_id for job_id, _, _ in claimed],),
-    )
+    finish_jobs(conn, "id = any(%s)", ([job_id for job_id, _, _ in claimed],))
 
 
 def one_slot(conn: Conn, claims: int) -> list[str]:
@@ -127,7 +124,8 @@ def test_a_tenants_running_cap_holds_it_and_leaves_the_slots_to_others(conn: Con
     claimed = claim(conn, 6)
     assert Counter(tenant for _, tenant, _ in claimed) == {"A": 2, "B": 4}
     # A alone now (B's are over), 2 running and 8 queued: still no more than 2 at once.
-    conn.execute("update gristmill.jobs set state = 'cancelled' where tenant = 'B'")
+    finish_jobs(conn, "tenant = 'B'")
+    conn.execute("select gristmill.cancel(id) from gristmill.live where tenant = 'B'")
     assert claim(conn, 5) == []
     finish(conn, [job for job in claimed if job[1] == "A"][:1])
     assert [tenant for _, tenant, _ in claim(conn, 5)] == ["A"]

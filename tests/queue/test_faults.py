@@ -35,17 +35,16 @@ GRISTMILL = [sys.executable, "-m", "gristmill"]
 PYTHON_JOB = "def main(i: int):\n    return i\n"
 BASH_JOB = 'i="$1"\necho "{\\"i\\": $i}" >&3\n'
 
-# Each transition to a finished state, as the database saw it: a job recorded twice
-# would show up here twice, whatever the final row says.
+# Each move of a job to the history (its one finish), as the database saw it: a job
+# recorded twice would show up here twice, whatever the final rows say.
 AUDIT = """
 create table outcome_log (job_id text not null, state text not null);
 create function log_outcome() returns trigger language plpgsql as $$
 begin
-    insert into outcome_log values (new.id, new.state);
+    insert into outcome_log values (coalesce(new.key, new.uid::text), new.state);
     return null;
 end $$;
-create trigger jobs_audit after update of state on gristmill.jobs for each row
-    when (new.state in ('done', 'failed', 'cancelled') and old.state is distinct from new.state)
+create trigger history_audit after insert on gristmill.history for each row
     execute function log_outcome();
 """
 

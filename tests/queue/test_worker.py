@@ -137,9 +137,10 @@ def _lose_a_worker(database: str, job_id: str) -> int:
     """Marks a job as claimed by a worker that vanished; returns its fencing token."""
     with psycopg.connect(database, autocommit=True) as conn:
         row = conn.execute(
-            "update gristmill.jobs set state = 'running', attempts = 1, leased_by = 'lost',"
+            "update gristmill.queue set state = 'running', attempts = 1, leased_by = 'lost',"
             " lease_token = nextval('gristmill.lease_tokens'),"
-            " lease_expires_at = now() - interval '1 second' where id = %s returning lease_token",
+            " lease_expires_at = now() - interval '1 second'"
+            " where uid = gristmill.job_uid(%s) returning lease_token",
             (job_id,),
         ).fetchone()
     assert row is not None
@@ -249,8 +250,8 @@ async def test_a_worker_whose_lease_passed_to_another_abandons_the_call_and_writ
             with psycopg.connect(database, autocommit=True) as conn:
                 # Another claim takes the job over (as after a reap and a re-claim).
                 conn.execute(
-                    "update gristmill.jobs set lease_token = nextval('gristmill.lease_tokens'),"
-                    " leased_by = 'thief' where id = %s",
+                    "update gristmill.queue set lease_token = nextval('gristmill.lease_tokens'),"
+                    " leased_by = 'thief' where uid = gristmill.job_uid(%s)",
                     (job_id,),
                 )
             await until(lambda: worker.stats.fenced == 1)
