@@ -42,9 +42,23 @@ class CgroupStats:
     peak_processes: int
 
 
+def _read(path: Path) -> bytes:
+    """A control file's content, through a plain descriptor rather than pathlib's
+    buffered text file: a job reads and writes ~30 of these files on the service's event
+    loop, 15-18 us each through `Path.read_text`/`write_text`, 7-9 through `os`."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [os.read(fd, 65536)]
+        while chunks[-1]:  # a long list of pids takes more than one read
+            chunks.append(os.read(fd, 65536))
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def _read_int(path: Path) -> int:
     try:
-        return int(path.read_text().split()[0])
+        return int(_read(path).split()[0])
     except (OSError, ValueError, IndexError):
         return 0
 
@@ -62,13 +76,18 @@ def keyed(text: str, key: str) -> int:
 def _read_keyed(path: Path, key: str) -> int:
     """A value from a flat keyed file; 0 if absent or unreadable."""
     try:
-        return max(keyed(path.read_text(), key), 0)
+        return max(keyed(_read(path).decode(), key), 0)
     except (OSError, ValueError):
         return 0
 
 
 def _write(path: Path, value: str) -> None:
-    path.write_text(value)
+    """Writes a control file, opened as `Path.write_text` would (see `_read`)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
 
 
 _TCP_USAGE = "memory.kmem.tcp.usage_in_bytes"
@@ -184,12 +203,12 @@ class JobCgroup:
         (D): a program still starting, unlike one blocked reading its job message (S)."""
         threads = "cgroup.threads" if self.version is Version.V2 else "tasks"
         try:
-            tids = (self._dir("pids") / threads).read_text().split()
+            tids = _read(self._dir("pids") / threads).split()
         except OSError:
             return False
         for tid in tids:
             try:
-                state = Path(f"/proc/{tid}/stat").read_bytes().rpartition(b")")[2][1:2]
+                state = _read(Path(f"/proc/{tid.decode()}/stat")).rpartition(b")")[2][1:2]
             except OSError:
                 continue  # gone since
             if state in (b"R", b"D"):
@@ -200,7 +219,7 @@ class JobCgroup:
         found: set[int] = set()
         for procs in self.procs_files:
             with contextlib.suppress(OSError):
-                found.update(int(p) for p in procs.read_text().split())
+                found.update(int(p) for p in _read(procs).split())
         return sorted(found)
 
     def stats(self) -> CgroupStats:

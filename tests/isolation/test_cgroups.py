@@ -51,6 +51,15 @@ def test_v2_kill_all_kills_what_is_listed_and_remove_deletes_the_group(tmp_path:
     assert not job.exists()
 
 
+def test_a_group_of_many_processes_lists_them_all(tmp_path: Path) -> None:
+    """The control files are read through plain descriptors: a list of pids longer than
+    one read (20,000 of them, ~120 KB) is read whole, not cut at the first read's end."""
+    (tmp_path / "cgroup.procs").write_text(
+        "".join(f"{pid}\n" for pid in range(10**6, 10**6 + 20_000))
+    )
+    assert JobCgroup(Version.V2, {"": tmp_path}).pids() == list(range(10**6, 10**6 + 20_000))
+
+
 def _real_v2() -> Cgroups | None:
     try:
         return detect(prefer=Version.V2)
