@@ -301,7 +301,8 @@ class WarmPool:
             if (kind.environment or kind.build) and self._leaser is not None:
                 environment_dir, build_dir = await leases.enter_async_context(self._leaser(kind))
             uid, gid = runtime.profile.uid, runtime.profile.gid
-            workspace = await asyncio.to_thread(Workspace.empty, self._jobs_dir, uid, gid)
+            # Three directories: quicker made here than handed to a thread and back.
+            workspace = Workspace.empty(self._jobs_dir, uid, gid)
             plan = job_plan(
                 runtime,
                 self._runtime_dirs / runtime.name,
