@@ -8,7 +8,10 @@ server (in a process of its own) and reports, as medians per job:
   hand-over; run: from the program's start, or the hand-over, to its end) and the
   rest (gRPC both ways, admission, the outcome's path);
 - the CPU the service spends (server process, fork server, offload workers), from
-  their CPU counters before and after, divided by N;
+  their CPU counters before and after, divided by N, and where in the server it goes:
+  gRPC's own threads (its C core: event engine, timers), the busiest Python thread (the
+  event loop, where the job's path runs), the server's other threads (`to_thread`
+  work, the main thread) and its child processes (the fork server, offload workers);
 - the CPU of the sandbox itself (supervisor, init, the program), from the job's own
   cgroup accounting in the outcome, beside the bare program's CPU (measured in the
   same run with the same N).
@@ -20,6 +23,7 @@ server (in a process of its own) and reports, as medians per job:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import statistics
 import sys
@@ -57,22 +61,61 @@ class Cost:
     run_ms: float
     rest_ms: float
     service_cpu_ms: float
+    # service_cpu_ms split: SERVICE_PARTS -> ms per job.
+    service_parts_ms: dict[str, float]
     sandbox_cpu_ms: float
     bare_cpu_ms: float
     warm_share: float
 
 
-def _service_cpu_s(server_pid: int) -> float:
-    """CPU used so far by the server process and its children (fork server, workers)."""
+SERVICE_PARTS = ("gRPC", "loop", "threads", "children")
+"""Where the service's CPU goes (see the module's docstring)."""
+_GRPC_THREADS = ("grpc_", "event_engine", "lifeguard", "default-executo", "resolver-execut")
+"""The name prefixes of the threads gRPC's C core starts."""
+
+
+def _service_cpu_s(server_pid: int) -> dict[str, float]:
+    """CPU used so far by the server process and its children (fork server, workers):
+    "total" (the server's own), "children", and each of the server's threads by id."""
     server = psutil.Process(server_pid)
-    total = 0.0
-    for process in [server, *server.children(recursive=False)]:
+    times = server.cpu_times()
+    used = {"total": times.user + times.system, "children": 0.0}
+    for child in server.children(recursive=False):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            # The fork server and offload workers; not a sandbox's supervisor (its group's).
+            if child.name().startswith("python"):
+                child_times = child.cpu_times()
+                used["children"] += child_times.user + child_times.system
+    for thread in server.threads():
+        used[str(thread.id)] = thread.user_time + thread.system_time
+    return used
+
+
+def _service_parts(
+    server_pid: int, before: dict[str, float], after: dict[str, float]
+) -> dict[str, float]:
+    """The CPU between two `_service_cpu_s` readings, in seconds, by SERVICE_PARTS: the
+    threads gRPC names, the busiest other thread (the event loop), the rest of the
+    server's own (other threads, also those gone since), and its child processes."""
+    grpc_s, python = 0.0, []
+    for tid in after.keys() - {"total", "children"}:
         try:
-            times = process.cpu_times()
-        except psutil.NoSuchProcess:
-            continue
-        total += times.user + times.system
-    return total
+            name = Path(f"/proc/{server_pid}/task/{tid}/comm").read_text().strip()
+        except OSError:
+            name = ""
+        delta = after[tid] - before.get(tid, 0.0)
+        if name.startswith(_GRPC_THREADS):
+            grpc_s += delta
+        else:
+            python.append(delta)
+    loop_s = max(python, default=0.0)
+    own_s = after["total"] - before["total"]
+    return {
+        "gRPC": grpc_s,
+        "loop": loop_s,
+        "threads": max(own_s - grpc_s - loop_s, 0.0),
+        "children": after["children"] - before["children"],
+    }
 
 
 def _server_pid(address: str) -> int:
@@ -109,7 +152,8 @@ def measure(address: str, workload: Workload, n: int, backend: str, pool: str) -
             if problem := outcome_problem(outcome):
                 raise RuntimeError(f"{workload.language}: {problem}")
             outcomes.append(outcome)
-        service_cpu_ms = (_service_cpu_s(pid) - cpu_before) * 1000 / n
+        parts = _service_parts(pid, cpu_before, _service_cpu_s(pid))
+        service_parts_ms = {part: parts[part] * 1000 / n for part in SERVICE_PARTS}
     finally:
         client.close()
 
@@ -131,7 +175,8 @@ def measure(address: str, workload: Workload, n: int, backend: str, pool: str) -
         setup_ms=setup,
         run_ms=run,
         rest_ms=client_ms - prepare - setup - run,
-        service_cpu_ms=service_cpu_ms,
+        service_cpu_ms=sum(service_parts_ms.values()),
+        service_parts_ms=service_parts_ms,
         sandbox_cpu_ms=median([o.usage.user_cpu_ms + o.usage.system_cpu_ms for o in outcomes]),
         bare_cpu_ms=_bare_cpu_ms(workload, n),
         warm_share=sum(o.warm_sandbox for o in outcomes) / n,
@@ -182,6 +227,22 @@ def print_costs(console: Console, costs: Sequence[Cost]) -> None:
             ),
         )
     console.print(table)
+    parts = Table(
+        title="Service CPU per job, by where it runs (ms)",
+        caption="gRPC = its C core's threads; loop = the busiest Python thread (the event "
+        "loop); threads = the server's others (to_thread work); children = fork server and "
+        "offload workers",
+    )
+    for column in ("backend", "language", "pool", *SERVICE_PARTS, "all"):
+        parts.add_column(
+            column, justify="left" if column in ("backend", "language", "pool") else "right"
+        )
+    for c in costs:
+        values = [c.service_parts_ms[part] for part in SERVICE_PARTS]
+        parts.add_row(
+            c.backend, c.language, c.pool, *(f"{v:.2f}" for v in values), f"{c.service_cpu_ms:.2f}"
+        )
+    console.print(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
