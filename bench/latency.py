@@ -145,6 +145,8 @@ class Throughput:
     completed: int
     failures: int
     per_s: float
+    # The share of the service's jobs that found a warm sandbox (not for bare starts).
+    warm_share: float = math.nan
 
 
 @dataclass
@@ -410,10 +412,20 @@ def median_phases(outcomes: list[pb.Outcome]) -> dict[str, float]:
 def measure_service(
     address: str, workload: Workload, clients: int, args: argparse.Namespace
 ) -> Throughput:
-    """Jobs per second with `clients` concurrent clients, each on its own channel."""
+    """Jobs per second with `clients` concurrent clients, each on its own channel, and the
+    share of their jobs that found a warm sandbox."""
     service_clients = [ServiceClient(address, args.timeout) for _ in range(clients)]
+    outcomes: list[list[pb.Outcome]] = [[] for _ in range(clients)]
     try:
-        return run_for(clients, args.duration, lambda i: service_call(service_clients[i], workload))
+        rate = run_for(
+            clients,
+            args.duration,
+            lambda i: service_call(service_clients[i], workload, outcomes[i]),
+        )
+        done = [o for own in outcomes for o in own]
+        if done:
+            rate.warm_share = sum(o.warm_sandbox for o in done) / len(done)
+        return rate
     finally:
         for service_client in service_clients:
             service_client.close()
@@ -569,7 +581,7 @@ def print_tables(console: Console, results: list[LanguageResult], meta: dict[str
         title=f"Throughput, {meta['duration_s']:g} s per row (jobs or starts per second)",
         caption="ratio = service / bare: above 1.00x the service beat bare interpreter starts",
     )
-    for column in ("language", "clients", "service /s", "bare /s", "ratio", "failed"):
+    for column in ("language", "clients", "warm", "service /s", "bare /s", "ratio", "failed"):
         throughput.add_column(column, justify="left" if column == "language" else "right")
     for r in results:
         for row in r.throughput:
@@ -577,6 +589,7 @@ def print_tables(console: Console, results: list[LanguageResult], meta: dict[str
             throughput.add_row(
                 r.label,
                 str(row["clients"]),
+                "-" if math.isnan(service["warm_share"]) else f"{service['warm_share']:.0%}",
                 f"{service['per_s']:.1f}",
                 f"{bare['per_s']:.1f}",
                 "-" if math.isnan(row["ratio"]) else f"{row['ratio']:.2f}x",
