@@ -52,7 +52,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import psutil
 import psycopg
@@ -61,13 +61,24 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from gristmill.client import Client  # noqa: E402
+from gristmill.client import AsyncClient, Client  # noqa: E402
 from gristmill.jobs.workspace import unmount_jobs_dir  # noqa: E402
-from gristmill.queue import JobRecord, Worker, WorkerConfig, migrate  # noqa: E402
+from gristmill.queue import (  # noqa: E402
+    MIGRATIONS,
+    JobRecord,
+    Queue,
+    Worker,
+    WorkerConfig,
+    current_version,
+    migrate,
+)
+from gristmill.queue.queue import NewJob  # noqa: E402
 from gristmill.queue.records import JOB_COLUMNS  # noqa: E402
 from gristmill.v1 import runtime_pb2 as pb  # noqa: E402
 
 GRISTMILL = [sys.executable, "-m", "gristmill"]
+# Jobs by id with index probes (`where id = any(...)` on the view would scan the history).
+BY_IDS = "unnest(%s::text[]) as i(id) cross join lateral gristmill.job(i.id) as j"
 CODE = {"bash": "echo 1\n", "python": "def main():\n    return 1\n"}
 
 
@@ -92,6 +103,7 @@ def summary_ms(values_s: Sequence[float]) -> dict[str, float]:
     return {
         "p50_ms": round(percentile(values_s, 0.5) * 1000, 2),
         "p95_ms": round(percentile(values_s, 0.95) * 1000, 2),
+        "p99_ms": round(percentile(values_s, 0.99) * 1000, 2),
     }
 
 
@@ -222,8 +234,8 @@ def bench_queue(
                 )
             while True:
                 row = conn.execute(
-                    "select count(*) from gristmill.jobs where id = any(%s)"
-                    " and state in ('done', 'failed', 'cancelled')",
+                    f"select count(*) from {BY_IDS}"
+                    " where j.state in ('done', 'failed', 'cancelled')",
                     (ids,),
                 ).fetchone()
                 if row is not None and row[0] >= jobs:
@@ -232,13 +244,13 @@ def bench_queue(
             busy = conn.execute(
                 "select extract(epoch from sum(finished_at - started_at))"
                 "     / nullif(extract(epoch from max(finished_at) - min(started_at)), 0)"
-                " from gristmill.jobs where id = any(%s)",
+                f" from {BY_IDS}",
                 (ids,),
             ).fetchone()
             rows = conn.execute(
                 "select extract(epoch from finished_at - enqueued_at),"
                 " extract(epoch from enqueued_at), extract(epoch from finished_at),"
-                " verdict, retries from gristmill.jobs where id = any(%s)",
+                f" verdict, retries, extract(epoch from started_at - enqueued_at) from {BY_IDS}",
                 (ids,),
             ).fetchall()
         # The queue's cost on the client side, which shares the machine with the server.
@@ -257,6 +269,7 @@ def bench_queue(
         "seconds": round(last - first, 2),
         "jobs_per_s": round(jobs / (last - first), 1),
         "enqueue_to_outcome": summary_ms([float(row[0]) for row in rows]),
+        "enqueue_to_start": summary_ms([float(row[5]) for row in rows]),
         "failures": sum(row[3] != "SUCCESS" for row in rows),
         "retries": sum(int(row[4]) for row in rows),
         "worker_cpu_ms_per_job": round(cpu_s * 1000 / jobs, 2),
@@ -266,28 +279,37 @@ def bench_queue(
     }
 
 
-# Today's claim before migration 3, for the comparison: the tenant is never read.
+# The claim before migration 3, for the comparison: the tenant is never read.
 FIFO_CLAIM = """
     with next as (
-        select id from gristmill.jobs
-         where state = 'queued' and run_after <= now()
+        select uid from gristmill.queue
+         where state = 'queued'
          order by priority desc, run_after, enqueued_at
          limit %(limit)s
          for update skip locked
+    ), taken as (
+        update gristmill.queue j
+           set state = 'running', attempts = j.attempts + 1,
+               lease_token = nextval('gristmill.lease_tokens'), leased_by = %(worker)s,
+               lease_expires_at = now() + make_interval(secs => %(lease)s),
+               started_at = coalesce(j.started_at, now())
+          from next
+         where j.uid = next.uid
+        returning j.uid, j.attempts, j.lease_token, j.started_at
     )
-    update gristmill.jobs j
-       set state = 'running', attempts = j.attempts + 1,
-           lease_token = nextval('gristmill.lease_tokens'), leased_by = %(worker)s,
-           lease_expires_at = now() + make_interval(secs => %(lease)s),
-           started_at = coalesce(j.started_at, now())
-      from next
-     where j.id = next.id
-    returning {columns}
-""".format(columns=", ".join(f"j.{name.strip()}" for name in JOB_COLUMNS.split(",")))
+    select {columns} from gristmill.live l join taken t on t.uid = l.uid
+""".format(
+    columns=", ".join(
+        f"t.{name}"
+        if name in ("attempts", "lease_token", "started_at")
+        else ("'running'" if name == "state" else f"l.{name}")
+        for name in (column.strip() for column in JOB_COLUMNS.split(","))
+    )
+)
 
-# The index today's claim walks (migration 3 replaced it by one per tenant).
+# The index that claim walks (migration 3 replaced it by one per tenant).
 FIFO_INDEX = (
-    "create index if not exists jobs_ready on gristmill.jobs"
+    "create index if not exists queue_fifo on gristmill.queue"
     " (priority desc, run_after, enqueued_at) where state = 'queued'"
 )
 
@@ -319,22 +341,35 @@ def claim_index(database: str, claim: str) -> Iterator[None]:
         try:
             yield
         finally:
-            conn.execute("drop index gristmill.jobs_ready")
+            conn.execute("drop index gristmill.queue_fifo")
 
 
 def fill_history(database: str, jobs: int) -> float:
-    """Adds `jobs` finished jobs (as many as a queue without retention keeps); seconds."""
+    """Adds `jobs` finished jobs (as many as a queue without retention keeps), into the
+    jobs table of versions 1-3 or today's history partition; seconds."""
     start = time.perf_counter()
     with psycopg.connect(database, autocommit=True) as conn:
+        current = current_version(conn)
+        table = "gristmill.jobs" if current < 4 else "gristmill.history"
+        key = "gen_random_uuid()::text" if current < 4 else "gristmill.uuidv7()"
+        column = "id" if current < 4 else "uid"
+        rest = "" if current < 4 else ", '', '{}', '{}', '{}', '{}', 0, now(), 5, 0, false, now()"
+        rest_columns = (
+            ""
+            if current < 4
+            else ", entry_point, args, files, env, limits, priority, run_after, max_attempts,"
+            " retries, cancel_requested, enqueued_at"
+        )
         for first in range(0, jobs, 100_000):
             conn.execute(
-                "insert into gristmill.jobs (language, code, tenant, state, attempts,"
-                " verdict, result, started_at, finished_at)"
-                " select 'bash', 'echo 1', 'history-' || (n %% 10), 'done', 1,"
-                " 'SUCCESS', '1', now(), now() from generate_series(%s::int, %s::int) as n",
+                f"insert into {table} ({column}, language, code, tenant, state, attempts,"
+                f" verdict, result, started_at, finished_at{rest_columns})"
+                f" select {key}, 'bash', 'echo 1', 'history-' || (n %% 10), 'done', 1,"
+                f" 'SUCCESS', '1', now(), now(){rest}"
+                " from generate_series(%s::int, %s::int) as n".encode(),
                 (first, min(jobs, first + 100_000) - 1),
             )
-        conn.execute("vacuum analyze gristmill.jobs")
+        conn.execute(f"vacuum analyze {table}".encode())
     return time.perf_counter() - start
 
 
@@ -377,8 +412,8 @@ async def _fairness(
         )
         while True:  # A holds every slot, and has kept doing so for a while
             cursor = await conn.execute(
-                "select count(*) from gristmill.jobs where tenant = %s and state <> 'queued'",
-                (tenant_a,),
+                f"select count(*) from {BY_IDS} where j.state <> 'queued'",
+                ([f"fair-{tag}-A-{n}" for n in range(2 * slots)],),
             )
             row = await cursor.fetchone()
             if row is not None and row[0] >= 2 * slots:
@@ -389,7 +424,7 @@ async def _fairness(
         )
         while True:  # by primary key: no scan of the table
             cursor = await conn.execute(
-                "select count(*) from gristmill.jobs where id = any(%s) and started_at is not null",
+                f"select count(*) from {BY_IDS} where j.started_at is not null",
                 (b_ids,),
             )
             row = await cursor.fetchone()
@@ -398,7 +433,7 @@ async def _fairness(
             await asyncio.sleep(0.1)
         cursor = await conn.execute(
             "select extract(epoch from started_at - enqueued_at), enqueued_at, started_at"
-            " from gristmill.jobs where id = any(%s)",
+            f" from {BY_IDS}",
             (b_ids,),
         )
         b_rows = await cursor.fetchall()
@@ -417,13 +452,13 @@ async def _fairness(
         )
         runs = [float(row[0]) for row in await cursor.fetchall()]
         cursor = await conn.execute(
-            "select count(*) from gristmill.jobs where tenant = %s and state = 'queued'",
+            "select count(*) from gristmill.live where tenant = %s and state = 'queued'",
             (tenant_a,),
         )
         left = await cursor.fetchone()
         # What is left of A's burst is not measured: cancelled, not run.
         await conn.execute(
-            "update gristmill.jobs set state = 'cancelled', finished_at = now()"
+            "select gristmill.cancel(id) from gristmill.live"
             " where tenant = %s and state = 'queued'",
             (tenant_a,),
         )
@@ -457,6 +492,7 @@ async def _overhead(database: str, jobs: int, claim: str = "fair") -> dict[str, 
     config = WorkerConfig(conninfo=database, targets=("127.0.0.1:1",), migrate=False)
     worker = WORKERS[claim](config)
     outcome = pb.Outcome(verdict=pb.SUCCESS, result_json="1")
+    writer = asyncio.create_task(worker._write_back())
     claims: list[float] = []
     writes: list[float] = []
     for _ in range(jobs):
@@ -466,7 +502,9 @@ async def _overhead(database: str, jobs: int, claim: str = "fair") -> dict[str, 
         start = time.perf_counter()
         await worker._record(claimed[0], outcome)
         writes.append(time.perf_counter() - start)
+    writer.cancel()
     await worker._db.close()
+    await worker._write_db.close()
     total = [c + w for c, w in zip(claims, writes, strict=True)]
     return {
         "jobs": jobs,
@@ -474,6 +512,252 @@ async def _overhead(database: str, jobs: int, claim: str = "fair") -> dict[str, 
         "write_back": summary_ms(writes),
         "claim_plus_write_back": summary_ms(total),
         "mean_ms": round(statistics.fmean(total) * 1000, 2),
+    }
+
+
+# The worker's statements at each schema, for the claim + write-back loop of `--scale`:
+# version 3 wrote each outcome by an UPDATE of its row; version 4 moves a batch to the
+# history in one statement. One heartbeat per claim (what a job longer than a third of
+# its lease costs) shows what the heartbeats cost.
+V3_WRITE = (
+    "update gristmill.jobs set state = 'done', verdict = 'SUCCESS', result = '1',"
+    " stdout = '1', stderr = '', exit_code = 0, usage = '{}', detail = '',"
+    " finished_at = now(), lease_expires_at = null"
+    " where id = %s and lease_token = %s and state = 'running'"
+)
+V3_HEARTBEAT = (
+    "update gristmill.jobs j set lease_expires_at = now() + interval '30 seconds'"
+    " from unnest(%s::text[], %s::bigint[]) as h(id, token)"
+    " where j.id = h.id and j.lease_token = h.token and j.state = 'running'"
+)
+V4_WRITE = (
+    "select gristmill.finish(%s::uuid[], %s::bigint[], %s::text[], %s::text[], %s::text[],"
+    " null, %s::text[], null, null, null, null, null, null)"
+)
+V4_HEARTBEAT = (
+    "update gristmill.queue j set lease_expires_at = now() + interval '30 seconds'"
+    " from unnest(%s::uuid[], %s::bigint[]) as h(uid, token)"
+    " where j.uid = h.uid and j.lease_token = h.token and j.state = 'running'"
+)
+
+
+def _sizes(conn: psycopg.Connection[Any], version: int) -> dict[str, Any]:
+    """Heap and index bytes of the queue's tables, dead tuples and HOT share of the live one."""
+    tables = (
+        ["gristmill.jobs"]
+        if version < 4
+        else ["gristmill.queue", "gristmill.payloads", "gristmill.history"]
+    )
+    sizes: dict[str, Any] = {}
+    for table in tables:
+        row = conn.execute(
+            "select coalesce(sum(pg_table_size(c.oid)), 0)::bigint,"
+            " coalesce(sum(pg_indexes_size(c.oid)), 0)::bigint"
+            " from pg_class c where c.oid = %s::regclass or c.oid in"
+            " (select inhrelid from pg_inherits where inhparent = %s::regclass)",
+            (table, table),
+        ).fetchone()
+        assert row is not None
+        sizes[table] = {"heap_mb": round(row[0] / 2**20, 1), "indexes_mb": round(row[1] / 2**20, 1)}
+    live = tables[0]
+    conn.execute("select pg_stat_force_next_flush()")
+    conn.execute("select pg_stat_clear_snapshot()")
+    row = conn.execute(
+        "select n_dead_tup, n_tup_upd, n_tup_hot_upd from pg_stat_user_tables"
+        " where relid = %s::regclass",
+        (live,),
+    ).fetchone()
+    assert row is not None
+    sizes["dead_tuples"] = int(row[0])
+    sizes["updates"] = int(row[1])
+    sizes["hot_share"] = round(row[2] / row[1], 3) if row[1] else None
+    return sizes
+
+
+def _scale_run(database: str, version: int, jobs: int, slots: int) -> dict[str, Any]:
+    """`jobs` trivial jobs enqueued then claimed `slots` at a time and written back by
+    the worker's statements at `version`: claim and write-back p50/p99, sizes after."""
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("select pg_stat_reset()")
+        start = time.perf_counter()
+        if version < 4:
+            with conn.transaction(), conn.cursor() as cursor:
+                cursor.executemany(
+                    "select gristmill.enqueue('bash', 'echo 1', jsonb_build_object('n', %s::int))",
+                    [(n,) for n in range(jobs)],
+                )
+        else:
+            with Queue(database) as queue:
+                queue.enqueue_many(NewJob("bash", "echo 1", {"n": n}) for n in range(jobs))
+        enqueue_s = time.perf_counter() - start
+        claims: list[float] = []
+        writes: list[float] = []
+        key = "id" if version < 4 else "uid"
+        while True:
+            start = time.perf_counter()
+            rows = conn.execute(
+                f"select {key}, lease_token from gristmill.claim('bench', %s, 30)".encode(),
+                (slots,),
+            ).fetchall()
+            claims.append(time.perf_counter() - start)
+            if not rows:
+                break
+            keys = [row[0] for row in rows]
+            tokens = [row[1] for row in rows]
+            conn.execute(V3_HEARTBEAT if version < 4 else V4_HEARTBEAT, (keys, tokens))
+            start = time.perf_counter()
+            if version < 4:
+                for job_key, token in zip(keys, tokens, strict=True):
+                    conn.execute(V3_WRITE, (job_key, token))
+            else:
+                n = len(rows)
+                conn.execute(
+                    V4_WRITE, (keys, tokens, ["done"] * n, ["SUCCESS"] * n, ["1"] * n, ["1"] * n)
+                )
+            writes.append((time.perf_counter() - start) / len(rows))
+        claims.pop()  # the empty one
+        drain_s = sum(claims) + sum(writes) * slots
+        return {
+            "jobs": jobs,
+            "enqueue_jobs_per_s": round(jobs / enqueue_s),
+            "claim": summary_ms(claims),
+            "write_back_per_job": summary_ms(writes),
+            "claim_plus_write_jobs_per_s": round(jobs / drain_s) if drain_s else None,
+            **_sizes(conn, version),
+        }
+
+
+def _probe_claims(database: str, claims: int) -> dict[str, float]:
+    """The claim of one job p50/p99 (each written back after, as the worker does)."""
+    timings: list[float] = []
+    with psycopg.connect(database, autocommit=True) as conn:
+        version = current_version(conn)
+        for _ in range(claims):
+            start = time.perf_counter()
+            row = conn.execute(
+                ("select id, lease_token" if version < 4 else "select uid, lease_token")
+                + " from gristmill.claim('probe', 1, 30)"
+            ).fetchone()
+            timings.append(time.perf_counter() - start)
+            if row is None:
+                break
+            if version < 4:
+                conn.execute(V3_WRITE, row)
+            else:
+                conn.execute(V4_WRITE, ([row[0]], [row[1]], ["done"], ["SUCCESS"], ["1"], ["1"]))
+    return summary_ms(timings)
+
+
+def scale(options: argparse.Namespace, cluster: str) -> dict[str, Any]:
+    """Migration 3's schema beside today's, each in a new database of one cluster: the
+    claim with 0 and `--history` finished jobs, behind 100,000 scheduled retries, and
+    through `--jobs` jobs (sizes, dead tuples, HOT share after)."""
+    results: dict[str, Any] = {}
+    for version in (3, MIGRATIONS[-1].version):
+        name = f"bench_scale_v{version}_{uuid.uuid4().hex[:6]}"
+        with psycopg.connect(cluster, autocommit=True) as conn:
+            conn.execute(f'create database "{name}"'.encode())
+        database = psycopg.conninfo.make_conninfo(cluster, dbname=name)
+        migrate(database, target=version)
+        run: dict[str, Any] = {}
+        with psycopg.connect(database, autocommit=True) as conn:
+            log(f"v{version}: claims on an empty queue")
+            conn.execute(
+                "select gristmill.enqueue('bash', 'echo 1') from generate_series(1, %s)",
+                (options.probe_claims,),
+            )
+        run["claim_empty"] = _probe_claims(database, options.probe_claims)
+        log(f"v{version}: {options.jobs} jobs, claimed {options.concurrency} at a time")
+        run["drain"] = _scale_run(database, version, options.jobs, options.concurrency)
+        if options.history:
+            log(f"v{version}: {options.history} finished jobs")
+            run["history_fill_s"] = round(fill_history(database, options.history), 1)
+            with psycopg.connect(database, autocommit=True) as conn:
+                conn.execute(
+                    "select gristmill.enqueue('bash', 'echo 1') from generate_series(1, %s)",
+                    (options.probe_claims,),
+                )
+            run["claim_history"] = _probe_claims(database, options.probe_claims)
+            with psycopg.connect(database, autocommit=True) as conn:
+                run["sizes_history"] = _sizes(conn, version)
+                with Queue(database) as queue:
+                    start = time.perf_counter()
+                    if version < 4:  # what `queue status` did then
+                        conn.execute("select state, count(*) from gristmill.jobs group by state")
+                    else:
+                        queue.counts()
+                    run["status_ms"] = round((time.perf_counter() - start) * 1000, 2)
+        with psycopg.connect(database, autocommit=True) as conn:
+            log(f"v{version}: 100,000 retries in backoff at a higher priority")
+            conn.execute(
+                "select gristmill.enqueue('bash', 'echo 1', priority => 10,"
+                " run_after => now() + interval '1 hour') from generate_series(1, 100000)"
+            )
+            conn.execute(
+                "select gristmill.enqueue('bash', 'echo 1') from generate_series(1, %s)",
+                (options.probe_claims,),
+            )
+            conn.execute("analyze")
+        run["claim_behind_scheduled"] = _probe_claims(database, options.probe_claims)
+        results[f"v{version}"] = run
+    return results
+
+
+class _InstantClient:
+    """An Execute target that answers at once: what the queue alone can do (`--ceiling`)."""
+
+    async def execute(self, **arguments: Any) -> pb.Outcome:
+        return pb.Outcome(job_id=arguments["job_id"], verdict=pb.SUCCESS, result_json="1")
+
+    async def cancel(self, job_id: str, timeout_s: float = 10) -> bool:
+        return False
+
+    async def close(self) -> None:
+        pass
+
+
+async def _ceiling(database: str, jobs: int, slots: int) -> dict[str, Any]:
+    """One worker with `slots` slots against an instant target: jobs/s through claim and
+    outcome, enqueue-to-start p50/p95/p99, and the database connections it held."""
+    with Queue(database) as queue:
+        ids = queue.enqueue_many(NewJob("bash", "echo 1") for _ in range(jobs))
+    worker = Worker(
+        WorkerConfig(conninfo=database, targets=("127.0.0.1:1",), concurrency=slots, migrate=False),
+        client=cast(AsyncClient, _InstantClient()),
+    )
+    task = asyncio.create_task(worker.run())
+    connections = 0
+    async with await psycopg.AsyncConnection.connect(database, autocommit=True) as conn:
+        own = (await (await conn.execute("select pg_backend_pid()")).fetchone() or [0])[0]
+        while True:
+            cursor = await conn.execute(
+                "select (select count(*) from gristmill.queue),"
+                " (select count(*) from pg_stat_activity"
+                "   where datname = current_database() and pid <> %s)",
+                (own,),
+            )
+            row = await cursor.fetchone()
+            assert row is not None
+            connections = max(connections, int(row[1]))
+            if row[0] == 0:
+                break
+            await asyncio.sleep(0.05)
+    worker.stop()
+    await task
+    with psycopg.connect(database) as conn:
+        rows = conn.execute(
+            "select extract(epoch from started_at - enqueued_at), extract(epoch from started_at),"
+            f" extract(epoch from finished_at) from {BY_IDS}",
+            (ids,),
+        ).fetchall()
+    seconds = max(float(r[2]) for r in rows) - min(float(r[1]) for r in rows)
+    return {
+        "slots": slots,
+        "jobs": jobs,
+        "jobs_per_s": round(jobs / seconds),
+        "enqueue_to_start": summary_ms([float(r[0]) for r in rows]),
+        "database_connections": connections,
+        "write_backs": worker.stats.write_backs,
     }
 
 
@@ -490,6 +774,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--b-jobs", type=int, default=10, help="tenant B's jobs (10)")
     parser.add_argument("--history", type=int, default=0, help="finished jobs to pre-fill (0)")
+    parser.add_argument(
+        "--scale",
+        action="store_true",
+        help="migration 3's schema beside today's: claims, sizes, dead tuples, HOT share",
+    )
+    parser.add_argument("--probe-claims", type=int, default=2000, help="claims timed (2000)")
+    parser.add_argument(
+        "--ceiling",
+        default="",
+        metavar="SLOTS,...",
+        help="the queue alone: one worker, an instant target, e.g. 1,8,256",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object on stdout")
     return parser.parse_args(argv)
 
@@ -537,7 +833,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     with contextlib.ExitStack() as stack:
         database = options.database or stack.enter_context(postgres())
+        if options.scale:
+            runs = scale(options, database)
+            print(json.dumps({"cpus": os.cpu_count(), "load_average": os.getloadavg(), **runs}))
+            return 0
         migrate(database)
+        if options.ceiling:
+            ceilings = [
+                asyncio.run(_ceiling(database, options.jobs, int(slots)))
+                for slots in options.ceiling.split(",")
+            ]
+            print(
+                json.dumps(
+                    {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "ceiling": ceilings}
+                )
+            )
+            return 0
         address = stack.enter_context(server())
         if options.fairness:
             runs = fairness(options, database, address)

@@ -96,8 +96,9 @@ class WorkerConfig:
     backoff_initial_s: float = 1.0
     backoff_max_s: float = 60.0
     max_log_bytes: int = 64 * 1024
-    # Outcomes that end within this of each other are written back in one statement.
-    batch_s: float = 0.002
+    # The outcomes that come in while a write-back runs go in the next one, together;
+    # `batch_s` waits that much more before each to gather more (0: no wait).
+    batch_s: float = 0.0
     # Finished jobs are kept this long (whole days: the history's partitions are dropped
     # once wholly older); `gristmill.maintain` runs every `maintain_s` on some worker.
     retention_s: float = 7 * 86400.0
@@ -215,13 +216,18 @@ class _Running:
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig) -> None:
+    def __init__(self, config: WorkerConfig, client: AsyncClient | None = None) -> None:
+        """`client`: the servers' client instead of one over `config.targets` (a bench
+        measures the queue alone with a target that answers at once)."""
         self.config = config
+        self._given_client = client
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
         self._leaving = asyncio.Event()
         self._wake = asyncio.Event()
         self._db = _Database(config.conninfo, self._leaving)
+        # Write-backs on a connection of their own: they do not wait behind claims.
+        self._write_db = _Database(config.conninfo, self._leaving)
         self._running: dict[str, _Running] = {}
         self._paused_until = 0.0
         self._client: AsyncClient | None = None
@@ -248,8 +254,12 @@ class Worker:
             ("grpc.lb_policy_name", "round_robin"),
         ]
         credentials = config.credentials or Credentials.from_env()
-        channel = credentials.aio_channel(channel_target(config.targets), options)
-        self._client = AsyncClient("", retry=retry, channel=channel, credentials=credentials)
+        self._client = self._given_client or AsyncClient(
+            "",
+            retry=retry,
+            channel=credentials.aio_channel(channel_target(config.targets), options),
+            credentials=credentials,
+        )
         if len(config.targets) > 1:
             # Cancel must reach the server running the job: ask each one.
             self._cancel_clients = [
@@ -274,6 +284,7 @@ class Worker:
             for client in self._cancel_clients:
                 await client.close()
             await self._db.close()
+            await self._write_db.close()
             log.info("worker %s stopped: %s", config.worker_id, self.stats.as_dict())
 
     async def _migrate(self) -> None:
@@ -421,15 +432,15 @@ class Worker:
         return await ended
 
     async def _write_back(self) -> None:
-        """Writes the outcomes that came in within `batch_s` of each other in one
-        statement (`gristmill.finish`, fenced by each job's token)."""
+        """Writes the outcomes waiting in one statement (`gristmill.finish`, fenced by
+        each job's token): those that ended while the previous one ran, or together."""
         while True:
             await self._outbox_ready.wait()
-            await asyncio.sleep(self.config.batch_s)
+            await asyncio.sleep(self.config.batch_s)  # at 0: lets the same instant's join
             self._outbox_ready.clear()
             batch, self._outbox = self._outbox, []
             try:
-                moved = await self._db.fetch(_FINISH, _finish_arrays(batch))
+                moved = await self._write_db.fetch(_FINISH, _finish_arrays(batch))
             except Exception as error:
                 for _, _, ended in batch:
                     ended.set_exception(error)
