@@ -34,6 +34,7 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -51,6 +52,7 @@ from gristmill.isolation.jail import (
     write_file,
 )
 from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, PR_SET_DUMPABLE, prctl
+from gristmill.isolation.template import TemplateGone, Templates, template_fork
 from gristmill.isolation.thrash import SocketWatch, ThrashWatch
 
 FD_NAMES = (*JOB_FDS, "control", "report")
@@ -70,11 +72,9 @@ def _send(fd: int, message: dict[str, Any]) -> None:
         os.write(fd, json.dumps(message).encode() + b"\n")
 
 
-def _init(spec: JailSpec, fds: dict[str, int], status: int) -> None:
+def _init(spec: JailSpec, fds: dict[str, int], status: int, start: Start) -> None:
     """Pid 1 of the job: starts the program, reaps, reports its end, exits (killing the rest)."""
     try:
-        os.close(fds["control"])
-        os.close(fds["report"])
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGPIPE):
             signal.signal(sig, signal.SIG_DFL)
         enter_root(spec)
@@ -84,7 +84,7 @@ def _init(spec: JailSpec, fds: dict[str, int], status: int) -> None:
         program = os.fork()
         if program == 0:
             os.close(error_r)
-            exec_program(spec, fds, error_w)
+            start(spec, fds, error_w)
         os.close(error_w)
         for name in JOB_FDS:
             os.close(fds[name])
@@ -107,10 +107,18 @@ def _init(spec: JailSpec, fds: dict[str, int], status: int) -> None:
         os._exit(0)
 
 
+Start = Callable[[JailSpec, dict[str, int], int], None]
+"""How init starts the job's program (`exec_program`, or `template.become_program`): given
+the spec, the job's descriptors and a pipe for why it could not, it never returns."""
+
+
 class _Jail(Protocol):
     """How the supervisor sees a jail being built and run, whichever builds it."""
 
     pid: int
+    # The jail's pid 1, as a descriptor: signalled and waited for by it, never by its pid,
+    # which a pid 1 that is not the supervisor's child could have freed for another.
+    pidfd: int
     # The job's tmpfs, open (-1 if it could not be): kept past the jail's end, and the
     # service writes a warm sandbox's files through it.
     job_dir_fd: int
@@ -122,12 +130,15 @@ class _Jail(Protocol):
     def finish(self) -> list[dict[str, Any]]: ...
 
 
-def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> None:
+def _build(
+    spec: JailSpec, fds: dict[str, int], status: int, answer: int, start: Start = exec_program
+) -> None:
     """The builder: sets the OOM floor, joins the job's cgroup, builds the jail, starts init.
 
-    It sends "pid N" (init's pid) with a descriptor of the job's directory (which keeps
-    it alive for `files_out` past the jail's end), or why it failed, on the socket
-    `answer`, then exits, leaving init to the supervisor (a subreaper). The supervisor
+    It sends "pid N" (init's pid) with descriptors of init and of itself (pidfds) and of the
+    job's directory (which keeps it alive for `files_out` past the jail's end), or why it
+    failed, on the socket `answer`, then exits, leaving init to the supervisor (a
+    subreaper; a template's child's to the template, `template.py`). The supervisor
     itself so stays outside the job's namespaces and memory cgroup: a job that fills
     its memory cannot get it OOM-killed.
     """
@@ -143,9 +154,12 @@ def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> Non
         pid = os.fork()
         if pid == 0:
             os.close(answer)
-            _init(spec, fds, status)
+            _init(spec, fds, status, start)
+        passed = [os.pidfd_open(pid), os.pidfd_open(os.getpid())]
         job_dir = files_out.open_job_dir(spec.root_dir + spec.jail_job_dir)
-        socket.send_fds(answer_socket, [f"pid {pid}".encode()], [job_dir] if job_dir >= 0 else [])
+        if job_dir >= 0:
+            passed.append(job_dir)
+        socket.send_fds(answer_socket, [f"pid {pid}".encode()], passed)
     except BaseException as error:
         os.write(answer, str(error).encode(errors="replace") or repr(error).encode())
     finally:
@@ -153,34 +167,68 @@ def _build(spec: JailSpec, fds: dict[str, int], status: int, answer: int) -> Non
 
 
 class _OwnJail:
-    """The process backend's jail: its init reports on a pipe, one JSON object a line."""
+    """The process backend's jail: its init reports on a pipe, one JSON object a line.
 
-    def __init__(self, spec: JailSpec, fds: dict[str, int]) -> None:
+    Its builder is forked here, or, given the socket of a template (`template`), it is
+    that template's child, whose program is not exec'd (`template.py`).
+    """
+
+    def __init__(self, spec: JailSpec, fds: dict[str, int], template: int = -1) -> None:
         prctl(PR_SET_CHILD_SUBREAPER, 1)
         status_r, status_w = os.pipe()
-        answer_r, answer_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        builder = os.fork()
-        if builder == 0:
+        try:
+            if template >= 0:
+                answer_r, builder = template_fork(template, spec, fds, status_w), -1
+            else:
+                answer_r, builder = self._fork_builder(spec, fds, status_w)
+        except BaseException:
             os.close(status_r)
+            raise
+        finally:
+            os.close(status_w)
+        try:
+            answer, received, _, _ = socket.recv_fds(answer_r, 4096, 3)
+        except ConnectionResetError as error:
+            # The template's child never took the job (the template died with the request
+            # unread): nothing of it was started.
+            os.close(status_r)
+            raise TemplateGone(str(error)) from error
+        finally:
             answer_r.close()
-            _build(spec, fds, status_w, answer_w.detach())
-        os.close(status_w)
-        answer_w.close()
-        answer, job_dir, _, _ = socket.recv_fds(answer_r, 4096, 1)
-        answer_r.close()
-        os.waitpid(builder, 0)
+        if builder > 0:
+            os.waitpid(builder, 0)
+        self._child = builder > 0
+        if not answer.startswith(b"pid "):
+            os.close(status_r)
+            raise RuntimeError(answer.decode(errors="replace") or "the jail builder died")
+        self.pidfd, builder_fd, *job_dir = received
+        # A template's child is not ours to wait for: its descriptor says when it is gone.
+        _wait_gone(builder_fd)
+        os.close(builder_fd)
         # The job's directory, open: its files can be taken out after the jail is gone.
         self.job_dir_fd = job_dir[0] if job_dir else -1
         # Only now that the builder is gone: counted with it, init's fork of the program
         # could meet the pids limit.
         for name in spec.supervisor_cgroup_files:
             write_file(name, "0")
-        if not answer.startswith(b"pid "):
-            os.close(status_r)
-            raise RuntimeError(answer.decode(errors="replace") or "the jail builder died")
         self.pid = int(answer[4:])
         self._status = status_r
         self._buffer = b""
+
+    @staticmethod
+    def _fork_builder(
+        spec: JailSpec, fds: dict[str, int], status_w: int
+    ) -> tuple[socket.socket, int]:
+        """Forks the builder (`_build`); our end of the socket it answers on, and its pid."""
+        answer_r, answer_w = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        builder = os.fork()
+        if builder == 0:
+            answer_r.close()
+            os.close(fds["control"])
+            os.close(fds["report"])
+            _build(spec, {name: fds[name] for name in JOB_FDS}, status_w, answer_w.detach())
+        answer_w.close()
+        return answer_r, builder
 
     def watched(self) -> list[int]:
         return [self._status]
@@ -195,7 +243,11 @@ class _OwnJail:
         return bool(chunk), self._lines(chunk)
 
     def finish(self) -> list[dict[str, Any]]:
-        os.waitpid(self.pid, 0)
+        if self._child:
+            os.waitpid(self.pid, 0)
+        else:
+            _wait_gone(self.pidfd)
+        os.close(self.pidfd)
         messages = []
         with contextlib.suppress(OSError):
             while chunk := os.read(self._status, 65536):
@@ -203,10 +255,23 @@ class _OwnJail:
         return messages + self._lines(b"\n")
 
 
-def _build_jail(spec: JailSpec, fds: dict[str, int]) -> _Jail:
-    """Builds the jail the spec asks for: nsjail when it carries an nsjail argv, else ours."""
+def _wait_gone(pidfd: int) -> None:
+    """Blocks until the process of `pidfd` has exited."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    while not poller.poll():
+        pass
+
+
+def _build_jail(spec: JailSpec, fds: dict[str, int], template: int) -> _Jail:
+    """Builds the jail the spec asks for: nsjail when it carries an nsjail argv, else ours,
+    its program forked from the `template` (a socket; -1: exec'd), or exec'd when that
+    template is gone."""
     if spec.nsjail_argv:
         return nsjail.launch(spec, fds)
+    if template >= 0:
+        with contextlib.suppress(TemplateGone):
+            return _OwnJail(spec, fds, template)
     return _OwnJail(spec, fds)
 
 
@@ -353,12 +418,12 @@ def _reports_early(spec: JailSpec, job: _Supervision) -> bool:
     )
 
 
-def _kill_the_rest(spec: JailSpec, jail_pid: int) -> None:
+def _kill_the_rest(spec: JailSpec, jail_pidfd: int) -> None:
     """SIGKILL to every process of the job but this one: the jail's pid 1 (whose end ends
     its pid namespace, a child forked meanwhile included), then each in the job's cgroup
     (by its threads: a kill reaches a thread's whole process)."""
     with contextlib.suppress(ProcessLookupError):
-        os.kill(jail_pid, signal.SIGKILL)
+        signal.pidfd_send_signal(jail_pidfd, signal.SIGKILL)
     try:
         listed = Path(spec.cgroup_join_files[0]).read_text().split()
     except (IndexError, OSError):
@@ -369,7 +434,7 @@ def _kill_the_rest(spec: JailSpec, jail_pid: int) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
+def _supervise(spec: JailSpec, fds: dict[str, int], template: int = -1) -> None:
     report, control = fds["report"], fds["control"]
     started_ns = time.monotonic_ns()
     network: netns.OwnNetwork | None = None
@@ -379,7 +444,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             network = netns.enter(
                 spec.egress_ruleset, spec.helper_cgroup_files, spec.network_connections
             )
-        jail = _build_jail(spec, fds)
+        jail = _build_jail(spec, fds, template)
     except BaseException as error:
         _send(
             report, {"type": "exit", "pid": os.getpid(), "setup_error": f"sandbox setup: {error}"}
@@ -389,7 +454,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
         os.close(fds[name])
     job_dir = f"/proc/{os.getpid()}/fd/{jail.job_dir_fd}" if jail.job_dir_fd >= 0 else ""
     job = _Supervision(spec, report, started_ns, jail.pid, job_dir if spec.warm else "")
-    pidfd = os.pidfd_open(jail.pid)
+    pidfd = jail.pidfd
     # (Under nsjail the program is in namespaces of its own, not those of pid 1.)
     mounts = -1 if spec.nsjail_argv else _held_mounts(jail.pid)
     poller = select.poll()
@@ -403,7 +468,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
             job.stopped_for = reason
         with contextlib.suppress(ProcessLookupError):
             # The jail's pid 1: the kernel kills the rest of its pid namespace with it.
-            os.kill(jail.pid, signal.SIGKILL)
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
 
     while not jail_done and not early:
         timeout_ms: float | None = None
@@ -462,7 +527,7 @@ def _supervise(spec: JailSpec, fds: dict[str, int]) -> None:
     ended_ns = time.monotonic_ns()
     if early:
         # The program is gone: what is left of its jail goes too, off the job's path.
-        _kill_the_rest(spec, jail.pid)
+        _kill_the_rest(spec, pidfd)
     else:
         for message in jail.finish():
             job.on_status(message)
@@ -508,6 +573,7 @@ def serve(sock: socket.socket) -> None:
     # Supervisors are reaped by the kernel; each resets this for its own children.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    templates = Templates()
     while True:
         try:
             data, fd_list, _, _ = socket.recv_fds(sock, MAX_MESSAGE, len(FD_NAMES))
@@ -521,6 +587,7 @@ def serve(sock: socket.socket) -> None:
             os.set_inheritable(fd, False)
         try:
             spec = JailSpec.from_json(data)
+            template = templates.socket_for(spec) if spec.fork_template else -1
             if spec.nsjail_supervisor and not spec.network:
                 nsjail.spawn_supervisor(spec, fds)
                 pid = -1
@@ -531,9 +598,10 @@ def serve(sock: socket.socket) -> None:
             pid = -1
         if pid == 0:
             sock.close()
+            templates.close_all_but(template)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             try:
-                _supervise(spec, fds)
+                _supervise(spec, fds, template)
             finally:
                 os._exit(1)
         for fd in fd_list:

@@ -147,6 +147,9 @@ class JailSpec:
     # the job's clocks, files and limits come with the hand-over (`forkserver`), and
     # `wall_time_ms`/`cpu_time_ms` above are only the pool's backstops until then.
     warm: bool = False
+    # The command of the template whose child becomes the program instead of an exec of
+    # `argv` (`template.py`, `pool.fork_interpreters`); empty: the program is exec'd.
+    fork_template: list[str] = field(default_factory=list)
 
     @classmethod
     def from_profile(cls, profile: SandboxProfile, **fields: object) -> JailSpec:
@@ -419,21 +422,37 @@ def rusage_ns(usage: resource.struct_rusage) -> dict[str, int]:
     }
 
 
+def prepare_program(spec: JailSpec, fds: dict[str, int], error_pipe: int, *, forked: bool) -> int:
+    """What the job's program is given before it runs: its session, directory, signals,
+    rlimits, descriptors 0 to 4 only, no new privileges and the seccomp filter, last.
+
+    `forked`: the program is a template's child (`template.py`), which runs without an
+    exec: its signals are the interpreter's own (`signals` there), and its capabilities
+    in its user namespace are dropped here, as an exec would have dropped them. Returns
+    `error_pipe`'s new number.
+    """
+    os.setsid()
+    os.chdir(spec.jail_job_dir)
+    if not forked:
+        linux.default_signals()
+    _set_rlimits(spec)
+    # Our /proc files are the init's undumpable ones until we are dumpable again.
+    # (The OOM killer's preference, OOM_FIRST, was set by the builder: /proc is read-only.)
+    prctl(PR_SET_DUMPABLE, 1)
+    prctl(PR_SET_NO_NEW_PRIVS, 1)
+    error_pipe = place_fds([fds[name] for name in JOB_FDS], error_pipe)
+    if forked:
+        linux.drop_capabilities()
+    if not spec.seccomp_bpf:
+        raise ValueError("no seccomp filter in the spec")  # never run a job without one
+    set_seccomp_filter(bytes.fromhex(spec.seccomp_bpf))
+    return error_pipe
+
+
 def exec_program(spec: JailSpec, fds: dict[str, int], error_pipe: int) -> None:
     """Becomes the job's program. Never returns: execs, or reports why not and exits 127."""
     try:
-        os.setsid()
-        os.chdir(spec.jail_job_dir)
-        linux.default_signals()
-        _set_rlimits(spec)
-        # Our /proc files are the init's undumpable ones until we are dumpable again.
-        # (The OOM killer's preference, OOM_FIRST, was set by the builder: /proc is read-only.)
-        prctl(PR_SET_DUMPABLE, 1)
-        prctl(PR_SET_NO_NEW_PRIVS, 1)
-        error_pipe = place_fds([fds[name] for name in JOB_FDS], error_pipe)
-        if not spec.seccomp_bpf:
-            raise ValueError("no seccomp filter in the spec")  # never run a job without one
-        set_seccomp_filter(bytes.fromhex(spec.seccomp_bpf))
+        error_pipe = prepare_program(spec, fds, error_pipe, forked=False)
         os.execve(spec.argv[0], spec.argv, spec.env)
     except BaseException as error:
         os.write(error_pipe, f"cannot start {spec.argv[0]}: {error}".encode())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import errno
 import functools
 import os
 import platform
@@ -48,6 +49,11 @@ PR_SET_DUMPABLE = 4
 PR_SET_NO_NEW_PRIVS = 38
 PR_SET_SECCOMP = 22
 PR_SET_CHILD_SUBREAPER = 36
+PR_CAPBSET_DROP = 24
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+SYS_CAPSET = 126
+_CAPABILITY_VERSION_3 = 0x20080522
 SECCOMP_MODE_FILTER = 2
 SYS_PIVOT_ROOT = 155
 SYS_RT_SIGACTION = 13
@@ -116,6 +122,22 @@ def default_signals() -> None:
 
 def prctl(option: int, value: int) -> None:
     _check(_libc.prctl(option, ctypes.c_ulong(value), 0, 0, 0), f"prctl({option})")
+
+
+def drop_capabilities() -> None:
+    """Gives up every capability for good: the bounding and ambient sets emptied, then the
+    effective, permitted and inheritable ones. What an exec of an unprivileged user's
+    program does to the last three, for a process that is not exec'd (a template's child,
+    which holds all of them in the user namespace it has just built its jail in)."""
+    cap = 0
+    while _libc.prctl(PR_CAPBSET_DROP, ctypes.c_ulong(cap), 0, 0, 0) == 0:
+        cap += 1
+    if ctypes.get_errno() != errno.EINVAL or cap == 0:  # EINVAL: past the last capability
+        _check(-1, "prctl(PR_CAPBSET_DROP)")
+    _check(_libc.prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0), "prctl(PR_CAP_AMBIENT)")
+    header = (ctypes.c_uint32 * 2)(_CAPABILITY_VERSION_3, 0)  # 0: this process
+    none = (ctypes.c_uint32 * 6)()  # effective, permitted, inheritable; two words each
+    _check(_libc.syscall(SYS_CAPSET, header, none), "capset")
 
 
 def pivot_root(new_root: str, put_old: str) -> None:

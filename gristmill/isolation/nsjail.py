@@ -316,6 +316,8 @@ class NsjailJail:
 
     def __init__(self, pid: int, log_fd: int, ready_fd: int, job_target: str) -> None:
         self.pid = pid
+        # Our child: its pid is not freed before we have waited for it.
+        self.pidfd = os.pidfd_open(pid)
         self.job_dir_fd = files_out.open_job_dir(job_target)
         self._log_fd = log_fd
         self._ready_fd = ready_fd

@@ -28,6 +28,7 @@ from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec, copy_job_files
 from gristmill.isolation.nsjail import log_outcome
 from gristmill.isolation.seccomp import compile_bpf
+from gristmill.isolation.template import template_command
 from gristmill.languages.spec import JAIL_JOB_DIR
 from gristmill.model import Limits
 
@@ -316,8 +317,13 @@ class ProcessBackend:
     name = "process"
     jail_detail = "own namespaces + seccomp (libseccomp)"
 
-    def __init__(self, cgroups: Cgroups | None, cgroups_problem: str = "") -> None:
+    def __init__(
+        self, cgroups: Cgroups | None, cgroups_problem: str = "", fork_interpreters: bool = False
+    ) -> None:
         self.cgroups = cgroups
+        # Python's program forked from a template, not exec'd (`template.py`); never for a
+        # network-on job, whose network namespace is its supervisor's.
+        self.fork_interpreters = fork_interpreters
         self._cgroups_problem = cgroups_problem
         self._server: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
@@ -381,6 +387,9 @@ class ProcessBackend:
                 plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
             ).hex(),
             warm=plan.warm,
+            fork_template=template_command(plan.argv, plan.profile.mounts)
+            if self.fork_interpreters and not limits.network
+            else [],
             egress_ruleset=ruleset,
             network_bytes=limits.network_bytes,
             network_connections=limits.network_connections if limits.network else 0,

@@ -113,8 +113,12 @@ def _close(backend: SandboxBackend) -> None:
         pool.submit(asyncio.run, backend.close()).result(timeout=60)
 
 
-def choose_backend(name: str | None, work_dir: Path) -> Choice:
-    """The backend called `name`, or the best one that works here when `name` is None."""
+def choose_backend(name: str | None, work_dir: Path, fork_interpreters: bool = False) -> Choice:
+    """The backend called `name`, or the best one that works here when `name` is None.
+
+    `fork_interpreters` (`pool.fork_interpreters`): the process backend forks Python's
+    program from a template (`template.py`); nsjail builds its jail by its own exec.
+    """
     if name not in (None, *BACKENDS):
         raise SandboxFailure(f"unknown sandbox backend {name!r}; known: {', '.join(BACKENDS)}")
     cgroups, cgroups_problem = _cgroups()
@@ -135,10 +139,15 @@ def choose_backend(name: str | None, work_dir: Path) -> Choice:
             cgroups, cgroups_problem = _cgroups()
         if name == "nsjail":
             raise SandboxFailure(f"the nsjail backend cannot run here: {problem}")
-        return Choice(ProcessBackend(cgroups, cgroups_problem), f"nsjail unusable: {problem}")
-    return Choice(ProcessBackend(cgroups, cgroups_problem), "forced by configuration")
+        process = ProcessBackend(cgroups, cgroups_problem, fork_interpreters)
+        return Choice(process, f"nsjail unusable: {problem}")
+    return Choice(
+        ProcessBackend(cgroups, cgroups_problem, fork_interpreters), "forced by configuration"
+    )
 
 
-def open_backend(name: str | None, work_dir: Path) -> SandboxBackend:
+def open_backend(
+    name: str | None, work_dir: Path, fork_interpreters: bool = False
+) -> SandboxBackend:
     """The backend called `name`, or the best one that works here when `name` is None."""
-    return choose_backend(name, work_dir).backend
+    return choose_backend(name, work_dir, fork_interpreters).backend

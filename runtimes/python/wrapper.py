@@ -294,4 +294,18 @@ def main():
     os._exit(status)
 
 
+def _serve_template():
+    """Template mode (`gristmill.isolation.template`, started by the fork server): this
+    interpreter, its imports done, forks a child per job, which builds the job's jail and
+    then runs main(). What the template imports for that is the service's own code."""
+    package_root, requests_fd = sys.argv[2], int(sys.argv[3])
+    sys.path.insert(0, package_root)
+    from gristmill.isolation.template import serve
+
+    sys.path.remove(package_root)
+    serve(requests_fd, main)
+
+
+if sys.argv[1:2] == ["--template"]:
+    _serve_template()  # never returns
 main()
