@@ -302,6 +302,11 @@ class PoolConfig:
     max_sandboxes: int = 16
     max_memory_bytes: int = 512 * MiB
     idle_s: float = 60.0
+    # Python jobs' interpreters forked from a template (one per interpreter command, its
+    # imports done, no job's data in it), each child then entering a fresh sandbox of its
+    # own, instead of started per job. Process backend only (nsjail builds its jail by its
+    # own exec); network-on jobs are always started.
+    fork_interpreters: bool = False
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")

@@ -118,7 +118,9 @@ async def start(
     offload = Offload(config.runtimes_dir, config.profiles_dir)
     if runner is None:
         config.work_dir.mkdir(parents=True, exist_ok=True)
-        backend = open_backend(config.sandbox_backend, config.work_dir)
+        backend = open_backend(
+            config.sandbox_backend, config.work_dir, config.pool.fork_interpreters
+        )
         executor = Executor(
             registry,
             backend,
