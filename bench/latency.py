@@ -207,6 +207,7 @@ def _serve(
     backend: str | None,
     pool: bool,
     telemetry: dict[str, str] | None,
+    fork_interpreters: bool = False,
 ) -> None:
     """Child process: runs the embedded server until told to stop."""
     from gristmill.config import PoolConfig, ServerConfig, TelemetryConfig
@@ -222,7 +223,7 @@ def _serve(
             address="127.0.0.1:0",
             work_dir=Path(work_dir),
             sandbox_backend=backend,
-            pool=PoolConfig(enabled=pool),
+            pool=PoolConfig(enabled=pool, fork_interpreters=fork_interpreters),
             telemetry=telemetry_config,
         )
         with BackgroundServer(config) as address:
@@ -238,16 +239,22 @@ def _serve(
 
 @contextlib.contextmanager
 def embedded_server(
-    backend: str | None, pool: bool = True, telemetry: dict[str, str] | None = None
+    backend: str | None,
+    pool: bool = True,
+    telemetry: dict[str, str] | None = None,
+    fork_interpreters: bool = False,
 ) -> Iterator[str]:
     """A server in a child process; `telemetry` holds `telemetry.*` settings, and its log
-    then goes to `server.log` in its work dir (without it: Python's default, warnings)."""
+    then goes to `server.log` in its work dir (without it: Python's default, warnings).
+    `fork_interpreters`: `pool.fork_interpreters` (Python forked from a template)."""
     context = multiprocessing.get_context("spawn")
     parent, child = context.Pipe()
     with tempfile.TemporaryDirectory(prefix="gristmill-bench-") as work_dir:
         Path(work_dir).chmod(0o755)
         process = context.Process(
-            target=_serve, args=(child, work_dir, backend, pool, telemetry), daemon=True
+            target=_serve,
+            args=(child, work_dir, backend, pool, telemetry, fork_interpreters),
+            daemon=True,
         )
         process.start()
         child.close()
@@ -649,7 +656,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--pool",
         default="warm,cold",
-        help="embedded servers to run, in turn: with warm sandboxes, without (warm,cold)",
+        help="embedded servers to run, in turn: with warm sandboxes, without (warm,cold); "
+        "forked, forked-cold: the same with pool.fork_interpreters (process backend)",
     )
     parser.add_argument("--address", default=None, help="bench this running server instead")
     parser.add_argument("--timeout", type=float, default=60.0, help="per-call deadline, s (60)")
@@ -657,8 +665,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     args.clients = [int(c) for c in args.clients.split(",") if c.strip()]
     args.pools = [p.strip() for p in args.pool.split(",") if p.strip()]
-    if not args.pools or set(args.pools) - {"warm", "cold"}:
-        parser.error("--pool takes warm, cold or both")
+    if not args.pools or set(args.pools) - {"warm", "cold", "forked", "forked-cold"}:
+        parser.error("--pool takes warm, cold, forked or forked-cold")
     if args.n < 1 or args.duration <= 0 or any(c < 1 for c in args.clients):
         parser.error("-n, --duration and --clients must be positive")
     known = {w.language: w for w in WORKLOADS}
@@ -698,7 +706,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 backend = args.backend or "auto"
                 progress.log(f"starting the embedded server (backend: {backend}, pool: {mode})")
-                address = stack.enter_context(embedded_server(args.backend, mode == "warm"))
+                address = stack.enter_context(
+                    embedded_server(
+                        args.backend,
+                        mode in ("warm", "forked"),
+                        fork_interpreters=mode.startswith("forked"),
+                    )
+                )
             meta["address"] = address
             results += [bench_language(address, w, args, progress) for w in args.workloads]
     meta["elapsed_s"] = round(time.perf_counter() - started, 1)
