@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from gristmill.client import Client
-from gristmill.deps.cache import EnvironmentCache
+from gristmill.deps.cache import ENTRY_BYTES, EnvironmentCache
 from gristmill.observability import metrics
 from gristmill.server import BackgroundServer
 from gristmill.server.app import Server
@@ -160,7 +160,8 @@ def test_no_endpoint_unless_configured(real_config):
 
 async def test_a_cache_counts_its_lookups_bytes_and_evictions(tmp_path):
     root = tmp_path / f"cache-{uuid.uuid4().hex[:8]}"
-    cache = EnvironmentCache(root, max_bytes=1500)
+    # Each entry holds one small file, counted as ENTRY_BYTES: the budget holds one entry.
+    cache = EnvironmentCache(root, max_bytes=ENTRY_BYTES * 3 // 2)
     name = root.name
 
     def sample(metric: str, **labels: str) -> float:
@@ -174,9 +175,9 @@ async def test_a_cache_counts_its_lookups_bytes_and_evictions(tmp_path):
             pass
     assert sample("gristmill_cache_lookups_total", result="miss") == 2
     assert sample("gristmill_cache_lookups_total", result="hit") == 1
-    # The second build put the cache over its 1500 bytes: the first one went.
+    # The second build put the cache over its budget: the first one went.
     assert sample("gristmill_cache_evictions_total") == 1
-    assert sample("gristmill_cache_bytes") == 1000
+    assert sample("gristmill_cache_bytes") == ENTRY_BYTES
 
 
 PEP723_SIX = (
