@@ -525,6 +525,9 @@ def _supervise(spec: JailSpec, fds: dict[str, int], template: int = -1) -> None:
             if sent + received > job.network_bytes:
                 stop("network")
     ended_ns = time.monotonic_ns()
+    # Read before the rest of the job is killed: its network helper is in its group, and
+    # `tap0` (with its counters) goes with the helper.
+    sent, received = job.network_used(network) if network is not None else (0, 0)
     if early:
         # The program is gone: what is left of its jail goes too, off the job's path.
         _kill_the_rest(spec, pidfd)
@@ -536,7 +539,6 @@ def _supervise(spec: JailSpec, fds: dict[str, int], template: int = -1) -> None:
     if jail.job_dir_fd >= 0 and not collect and not early:
         # The tmpfs's last reference: freed now, before the report says the job is gone.
         os.close(jail.job_dir_fd)
-    sent, received = job.network_used(network) if network is not None else (0, 0)
     _send(
         report,
         {
