@@ -131,6 +131,7 @@ class ProcessSandbox:
         cleanups: set[asyncio.Future[None]],
         live: dict[asyncio.Future[None], ProcessSandbox],
         overhead_processes: int = 0,
+        memory_limit: int = 0,
     ) -> None:
         self.stdout = readers["stdout"]
         self.stderr = readers["stderr"]
@@ -145,6 +146,8 @@ class ProcessSandbox:
         self._cgroup = cgroup
         self._cleanups = cleanups
         self._overhead = overhead_processes
+        # The memory limit its group was made with.
+        self._memory_limit = memory_limit
         self._started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         self._handed: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._exit: dict[str, Any] | None = None
@@ -201,7 +204,9 @@ class ProcessSandbox:
         if self._cgroup is not None:
             try:
                 self._cgroup.hand_over(
-                    limits.memory_bytes, limits.processes + self._overhead, limits.cpu_millicores
+                    limits.memory_bytes - self._template_memory(),
+                    limits.processes + self._overhead,
+                    limits.cpu_millicores,
                 )
             except OSError:
                 return False  # e.g. it already uses more memory than the job may
@@ -211,6 +216,17 @@ class ProcessSandbox:
                 f"go {limits.wall_time_ms} {limits.cpu_time_ms} {limits.network_bytes}\n".encode(),
             )
         return await asyncio.shield(self._handed)
+
+    def _template_memory(self) -> int:
+        """What a sandbox forked from a template had its memory limit lowered by at its
+        start (`template._charge_template_memory`): its job's limit is lowered by as much."""
+        if not self._spec.fork_template or self._cgroup is None:
+            return 0
+        try:
+            lowered = int(self._cgroup.memory_files[1].read_text())
+        except (OSError, ValueError):
+            return 0
+        return max(self._memory_limit - lowered, 0)
 
     def _copy_files(self) -> None:
         """The job's files into the sandbox's tmpfs. Copied here, not by the supervisor: a
@@ -466,6 +482,7 @@ class ProcessBackend:
             self._cleanups,
             self._live,
             plan.profile.overhead_processes,
+            plan.limits.memory_bytes,
         )
 
     async def close(self) -> None:

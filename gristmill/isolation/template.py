@@ -42,7 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
-from gristmill.isolation.jail import JOB_FDS, JailSpec, prepare_program
+from gristmill.isolation.jail import JOB_FDS, JailSpec, join_cgroup, prepare_program, write_file
 from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, prctl
 
 if TYPE_CHECKING:
@@ -59,6 +59,8 @@ MAX_TEMPLATES = 4
 RESTART_S = 1.0
 """A template that died is started again at most this often; jobs in between are exec'd."""
 MAX_SPEC = 1 << 20
+MIN_MEMORY = 1 << 20
+"""The least memory limit `_charge_template_memory` leaves a job (a group must have one)."""
 
 
 class TemplateGone(Exception):
@@ -214,12 +216,36 @@ def _child(channel: int, build: Callable[..., None], run: Callable[[], object]) 
             # Its network namespace is the supervisor's, never ours (the host's).
             raise ValueError("a forked interpreter is never given the network")
         fds = dict(zip(JOB_FDS, job_fds, strict=True))
+        # In the job's group before its memory is measured (and again by `build`).
+        join_cgroup(spec)
+        _charge_template_memory(spec)
         build(spec, fds, status, channel, functools.partial(become_program, run=run))
     except BaseException as error:
         with contextlib.suppress(OSError):
             os.write(channel, f"template: {error}".encode(errors="replace"))
     finally:
         os._exit(1)
+
+
+def _charge_template_memory(spec: JailSpec) -> None:
+    """Lowers the job's memory limit by the template's anonymous memory this child holds.
+
+    Those pages are shared with the template and charged to its group, not to the job's:
+    without this a forked job could hold that much more than an exec'd one, whose
+    interpreter is charged to it, and its own count of its memory (RssAnon) would be past
+    what its group says. The service lowers a warm sandbox's job's limit by the same
+    (`ProcessSandbox.hand_over`).
+    """
+    if not spec.memory_files:
+        return  # no cgroup: RLIMIT_AS counts the template's mappings as an exec'd one's
+    limit_file = spec.memory_files[1]
+    try:
+        limit = int(Path(limit_file).read_text())
+    except ValueError:
+        return  # v2's "max": no limit to lower
+    with Path("/proc/self/status").open() as status:
+        shared = next(int(line.split()[1]) << 10 for line in status if line.startswith("RssAnon"))
+    write_file(limit_file, str(max(limit - shared, MIN_MEMORY)))
 
 
 def _interpreter_signals() -> None:

@@ -215,6 +215,27 @@ async def test_a_forked_jobs_limits_are_its_own(
     assert await _result(forked, "def main():\n    return FORKED\n") is True
 
 
+async def test_a_forked_job_holds_no_more_memory_than_an_execd_one(forked: Executor) -> None:
+    """The template's pages it shares are charged to the template's group, not the job's:
+    its group's limit is lowered by them, so that its own count of its memory (RssAnon,
+    which counts them) cannot pass its limit, as an exec'd interpreter's cannot."""
+    code = """
+        def _anonymous():
+            with open('/proc/self/status') as status:
+                return next(int(l.split()[1]) << 10 for l in status if l.startswith('RssAnon'))
+        def main(limit: int):
+            hoard = []
+            while _anonymous() < limit + (4 << 20):
+                hoard.append(b'\\x01' * (1 << 20))
+            return 'past its limit'
+    """
+    limit = 64 << 20
+    outcome = await run(
+        forked, "python", textwrap.dedent(code), {"limit": limit}, memory_bytes=limit
+    )
+    assert outcome.verdict is Verdict.MEMORY_LIMIT, outcome
+
+
 async def test_a_killed_template_is_started_again(forked: Executor) -> None:
     """A job started while the template is gone is exec'd; a later one is forked again, from
     a new template."""
