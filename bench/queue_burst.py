@@ -16,6 +16,8 @@ A burst of trivial jobs (Bash `echo 1` by default) through one gristmill server:
    (`FOR UPDATE SKIP LOCKED`, lease, fencing token) plus one write-back of an outcome,
    timed over `--overhead-jobs` jobs, p50/p95.
 
+`--history N` first fills N finished jobs (what a queue keeps within its retention).
+
 `--fairness` measures instead what one tenant's burst does to another: tenant A's
 `--jobs` are enqueued at once, and once A fills every slot tenant B enqueues
 `--b-jobs`; reported: B's enqueue-to-start p50/p95 (the database's clock: `started_at -
@@ -26,12 +28,26 @@ migration 2's global ready index put back for it) and once with the fair one
 `--concurrency` slots). Then the claim + write-back overhead of both claims; `--history
 N` first fills the queue with N finished jobs (what a queue without retention holds).
 
+`--scale` measures the schema: migration 3's (one table) beside today's (live queue,
+payloads, partitioned history), each in a database of its own: the claim's p50/p95/p99
+on an empty queue, with `--history` finished jobs and behind 100,000 retries in backoff
+at a higher priority; `--jobs` jobs enqueued (v3: `gristmill.enqueue` a row at a time;
+v4: `Queue.enqueue_many`) and drained `--concurrency` at a time by each version's own
+claim, heartbeat and write-back statements; heap and index sizes, dead tuples and the
+HOT share of the live table after, and `queue status`'s time. No server.
+
+`--ceiling 1,8,256` measures the queue alone: one worker with that many slots against
+an Execute target that answers at once, draining `--jobs` jobs: jobs/s, enqueue-to-start
+p50/p95/p99, the database connections it held and its write-back statements.
+
 PostgreSQL runs from `scripts/postgres.sh` in a temp dir on a port of its own, unless
 `--database` names one (its `gristmill` schema is then used as it is: use an empty one).
 
     .venv/bin/python bench/queue_burst.py                    # 1,000 jobs
     .venv/bin/python bench/queue_burst.py --jobs 10000 --json
     .venv/bin/python bench/queue_burst.py --fairness --jobs 2000 --history 1000000
+    .venv/bin/python bench/queue_burst.py --scale --jobs 100000 --history 1000000
+    .venv/bin/python bench/queue_burst.py --ceiling 1,8,256 --jobs 20000
 """
 
 from __future__ import annotations
@@ -858,6 +874,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 print_fairness(runs)
             return 0
+        history_s = fill_history(database, options.history) if options.history else 0.0
         log("warm-up")
         bench_direct(address, options.language, 20, 2)
         callers = options.workers * options.concurrency
@@ -886,6 +903,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "queue": queued,
         "direct_after": direct_after,
         "overhead": overhead,
+        "history": options.history,
+        "history_fill_s": round(history_s, 1),
     }
     if options.json:
         print(json.dumps(result))
@@ -905,7 +924,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"({queued['busy_slots']} busy on average): "
         f"{queued['jobs_per_s']} jobs/s, enqueue-to-outcome "
         f"p50 {queued['enqueue_to_outcome']['p50_ms']} ms "
-        f"p95 {queued['enqueue_to_outcome']['p95_ms']} ms, retries {queued['retries']}, "
+        f"p95 {queued['enqueue_to_outcome']['p95_ms']} ms, enqueue-to-start "
+        f"p50 {queued['enqueue_to_start']['p50_ms']} ms p95 {queued['enqueue_to_start']['p95_ms']}"
+        f" ms p99 {queued['enqueue_to_start']['p99_ms']} ms, retries {queued['retries']}, "
         f"worker CPU {queued['worker_cpu_ms_per_job']} ms/job"
     )
     print(

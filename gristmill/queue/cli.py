@@ -51,15 +51,17 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         "run queue jobs from PostgreSQL on servers",
         "Claims jobs from the queue, runs them on the servers and writes their outcomes back.",
         "  gristmill worker --target 127.0.0.1:50051 --concurrency 8\n"
-        "  gristmill worker --target a:50051 --target b:50051 --database postgresql:///jobs",
+        "  gristmill worker --target a:50051 --target b:50051 --database postgresql:///jobs\n"
+        "  gristmill worker --target gpu-1:50051=gpu,eu --target cpu-1:50051",
     )
     _database_flag(worker)
     worker.add_argument(
         "--target",
         action="append",
         default=[],
-        metavar="HOST:PORT",
-        help="a gristmill server (repeat for several; one DNS name spreads over its addresses)",
+        metavar="HOST:PORT[=LABEL,...]",
+        help="a gristmill server and the labels it has (repeat for several; one DNS name"
+        " spreads over its addresses); each job goes to one that runs it, the least busy",
     )
     worker.add_argument("--concurrency", type=int, default=4, help="jobs at once (4)")
     worker.add_argument("--lease-s", type=float, default=30.0, help="lease per claim (30)")
@@ -94,6 +96,13 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     enqueue.add_argument("--tenant", default="", help="tenant (slots are shared fairly)")
     enqueue.add_argument("--max-attempts", type=int, default=5, help="retries of lost runs (5)")
     enqueue.add_argument("--id", dest="job_id", help="the job's id (default: a new uuid)")
+    enqueue.add_argument(
+        "--tag",
+        action="append",
+        default=[],
+        dest="tags",
+        help="a label its server must have (repeat for several)",
+    )
     enqueue.add_argument("--wait", action="store_true", help="wait for its outcome, print it")
     enqueue.add_argument("--wait-timeout-s", type=float, default=None, help="give up after (never)")
 
@@ -167,6 +176,7 @@ def _enqueue(options: argparse.Namespace) -> int:
             tenant=options.tenant,
             priority=options.priority,
             max_attempts=options.max_attempts,
+            tags=options.tags,
         )
         print(job_id)
         if not options.wait:

@@ -325,6 +325,9 @@ $$;
 -- indexes; heartbeats, cancel requests and lease changes touch no indexed column (HOT).
 create table gristmill.queue (
     uid uuid primary key,
+    -- what a worker's servers must run for it: its language and the labels it requires
+    language text not null,
+    tags text[] not null default '{}',
     tenant text not null default '',
     priority integer not null default 0,
     run_after timestamptz not null default now(),
@@ -353,7 +356,6 @@ create index queue_scheduled on gristmill.queue (run_after) where state = 'sched
 create table gristmill.payloads (
     uid uuid primary key,
     key text check (key ~ '^[A-Za-z0-9._:-]{1,128}$'),
-    language text not null,
     code text not null,
     entry_point text not null default '',
     args jsonb not null default '{}' check (jsonb_typeof(args) = 'object'),
@@ -399,7 +401,8 @@ create table gristmill.history (
     exit_code integer,
     usage jsonb,
     outcome_lockfile text,
-    detail text
+    detail text,
+    tags text[] not null default '{}'
 ) partition by range (finished_at);
 create index history_uid on gristmill.history (uid);
 -- Rows outside every day's partition (none while `maintain` runs): kept, never lost.
@@ -417,7 +420,7 @@ create table gristmill.finished_counts (
 
 -- Every job, live or finished, as one relation with the columns of versions 1-3.
 create view gristmill.live as
-select coalesce(p.key, q.uid::text) as id, p.language, p.code, p.entry_point, p.args,
+select coalesce(p.key, q.uid::text) as id, q.language, p.code, p.entry_point, p.args,
        p.files, p.env, p.limits, p.lockfile, q.tenant, q.priority, q.attempts,
        q.max_attempts, case q.state when 'scheduled' then 'queued' else q.state end as state,
        q.lease_token, q.retries, q.last_error, q.cancel_requested, q.enqueued_at,
@@ -425,7 +428,7 @@ select coalesce(p.key, q.uid::text) as id, p.language, p.code, p.entry_point, p.
        null::jsonb as result, null::jsonb as error, null::text as stdout,
        null::text as stderr, null::integer as exit_code, null::jsonb as usage,
        null::text as outcome_lockfile, null::text as detail, q.uid, q.run_after,
-       q.leased_by, q.lease_expires_at
+       q.leased_by, q.lease_expires_at, q.tags
   from gristmill.queue q join gristmill.payloads p on p.uid = q.uid;
 
 create view gristmill.jobs as
@@ -436,7 +439,7 @@ select coalesce(h.key, h.uid::text), h.language, h.code, h.entry_point, h.args, 
        h.state, h.lease_token, h.retries, h.last_error, h.cancel_requested, h.enqueued_at,
        h.started_at, h.finished_at, h.verdict, h.result, h.error, h.stdout, h.stderr,
        h.exit_code, h.usage, h.outcome_lockfile, h.detail, h.uid, h.run_after, h.leased_by,
-       null::timestamptz
+       null::timestamptz, h.tags
   from gristmill.history h;
 
 -- One job by its id, with index probes only (`where id = ...` on the view scans history).
@@ -459,18 +462,19 @@ begin
         select j.*, coalesce(gristmill.job_uid(j.id), gristmill.uuidv7()) as new_uid
           from unnest(jobs) j
     ), payload as (
-        insert into gristmill.payloads (uid, key, language, code, entry_point, args, files,
-                                        env, limits, lockfile)
+        insert into gristmill.payloads (uid, key, code, entry_point, args, files, env,
+                                        limits, lockfile)
         select new_uid, case when g.id is distinct from new_uid::text then g.id end,
-               g.language, g.code, coalesce(g.entry_point, ''), coalesce(g.args, '{}'),
+               g.code, coalesce(g.entry_point, ''), coalesce(g.args, '{}'),
                coalesce(g.files, '{}'), coalesce(g.env, '{}'), coalesce(g.limits, '{}'),
                g.lockfile
           from given g
         returning uid, key
     ), live as (
-        insert into gristmill.queue (uid, tenant, priority, run_after, enqueued_at, state,
-                                     max_attempts)
-        select new_uid, coalesce(g.tenant, ''), coalesce(g.priority, 0),
+        insert into gristmill.queue (uid, language, tags, tenant, priority, run_after,
+                                     enqueued_at, state, max_attempts)
+        select new_uid, g.language, coalesce(g.tags, '{}'), coalesce(g.tenant, ''),
+               coalesce(g.priority, 0),
                coalesce(g.run_after, now()), coalesce(g.enqueued_at, now()),
                case when g.run_after > now() then 'scheduled' else 'queued' end,
                coalesce(g.max_attempts, 5)
@@ -482,7 +486,9 @@ begin
     perform pg_notify('gristmill_jobs', '');
 end $$;
 
-create or replace function gristmill.enqueue(
+drop function gristmill.enqueue(text, text, jsonb, jsonb, jsonb, text, integer, timestamptz,
+                              integer, text, text, jsonb, text);
+create function gristmill.enqueue(
     language text,
     code text,
     args jsonb default '{}',
@@ -495,14 +501,15 @@ create or replace function gristmill.enqueue(
     id text default null,
     entry_point text default '',
     env jsonb default '{}',
-    lockfile text default null
+    lockfile text default null,
+    tags text[] default '{}'
 ) returns text language sql as $$
     select gristmill.submit(array[row(
         enqueue.id, enqueue.language, enqueue.code, enqueue.entry_point, enqueue.args,
         enqueue.files, enqueue.env, enqueue.limits, enqueue.lockfile, enqueue.tenant,
         enqueue.priority, null, enqueue.max_attempts, null, null, null, null, null, null,
         null, null, null, null, null, null, null, null, null, null, null, null,
-        enqueue.run_after, null, null)::gristmill.jobs])
+        enqueue.run_after, null, null, enqueue.tags)::gristmill.jobs])
 $$;
 
 -- A plain INSERT into gristmill.jobs, as in versions 1-3.
@@ -544,12 +551,12 @@ create function gristmill.finish(
         on conflict (day, state, shard) do update set n = c.n + excluded.n
     )
     insert into gristmill.history
-    select e.uid, p.key, p.language, p.code, p.entry_point, p.args, p.files, p.env,
+    select e.uid, p.key, e.language, p.code, p.entry_point, p.args, p.files, p.env,
            p.limits, p.lockfile, e.tenant, e.priority, e.run_after, e.attempts,
            e.max_attempts, e.final_state, e.lease_token, e.leased_by, e.retries,
            coalesce(e.final_error, e.last_error), e.cancel_requested, e.enqueued_at,
            e.started_at, now(), e.verdict, e.result::jsonb, e.error::jsonb, e.stdout,
-           e.stderr, e.exit_code, e.usage::jsonb, e.lockfile, e.detail
+           e.stderr, e.exit_code, e.usage::jsonb, e.lockfile, e.detail, e.tags
       from ended e join payload p on p.uid = e.uid
     returning uid
 $$;
@@ -617,9 +624,13 @@ begin
            and c.relname ~ '^history_[0-9]{8}$'
     loop
         if (part.day + 1)::timestamptz <= now() - retention then
-            execute format('drop table gristmill.%I', part.relname);
-            delete from gristmill.finished_counts where finished_counts.day = part.day;
-            gone := gone || part.relname::text;
+            begin
+                execute format('drop table gristmill.%I', part.relname);
+                delete from gristmill.finished_counts where finished_counts.day = part.day;
+                gone := gone || part.relname::text;
+            exception when lock_not_available then
+                raise notice '% is being read: dropped next time', part.relname;
+            end;
         end if;
     end loop;
     created := made;
@@ -646,7 +657,8 @@ end $$;
 -- The fair claim of version 3 over the live queue (its rule is unchanged), after
 -- promoting the scheduled jobs that are due.
 drop function gristmill.claim(text, integer, double precision);
-create function gristmill.claim(worker text, max_jobs integer, lease_s double precision)
+create function gristmill.claim(worker text, max_jobs integer, lease_s double precision,
+                                languages text[] default null, labels text[] default '{}')
 returns setof gristmill.jobs language plpgsql as $$
 declare
     names text[];
@@ -714,6 +726,8 @@ begin
             end if;
             select j.uid into picked from gristmill.queue j
              where j.state = 'queued' and j.tenant = names[i]
+               and (languages is null or j.language = any(languages))
+               and j.tags <@ coalesce(labels, '{}')
              order by j.priority desc, j.run_after, j.enqueued_at
              limit 1 for update skip locked;
             if not found then
@@ -822,20 +836,71 @@ begin
     return (select h.state from gristmill.history h where h.uid = job limit 1);
 end $$;
 
+-- The workers and what their servers run (null languages: not yet known, any), each
+-- refreshed every few seconds, so that a job no live worker can run is said so.
+create table gristmill.workers (
+    worker text primary key,
+    languages text[],
+    labels text[] not null default '{}',
+    seen_at timestamptz not null default now()
+);
+
+create function gristmill.unroutable(language text, tags text[]) returns text
+language sql immutable as $$
+    select format('no worker''s servers run %s jobs', language)
+           || case when tags <> '{}' then ' labelled ' || array_to_string(tags, ', ')
+                   else '' end
+$$;
+
+-- Records what `worker`'s servers run, and marks the live jobs that no worker seen
+-- within `seen_within` can run (`last_error`; they stay queued; one worker at a time).
+-- Returns how many marks it set or took away.
+create function gristmill.routes(worker text, languages text[], labels text[],
+                                 seen_within interval default '1 minute')
+returns integer language plpgsql as $$
+declare
+    marked integer;
+begin
+    insert into gristmill.workers as w (worker, languages, labels, seen_at)
+    values (routes.worker, routes.languages, routes.labels, now())
+    on conflict on constraint workers_pkey do update
+        set languages = excluded.languages, labels = excluded.labels, seen_at = now();
+    if not pg_try_advisory_xact_lock(1735291252) then
+        return 0;
+    end if;
+    delete from gristmill.workers w where w.seen_at < now() - seen_within * 10;
+    -- Jobs that waited longer than that: a worker that just started may run them.
+    -- Once a worker can run one, its mark goes.
+    update gristmill.queue q set last_error = r.reason
+      from (select j.uid, case when exists (
+                       select 1 from gristmill.workers w
+                        where w.seen_at >= now() - seen_within
+                          and (w.languages is null or j.language = any(w.languages))
+                          and j.tags <@ w.labels)
+                   then null else gristmill.unroutable(j.language, j.tags) end as reason
+              from gristmill.queue j
+             where j.state in ('queued', 'scheduled') and j.enqueued_at < now() - seen_within
+           ) r
+     where q.uid = r.uid and q.last_error is distinct from r.reason
+       and (r.reason is not null or q.last_error = gristmill.unroutable(q.language, q.tags));
+    get diagnostics marked = row_count;
+    return marked;
+end $$;
+
 -- The rows of versions 1-3, moved: live ones to the queue, finished ones to the history
 -- (into partitions of their days), with their ids.
 create temporary table moved on commit drop as
 select j.*, gristmill.job_uid(j.id) as new_uid from gristmill.jobs_v3 j;
 
-insert into gristmill.payloads (uid, key, language, code, entry_point, args, files, env,
-                                limits, lockfile)
-select new_uid, case when id <> new_uid::text then id end, language, code, entry_point,
+insert into gristmill.payloads (uid, key, code, entry_point, args, files, env, limits,
+                                lockfile)
+select new_uid, case when id <> new_uid::text then id end, code, entry_point,
        args, files, env, limits, lockfile
   from moved where state in ('queued', 'running');
-insert into gristmill.queue (uid, tenant, priority, run_after, enqueued_at, state, attempts,
-                             max_attempts, lease_token, leased_by, lease_expires_at, retries,
-                             last_error, started_at, cancel_requested)
-select new_uid, tenant, priority, run_after, enqueued_at,
+insert into gristmill.queue (uid, language, tenant, priority, run_after, enqueued_at, state,
+                             attempts, max_attempts, lease_token, leased_by, lease_expires_at,
+                             retries, last_error, started_at, cancel_requested)
+select new_uid, language, tenant, priority, run_after, enqueued_at,
        case when state = 'queued' and run_after > now() then 'scheduled' else state end,
        attempts, max_attempts, lease_token, leased_by, lease_expires_at, retries, last_error,
        started_at, cancel_requested
@@ -849,7 +914,7 @@ select new_uid, case when id <> new_uid::text then id end, language, code, entry
        files, env, limits, lockfile, tenant, priority, run_after, attempts, max_attempts,
        state, lease_token, leased_by, retries, last_error, cancel_requested, enqueued_at,
        started_at, coalesce(finished_at, started_at, enqueued_at), verdict, result, error,
-       stdout, stderr, exit_code, usage, outcome_lockfile, detail
+       stdout, stderr, exit_code, usage, outcome_lockfile, detail, '{}'
   from moved where state not in ('queued', 'running');
 insert into gristmill.finished_counts (day, state, shard, n)
 select coalesce(finished_at, started_at, enqueued_at)::date, state, 0, count(*)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import TracebackType
@@ -76,13 +76,14 @@ class Queue:
         priority: int = 0,
         run_after: datetime | None = None,
         max_attempts: int = 5,
+        tags: Sequence[str] = (),
     ) -> str:
         """Queues a job and returns its id (a new UUIDv7 unless `job_id` is given)."""
         row = self._conn.execute(
             "select gristmill.enqueue(language => %s, code => %s, args => %s, files => %s,"
             " limits => %s, tenant => %s, priority => %s,"
             " run_after => coalesce(%s, now()), max_attempts => %s, id => %s,"
-            " entry_point => %s, env => %s, lockfile => %s)",
+            " entry_point => %s, env => %s, lockfile => %s, tags => %s)",
             (
                 language,
                 code,
@@ -97,6 +98,7 @@ class Queue:
                 entry_point,
                 Jsonb(dict(env or {})),
                 lockfile,
+                list(tags),
             ),
         ).fetchone()
         assert row is not None
@@ -117,7 +119,7 @@ class Queue:
                 " b.entry_point, b.args, b.files, b.env, b.limits, b.lockfile, b.tenant,"
                 " b.priority, null, b.max_attempts, null, null, null, null, null, null, null,"
                 " null, null, null, null, null, null, null, null, null, null, null,"
-                " coalesce(b.run_after, now()), null, null)::gristmill.jobs"
+                " coalesce(b.run_after, now()), null, null, b.tags)::gristmill.jobs"
                 " from pg_temp.gristmill_batch b order by b.n))"
             ).fetchall()
         return [str(row[0]) for row in rows]
@@ -187,6 +189,7 @@ class NewJob:
     priority: int = 0
     run_after: datetime | None = None
     max_attempts: int = 5
+    tags: Sequence[str] = ()
 
     def row(self) -> tuple[object, ...]:
         """Its values in `_BATCH_COLUMNS` order (after `n`), JSON as text for COPY."""
@@ -204,6 +207,7 @@ class NewJob:
             self.priority,
             self.run_after,
             self.max_attempts,
+            list(self.tags),
         )
 
 
@@ -222,13 +226,14 @@ _BATCH_COLUMNS = (
     "priority",
     "run_after",
     "max_attempts",
+    "tags",
 )
 
 _STAGING = """
 create temporary table if not exists gristmill_batch (
     n integer, id text, language text, code text, entry_point text, args jsonb, files jsonb,
     env jsonb, limits jsonb, lockfile text, tenant text, priority integer,
-    run_after timestamptz, max_attempts integer
+    run_after timestamptz, max_attempts integer, tags text[]
 ) on commit delete rows
 """
 

@@ -35,7 +35,7 @@ JOB_COLUMNS = (
     "id, language, code, entry_point, args, files, env, limits, lockfile, tenant, priority,"
     " attempts, max_attempts, state, lease_token, retries, last_error, cancel_requested,"
     " enqueued_at, started_at, finished_at, verdict, result, error, stdout, stderr,"
-    " exit_code, usage, outcome_lockfile, detail, uid"
+    " exit_code, usage, outcome_lockfile, detail, uid, tags"
 )
 
 
@@ -80,6 +80,7 @@ class JobRecord:
     outcome_lockfile: str | None
     detail: str | None
     uid: UUID  # the key in the database; `id` is what producers and servers see
+    tags: list[str]  # the labels a server must have to run it
 
     @property
     def finished(self) -> bool:

@@ -58,7 +58,7 @@ from gristmill.queue.migrations import migrate
 from gristmill.queue.records import JOB_COLUMNS, JobRecord, execute_arguments, outcome_columns
 from gristmill.v1 import runtime_pb2 as pb
 
-__all__ = ["Worker", "WorkerConfig", "WorkerStats", "channel_target"]
+__all__ = ["Worker", "WorkerConfig", "WorkerStats", "channel_target", "parse_target"]
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,8 @@ class WorkerConfig:
     # A notification of new work wakes the worker after a random pause up to this, so
     # that the workers do not all claim at once (the first ones take the work).
     wake_jitter_s: float = 0.005
+    # How often servers not reached yet are asked what they run, and the queue told.
+    discover_s: float = 10.0
     worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     migrate: bool = True
     # How the worker shows itself to the servers; None: from the environment
@@ -134,30 +136,39 @@ class WorkerStats:
         return dict(vars(self))
 
 
-def channel_target(targets: Sequence[str]) -> str:
-    """A gRPC target spreading calls over `targets`: one name as is (`dns:///` resolves
-    every address of it), several "host:port" as one `ipv4:`/`ipv6:` list."""
-    if len(targets) == 1:
-        target = targets[0]
-        return (
-            target
-            if "://" in target or target.startswith(("ipv4:", "ipv6:"))
-            else (f"dns:///{target}")
-        )
-    addresses = []
-    for target in targets:
-        host, _, port = target.rpartition(":")
-        info = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
-        family, *_, sockaddr = info[0]
-        ip = str(sockaddr[0])
-        addresses.append(
-            (family, f"[{ip}]:{port}" if family == socket.AF_INET6 else f"{ip}:{port}")
-        )
-    families = {family for family, _ in addresses}
-    if len(families) > 1:
-        raise ValueError("server addresses mix IPv4 and IPv6")
-    scheme = "ipv6" if families == {socket.AF_INET6} else "ipv4"
-    return f"{scheme}:" + ",".join(address for _, address in addresses)
+def parse_target(text: str) -> tuple[str, frozenset[str]]:
+    """A `--target`: "host:port" (or one DNS name, or a gRPC URI), then optionally
+    "=label,label": the labels that server has, which jobs' `tags` may require."""
+    address, _, labels = text.partition("=")
+    return address, frozenset(label for label in labels.split(",") if label)
+
+
+def channel_target(address: str) -> str:
+    """The gRPC target of one server: a URI as is; a name (or IP) through `dns:///`,
+    which spreads calls over every address of a name (round_robin)."""
+    if "://" in address or address.startswith(("ipv4:", "ipv6:", "unix:")):
+        return address
+    return f"dns:///{address}"
+
+
+@dataclass(eq=False)
+class _Target:
+    """A server (or one name of several) and what this worker knows of it."""
+
+    address: str
+    labels: frozenset[str]
+    client: AsyncClient
+    languages: frozenset[str] | None = None  # None: not reached yet (runs anything)
+    capacity: int = 0  # its slots plus queue places for us (0: not known)
+    in_flight: int = 0
+    down_until: float = 0.0  # it failed as unreachable: others first until then
+
+    def runs(self, job: JobRecord) -> bool:
+        known = self.languages is None or job.language in self.languages
+        return known and set(job.tags) <= self.labels
+
+    def load(self) -> float:
+        return self.in_flight / self.capacity if self.capacity else float(self.in_flight)
 
 
 class _Database:
@@ -217,10 +228,11 @@ class _Running:
 
 class Worker:
     def __init__(self, config: WorkerConfig, client: AsyncClient | None = None) -> None:
-        """`client`: the servers' client instead of one over `config.targets` (a bench
-        measures the queue alone with a target that answers at once)."""
+        """`client`: the client of every target instead of one each (a bench measures
+        the queue alone with a target that answers at once)."""
         self.config = config
         self._given_client = client
+        self._targets: list[_Target] = []
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
         self._leaving = asyncio.Event()
@@ -230,8 +242,6 @@ class Worker:
         self._write_db = _Database(config.conninfo, self._leaving)
         self._running: dict[str, _Running] = {}
         self._paused_until = 0.0
-        self._client: AsyncClient | None = None
-        self._cancel_clients: list[AsyncClient] = []
         self._cancelling: set[asyncio.Task[None]] = set()
         self._outbox: list[tuple[JobRecord, dict[str, Any], asyncio.Future[bool]]] = []
         self._outbox_ready = asyncio.Event()
@@ -246,26 +256,26 @@ class Worker:
         config = self.config
         if config.migrate:
             await self._migrate()
-        # Not waiting for a server to come back: the queue retries with its own backoff
-        # (and a lost server's calls move to the others through round_robin).
+        # Not waiting for a server to come back: the queue retries with its own backoff,
+        # routed to the other servers meanwhile.
         retry = RetryPolicy(wait_for_ready=False)
         options: list[tuple[str, Any]] = [
             *retry.channel_options(),
             ("grpc.lb_policy_name", "round_robin"),
         ]
         credentials = config.credentials or Credentials.from_env()
-        self._client = self._given_client or AsyncClient(
-            "",
-            retry=retry,
-            channel=credentials.aio_channel(channel_target(config.targets), options),
-            credentials=credentials,
-        )
-        if len(config.targets) > 1:
-            # Cancel must reach the server running the job: ask each one.
-            self._cancel_clients = [
-                AsyncClient(target, credentials=credentials) for target in config.targets
-            ]
+        for text in config.targets:
+            address, labels = parse_target(text)
+            client = self._given_client or AsyncClient(
+                "",
+                retry=retry,
+                channel=credentials.aio_channel(channel_target(address), options),
+                credentials=credentials,
+            )
+            self._targets.append(_Target(address, labels, client))
+        await self._discover_logged()
         helpers = [
+            asyncio.create_task(self._discovery(), name="discovery"),
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._write_back(), name="write-back"),
@@ -280,9 +290,9 @@ class Worker:
             for helper in helpers:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
-            await self._client.close()
-            for client in self._cancel_clients:
-                await client.close()
+            if self._given_client is None:
+                for target in self._targets:
+                    await target.client.close()
             await self._db.close()
             await self._write_db.close()
             log.info("worker %s stopped: %s", config.worker_id, self.stats.as_dict())
@@ -327,9 +337,17 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _claim(self, limit: int) -> list[JobRecord]:
+        languages, labels = self._can_run()
         rows = await self._db.fetch(
-            f"select {JOB_COLUMNS} from gristmill.claim(%(worker)s, %(limit)s, %(lease)s)",
-            {"limit": limit, "worker": self.config.worker_id, "lease": self.config.lease_s},
+            f"select {JOB_COLUMNS} from gristmill.claim(%(worker)s, %(limit)s, %(lease)s,"
+            " %(languages)s, %(labels)s)",
+            {
+                "limit": limit,
+                "worker": self.config.worker_id,
+                "lease": self.config.lease_s,
+                "languages": languages,
+                "labels": labels,
+            },
         )
         jobs = [JobRecord.from_row(row) for row in rows]
         self.stats.claimed += len(jobs)
@@ -384,16 +402,20 @@ class Worker:
 
     async def _execute(self, running: _Running) -> None:
         job = running.job
-        assert self._client is not None
         try:
             arguments = execute_arguments(job)
         except Exception as error:  # limits that do not parse, say: the job's own fault
             await self._fail(job, f"not a valid job: {error}")
             return
+        target = self._route(job)
+        if target is None:  # what its servers run changed since the claim
+            await self._release(job, f"no server of worker {self.config.worker_id} runs it")
+            return
         call = asyncio.ensure_future(
-            self._client.execute(timeout_s=self._call_timeout_s(job), **arguments)
+            target.client.execute(timeout_s=self._call_timeout_s(job), **arguments)
         )
         running.call = call
+        target.in_flight += 1
         try:
             outcome = await call
         except asyncio.CancelledError:
@@ -410,8 +432,12 @@ class Worker:
                 await self._release(job)
             return
         except grpc.RpcError as error:
+            if error.code() == grpc.StatusCode.UNAVAILABLE:
+                target.down_until = time.monotonic() + self.config.backoff_initial_s
             await self._service_failed(job, error)
             return
+        finally:
+            target.in_flight -= 1
         await self._record(job, outcome)
 
     async def _record(self, job: JobRecord, outcome: pb.Outcome) -> None:
@@ -485,19 +511,73 @@ class Worker:
         else:
             self.stats.fenced += 1
 
-    async def _release(self, job: JobRecord) -> None:
+    async def _release(self, job: JobRecord, reason: str | None = None) -> None:
         """Gives a claimed job back to the queue without using up an attempt."""
         rows = await self._db.fetch(
             """
             update gristmill.queue
                set state = 'queued', attempts = attempts - 1, run_after = now(),
-                   lease_expires_at = null
+                   lease_expires_at = null, last_error = coalesce(%(reason)s, last_error)
              where uid = %(uid)s and lease_token = %(token)s and state = 'running'
             returning uid
             """,
-            {"uid": job.uid, "token": job.lease_token},
+            {"uid": job.uid, "token": job.lease_token, "reason": reason},
         )
         self.stats.released += len(rows)
+
+    # --- routing --------------------------------------------------------------------
+
+    def _route(self, job: JobRecord) -> _Target | None:
+        """The server for a job: of those that run its language and have its labels, one
+        reachable with the most free room (random among equals); None when none runs it."""
+        able = [target for target in self._targets if target.runs(job)]
+        now = time.monotonic()
+        candidates = [target for target in able if target.down_until <= now] or able
+        random.shuffle(candidates)
+        return min(candidates, key=_Target.load, default=None)
+
+    def _can_run(self) -> tuple[list[str] | None, list[str]]:
+        """The languages (None: any, while a server is not reached) and labels the
+        servers have between them: what the claim may take."""
+        languages: set[str] = set()
+        for target in self._targets:
+            if target.languages is None:
+                return None, sorted(set().union(*(t.labels for t in self._targets)))
+            languages |= target.languages
+        return sorted(languages), sorted(set().union(*(t.labels for t in self._targets)))
+
+    async def _discover(self) -> None:
+        """Asks each server not known yet what it runs (`ListRuntimes`), then tells the
+        queue (`gristmill.routes`), which marks the jobs no worker can run."""
+
+        async def ask(target: _Target) -> None:
+            try:
+                info = await target.client.list_runtimes(timeout_s=5)
+            except grpc.RpcError as error:
+                log.info("server %s not reached (%s)", target.address, error.code().name)
+                return
+            target.languages = frozenset(r.language for r in info.runtimes if r.available)
+            target.capacity = info.caller.max_concurrent_jobs + info.caller.max_queued_jobs
+
+        await asyncio.gather(*(ask(t) for t in self._targets if t.languages is None))
+        languages, labels = self._can_run()
+        marked = await self._db.fetch(
+            "select gristmill.routes(%s, %s, %s, %s * interval '1 second')",
+            (self.config.worker_id, languages, labels, 6 * self.config.discover_s),
+        )
+        if marked and marked[0][0]:
+            log.info("%d queued job(s) marked or unmarked as no worker's to run", marked[0][0])
+
+    async def _discover_logged(self) -> None:
+        try:
+            await self._discover()
+        except psycopg.Error:
+            log.exception("discovery failed")
+
+    async def _discovery(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.discover_s)
+            await self._discover_logged()
 
     # --- cancellation -----------------------------------------------------------------
 
@@ -511,7 +591,8 @@ class Worker:
 
     async def _cancel(self, running: _Running) -> None:
         job_id = running.job.id
-        clients = self._cancel_clients or ([self._client] if self._client else [])
+        # It must reach the server running the job: ask each one.
+        clients = {id(t.client): t.client for t in self._targets}.values()
         answers = await asyncio.gather(
             *(client.cancel(job_id, timeout_s=10) for client in clients),
             return_exceptions=True,

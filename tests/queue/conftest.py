@@ -114,12 +114,15 @@ ScriptedServer = Callable[..., tuple[str, ScriptedRunner]]
 def scripted_server(
     make_config: ConfigFactory, fake_runtimes: Path, fake_profiles: Path
 ) -> Iterator[ScriptedServer]:
-    """Starts servers over a `ScriptedRunner` (language "fake"); yields (address, runner)."""
+    """Starts servers over a `ScriptedRunner` (language "fake" unless `runtimes_dir` is
+    given); yields (address, runner)."""
     servers: list[BackgroundServer] = []
 
     def start(**overrides: object) -> tuple[str, ScriptedRunner]:
         runner = ScriptedRunner()
-        config = make_config(runtimes_dir=fake_runtimes, profiles_dir=fake_profiles, **overrides)
+        config = make_config(
+            **{"runtimes_dir": fake_runtimes, "profiles_dir": fake_profiles, **overrides}
+        )
         server = BackgroundServer(config, runner=runner)
         servers.append(server)
         return server.__enter__(), runner

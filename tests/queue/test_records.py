@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from gristmill.queue.records import excerpt, outcome_columns
-from gristmill.queue.worker import channel_target
+from gristmill.queue.worker import channel_target, parse_target
 from gristmill.v1 import runtime_pb2 as pb
 
 
@@ -34,8 +34,9 @@ def test_a_result_with_nul_characters_is_kept_as_text() -> None:
     assert columns.result is not None and json.loads(columns.result) == '"a\\u0000"'
 
 
-def test_servers_are_one_round_robin_target() -> None:
-    assert channel_target(["127.0.0.1:1", "127.0.0.1:2"]) == "ipv4:127.0.0.1:1,127.0.0.1:2"
-    assert channel_target(["[::1]:1", "[::1]:2"]) == "ipv6:[::1]:1,[::1]:2"
-    assert channel_target(["gristmill.default.svc:50051"]) == "dns:///gristmill.default.svc:50051"
-    assert channel_target(["ipv4:10.0.0.1:1"]) == "ipv4:10.0.0.1:1"
+def test_a_target_is_one_grpc_target_with_its_labels() -> None:
+    assert channel_target("127.0.0.1:1") == "dns:///127.0.0.1:1"
+    assert channel_target("gristmill.default.svc:50051") == "dns:///gristmill.default.svc:50051"
+    assert channel_target("ipv4:10.0.0.1:1,10.0.0.2:1") == "ipv4:10.0.0.1:1,10.0.0.2:1"
+    assert parse_target("10.0.0.5:50051=gpu,eu") == ("10.0.0.5:50051", frozenset({"gpu", "eu"}))
+    assert parse_target("[::1]:50051") == ("[::1]:50051", frozenset())

@@ -111,11 +111,13 @@ async def test_a_request_the_server_refuses_fails_at_once(
 ) -> None:
     address, _ = scripted_server()
     with migrated_queue(database) as queue:
-        job_id = queue.enqueue("no-such-language", "x")
+        # A file outside the job's directory: INVALID_ARGUMENT. (A language no server
+        # runs is never claimed: see test_routing.py.)
+        job_id = queue.enqueue("fake", "x", files={"../escape": "x"})
         async with running_worker(database, [address]):
             job = await wait(queue, job_id)
     assert (job.state, job.attempts, job.retries) == ("failed", 1, 0)
-    assert job.last_error is not None
+    assert job.last_error is not None and job.last_error.startswith("INVALID_ARGUMENT")
 
 
 async def test_heartbeats_keep_the_lease_of_a_job_longer_than_it(
