@@ -385,7 +385,10 @@ def fill_history(database: str, jobs: int) -> float:
                 " from generate_series(%s::int, %s::int) as n".encode(),
                 (first, min(jobs, first + 100_000) - 1),
             )
-        conn.execute(f"vacuum analyze {table}".encode())
+        for vacuumed in (
+            [table] if current < 4 else [table, "gristmill.queue", "gristmill.payloads"]
+        ):
+            conn.execute(f"vacuum analyze {vacuumed}".encode())
     return time.perf_counter() - start
 
 
@@ -737,6 +740,8 @@ async def _ceiling(database: str, jobs: int, slots: int) -> dict[str, Any]:
     outcome, enqueue-to-start p50/p95/p99, and the database connections it held."""
     with Queue(database) as queue:
         ids = queue.enqueue_many(NewJob("bash", "echo 1") for _ in range(jobs))
+    with psycopg.connect(database, autocommit=True) as conn:
+        conn.execute("select pg_stat_reset()")
     worker = Worker(
         WorkerConfig(conninfo=database, targets=("127.0.0.1:1",), concurrency=slots, migrate=False),
         client=cast(AsyncClient, _InstantClient()),
@@ -757,7 +762,12 @@ async def _ceiling(database: str, jobs: int, slots: int) -> dict[str, Any]:
             connections = max(connections, int(row[1]))
             if row[0] == 0:
                 break
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.2)
+    with psycopg.connect(database, autocommit=True) as sync:
+        at_end = _sizes(sync, 4)
+        # The worker's own vacuum (every few seconds past a threshold) meanwhile.
+        await asyncio.sleep(3 * worker.config.vacuum_s)
+        later = _sizes(sync, 4)
     worker.stop()
     await task
     with psycopg.connect(database) as conn:
@@ -774,6 +784,8 @@ async def _ceiling(database: str, jobs: int, slots: int) -> dict[str, Any]:
         "enqueue_to_start": summary_ms([float(r[0]) for r in rows]),
         "database_connections": connections,
         "write_backs": worker.stats.write_backs,
+        "at_end": at_end,
+        "dead_tuples_later": later["dead_tuples"],
     }
 
 

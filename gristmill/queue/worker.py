@@ -103,6 +103,10 @@ class WorkerConfig:
     # once wholly older); `gristmill.maintain` runs every `maintain_s` on some worker.
     retention_s: float = 7 * 86400.0
     maintain_s: float = 300.0
+    # The live tables are vacuumed when they hold this many dead rows (looked at every
+    # `vacuum_s`), more often than autovacuum would.
+    vacuum_dead_tuples: int = 20_000
+    vacuum_s: float = 5.0
     # A notification of new work wakes the worker after a random pause up to this, so
     # that the workers do not all claim at once (the first ones take the work).
     wake_jitter_s: float = 0.005
@@ -238,8 +242,10 @@ class Worker:
         self._leaving = asyncio.Event()
         self._wake = asyncio.Event()
         self._db = _Database(config.conninfo, self._leaving)
-        # Write-backs on a connection of their own: they do not wait behind claims.
+        # Write-backs on a connection of their own: they do not wait behind claims; nor
+        # do claims behind housekeeping (vacuum, partitions, routes).
         self._write_db = _Database(config.conninfo, self._leaving)
+        self._housekeeping_db = _Database(config.conninfo, self._leaving)
         self._running: dict[str, _Running] = {}
         self._paused_until = 0.0
         self._cancelling: set[asyncio.Task[None]] = set()
@@ -295,6 +301,7 @@ class Worker:
                     await target.client.close()
             await self._db.close()
             await self._write_db.close()
+            await self._housekeeping_db.close()
             log.info("worker %s stopped: %s", config.worker_id, self.stats.as_dict())
 
     async def _migrate(self) -> None:
@@ -365,7 +372,7 @@ class Worker:
 
     async def _maintain(self) -> None:
         """Creates the history's partitions ahead and drops those past the retention."""
-        rows = await self._db.fetch(
+        rows = await self._housekeeping_db.fetch(
             "select created, dropped from gristmill.maintain(%s * interval '1 second')",
             (self.config.retention_s,),
         )
@@ -561,7 +568,7 @@ class Worker:
 
         await asyncio.gather(*(ask(t) for t in self._targets if t.languages is None))
         languages, labels = self._can_run()
-        marked = await self._db.fetch(
+        marked = await self._housekeeping_db.fetch(
             "select gristmill.routes(%s, %s, %s, %s * interval '1 second')",
             (self.config.worker_id, languages, labels, 6 * self.config.discover_s),
         )
@@ -628,12 +635,29 @@ class Worker:
             await asyncio.sleep(1.0)
 
     async def _maintenance(self) -> None:
+        next_maintain = 0.0
         while True:
             try:
-                await self._maintain()
+                if time.monotonic() >= next_maintain:
+                    await self._maintain()
+                    next_maintain = time.monotonic() + self.config.maintain_s
+                await self._vacuum()
             except psycopg.Error:
                 log.exception("maintenance failed")
-            await asyncio.sleep(self.config.maintain_s * random.uniform(0.5, 1.5))
+            await asyncio.sleep(min(self.config.maintain_s, self.config.vacuum_s))
+
+    async def _vacuum(self) -> None:
+        """Vacuums the live queue once it holds `vacuum_dead_tuples` dead rows: every
+        job leaves two there, faster than autovacuum comes round (once a minute), and
+        the claim's index walks would step over them (`skip_locked`: one worker at it)."""
+        rows = await self._housekeeping_db.fetch(
+            "select coalesce(sum(n_dead_tup), 0) from pg_stat_user_tables"
+            " where relid in ('gristmill.queue'::regclass, 'gristmill.payloads'::regclass)"
+        )
+        if rows and rows[0][0] >= self.config.vacuum_dead_tuples:
+            await self._housekeeping_db.fetch(
+                "vacuum (skip_locked) gristmill.queue, gristmill.payloads"
+            )
 
     def _wake_soon(self) -> None:
         """Wakes the claim loop after a random pause (not every worker at the same

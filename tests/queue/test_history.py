@@ -300,3 +300,26 @@ async def test_retention_drops_a_day_of_history_whole_while_a_worker_runs(
             assert conn.execute(
                 "select count(*) from gristmill.history where finished_at >= current_date"
             ).fetchone() == (40,)
+
+
+async def test_the_worker_vacuums_the_live_queue_once_dead_rows_pile_up(
+    database: str, scripted_server: ScriptedServer
+) -> None:
+    address, _ = scripted_server()
+    with Queue(database) as queue, psycopg.connect(database, autocommit=True) as conn:
+        queue.migrate()
+        ids = queue.enqueue_many(NewJob("fake", "x") for _ in range(150))
+        overrides = {"concurrency": 8, "vacuum_dead_tuples": 100, "vacuum_s": 0.2}
+
+        def vacuumed() -> bool:
+            conn.execute("select pg_stat_clear_snapshot()")
+            row = conn.execute(
+                "select vacuum_count from pg_stat_user_tables"
+                " where relid = 'gristmill.queue'::regclass"
+            ).fetchone()
+            return row is not None and row[0] > 0
+
+        async with running_worker(database, [address], **overrides):
+            jobs = [await wait(queue, job_id) for job_id in ids]
+            await until(vacuumed)  # by the worker: autovacuum counts apart
+    assert {job.state for job in jobs} == {"done"}
