@@ -119,7 +119,10 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         ("status", "the schema's version and jobs per state (finished: kept ones)"),
     ):
         _database_flag(actions.add_parser(name, help=text))
-    for name, text in (("show", "print a job as JSON"), ("cancel", "cancel a job")):
+    for name, text in (
+        ("show", "print a job as JSON, with its timeline (the wait in the queue, phases)"),
+        ("cancel", "cancel a job"),
+    ):
         action = actions.add_parser(name, help=text)
         _database_flag(action)
         action.add_argument("job_id")
@@ -130,7 +133,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
 
 
 def _record_json(job: JobRecord) -> str:
-    return json.dumps(vars(job), default=str, indent=2)
+    return json.dumps({**vars(job), "timeline": job.timeline()}, default=str, indent=2)
 
 
 def _exit_for(job: JobRecord) -> int:

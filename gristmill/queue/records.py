@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
 
@@ -30,6 +30,8 @@ __all__ = [
 ]
 
 FINISHED_STATES = frozenset({"done", "failed", "cancelled"})
+
+_MS = timedelta(milliseconds=1)
 
 JOB_COLUMNS = (
     "id, language, code, entry_point, args, files, env, limits, lockfile, tenant, priority,"
@@ -85,6 +87,27 @@ class JobRecord:
     @property
     def finished(self) -> bool:
         return self.state in FINISHED_STATES
+
+    def timeline(self) -> dict[str, Any]:
+        """Where its time went: enqueued, first claimed (started), finished, the wait in
+        the queue, the time from claim to outcome, and the server's phases within it."""
+
+        def ms(start: datetime | None, end: datetime | None) -> int | None:
+            return None if start is None or end is None else round((end - start) / _MS)
+
+        phases = (self.usage or {}).get("phases", {})
+        return {
+            "enqueued_at": self.enqueued_at.isoformat(),
+            "started_at": self.started_at.isoformat() if self.started_at else None,
+            "finished_at": self.finished_at.isoformat() if self.finished_at else None,
+            "queue_wait_ms": ms(self.enqueued_at, self.started_at),
+            "claim_to_outcome_ms": ms(self.started_at, self.finished_at),
+            "server_phases_ms": {
+                name.removesuffix("Ms"): int(value) for name, value in phases.items()
+            },
+            "attempts": self.attempts,
+            "retries": self.retries,
+        }
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> JobRecord:

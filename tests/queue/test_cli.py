@@ -67,3 +67,8 @@ def test_enqueue_and_wait_through_a_worker_that_stops_gracefully_on_sigterm(
     assert json.loads(status.stdout) == {"version": 4, "jobs": {"done": 2}}
     assert gristmill("queue", "cancel", slow_id, "--database", database).stdout.strip() == "done"
     assert gristmill("queue", "show", "nope", "--database", database).returncode == 1
+    timeline = json.loads(gristmill("queue", "show", slow_id, "--database", database).stdout)[
+        "timeline"
+    ]
+    assert timeline["queue_wait_ms"] >= 0 and timeline["claim_to_outcome_ms"] >= 2000
+    assert isinstance(timeline["server_phases_ms"], dict) and timeline["attempts"] == 1
