@@ -18,7 +18,10 @@ it; `gristmill.history` the finished ones, moved there in the write-back's state
 (`gristmill.finish`), partitioned by day of finish and dropped whole past the retention
 (`gristmill.maintain`). Keys are uuids (UUIDv7 when generated); a producer's text id maps to
 a uuid (`gristmill.job_uid`) and is kept beside it. `gristmill.jobs` is now a view over
-all of it, with the columns it had, and takes INSERTs as before.
+all of it, with the columns it had, and takes INSERTs as before. Routing: a job's
+`language` and `tags` (labels its server must have) are in the live row, the claim takes
+only what the worker's servers run, and `gristmill.workers` / `gristmill.routes` mark the
+jobs no live worker can run.
 """
 
 from __future__ import annotations
