@@ -105,7 +105,7 @@ async def test_a_forked_job_starts_as_an_execd_interpreter_would(forked: Executo
     ]
 
 
-async def test_a_forked_job_holds_no_capability_and_no_descriptor_of_the_template(
+async def test_a_forked_job_holds_no_capability_credential_or_descriptor_of_the_template(
     forked: Executor,
 ) -> None:
     """The child built its jail with every capability of its user namespace; no exec
@@ -116,10 +116,18 @@ async def test_a_forked_job_holds_no_capability_and_no_descriptor_of_the_templat
         def main():
             status = open('/proc/self/status').read().splitlines()
             caps = {line.split()[1] for line in status if line.startswith('Cap')}
-            fds = [int(fd) for fd in os.listdir('/proc/self/fd')]
-            return [FORKED, sorted(caps), [f for f in fds if os.path.exists(f'/proc/self/fd/{f}')]]
+            fds = [int(f) for f in os.listdir('/proc/self/fd')]
+            fds = [f for f in fds if os.path.exists(f'/proc/self/fd/{f}')]
+            ids = [os.getresuid(), os.getresgid(), open('/proc/self/uid_map').read().split()]
+            return [FORKED, sorted(caps), fds, ids]
     """
-    assert await _result(forked, code) == [True, ["0000000000000000"], [0, 1, 2, 3]]
+    assert await _result(forked, code) == [
+        True,
+        ["0000000000000000"],
+        [0, 1, 2, 3],
+        # The jail's user, mapped to that same unprivileged user on the host, never root.
+        [[65534] * 3, [65534] * 3, ["65534", "65534", "1"]],
+    ]
 
 
 async def test_a_forked_job_shares_no_writable_memory(forked: Executor) -> None:
