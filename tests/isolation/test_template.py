@@ -287,3 +287,22 @@ async def test_the_template_ends_with_its_backend() -> None:
         await executor.close()
         remove_work_dir(work_dir)
     ours[0].wait(30)
+
+
+async def test_the_template_ends_with_a_killed_fork_server() -> None:
+    """Only the fork server holds the template's requests' socket between jobs: killed,
+    its template sees the end of its requests and exits, orphaned for no longer."""
+    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
+    work_dir.chmod(0o755)
+    backend = open_backend("process", work_dir, fork_interpreters=True)
+    executor = Executor(Registry(), backend, work_dir)
+    try:
+        assert await _result(executor, "def main():\n    return FORKED\n") is True
+        (template,) = [t for t in _templates() if str(work_dir) in " ".join(t.cmdline())]
+        fork_server = template.parent()
+        assert fork_server is not None
+        fork_server.send_signal(signal.SIGKILL)
+        template.wait(30)
+    finally:
+        await executor.close()
+        remove_work_dir(work_dir)
