@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 from gristmill.isolation.jail import JOB_FDS, JailSpec, join_cgroup, prepare_program, write_file
-from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, prctl
+from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, default_signals, prctl
 
 if TYPE_CHECKING:
     from gristmill.isolation.profile import BindMount
@@ -250,10 +250,14 @@ def _charge_template_memory(spec: JailSpec) -> None:
 
 def _interpreter_signals() -> None:
     """A fresh interpreter's signals (init set some to their defaults): SIGINT raises
-    KeyboardInterrupt, SIGPIPE and SIGXFSZ are ignored, every other at its default."""
+    KeyboardInterrupt, SIGPIPE and SIGXFSZ are ignored, every other at its default, none
+    blocked. All are reset first: the template inherited what its starter ignored (under
+    make, glibc's posix_spawn leaves its internal signal 32 ignored), as an exec'd program
+    would not."""
+    default_signals()
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
 def _take_identity(spec: JailSpec) -> None:
