@@ -59,7 +59,7 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         "--target",
         action="append",
         default=[],
-        metavar="HOST:PORT[=LABEL,...]",
+        metavar="HOST:PORT[=LABELS]",
         help="a gristmill server and the labels it has (repeat for several; one DNS name"
         " spreads over its addresses); each job goes to one that runs it, the least busy",
     )
