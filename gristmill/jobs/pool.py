@@ -281,9 +281,16 @@ class WarmPool:
             self.discard(self._ready[oldest].popleft())
 
     def _memory_allows(self, kind: Kind) -> bool:
-        """Whether one more sandbox of `kind` (as big as its last) stays within budget."""
-        same = [w.memory_bytes for w in self._ready[kind]]
-        expected = max(same, default=0)
+        """Whether one more sandbox of `kind` (as big as its waiting ones) stays within
+        budget.
+
+        With none of its kind waiting its size is unknown, so it starts one at a time: on a
+        busy machine, where a start is slow and the demand's estimate high, three went past
+        a budget of one. Each start that ends tops its kind up (`_start`)."""
+        ready = self._ready[kind]
+        if not ready and self._starting[kind]:
+            return False
+        expected = max((w.memory_bytes for w in ready), default=0)
         starting = sum(self._starting.values()) * expected
         return self.memory_bytes() + starting + expected <= self.config.max_memory_bytes
 
@@ -296,6 +303,7 @@ class WarmPool:
         workspace: Workspace | None = None
         leases = contextlib.AsyncExitStack()
         began = time.monotonic()
+        top_up = False
         try:
             environment_dir = build_dir = None
             if (kind.environment or kind.build) and self._leaser is not None:
@@ -334,6 +342,7 @@ class WarmPool:
             demand = self._demand[kind]
             demand.start_s = (demand.start_s + (time.monotonic() - began)) / 2
             self._ready[kind].append(warm)
+            top_up = True
         except Exception:
             log.exception("a warm %s sandbox failed to start", kind.language)
             metrics.SANDBOX_SETUP_FAILURES.labels(kind.language, "warm").inc()
@@ -343,6 +352,8 @@ class WarmPool:
                 await asyncio.to_thread(workspace.remove)
         finally:
             self._starting[kind] -= 1
+        if top_up and not self._closed:
+            self._refill(kind, runtime)
 
     @staticmethod
     async def _destroy(warm: Warm) -> None:
