@@ -404,7 +404,13 @@ class Client:
     def close(self) -> None:
         self._channel.close()
 
-    def _call(self, method: str, request: Any, timeout_s: float | None) -> Any:
+    def _call(
+        self,
+        method: str,
+        request: Any,
+        timeout_s: float | None,
+        metadata: Sequence[tuple[str, str]] | None,
+    ) -> Any:
         deadline = _Deadline(timeout_s)
         attempt = 1
         while True:
@@ -413,7 +419,7 @@ class Client:
                     request,
                     timeout=deadline.remaining(),
                     wait_for_ready=self.retry.wait_for_ready,
-                    metadata=self._metadata,
+                    metadata=(*self._metadata, *(metadata or ())),
                 )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
@@ -429,6 +435,7 @@ class Client:
         args: Mapping[str, JsonValue] | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
         **job: Unpack[JobOptions],
     ) -> Outcome:
         """Runs a job and returns its typed `Outcome`."""
@@ -438,6 +445,7 @@ class Client:
                 code,
                 args,
                 timeout_s=timeout_s,
+                metadata=metadata,
                 **job,
             )
         )
@@ -449,11 +457,12 @@ class Client:
         args: Mapping[str, JsonValue] | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
         **job: Unpack[JobOptions],
     ) -> pb.Outcome:
         """Runs a job and returns its Outcome message (see `run` for the typed one)."""
         request = execute_request(language, code, args, **job)
-        outcome: pb.Outcome = self._call("Execute", request, timeout_s)
+        outcome: pb.Outcome = self._call("Execute", request, timeout_s, metadata)
         return outcome
 
     def execute_stream(
@@ -463,6 +472,7 @@ class Client:
         args: Mapping[str, JsonValue] | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
         **job: Unpack[JobOptions],
     ) -> Iterator[pb.ExecuteEvent]:
         """The job's events as they happen, its Outcome last (see the proto for the order).
@@ -479,7 +489,7 @@ class Client:
                     request,
                     timeout=deadline.remaining(),
                     wait_for_ready=self.retry.wait_for_ready,
-                    metadata=self._metadata,
+                    metadata=(*self._metadata, *(metadata or ())),
                 ):
                     started = True
                     yield event
@@ -491,24 +501,40 @@ class Client:
             time.sleep(pause)
             attempt += 1
 
-    def cancel(self, job_id: str, *, timeout_s: float | None = None) -> bool:
+    def cancel(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> bool:
         """Cancels a job; once this returns its processes are gone. False if it was not running."""
-        response = self._call("Cancel", pb.CancelRequest(job_id=job_id), timeout_s)
+        response = self._call("Cancel", pb.CancelRequest(job_id=job_id), timeout_s, metadata)
         return bool(response.cancelled)
 
-    def list_runtimes(self, *, timeout_s: float | None = None) -> pb.ListRuntimesResponse:
+    def list_runtimes(
+        self,
+        *,
+        timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> pb.ListRuntimesResponse:
         response: pb.ListRuntimesResponse = self._call(
-            "ListRuntimes", pb.ListRuntimesRequest(), timeout_s
+            "ListRuntimes", pb.ListRuntimesRequest(), timeout_s, metadata
         )
         return response
 
     def get_outcome(
-        self, job_id: str, *, wait: bool = False, timeout_s: float | None = None
+        self,
+        job_id: str,
+        *,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> pb.GetOutcomeResponse:
         """The state of a job sent earlier (and its outcome once done), without sending it
         again; with `wait`, a job in flight is waited for."""
         request = pb.GetOutcomeRequest(job_id=job_id, wait=wait)
-        response: pb.GetOutcomeResponse = self._call("GetOutcome", request, timeout_s)
+        response: pb.GetOutcomeResponse = self._call("GetOutcome", request, timeout_s, metadata)
         return response
 
     def describe(
@@ -518,10 +544,11 @@ class Client:
         entry_point: str | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
         """The entry point's parameters as a JSON Schema object."""
         request = pb.DescribeRequest(language=language, code=code, entry_point=entry_point or "")
-        response = self._call("Describe", request, timeout_s)
+        response = self._call("Describe", request, timeout_s, metadata)
         schema: dict[str, Any] = json.loads(response.parameters_schema_json)
         return schema
 
@@ -532,10 +559,11 @@ class Client:
         files: Mapping[str, bytes | str] | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> pb.ResolveResponse:
         """The code's dependencies and their lockfile; `error` is set when they cannot be had."""
         response: pb.ResolveResponse = self._call(
-            "Resolve", resolve_request(language, code, files), timeout_s
+            "Resolve", resolve_request(language, code, files), timeout_s, metadata
         )
         return response
 
@@ -573,7 +601,13 @@ class AsyncClient:
     async def close(self) -> None:
         await self._channel.close()
 
-    async def _call(self, method: str, request: Any, timeout_s: float | None) -> Any:
+    async def _call(
+        self,
+        method: str,
+        request: Any,
+        timeout_s: float | None,
+        metadata: Sequence[tuple[str, str]] | None,
+    ) -> Any:
         deadline = _Deadline(timeout_s)
         attempt = 1
         while True:
@@ -582,7 +616,7 @@ class AsyncClient:
                     request,
                     timeout=deadline.remaining(),
                     wait_for_ready=self.retry.wait_for_ready,
-                    metadata=self._metadata,
+                    metadata=(*self._metadata, *(metadata or ())),
                 )
             except grpc.RpcError as error:
                 pause = self.retry.pause_s(error, attempt, deadline)
@@ -598,6 +632,7 @@ class AsyncClient:
         args: Mapping[str, JsonValue] | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
         **job: Unpack[JobOptions],
     ) -> Outcome:
         """Runs a job and returns its typed `Outcome`."""
@@ -607,6 +642,7 @@ class AsyncClient:
                 code,
                 args,
                 timeout_s=timeout_s,
+                metadata=metadata,
                 **job,
             )
         )
@@ -618,11 +654,12 @@ class AsyncClient:
         args: Mapping[str, JsonValue] | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
         **job: Unpack[JobOptions],
     ) -> pb.Outcome:
         """Runs a job and returns its Outcome message (see `run` for the typed one)."""
         request = execute_request(language, code, args, **job)
-        outcome: pb.Outcome = await self._call("Execute", request, timeout_s)
+        outcome: pb.Outcome = await self._call("Execute", request, timeout_s, metadata)
         return outcome
 
     async def execute_stream(
@@ -632,6 +669,7 @@ class AsyncClient:
         args: Mapping[str, JsonValue] | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
         **job: Unpack[JobOptions],
     ) -> AsyncIterator[pb.ExecuteEvent]:
         """The job's events as they happen, its Outcome last; retried before the first only."""
@@ -645,7 +683,7 @@ class AsyncClient:
                     request,
                     timeout=deadline.remaining(),
                     wait_for_ready=self.retry.wait_for_ready,
-                    metadata=self._metadata,
+                    metadata=(*self._metadata, *(metadata or ())),
                 ):
                     started = True
                     yield event
@@ -657,24 +695,42 @@ class AsyncClient:
             await asyncio.sleep(pause)
             attempt += 1
 
-    async def cancel(self, job_id: str, *, timeout_s: float | None = None) -> bool:
+    async def cancel(
+        self,
+        job_id: str,
+        *,
+        timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> bool:
         """Cancels a job; once this returns its processes are gone. False if it was not running."""
-        response = await self._call("Cancel", pb.CancelRequest(job_id=job_id), timeout_s)
+        response = await self._call("Cancel", pb.CancelRequest(job_id=job_id), timeout_s, metadata)
         return bool(response.cancelled)
 
-    async def list_runtimes(self, *, timeout_s: float | None = None) -> pb.ListRuntimesResponse:
+    async def list_runtimes(
+        self,
+        *,
+        timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
+    ) -> pb.ListRuntimesResponse:
         response: pb.ListRuntimesResponse = await self._call(
-            "ListRuntimes", pb.ListRuntimesRequest(), timeout_s
+            "ListRuntimes", pb.ListRuntimesRequest(), timeout_s, metadata
         )
         return response
 
     async def get_outcome(
-        self, job_id: str, *, wait: bool = False, timeout_s: float | None = None
+        self,
+        job_id: str,
+        *,
+        wait: bool = False,
+        timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> pb.GetOutcomeResponse:
         """The state of a job sent earlier (and its outcome once done), without sending it
         again; with `wait`, a job in flight is waited for."""
         request = pb.GetOutcomeRequest(job_id=job_id, wait=wait)
-        response: pb.GetOutcomeResponse = await self._call("GetOutcome", request, timeout_s)
+        response: pb.GetOutcomeResponse = await self._call(
+            "GetOutcome", request, timeout_s, metadata
+        )
         return response
 
     async def describe(
@@ -684,10 +740,11 @@ class AsyncClient:
         entry_point: str | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> dict[str, Any]:
         """The entry point's parameters as a JSON Schema object."""
         request = pb.DescribeRequest(language=language, code=code, entry_point=entry_point or "")
-        response = await self._call("Describe", request, timeout_s)
+        response = await self._call("Describe", request, timeout_s, metadata)
         schema: dict[str, Any] = json.loads(response.parameters_schema_json)
         return schema
 
@@ -698,9 +755,10 @@ class AsyncClient:
         files: Mapping[str, bytes | str] | None = None,
         *,
         timeout_s: float | None = None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> pb.ResolveResponse:
         """The code's dependencies and their lockfile; `error` is set when they cannot be had."""
         response: pb.ResolveResponse = await self._call(
-            "Resolve", resolve_request(language, code, files), timeout_s
+            "Resolve", resolve_request(language, code, files), timeout_s, metadata
         )
         return response

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import socket
 import threading
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -15,6 +17,7 @@ from gristmill.client import (
     SERVICE_CONFIG,
     AsyncClient,
     Client,
+    Credentials,
     Outcome,
     RetryPolicy,
     Verdict,
@@ -226,3 +229,82 @@ def test_a_full_server_is_retried_until_a_slot_frees(fake_server):
         threading.Timer(0.5, runner.gate.set).start()
         assert client.run("fake", "now", job_id="waits-its-turn", timeout_s=60).ok
         assert running.result().verdict == pb.SUCCESS
+
+
+class _MetadataRecorder(grpc.GenericRpcHandler):
+    """Answers every method of the service with an empty message, recording each call's
+    metadata (the keys in `KEYS`) by method name."""
+
+    KEYS = ("authorization", "traceparent", "tenant")
+
+    def __init__(self) -> None:
+        self.seen: dict[str, list[tuple[str, str]]] = {}
+
+    def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        name = details.method.rpartition("/")[2]
+        method = pb.DESCRIPTOR.services_by_name["Runtime"].methods_by_name[name]
+        request = getattr(pb, method.input_type.name)
+        response = getattr(pb, method.output_type.name)
+        self.seen[name] = [(k, v) for k, v in details.invocation_metadata if k in self.KEYS]
+        if name == "ExecuteStream":
+            return grpc.unary_stream_rpc_method_handler(
+                lambda _request, _context: iter([pb.ExecuteEvent()]),
+                request.FromString,
+                response.SerializeToString,
+            )
+        answer = (
+            pb.DescribeResponse(parameters_schema_json="{}") if name == "Describe" else response()
+        )
+        return grpc.unary_unary_rpc_method_handler(
+            lambda _request, _context: answer, request.FromString, response.SerializeToString
+        )
+
+
+@pytest.fixture
+def metadata_recorder() -> Iterator[tuple[str, _MetadataRecorder]]:
+    recorder = _MetadataRecorder()
+    server = grpc.server(concurrent.futures.ThreadPoolExecutor(2), handlers=[recorder])
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    yield f"127.0.0.1:{port}", recorder
+    server.stop(None)
+
+
+async def _every_call(client: Client | AsyncClient, metadata: list[tuple[str, str]]) -> None:
+    """Makes every call of `client` (blocking or asyncio) once with `metadata`."""
+    calls = [
+        ("run", ("fake", "now")),
+        ("execute", ("fake", "now")),
+        ("cancel", ("job",)),
+        ("list_runtimes", ()),
+        ("get_outcome", ("job",)),
+        ("describe", ("fake", "now")),
+        ("resolve", ("fake", "now")),
+    ]
+    for name, args in calls:
+        answer = getattr(client, name)(*args, metadata=metadata)
+        if asyncio.iscoroutine(answer):
+            await answer
+    stream = client.execute_stream("fake", "now", metadata=metadata)
+    if isinstance(stream, AsyncIterator):
+        [_ async for _ in stream]
+    else:
+        list(stream)
+
+
+@pytest.mark.parametrize("kind", [Client, AsyncClient])
+async def test_every_call_sends_its_metadata_beside_the_clients_own(metadata_recorder, kind):
+    address, recorder = metadata_recorder
+    client = kind(address, credentials=Credentials(token="secret"))
+    ours = [
+        ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ("tenant", "t"),
+    ]
+    await _every_call(client, ours)
+    closed = client.close()
+    if asyncio.iscoroutine(closed):
+        await closed
+    names = set(pb.DESCRIPTOR.services_by_name["Runtime"].methods_by_name)
+    assert set(recorder.seen) == names
+    sent = sorted([("authorization", "Bearer secret"), *ours])
+    assert all(sorted(seen) == sent for seen in recorder.seen.values()), recorder.seen
