@@ -409,7 +409,7 @@ class Client:
         method: str,
         request: Any,
         timeout_s: float | None,
-        metadata: Sequence[tuple[str, str]] | None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> Any:
         deadline = _Deadline(timeout_s)
         attempt = 1
@@ -606,7 +606,7 @@ class AsyncClient:
         method: str,
         request: Any,
         timeout_s: float | None,
-        metadata: Sequence[tuple[str, str]] | None,
+        metadata: Sequence[tuple[str, str]] | None = None,
     ) -> Any:
         deadline = _Deadline(timeout_s)
         attempt = 1
