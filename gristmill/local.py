@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import importlib.util
 import os
 import signal
 import socket
@@ -38,6 +39,8 @@ IDLE_EXIT_S = 900.0
 """A local server with no call for this long exits."""
 START_TIMEOUT_S = 120.0
 PROBE_TIMEOUT_S = 0.5
+SERVER_MODULES = ("prometheus_client", "psutil", "seccomp", "rich")
+"""Modules of the `server` extra a server cannot start without: the client alone has none."""
 
 
 class LocalServerError(GristmillError):
@@ -124,10 +127,17 @@ class LocalServer:
         return self.address
 
     def _start(self) -> None:
+        missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+        if missing:
+            raise LocalServerError(
+                "this install has the client only, and no --target was given: install the"
+                " server part (pip install 'gristmill[server]') to run jobs here, or pass"
+                f" --target HOST:PORT of a running server (missing: {', '.join(missing)})"
+            )
         argv = [
             sys.executable,
             "-m",
-            "gristmill.cli",
+            "gristmill",
             "serve",
             "--address",
             self.address,
