@@ -13,6 +13,8 @@
 #                  then the cost per job of logs, metrics and traces (bench/telemetry.py)
 #   make profile   install, then where a trivial job's time and CPU go (bench/costs.py)
 #   make proto     regenerate gristmill/v1/ from proto/ (done by install when stale)
+#   make dist      the sdist and the wheel into dist/ (pip install dist/gristmill-*.whl is
+#                  the client; 'gristmill[server] @ file://...' the server too)
 #   make images    container images per language and `all` (images/build.sh; IMAGES="go all")
 #   make images-test  each image under podman, its languages' conformance run from outside
 #   make clean     remove the venv, tools, generated code, caches and var/
@@ -35,16 +37,17 @@ BENCH_ARGS ?=
 TELEMETRY_BENCH_ARGS ?=
 PROFILE_ARGS ?=
 PYTEST_ARGS ?=
+DIST ?= dist
 
 export PIP_DISABLE_PIP_VERSION_CHECK := 1
 export PIP_NO_INPUT := 1
 
 say = @printf '==> %s\n' "$(1)"
 
-.PHONY: help install proto run test pytest lint fmt bench profile clean system images images-test
+.PHONY: help install proto dist run test pytest lint fmt bench profile clean system images images-test
 
 help:
-	@sed -n '3,18p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,20p' Makefile | sed 's/^# \{0,1\}//'
 
 # --- install -------------------------------------------------------------------
 
@@ -64,6 +67,13 @@ $(DEPS_STAMP): pyproject.toml | $(PY)
 	@touch $@
 
 proto: $(PROTO_OUT)
+
+# uv builds the sdist, then the wheel from that sdist: so the wheel holds only what the
+# sdist ships (MANIFEST.in), and its generated code comes from proto/ (setup.py).
+dist: install
+	$(call say,building the sdist and the wheel into $(DIST)/)
+	@$(BIN)/uv build --quiet --out-dir $(DIST) .
+	@ls -1 $(DIST)/gristmill-*
 
 $(PROTO_OUT): $(PROTO_SRC) $(DEPS_STAMP)
 	$(call say,generating gristmill/v1/ from $(PROTO_SRC))
@@ -138,5 +148,5 @@ pytest: $(DEPS_STAMP) $(PROTO_OUT)
 
 clean:
 	@if [ -x scripts/postgres.sh ] && [ -d var/postgres ]; then scripts/postgres.sh stop || true; fi
-	rm -rf $(VENV) .tools gristmill/v1 var build .mypy_cache .ruff_cache .pytest_cache *.egg-info
+	rm -rf $(VENV) .tools gristmill/v1 var build dist .mypy_cache .ruff_cache .pytest_cache *.egg-info
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
