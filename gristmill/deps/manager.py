@@ -30,14 +30,14 @@ from pathlib import Path
 
 from gristmill.config import DependencyConfig
 from gristmill.deps.cache import EnvironmentCache, Unsealable
-from gristmill.deps.errors import DependencyFailure
 from gristmill.deps.key import EnvironmentKey
 from gristmill.deps.resolutions import ResolutionKey, Resolutions
 from gristmill.deps.sandboxed import ToolPaths, ToolRunner
-from gristmill.deps.tool import Resolver, ToolContext
 from gristmill.errors import LanguageUnavailable
 from gristmill.isolation.backend import SandboxBackend
+from gristmill.languages.errors import DependencyFailure
 from gristmill.languages.registry import Runtime
+from gristmill.languages.resolver import Resolver, ToolContext
 from gristmill.model import Dependency, Job, JobEvent, Lockfile, PhaseEvent, Resolution
 from gristmill.observability import metrics
 from gristmill.offload import Offload

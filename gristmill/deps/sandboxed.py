@@ -18,7 +18,7 @@ or is fetched there:
 - the resolver talks only to the configured index (`deps.index_url`, else its
   default): requirements and lockfiles naming a URL, a path or an index option are
   refused before any step starts (`runtimes/python/dependencies.py`,
-  `gristmill.deps.lockfiles`), and the resolver runs with `--no-config`.
+  `gristmill.languages.lockfiles`), and the resolver runs with `--no-config`.
 
 With source builds allowed, a package's build code runs here with that network and
 the download cache writable: each tenant then has a download cache of its own
@@ -52,16 +52,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gristmill.deps.cache import OverBudget, tree_size, within_budget
-from gristmill.deps.errors import DependencyFailure
 from gristmill.deps.locks import flock, open_lock, try_flock
-from gristmill.deps.tool import JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR, Step
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
 from gristmill.isolation.egress import EgressPolicy
+from gristmill.isolation.layout import JAIL_BUILD_DIR, JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR
 from gristmill.isolation.profile import BindMount, SandboxProfile
 from gristmill.jobs.step import LineSink, StepRun, failure, run_step
 from gristmill.jobs.workspace import safe_relative_path
-from gristmill.languages.spec import JAIL_BUILD_DIR
+from gristmill.languages.errors import DependencyFailure
+from gristmill.languages.resolver import Step
 from gristmill.model import Limits
 
 __all__ = ["ToolPaths", "ToolRunner", "trim_cache"]

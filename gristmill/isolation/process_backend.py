@@ -26,10 +26,10 @@ from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
 from gristmill.isolation.egress import host_addresses, policy
 from gristmill.isolation.forkserver import FD_NAMES
 from gristmill.isolation.jail import JailSpec, copy_job_files
+from gristmill.isolation.layout import JAIL_JOB_DIR
 from gristmill.isolation.nsjail import log_outcome
 from gristmill.isolation.seccomp import compile_bpf
 from gristmill.isolation.template import template_command
-from gristmill.languages.spec import JAIL_JOB_DIR
 from gristmill.model import Limits
 
 STREAM_LIMIT = 1 << 20

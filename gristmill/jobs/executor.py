@@ -38,6 +38,7 @@ from gristmill.isolation.backend import (
     SandboxInfo,
     StopReason,
 )
+from gristmill.isolation.layout import JAIL_JOB_DIR
 from gristmill.jobs import context, envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
@@ -54,7 +55,6 @@ from gristmill.jobs.workspace import (
 )
 from gristmill.languages import Registry, Runtime
 from gristmill.languages.plugin import ArgumentsRejected
-from gristmill.languages.spec import JAIL_JOB_DIR
 from gristmill.model import (
     BuildInfo,
     EnvironmentInfo,

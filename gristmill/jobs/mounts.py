@@ -12,18 +12,19 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from gristmill.deps.tool import ENV_VARIABLE, JAIL_ENV_DIR
 from gristmill.isolation.backend import SandboxPlan
-from gristmill.isolation.profile import BindMount
-from gristmill.jobs.workspace import Workspace
-from gristmill.languages import Runtime
-from gristmill.languages.spec import (
+from gristmill.isolation.layout import (
     BUILD_VARIABLE,
+    ENV_VARIABLE,
     JAIL_BUILD_DIR,
+    JAIL_ENV_DIR,
     JAIL_RUNTIME_DIR,
     JAIL_SHARED_DIR,
     MEMORY_VARIABLE,
 )
+from gristmill.isolation.profile import BindMount
+from gristmill.jobs.workspace import Workspace
+from gristmill.languages import Runtime
 from gristmill.model import Limits
 
 __all__ = ["job_plan"]

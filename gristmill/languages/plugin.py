@@ -12,7 +12,7 @@ from gristmill.model import Dependency, Job
 
 if TYPE_CHECKING:
     from gristmill.config import DatabaseConfig
-    from gristmill.deps.tool import Resolver
+    from gristmill.languages.resolver import Resolver
 
 
 class ArgumentsRejected(Exception):

@@ -73,6 +73,17 @@ def _load_plugin(folder: Path) -> LanguagePlugin:
     return plugin
 
 
+def language_folders(runtimes_dir: Path) -> list[Path]:
+    """The folders of `runtimes_dir` that are languages: each with a runtime.toml, but
+    none whose name starts with `_` (`_template`, a new language's minimum, is a model
+    to copy, never served)."""
+    return [
+        manifest.parent
+        for manifest in sorted(runtimes_dir.glob("*/runtime.toml"))
+        if not manifest.parent.name.startswith("_")
+    ]
+
+
 class Registry:
     """Every language found under `runtimes_dir`, by name."""
 
@@ -83,11 +94,11 @@ class Registry:
     ) -> None:
         self.runtimes_dir, self.profiles_dir = runtimes_dir, profiles_dir
         self._runtimes: dict[str, Runtime] = {}
-        for manifest in sorted(runtimes_dir.glob("*/runtime.toml")):
-            spec = load_spec(manifest.parent)
+        for folder in language_folders(runtimes_dir):
+            spec = load_spec(folder)
             self._runtimes[spec.name] = Runtime(
                 spec=spec,
-                plugin=_load_plugin(manifest.parent),
+                plugin=_load_plugin(folder),
                 profile=load_profile(profiles_dir, spec.name),
             )
 

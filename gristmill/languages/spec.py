@@ -13,22 +13,6 @@ from typing import Any
 from gristmill.errors import GristmillError
 from gristmill.model import Limits
 
-JAIL_RUNTIME_DIR = "/gristmill/runtime"
-"""Where a language's folder is mounted, read-only, inside the sandbox."""
-JAIL_JOB_DIR = "/job"
-"""The job's own directory inside the sandbox: its working directory, writable."""
-JAIL_BUILD_DIR = "/gristmill/build"
-"""What a step produces: writable while a build (or an install) step fills it, then
-mounted read-only into the job's run sandbox; `BUILD_VARIABLE` there says so."""
-BUILD_VARIABLE = "GRISTMILL_BUILD"
-JAIL_SHARED_DIR = "/gristmill/shared"
-"""What a `[build]` table's trusted `prime` step produced, mounted read-only into every
-build step of that language (e.g. a compiler cache of its standard library)."""
-MEMORY_VARIABLE = "GRISTMILL_MEMORY_BYTES"
-"""The memory limit of the step, in bytes, set for a language whose runtime.toml asks
-(`memory_variable = true`): a runtime that must size itself to it (a JVM's heap, a
-garbage collector's target) cannot see the cgroup's limit from inside the sandbox."""
-
 MiB = 1024 * 1024
 DEFAULT_BUILD_LIMITS = Limits(
     wall_time_ms=60_000,

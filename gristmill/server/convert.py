@@ -15,11 +15,11 @@ from typing import Any
 from google.protobuf import json_format
 
 from gristmill.config import Caps, ServerConfig
-from gristmill.deps.errors import DependencyFailure
-from gristmill.deps.tool import ChecksLockfiles
 from gristmill.errors import InvalidRequest
 from gristmill.isolation.backend import SandboxInfo
 from gristmill.languages import Registry, Runtime
+from gristmill.languages.errors import DependencyFailure
+from gristmill.languages.resolver import ChecksLockfiles
 from gristmill.model import (
     Dependency,
     Job,

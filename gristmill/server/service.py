@@ -22,8 +22,8 @@ from grpc_status import rpc_status
 
 from gristmill import __version__, buildinfo, errors
 from gristmill.config import ServerConfig
-from gristmill.deps.errors import DependencyFailure
 from gristmill.languages import Registry, Runtime
+from gristmill.languages.errors import DependencyFailure
 from gristmill.model import Job, Resolution
 from gristmill.offload import Offload
 from gristmill.server import convert, validate

@@ -15,9 +15,9 @@ from typing import Any
 
 from gristmill import strictjson
 from gristmill.config import ENV_PREFIX
-from gristmill.deps import lockfiles
 from gristmill.errors import InvalidRequest, LimitTooHigh, quoted
 from gristmill.isolation.egress import PolicyError, parse_entry
+from gristmill.languages import lockfiles
 from gristmill.languages.spec import RuntimeSpec
 from gristmill.model import JobFile, Limits, Lockfile
 
@@ -288,7 +288,7 @@ def lockfile(
 ) -> Lockfile:
     """A lockfile a job may be installed from: for its language, in its resolver's format,
     its content matching `sha256` when that is given, and passing `own_rules`, its
-    resolver's `check_lockfile` (`gristmill.deps.lockfiles.check`; a format without rules
+    resolver's `check_lockfile` (`gristmill.languages.lockfiles.check`; a format without rules
     is refused). Empty language and format mean the job's."""
     if lock_format is None:
         raise InvalidRequest(field, f"{language} jobs have no dependencies to lock")

@@ -8,9 +8,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gristmill.languages import syntax
-from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
-from gristmill.model import Job
+from gristmill.languages import ArgumentsRejected, Job, LanguagePlugin, syntax
 
 BASH = syntax.grammar("tree_sitter_bash")
 

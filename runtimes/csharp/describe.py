@@ -18,8 +18,7 @@ import xml.etree.ElementTree as ElementTree
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from gristmill.errors import InvalidRequest
-from gristmill.languages import syntax
+from gristmill.languages import InvalidRequest, syntax
 from gristmill.languages.syntax import Node
 
 from .nuget_resolver import REFERENCE

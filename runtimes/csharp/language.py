@@ -8,10 +8,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gristmill import strictjson
-from gristmill.errors import InvalidRequest
-from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
-from gristmill.model import Dependency, Job
+from gristmill.languages import (
+    ArgumentsRejected,
+    Dependency,
+    InvalidRequest,
+    Job,
+    LanguagePlugin,
+    strictjson,
+)
 
 from . import describe, nuget_resolver
 

@@ -14,10 +14,16 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from gristmill.deps import lockfiles
-from gristmill.deps.errors import DependencyFailure
-from gristmill.deps.tool import Step, ToolContext
-from gristmill.model import Dependency, DependencySource, Lockfile
+from gristmill.languages import (
+    Dependency,
+    DependencyFailure,
+    DependencySource,
+    Lockfile,
+    LockfileRefused,
+    Step,
+    ToolContext,
+    json_line,
+)
 
 from . import nuget
 
@@ -64,9 +70,9 @@ def _packages(content: str, feed_url: str | None) -> list[dict[str, str]]:
         return nuget.read_lockfile(content, feed_url)
     except nuget.Failure as refused:
         if not refused.where:
-            raise lockfiles.LockfileRefused(str(refused)) from None
-        number, text = lockfiles.json_line(content, refused.where)
-        raise lockfiles.LockfileRefused.at(number, text, f"is refused: {refused}") from None
+            raise LockfileRefused(str(refused)) from None
+        number, text = json_line(content, refused.where)
+        raise LockfileRefused.at(number, text, f"is refused: {refused}") from None
 
 
 class NuGet:
@@ -96,7 +102,7 @@ class NuGet:
     def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
         try:
             packages = _packages(lockfile.content, _feed(context))
-        except lockfiles.LockfileRefused as refused:
+        except LockfileRefused as refused:
             raise DependencyFailure(f"the lockfile: {refused}") from refused
         # The checked entries, re-rendered: nothing of the caller's text beyond them.
         clean = {"version": nuget.LOCK_VERSION, "feed": _feed(context), "packages": packages}

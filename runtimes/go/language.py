@@ -11,9 +11,7 @@ from typing import Any
 
 import tree_sitter
 
-from gristmill.languages import syntax
-from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
-from gristmill.model import Dependency, Job
+from gristmill.languages import ArgumentsRejected, Dependency, Job, LanguagePlugin, syntax
 
 from . import modules
 from .resolver import GoModules

@@ -6,10 +6,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from gristmill.deps.errors import DependencyFailure
-from gristmill.deps.lockfiles import LockfileRefused
-from gristmill.languages import syntax
-from gristmill.model import Dependency, DependencySource
+from gristmill.languages import (
+    Dependency,
+    DependencyFailure,
+    DependencySource,
+    LockfileRefused,
+    syntax,
+)
 
 MODULE = "gristmill.job"
 """The module path of every job: its package is `gristmill.job`, wrapper.go imports it."""

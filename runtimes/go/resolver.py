@@ -8,10 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gristmill.deps.errors import DependencyFailure
-from gristmill.deps.lockfiles import LockfileRefused
-from gristmill.deps.tool import Step, ToolContext
-from gristmill.model import Dependency, Lockfile
+from gristmill.languages import (
+    Dependency,
+    DependencyFailure,
+    Lockfile,
+    LockfileRefused,
+    Step,
+    ToolContext,
+)
 
 from . import modules
 

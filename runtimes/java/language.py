@@ -12,11 +12,16 @@ from typing import Any
 
 import tree_sitter
 
-from gristmill.deps.errors import DependencyFailure
-from gristmill.errors import InvalidRequest
-from gristmill.languages import syntax
-from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
-from gristmill.model import Dependency, DependencySource, Job
+from gristmill.languages import (
+    ArgumentsRejected,
+    Dependency,
+    DependencyFailure,
+    DependencySource,
+    InvalidRequest,
+    Job,
+    LanguagePlugin,
+    syntax,
+)
 
 from .resolver import COORDINATE, Maven
 

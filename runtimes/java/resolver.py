@@ -12,7 +12,7 @@ sandbox, with its local repository in the shared download cache.
              `classpath` lists them, as the run sees them, in the lockfile's order.
 
 The lockfile's lines are checked before any step runs (`check`, registered with
-`gristmill.deps.lockfiles`): a coordinate of letters, digits, '.', '_' and '-', and a
+`gristmill.languages.lockfiles`): a coordinate of letters, digits, '.', '_' and '-', and a
 hash; nothing that could name a URL, a path or an option reaches Maven.
 """
 
@@ -23,10 +23,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from gristmill.deps import lockfiles
-from gristmill.deps.errors import DependencyFailure
-from gristmill.deps.tool import JAIL_ENV_DIR, Step, ToolContext
-from gristmill.model import Dependency, Lockfile
+from gristmill.languages import (
+    JAIL_ENV_DIR,
+    Dependency,
+    DependencyFailure,
+    Lockfile,
+    LockfileRefused,
+    Step,
+    ToolContext,
+)
 
 LOCK_FORMAT = "maven.lock"
 MAVEN = "/usr/share/maven/bin/mvn"
@@ -136,17 +141,15 @@ def pins(content: str) -> tuple[Pin, ...]:
             continue
         match = _PIN.fullmatch(text)
         if match is None:
-            raise lockfiles.LockfileRefused.at(
-                number, text, "is not `group:artifact:version sha256:<hex>`"
-            )
+            raise LockfileRefused.at(number, text, "is not `group:artifact:version sha256:<hex>`")
         if _FLOATING.fullmatch(match["version"]):
-            raise lockfiles.LockfileRefused.at(number, text, "is refused: its version floats")
+            raise LockfileRefused.at(number, text, "is refused: its version floats")
         pin = Pin(match["group"], match["artifact"], match["version"], match["sha256"])
         if (pin.group, pin.artifact) in found:
-            raise lockfiles.LockfileRefused.at(number, text, "pins an artifact a second time")
+            raise LockfileRefused.at(number, text, "pins an artifact a second time")
         found[(pin.group, pin.artifact)] = pin
     if not found:
-        raise lockfiles.LockfileRefused("the lockfile pins no artifact")
+        raise LockfileRefused("the lockfile pins no artifact")
     return tuple(found.values())
 
 
@@ -216,7 +219,7 @@ class Maven:
     def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
         try:
             pinned = pins(lockfile.content)
-        except lockfiles.LockfileRefused as refused:
+        except LockfileRefused as refused:
             raise DependencyFailure(f"the lockfile: {refused}") from refused
         return Step(
             argv=("/bin/sh", "install.sh"),

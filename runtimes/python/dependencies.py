@@ -28,8 +28,7 @@ from pathlib import Path, PurePosixPath
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-from gristmill.deps.errors import DependencyFailure
-from gristmill.model import Dependency, DependencySource
+from gristmill.languages import Dependency, DependencyFailure, DependencySource
 
 PYTHON = "python"
 """The name of the dependency that stands for `requires-python`."""

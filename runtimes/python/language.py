@@ -7,9 +7,7 @@ import ast
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gristmill.errors import InvalidRequest
-from gristmill.languages.plugin import LanguagePlugin
-from gristmill.model import Dependency
+from gristmill.languages import Dependency, InvalidRequest, LanguagePlugin
 
 from . import dependencies, schema
 from .resolver import Uv

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
-from gristmill.deps.lockfiles import LockfileRefused
+from gristmill.languages import LockfileRefused
 
 __all__ = ["REQUIREMENTS_TXT", "Pin", "requirements_txt"]
 

@@ -19,10 +19,14 @@ from collections.abc import Sequence
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from gristmill.deps.errors import DependencyFailure
-from gristmill.deps.lockfiles import LockfileRefused
-from gristmill.deps.tool import Step, ToolContext
-from gristmill.model import Dependency, Lockfile
+from gristmill.languages import (
+    Dependency,
+    DependencyFailure,
+    Lockfile,
+    LockfileRefused,
+    Step,
+    ToolContext,
+)
 
 from .dependencies import PYTHON
 from .lockfile import REQUIREMENTS_TXT, requirements_txt

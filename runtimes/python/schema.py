@@ -17,7 +17,7 @@ import contextlib
 import re
 from typing import Any
 
-from gristmill import strictjson
+from gristmill.languages import strictjson
 
 _FORMATTED = {
     "datetime": "date-time",

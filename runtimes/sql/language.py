@@ -33,12 +33,15 @@ from sqlglot.dialects.sqlite import SQLite
 from sqlglot.errors import TokenError
 from sqlglot.tokenizer_core import Token, TokenType
 
-from gristmill.config import DatabaseConfig
-from gristmill.errors import InvalidRequest
-from gristmill.isolation.profile import BindMount
-from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
+from gristmill.languages import (
+    ArgumentsRejected,
+    BindMount,
+    DatabaseConfig,
+    InvalidRequest,
+    Job,
+    LanguagePlugin,
+)
 from gristmill.languages.syntax import MAX_SOURCE_BYTES
-from gristmill.model import Job
 
 from .relay import Relay
 

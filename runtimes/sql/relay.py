@@ -58,9 +58,7 @@ from pglast import parser as pg_parser
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
-from gristmill.config import ConfigError, DatabaseConfig
-from gristmill.model import Job
-from gristmill.offload import INLINE_BYTES
+from gristmill.languages import ConfigError, DatabaseConfig, Job
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +72,9 @@ RELEASE_WAIT_S = 5.0
 `DISCARD ALL`) before it closes the connection instead."""
 LINE_LIMIT = 64 * 1024 * 1024
 """The longest request line the relay reads (a statement with its values)."""
+THREAD_PARSE_CHARS = 256 * 1024
+"""Statements longer than this are parsed on a thread: below it the thread's round trip
+costs more than the parse."""
 
 
 def to_json(value: Any) -> Any:
@@ -524,7 +525,7 @@ class _Session:
                 "ProtocolError",
                 f"a statement of {len(sql)} characters; the job's longest is {self.longest}",
             )
-        if len(sql) > INLINE_BYTES:
+        if len(sql) > THREAD_PARSE_CHARS:
             # libpg_query parses without the interpreter's lock: the event loop serves on.
             await asyncio.to_thread(check_statement, sql)
         else:

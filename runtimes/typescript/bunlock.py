@@ -18,7 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from gristmill.deps.lockfiles import LockfileRefused, json_line
+from gristmill.languages import LockfileRefused, json_line
 
 BUN_LOCK = "bun.lock"
 PROJECT_NAME = "gristmill-job"

@@ -21,10 +21,13 @@ import re
 from collections.abc import Iterator, Sequence
 from pathlib import PurePosixPath
 
-from gristmill.deps.errors import DependencyFailure
-from gristmill.errors import InvalidRequest
-from gristmill.languages import syntax
-from gristmill.model import Dependency, DependencySource
+from gristmill.languages import (
+    Dependency,
+    DependencyFailure,
+    DependencySource,
+    InvalidRequest,
+    syntax,
+)
 
 from .signature import LANGUAGE
 

@@ -9,10 +9,14 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gristmill.deps.errors import DependencyFailure
-from gristmill.errors import InvalidRequest
-from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
-from gristmill.model import Dependency, Job
+from gristmill.languages import (
+    ArgumentsRejected,
+    Dependency,
+    DependencyFailure,
+    InvalidRequest,
+    Job,
+    LanguagePlugin,
+)
 
 from . import dependencies, signature
 from .resolver import Bun

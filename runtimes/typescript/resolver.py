@@ -18,10 +18,14 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from gristmill.deps import lockfiles
-from gristmill.deps.errors import DependencyFailure
-from gristmill.deps.tool import Step, ToolContext
-from gristmill.model import Dependency, Lockfile
+from gristmill.languages import (
+    Dependency,
+    DependencyFailure,
+    Lockfile,
+    LockfileRefused,
+    Step,
+    ToolContext,
+)
 
 from . import bunlock
 
@@ -81,7 +85,7 @@ class Bun:
     def install(self, lockfile: Lockfile, context: ToolContext) -> Step:
         try:
             checked = bunlock.check(lockfile.content)
-        except lockfiles.LockfileRefused as refused:
+        except LockfileRefused as refused:
             raise DependencyFailure(f"the lockfile: {refused}") from refused
         argv = [f"{context.tools_dir}/bun", INSTALL_PROGRAM, context.build_dir]
         argv += ["--frozen-lockfile", "--production", "--backend=copyfile", *self._options(context)]

@@ -29,8 +29,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from gristmill import strictjson
-from gristmill.languages import syntax
+from gristmill.languages import strictjson, syntax
 
 LANGUAGE = syntax.grammar("tree_sitter_typescript", "language_typescript")
 _MAX_DEPTH = 16

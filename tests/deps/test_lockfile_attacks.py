@@ -19,10 +19,10 @@ import pytest
 
 from gristmill.client import Client
 from gristmill.config import load_config
-from gristmill.deps.errors import DependencyFailure
-from gristmill.deps.tool import ChecksLockfiles, ToolContext
 from gristmill.errors import InvalidRequest
+from gristmill.languages.errors import DependencyFailure
 from gristmill.languages.registry import Registry
+from gristmill.languages.resolver import ChecksLockfiles, ToolContext
 from gristmill.model import Lockfile
 from gristmill.server import BackgroundServer, validate
 from gristmill.v1 import runtime_pb2 as pb

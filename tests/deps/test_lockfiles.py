@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from gristmill.deps import lockfiles
 from gristmill.errors import MAX_QUOTED_CHARS, InvalidRequest
+from gristmill.languages import lockfiles
 from gristmill.model import Lockfile
 from gristmill.server import validate
 

@@ -16,12 +16,12 @@ from pathlib import Path
 import pytest
 
 from gristmill.deps.sandboxed import ToolPaths, ToolRunner
-from gristmill.deps.tool import JAIL_TOOL_CACHE_DIR, Step
 from gristmill.errors import SandboxFailure
+from gristmill.isolation.layout import JAIL_BUILD_DIR, JAIL_TOOL_CACHE_DIR
 from gristmill.isolation.profile import SandboxProfile, load_profile
 from gristmill.isolation.select import open_backend
 from gristmill.languages.registry import REPO_ROOT
-from gristmill.languages.spec import JAIL_BUILD_DIR
+from gristmill.languages.resolver import Step
 from gristmill.model import Limits
 
 LIMITS = Limits(

@@ -113,7 +113,7 @@ def test_nuget_references_are_read_in_order_each_once() -> None:
     ['#r "nuget: https://evil.example/x.nupkg, 1.0"', '#r "nuget: Good.Name, 1.0; rm -rf"'],
 )
 def test_a_reference_that_is_not_an_id_and_a_version_is_refused(line: str) -> None:
-    from gristmill.deps.errors import DependencyFailure
+    from gristmill.languages.errors import DependencyFailure
 
     with pytest.raises(DependencyFailure, match="line 1"):
         Registry().get("csharp").plugin.dependencies(line + "\n")

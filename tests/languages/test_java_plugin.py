@@ -7,9 +7,8 @@ import json
 
 import pytest
 
-from gristmill.deps import DependencyFailure, lockfiles
 from gristmill.errors import InvalidRequest
-from gristmill.languages import Registry
+from gristmill.languages import DependencyFailure, Registry, lockfiles
 from gristmill.languages.plugin import ArgumentsRejected
 from gristmill.model import Job, Limits
 

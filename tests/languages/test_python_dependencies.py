@@ -7,8 +7,7 @@ import re
 
 import pytest
 
-from gristmill.deps import DependencyFailure, ToolContext
-from gristmill.languages import Registry
+from gristmill.languages import DependencyFailure, Registry, ToolContext
 from gristmill.model import Dependency, DependencySource, Lockfile
 
 DECLARED, INFERRED = DependencySource.DECLARED, DependencySource.INFERRED

@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 
+from gristmill.isolation.layout import MEMORY_VARIABLE
 from gristmill.isolation.profile import load_profile
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages.plugin import LanguagePlugin
 from gristmill.languages.registry import REPO_ROOT, Runtime
-from gristmill.languages.spec import DEFAULT_BUILD_LIMITS, MEMORY_VARIABLE, SpecError, load_spec
+from gristmill.languages.spec import DEFAULT_BUILD_LIMITS, SpecError, load_spec
 from gristmill.model import Limits
 
 HEAD = """\

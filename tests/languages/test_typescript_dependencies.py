@@ -14,7 +14,7 @@ import pytest
 
 from gristmill.client import Client, outcome_result
 from gristmill.config import load_config
-from gristmill.deps.lockfiles import LockfileRefused
+from gristmill.languages.lockfiles import LockfileRefused
 from gristmill.languages.registry import Registry
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2 as pb

@@ -205,7 +205,7 @@ const required = require("is-odd");
 
 
 def test_a_version_that_is_not_a_registry_range_is_refused():
-    from gristmill.deps.errors import DependencyFailure
+    from gristmill.languages.errors import DependencyFailure
 
     with pytest.raises(DependencyFailure, match="not a version range"):
         PLUGIN.dependencies('import x from "lodash@file:..";\nexport function main() {}')
@@ -234,7 +234,7 @@ def test_a_package_json_among_the_files_declares_the_dependencies_instead_of_the
     ],
 )
 def test_a_package_json_naming_anything_but_registry_ranges_is_refused(version):
-    from gristmill.deps.errors import DependencyFailure
+    from gristmill.languages.errors import DependencyFailure
 
     manifest = json.dumps({"dependencies": {"lodash": version}}).encode()
     with pytest.raises(DependencyFailure, match="not a version range"):

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from gristmill.config import DEFAULT_LIMITS, MAX_LIMITS
-from gristmill.deps import lockfiles
 from gristmill.errors import InvalidRequest, LimitTooHigh
+from gristmill.languages import lockfiles
 from gristmill.languages.spec import load_spec
 from gristmill.model import JobFile, Limits, Lockfile
 from gristmill.server import validate

@@ -4,7 +4,7 @@ A lockfile a caller sends (`Job.lockfile`) is installed for them, so it is check
 first: a line naming an archive by URL or path, another registry, a version range or
 an option of the installer would fetch code from wherever the caller likes. The rules
 are each language's own, in its folder: its resolver's `check_lockfile`
-(`gristmill.deps.tool.ChecksLockfiles`), which accepts only the form the resolver
+(`gristmill.languages.resolver.ChecksLockfiles`), which accepts only the form the resolver
 itself writes; what is installed is then re-rendered from what was checked, so that
 the installer never reads a line the check did not parse. This module only calls
 them, refuses a format without rules, and says how a refusal names its line.

@@ -1,7 +1,7 @@
 """What a language says about its resolver: the commands that lock and install, as data.
 
 A language's plugin returns a `Resolver`; the core runs its `Step`s in a sandbox with
-network (`sandboxed.ToolRunner`). Steps are argv lists and file contents, never shell
+network (`gristmill.deps.sandboxed.ToolRunner`). Steps are argv lists and file contents, never shell
 strings, and they see only the jail paths in `ToolContext`.
 """
 
@@ -11,17 +11,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from gristmill.languages.spec import JAIL_BUILD_DIR
+from gristmill.isolation.layout import JAIL_BUILD_DIR, JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR
 from gristmill.model import Dependency, Lockfile
-
-JAIL_TOOLS_DIR = "/gristmill/tools"
-"""Where the resolver's programs are mounted, read-only, in the resolve sandbox."""
-JAIL_TOOL_CACHE_DIR = "/gristmill/cache"
-"""The resolver's own download cache, writable and shared by every resolve and install
-(which is why no package's build code may run there unless the service allows it)."""
-JAIL_ENV_DIR = "/gristmill/env"
-"""Where a job finds its environment, read-only; `ENV_VARIABLE` in its environment says so."""
-ENV_VARIABLE = "GRISTMILL_ENVIRONMENT"
 
 
 @dataclass(frozen=True)
@@ -90,7 +81,7 @@ class Resolver(Protocol):
         """The step that installs exactly `lockfile` into `context.build_dir`.
 
         Raises `DependencyFailure` for a lockfile that names anything but pinned packages
-        of the configured index (`gristmill.deps.lockfiles`).
+        of the configured index (`gristmill.languages.lockfiles`).
         """
         ...
 
@@ -102,7 +93,7 @@ class ChecksLockfiles(Protocol):
     from it."""
 
     def check_lockfile(self, content: str) -> None:
-        """Raises `gristmill.deps.lockfiles.LockfileRefused` unless `content` pins only
+        """Raises `gristmill.languages.lockfiles.LockfileRefused` unless `content` pins only
         exact packages of the configured registry, each with its hash; the refusal names
         the line (`LockfileRefused.at`)."""
         ...

@@ -11,7 +11,7 @@ In one run, against one embedded server whose caches start empty:
 - `bun install alone`: `bun install --frozen-lockfile` of the same lockfile into a fresh
   directory from a warm download cache, outside any sandbox, median of N.
 
-    .venv/bin/python runtimes/typescript/bench_dependencies.py [-n 10] [--json]
+    .venv/bin/python bench/typescript_dependencies.py [-n 10] [--json]
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 

@@ -1,0 +1,63 @@
+"""A language folder imports the service only through `gristmill.languages`, its one API."""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gristmill.languages.registry import REPO_ROOT
+
+RUNTIMES = REPO_ROOT / "runtimes"
+API = "gristmill.languages"
+
+# Not plugin code: the Python wrapper in template mode runs inside the sandbox as the
+# service's own fork template, which is the service's code by design (its README says so).
+ALLOWED = {("python/wrapper.py", "gristmill.isolation.template")}
+
+
+def _imported(tree: ast.AST) -> Iterator[tuple[int, str]]:
+    """Every module a file imports, nested imports included, with its line."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from ((node.lineno, alias.name) for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node.lineno, node.module
+
+
+def _core_imports(path: Path, root: Path = RUNTIMES) -> list[str]:
+    """The `gristmill.*` modules `path` (under `root`) imports outside the plugin API."""
+    relative = path.relative_to(root).as_posix()
+    return [
+        f"{relative}:{line}: {module}"
+        for line, module in _imported(ast.parse(path.read_text(), str(path)))
+        if module.split(".")[0] == "gristmill"
+        and module != API
+        and not module.startswith(f"{API}.")
+        and (relative, module) not in ALLOWED
+    ]
+
+
+def test_every_language_folder_imports_the_service_only_through_its_plugin_api() -> None:
+    sources = sorted(RUNTIMES.rglob("*.py"))
+    assert len(sources) > 20, "the runtimes were not found"
+    assert [found for path in sources for found in _core_imports(path)] == []
+
+
+def test_the_check_sees_an_import_of_another_core_module(tmp_path: Path) -> None:
+    """The rule would fail a folder that reached past the API, nested imports too."""
+    source = "from gristmill.languages import Job\n\ndef f():\n    import gristmill.deps.cache\n"
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "language.py").write_text(source)
+    found = _core_imports(tmp_path / "probe" / "language.py", tmp_path)
+    assert found == ["probe/language.py:4: gristmill.deps.cache"]
+
+
+@pytest.mark.parametrize("name", ["LanguagePlugin", "Resolver", "Step", "ToolContext"])
+def test_the_api_exports_what_a_plugin_builds_on(name: str) -> None:
+    import gristmill.languages
+
+    assert name in gristmill.languages.__all__
+    assert getattr(gristmill.languages, name).__module__.startswith(API)
