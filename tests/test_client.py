@@ -1,14 +1,17 @@
-"""The client library: request building, retries under one job id, the asyncio twin."""
+"""The client library: request building, retries under one job id; every test of a call
+runs over both clients (`connect`), the blocking one being generated from the asyncio one."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import inspect
 import json
 import socket
 import threading
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 import pytest
@@ -21,13 +24,66 @@ from gristmill.client import (
     Outcome,
     RetryPolicy,
     Verdict,
-    _Deadline,
     execute_request,
     outcome_result,
 )
+from gristmill.client.retry import Deadline
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2 as pb
+from scripts import unasync_client
 from tests.conftest import FakeRunner
+
+
+class _OnALoop:
+    """An `AsyncClient` driven from blocking code, its calls run on an event loop of its
+    own, so that one test drives either client."""
+
+    def __init__(self, target: str, **options: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._client: AsyncClient = self._run(self._connect(target, options))
+
+    @staticmethod
+    async def _connect(target: str, options: dict[str, Any]) -> AsyncClient:
+        return AsyncClient(target, **options)
+
+    def _run(self, coroutine: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        method = getattr(self._client, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            answer = method(*args, **kwargs)
+            if inspect.isasyncgen(answer):
+                return iter(self._run(_collected(answer)))
+            return self._run(answer)
+
+        return call
+
+    def __enter__(self) -> _OnALoop:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._run(self._client.close())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+
+
+async def _collected(events: Any) -> list[Any]:
+    return [event async for event in events]
+
+
+@pytest.fixture(params=["blocking", "asyncio"])
+def connect(request: pytest.FixtureRequest) -> Callable[..., Any]:
+    """Makes a client of either kind: `connect(target, retry=..., credentials=...)`."""
+    return Client if request.param == "blocking" else _OnALoop
+
+
+def test_the_blocking_client_is_generated_from_the_asyncio_one():
+    """Edit gristmill/client/_async/client.py, then run scripts/unasync_client.py."""
+    assert unasync_client.TARGET.read_text() == unasync_client.generated()
 
 
 def test_request_carries_exact_json_args_and_a_fresh_id():
@@ -74,10 +130,10 @@ class _RecordingPolicy(RetryPolicy):
         return super().pause_s(error, attempt, deadline)
 
 
-def test_client_retries_unavailable_until_the_server_is_up(fake_server):
+def test_client_retries_unavailable_until_the_server_is_up(fake_server, connect):
     address = f"127.0.0.1:{_free_port()}"
     policy = _RecordingPolicy()
-    with Client(address, retry=policy) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with connect(address, retry=policy) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(client.execute, "fake", "now", {"n": 1}, job_id="retried")
         assert policy.failed.wait(30)
         _, runner = fake_server(address=address)
@@ -87,18 +143,18 @@ def test_client_retries_unavailable_until_the_server_is_up(fake_server):
     assert [job.id for job in runner.calls] == ["retried"]
 
 
-def test_client_does_not_retry_a_refused_request(fake_server):
+def test_client_does_not_retry_a_refused_request(fake_server, connect):
     address, _ = fake_server()
     policy = _RecordingPolicy()
-    with Client(address, retry=policy) as client, pytest.raises(grpc.RpcError) as refused:
+    with connect(address, retry=policy) as client, pytest.raises(grpc.RpcError) as refused:
         client.execute("cobol", "now")
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert policy.codes == [grpc.StatusCode.INVALID_ARGUMENT]
 
 
-def test_client_gives_up_when_its_deadline_passes():
+def test_client_gives_up_when_its_deadline_passes(connect):
     policy = _RecordingPolicy()
-    client = Client(f"127.0.0.1:{_free_port()}", retry=policy)
+    client = connect(f"127.0.0.1:{_free_port()}", retry=policy)
     with client, pytest.raises(grpc.RpcError) as failed:
         client.execute("fake", "now", timeout_s=0.5)
     assert failed.value.code() in (
@@ -107,14 +163,14 @@ def test_client_gives_up_when_its_deadline_passes():
     )
 
 
-async def test_async_client_executes_streams_and_cancels(fake_server):
+def test_a_client_executes_streams_cancels_lists_and_describes(fake_server, connect):
     address, _ = fake_server()
-    async with AsyncClient(address) as client:
-        outcome = await client.execute("fake", "now", {"x": [1, 2]})
-        kinds = [e.WhichOneof("event") async for e in client.execute_stream("fake", "now")]
-        cancelled = await client.cancel("nothing-running")
-        listing = await client.list_runtimes()
-        schema = await client.describe("fake", "code")
+    with connect(address) as client:
+        outcome = client.execute("fake", "now", {"x": [1, 2]})
+        kinds = [e.WhichOneof("event") for e in client.execute_stream("fake", "now")]
+        cancelled = client.cancel("nothing-running")
+        listing = client.list_runtimes()
+        schema = client.describe("fake", "code")
     assert outcome_result(outcome) == {"x": [1, 2]}
     assert kinds[0] == "accepted" and kinds[-1] == "outcome"
     assert cancelled is False
@@ -151,18 +207,18 @@ def test_outcome_is_typed_with_the_result_decoded():
     assert ok.ok and ok.result == {"a": [1]}
 
 
-def test_run_returns_a_typed_outcome(fake_server):
+def test_run_returns_a_typed_outcome(fake_server, connect):
     address, _ = fake_server()
-    with Client(address) as client:
+    with connect(address) as client:
         outcome = client.run("fake", "now", {"n": 1}, job_id="typed")
     assert outcome.verdict is Verdict.SUCCESS
     assert outcome.result == {"n": 1}
     assert outcome.job_id == "typed"
 
 
-def test_a_misspelt_keyword_is_refused_at_once(fake_server):
+def test_a_misspelt_keyword_is_refused_at_once(fake_server, connect):
     address, _ = fake_server()
-    with Client(address) as client, pytest.raises(TypeError):
+    with connect(address) as client, pytest.raises(TypeError):
         client.execute("fake", "now", job_idd="x")  # type: ignore[call-arg]
 
 
@@ -174,10 +230,10 @@ def test_service_config_retries_unavailable_and_waits_for_ready():
     assert json.loads(str(options["grpc.service_config"])) == SERVICE_CONFIG
 
 
-def test_a_call_waits_for_a_server_that_starts_late(fake_server):
+def test_a_call_waits_for_a_server_that_starts_late(fake_server, connect):
     """wait_for_ready by default: a restarting server delays a call, never fails it."""
     address = f"127.0.0.1:{_free_port()}"
-    with Client(address) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with connect(address) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
         pending = pool.submit(client.run, "fake", "now", {"n": 1}, timeout_s=120)
         threading.Event().wait(1.0)
         assert not pending.done()
@@ -185,11 +241,13 @@ def test_a_call_waits_for_a_server_that_starts_late(fake_server):
         assert pending.result().ok
 
 
-def test_the_same_client_survives_a_server_restart(make_config, fake_runtimes, fake_profiles):
+def test_the_same_client_survives_a_server_restart(
+    make_config, fake_runtimes, fake_profiles, connect
+):
     config = make_config(
         address=f"127.0.0.1:{_free_port()}", runtimes_dir=fake_runtimes, profiles_dir=fake_profiles
     )
-    with Client(config.address) as client:
+    with connect(config.address) as client:
         for round_ in range(2):
             with BackgroundServer(config, runner=FakeRunner()):
                 assert client.run("fake", "now", {"round": round_}, timeout_s=120).ok
@@ -207,7 +265,7 @@ def _overloaded_once(code: grpc.StatusCode, pushback_ms: str | None):
 
 
 def test_resource_exhausted_is_retried_only_when_asked_after_the_servers_pause():
-    deadline = _Deadline(None)
+    deadline = Deadline(None)
     full = _overloaded_once(grpc.StatusCode.RESOURCE_EXHAUSTED, "250")
     assert RetryPolicy().pause_s(full, 1, deadline) is None
     assert RetryPolicy(retry_resource_exhausted=True).pause_s(full, 1, deadline) == 0.25
@@ -217,10 +275,10 @@ def test_resource_exhausted_is_retried_only_when_asked_after_the_servers_pause()
     assert RetryPolicy(retry_resource_exhausted=True).pause_s(too_large, 1, deadline) is None
 
 
-def test_a_full_server_is_retried_until_a_slot_frees(fake_server):
+def test_a_full_server_is_retried_until_a_slot_frees(fake_server, connect):
     address, runner = fake_server(max_concurrent_jobs=1, max_queued_jobs=0)
     policy = RetryPolicy(retry_resource_exhausted=True, max_attempts=1000, max_backoff_s=0.05)
-    with Client(address, retry=policy) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
+    with connect(address, retry=policy) as client, concurrent.futures.ThreadPoolExecutor(1) as pool:
         running = pool.submit(client.execute, "fake", "gate", job_id="holds-the-slot")
         for _ in range(3000):
             if runner.calls:
@@ -270,41 +328,21 @@ def metadata_recorder() -> Iterator[tuple[str, _MetadataRecorder]]:
     server.stop(None)
 
 
-async def _every_call(client: Client | AsyncClient, metadata: list[tuple[str, str]]) -> None:
-    """Makes every call of `client` (blocking or asyncio) once with `metadata`."""
-    calls = [
-        ("run", ("fake", "now")),
-        ("execute", ("fake", "now")),
-        ("cancel", ("job",)),
-        ("list_runtimes", ()),
-        ("get_outcome", ("job",)),
-        ("describe", ("fake", "now")),
-        ("resolve", ("fake", "now")),
-    ]
-    for name, args in calls:
-        answer = getattr(client, name)(*args, metadata=metadata)
-        if asyncio.iscoroutine(answer):
-            await answer
-    stream = client.execute_stream("fake", "now", metadata=metadata)
-    if isinstance(stream, AsyncIterator):
-        [_ async for _ in stream]
-    else:
-        list(stream)
-
-
-@pytest.mark.parametrize("kind", [Client, AsyncClient])
-async def test_every_call_sends_its_metadata_beside_the_clients_own(metadata_recorder, kind):
+def test_every_call_sends_its_metadata_beside_the_clients_own(metadata_recorder, connect):
     address, recorder = metadata_recorder
-    client = kind(address, credentials=Credentials(token="secret"))
     ours = [
         ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
         ("tenant", "t"),
     ]
-    await _every_call(client, ours)
-    closed = client.close()
-    if asyncio.iscoroutine(closed):
-        await closed
-    names = set(pb.DESCRIPTOR.services_by_name["Runtime"].methods_by_name)
-    assert set(recorder.seen) == names
+    with connect(address, credentials=Credentials(token="secret")) as client:
+        client.run("fake", "now", metadata=ours)
+        client.execute("fake", "now", metadata=ours)
+        list(client.execute_stream("fake", "now", metadata=ours))
+        client.cancel("job", metadata=ours)
+        client.list_runtimes(metadata=ours)
+        client.get_outcome("job", metadata=ours)
+        client.describe("fake", "now", metadata=ours)
+        client.resolve("fake", "now", metadata=ours)
+    assert set(recorder.seen) == set(pb.DESCRIPTOR.services_by_name["Runtime"].methods_by_name)
     sent = sorted([("authorization", "Bearer secret"), *ours])
     assert all(sorted(seen) == sent for seen in recorder.seen.values()), recorder.seen
