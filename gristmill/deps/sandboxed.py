@@ -58,11 +58,11 @@ from gristmill.isolation.backend import SandboxBackend, SandboxPlan
 from gristmill.isolation.egress import EgressPolicy
 from gristmill.isolation.layout import JAIL_BUILD_DIR, JAIL_TOOL_CACHE_DIR, JAIL_TOOLS_DIR
 from gristmill.isolation.profile import BindMount, SandboxProfile
-from gristmill.jobs.step import LineSink, StepRun, failure, run_step
-from gristmill.jobs.workspace import safe_relative_path
 from gristmill.languages.errors import DependencyFailure
 from gristmill.languages.resolver import Step
 from gristmill.model import Limits
+from gristmill.steps.paths import safe_relative_path
+from gristmill.steps.run import LineSink, StepRun, failure, run_step
 
 __all__ = ["ToolPaths", "ToolRunner", "trim_cache"]
 

@@ -36,12 +36,12 @@ from gristmill.deps.key import canonical_digest, host_platform
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
 from gristmill.jobs.mounts import job_plan
-from gristmill.jobs.step import failure, run_step
 from gristmill.jobs.workspace import Workspace
 from gristmill.languages import Runtime
 from gristmill.languages.spec import BuildSpec
 from gristmill.model import Job, JobEvent, PhaseEvent
 from gristmill.observability import metrics
+from gristmill.steps.run import failure, run_step
 
 __all__ = ["BuildFailure", "BuildKey", "Builds", "PreparedBuild", "PrimeKey", "SourceFile"]
 

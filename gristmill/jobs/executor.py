@@ -42,9 +42,7 @@ from gristmill.isolation.layout import JAIL_JOB_DIR
 from gristmill.jobs import context, envelope
 from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
 from gristmill.jobs.mounts import job_plan
-from gristmill.jobs.output import CappedOutput
 from gristmill.jobs.pool import Kind, Warm, WarmPool
-from gristmill.jobs.step import drive
 from gristmill.jobs.verdict import Decision, decide
 from gristmill.jobs.workspace import (
     Workspace,
@@ -71,6 +69,8 @@ from gristmill.model import (
     Verdict,
 )
 from gristmill.offload import Offload
+from gristmill.steps.output import CappedOutput
+from gristmill.steps.run import drive
 
 EventSink = Callable[[JobEvent], None]
 _T = TypeVar("_T")

@@ -9,13 +9,12 @@ import shutil
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
-from gristmill.errors import InvalidRequest
 from gristmill.isolation import files_out, linux
 from gristmill.model import Job, JobFile
+from gristmill.steps.paths import safe_relative_path
 
-MAX_PATH_DEPTH = 16
 JOBS_TMPFS_BYTES = 2 * 1024 * 1024 * 1024
 """The size of the tmpfs that holds the workspaces (their files are small and brief)."""
 
@@ -55,14 +54,6 @@ def unmount_jobs_dir(jobs_dir: Path, *, force: bool = False) -> None:
     with contextlib.suppress(OSError):
         if force or not any(jobs_dir.iterdir()):
             linux.umount2(str(jobs_dir), linux.MNT_DETACH)
-
-
-def safe_relative_path(path: str, field: str) -> PurePosixPath:
-    """`path` as a relative path that cannot leave the job directory, or InvalidRequest."""
-    pure = PurePosixPath(path)
-    if not path or pure.is_absolute() or ".." in pure.parts or len(pure.parts) > MAX_PATH_DEPTH:
-        raise InvalidRequest(field, f"{path!r} must be a relative path inside the job directory")
-    return pure
 
 
 def server_entry_name() -> str:

@@ -22,8 +22,8 @@ from gristmill.isolation.backend import (
     SandboxPlan,
     StopReason,
 )
-from gristmill.jobs.output import CappedOutput
 from gristmill.model import Limits, Output
+from gristmill.steps.output import CappedOutput
 
 __all__ = ["LineSink", "StepRun", "drive", "failure", "run_step"]
 
