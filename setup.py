@@ -2,8 +2,8 @@
 
 A wheel must work outside the checkout, so its build (never an editable install, where
 `make proto` and the checkout serve) generates `gristmill/v1/` from `proto/` with the
-pinned grpcio-tools of `[build-system]`, and copies `runtimes/`, `sandbox/` and the
-shared conformance cases into `gristmill/_data/`, where gristmill.resources finds them.
+pinned grpcio-tools of `[build-system]`, and copies `runtimes/` and `sandbox/` into
+`gristmill/_data/`, where gristmill.resources finds them.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent
 PROTO = "gristmill/v1/runtime.proto"
 # Packaged name -> the checkout's folder (the same table as gristmill/resources.py, which
 # a build cannot import: its dependencies are not installed yet).
-DATA = {"runtimes": "runtimes", "sandbox": "sandbox", "conformance": "tests/conformance"}
+DATA = {"runtimes": "runtimes", "sandbox": "sandbox"}
 
 
 class BuildPyWithGenerated(build_py):

@@ -1,9 +1,10 @@
 """Where the data folders are: inside the installed package, or at the top of the checkout.
 
-`runtimes/`, `sandbox/` and the shared conformance cases stay at the top of the
-repository, where the project's shape puts them; a built wheel carries copies of them as
-package data under `gristmill/_data/` (put there by `setup.py`'s build step), so an
-installed server finds them with `importlib.resources` wherever it is installed.
+`runtimes/` and `sandbox/` stay at the top of the repository, where the project's shape
+puts them; a built wheel carries copies of them as package data under `gristmill/_data/`
+(put there by `setup.py`'s build step), so an installed server finds them with
+`importlib.resources` wherever it is installed. The conformance cases, product data read
+by `gristmill conformance`, are the package's own data (`gristmill/conformance/suite/`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ __all__ = ["CONFORMANCE_DIR", "PROFILES_DIR", "RUNTIMES_DIR", "data_dir"]
 CHECKOUT_PATHS = {
     "runtimes": "runtimes",
     "sandbox": "sandbox",
-    "conformance": "tests/conformance",
 }
 
 
@@ -31,4 +31,4 @@ def data_dir(name: str) -> Path:
 
 RUNTIMES_DIR = data_dir("runtimes")
 PROFILES_DIR = data_dir("sandbox") / "profiles"
-CONFORMANCE_DIR = data_dir("conformance")
+CONFORMANCE_DIR = Path(str(files("gristmill").joinpath("conformance", "suite")))

@@ -2,7 +2,7 @@
 a real server started here.
 
 `test_case_against_server` is the suite proper: one test per (case, language) from
-tests/conformance/*.toml. A failing attack case there is a bug in the server or its
+gristmill/conformance/suite/*.toml. A failing attack case there is a bug in the server or its
 sandbox, never a reason to weaken the case.
 """
 
@@ -31,8 +31,8 @@ from gristmill.conformance.cases import (
 )
 from gristmill.conformance.checks import check_outcome, json_equal
 from gristmill.conformance.report import coverage_lines, describe_outcome
+from gristmill.conformance.results import CaseResult
 from gristmill.conformance.runner import (
-    CaseResult,
     default_cases_dir,
     language_case_files,
     run_cases,

@@ -1,8 +1,8 @@
-"""Conformance cases: the TOML files of `tests/conformance/`, loaded and validated.
+"""Conformance cases: the TOML files of `gristmill/conformance/suite/`, loaded and validated.
 
 The case files are data that anyone may read and extend, for any server speaking the
 contract. This module is the one place that knows their schema (documented in
-`tests/conformance/README.md`), so that a typo in a file is an error naming the file,
+`gristmill/conformance/suite/README.md`), so that a typo in a file is an error naming the file,
 the case and the key, never a case that silently checks less than it says.
 
 A case written for several languages (`code.<language> = "..."`) is expanded here

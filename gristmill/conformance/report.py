@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from google.protobuf import json_format
 from rich.console import Console
@@ -18,10 +18,8 @@ from rich.text import Text
 
 from gristmill.conformance.cases import Case
 from gristmill.conformance.checks import decode, shown
+from gristmill.conformance.results import CaseResult
 from gristmill.v1 import runtime_pb2
-
-if TYPE_CHECKING:
-    from gristmill.conformance.runner import CaseResult
 
 __all__ = [
     "attack_summary",

@@ -33,12 +33,12 @@ from gristmill.conformance.cases import (
     not_applicable,
 )
 from gristmill.conformance.checks import check_outcome
+from gristmill.conformance.results import CaseResult
 from gristmill.credentials import Credentials
 from gristmill.resources import CONFORMANCE_DIR, RUNTIMES_DIR
 from gristmill.v1 import runtime_pb2, runtime_pb2_grpc
 
 __all__ = [
-    "CaseResult",
     "ServiceAddress",
     "default_cases_dir",
     "language_case_files",
@@ -53,20 +53,6 @@ _DEADLINE_MARGIN_S = 30.0
 """Slack on the call's deadline over the job's own limits: the server must answer first."""
 _MAX_MESSAGE_BYTES = 64 << 20
 _JOB_ID_UNSAFE = re.compile(r"[^A-Za-z0-9._:-]")
-
-
-@dataclass(frozen=True)
-class CaseResult:
-    """One case's run: what came back and every way it differs from the expectation."""
-
-    case: Case
-    problems: tuple[str, ...]
-    outcome: runtime_pb2.Outcome | None
-    elapsed_ms: float
-
-    @property
-    def passed(self) -> bool:
-        return not self.problems
 
 
 @dataclass(frozen=True)
@@ -94,7 +80,7 @@ class ServiceAddress:
 
 
 def default_cases_dir() -> Path:
-    """The shared cases: the checkout's `tests/conformance`, or an installed package's copy."""
+    """The shared cases: the package's data, `gristmill/conformance/suite/`."""
     return CONFORMANCE_DIR
 
 

@@ -98,7 +98,7 @@ def test_wheel_carries_generated_code_data_folders_and_types(dist: dict[str, Pat
         "gristmill/_data/runtimes/python/wrapper.py",
         "gristmill/_data/runtimes/bash/runtime.toml",
         "gristmill/_data/sandbox/profiles/base.toml",
-        "gristmill/_data/conformance/values.toml",
+        "gristmill/conformance/suite/values.toml",
     ):
         assert name in names
     assert not any("__pycache__" in name for name in names)
