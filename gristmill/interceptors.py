@@ -9,12 +9,14 @@ subclass says which methods it `wants` and how to wrap a request-response handle
 from __future__ import annotations
 
 import abc
-from collections.abc import Awaitable, Callable
+import contextlib
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import grpc
 
-__all__ = ["Handler", "HandlerWrapper"]
+__all__ = ["Activity", "Handler", "HandlerWrapper"]
 
 Handler = Callable[[Any, grpc.aio.ServicerContext], Any]
 """A method's behaviour: (request or request iterator, context) -> reply or reply iterator."""
@@ -52,3 +54,40 @@ class HandlerWrapper(grpc.aio.ServerInterceptor):  # type: ignore[misc]
                     **{kind: self.around_stream(getattr(handler, kind), method)}
                 )
         return handler
+
+
+class Activity(HandlerWrapper):
+    """Counts calls in flight and when the last one ended: the local server's idle clock
+    (`gristmill serve --idle-exit-s`)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.last = time.monotonic()
+
+    def idle_s(self) -> float:
+        """How long no call has been in flight (0 while one is)."""
+        return 0.0 if self.in_flight else time.monotonic() - self.last
+
+    @contextlib.contextmanager
+    def _call(self) -> Iterator[None]:
+        self.in_flight += 1
+        try:
+            yield
+        finally:
+            self.in_flight -= 1
+            self.last = time.monotonic()
+
+    def around_unary(self, inner: Handler, method: str) -> Handler:
+        async def unary(request: Any, context: Any) -> Any:
+            with self._call():
+                return await inner(request, context)
+
+        return unary
+
+    def around_stream(self, inner: Handler, method: str) -> Handler:
+        async def stream(request: Any, context: Any) -> Any:
+            with self._call():
+                async for reply in inner(request, context):
+                    yield reply
+
+        return stream

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gristmill import cli
+from gristmill import render
 from gristmill.cli import _build_parser, main
 from gristmill.server import BackgroundServer
 from gristmill.v1 import runtime_pb2 as pb
@@ -350,8 +350,8 @@ def test_run_neutralises_a_jobs_escape_sequences_on_a_terminal(monkeypatch):
     monkeypatch.setattr(sys, "stdout", out)
     monkeypatch.setattr(sys, "stderr", err)
     title, clipboard = "\x1b]0;owned\x07", "\x1b]52;c;b3duZWQ=\x07"
-    cli._write_output(out, f"{title}line\n".encode())
-    cli._print_verdict(
+    render.write_output(out, f"{title}line\n".encode())
+    render.print_verdict(
         pb.Outcome(
             verdict=pb.ERROR, error=pb.JobError(name="E", message=f"{clipboard}\x1b[2J\x9b2J")
         )

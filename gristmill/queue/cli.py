@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gristmill.credentials import add_credential_flags, credentials_from_options
+from gristmill.render import print_json
 
 if TYPE_CHECKING:  # psycopg costs ~0.1 s to import: only the queue's commands load it
     from gristmill.queue.records import JobRecord
@@ -132,8 +133,8 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
     wait.add_argument("--timeout-s", type=float, default=None, help="give up after (never)")
 
 
-def _record_json(job: JobRecord) -> str:
-    return json.dumps({**vars(job), "timeline": job.timeline()}, default=str, indent=2)
+def _print_record(job: JobRecord) -> None:
+    print_json({**vars(job), "timeline": job.timeline()})
 
 
 def _exit_for(job: JobRecord) -> int:
@@ -185,7 +186,7 @@ def _enqueue(options: argparse.Namespace) -> int:
         if not options.wait:
             return EXIT_OK
         job = queue.wait(job_id, options.wait_timeout_s)
-    print(_record_json(job))
+    _print_record(job)
     return _exit_for(job)
 
 
@@ -214,7 +215,7 @@ def _queue(options: argparse.Namespace) -> int:
     if job is None:
         print("no such job", file=sys.stderr)
         return EXIT_JOB_FAILED
-    print(_record_json(job))
+    _print_record(job)
     return _exit_for(job) if action == "wait" else EXIT_OK
 
 
