@@ -30,7 +30,8 @@ N` first fills the queue with N finished jobs (what a queue without retention ho
 
 `--scale` measures the schema: migration 3's (one table) beside today's (live queue,
 payloads, partitioned history), each in a database of its own: the claim's p50/p95/p99
-on an empty queue, with `--history` finished jobs and behind 100,000 retries in backoff
+on an empty queue, with `--history` (or each of `--levels 1000000,10000000`, filled in
+turn) finished jobs and behind 100,000 retries in backoff
 at a higher priority; `--jobs` jobs enqueued (v3: `gristmill.enqueue` a row at a time;
 v4: `Queue.enqueue_many`) and drained `--concurrency` at a time by each version's own
 claim, heartbeat and write-back statements; heap and index sizes, dead tuples and the
@@ -611,6 +612,7 @@ def _scale_run(database: str, version: int, jobs: int, slots: int) -> dict[str, 
         enqueue_s = time.perf_counter() - start
         claims: list[float] = []
         writes: list[float] = []
+        stalls: list[tuple[str, float]] = []  # claims past 100 ms: when, how long
         key = "id" if version < 4 else "uid"
         while True:
             start = time.perf_counter()
@@ -619,6 +621,8 @@ def _scale_run(database: str, version: int, jobs: int, slots: int) -> dict[str, 
                 (slots,),
             ).fetchall()
             claims.append(time.perf_counter() - start)
+            if claims[-1] > 0.1:
+                stalls.append((time.strftime("%H:%M:%S"), round(claims[-1] * 1000)))
             if not rows:
                 break
             keys = [row[0] for row in rows]
@@ -640,6 +644,7 @@ def _scale_run(database: str, version: int, jobs: int, slots: int) -> dict[str, 
             "jobs": jobs,
             "enqueue_jobs_per_s": round(jobs / enqueue_s),
             "claim": summary_ms(claims),
+            "claim_stalls": stalls,
             "write_back_per_job": summary_ms(writes),
             "claim_plus_write_jobs_per_s": round(jobs / drain_s) if drain_s else None,
             **_sizes(conn, version),
@@ -667,10 +672,17 @@ def _probe_claims(database: str, claims: int) -> dict[str, float]:
     return summary_ms(timings)
 
 
+def history_levels(options: argparse.Namespace) -> list[int]:
+    """The finished jobs at which `--scale` probes the claim, in rising order."""
+    text = options.levels or (str(options.history) if options.history else "")
+    return sorted(int(level) for level in text.split(",") if level)
+
+
 def scale(options: argparse.Namespace, cluster: str) -> dict[str, Any]:
     """Migration 3's schema beside today's, each in a new database of one cluster: the
-    claim with 0 and `--history` finished jobs, behind 100,000 scheduled retries, and
-    through `--jobs` jobs (sizes, dead tuples, HOT share after)."""
+    claim with 0 and with each of `--levels` (or `--history`) finished jobs, behind
+    100,000 scheduled retries, and through `--jobs` jobs (sizes, dead tuples, HOT share
+    after)."""
     results: dict[str, Any] = {}
     for version in (3, MIGRATIONS[-1].version):
         name = f"bench_scale_v{version}_{uuid.uuid4().hex[:6]}"
@@ -688,24 +700,28 @@ def scale(options: argparse.Namespace, cluster: str) -> dict[str, Any]:
         run["claim_empty"] = _probe_claims(database, options.probe_claims)
         log(f"v{version}: {options.jobs} jobs, claimed {options.concurrency} at a time")
         run["drain"] = _scale_run(database, version, options.jobs, options.concurrency)
-        if options.history:
-            log(f"v{version}: {options.history} finished jobs")
-            run["history_fill_s"] = round(fill_history(database, options.history), 1)
+        filled = 0
+        for level in history_levels(options):
+            log(f"v{version}: {level} finished jobs")
+            step: dict[str, Any] = {"finished": level}
+            step["fill_s"] = round(fill_history(database, level - filled), 1)
+            filled = level
             with psycopg.connect(database, autocommit=True) as conn:
                 conn.execute(
                     "select gristmill.enqueue('bash', 'echo 1') from generate_series(1, %s)",
                     (options.probe_claims,),
                 )
-            run["claim_history"] = _probe_claims(database, options.probe_claims)
+            step["claim"] = _probe_claims(database, options.probe_claims)
             with psycopg.connect(database, autocommit=True) as conn:
-                run["sizes_history"] = _sizes(conn, version)
+                step["sizes"] = _sizes(conn, version)
                 with Queue(database) as queue:
                     start = time.perf_counter()
                     if version < 4:  # what `queue status` did then
                         conn.execute("select state, count(*) from gristmill.jobs group by state")
                     else:
                         queue.counts()
-                    run["status_ms"] = round((time.perf_counter() - start) * 1000, 2)
+                    step["status_ms"] = round((time.perf_counter() - start) * 1000, 2)
+            run.setdefault("history", []).append(step)
         with psycopg.connect(database, autocommit=True) as conn:
             log(f"v{version}: 100,000 retries in backoff at a higher priority")
             conn.execute(
@@ -806,6 +822,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--scale",
         action="store_true",
         help="migration 3's schema beside today's: claims, sizes, dead tuples, HOT share",
+    )
+    parser.add_argument(
+        "--levels",
+        default="",
+        metavar="N,...",
+        help="--scale: finished jobs to probe the claim at, filled in turn (--history)",
     )
     parser.add_argument("--probe-claims", type=int, default=2000, help="claims timed (2000)")
     parser.add_argument(
