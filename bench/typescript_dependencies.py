@@ -35,7 +35,7 @@ from bench.dependencies import PHASES, _median, _timed  # noqa: E402
 from gristmill.client import Client  # noqa: E402
 from gristmill.config import load_config  # noqa: E402
 from gristmill.server import BackgroundServer  # noqa: E402
-from runtimes.typescript import bunlock  # noqa: E402
+from runtimes.typescript import lockfile as bunlock  # noqa: E402
 
 BUN = "/usr/local/lib/gristmill/bun-1.4.5/bun"
 NONE = "export function main() {\n  return 1;\n}\n"

@@ -17,7 +17,8 @@ from gristmill.languages import (
     strictjson,
 )
 
-from . import describe, nuget_resolver
+from . import signature
+from .resolver import NuGet, find
 
 
 def _json_type(schema: Mapping[str, Any]) -> str:
@@ -39,7 +40,7 @@ def _fits(value: object, expected: str) -> bool:
 
 class Plugin(LanguagePlugin):
     def describe(self, code: str, entry_point: str) -> Mapping[str, Any]:
-        return describe.schema(code, entry_point)
+        return signature.schema(code, entry_point)
 
     def job_message(self, job: Job, source_path: str) -> bytes:
         """The JSON job message, after the checks that need no compiler: an argument the
@@ -47,7 +48,7 @@ class Plugin(LanguagePlugin):
         INVALID_ARGUMENTS before any build. (What is inside arrays and objects, integer
         ranges and enum names are checked by the wrapper, which knows the types exactly.)"""
         try:
-            schema = describe.schema(job.code, job.entry_point)
+            schema = signature.schema(job.code, job.entry_point)
         except InvalidRequest:
             schema = None  # code that does not parse: the compiler will say why
         if schema is not None:
@@ -71,8 +72,8 @@ class Plugin(LanguagePlugin):
                     )
         return super().job_message(job, source_path)
 
-    def resolver(self) -> nuget_resolver.NuGet:
-        return nuget_resolver.NuGet()
+    def resolver(self) -> NuGet:
+        return NuGet()
 
     def dependencies(self, code: str, files: Sequence[str] = ()) -> tuple[Dependency, ...]:
-        return nuget_resolver.find(code)
+        return find(code)

@@ -13,7 +13,7 @@ import tree_sitter
 
 from gristmill.languages import ArgumentsRejected, Dependency, Job, LanguagePlugin, syntax
 
-from . import modules
+from . import dependencies as modules
 from .resolver import GoModules
 
 ENTRY_FILE = "gristmill_entry.go"

@@ -17,7 +17,7 @@ from gristmill.languages import (
     ToolContext,
 )
 
-from . import modules
+from . import dependencies as modules
 
 GO = "/usr/local/go/bin/go"
 LOCK_FORMAT = "go.mod+go.sum"

@@ -1,16 +1,18 @@
 #!/bin/sh
 # The [build] step of a Java job, in /job: javac of the user's file (copied by the plugin to
-# gristmill-src/<Class>.java, the name javac wants for a public class) with the wrapper,
-# packed into /gristmill/build/app.jar, then a class-data archive of what a run loads
-# (app.aot or app.jsa): the wrapper's, the JDK's it uses and the user's class, loaded
-# without running it.
+# gristmill-src/<Class>.java, the name javac wants for a public class), packed into
+# /gristmill/build/app.jar beside the wrapper's jar (compiled once per JDK by prime.sh, in
+# /gristmill/shared), then a class-data archive of what a run loads (app.aot or app.jsa):
+# the wrapper's, the JDK's it uses and the user's class, loaded without running it.
 set -eu
 . /gristmill/runtime/jdk.sh
 out=/gristmill/build
 classes=/tmp/classes
 mkdir -p "$classes"
 class=$(cat gristmill-class)
-cp=$out/app.jar
+cp "/gristmill/shared/wrapper.jar" "$out/wrapper.jar"
+# The wrapper's classes first: a job's class of the same name never replaces one of them.
+cp=$out/wrapper.jar:$out/app.jar
 [ -n "$CLASSPATH_DEPS" ] && cp=$cp:$CLASSPATH_DEPS
 cd gristmill-src
 # No code of the job's runs at compile time: -proc:none, as JDK 23+ does by default (JDK 17
@@ -25,7 +27,7 @@ done
 # javac's own messages (file:line: error: ...) are the COMPILE_ERROR's message.
 "$JAVA_HOME/bin/javac" -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 -J-Xshare:auto -J-Xmx512m \
     -parameters -g -encoding UTF-8 -nowarn -Xmaxerrs 20 -implicit:class -proc:none \
-    -d "$classes" ${CLASSPATH_DEPS:+-cp "$CLASSPATH_DEPS"} *.java /gristmill/runtime/Wrapper.java
+    -d "$classes" ${CLASSPATH_DEPS:+-cp "$CLASSPATH_DEPS"} *.java
 cd /job
 "$JAVA_HOME/bin/jar" -J-XX:+UseSerialGC -J-XX:TieredStopAtLevel=1 --create --no-manifest \
     --file "$out/app.jar" -C "$classes" .

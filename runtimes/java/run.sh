@@ -1,14 +1,14 @@
 #!/bin/sh
-# Starts a Java job: the build's app.jar (with its class-data archive) on the JVM chosen by jdk.sh,
-# the heap sized from the job's memory limit so that the JVM answers OutOfMemoryError
-# before the cgroup kills it for memory it was allowed to use.
+# Starts a Java job: the build's wrapper.jar and app.jar (with their class-data archive) on
+# the JVM chosen by jdk.sh, the heap sized from the job's memory limit so that the JVM
+# answers OutOfMemoryError before the cgroup kills it for memory it was allowed to use.
 . /gristmill/runtime/jdk.sh
 memory=${GRISTMILL_MEMORY_BYTES:-268435456}
 mib=$((memory / 1048576))
 # The JVM itself (metaspace, code cache, thread stacks, the CDS mapping) takes ~40 MiB.
 if [ "$mib" -le 512 ]; then heap=$((mib / 2)); else heap=$((mib - 256)); fi
 [ "$heap" -ge 8 ] || heap=8
-cp=/gristmill/build/app.jar
+cp=/gristmill/build/wrapper.jar:/gristmill/build/app.jar
 [ -n "$CLASSPATH_DEPS" ] && cp=$cp:$CLASSPATH_DEPS
 cds=-Xshare:auto
 if [ -f /gristmill/build/app.aot ]; then cds=-XX:AOTCache=/gristmill/build/app.aot

@@ -9,7 +9,7 @@ from typing import Any
 
 from gristmill.languages import Dependency, InvalidRequest, LanguagePlugin
 
-from . import dependencies, schema
+from . import dependencies, signature
 from .resolver import Uv
 
 
@@ -32,7 +32,7 @@ class Plugin(LanguagePlugin):
         )
         if function is None:
             raise InvalidRequest("entry_point", f"the code defines no function {entry_point!r}")
-        return schema.describe(tree, function)
+        return signature.describe(tree, function)
 
     def resolver(self) -> Uv:
         return Uv()

@@ -27,7 +27,7 @@ from gristmill.languages import (
     ToolContext,
 )
 
-from . import bunlock
+from . import lockfile as bunlock
 
 _HERE = Path(__file__).parent
 LOCK_PROGRAM = "lock.ts"

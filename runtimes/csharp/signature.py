@@ -21,7 +21,7 @@ from typing import Any
 from gristmill.languages import InvalidRequest, syntax
 from gristmill.languages.syntax import Node
 
-from .nuget_resolver import REFERENCE
+from .resolver import REFERENCE
 
 _INTEGERS = {"int", "long", "short", "byte", "sbyte", "uint", "ulong", "ushort", "BigInteger"}
 _INTEGERS |= {"Int32", "Int64", "Int16", "Byte", "SByte", "UInt32", "UInt64", "UInt16"}

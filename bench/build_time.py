@@ -1,0 +1,85 @@
+"""What a compiled language's build costs a trivial job: each sample new code, so each builds.
+
+In one run, against one embedded server whose caches start empty:
+
+- `first`: the first job (the language's `[build] prime` step, if it has one, then its build);
+- `build`: N more jobs, each with code not built before (a comment with its number): the
+  median of the outcome's build phase and of the whole Execute;
+- `cached`: the last job again (its build taken from the cache).
+
+    .venv/bin/python bench/build_time.py [--lang java] [-n 10] [--json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO_ROOT))
+
+from gristmill.client import Client  # noqa: E402
+from gristmill.config import load_config  # noqa: E402
+from gristmill.languages import Registry  # noqa: E402
+from gristmill.server import BackgroundServer  # noqa: E402
+from gristmill.v1 import runtime_pb2 as pb  # noqa: E402
+
+
+def _sample(client: Client, language: str, code: str) -> dict[str, float]:
+    began = time.perf_counter()
+    outcome = client.execute(language, code, timeout_s=600)
+    elapsed_ms = (time.perf_counter() - began) * 1000
+    if outcome.verdict != pb.SUCCESS:
+        raise SystemExit(f"the job failed: {outcome}")
+    return {"ms": elapsed_ms, "build_ms": outcome.usage.phases.build_ms}
+
+
+def measure(client: Client, language: str, code: str, n: int) -> dict[str, dict[str, Any]]:
+    def numbered(i: int) -> str:
+        return f"{code}\n// build sample {i}\n"
+
+    rows: dict[str, dict[str, Any]] = {"first": {**_sample(client, language, numbered(0)), "n": 1}}
+    samples = [_sample(client, language, numbered(i)) for i in range(1, n + 1)]
+    rows["build"] = {key: statistics.median(s[key] for s in samples) for key in ("ms", "build_ms")}
+    rows["build"]["n"] = n
+    rows["cached"] = {**_sample(client, language, numbered(n)), "n": 1}
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--lang", default="java", help="a language with a [build] table")
+    parser.add_argument("-n", type=int, default=10, help="samples of a new build")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    options = parser.parse_args()
+    runtime = Registry().get(options.lang)
+    manifest = tomllib.loads((runtime.spec.folder / "runtime.toml").read_text())
+    if runtime.spec.build is None or "bench" not in manifest:
+        raise SystemExit(f"{options.lang} has no [build] and [bench] tables")
+    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-bench-build-"))
+    work_dir.chmod(0o711)  # the sandbox's user must reach its job directories
+    try:
+        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir, "pool.enabled": False}
+        with BackgroundServer(load_config(overrides=overrides)) as address, Client(address) as c:
+            rows = measure(c, options.lang, manifest["bench"]["code"], options.n)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+    if options.json:
+        print(json.dumps(rows))
+        return
+    for name, row in rows.items():
+        build = f"build {row['build_ms']} ms"
+        print(f"{options.lang} {name:8} n={row['n']:<3} {row['ms']:8.1f} ms  {build}")
+
+
+if __name__ == "__main__":
+    main()
