@@ -1,4 +1,4 @@
-"""`python -m gristmill.cli` is the CLI (how the local server is started)."""
+"""`python -m gristmill.cli` is the CLI, as `python -m gristmill` is."""
 
 from gristmill.cli import main
 
