@@ -33,7 +33,7 @@ from gristmill import __version__
 from gristmill.config import ServerConfig
 from gristmill.errors import GristmillError
 
-__all__ = ["IDLE_EXIT_S", "LocalServer", "runtime_dir"]
+__all__ = ["IDLE_EXIT_S", "LocalServer", "client_only", "runtime_dir", "server_part_missing"]
 
 IDLE_EXIT_S = 900.0
 """A local server with no call for this long exits."""
@@ -41,6 +41,20 @@ START_TIMEOUT_S = 120.0
 PROBE_TIMEOUT_S = 0.5
 SERVER_MODULES = ("prometheus_client", "psutil", "seccomp", "rich")
 """Modules of the `server` extra a server cannot start without: the client alone has none."""
+
+
+def server_part_missing() -> list[str]:
+    """Which of the server part's modules this install lacks (none: it has the server)."""
+    return [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
+
+
+def client_only(missing: list[str]) -> str:
+    """What to do when a command needs the server part and this install is the client's."""
+    return (
+        "this install has the client only, and no --target was given: install the"
+        " server part (pip install 'gristmill[server]') to run jobs here, or pass"
+        f" --target HOST:PORT of a running server (missing: {', '.join(missing)})"
+    )
 
 
 class LocalServerError(GristmillError):
@@ -127,13 +141,8 @@ class LocalServer:
         return self.address
 
     def _start(self) -> None:
-        missing = [m for m in SERVER_MODULES if importlib.util.find_spec(m) is None]
-        if missing:
-            raise LocalServerError(
-                "this install has the client only, and no --target was given: install the"
-                " server part (pip install 'gristmill[server]') to run jobs here, or pass"
-                f" --target HOST:PORT of a running server (missing: {', '.join(missing)})"
-            )
+        if missing := server_part_missing():
+            raise LocalServerError(client_only(missing))
         argv = [
             sys.executable,
             "-m",

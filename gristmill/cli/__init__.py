@@ -30,6 +30,7 @@ from gristmill.cli.base import (
 from gristmill.client import too_large
 from gristmill.errors import GristmillError
 from gristmill.jsonview import failure
+from gristmill.local import client_only, server_part_missing
 from gristmill.render import print_json
 
 __all__ = ["EXIT_INTERRUPTED", "EXIT_JOB_FAILED", "EXIT_OK", "EXIT_USAGE", "ROOMS", "main"]
@@ -111,3 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(json_mode, type(error).__name__, str(error))
     except grpc.RpcError as error:
         return _fail(json_mode, error.code().name, error.details() or "", _hint(error))
+    except ModuleNotFoundError:
+        # A client-only install (no `server` extra) asked for what only a server has.
+        if missing := server_part_missing():
+            return _fail(json_mode, "CLIENT_ONLY", client_only(missing))
+        raise

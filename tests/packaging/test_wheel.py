@@ -54,8 +54,8 @@ def outside() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def dist(outside: Path) -> dict[str, Path]:
-    """The sdist, and the wheel uv builds from that sdist (so both are tested at once)."""
-    _run(UV, "build", "--quiet", "--out-dir", outside / "dist", CHECKOUT)
+    """The sdist, and the wheel built from that sdist, by `make dist` (both tested at once)."""
+    _run("make", "-s", "-C", CHECKOUT, "dist", f"DIST={outside / 'dist'}")
     return {
         "sdist": next((outside / "dist").glob("gristmill-*.tar.gz")),
         "wheel": next((outside / "dist").glob("gristmill-*.whl")),
@@ -79,6 +79,12 @@ def server_bin(outside: Path, dist: dict[str, Path]) -> Path:
         if helper.exists():
             (bin_dir / helper.name).symlink_to(helper)
     return bin_dir
+
+
+@pytest.fixture(scope="module")
+def client_bin(outside: Path, dist: dict[str, Path]) -> Path:
+    """A venv with the wheel alone: the client, without the `server` extra."""
+    return _venv(outside / "client", str(dist["wheel"]))
 
 
 def _free_port() -> int:
@@ -142,9 +148,8 @@ def test_installed_server_runs_jobs_from_its_own_data(server_bin: Path, outside:
 
 
 def test_client_alone_installs_without_server_dependencies_and_calls_a_server(
-    server_bin: Path, outside: Path, dist: dict[str, Path]
+    server_bin: Path, outside: Path, client_bin: Path
 ):
-    client_bin = _venv(outside / "client", str(dist["wheel"]))
     python = client_bin / "python"
     missing = _run(
         python,
@@ -190,3 +195,22 @@ def test_client_alone_installs_without_server_dependencies_and_calls_a_server(
     finally:
         server.terminate()
         server.wait(timeout=60)
+
+
+def test_client_alone_says_in_one_line_that_a_local_server_needs_the_server_part(
+    client_bin: Path, outside: Path
+):
+    job = outside / "hello.sh"
+    job.write_text("echo hello\n")
+    done = subprocess.run(
+        [client_bin / "gristmill", "run", job, "--work-dir", outside / "w3"],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=outside,
+        env={"PATH": f"{client_bin}:/usr/bin:/bin", "HOME": str(outside)},
+        timeout=120,
+    )
+    assert done.returncode != 0
+    assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
+    assert "gristmill[server]" in done.stderr and "--target" in done.stderr
