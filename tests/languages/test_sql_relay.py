@@ -302,10 +302,10 @@ async def test_a_statement_longer_than_the_jobs_own_is_never_parsed(
 
 @pytest.mark.attack("sql relay: transaction control")
 async def test_a_long_statement_is_checked_as_a_short_one(relay_module, dsn, admin):
-    """Past `offload.INLINE_BYTES` the grammar's check runs beside the event loop, and
+    """Past `THREAD_PARSE_CHARS` the grammar's check runs beside the event loop, and
     refuses the same."""
     table = f"t_{uuid.uuid4().hex[:12]}"
-    hidden = "/*" + " " * relay_module.INLINE_BYTES + "*/ COMMIT"
+    hidden = "/*" + " " * relay_module.THREAD_PARSE_CHARS + "*/ COMMIT"
     replies = await converse(
         relay_module, dsn, [statement(f"create table {table} (x int)"), statement(hidden), END]
     )
