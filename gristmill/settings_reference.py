@@ -1,20 +1,14 @@
-"""Every server setting, described from where it is defined: `gristmill config`.
+"""Every server setting, described from its declaration: `gristmill config`.
 
-Walks `ServerConfig` and the tables it holds (dataclasses, and `<name>` tables of a
-mapping), so a setting added to gristmill/config.py appears here with nothing to list by
-hand: its type from the annotation, its default from the dataclass, its meaning from the
-comment above the field (else the table's docstring), its environment variable when the
-environment can set it. Prints the effective settings (secrets masked), a Markdown
-reference, or a sample TOML file.
+Lists the settings of `ServerConfig` as `config_schema.leaves` finds them, so a setting
+added to gristmill/config.py appears here with nothing to list by hand: its type, default,
+meaning and environment variable all from its one `setting(...)`. Prints the effective
+settings (secrets masked), a Markdown reference, or a sample TOML file.
 """
 
 from __future__ import annotations
 
 import argparse
-import ast
-import dataclasses
-import functools
-import inspect
 import json
 import re
 import sys
@@ -26,8 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gristmill import config as config_module
 from gristmill.config import ServerConfig, load_config
+from gristmill.config_schema import NAME, leaves
 
 __all__ = [
     "Setting",
@@ -42,8 +36,6 @@ __all__ = [
 # Settings whose value is a credential: never printed.
 _SECRET = re.compile(r"(dsn|password|secret|tokens?)$")
 MASK = "********"
-# How a named table's name is shown in the reference (`databases.<name>.dsn`).
-NAME = "<name>"
 
 
 def is_secret(key: str) -> bool:
@@ -68,41 +60,11 @@ class Setting:
         return MASK if is_secret(self.key) and self.value else self.value
 
 
-@functools.cache
-def _comments(cls: type) -> dict[str, tuple[str, bool]]:
-    """The comment above each field of dataclass `cls`, by field name, and whether it is
-    the field's own: fields right below another share its comment (`wall_time_ms`, ...)."""
-    try:
-        source = textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
-        return {}
-    lines = source.splitlines()
-    found: dict[str, tuple[str, bool]] = {}
-    for node in ast.parse(source).body[0].body:  # type: ignore[attr-defined]
-        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
-            above: list[str] = []
-            row = node.lineno - 2
-            while row >= 0 and lines[row].strip() and not lines[row].strip().startswith("#"):
-                row -= 1
-            own = row == node.lineno - 2
-            while row >= 0 and lines[row].strip().startswith("#"):
-                above.insert(0, lines[row].strip().lstrip("#").strip())
-                row -= 1
-            found[node.target.id] = (" ".join(above), own)
-    return found
-
-
-def _summary(cls: type) -> str:
-    """The first sentence-ish line of a class's docstring."""
-    doc = inspect.getdoc(cls) or ""
-    if doc.startswith(f"{cls.__name__}("):  # the signature dataclasses make up
-        return ""
-    return doc.split("\n\n", 1)[0].replace("\n", " ")
-
-
 def _kind_name(hint: Any) -> str:
     if hint is type(None):
         return "none"
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(json.dumps(a) for a in typing.get_args(hint))
     if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
         kinds = [_kind_name(a) for a in typing.get_args(hint) if a is not type(None)]
         optional = type(None) in typing.get_args(hint)
@@ -112,47 +74,19 @@ def _kind_name(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _walk(
-    owner: type, value: Any, prefix: str, context: str, named: bool
-) -> Iterator[tuple[str, Any, Any, str]]:
-    """(key, type hint, value, meaning) of every leaf under dataclass `value`."""
-    hints = typing.get_type_hints(owner)
-    comments = _comments(owner)
-    for item in dataclasses.fields(owner):
-        key, hint = f"{prefix}{item.name}", hints[item.name]
-        current = getattr(value, item.name) if value is not None else None
-        comment, own = comments.get(item.name, ("", False))
-        meaning = comment or context or _summary(owner)
-        inner = current if current is not None else _default(item)
-        if dataclasses.is_dataclass(inner) and not isinstance(inner, type):
-            table = (comment if own else "") or _summary(type(inner))
-            yield from _walk(type(inner), inner, f"{key}.", table, named)
-        elif typing.get_origin(hint) in (Mapping, dict, typing.Mapping) or isinstance(
-            inner, Mapping
-        ):
-            element = typing.get_args(hint)[1] if typing.get_args(hint) else Any
-            entries: dict[str, Any] = {NAME: None} if named else dict(inner or {})
-            for name, entry in entries.items():
-                if dataclasses.is_dataclass(element):
-                    yield from _walk(
-                        element,
-                        entry if entry is not None else element(),
-                        f"{key}.{name}.",
-                        _summary(element),
-                        named,
-                    )
-                else:
-                    yield f"{key}.{name}", element, entry, meaning
-        else:
-            yield key, hint, current, meaning
-
-
-def _default(item: dataclasses.Field[Any]) -> Any:
-    if item.default is not dataclasses.MISSING:
-        return item.default
-    if item.default_factory is not dataclasses.MISSING:
-        return item.default_factory()
-    return None
+def _valued(value: Any, parts: Sequence[str], prefix: str = "") -> Iterator[tuple[str, Any]]:
+    """(key, value) of one setting in `value`, once per name of each table of names."""
+    if not parts:
+        yield prefix.rstrip("."), value
+        return
+    part, rest = parts[0], parts[1:]
+    if part == NAME:
+        for name, entry in value.items():
+            yield from _valued(entry, rest, f"{prefix}{name}.")
+    elif isinstance(value, Mapping):
+        yield from _valued(value.get(part), rest, f"{prefix}{part}.")
+    else:
+        yield from _valued(getattr(value, part), rest, f"{prefix}{part}.")
 
 
 def settings(config: ServerConfig | None = None) -> list[Setting]:
@@ -160,43 +94,13 @@ def settings(config: ServerConfig | None = None) -> list[Setting]:
     names (`databases.<name>`) shown once as `<name>` with its defaults."""
     effective = config or ServerConfig()
     maxima = {f"default_limits.{k}": v for k, v in vars(effective.max_limits).items()}
-    env_keys = config_module._TYPES  # the keys the environment can set
     found: list[Setting] = []
-    for key, hint, value, meaning in _walk(ServerConfig, effective, "", "", named=config is None):
-        found.append(
-            Setting(
-                key=key,
-                kind=_kind_name(hint),
-                value=value,
-                meaning=meaning,
-                maximum=maxima.get(key),
-                env=config_module._env_name(key) if key in env_keys else None,
-            )
-        )
-    if config is None:
-        found = _with_named_keys(found, env_keys)
+    for leaf in leaves(ServerConfig):
+        valued = [(leaf.key, leaf.default)] if config is None else _valued(config, leaf.parts())
+        for key, value in valued:
+            kind = _kind_name(leaf.kind)
+            found.append(Setting(key, kind, value, leaf.description, maxima.get(key), leaf.env))
     return found
-
-
-def _with_named_keys(found: list[Setting], env_keys: Mapping[str, type]) -> list[Setting]:
-    """A free-form table (`tenant_defaults.max_limits.<name>`) whose names the environment
-    knows is listed by those names, each with the table's meaning."""
-    listed = {entry.key for entry in found}
-    by_table: dict[str, list[Setting]] = {}
-    for key, kind in env_keys.items():
-        table = f"{key.rsplit('.', 1)[0]}.{NAME}"
-        if key not in listed and table in listed:
-            by_table.setdefault(table, []).append(
-                Setting(key, _kind_name(kind), None, "", env=config_module._env_name(key))
-            )
-    out: list[Setting] = []
-    for entry in found:
-        named = by_table.get(entry.key)
-        if named is None:
-            out.append(entry)
-        else:
-            out.extend(dataclasses.replace(n, meaning=entry.meaning) for n in named)
-    return out
 
 
 def _toml_value(value: Any) -> str:

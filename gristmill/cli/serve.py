@@ -11,9 +11,10 @@ import signal
 import socket
 from pathlib import Path
 
+from gristmill import config_flags
 from gristmill.cli import target
 from gristmill.cli.base import EXIT_OK, Room, Subcommands, UsageError, command
-from gristmill.config import LOG_FORMATS, LOG_LEVELS, ServerConfig
+from gristmill.config import ServerConfig
 from gristmill.interceptors import Activity
 
 __all__ = ["ROOM"]
@@ -40,96 +41,9 @@ def _add(commands: Subcommands) -> None:
 
 
 def _settings_flags(serve: argparse.ArgumentParser) -> None:
-    """The flags of the server's settings beyond `target.server_flags`; each `dest` is the
-    setting's flat key, as `target.config` takes it."""
-    serve.add_argument(
-        "--address",
-        metavar="ADDRESS",
-        help="HOST:PORT or unix:PATH to listen on (default: 127.0.0.1:50051)",
-    )
-    serve.add_argument(
-        "--concurrency",
-        dest="max_concurrent_jobs",
-        type=int,
-        metavar="N",
-        help="jobs running at once (default: the number of CPUs)",
-    )
-    serve.add_argument(
-        "--queue",
-        dest="max_queued_jobs",
-        type=int,
-        metavar="N",
-        help="jobs waiting beyond those (default: 4 x concurrency)",
-    )
-    for flag, key, metavar, text in (
-        ("--default-timeout-ms", "default_limits.wall_time_ms", "MS", "default wall time (10000)"),
-        (
-            "--default-memory-bytes",
-            "default_limits.memory_bytes",
-            "BYTES",
-            "default memory (256 MiB)",
-        ),
-        ("--max-timeout-ms", "max_limits.wall_time_ms", "MS", "largest wall time (900000)"),
-        ("--max-memory-bytes", "max_limits.memory_bytes", "BYTES", "largest memory (8 GiB)"),
-        ("--max-processes", "max_limits.processes", "N", "largest process limit (1024)"),
-        ("--max-output-bytes", "max_limits.output_bytes", "BYTES", "largest output cap (64 MiB)"),
-    ):
-        serve.add_argument(flag, dest=key, type=int, metavar=metavar, help=text)
-    serve.add_argument(
-        "--allow-network",
-        dest="max_limits.network",
-        action="store_true",
-        default=None,
-        help="let jobs ask for the network (default: refused)",
-    )
-    serve.add_argument(
-        "--drain-grace-s",
-        dest="drain_grace_s",
-        type=float,
-        metavar="S",
-        help="at SIGTERM, how long jobs in flight may take before they are cancelled (30)",
-    )
-    access = serve.add_argument_group("access (see README, Operations: access and shutdown)")
-    for flag, key, text in (
-        ("--tls-cert", "auth.tls_cert_file", "the server's certificate chain (PEM): TLS"),
-        ("--tls-key", "auth.tls_key_file", "its private key (PEM)"),
-        ("--client-ca", "auth.client_ca_file", "CAs of client certificates: mutual TLS"),
-        ("--tokens-file", "auth.tokens_file", "bearer tokens, NAME:TOKEN a line"),
-    ):
-        access.add_argument(flag, dest=key, type=Path, metavar="FILE", help=text)
-    access.add_argument(
-        "--insecure",
-        dest="auth.insecure",
-        action="store_true",
-        default=None,
-        help="listen beyond loopback without authentication, or tokens without TLS",
-    )
-    telemetry = serve.add_argument_group("logs, metrics, traces")
-    telemetry.add_argument(
-        "--log-level",
-        dest="telemetry.log_level",
-        choices=LOG_LEVELS,
-        help="least severe records logged (default: INFO, a line per job)",
-    )
-    telemetry.add_argument(
-        "--log-format",
-        dest="telemetry.log_format",
-        choices=LOG_FORMATS,
-        help="json, logfmt, console, or auto: console on a terminal, else json (default)",
-    )
-    telemetry.add_argument(
-        "--metrics-address",
-        dest="telemetry.metrics_address",
-        metavar="HOST:PORT",
-        help="serve Prometheus metrics at http://HOST:PORT/metrics (default: none)",
-    )
-    telemetry.add_argument(
-        "--otlp-endpoint",
-        dest="telemetry.otlp_endpoint",
-        metavar="URL",
-        help="export traces to this OTLP/gRPC collector, e.g. http://127.0.0.1:4317 "
-        "(default: no tracing)",
-    )
+    """The flags of the server's settings beyond `target.server_flags`, from their
+    declarations; each `dest` is the setting's flat key, as `target.config` takes it."""
+    config_flags.add_flags(serve, without=target.SERVER_FLAG_KEYS)
 
 
 async def _idle(activity: Activity, idle_s: float, stopping: asyncio.Event) -> None:

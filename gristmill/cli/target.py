@@ -11,8 +11,9 @@ import dataclasses
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from gristmill import config_flags
 from gristmill.cli.base import UsageError
 from gristmill.client import Client, RetryPolicy
 from gristmill.config import ServerConfig, load_config
@@ -32,6 +33,10 @@ TARGET_HELP = (
 )
 
 
+SERVER_FLAG_KEYS = ("sandbox_backend", "work_dir")
+"""The settings a command that calls a server has flags for (`serve` has them all)."""
+
+
 def server_flags(parser: argparse.ArgumentParser) -> None:
     """Flags that set `ServerConfig` values; each `dest` is the setting's flat key."""
     group = parser.add_argument_group("server settings (embedded or local server)")
@@ -41,19 +46,7 @@ def server_flags(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="TOML configuration file (default: $GRISTMILL_CONFIG)",
     )
-    group.add_argument(
-        "--sandbox",
-        dest="sandbox_backend",
-        choices=["process", "nsjail"],
-        help="sandbox backend (default: nsjail when it works here, else process)",
-    )
-    group.add_argument(
-        "--work-dir",
-        dest="work_dir",
-        type=Path,
-        metavar="DIR",
-        help="caches and job directories (default: /var/lib/gristmill as root)",
-    )
+    config_flags.add_flags(group, only=SERVER_FLAG_KEYS)
 
 
 def client_flags(parser: argparse.ArgumentParser, json_help: str) -> None:
@@ -65,21 +58,9 @@ def client_flags(parser: argparse.ArgumentParser, json_help: str) -> None:
     server_flags(parser)
 
 
-_SETTINGS = {"config", "sandbox_backend", "work_dir", "address", "max_concurrent_jobs"}
-_SETTINGS |= {"max_queued_jobs", "drain_grace_s"}
-
-
-def _overrides(options: argparse.Namespace) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in vars(options).items()
-        if (k in _SETTINGS or "." in k) and k != "config" and v is not None
-    }
-
-
 def config(options: argparse.Namespace) -> ServerConfig:
     """The server settings: the TOML file, then the environment, then the flags."""
-    return load_config(getattr(options, "config", None), overrides=_overrides(options))
+    return load_config(getattr(options, "config", None), overrides=config_flags.overrides(options))
 
 
 def _serve_flags(options: argparse.Namespace) -> tuple[str, ...]:
