@@ -130,11 +130,10 @@ class JailSpec:
     # How the jail is built: empty for our own namespaces (`build_root`), else the
     # nsjail command line (`nsjail.render_argv`) the supervisor's pid 1 execs.
     nsjail_argv: list[str] = field(default_factory=list)
-    # The program that becomes the job's pid 1 and then nsjail (`nsjail.launch`).
+    # The program that becomes the job's pid 1 and then nsjail (`nsjail.init_argv`).
     nsjail_init: str = ""
-    # The compiled supervisor of a job without network under nsjail
-    # (`nsjail.spawn_supervisor`); empty: the fork server's Python one.
-    nsjail_supervisor: str = ""
+    # The compiled supervisor of every job (`supervisor.py`, `nsjail_supervisor.c`).
+    supervisor: str = ""
     # A network-on jail's egress policy, an nftables ruleset (`egress.py`) loaded into
     # the network namespace of its own that the supervisor makes for it (`netns.py`).
     egress_ruleset: str = ""

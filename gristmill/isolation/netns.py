@@ -50,7 +50,7 @@ class OwnNetwork:
 
     def __init__(self, slirp: subprocess.Popen[bytes], exit_fd: int) -> None:
         self._slirp = slirp
-        self._exit_fd = exit_fd
+        self.exit_fd = exit_fd
         # Opened now: the nsjail backend's supervisor later sees the job's /proc there.
         self._counters_fd = os.open("/proc/self/net/dev", os.O_RDONLY | os.O_CLOEXEC)
 
@@ -66,7 +66,7 @@ class OwnNetwork:
 
     def close(self) -> None:
         os.close(self._counters_fd)
-        os.close(self._exit_fd)
+        os.close(self.exit_fd)
         try:
             self._slirp.wait(READY_TIMEOUT_S)
         except subprocess.TimeoutExpired:

@@ -2,12 +2,11 @@
 
 `render_argv` is a pure function from the spec to a command line (never a shell
 string, never a template: each value is one argv element, and a value that nsjail
-would split, such as a path with ':', is refused). `launch` runs in the fork
-server's supervisor and starts nsjail; `NsjailJail` reads what nsjail says.
-A job without network has a compiled supervisor (`nsjail_supervisor.c`, spawned by
-`spawn_supervisor`), which does the same and sends nsjail's log in its exit report, read
-by the service (`log_outcome`); a job with network has the fork server's Python one,
-which also makes its network namespace (`netns.py`).
+would split, such as a path with ':', is refused). The compiled supervisor
+(`nsjail_supervisor.c`, `supervisor.py`) starts nsjail through its pid 1 (`init_argv`)
+and sends nsjail's log in its exit report, read by the service (`log_outcome`); a job
+with network has its namespace made first (`netns.py`) by the fork server's child,
+which then execs the supervisor.
 
 The process tree of one job under nsjail:
 
@@ -32,56 +31,22 @@ no cgroup flags (it would delete its groups on exit, taking the OOM count along)
 
 from __future__ import annotations
 
-import fcntl
 import math
 import os
 import re
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from gristmill.isolation import files_out
-from gristmill.isolation.jail import (
-    OOM_FIRST,
-    PROC_OPTIONS,
-    JailSpec,
-    fill_job_dir,
-    job_dir_options,
-    join_cgroup,
-    rusage_ns,
-)
-from gristmill.isolation.linux import (
-    CLONE_NEWNS,
-    CLONE_NEWPID,
-    MS_PRIVATE,
-    MS_REC,
-    foreign_abi_filter,
-    mount,
-    unshare,
-)
+from gristmill.isolation.jail import OOM_FIRST, PROC_OPTIONS, JailSpec
+from gristmill.isolation.linux import foreign_abi_filter
 
-__all__ = [
-    "NSJAIL_INIT",
-    "NSJAIL_SUPERVISOR",
-    "SHIM",
-    "NsjailJail",
-    "launch",
-    "log_outcome",
-    "parse_log",
-    "render_argv",
-    "spawn_supervisor",
-]
+__all__ = ["NSJAIL_INIT", "SHIM", "init_argv", "log_outcome", "parse_log", "render_argv"]
 
 MiB = 1024 * 1024
 NSJAIL_INIT = "gristmill-nsjail-init"
 """The compiled pid 1 that becomes nsjail (`nsjail_init.c`, built by `make install`)."""
-NSJAIL_SUPERVISOR = "gristmill-nsjail-supervisor"
-"""The compiled supervisor of a job without network (`nsjail_supervisor.c`, `make install`)."""
-SUPERVISOR_FDS = ("stdin", "stdout", "stderr", "result", "job", "control", "report")
-"""The compiled supervisor's descriptors 0 to 6, in that order."""
 STDERR_FD = 5
 """Where nsjail hands the program its stderr (nsjail's own fd 2 is its log)."""
 READY_FD = 6
@@ -92,7 +57,7 @@ SHIM = "/gristmill/shim"
 (`--shim`): it moves the job's stderr from `STDERR_FD` to 2, writes a byte to `READY_FD`,
 closes both and execs the job's argv, which follows as it is."""
 LOG_KEPT = 64 << 10
-"""How much of the head and of the tail of nsjail's log is read (`NsjailJail._log`)."""
+"""How much of the head and of the tail of nsjail's log the supervisor keeps (its LOG_KEPT)."""
 _SEPARATORS = re.compile(r"[:,\0]")
 
 
@@ -223,15 +188,13 @@ def parse_log(text: str) -> LogSummary:
     return LogSummary(wait_status, tuple(problems))
 
 
-def _init_argv(spec: JailSpec, fds: list[int] | None) -> list[str]:
-    """The command line of the job's pid 1 before it becomes nsjail (`nsjail_init.c`):
-    `fds` at 0, 1, 2, ... (None: the compiled supervisor adds its own), /proc mounted and
-    masked, the OOM score, RLIMIT_SIGPENDING and the filter of other ABIs the job
-    inherits through nsjail."""
+def init_argv(spec: JailSpec) -> list[str]:
+    """The command line of the job's pid 1 before it becomes nsjail (`nsjail_init.c`; the
+    supervisor adds its --fds): /proc mounted and masked, the OOM score, RLIMIT_SIGPENDING
+    and the filter of other ABIs the job inherits through nsjail."""
     foreign = foreign_abi_filter()
     return [
         spec.nsjail_init,
-        *(("--fds", ",".join(map(str, fds))) if fds is not None else ()),
         # hidepid: the job never sees nsjail, which lives in the host's network and mount
         # namespaces (its /proc/1/net/* and /proc/1/mountinfo would be the host's).
         *("--proc-options", PROC_OPTIONS),
@@ -243,116 +206,6 @@ def _init_argv(spec: JailSpec, fds: list[int] | None) -> list[str]:
         "--",
         *spec.nsjail_argv,
     ]
-
-
-def supervisor_argv(spec: JailSpec) -> list[str]:
-    """The compiled supervisor's command line for `spec` (see `nsjail_supervisor.c`)."""
-    workspace = Path(spec.job_dir).parent
-    argv = [spec.nsjail_supervisor, "--wall-ms", str(spec.wall_time_ms)]
-    argv += ["--cpu-ms", str(spec.cpu_time_ms)]
-    if spec.warm:
-        argv.append("--warm")
-    else:
-        argv += ["--copy-from", spec.job_dir]
-    if spec.cpu_usage_file:
-        argv += ["--cpu-usage", spec.cpu_usage_file]
-        if spec.cpu_usage_v2:
-            argv.append("--cpu-v2")
-    if spec.pids_events_file:
-        argv += ["--pids-events", spec.pids_events_file]
-    if spec.memory_files:
-        usage, limit, stat = spec.memory_files
-        argv += ["--memory-usage", usage, "--memory-limit", limit, "--memory-stat", stat]
-    for name in spec.cgroup_join_files:
-        argv += ["--join", name]
-    argv += ["--root", spec.root_dir, "--tmpfs", job_dir_options(spec)]
-    argv += ["--uid", str(spec.uid), "--gid", str(spec.gid)]
-    argv += ["--request", str(workspace / files_out.REQUEST)]
-    return [*argv, "--", *_init_argv(spec, None)]
-
-
-def spawn_supervisor(spec: JailSpec, fds: dict[str, int]) -> None:
-    """Starts the compiled supervisor of `spec`'s job with its descriptors at 0 to 6.
-
-    Spawned (vfork and exec), not forked: a fork of the fork server cost each job ~3 ms
-    of CPU in pages copied on write. Each descriptor goes through a copy above them all,
-    so that none is overwritten before it is moved."""
-    high = [fcntl.fcntl(fds[name], fcntl.F_DUPFD_CLOEXEC, 64) for name in SUPERVISOR_FDS]
-    try:
-        os.posix_spawn(
-            spec.nsjail_supervisor,
-            supervisor_argv(spec),
-            {},
-            file_actions=[(os.POSIX_SPAWN_DUP2, fd, number) for number, fd in enumerate(high)],
-        )
-    finally:
-        for fd in high:
-            os.close(fd)
-
-
-def launch(spec: JailSpec, fds: dict[str, int]) -> NsjailJail:
-    """Builds what nsjail cannot (pid namespace, /proc, the job's tmpfs) and starts it."""
-    join_cgroup(spec)
-    unshare(CLONE_NEWNS | CLONE_NEWPID)
-    mount(None, "/", None, MS_REC | MS_PRIVATE)
-    fill_job_dir(spec, spec.root_dir)
-    # A file, not a pipe: nsjail writes ~30 lines as it starts, each of which would wake
-    # the supervisor, and the log is only read once nsjail has gone.
-    log = os.memfd_create("gristmill-nsjail-log", os.MFD_CLOEXEC)
-    ready_r, ready_w = os.pipe()
-    # nsjail's 0 and 1 become the program's; its 2 is its log; the rest it passes on.
-    passed = [fds["stdin"], fds["stdout"], log, fds["result"], fds["job"], fds["stderr"], ready_w]
-    for fd in passed:
-        os.set_inheritable(fd, True)
-    # Spawned (vfork and exec), not forked: the first child after the unshare is pid 1 of
-    # the new pid namespace, and a compiled one costs no copy of this process's pages.
-    pid = os.posix_spawn(spec.nsjail_init, _init_argv(spec, passed), {})
-    os.close(ready_w)
-    return NsjailJail(pid, log, ready_r, spec.root_dir)
-
-
-class NsjailJail:
-    """The supervisor's view of nsjail: a byte when the program runs, a log at the end."""
-
-    def __init__(self, pid: int, log_fd: int, ready_fd: int, job_target: str) -> None:
-        self.pid = pid
-        # Our child: its pid is not freed before we have waited for it.
-        self.pidfd = os.pidfd_open(pid)
-        self.job_dir_fd = files_out.open_job_dir(job_target)
-        self._log_fd = log_fd
-        self._ready_fd = ready_fd
-        self._ready = False
-
-    def watched(self) -> list[int]:
-        return [self._ready_fd]
-
-    def read(self, fd: int) -> tuple[bool, list[dict[str, Any]]]:
-        """Reads the ready pipe; whether it is still open, and the status messages it gave."""
-        chunk = os.read(fd, 64)
-        if not chunk or self._ready:
-            return bool(chunk), []
-        self._ready = True
-        return True, [{"running": time.monotonic_ns()}]
-
-    def _log(self) -> str:
-        """nsjail's log: its head (the set-up, and what failed there) and its tail (the
-        program's end), `LOG_KEPT` bytes of each. What a job makes nsjail log without end
-        (orphans reaped) fills the job's own memory: the writer's cgroup pays for a memfd."""
-        try:
-            size = os.fstat(self._log_fd).st_size
-            head = os.pread(self._log_fd, LOG_KEPT, 0)
-            tail = b""
-            if size > len(head):
-                tail = os.pread(self._log_fd, LOG_KEPT, max(size - LOG_KEPT, len(head)))
-        finally:
-            os.close(self._log_fd)
-        return (head + b"\n" + tail).decode(errors="replace")
-
-    def finish(self) -> list[dict[str, Any]]:
-        """Reaps nsjail and says how the program ended, or why it never started."""
-        _, _, usage = os.wait4(self.pid, 0)
-        outcome = log_outcome(self._log(), self._ready, rusage_ns(usage))
-        return [outcome] if outcome else []
 
 
 def log_outcome(log: str, ready: bool, usage: dict[str, int]) -> dict[str, Any]:

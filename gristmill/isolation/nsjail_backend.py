@@ -25,19 +25,16 @@ class NsjailBackend(ProcessBackend):
         cgroups: Cgroups | None,
         cgroups_problem: str = "",
     ) -> None:
-        super().__init__(cgroups, cgroups_problem)
+        super().__init__(supervisor, cgroups, cgroups_problem)
         self.nsjail = nsjail
         # What becomes pid 1 of each job's pid namespace, then nsjail (`nsjail_init.c`).
         self.init = init
-        # The supervisor of each job without network (`nsjail_supervisor.c`).
-        self.supervisor = supervisor
         self.jail_detail = f"nsjail ({nsjail}) + seccomp (Kafel, same rules)"
 
     def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
         spec = dataclasses.replace(
             super()._spec(plan, cgroup),
             nsjail_init=self.init,
-            nsjail_supervisor=self.supervisor,
             # nsjail compiles the same rules from their Kafel rendering: no BPF to ship.
             seccomp_bpf="",
         )

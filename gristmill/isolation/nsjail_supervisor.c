@@ -1,43 +1,55 @@
 /*
- * gristmill-nsjail-supervisor: the supervisor of one job under the nsjail backend, when the
- * job has no network (a job with network needs a namespace and nftables of its own: the
- * Python supervisor of `forkserver.py` does that one).
+ * gristmill-nsjail-supervisor: the supervisor of every job, of both backends (the name is
+ * the nsjail backend's, where it began).
  *
- * The same protocol as the Python supervisor (`forkserver.py`), compiled: the fork server
- * spawns it (vfork and exec) instead of forking a copy of itself. A forked Python
- * supervisor cost every job ~3 ms of CPU, most of it in the ~600 pages its objects'
- * reference counts copied on write, and its exit; this costs a fraction of it.
+ * It holds the job's limits and reports on `report`, one JSON object a line: {"type":
+ * "started", ...} once the program runs, {"type": "handed"} at a warm sandbox's hand-over,
+ * {"type": "exit", ...} at the end. It kills the job on its wall-clock or CPU deadline,
+ * when its forks stay refused at the pids limit, when it thrashes at its memory limit (see
+ * `thrash_at_memory_limit`), when a network-on job's sockets fill its memory or its bytes
+ * pass its cap, on a byte on `control` (the stop reason, or "go WALL_MS CPU_MS
+ * NETWORK_BYTES": a warm sandbox's hand-over), and when `control` closes.
  *
- * It joins the job's cgroup, makes a mount and a pid namespace for the job's children,
- * mounts the job's tmpfs (and copies the job's files into it, unless the sandbox is warm:
- * the service writes a warm sandbox's files at its hand-over), spawns the job's pid 1
- * (`gristmill-nsjail-init`, which becomes nsjail), then reports on `report`, one JSON
- * object a line: {"type": "started", ...} once nsjail has started the program, {"type":
- * "handed"} at a warm sandbox's hand-over, {"type": "exit", ...} at the end. It kills the
- * job on its wall-clock or CPU deadline, when its forks stay refused at the pids limit,
- * when it thrashes at its memory limit (as `thrash.py` tells it), on
- * a byte on `control` (the stop reason, or "go WALL_MS CPU_MS NETWORK_BYTES": a warm
- * sandbox's hand-over), and when `control` closes. nsjail's log is sent as it is in the
- * exit report ("nsjail_log"): the service reads the program's end from it
- * (`nsjail.log_outcome`). The report goes as soon as that log says the program has ended
- * and every other process of the job has been sent SIGKILL (nsjail's exit as the jail's
- * pid 1, and its pid namespace's end, took ~0.5 to 1.5 ms of every job's latency): the
+ * Two jails, one supervision:
+ * - nsjail's (the default): the fork server spawns it (vfork and exec; a forked Python
+ *   supervisor cost every job ~3 ms of CPU in pages copied on write and its exit). It
+ *   joins the job's cgroup, makes a mount and a pid namespace for the job's children,
+ *   mounts the job's tmpfs (and copies the job's files into it, unless the sandbox is
+ *   warm: the service writes a warm sandbox's files at its hand-over), spawns the job's
+ *   pid 1 (`gristmill-nsjail-init`, which becomes nsjail). nsjail's log is sent as it is
+ *   in the exit report ("nsjail_log"): the service reads the program's end from it
+ *   (`nsjail.log_outcome`).
+ * - the process backend's own (`--jail PID`): built by the fork server's child
+ *   (`forkserver.py`), which then execs this in its place, the jail's pid 1 its child (or
+ *   a template's), with its pidfd at 7, init's status pipe at 8 (lines: "running NS",
+ *   "error TEXT", "end WAIT_STATUS USER_NS SYSTEM_NS PEAK_BYTES") and the job's tmpfs at 9.
+ * A network-on job's namespace (`netns.py`) is made by the fork server's child before
+ * either, which then execs this: its network helper's exit descriptor is held at 10 (the
+ * helper ends with us), and its bytes are read from `tap0` in /proc/self/net/dev.
+ *
+ * The report goes as soon as the program has ended (nsjail's log says so, or init's
+ * "end") and every other process of the job has been sent SIGKILL (the jail's pid 1's
+ * exit, and its pid namespace's end, took ~0.5 to 1.5 ms of every job's latency): the
  * service reads the job's usage from its cgroup. Without a cgroup, when the job was
- * stopped, or when it asked for files back, it goes once the jail's pid 1 has been
- * reaped. When the job asked for files back (the request file exists), the report names
- * the job's tmpfs ("collect_from") and the supervisor keeps it until the service has
- * taken them and closed `control`.
+ * stopped, or when it asked for files back, it goes once the jail's pid 1 has gone. When
+ * the job asked for files back (the request file exists), the report names the job's
+ * tmpfs ("collect_from") and the supervisor keeps it until the service has taken them and
+ * closed `control`.
  *
- * Compiled like gristmill-nsjail-init: static, against musl (see there why).
+ * Compiled like gristmill-nsjail-init: static, against musl (see there why). Its parsers
+ * (control commands, init's status, nsjail's log, cgroup and /proc files) are run under
+ * ASan and UBSan by tests/isolation/test_supervisor_fuzz.py (`supervisor_fuzz.c`).
  *
  * Descriptors: 0 stdin, 1 stdout, 2 stderr, 3 result, 4 job (the program's, passed on to
- * pid 1), 5 control, 6 report.
+ * pid 1 under nsjail), 5 control, 6 report; 7 to 10 as above.
  * Usage: gristmill-nsjail-supervisor [--warm] [--wall-ms N] [--cpu-ms N]
- *            [--cpu-usage FILE [--cpu-v2]] [--pids-events FILE]
- *            [--memory-usage FILE --memory-limit FILE --memory-stat FILE] [--join FILE]...
- *            --root DIR --tmpfs OPTIONS [--copy-from DIR] --uid N --gid N
- *            --request FILE -- INIT [ARG]...
- * INIT's argv is given without its --fds, which the supervisor adds.
+ *            [--cpu-usage FILE [--cpu-v2]] [--pids-events FILE] [--procs FILE]
+ *            [--memory-usage FILE --memory-limit FILE --memory-stat FILE]
+ *            [--network [--network-bytes N] [--sockets [--socket-memory FILE]]]
+ *            --request FILE
+ *            (nsjail: [--join FILE]... --root DIR --tmpfs OPTIONS [--copy-from DIR]
+ *             --uid N --gid N -- INIT [ARG]...; INIT's argv without its --fds)
+ *            (own: --jail PID [--jail-child] [--job-dir] --started-ns NS)
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -65,6 +77,11 @@
 
 #define CONTROL 5
 #define REPORT 6
+#define JAIL_PIDFD 7   /* own jail: its pid 1 */
+#define JAIL_STATUS 8  /* own jail: its init's status lines */
+#define JOB_DIR 9      /* own jail: the job's tmpfs */
+#define NETWORK_EXIT 10 /* network-on: the helper's exit descriptor, held */
+#define STATUS_LINE 4096
 #define MAX_JOINS 16
 #define LOG_KEPT (64 << 10) /* bytes of nsjail's log kept from its head, and from its tail */
 #define LOG_PIPE (256 << 10) /* what nsjail may log before the program runs, unread */
@@ -78,8 +95,9 @@
 #define MAX_COPY_DEPTH 64
 
 static struct {
-    int warm, cpu_v2;
-    const char *cpu_usage, *pids_events, *root, *tmpfs, *copy_from, *request;
+    int warm, cpu_v2, network, sockets, own, jail_child, job_dir;
+    const char *cpu_usage, *pids_events, *root, *tmpfs, *copy_from, *request, *procs;
+    const char *socket_memory;
     const char *memory_usage, *memory_limit, *memory_stat;
     const char *joins[MAX_JOINS];
     int join_count;
@@ -89,10 +107,14 @@ static struct {
     int init_count;
 } config = {.uid = (uid_t)-1, .gid = (gid_t)-1};
 
-/* What the job has done so far, as the Python supervisor's `_Supervision` holds it. */
+/* What the job has done so far. */
 static struct {
     pid_t jail;
-    int job_dir, cpu_usage, pids_events, host_proc, program_mounts;
+    int jail_pidfd, job_dir, cpu_usage, pids_events, host_proc, program_mounts, net_dev;
+    long long network_bytes, sent_baseline, received_baseline;
+    int socket_memory;
+    int ended; /* own jail: init has said how the program ended */
+    long long wait_status, user_cpu_ns, system_cpu_ns, peak_memory_bytes;
     long long started_ns, running_ns, handover_ns, cpu_baseline_ns;
     long long wall_ms, cpu_ms; /* the pool's backstops until a warm sandbox's hand-over */
     int handed, ready;
@@ -101,8 +123,15 @@ static struct {
     long long refused, episode_first, episode_last;
     int memory_usage, memory_limit, memory_stat;
     long long refaults, thrash_first, thrash_last;
-} job = {.job_dir = -1, .cpu_usage = -1, .pids_events = -1, .host_proc = -1, .program_mounts = -1,
-         .memory_usage = -1, .memory_limit = -1, .memory_stat = -1, .refaults = -1};
+} job = {.jail_pidfd = -1, .job_dir = -1, .cpu_usage = -1, .pids_events = -1, .host_proc = -1,
+         .program_mounts = -1, .net_dev = -1, .socket_memory = -1, .memory_usage = -1,
+         .memory_limit = -1, .memory_stat = -1, .refaults = -1};
+
+/* Init's status lines (own jail), as they come: the start of the line being read. */
+static struct {
+    char line[STATUS_LINE];
+    size_t length;
+} status;
 
 /* nsjail's log, read from its pipe once the program runs (before that it only sets up,
  * ~30 lines, each of which would wake us): its head (the set-up, and what failed there)
@@ -115,6 +144,13 @@ static struct {
     size_t line_length;
     int program_ended; /* nsjail has said how the program ended */
 } nsjail_log = {.fd = -1};
+
+/* SIGKILL to the jail's pid 1, by its pidfd once there is one: a pid 1 that is not our
+ * child (a template's) could have freed its pid for another. */
+static void kill_jail(void) {
+    if (job.jail_pidfd >= 0) syscall(SYS_pidfd_send_signal, job.jail_pidfd, SIGKILL, NULL, 0);
+    else if (job.jail > 0) kill(job.jail, SIGKILL);
+}
 
 static long long now_ns(void) {
     struct timespec now;
@@ -134,7 +170,7 @@ static void add(struct text *t, const char *bytes, size_t length) {
         while (room < t->length + length + 1) room *= 2;
         char *grown = realloc(t->data, room);
         if (!grown) {
-            if (job.jail > 0) kill(job.jail, SIGKILL); /* nothing would stop it now */
+            kill_jail(); /* nothing would stop it now */
             _exit(1);
         }
         t->data = grown;
@@ -241,8 +277,12 @@ static void parse(int argc, char **argv) {
             config.warm = 1;
             continue;
         }
-        if (!strcmp(flag, "--cpu-v2")) {
-            config.cpu_v2 = 1;
+        if (!strcmp(flag, "--cpu-v2") || !strcmp(flag, "--network") || !strcmp(flag, "--sockets") ||
+            !strcmp(flag, "--jail-child") || !strcmp(flag, "--job-dir")) {
+            int *set = flag[2] == 'c' ? &config.cpu_v2 : flag[2] == 'n' ? &config.network
+                : flag[2] == 's' ? &config.sockets : flag[6] == 'c' ? &config.jail_child
+                : &config.job_dir;
+            *set = 1;
             continue;
         }
         if (i + 1 >= argc) fail_setup("%s needs a value", flag);
@@ -263,10 +303,20 @@ static void parse(int argc, char **argv) {
         else if (!strcmp(flag, "--uid")) config.uid = (uid_t)number(value, flag);
         else if (!strcmp(flag, "--gid")) config.gid = (gid_t)number(value, flag);
         else if (!strcmp(flag, "--request")) config.request = value;
+        else if (!strcmp(flag, "--procs")) config.procs = value;
+        else if (!strcmp(flag, "--network-bytes")) job.network_bytes = number(value, flag);
+        else if (!strcmp(flag, "--socket-memory")) config.socket_memory = value;
+        else if (!strcmp(flag, "--started-ns")) job.started_ns = number(value, flag);
+        else if (!strcmp(flag, "--jail")) {
+            config.own = 1;
+            job.jail = (pid_t)number(value, flag);
+        }
         else fail_setup("unknown flag %s", flag);
     }
-    if (i + 1 >= argc || !config.root || !config.tmpfs || !config.request ||
-        config.uid == (uid_t)-1 || config.gid == (gid_t)-1)
+    if (!config.request) fail_setup("usage: --request FILE is needed");
+    if (config.own) return;
+    if (i + 1 >= argc || !config.root || !config.tmpfs || config.uid == (uid_t)-1 ||
+        config.gid == (gid_t)-1)
         fail_setup("usage: --root DIR --tmpfs OPTIONS --uid N --gid N --request FILE -- INIT");
     config.init = argv + i + 1;
     config.init_count = argc - i - 1;
@@ -520,7 +570,61 @@ static int thrashing_at_memory_limit(long long now) {
 static void stop(const char *reason) {
     if (!job.stopped_for[0]) snprintf(job.stopped_for, sizeof job.stopped_for, "%s", reason);
     /* The jail's pid 1: the kernel kills the rest of its pid namespace with it. */
-    kill(job.jail, SIGKILL);
+    kill_jail();
+}
+
+/* Bytes sent and received through `tap0` ("tap0: RX_BYTES ... (8 receive fields) TX_BYTES"
+ * in /proc/net/dev), frames' headers included; 0 and 0 without one. */
+static void parse_net_dev(const char *text, long long *sent, long long *received) {
+    *sent = *received = 0;
+    for (const char *line = text; line; line = strchr(line, '\n') ? strchr(line, '\n') + 1 : NULL) {
+        while (*line == ' ') line++;
+        if (strncmp(line, "tap0:", 5)) continue;
+        const char *at = line + 5;
+        for (int field = 0; field <= 8; field++) {
+            char *end;
+            long long value = strtoll(at, &end, 10);
+            if (end == at) return;
+            if (field == 0) *received = value;
+            if (field == 8) *sent = value;
+            at = end;
+        }
+        return;
+    }
+}
+
+/* The job's bytes since it was given its sandbox (a warm sandbox's wait is not its). */
+static void network_used(long long *sent, long long *received) {
+    char text[16384];
+    *sent = *received = 0;
+    if (read_whole(job.net_dev, text, sizeof text)) parse_net_dev(text, sent, received);
+    *sent -= job.sent_baseline;
+    *received -= job.received_baseline;
+}
+
+/* The number a cgroup file holds; 0 if unreadable or not a number ("max"). */
+static long long file_number(int fd) {
+    char text[64];
+    return read_whole(fd, text, sizeof text) ? strtoll(text, NULL, 10) : 0;
+}
+
+/* Whether a network-on job's sockets (TCP and UDP buffers) and its memory together fill its
+ * memory limit. cgroup v1 charges socket buffers apart, to a counter limited to the memory
+ * limit (`cgroups._limit_sockets`), where sends wait and datagrams drop; v2 charges them to
+ * the memory itself, which reclaims around them rather than OOM-kill. Either way the job
+ * is stopped once its sockets hold a sixteenth of its limit or more and, with its anonymous
+ * and tmpfs memory (nothing reclaims those without swap), come within a sixteenth of it. */
+static int sockets_fill_memory(void) {
+    char text[8192];
+    if (job.memory_stat < 0) return 0; /* opened by `thrashing_at_memory_limit` */
+    long long limit = file_number(job.memory_limit);
+    long long sockets = job.socket_memory >= 0 ? file_number(job.socket_memory) : -1;
+    if (limit <= 0 || (sockets >= 0 && sockets < limit / 16)) return 0;
+    if (!read_whole(job.memory_stat, text, sizeof text)) return 0;
+    if (sockets < 0) sockets = keyed(text, "sock") > 0 ? keyed(text, "sock") : 0;
+    long long anon = keyed(text, "anon"), rss = keyed(text, "rss"), shmem = keyed(text, "shmem");
+    long long held = (anon > rss ? (anon > 0 ? anon : 0) : (rss > 0 ? rss : 0)) + (shmem > 0 ? shmem : 0);
+    return sockets >= limit / 16 && sockets + held >= limit - limit / 16;
 }
 
 static void hand_over(const char *command) {
@@ -533,6 +637,9 @@ static void hand_over(const char *command) {
     }
     job.wall_ms = wall;
     job.cpu_ms = cpu;
+    job.network_bytes = network;
+    job.sent_baseline = job.received_baseline = 0;
+    network_used(&job.sent_baseline, &job.received_baseline);
     job.cpu_baseline_ns = cpu_used_ns();
     job.running_ns = now_ns();
     job.handover_ns = job.running_ns - began;
@@ -580,6 +687,56 @@ static void read_log(void) {
     }
 }
 
+static void report_started(void);
+
+/* One of init's status lines (own jail): "running NS", "error TEXT" or "end WAIT_STATUS
+ * USER_NS SYSTEM_NS PEAK_BYTES"; anything else is ignored. */
+static void on_status(const char *line) {
+    long long values[4];
+    int used = 0;
+    if (!strncmp(line, "running ", 8) && !job.ready) {
+        job.ready = 1;
+        job.running_ns = now_ns();
+        report_started();
+    } else if (!strncmp(line, "error ", 6)) {
+        size_t length = strnlen(line + 6, sizeof job.error - 1);
+        memcpy(job.error, line + 6, length);
+        job.error[length] = 0;
+    } else if (sscanf(line, "end %lld %lld %lld %lld%n", &values[0], &values[1], &values[2],
+                      &values[3], &used) == 4 && !line[used]) {
+        job.ended = 1;
+        job.wait_status = values[0];
+        job.user_cpu_ns = values[1];
+        job.system_cpu_ns = values[2];
+        job.peak_memory_bytes = values[3];
+    }
+}
+
+/* Init's status as it comes, split into lines (a line past STATUS_LINE is cut there). */
+static void keep_status(const char *bytes, size_t length) {
+    for (size_t i = 0; i < length; i++) {
+        if (bytes[i] == '\n') {
+            status.line[status.length] = 0;
+            on_status(status.line);
+            status.length = 0;
+        } else if (status.length < STATUS_LINE - 1) {
+            status.line[status.length++] = bytes[i];
+        }
+    }
+}
+
+/* Reads init's status pipe; 0 once it has ended. `all`: until its end. */
+static int read_status(int all) {
+    char chunk[16 << 10];
+    for (;;) {
+        ssize_t length = read(JAIL_STATUS, chunk, sizeof chunk);
+        if (length < 0 && errno == EINTR) continue;
+        if (length <= 0) return 0;
+        keep_status(chunk, (size_t)length);
+        if (!all) return 1;
+    }
+}
+
 /* The log kept: its head, a line break, then its tail in order. */
 static void add_log(struct text *t) {
     struct text joined = {0};
@@ -621,8 +778,8 @@ static void read_control(struct pollfd *control) {
  * once its end is reported; the jail's pid 1 first, whose end ends its pid namespace (and
  * catches a child forked while we read). */
 static void kill_the_rest(void) {
-    kill(job.jail, SIGKILL);
-    int fd = config.join_count ? open(config.joins[0], O_RDONLY | O_CLOEXEC) : -1;
+    kill_jail();
+    int fd = config.procs ? open(config.procs, O_RDONLY | O_CLOEXEC) : -1;
     if (fd < 0) return;
     char chunk[4096];
     long long pid = 0;
@@ -645,19 +802,75 @@ static void kill_the_rest(void) {
  * usage is in its cgroup, it was not stopped, and no files are to be taken from it (its
  * orphans, killed with the jail, must not be writing them). */
 static int reports_early(void) {
-    return nsjail_log.program_ended && job.cpu_usage >= 0 && !job.stopped_for[0] &&
+    return (config.own ? job.ended : nsjail_log.program_ended) && job.cpu_usage >= 0 && !job.stopped_for[0] &&
            access(config.request, F_OK) != 0;
 }
 
+/* Waits until the jail's pid 1 has gone: reaped (with its usage) when it is our child. */
+static void wait_for_jail(int *wait_status, struct rusage *usage) {
+    if (!config.own || config.jail_child) {
+        while (wait4(job.jail, wait_status, 0, usage) < 0 && errno == EINTR) {}
+        return;
+    }
+    struct pollfd gone = {job.jail_pidfd, POLLIN, 0};
+    while (poll(&gone, 1, -1) < 0 && errno == EINTR) {}
+}
+
+/* The jail's descriptor that says how it goes: nsjail's ready pipe, or init's status. */
+static void read_jail(struct pollfd *watched, int ready_r) {
+    if (config.own) {
+        if (!read_status(0)) watched[2].fd = -1;
+        return;
+    }
+    if (watched[2].revents) {
+        char chunk[64];
+        ssize_t length = read(ready_r, chunk, sizeof chunk);
+        if (length <= 0) {
+            watched[2].fd = -1;
+        } else if (!job.ready) {
+            job.ready = 1;
+            job.running_ns = now_ns();
+            watched[3].fd = nsjail_log.fd;
+            report_started();
+            job.program_mounts = hold_program_mounts();
+        }
+    }
+}
+
+/* Every limit of the job, checked at `now`; `deadline`: its wall clock's (0: none). */
+static void check_limits(long long now, long long deadline) {
+    if (deadline && now >= deadline) stop("wall_time");
+    if (!limits_apply()) return;
+    if (job.cpu_ms && cpu_used_ns() - job.cpu_baseline_ns >= job.cpu_ms * 1000000) stop("cpu_time");
+    if (stuck_at_process_limit(now)) stop("processes");
+    if (config.memory_stat && thrashing_at_memory_limit(now)) stop("memory");
+    if (config.sockets && sockets_fill_memory()) stop("socket_memory");
+    if (config.network && job.network_bytes) {
+        long long sent, received;
+        network_used(&sent, &received);
+        if (sent + received > job.network_bytes) stop("network");
+    }
+}
+
+static void add_exit(struct text *t, long long ended_ns, const struct rusage *usage, long long sent,
+                     long long received);
+
 static void supervise(int ready_r) {
-    int pidfd = (int)syscall(SYS_pidfd_open, job.jail, 0);
-    if (pidfd < 0) {
+    if (!config.own) job.jail_pidfd = (int)syscall(SYS_pidfd_open, job.jail, 0);
+    if (job.jail_pidfd < 0) {
         snprintf(job.error, sizeof job.error, "sandbox setup: pidfd_open: %s", strerror(errno));
         kill(job.jail, SIGKILL);
     }
-    struct pollfd watched[4] = {
-        {pidfd, POLLIN, 0}, {CONTROL, POLLIN, 0}, {ready_r, POLLIN, 0}, {-1, POLLIN, 0}};
-    int done = pidfd < 0, early = 0;
+    if (config.own) {
+        /* The jail's mount namespace, held until the report: its teardown (an RCU grace
+         * period) is then not paid by the last process to leave it. */
+        char path[64];
+        snprintf(path, sizeof path, "%d/ns/mnt", job.jail);
+        job.program_mounts = openat(job.host_proc, path, O_RDONLY | O_CLOEXEC);
+    }
+    struct pollfd watched[4] = {{job.jail_pidfd, POLLIN, 0}, {CONTROL, POLLIN, 0},
+                                {config.own ? JAIL_STATUS : ready_r, POLLIN, 0}, {-1, POLLIN, 0}};
+    int done = job.jail_pidfd < 0, early = 0;
     while (!done && !early) {
         /* Once stopped, only the jail's end is awaited (its pid namespace's teardown may
          * take a while): no deadline, no polling. */
@@ -667,8 +880,8 @@ static void supervise(int ready_r) {
             long long left = (deadline - now_ns() + 999999) / 1000000;
             timeout = left <= 0 ? 0 : left > INT_MAX ? INT_MAX : (int)left;
         }
-        if ((job.cpu_ms || job.pids_events >= 0 || config.memory_stat) && running)
-            timeout = timeout < 0 || timeout > CPU_POLL_MS ? CPU_POLL_MS : timeout;
+        int polled = job.cpu_ms || job.pids_events >= 0 || config.memory_stat || job.network_bytes;
+        if (polled && running) timeout = timeout < 0 || timeout > CPU_POLL_MS ? CPU_POLL_MS : timeout;
         if (poll(watched, 4, timeout) < 0 && errno != EINTR) {
             snprintf(job.error, sizeof job.error, "sandbox supervisor: poll: %s", strerror(errno));
             stop("cancel");
@@ -677,40 +890,31 @@ static void supervise(int ready_r) {
         if (watched[0].revents) done = 1;
         if (watched[1].revents) read_control(&watched[1]);
         if (watched[2].revents) {
-            char chunk[64];
-            ssize_t length = read(ready_r, chunk, sizeof chunk);
-            if (length <= 0) {
-                watched[2].fd = -1;
-            } else if (!job.ready) {
-                job.ready = 1;
-                job.running_ns = now_ns();
-                watched[3].fd = nsjail_log.fd;
-                report_started();
-                job.program_mounts = hold_program_mounts();
-            }
+            read_jail(watched, ready_r);
+            early = config.own && reports_early();
         }
         if (watched[3].revents) {
             read_log();
             watched[3].fd = nsjail_log.fd;
             early = reports_early();
         }
-        long long now = now_ns();
-        if (deadline && now >= deadline) stop("wall_time");
-        if (job.cpu_ms && limits_apply() && cpu_used_ns() - job.cpu_baseline_ns >= job.cpu_ms * 1000000)
-            stop("cpu_time");
-        if (limits_apply() && stuck_at_process_limit(now)) stop("processes");
-        if (config.memory_stat && limits_apply() && thrashing_at_memory_limit(now)) stop("memory");
+        check_limits(now_ns(), deadline);
     }
     long long ended_ns = now_ns();
-    int status = 0;
+    /* Read before the rest of the job is killed: its network helper is in its group, and
+     * `tap0` (with its counters) goes with the helper. */
+    long long sent = 0, received = 0;
+    if (config.network) network_used(&sent, &received);
+    int wait_status = 0;
     struct rusage usage = {0};
     if (early) {
         /* The program is gone: what is left of its jail goes too, its teardown off the
          * job's path. */
         kill_the_rest();
     } else {
-        while (wait4(job.jail, &status, 0, &usage) < 0 && errno == EINTR) {}
-        read_log();
+        wait_for_jail(&wait_status, &usage);
+        if (config.own) read_status(1);
+        else read_log();
     }
 
     /* (An early report has found no request already.) */
@@ -721,19 +925,7 @@ static void supervise(int ready_r) {
         job.job_dir = -1;
     }
     struct text t = {0};
-    addf(&t, "{\"type\": \"exit\", \"pid\": %d, \"setup_error\": ", getpid());
-    add_string(&t, job.error, strlen(job.error));
-    add(&t, ", \"stopped_for\": ", 17);
-    if (job.stopped_for[0]) add_string(&t, job.stopped_for, strlen(job.stopped_for));
-    else add(&t, "null", 4);
-    long long setup_ns = config.warm ? job.handover_ns : (job.running_ns ? job.running_ns : ended_ns) - job.started_ns;
-    addf(&t, ", \"run_ns\": %lld, \"setup_ns\": %lld", limits_apply() ? ended_ns - job.running_ns : 0, setup_ns);
-    addf(&t, ", \"ready\": %s, \"usage\": {\"user_cpu_ns\": %lld, \"system_cpu_ns\": %lld, ",
-         job.ready ? "true" : "false",
-         usage.ru_utime.tv_sec * 1000000000LL + usage.ru_utime.tv_usec * 1000LL,
-         usage.ru_stime.tv_sec * 1000000000LL + usage.ru_stime.tv_usec * 1000LL);
-    addf(&t, "\"peak_memory_bytes\": %lld}, \"nsjail_log\": ", (long long)usage.ru_maxrss * 1024);
-    add_log(&t);
+    add_exit(&t, ended_ns, &usage, sent, received);
     if (collect) {
         char job_dir[64];
         snprintf(job_dir, sizeof job_dir, "/proc/%d/fd/%d", getpid(), job.job_dir);
@@ -746,7 +938,7 @@ static void supervise(int ready_r) {
     if (early) {
         /* Gone once we exit, as the service expects of our pid: the jail first. */
         if (nsjail_log.fd >= 0) close(nsjail_log.fd);
-        while (wait4(job.jail, &status, 0, NULL) < 0 && errno == EINTR) {}
+        wait_for_jail(&wait_status, NULL);
     }
     /* The service takes the files through our descriptor, then closes `control`. */
     while (collect && watched[1].fd >= 0) {
@@ -756,25 +948,62 @@ static void supervise(int ready_r) {
     }
 }
 
+/* The exit report but its closing brace and "collect_from": how the program ended (nsjail's
+ * log, or init's "end"), the clocks, the network's bytes. */
+static void add_exit(struct text *t, long long ended_ns, const struct rusage *usage, long long sent,
+                     long long received) {
+    addf(t, "{\"type\": \"exit\", \"pid\": %d, \"setup_error\": ", getpid());
+    add_string(t, job.error, strlen(job.error));
+    add(t, ", \"stopped_for\": ", 17);
+    if (job.stopped_for[0]) add_string(t, job.stopped_for, strlen(job.stopped_for));
+    else add(t, "null", 4);
+    long long setup_ns = config.warm ? job.handover_ns : (job.running_ns ? job.running_ns : ended_ns) - job.started_ns;
+    addf(t, ", \"run_ns\": %lld, \"setup_ns\": %lld", limits_apply() ? ended_ns - job.running_ns : 0, setup_ns);
+    addf(t, ", \"network_sent_bytes\": %lld, \"network_received_bytes\": %lld", sent, received);
+    if (config.own) {
+        if (job.ended)
+            addf(t, ", \"wait_status\": %lld, \"user_cpu_ns\": %lld, \"system_cpu_ns\": %lld, "
+                    "\"peak_memory_bytes\": %lld",
+                 job.wait_status, job.user_cpu_ns, job.system_cpu_ns, job.peak_memory_bytes);
+        return;
+    }
+    addf(t, ", \"ready\": %s, \"usage\": {\"user_cpu_ns\": %lld, \"system_cpu_ns\": %lld, ",
+         job.ready ? "true" : "false",
+         usage->ru_utime.tv_sec * 1000000000LL + usage->ru_utime.tv_usec * 1000LL,
+         usage->ru_stime.tv_sec * 1000000000LL + usage->ru_stime.tv_usec * 1000LL);
+    addf(t, "\"peak_memory_bytes\": %lld}, \"nsjail_log\": ", (long long)usage->ru_maxrss * 1024);
+    add_log(t);
+}
+
 int main(int argc, char **argv) {
     job.started_ns = now_ns();
-    /* Nothing but our seven descriptors: whatever else came with the spawn is not ours. */
-    syscall(SYS_close_range, 7U, ~0U, 0);
-    /* As the Python supervisor's: a closed pipe is an error, not a death; ^C on the
-     * service's terminal is the service's to handle (it closes `control`). */
+    /* Nothing but our descriptors: whatever else came with the spawn is not ours. */
+    syscall(SYS_close_range, 11U, ~0U, 0);
+    /* A closed pipe is an error, not a death; ^C on the service's terminal is the
+     * service's to handle (it closes `control`). */
     signal(SIGPIPE, SIG_IGN);
     signal(SIGINT, SIG_IGN);
     signal(SIGCHLD, SIG_DFL);
-    fcntl(CONTROL, F_SETFD, FD_CLOEXEC);
-    fcntl(REPORT, F_SETFD, FD_CLOEXEC);
     parse(argc, argv);
+    for (int fd = CONTROL; fd <= NETWORK_EXIT; fd++) fcntl(fd, F_SETFD, FD_CLOEXEC);
+    if (!config.own) syscall(SYS_close_range, (unsigned)JAIL_PIDFD, (unsigned)JOB_DIR, 0);
+    if (!config.network) close(NETWORK_EXIT);
+    if (config.own) {
+        job.jail_pidfd = JAIL_PIDFD;
+        if (config.job_dir) job.job_dir = JOB_DIR;
+        else close(JOB_DIR);
+    }
     job.handed = !config.warm;
     if (config.cpu_usage) job.cpu_usage = high(open_file(config.cpu_usage));
     if (config.pids_events) job.pids_events = high(open_file(config.pids_events));
     if (!config.memory_usage || !config.memory_limit) config.memory_stat = NULL;
+    if (!config.memory_stat) config.sockets = 0;
+    if (config.socket_memory && config.socket_memory[0])
+        job.socket_memory = high(open_file(config.socket_memory));
     /* Ours, before pid 1 mounts the job's own /proc over it in the mount namespace we share. */
     job.host_proc = open("/proc", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (job.host_proc >= 0) job.host_proc = high(job.host_proc);
-    supervise(launch());
+    if (config.network) job.net_dev = high(open_file("/proc/self/net/dev"));
+    supervise(config.own ? -1 : launch());
     return 0;
 }

@@ -91,8 +91,8 @@ def _supervisor_gone(pid: int, cgroup: JobCgroup | None, timeout_s: float = 5.0)
 
 
 def _read_exit(report: dict[str, Any]) -> dict[str, Any]:
-    """A supervisor's exit report, with the program's end read from nsjail's log when the
-    compiled supervisor sent the log as it is (`nsjail_supervisor.c`)."""
+    """A supervisor's exit report, with the program's end read from nsjail's log, which
+    the supervisor sends as it is under nsjail (`nsjail_supervisor.c`)."""
     if "nsjail_log" not in report:
         return report
     end = dict(report)
@@ -334,8 +334,14 @@ class ProcessBackend:
     jail_detail = "own namespaces + seccomp (libseccomp)"
 
     def __init__(
-        self, cgroups: Cgroups | None, cgroups_problem: str = "", fork_interpreters: bool = False
+        self,
+        supervisor: str,
+        cgroups: Cgroups | None,
+        cgroups_problem: str = "",
+        fork_interpreters: bool = False,
     ) -> None:
+        # The compiled supervisor of every job (`nsjail_supervisor.c`).
+        self.supervisor = supervisor
         self.cgroups = cgroups
         # Python's program forked from a template, not exec'd (`template.py`); never for a
         # network-on job, whose network namespace is its supervisor's.
@@ -403,6 +409,7 @@ class ProcessBackend:
                 plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
             ).hex(),
             warm=plan.warm,
+            supervisor=self.supervisor,
             fork_template=template_command(plan.argv, plan.profile.mounts)
             if self.fork_interpreters and not limits.network
             else [],

