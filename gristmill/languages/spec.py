@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import enum
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from gristmill import typed_toml
 from gristmill.errors import GristmillError
 from gristmill.model import Limits
 
@@ -89,75 +91,92 @@ class RuntimeSpec:
     env_refused: tuple[str, ...] = ()
 
 
-_BUILD_LIMITS = ("wall_time_ms", "memory_bytes", "cpu_time_ms", "processes", "output_bytes")
-
-
-def _build_spec(data: Mapping[str, Any]) -> BuildSpec:
-    unknown = set(data) - {"run", "outputs", "env", "prime", *_BUILD_LIMITS}
-    if unknown:
-        raise ValueError(f"[build]: unknown keys {sorted(unknown)}")
-    run, outputs = tuple(data["run"]), tuple(data["outputs"])
-    if not run or not outputs:
-        raise ValueError("[build]: run and outputs must not be empty")
-    for output in outputs:
-        if PurePosixPath(output).is_absolute() or ".." in PurePosixPath(output).parts:
-            raise ValueError(f"[build]: output {output!r} must be a path inside the build dir")
-
-    def limit(name: str) -> int:
-        return int(data.get(name, getattr(DEFAULT_BUILD_LIMITS, name)))
-
-    return BuildSpec(
-        run=run,
-        outputs=outputs,
-        env={str(name): str(value) for name, value in data.get("env", {}).items()},
-        prime=tuple(str(arg) for arg in data.get("prime", ())),
-        limits=Limits(
-            wall_time_ms=limit("wall_time_ms"),
-            memory_bytes=limit("memory_bytes"),
-            cpu_time_ms=limit("cpu_time_ms"),
-            processes=limit("processes"),
-            output_bytes=limit("output_bytes"),
-        ),
-    )
-
-
 ENV_PATTERN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\*?")
 """A variable's name, or a prefix ended by `*`: the names an `[env] refused` entry is."""
 
+_FILE = ConfigDict(extra="forbid", strict=True)
+"""runtime.toml's tables: unknown keys refused, values of their declared type."""
+_Steps = Annotated[list[str], Field(min_length=1)]
 
-def _env_refused(data: Mapping[str, Any]) -> tuple[str, ...]:
-    unknown = set(data) - {"refused"}
-    if unknown:
-        raise ValueError(f"[env]: unknown keys {sorted(unknown)}")
-    refused = data.get("refused", [])
-    if not isinstance(refused, list):  # a string would be read as its letters
-        raise ValueError(f"[env]: refused {refused!r} is not a list")
-    for pattern in refused:
-        if not isinstance(pattern, str) or not ENV_PATTERN.fullmatch(pattern):
-            raise ValueError(f"[env]: refused {pattern!r} is not a NAME or a PREFIX*")
-    return tuple(refused)
+
+def _inside(output: str) -> str:
+    if PurePosixPath(output).is_absolute() or ".." in PurePosixPath(output).parts:
+        raise ValueError(f"output {output!r} must be a path inside the build dir")
+    return output
+
+
+class _BuildTable(BaseModel):
+    """`[build]` as written; `network` is no key of it: a build never has the network."""
+
+    model_config = _FILE
+    run: _Steps
+    outputs: Annotated[list[Annotated[str, AfterValidator(_inside)]], Field(min_length=1)]
+    env: dict[str, str] = {}
+    prime: list[str] = []
+    wall_time_ms: int = Field(DEFAULT_BUILD_LIMITS.wall_time_ms, ge=1)
+    memory_bytes: int = Field(DEFAULT_BUILD_LIMITS.memory_bytes, ge=1)
+    cpu_time_ms: int = Field(DEFAULT_BUILD_LIMITS.cpu_time_ms, ge=1)
+    processes: int = Field(DEFAULT_BUILD_LIMITS.processes, ge=1)
+    output_bytes: int = Field(DEFAULT_BUILD_LIMITS.output_bytes, ge=1)
+
+    def spec(self) -> BuildSpec:
+        limits = Limits(
+            wall_time_ms=self.wall_time_ms,
+            memory_bytes=self.memory_bytes,
+            cpu_time_ms=self.cpu_time_ms,
+            processes=self.processes,
+            output_bytes=self.output_bytes,
+        )
+        run, outputs, prime = tuple(self.run), tuple(self.outputs), tuple(self.prime)
+        return BuildSpec(run=run, outputs=outputs, env=self.env, limits=limits, prime=prime)
+
+
+class _EnvTable(BaseModel):
+    model_config = _FILE
+    refused: list[Annotated[str, StringConstraints(pattern=f"^(?:{ENV_PATTERN.pattern})$")]] = []
+
+
+class _RuntimeFile(BaseModel):
+    """runtime.toml as written: each key of `RuntimeSpec`, its type and its default."""
+
+    model_config = _FILE
+    name: str
+    display_name: str | None = None
+    extensions: list[str]
+    source_file: str
+    default_entry_point: str = "main"
+    run: _Steps
+    requires: list[str] = []
+    version_command: _Steps
+    result_fallback: Literal["none", "last_stdout_line"] = "none"
+    build: _BuildTable | None = None
+    memory_variable: bool = False
+    message_context: bool = False
+    script: bool = False
+    env: _EnvTable = _EnvTable()
+    # The language's benchmark (bench/): its own keys, never read by the server.
+    bench: dict[str, Any] = {}
 
 
 def load_spec(folder: Path) -> RuntimeSpec:
+    """The language of `folder`, from its runtime.toml; SpecError names the key and line."""
     path = folder / "runtime.toml"
-    data = tomllib.loads(path.read_text())
-    try:
-        return RuntimeSpec(
-            name=data["name"],
-            display_name=data.get("display_name", data["name"]),
-            extensions=tuple(data["extensions"]),
-            source_file=data["source_file"],
-            default_entry_point=data.get("default_entry_point", "main"),
-            run=tuple(data["run"]),
-            requires=tuple(data.get("requires", ())),
-            version_command=tuple(data["version_command"]),
-            result_fallback=ResultFallback(data.get("result_fallback", "none")),
-            folder=folder,
-            build=_build_spec(data["build"]) if "build" in data else None,
-            memory_variable=bool(data.get("memory_variable", False)),
-            message_context=bool(data.get("message_context", False)),
-            script=bool(data.get("script", False)),
-            env_refused=_env_refused(data.get("env", {})),
-        )
-    except (KeyError, ValueError, TypeError) as error:
-        raise SpecError(f"{path}: {error!r}") from error
+    data, text = typed_toml.read(path, SpecError)
+    file: _RuntimeFile = typed_toml.validate(_RuntimeFile, data, path, text, SpecError)
+    return RuntimeSpec(
+        name=file.name,
+        display_name=file.display_name or file.name,
+        extensions=tuple(file.extensions),
+        source_file=file.source_file,
+        default_entry_point=file.default_entry_point,
+        run=tuple(file.run),
+        requires=tuple(file.requires),
+        version_command=tuple(file.version_command),
+        result_fallback=ResultFallback(file.result_fallback),
+        folder=folder,
+        build=file.build.spec() if file.build else None,
+        memory_variable=file.memory_variable,
+        message_context=file.message_context,
+        script=file.script,
+        env_refused=tuple(file.env.refused),
+    )
