@@ -7,17 +7,15 @@ In one run, against one embedded server whose caches start empty:
   median of the outcome's build phase and of the whole Execute;
 - `cached`: the last job again (its build taken from the cache).
 
-    .venv/bin/python bench/build_time.py [--lang java] [-n 10] [--json]
+    .venv/bin/python bench/build_time.py [--lang java] [-n 10] [--runtimes DIR] [--json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -27,10 +25,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.dependencies import embedded  # noqa: E402
 from gristmill.client import Client  # noqa: E402
-from gristmill.config import load_config  # noqa: E402
 from gristmill.languages import Registry  # noqa: E402
-from gristmill.server import BackgroundServer  # noqa: E402
+from gristmill.resources import RUNTIMES_DIR  # noqa: E402
 from gristmill.v1 import runtime_pb2 as pb  # noqa: E402
 
 
@@ -60,19 +58,20 @@ def main() -> None:
     parser.add_argument("--lang", default="java", help="a language with a [build] table")
     parser.add_argument("-n", type=int, default=10, help="samples of a new build")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument(
+        "--runtimes", type=Path, help="another runtimes directory (e.g. an older copy of one)"
+    )
     options = parser.parse_args()
-    runtime = Registry().get(options.lang)
+    overrides: dict[str, Any] = {"pool.enabled": False}
+    if options.runtimes:
+        overrides["runtimes_dir"] = options.runtimes
+    runtime = Registry(options.runtimes or RUNTIMES_DIR).get(options.lang)
     manifest = tomllib.loads((runtime.spec.folder / "runtime.toml").read_text())
     if runtime.spec.build is None or "bench" not in manifest:
         raise SystemExit(f"{options.lang} has no [build] and [bench] tables")
-    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-bench-build-"))
-    work_dir.chmod(0o711)  # the sandbox's user must reach its job directories
-    try:
-        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir, "pool.enabled": False}
-        with BackgroundServer(load_config(overrides=overrides)) as address, Client(address) as c:
-            rows = measure(c, options.lang, manifest["bench"]["code"], options.n)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    # Without warm sandboxes: a job's time is then its build's and its cold start's.
+    with embedded("gristmill-bench-build-", **overrides) as client:
+        rows = measure(client, options.lang, manifest["bench"]["code"], options.n)
     if options.json:
         print(json.dumps(rows))
         return

@@ -26,7 +26,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +54,21 @@ def main():
     return requests.__version__
 """
 PHASES = ("resolve_ms", "install_ms", "sandbox_setup_ms", "run_ms")
+
+
+@contextmanager
+def embedded(prefix: str, **overrides: Any) -> Iterator[Client]:
+    """A client of one embedded server (settings `overrides`) whose caches start empty,
+    in a work directory of its own, removed afterwards."""
+    work_dir = Path(tempfile.mkdtemp(prefix=prefix))
+    work_dir.chmod(0o711)  # the sandbox's user must reach its job directories
+    try:
+        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir, **overrides}
+        config = load_config(overrides=overrides)
+        with BackgroundServer(config) as address, Client(address) as client:
+            yield client
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
 
 
 def _timed(call: Callable[[], pb.Outcome]) -> tuple[dict[str, Any], pb.Outcome]:
@@ -92,14 +108,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=20, help="samples per warm row")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     options = parser.parse_args()
-    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-bench-deps-"))
-    work_dir.chmod(0o711)  # the sandbox's user must reach its job directories
-    try:
-        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir}
-        with BackgroundServer(load_config(overrides=overrides)) as address, Client(address) as c:
-            rows = measure(c, options.n)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    with embedded("gristmill-bench-deps-") as client:
+        rows = measure(client, options.n)
     if options.json:
         print(json.dumps(rows))
         return

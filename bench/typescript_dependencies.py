@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import statistics
 import subprocess
 import sys
@@ -31,10 +30,8 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.dependencies import PHASES, _median, _timed  # noqa: E402
+from bench.dependencies import PHASES, _median, _timed, embedded  # noqa: E402
 from gristmill.client import Client  # noqa: E402
-from gristmill.config import load_config  # noqa: E402
-from gristmill.server import BackgroundServer  # noqa: E402
 from runtimes.typescript import lockfile as bunlock  # noqa: E402
 
 BUN = "/usr/local/lib/gristmill/bun-1.4.5/bun"
@@ -88,14 +85,8 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=10, help="samples per warm row")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     options = parser.parse_args()
-    work_dir = Path(tempfile.mkdtemp(prefix="gristmill-bench-ts-deps-"))
-    work_dir.chmod(0o711)  # the sandbox's user must reach its job directories
-    try:
-        overrides = {"address": "127.0.0.1:0", "work_dir": work_dir}
-        with BackgroundServer(load_config(overrides=overrides)) as address, Client(address) as c:
-            rows = measure(c, options.n)
-    finally:
-        shutil.rmtree(work_dir, ignore_errors=True)
+    with embedded("gristmill-bench-ts-deps-") as client:
+        rows = measure(client, options.n)
     if options.json:
         print(json.dumps(rows))
         return

@@ -8,14 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gristmill.languages import (
-    Dependency,
-    DependencyFailure,
-    Lockfile,
-    LockfileRefused,
-    Step,
-    ToolContext,
-)
+from gristmill.languages import Dependency, Lockfile, Step, ToolContext
+from gristmill.languages.errors import DependencyFailure
+from gristmill.languages.lockfiles import LockfileRefused
 
 from . import dependencies as modules
 

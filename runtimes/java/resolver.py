@@ -23,15 +23,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from xml.sax.saxutils import escape
 
-from gristmill.languages import (
-    JAIL_ENV_DIR,
-    Dependency,
-    DependencyFailure,
-    Lockfile,
-    LockfileRefused,
-    Step,
-    ToolContext,
-)
+from gristmill.languages import JAIL_ENV_DIR, Dependency, Lockfile, Step, ToolContext
+from gristmill.languages.errors import DependencyFailure
+from gristmill.languages.lockfiles import LockfileRefused
 
 LOCK_FORMAT = "maven.lock"
 MAVEN = "/usr/share/maven/bin/mvn"

@@ -19,14 +19,9 @@ from collections.abc import Sequence
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from gristmill.languages import (
-    Dependency,
-    DependencyFailure,
-    Lockfile,
-    LockfileRefused,
-    Step,
-    ToolContext,
-)
+from gristmill.languages import Dependency, Lockfile, Step, ToolContext
+from gristmill.languages.errors import DependencyFailure
+from gristmill.languages.lockfiles import LockfileRefused
 
 from .dependencies import PYTHON
 from .lockfile import REQUIREMENTS_TXT, requirements_txt

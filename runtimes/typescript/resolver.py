@@ -18,14 +18,9 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from gristmill.languages import (
-    Dependency,
-    DependencyFailure,
-    Lockfile,
-    LockfileRefused,
-    Step,
-    ToolContext,
-)
+from gristmill.languages import Dependency, Lockfile, Step, ToolContext
+from gristmill.languages.errors import DependencyFailure
+from gristmill.languages.lockfiles import LockfileRefused
 
 from . import lockfile as bunlock
 
