@@ -26,6 +26,7 @@ from rich.table import Table
 from gristmill.config import PoolConfig, ServerConfig
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.parts import compose
 from gristmill.jobs.workspace import unmount_jobs_dir
 from gristmill.languages import Registry
 from gristmill.model import Job
@@ -53,7 +54,9 @@ async def measure(backend_name: str) -> list[tuple[str, float]]:
     config = PoolConfig(enabled=True, max_sandboxes=64, max_memory_bytes=1 << 40, idle_s=3600)
     registry = Registry()
     server = ServerConfig()
-    executor = Executor(registry, backend, work_dir, pool=config, pool_limits=server.pool_limits)
+    executor = Executor(
+        compose(registry, backend, work_dir, pool=config, pool_limits=server.pool_limits)
+    )
     rows: list[tuple[str, float]] = []
     try:
         languages = [

@@ -3,7 +3,9 @@
 The executor is the only place that knows the order of a job's phases; what a
 language is comes from the registry, its dependencies from `gristmill.deps`, its
 compiled output from `build.Builds`, how a sandbox works from the backend, and what
-the verdict is from `verdict.decide`.
+the verdict is from `verdict.decide`. Its parts are built by `parts.compose` and handed
+in; each phase leaves what it learned in an `assembly.Facts`, from which the outcome is
+made once.
 """
 
 from __future__ import annotations
@@ -13,62 +15,44 @@ import contextlib
 import dataclasses
 import shutil
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from gristmill.config import (
-    DEFAULT_LIMITS,
-    Caps,
-    DatabaseConfig,
-    DependencyConfig,
-    NetworkConfig,
-    PoolConfig,
-)
 from gristmill.deps import (
     DependencyFailure,
-    DependencyManager,
-    EnvironmentCache,
     PreparedEnvironment,
 )
-from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import (
     Sandbox,
-    SandboxBackend,
     SandboxInfo,
     StopReason,
 )
 from gristmill.isolation.layout import JAIL_JOB_DIR
 from gristmill.jobs import context, envelope
-from gristmill.jobs.build import BuildFailure, Builds, PreparedBuild
+from gristmill.jobs.assembly import Facts
+from gristmill.jobs.build import BuildFailure, PreparedBuild
 from gristmill.jobs.mounts import job_plan
-from gristmill.jobs.pool import Kind, Warm, WarmPool
+from gristmill.jobs.parts import Parts
+from gristmill.jobs.pool import Kind, Warm
 from gristmill.jobs.verdict import Decision, decide
 from gristmill.jobs.workspace import (
     Workspace,
-    copy_runtimes,
-    mount_jobs_dir,
-    remove_stale,
     unmount_jobs_dir,
 )
-from gristmill.languages import Registry, Runtime
+from gristmill.languages import Runtime
 from gristmill.languages.plugin import ArgumentsRejected
 from gristmill.model import (
     BuildInfo,
-    EnvironmentInfo,
     Job,
     JobError,
     JobEvent,
-    Limits,
     Outcome,
     OutputEvent,
     PhaseEvent,
-    Phases,
     StartedEvent,
     Usage,
     Verdict,
 )
-from gristmill.offload import Offload
 from gristmill.steps.output import CappedOutput
 from gristmill.steps.run import drive
 
@@ -101,33 +85,6 @@ async def _unless_cancelled(awaitable: Awaitable[_T], cancel: asyncio.Event | No
     return task.result()
 
 
-def _with_phases(outcome: Outcome, **phases: int) -> Outcome:
-    usage = outcome.usage
-    return dataclasses.replace(
-        outcome,
-        usage=dataclasses.replace(usage, phases=dataclasses.replace(usage.phases, **phases)),
-    )
-
-
-def _with_environment(outcome: Outcome, environment: PreparedEnvironment | None) -> Outcome:
-    """The outcome with what its dependency phase did: lockfile, cache, timings."""
-    if environment is None:
-        return outcome
-    outcome = dataclasses.replace(
-        outcome,
-        lockfile=environment.lockfile,
-        environment=EnvironmentInfo(cached=environment.cached, key=environment.key),
-    )
-    return _with_phases(
-        outcome, resolve_ms=environment.resolve_ms, install_ms=environment.install_ms
-    )
-
-
-def _with_build(outcome: Outcome, build: BuildInfo, build_ns: int) -> Outcome:
-    """The outcome with what its build phase did: the build's cache key, its timing."""
-    return _with_phases(dataclasses.replace(outcome, build=build), build_ms=_ms(build_ns))
-
-
 _INLINE_FILES = 16
 """Jobs with more files than this have their workspace written on a thread."""
 
@@ -155,82 +112,22 @@ def within_deadline(job: Job) -> Job:
 
 
 class Executor:
-    def __init__(
-        self,
-        registry: Registry,
-        backend: SandboxBackend,
-        work_dir: Path,
-        deps_config: DependencyConfig | None = None,
-        caps: Caps | None = None,
-        pool: PoolConfig | None = None,
-        pool_limits: Limits = DEFAULT_LIMITS,
-        databases: Mapping[str, DatabaseConfig] | None = None,
-        network: NetworkConfig | None = None,
-    ) -> None:
-        self.registry = registry
-        self.network = network or NetworkConfig()
-        for runtime in registry:
-            runtime.plugin.configure(databases or {})
-        self.caps = caps or Caps()
-        # The service's own work that grows with a job's input or output goes here.
-        self.offload = Offload(registry.runtimes_dir, registry.profiles_dir)
-        self.backend = backend
-        self.work_dir = work_dir
-        self.jobs_dir = work_dir / "jobs"
+    """Runs jobs with the parts `gristmill.jobs.parts.compose` built, which it owns."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.registry = parts.registry
+        self.backend = parts.backend
+        self.work_dir = parts.work_dir
+        self.jobs_dir = parts.jobs_dir
+        self.runtime_dirs = parts.runtime_dirs
+        self.offload = parts.offload
+        self.deps = parts.deps
+        self.builds = parts.builds
+        self.pool = parts.pool
+        self.caps = parts.caps
+        self.network = parts.network
         # Workspaces being removed in the background after their job's outcome.
         self._cleanups: set[asyncio.Future[None]] = set()
-        # This server's own copy of each language's folder (`copy_runtimes`).
-        self.runtime_dirs = self._prepare_dirs()
-        self.deps = DependencyManager(
-            backend, work_dir, deps_config or DependencyConfig(), self.offload
-        )
-        # Build outputs are kept like environments, beside them, under a budget of their own.
-        builds_cache = EnvironmentCache(
-            self.deps.root / "builds",
-            self.deps.config.build_cache_max_bytes,
-            "deps.build_cache_max_bytes",
-        )
-        self.builds = Builds(backend, builds_cache, work_dir, self.runtime_dirs)
-        self.pool = WarmPool(
-            backend,
-            self.jobs_dir,
-            self.runtime_dirs,
-            pool or PoolConfig(enabled=False),
-            pool_limits,
-            self._lease,
-            self.network,
-        )
-
-    @contextlib.asynccontextmanager
-    async def _lease(self, kind: Kind) -> AsyncIterator[tuple[Path | None, Path | None]]:
-        """A warm sandbox's hold on the environment and build its kind mounts."""
-        async with contextlib.AsyncExitStack() as stack:
-            paths = [
-                await stack.enter_async_context(cache.hold(digest)) if digest else None
-                for cache, digest in (
-                    (self.deps.cache, kind.environment),
-                    (self.builds.cache, kind.build),
-                )
-            ]
-            yield paths[0], paths[1]
-
-    def _prepare_dirs(self) -> Path:
-        """Makes the work directory reachable by the jail's unprivileged uid; where this
-        server's copy of the language folders is (`copy_runtimes`)."""
-        self.work_dir.mkdir(parents=True, exist_ok=True)
-        self.work_dir.chmod(0o755)
-        for parent in self.work_dir.resolve().parents:
-            if not parent.stat().st_mode & 0o001:
-                raise SandboxFailure(
-                    f"work dir {self.work_dir}: {parent} is not searchable by other users, "
-                    "so the jail's unprivileged user could not reach its job directory"
-                )
-        mount_jobs_dir(self.jobs_dir)
-        remove_stale(self.jobs_dir)
-        return copy_runtimes(
-            {runtime.name: runtime.spec.folder for runtime in self.registry},
-            self.work_dir / "runtimes",
-        )
 
     async def close(self) -> None:
         """Waits for the background clean-ups, then closes the sandbox backend."""
@@ -263,26 +160,27 @@ class Executor:
                 environment = await _unless_cancelled(
                     stack.enter_async_context(self.deps.environment(runtime, job, emit)), cancel
                 )
-                outcome = await self._build_and_run(
-                    job, runtime, message, environment, emit, cancel
+                facts = Facts()
+                facts.environment_prepared(environment)
+                return await self._build_and_run(
+                    job, runtime, message, environment, facts, emit, cancel
                 )
-                return _with_environment(outcome, environment)
         except ArgumentsRejected as rejected:
             error = JobError("InvalidArguments", str(rejected))
-            return self._ended(job, Verdict.INVALID_ARGUMENTS, error)
+            return self._ended(job, Facts(), Verdict.INVALID_ARGUMENTS, error)
         except DependencyFailure as failure:
             error = JobError("DependencyError", str(failure))
             detail = "the dependencies could not be resolved or installed"
-            return self._ended(job, Verdict.DEPENDENCY_ERROR, error, detail)
+            return self._ended(job, Facts(), Verdict.DEPENDENCY_ERROR, error, detail)
         except _Cancelled:
             detail = "cancelled before it ran, while its dependencies or build were prepared"
-            return self._ended(job, Verdict.CANCELLED, None, detail)
+            return self._ended(job, Facts(), Verdict.CANCELLED, None, detail)
 
     def _ended(
-        self, job: Job, verdict: Verdict, error: JobError | None, detail: str = ""
+        self, job: Job, facts: Facts, verdict: Verdict, error: JobError | None, detail: str = ""
     ) -> Outcome:
         """The outcome of a job that ended before its sandbox ran."""
-        return Outcome(job.id, verdict, error=error, sandbox=self.backend.name, detail=detail)
+        return facts.outcome(job.id, verdict, error=error, sandbox=self.backend.name, detail=detail)
 
     async def _build_and_run(
         self,
@@ -290,6 +188,7 @@ class Executor:
         runtime: Runtime,
         message: bytes,
         environment: PreparedEnvironment | None,
+        facts: Facts,
         emit: EventSink,
         cancel: asyncio.Event | None,
     ) -> Outcome:
@@ -305,18 +204,16 @@ class Executor:
                     cancel,
                 )
             except BuildFailure as failure:
+                facts.built(BuildInfo(False, failure.key), _ms(time.monotonic_ns() - began))
                 error = JobError("CompileError", str(failure))
-                outcome = self._ended(job, Verdict.COMPILE_ERROR, error, "the code did not compile")
-                return _with_build(
-                    outcome, BuildInfo(False, failure.key), time.monotonic_ns() - began
+                return self._ended(
+                    job, facts, Verdict.COMPILE_ERROR, error, "the code did not compile"
                 )
-            built = time.monotonic_ns()
-            outcome = await self._run_in_sandbox(
-                job, runtime, message, environment, build, emit, cancel
+            if build is not None:
+                facts.built(BuildInfo(build.cached, build.key), _ms(time.monotonic_ns() - began))
+            return await self._run_in_sandbox(
+                job, runtime, message, environment, build, facts, emit, cancel
             )
-            if build is None:
-                return outcome
-            return _with_build(outcome, BuildInfo(build.cached, build.key), built - began)
 
     async def _run_in_sandbox(
         self,
@@ -325,6 +222,7 @@ class Executor:
         message: bytes,
         environment: PreparedEnvironment | None,
         build: PreparedBuild | None,
+        facts: Facts,
         emit: EventSink,
         cancel: asyncio.Event | None,
     ) -> Outcome:
@@ -346,7 +244,7 @@ class Executor:
             warm = self.pool.take(kind) if self.pool.fits(job, runtime, bool(attached)) else None
             if warm is not None:
                 outcome = await self._run_warm(
-                    job, runtime, kind, warm, message, emit, cancel, began
+                    job, runtime, kind, warm, message, facts, emit, cancel, began
                 )
                 if outcome is not None:
                     return outcome
@@ -379,6 +277,7 @@ class Executor:
                     sandbox,
                     workspace,
                     message,
+                    facts,
                     emit,
                     cancel,
                     began,
@@ -395,6 +294,7 @@ class Executor:
         kind: Kind,
         warm: Warm,
         message: bytes,
+        facts: Facts,
         emit: EventSink,
         cancel: asyncio.Event | None,
         began: int,
@@ -421,6 +321,7 @@ class Executor:
                 warm.sandbox,
                 warm.workspace,
                 message,
+                facts,
                 emit,
                 cancel,
                 began,
@@ -462,6 +363,7 @@ class Executor:
         sandbox: Sandbox,
         workspace: Workspace,
         message: bytes,
+        facts: Facts,
         emit: EventSink,
         cancel: asyncio.Event | None,
         began: int,
@@ -498,9 +400,9 @@ class Executor:
             detail = f"the output files were too many or too large: {end.files_out_overflow}"
             decision = Decision(Verdict.OUTPUT_LIMIT, detail=detail)
         files = await asyncio.to_thread(workspace.files_out) if job.output_files else ()
-        return Outcome(
-            job_id=job.id,
-            verdict=decision.verdict,
+        return facts.outcome(
+            job.id,
+            decision.verdict,
             result_json=decision.result_json,
             error=decision.error,
             stdout=stdout.output(),
@@ -515,7 +417,7 @@ class Executor:
                 processes=max(end.peak_processes - runtime.profile.overhead_processes, 0),
                 network_sent_bytes=end.network_sent_bytes,
                 network_received_bytes=end.network_received_bytes,
-                phases=Phases(
+                phases=facts.phases_with(
                     prepare_ms=_ms(prepared - began),
                     sandbox_setup_ms=_ms(end.setup_ns),
                     run_ms=_ms(end.run_ns),

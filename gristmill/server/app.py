@@ -1,5 +1,8 @@
 """Assembles and runs the gRPC server: registry, sandbox backend, executor, job table, servicer.
 
+`start` is the composition root: every part is built once, here (the executor's through
+`gristmill.jobs.parts.compose`, handed the server's one `Offload`), and handed in.
+
 `start` runs it on the caller's asyncio loop; `BackgroundServer` runs it on a loop of
 its own in a daemon thread, for synchronous callers (`gristmill run`, tests).
 """
@@ -21,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from gristmill.config import ServerConfig
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.parts import compose
 from gristmill.languages import Registry
 from gristmill.model import MAX_MESSAGE_BYTES
 from gristmill.observability import Telemetry
@@ -121,7 +125,7 @@ async def start(
         backend = open_backend(
             config.sandbox_backend, config.work_dir, config.pool.fork_interpreters
         )
-        executor = Executor(
+        parts = compose(
             registry,
             backend,
             config.work_dir,
@@ -131,8 +135,9 @@ async def start(
             config.pool_limits,
             config.databases,
             config.network,
+            offload,
         )
-        offload = executor.offload
+        executor = Executor(parts)
         if config.deps.prime_at_start:
             await executor.builds.prime_all(runtime for runtime in registry if runtime.available)
         runner, resolver = executor, executor.deps

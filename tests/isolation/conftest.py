@@ -15,6 +15,7 @@ import pytest_asyncio
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.parts import compose
 from gristmill.languages import Registry
 from gristmill.model import Job, Limits, Outcome
 from tests.conftest import remove_work_dir
@@ -38,7 +39,7 @@ async def executor(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
         backend = open_backend(request.param, work_dir)
     except SandboxFailure as unusable:
         pytest.skip(f"{request.param}: {unusable}")
-    executor = Executor(Registry(), backend, work_dir)
+    executor = Executor(compose(Registry(), backend, work_dir))
     yield executor
     await executor.close()
     remove_work_dir(work_dir)
@@ -68,7 +69,7 @@ def nsjail_run() -> Iterator[Callable[..., Outcome]]:
     work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
     work_dir.chmod(0o755)
     backend = open_backend("nsjail", work_dir)
-    executor = Executor(Registry(), backend, work_dir)
+    executor = Executor(compose(Registry(), backend, work_dir))
 
     def run_one(language: str, code: str, **limits: Any) -> Outcome:
         return asyncio.run(run(executor, language, code, **limits))

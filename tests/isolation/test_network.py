@@ -29,6 +29,7 @@ from gristmill.isolation import netns
 from gristmill.isolation.egress import host_addresses
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.parts import compose
 from gristmill.languages import Registry
 from gristmill.model import Job, Outcome, Verdict
 from tests.conftest import remove_work_dir
@@ -84,7 +85,9 @@ def _executor(backend: str, network: NetworkConfig, pool: PoolConfig | None = No
     work_dir.chmod(0o755)
     backend_ = open_backend(backend, work_dir)
     limits = dataclasses.replace(LIMITS, wall_time_ms=20_000, cpu_time_ms=10_000)
-    return Executor(Registry(), backend_, work_dir, pool=pool, pool_limits=limits, network=network)
+    return Executor(
+        compose(Registry(), backend_, work_dir, pool=pool, pool_limits=limits, network=network)
+    )
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session", params=["process", "nsjail"])

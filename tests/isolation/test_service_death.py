@@ -20,12 +20,13 @@ def test_jobs_die_when_the_service_dies() -> None:
         from pathlib import Path
         from gristmill.isolation.select import open_backend
         from gristmill.jobs.executor import Executor
+        from gristmill.jobs.parts import compose
         from gristmill.languages import Registry
         from gristmill.model import Job, Limits
 
         async def main():
             work = Path(sys.argv[1])
-            executor = Executor(Registry(), open_backend(None, work), work)
+            executor = Executor(compose(Registry(), open_backend(None, work), work))
             limits = Limits(60000, 64 << 20, 60000, 8, 1 << 16)
             job = Job("orphan", "bash", "echo started\\nsleep 16180\\n", "main", {}, limits)
             await executor.run(job, on_event=lambda e: print(e, flush=True))

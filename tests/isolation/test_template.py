@@ -20,6 +20,7 @@ import pytest_asyncio
 from gristmill.config import PoolConfig
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.parts import compose
 from gristmill.languages import Registry
 from gristmill.model import Outcome, Verdict
 from tests.conftest import remove_work_dir
@@ -41,7 +42,7 @@ async def forked(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
     work_dir.chmod(0o755)
     backend = open_backend("process", work_dir, fork_interpreters=True)
     executor = Executor(
-        Registry(), backend, work_dir, pool=PoolConfig(enabled=request.param == "warm")
+        compose(Registry(), backend, work_dir, pool=PoolConfig(enabled=request.param == "warm"))
     )
     yield executor
     await executor.close()
@@ -278,7 +279,7 @@ async def test_the_template_ends_with_its_backend() -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
     work_dir.chmod(0o755)
     executor = Executor(
-        Registry(), open_backend("process", work_dir, fork_interpreters=True), work_dir
+        compose(Registry(), open_backend("process", work_dir, fork_interpreters=True), work_dir)
     )
     try:
         assert await _result(executor, "def main():\n    return FORKED\n") is True
@@ -296,7 +297,7 @@ async def test_the_template_ends_with_a_killed_fork_server() -> None:
     work_dir = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
     work_dir.chmod(0o755)
     backend = open_backend("process", work_dir, fork_interpreters=True)
-    executor = Executor(Registry(), backend, work_dir)
+    executor = Executor(compose(Registry(), backend, work_dir))
     try:
         assert await _result(executor, "def main():\n    return FORKED\n") is True
         (template,) = [t for t in _templates() if str(work_dir) in " ".join(t.cmdline())]

@@ -12,6 +12,7 @@ import pytest
 from gristmill.config import ConfigError, DatabaseConfig, load_config
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.parts import compose
 from gristmill.languages import Registry
 from gristmill.languages.registry import REPO_ROOT
 from gristmill.model import Job, Limits, Verdict
@@ -75,7 +76,7 @@ def test_a_plugin_mounts_what_it_provides_for_the_run_only():
         registry = Registry(runtimes, profiles)
         databases = {"reports": DatabaseConfig(kind="sqlite", path="/nowhere")}
         backend = open_backend(None, work_dir)
-        executor = Executor(registry, backend, work_dir, databases=databases)
+        executor = Executor(compose(registry, backend, work_dir, databases=databases))
         plugin = registry.get("attached").plugin
         events = __import__(type(plugin).__module__, fromlist=["EVENTS"]).EVENTS
 

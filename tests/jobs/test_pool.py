@@ -23,6 +23,7 @@ from gristmill.errors import SandboxFailure
 from gristmill.isolation.cgroups import Cgroups, Version
 from gristmill.isolation.select import open_backend
 from gristmill.jobs.executor import Executor
+from gristmill.jobs.parts import compose
 from gristmill.jobs.pool import Kind, Warm, WarmPool
 from gristmill.languages import Registry
 from gristmill.model import Job, JobEvent, JobFile, Limits, Outcome, StartedEvent, Verdict
@@ -51,7 +52,7 @@ async def pooled(request: pytest.FixtureRequest) -> AsyncIterator[Executor]:
     except SandboxFailure as unusable:
         pytest.skip(f"{request.param}: {unusable}")
     pool = PoolConfig(enabled=True, per_language=1, max_sandboxes=4, idle_s=60)
-    executor = Executor(Registry(), backend, work_dir, pool=pool, pool_limits=POOL_LIMITS)
+    executor = Executor(compose(Registry(), backend, work_dir, pool=pool, pool_limits=POOL_LIMITS))
     yield executor
     await executor.close()
     remove_work_dir(work_dir)
@@ -296,7 +297,7 @@ async def test_the_memory_budget_bounds_the_pool(tmp_path):
     work_dir.chmod(0o755)
     backend = open_backend("process", work_dir)
     pool = PoolConfig(enabled=True, per_language=4, max_sandboxes=8, max_memory_bytes=1, idle_s=60)
-    executor = Executor(Registry(), backend, work_dir, pool=pool, pool_limits=POOL_LIMITS)
+    executor = Executor(compose(Registry(), backend, work_dir, pool=pool, pool_limits=POOL_LIMITS))
     try:
         for _ in range(6):
             await executor.run(job("bash", "true\n"))
@@ -379,7 +380,9 @@ async def test_a_full_pool_makes_room_for_the_kind_in_demand(tmp_path):
     work_dir.chmod(0o755)
     backend = open_backend("process", work_dir)
     config = PoolConfig(enabled=True, per_language=2, max_sandboxes=2, idle_s=60)
-    executor = Executor(Registry(), backend, work_dir, pool=config, pool_limits=POOL_LIMITS)
+    executor = Executor(
+        compose(Registry(), backend, work_dir, pool=config, pool_limits=POOL_LIMITS)
+    )
     pool = executor.pool
     try:
         for language in ("bash", "python"):
