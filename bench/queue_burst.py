@@ -512,7 +512,7 @@ async def _overhead(database: str, jobs: int, claim: str = "fair") -> dict[str, 
     config = WorkerConfig(conninfo=database, targets=("127.0.0.1:1",), migrate=False)
     worker = WORKERS[claim](config)
     outcome = pb.Outcome(verdict=pb.SUCCESS, result_json="1")
-    writer = asyncio.create_task(worker._write_back())
+    writer = asyncio.create_task(worker._writer.run())
     claims: list[float] = []
     writes: list[float] = []
     for _ in range(jobs):
@@ -524,7 +524,7 @@ async def _overhead(database: str, jobs: int, claim: str = "fair") -> dict[str, 
         writes.append(time.perf_counter() - start)
     writer.cancel()
     await worker._db.close()
-    await worker._write_db.close()
+    await worker._writer.db.close()
     total = [c + w for c, w in zip(claims, writes, strict=True)]
     return {
         "jobs": jobs,

@@ -22,6 +22,7 @@ from psycopg.types.json import Jsonb
 from gristmill.model import JsonValue
 from gristmill.queue.migrations import current_version, migrate
 from gristmill.queue.records import JOB_COLUMNS, JobRecord
+from gristmill.queue.tracing import current_traceparent
 from gristmill.v1 import runtime_pb2 as pb
 
 __all__ = ["NewJob", "Queue", "WaitTimeout"]
@@ -77,13 +78,18 @@ class Queue:
         run_after: datetime | None = None,
         max_attempts: int = 5,
         tags: Sequence[str] = (),
+        traceparent: str | None = None,
     ) -> str:
-        """Queues a job and returns its id (a new UUIDv7 unless `job_id` is given)."""
+        """Queues a job and returns its id (a new UUIDv7 unless `job_id` is given).
+
+        `traceparent` (W3C Trace Context; default: the current span's, when there is
+        one) is the trace the job's spans join, the worker's and the server's; without
+        either the job starts a trace of its own."""
         row = self._conn.execute(
             "select gristmill.enqueue(language => %s, code => %s, args => %s, files => %s,"
             " limits => %s, tenant => %s, priority => %s,"
             " run_after => coalesce(%s, now()), max_attempts => %s, id => %s,"
-            " entry_point => %s, env => %s, lockfile => %s, tags => %s)",
+            " entry_point => %s, env => %s, lockfile => %s, tags => %s, traceparent => %s)",
             (
                 language,
                 code,
@@ -99,6 +105,7 @@ class Queue:
                 Jsonb(dict(env or {})),
                 lockfile,
                 list(tags),
+                traceparent or current_traceparent(),
             ),
         ).fetchone()
         assert row is not None
@@ -119,7 +126,7 @@ class Queue:
                 " b.entry_point, b.args, b.files, b.env, b.limits, b.lockfile, b.tenant,"
                 " b.priority, null, b.max_attempts, null, null, null, null, null, null, null,"
                 " null, null, null, null, null, null, null, null, null, null, null,"
-                " coalesce(b.run_after, now()), null, null, b.tags)::gristmill.jobs"
+                " coalesce(b.run_after, now()), null, null, b.tags, b.traceparent)::gristmill.jobs"
                 " from pg_temp.gristmill_batch b order by b.n))"
             ).fetchall()
         return [str(row[0]) for row in rows]
@@ -190,6 +197,7 @@ class NewJob:
     run_after: datetime | None = None
     max_attempts: int = 5
     tags: Sequence[str] = ()
+    traceparent: str | None = None  # default: the current span's, if any
 
     def row(self) -> tuple[object, ...]:
         """Its values in `_BATCH_COLUMNS` order (after `n`), JSON as text for COPY."""
@@ -208,6 +216,7 @@ class NewJob:
             self.run_after,
             self.max_attempts,
             list(self.tags),
+            self.traceparent or current_traceparent(),
         )
 
 
@@ -227,13 +236,15 @@ _BATCH_COLUMNS = (
     "run_after",
     "max_attempts",
     "tags",
+    "traceparent",
 )
 
 _STAGING = """
 create temporary table if not exists gristmill_batch (
     n integer, id text, language text, code text, entry_point text, args jsonb, files jsonb,
     env jsonb, limits jsonb, lockfile text, tenant text, priority integer,
-    run_after timestamptz, max_attempts integer, tags text[]
+    run_after timestamptz, max_attempts integer, tags text[],
+    traceparent text
 ) on commit delete rows
 """
 

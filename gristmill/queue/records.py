@@ -37,7 +37,7 @@ JOB_COLUMNS = (
     "id, language, code, entry_point, args, files, env, limits, lockfile, tenant, priority,"
     " attempts, max_attempts, state, lease_token, retries, last_error, cancel_requested,"
     " enqueued_at, started_at, finished_at, verdict, result, error, stdout, stderr,"
-    " exit_code, usage, outcome_lockfile, detail, uid, tags"
+    " exit_code, usage, outcome_lockfile, detail, uid, tags, traceparent"
 )
 
 
@@ -83,6 +83,12 @@ class JobRecord:
     detail: str | None
     uid: UUID  # the key in the database; `id` is what producers and servers see
     tags: list[str]  # the labels a server must have to run it
+    traceparent: str | None  # the trace its spans join (W3C Trace Context)
+
+    @property
+    def trace_id(self) -> str | None:
+        """The id of the trace its spans are in (where a tracing backend finds them)."""
+        return self.traceparent.split("-")[1] if self.traceparent else None
 
     @property
     def finished(self) -> bool:
@@ -107,6 +113,7 @@ class JobRecord:
             },
             "attempts": self.attempts,
             "retries": self.retries,
+            "trace_id": self.trace_id,
         }
 
     @classmethod

@@ -9,6 +9,13 @@ One worker runs up to `concurrency` jobs at once:
   (`gristmill_jobs`, once per enqueuing transaction; each worker wakes after a random
   pause of up to `wake_jitter_s`), with a poll every `poll_s` in case one was missed.
   Each claim first promotes the scheduled jobs that are due (`run_after` reached).
+- **Prefetch**: a claim takes a few more than the free slots (`prefetch`), held under
+  their lease (heartbeats extend it), so that a slot that frees starts one without a
+  round trip to PostgreSQL. One held past `prefetch_hold_s` goes back to the queue (with
+  a NOTIFY, and no more prefetch until a slot frees) for the workers with room; one whose
+  lease may have passed (heartbeats missed) is dropped, never run.
+- **Trace**: each attempt has a span (`queue.job`) in the job's trace, whose call span
+  the server continues (see `gristmill.queue.tracing`).
 - **Heartbeat**: every `heartbeat_s` the worker extends the leases it holds (those whose
   token still matches). A lease it no longer holds means another worker has the job: the
   call is abandoned and its outcome, if any, never written.
@@ -41,28 +48,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import random
-import socket
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
 
 import grpc
 import psycopg
+from opentelemetry import trace
 
 from gristmill.client import AsyncClient, RetryPolicy
 from gristmill.credentials import Credentials
+from gristmill.queue.database import Database
+from gristmill.queue.housekeeping import housekeeping
 from gristmill.queue.migrations import migrate
 from gristmill.queue.records import JOB_COLUMNS, JobRecord, execute_arguments, outcome_columns
+from gristmill.queue.routing import Routes, Target, channel_target, parse_target
+from gristmill.queue.settings import WorkerConfig, WorkerStats
+from gristmill.queue.tracing import JobSpans
+from gristmill.queue.writeback import WriteBack
 from gristmill.v1 import runtime_pb2 as pb
 
 __all__ = ["Worker", "WorkerConfig", "WorkerStats", "channel_target", "parse_target"]
 
 log = logging.getLogger(__name__)
-
-_T = TypeVar("_T")
 
 # Failures of the service, worth another attempt later (maybe on another server).
 RETRYABLE = frozenset(
@@ -78,152 +88,14 @@ RETRYABLE = frozenset(
 )
 
 
-@dataclass(frozen=True)
-class WorkerConfig:
-    """How a worker runs; `targets` are gristmill servers ("host:port", or one DNS name)."""
-
-    conninfo: str
-    targets: tuple[str, ...]
-    concurrency: int = 4
-    lease_s: float = 30.0
-    heartbeat_s: float | None = None  # default: a third of the lease
-    poll_s: float = 2.0
-    grace_s: float = 30.0
-    # A call's deadline: the job's wall time (or `default_wall_time_s`) plus this margin,
-    # for queueing on the server, dependencies and the build.
-    call_margin_s: float = 120.0
-    default_wall_time_s: float = 900.0
-    backoff_initial_s: float = 1.0
-    backoff_max_s: float = 60.0
-    max_log_bytes: int = 64 * 1024
-    # The outcomes that come in while a write-back runs go in the next one, together;
-    # `batch_s` waits that much more before each to gather more (0: no wait).
-    batch_s: float = 0.0
-    # Finished jobs are kept this long (whole days: the history's partitions are dropped
-    # once wholly older); `gristmill.maintain` runs every `maintain_s` on some worker.
-    retention_s: float = 7 * 86400.0
-    maintain_s: float = 300.0
-    # The live tables are vacuumed when they hold this many dead rows (looked at every
-    # `vacuum_s`), more often than autovacuum would.
-    vacuum_dead_tuples: int = 20_000
-    vacuum_s: float = 5.0
-    # A notification of new work wakes the worker after a random pause up to this, so
-    # that the workers do not all claim at once (the first ones take the work).
-    wake_jitter_s: float = 0.005
-    # How often servers not reached yet are asked what they run, and the queue told.
-    discover_s: float = 10.0
-    worker_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
-    migrate: bool = True
-    # How the worker shows itself to the servers; None: from the environment
-    # (`GRISTMILL_TOKEN`, `GRISTMILL_TLS_CA`, ...; see `gristmill.credentials`).
-    credentials: Credentials | None = None
-
-    @property
-    def heartbeat_interval_s(self) -> float:
-        return self.heartbeat_s if self.heartbeat_s is not None else self.lease_s / 3
-
-
-@dataclass
-class WorkerStats:
-    """What a worker did, for logs and tests."""
-
-    claimed: int = 0
-    recorded: int = 0  # outcomes written (done or cancelled)
-    failed: int = 0  # jobs failed: refused by the server, or retries used up
-    retried: int = 0  # sent back to the queue after a service failure
-    fenced: int = 0  # outcomes dropped: the lease had passed to another worker
-    released: int = 0  # given back at stop
-    reaped: int = 0  # expired leases of other (lost) workers put back
-    write_backs: int = 0  # statements that wrote outcomes (each a batch)
-
-    def as_dict(self) -> dict[str, int]:
-        return dict(vars(self))
-
-
-def parse_target(text: str) -> tuple[str, frozenset[str]]:
-    """A `--target`: "host:port" (or one DNS name, or a gRPC URI), then optionally
-    "=label,label": the labels that server has, which jobs' `tags` may require."""
-    address, _, labels = text.partition("=")
-    return address, frozenset(label for label in labels.split(",") if label)
-
-
-def channel_target(address: str) -> str:
-    """The gRPC target of one server: a URI as is; a name (or IP) through `dns:///`,
-    which spreads calls over every address of a name (round_robin)."""
-    if "://" in address or address.startswith(("ipv4:", "ipv6:", "unix:")):
-        return address
-    return f"dns:///{address}"
-
-
-@dataclass(eq=False)
-class _Target:
-    """A server (or one name of several) and what this worker knows of it."""
-
-    address: str
-    labels: frozenset[str]
-    client: AsyncClient
-    languages: frozenset[str] | None = None  # None: not reached yet (runs anything)
-    capacity: int = 0  # its slots plus queue places for us (0: not known)
-    in_flight: int = 0
-    down_until: float = 0.0  # it failed as unreachable: others first until then
-
-    def runs(self, job: JobRecord) -> bool:
-        known = self.languages is None or job.language in self.languages
-        return known and set(job.tags) <= self.labels
-
-    def load(self) -> float:
-        return self.in_flight / self.capacity if self.capacity else float(self.in_flight)
-
-
-class _Database:
-    """One connection, one statement at a time, reconnecting until PostgreSQL answers."""
-
-    def __init__(self, conninfo: str, gone: asyncio.Event) -> None:
-        self._conninfo = conninfo
-        self._conn: psycopg.AsyncConnection[Any] | None = None
-        self._lock = asyncio.Lock()
-        # Set when waiting for the database is no longer useful (the worker is leaving).
-        self._gone = gone
-
-    async def run(self, work: Callable[[psycopg.AsyncConnection[Any]], Awaitable[_T]]) -> _T:
-        pause = 0.1
-        async with self._lock:
-            while True:
-                try:
-                    if self._conn is None or self._conn.closed:
-                        self._conn = await psycopg.AsyncConnection.connect(
-                            self._conninfo, autocommit=True, connect_timeout=5
-                        )
-                    return await work(self._conn)
-                except (psycopg.OperationalError, psycopg.InterfaceError) as error:
-                    if self._gone.is_set():
-                        raise
-                    log.warning("database unavailable (%s); retrying in %.1f s", error, pause)
-                    await self._close()
-                    await asyncio.sleep(pause)
-                    pause = min(pause * 2, 2.0)
-
-    async def fetch(self, query: str, params: Any = None) -> list[tuple[Any, ...]]:
-        async def work(conn: psycopg.AsyncConnection[Any]) -> list[tuple[Any, ...]]:
-            cursor = await conn.execute(query.encode(), params)
-            return await cursor.fetchall() if cursor.description else []
-
-        return await self.run(work)
-
-    async def _close(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(Exception):
-                await self._conn.close()
-            self._conn = None
-
-    async def close(self) -> None:
-        async with self._lock:
-            await self._close()
-
-
 @dataclass(eq=False)
 class _Running:
     job: JobRecord
+    spans: JobSpans
+    # Until when (monotonic) the lease surely holds: from before the claim or heartbeat
+    # that set it, so never later than the database's.
+    lease_until: float
+    held_since: float = 0.0
     task: asyncio.Task[None] | None = None
     call: asyncio.Future[pb.Outcome] | None = None
     cancel_requested: bool = False
@@ -231,26 +103,38 @@ class _Running:
 
 
 class Worker:
-    def __init__(self, config: WorkerConfig, client: AsyncClient | None = None) -> None:
+    def __init__(
+        self,
+        config: WorkerConfig,
+        client: AsyncClient | None = None,
+        tracer: trace.Tracer | None = None,
+    ) -> None:
         """`client`: the client of every target instead of one each (a bench measures
-        the queue alone with a target that answers at once)."""
+        the queue alone with a target that answers at once). `tracer`: where the
+        worker's spans go (None: none recorded; the job's trace still reaches the server)."""
         self.config = config
         self._given_client = client
-        self._targets: list[_Target] = []
+        self._tracer = tracer or trace.NoOpTracer()
+        self._routes = Routes()
         self.stats = WorkerStats()
         self._stop = asyncio.Event()
         self._leaving = asyncio.Event()
         self._wake = asyncio.Event()
-        self._db = _Database(config.conninfo, self._leaving)
+        self._db = Database(config.conninfo, self._leaving)
         # Write-backs on a connection of their own: they do not wait behind claims; nor
         # do claims behind housekeeping (vacuum, partitions, routes).
-        self._write_db = _Database(config.conninfo, self._leaving)
-        self._housekeeping_db = _Database(config.conninfo, self._leaving)
+        self._writer = WriteBack(
+            Database(config.conninfo, self._leaving), config.batch_s, self._written
+        )
+        self._housekeeping_db = Database(config.conninfo, self._leaving)
         self._running: dict[str, _Running] = {}
+        self._held: deque[_Running] = deque()  # prefetched, not started yet
+        self._prefetch_paused = False  # one was handed back: none until a slot frees
         self._paused_until = 0.0
         self._cancelling: set[asyncio.Task[None]] = set()
-        self._outbox: list[tuple[JobRecord, dict[str, Any], asyncio.Future[bool]]] = []
-        self._outbox_ready = asyncio.Event()
+
+    def _written(self) -> None:
+        self.stats.write_backs += 1
 
     def stop(self) -> None:
         """Asks the worker to stop: no new claims, running jobs get the grace period."""
@@ -278,18 +162,19 @@ class Worker:
                 channel=credentials.aio_channel(channel_target(address), options),
                 credentials=credentials,
             )
-            self._targets.append(_Target(address, labels, client))
+            self._routes.targets.append(Target(address, labels, client))
         await self._discover_logged()
         helpers = [
             asyncio.create_task(self._discovery(), name="discovery"),
             asyncio.create_task(self._listen(), name="listen"),
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
-            asyncio.create_task(self._write_back(), name="write-back"),
-            asyncio.create_task(self._maintenance(), name="maintenance"),
+            asyncio.create_task(self._writer.run(), name="write-back"),
+            asyncio.create_task(housekeeping(self._housekeeping_db, config), name="housekeeping"),
         ]
         log.info("worker %s: serving %s", config.worker_id, ", ".join(config.targets))
         try:
             await self._claim_loop()
+            await self._hand_back(list(self._held))
             await self._drain()
         finally:
             self._leaving.set()
@@ -297,11 +182,10 @@ class Worker:
                 helper.cancel()
             await asyncio.gather(*helpers, return_exceptions=True)
             if self._given_client is None:
-                for target in self._targets:
-                    await target.client.close()
-            await self._db.close()
-            await self._write_db.close()
-            await self._housekeeping_db.close()
+                for client in self._routes.clients():
+                    await client.close()
+            for db in (self._db, self._writer.db, self._housekeeping_db):
+                await db.close()
             log.info("worker %s stopped: %s", config.worker_id, self.stats.as_dict())
 
     async def _migrate(self) -> None:
@@ -330,21 +214,29 @@ class Worker:
                 if now >= next_reap:
                     await self._reap()
                     next_reap = now + self.config.poll_s
-                free = self.config.concurrency - len(self._running)
-                if free > 0 and now >= self._paused_until:
-                    for job in await self._claim(free):
-                        self._start(job)
+                await self._hand_back(
+                    [r for r in self._held if now - r.held_since > self.config.prefetch_hold_s]
+                )
+                self._start_held()
+                free = max(self.config.concurrency - len(self._running), 0)
+                prefetch = 0 if self._prefetch_paused else self.config.prefetch_jobs
+                want = free + prefetch - len(self._held)
+                if want > 0 and now >= self._paused_until:
+                    sent = time.monotonic()
+                    self._take(await self._claim(want), free, sent)
             except psycopg.Error:
                 # Not a lost connection (that is waited out): log it, try again later.
                 log.exception("claiming failed")
             timeout = self.config.poll_s
             if self._paused_until > now:
                 timeout = min(timeout, self._paused_until - now)
+            if self._held:
+                timeout = min(timeout, self.config.prefetch_hold_s)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
 
     async def _claim(self, limit: int) -> list[JobRecord]:
-        languages, labels = self._can_run()
+        languages, labels = self._routes.can_run()
         rows = await self._db.fetch(
             f"select {JOB_COLUMNS} from gristmill.claim(%(worker)s, %(limit)s, %(lease)s,"
             " %(languages)s, %(labels)s)",
@@ -360,6 +252,62 @@ class Worker:
         self.stats.claimed += len(jobs)
         return jobs
 
+    def _take(self, jobs: list[JobRecord], free: int, sent: float) -> None:
+        """Starts the claimed jobs (their claim sent at `sent`) there are slots for and
+        holds the rest."""
+        now = time.monotonic()
+        lease_until = self._lease_until(sent)
+        for n, job in enumerate(jobs):
+            running = _Running(job, JobSpans(self._tracer, job, self.config.worker_id), lease_until)
+            if n < free:
+                self._start(running)
+            else:
+                running.held_since = now
+                self._held.append(running)
+                self.stats.prefetched += 1
+
+    def _lease_until(self, sent: float) -> float:
+        """When a lease set by a statement sent at `sent` surely still holds (earlier
+        than the database's: the statement ran after `sent`)."""
+        return sent + 0.9 * self.config.lease_s
+
+    def _start_held(self) -> None:
+        """Starts held jobs in the slots free, dropping those whose lease may be gone."""
+        while self._held and len(self._running) < self.config.concurrency:
+            running = self._held.popleft()
+            if running.lease_lost or time.monotonic() >= running.lease_until:
+                # Another worker may have it by now: running it here could run it twice.
+                self.stats.fenced += 1
+                running.spans.end("lease passed while held")
+                log.warning("job %s: held past its lease; not run here", running.job.id)
+                continue
+            self._start(running)
+
+    async def _hand_back(self, held: list[_Running]) -> None:
+        """Prefetched jobs not started in time back to the queue (waking the workers),
+        no attempt used; no more prefetch until one of our slots frees."""
+        if not held:
+            return
+        for running in held:
+            self._held.remove(running)
+            running.spans.end("handed back")
+        rows = await self._db.fetch(
+            """
+            with back as (
+                update gristmill.queue j
+                   set state = 'queued', attempts = j.attempts - 1, run_after = now(),
+                       lease_expires_at = null
+                  from unnest(%(uids)s::uuid[], %(tokens)s::bigint[]) as h(uid, token)
+                 where j.uid = h.uid and j.lease_token = h.token and j.state = 'running'
+                returning j.uid
+            )
+            select count(*), pg_notify('gristmill_jobs', '') from back
+            """,
+            {"uids": [r.job.uid for r in held], "tokens": [r.job.lease_token for r in held]},
+        )
+        self.stats.handed_back += int(rows[0][0]) if rows else 0
+        self._prefetch_paused = True
+
     async def _reap(self) -> None:
         """Puts back the jobs of lost workers (their lease expired)."""
         rows = await self._db.fetch(
@@ -370,18 +318,8 @@ class Worker:
             self.stats.reaped += int(rows[0][0])
             log.warning("put back %d job(s) of lost workers", rows[0][0])
 
-    async def _maintain(self) -> None:
-        """Creates the history's partitions ahead and drops those past the retention."""
-        rows = await self._housekeeping_db.fetch(
-            "select created, dropped from gristmill.maintain(%s * interval '1 second')",
-            (self.config.retention_s,),
-        )
-        for created, dropped in rows:
-            if created or dropped:
-                log.info("history partitions created %s, dropped %s", created, dropped)
-
-    def _start(self, job: JobRecord) -> None:
-        running = _Running(job)
+    def _start(self, running: _Running) -> None:
+        job = running.job
         self._running[job.id] = running
         running.task = asyncio.create_task(self._run_job(running), name=f"job {job.id}")
         if job.cancel_requested:
@@ -399,7 +337,10 @@ class Worker:
         except Exception:
             log.exception("job %s: the worker failed", job.id)
         finally:
+            running.spans.end("ended")
             self._running.pop(job.id, None)
+            self._prefetch_paused = False
+            self._start_held()  # no round trip to the database for the next one
             self._wake.set()
 
     def _call_timeout_s(self, job: JobRecord) -> float:
@@ -414,18 +355,22 @@ class Worker:
         except Exception as error:  # limits that do not parse, say: the job's own fault
             await self._fail(job, f"not a valid job: {error}")
             return
-        target = self._route(job)
+        target = self._routes.route(job)
         if target is None:  # what its servers run changed since the claim
             await self._release(job, f"no server of worker {self.config.worker_id} runs it")
             return
+        metadata = running.spans.call_metadata(target.address)
         call = asyncio.ensure_future(
-            target.client.execute(timeout_s=self._call_timeout_s(job), **arguments)
+            target.client.execute(
+                timeout_s=self._call_timeout_s(job), metadata=metadata, **arguments
+            )
         )
         running.call = call
         target.in_flight += 1
         try:
             outcome = await call
-        except asyncio.CancelledError:
+        except asyncio.CancelledError as error:
+            running.spans.call_ended(error)
             current = asyncio.current_task()
             if current is not None and current.cancelling():
                 raise
@@ -439,49 +384,24 @@ class Worker:
                 await self._release(job)
             return
         except grpc.RpcError as error:
+            running.spans.call_ended(error)
             if error.code() == grpc.StatusCode.UNAVAILABLE:
                 target.down_until = time.monotonic() + self.config.backoff_initial_s
             await self._service_failed(job, error)
             return
         finally:
             target.in_flight -= 1
+        running.spans.call_ended()
         await self._record(job, outcome)
 
     async def _record(self, job: JobRecord, outcome: pb.Outcome) -> None:
         """Writes the outcome, only while this claim still holds the lease."""
         columns = outcome_columns(outcome, self.config.max_log_bytes)
-        if await self._finish(job, vars(columns)):
+        if await self._writer.finish(job, vars(columns)):
             self.stats.recorded += 1
         else:
             self.stats.fenced += 1
             log.warning("job %s: lease lost, outcome dropped (another claim has it)", job.id)
-
-    async def _finish(self, job: JobRecord, columns: dict[str, Any]) -> bool:
-        """Moves the job to the history with these outcome columns, in the next batch;
-        whether its lease (its token) still held."""
-        ended: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._outbox.append((job, columns, ended))
-        self._outbox_ready.set()
-        return await ended
-
-    async def _write_back(self) -> None:
-        """Writes the outcomes waiting in one statement (`gristmill.finish`, fenced by
-        each job's token): those that ended while the previous one ran, or together."""
-        while True:
-            await self._outbox_ready.wait()
-            await asyncio.sleep(self.config.batch_s)  # at 0: lets the same instant's join
-            self._outbox_ready.clear()
-            batch, self._outbox = self._outbox, []
-            try:
-                moved = await self._write_db.fetch(_FINISH, _finish_arrays(batch))
-            except Exception as error:
-                for _, _, ended in batch:
-                    ended.set_exception(error)
-                continue
-            self.stats.write_backs += 1
-            kept = {row[0] for row in moved}
-            for job, _, ended in batch:
-                ended.set_result(job.uid in kept)
 
     async def _service_failed(self, job: JobRecord, error: grpc.RpcError) -> None:
         code = error.code()
@@ -512,7 +432,7 @@ class Worker:
             log.info("job %s back to the queue in %.1f s: %s", job.id, backoff, message)
 
     async def _fail(self, job: JobRecord, message: str) -> None:
-        if await self._finish(job, {"state": "failed", "last_error": message}):
+        if await self._writer.finish(job, {"state": "failed", "last_error": message}):
             self.stats.failed += 1
             log.warning("job %s failed: %s", job.id, message)
         else:
@@ -534,50 +454,11 @@ class Worker:
 
     # --- routing --------------------------------------------------------------------
 
-    def _route(self, job: JobRecord) -> _Target | None:
-        """The server for a job: of those that run its language and have its labels, one
-        reachable with the most free room (random among equals); None when none runs it."""
-        able = [target for target in self._targets if target.runs(job)]
-        now = time.monotonic()
-        candidates = [target for target in able if target.down_until <= now] or able
-        random.shuffle(candidates)
-        return min(candidates, key=_Target.load, default=None)
-
-    def _can_run(self) -> tuple[list[str] | None, list[str]]:
-        """The languages (None: any, while a server is not reached) and labels the
-        servers have between them: what the claim may take."""
-        languages: set[str] = set()
-        for target in self._targets:
-            if target.languages is None:
-                return None, sorted(set().union(*(t.labels for t in self._targets)))
-            languages |= target.languages
-        return sorted(languages), sorted(set().union(*(t.labels for t in self._targets)))
-
-    async def _discover(self) -> None:
-        """Asks each server not known yet what it runs (`ListRuntimes`), then tells the
-        queue (`gristmill.routes`), which marks the jobs no worker can run."""
-
-        async def ask(target: _Target) -> None:
-            try:
-                info = await target.client.list_runtimes(timeout_s=5)
-            except grpc.RpcError as error:
-                log.info("server %s not reached (%s)", target.address, error.code().name)
-                return
-            target.languages = frozenset(r.language for r in info.runtimes if r.available)
-            target.capacity = info.caller.max_concurrent_jobs + info.caller.max_queued_jobs
-
-        await asyncio.gather(*(ask(t) for t in self._targets if t.languages is None))
-        languages, labels = self._can_run()
-        marked = await self._housekeeping_db.fetch(
-            "select gristmill.routes(%s, %s, %s, %s * interval '1 second')",
-            (self.config.worker_id, languages, labels, 6 * self.config.discover_s),
-        )
-        if marked and marked[0][0]:
-            log.info("%d queued job(s) marked or unmarked as no worker's to run", marked[0][0])
-
     async def _discover_logged(self) -> None:
         try:
-            await self._discover()
+            await self._routes.discover(
+                self._housekeeping_db, self.config.worker_id, 6 * self.config.discover_s
+            )
         except psycopg.Error:
             log.exception("discovery failed")
 
@@ -599,9 +480,8 @@ class Worker:
     async def _cancel(self, running: _Running) -> None:
         job_id = running.job.id
         # It must reach the server running the job: ask each one.
-        clients = {id(t.client): t.client for t in self._targets}.values()
         answers = await asyncio.gather(
-            *(client.cancel(job_id, timeout_s=10) for client in clients),
+            *(client.cancel(job_id, timeout_s=10) for client in self._routes.clients()),
             return_exceptions=True,
         )
         if any(answer is True for answer in answers):
@@ -634,31 +514,6 @@ class Worker:
                 log.info("listener lost the database (%s); polling until it is back", error)
             await asyncio.sleep(1.0)
 
-    async def _maintenance(self) -> None:
-        next_maintain = 0.0
-        while True:
-            try:
-                if time.monotonic() >= next_maintain:
-                    await self._maintain()
-                    next_maintain = time.monotonic() + self.config.maintain_s
-                await self._vacuum()
-            except psycopg.Error:
-                log.exception("maintenance failed")
-            await asyncio.sleep(min(self.config.maintain_s, self.config.vacuum_s))
-
-    async def _vacuum(self) -> None:
-        """Vacuums the live queue once it holds `vacuum_dead_tuples` dead rows: every
-        job leaves two there, faster than autovacuum comes round (once a minute), and
-        the claim's index walks would step over them (`skip_locked`: one worker at it)."""
-        rows = await self._housekeeping_db.fetch(
-            "select coalesce(sum(n_dead_tup), 0) from pg_stat_user_tables"
-            " where relid in ('gristmill.queue'::regclass, 'gristmill.payloads'::regclass)"
-        )
-        if rows and rows[0][0] >= self.config.vacuum_dead_tuples:
-            await self._housekeeping_db.fetch(
-                "vacuum (skip_locked) gristmill.queue, gristmill.payloads"
-            )
-
     def _wake_soon(self) -> None:
         """Wakes the claim loop after a random pause (not every worker at the same
         instant: the first to claim takes the work, the others mostly find none)."""
@@ -678,9 +533,10 @@ class Worker:
 
     async def _heartbeat(self) -> None:
         """Extends the leases still held; abandons the jobs whose lease passed to another."""
-        held = [r for r in self._running.values() if not r.lease_lost]
+        held = [r for r in (*self._running.values(), *self._held) if not r.lease_lost]
         if not held:
             return
+        sent = time.monotonic()
         rows = await self._db.fetch(
             """
             update gristmill.queue j
@@ -704,8 +560,10 @@ class Worker:
                 log.warning("job %s: lease lost; abandoning its call", running.job.id)
                 if running.call is not None:
                     running.call.cancel()
-            elif kept[running.job.uid]:
-                self._request_cancel(running)
+            else:
+                running.lease_until = self._lease_until(sent)
+                if kept[running.job.uid] and running.task is not None:
+                    self._request_cancel(running)
 
     async def _drain(self) -> None:
         """At stop: lets running jobs finish within the grace period, releases the rest."""
@@ -720,38 +578,6 @@ class Worker:
                 if running.call is not None:
                     running.call.cancel()
             await asyncio.wait(pending, timeout=30)
-
-
-_OUTCOME_FIELDS = (
-    ("state", "text"),
-    ("verdict", "text"),
-    ("result", "text"),
-    ("error", "text"),
-    ("stdout", "text"),
-    ("stderr", "text"),
-    ("exit_code", "integer"),
-    ("usage", "text"),
-    ("outcome_lockfile", "text"),
-    ("detail", "text"),
-    ("last_error", "text"),
-)
-
-_FINISH = (
-    "select gristmill.finish(%s::uuid[], %s::bigint[], "
-    + ", ".join(f"%s::{kind}[]" for _, kind in _OUTCOME_FIELDS)
-    + ")"
-)
-
-
-def _finish_arrays(
-    batch: Sequence[tuple[JobRecord, dict[str, Any], object]],
-) -> list[list[Any]]:
-    """`gristmill.finish`'s arguments for a batch: one array per column."""
-    return [
-        [job.uid for job, _, _ in batch],
-        [job.lease_token for job, _, _ in batch],
-        *([columns.get(name) for _, columns, _ in batch] for name, _ in _OUTCOME_FIELDS),
-    ]
 
 
 def _cancelled_outcome(job_id: str) -> pb.Outcome:

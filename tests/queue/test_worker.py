@@ -290,7 +290,8 @@ async def test_higher_priority_first_and_nothing_before_its_run_after(
         later = queue.enqueue("fake", "echo", {"n": "later"}, priority=100, run_after=row[0])
         low = queue.enqueue("fake", "echo", {"n": "low"})
         high = queue.enqueue("fake", "echo", {"n": "high"}, priority=5)
-        async with running_worker(database, [address], concurrency=1):
+        # No prefetch: `started_at` is the claim, which a prefetch shares between two.
+        async with running_worker(database, [address], concurrency=1, prefetch=0):
             jobs = {job_id: await wait(queue, job_id) for job_id in (later, low, high)}
     started = sorted(jobs, key=lambda job_id: jobs[job_id].started_at or 0)
     assert started == [high, low, later]

@@ -1,0 +1,110 @@
+"""Which server runs a job: of those that run its language and have the labels it
+requires, one reachable with the most free room; and what the worker may claim (the
+languages and labels its servers have between them), told to the queue so that a job
+no live worker can run is marked as such instead of failed."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from gristmill.client import AsyncClient
+from gristmill.queue.database import Database
+from gristmill.queue.records import JobRecord
+
+__all__ = ["Routes", "Target", "channel_target", "parse_target"]
+
+log = logging.getLogger(__name__)
+
+
+def parse_target(text: str) -> tuple[str, frozenset[str]]:
+    """A `--target`: "host:port" (or one DNS name, or a gRPC URI), then optionally
+    "=label,label": the labels that server has, which jobs' `tags` may require."""
+    address, _, labels = text.partition("=")
+    return address, frozenset(label for label in labels.split(",") if label)
+
+
+def channel_target(address: str) -> str:
+    """The gRPC target of one server: a URI as is; a name (or IP) through `dns:///`,
+    which spreads calls over every address of a name (round_robin)."""
+    if "://" in address or address.startswith(("ipv4:", "ipv6:", "unix:")):
+        return address
+    return f"dns:///{address}"
+
+
+@dataclass(eq=False)
+class Target:
+    """A server (or one name of several) and what this worker knows of it."""
+
+    address: str
+    labels: frozenset[str]
+    client: AsyncClient
+    languages: frozenset[str] | None = None  # None: not reached yet (runs anything)
+    capacity: int = 0  # its slots plus queue places for us (0: not known)
+    in_flight: int = 0
+    down_until: float = 0.0  # it failed as unreachable: others first until then
+
+    def runs(self, job: JobRecord) -> bool:
+        known = self.languages is None or job.language in self.languages
+        return known and set(job.tags) <= self.labels
+
+    def load(self) -> float:
+        return self.in_flight / self.capacity if self.capacity else float(self.in_flight)
+
+
+class Routes:
+    """The worker's servers."""
+
+    def __init__(self) -> None:
+        self.targets: list[Target] = []
+
+    def route(self, job: JobRecord) -> Target | None:
+        """The server for a job: of those that run its language and have its labels, one
+        reachable with the most free room (random among equals); None when none runs it."""
+        able = [target for target in self.targets if target.runs(job)]
+        now = time.monotonic()
+        candidates = [target for target in able if target.down_until <= now] or able
+        random.shuffle(candidates)
+        return min(candidates, key=Target.load, default=None)
+
+    def can_run(self) -> tuple[list[str] | None, list[str]]:
+        """The languages (None: any, while a server is not reached) and labels the
+        servers have between them: what the claim may take."""
+        labels = sorted(set().union(*(t.labels for t in self.targets)))
+        languages: set[str] = set()
+        for target in self.targets:
+            if target.languages is None:
+                return None, labels
+            languages |= target.languages
+        return sorted(languages), labels
+
+    def clients(self) -> list[AsyncClient]:
+        """Each server's client once (a bench may give all one)."""
+        return list({id(t.client): t.client for t in self.targets}.values())
+
+    async def discover(self, db: Database, worker_id: str, seen_within_s: float) -> None:
+        """Asks each server not known yet what it runs (`ListRuntimes`), then tells the
+        queue (`gristmill.routes`), which marks the jobs no worker can run."""
+
+        async def ask(target: Target) -> None:
+            try:
+                info = await target.client.list_runtimes(timeout_s=5)
+            except grpc.RpcError as error:
+                log.info("server %s not reached (%s)", target.address, error.code().name)
+                return
+            target.languages = frozenset(r.language for r in info.runtimes if r.available)
+            target.capacity = info.caller.max_concurrent_jobs + info.caller.max_queued_jobs
+
+        await asyncio.gather(*(ask(t) for t in self.targets if t.languages is None))
+        languages, labels = self.can_run()
+        marked = await db.fetch(
+            "select gristmill.routes(%s, %s, %s, %s * interval '1 second')",
+            (worker_id, languages, labels, seen_within_s),
+        )
+        if marked and marked[0][0]:
+            log.info("%d queued job(s) marked or unmarked as no worker's to run", marked[0][0])
