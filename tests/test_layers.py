@@ -22,6 +22,8 @@ LAYERS: list[tuple[str, ...]] = [
     (
         "gristmill",
         "gristmill.model",
+        "gristmill.typed_toml",
+        "gristmill.config_schema",
         "gristmill.errors",
         "gristmill.strictjson",
         "gristmill.jsonview",
@@ -33,7 +35,7 @@ LAYERS: list[tuple[str, ...]] = [
     # Sandboxes: the backend protocols, the jail, cgroups, profiles, the jail's layout.
     ("gristmill.isolation",),
     # The server's settings, and logs, metrics and traces configured by them.
-    ("gristmill.config", "gristmill.observability"),
+    ("gristmill.config", "gristmill.config_flags", "gristmill.observability"),
     # One command of the service's own in a sandbox, capped and streamed.
     ("gristmill.steps",),
     # The one API a language plugin imports from, and the registry of languages.
@@ -72,11 +74,13 @@ def modules() -> dict[str, Path]:
 
 
 def layer(module: str) -> int:
-    """The index in LAYERS of the longest prefix naming `module`."""
+    """The index in LAYERS of the longest prefix naming `module` (-1: none). The package
+    itself names only its `__init__`, so that a new top-level module must be placed."""
     best, index = -1, -1
     for number, prefixes in enumerate(LAYERS):
         for prefix in prefixes:
-            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+            inside = module.startswith(prefix + ".") and prefix != "gristmill"
+            if (module == prefix or inside) and len(prefix) > best:
                 best, index = len(prefix), number
     return index
 
@@ -161,3 +165,8 @@ def test_no_modules_import_each_other_in_a_circle():
 def test_layers_order_the_packages(source: str, target: str, upward: bool):
     """The check itself: deps is below jobs, so jobs may import deps and not the reverse."""
     assert (layer(target) > layer(source)) is upward
+
+
+def test_a_new_top_level_module_must_be_placed():
+    assert layer("gristmill") == 0
+    assert layer("gristmill.somewhere_new") == -1
