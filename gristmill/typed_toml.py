@@ -20,7 +20,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
+from pydantic.fields import FieldInfo
 
 __all__ = [
     "Loc",
@@ -118,6 +119,12 @@ def _unwrap(kind: Any) -> Any:
     return kind
 
 
+def _written(name: str, info: FieldInfo) -> str:
+    """A field's key in a file: its alias, if it has one."""
+    alias = info.validation_alias
+    return alias if isinstance(alias, str) else info.alias or name
+
+
 def fields_at(kind: Any, loc: Loc) -> list[str]:
     """The keys a table of model `kind` at `loc` may have (for a suggestion)."""
     kind = _unwrap(kind)
@@ -128,10 +135,9 @@ def fields_at(kind: Any, loc: Loc) -> list[str]:
         if origin in (dict, Mapping) and args:
             return fields_at(args[1], loc[1:])
     names: dict[str, Any] = {}
-    if isinstance(kind, type) and issubclass(kind, BaseModel):
-        names = {info.alias or name: info.annotation for name, info in kind.model_fields.items()}
-    elif hasattr(kind, "__pydantic_fields__"):
-        names = {name: info.annotation for name, info in kind.__pydantic_fields__.items()}
+    fields = getattr(kind, "__pydantic_fields__", None)
+    if fields is not None:
+        names = {_written(name, info): info.annotation for name, info in fields.items()}
     elif dataclasses.is_dataclass(kind):
         names = typing.get_type_hints(kind)
     if not loc:

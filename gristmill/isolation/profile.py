@@ -8,12 +8,15 @@ from a request can become a directive.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import is_dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ConfigDict, Field, StrictBool, StrictInt, StrictStr
+from pydantic.dataclasses import dataclass
+
+from gristmill import typed_toml
 from gristmill.errors import GristmillError
 
 
@@ -21,59 +24,66 @@ class ProfileError(GristmillError):
     """A profile file is malformed."""
 
 
-@dataclass(frozen=True)
+_TABLE = ConfigDict(extra="forbid", validate_by_name=True)
+"""A profile's tables refuse keys they do not declare; `mounts` is written `[[mount]]`."""
+
+
+@dataclass(frozen=True, config=_TABLE)
 class BindMount:
-    source: str
-    target: str
-    writable: bool = False
+    source: StrictStr
+    target: StrictStr
+    writable: StrictBool = False
     # A missing optional source is skipped; a missing required one fails the job.
-    optional: bool = False
+    optional: StrictBool = False
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_TABLE)
 class Symlink:
-    path: str
-    target: str
+    path: StrictStr
+    target: StrictStr
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_TABLE)
 class Rlimits:
-    nofile: int = 1024
-    stack: int = 8 * 1024 * 1024
-    core: int = 0
-    memlock: int = 64 * 1024
+    nofile: StrictInt = 1024
+    stack: StrictInt = 8 * 1024 * 1024
+    core: StrictInt = 0
+    memlock: StrictInt = 64 * 1024
     # Per-user kernel quotas, charged to the host uid that made the job's user
     # namespace: a job's own rlimit bounds how much of them it can take.
-    sigpending: int = 256
-    msgqueue: int = 256 * 1024
+    sigpending: StrictInt = 256
+    msgqueue: StrictInt = 256 * 1024
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, config=_TABLE)
 class SeccompPolicy:
-    deny: tuple[str, ...] = ()
+    deny: tuple[StrictStr, ...] = ()
     # Calls answered ENOSYS, as if this kernel lacked them (programs then fall back).
-    nosys: tuple[str, ...] = ()
+    nosys: tuple[StrictStr, ...] = ()
 
 
-@dataclass(frozen=True)
+_MiB = 1024 * 1024
+
+
+@dataclass(frozen=True, config=_TABLE)
 class SandboxProfile:
-    uid: int = 65534
-    gid: int = 65534
-    hostname: str = "gristmill"
-    tmpfs_bytes: int = 64 * 1024 * 1024
+    uid: StrictInt = 65534
+    gid: StrictInt = 65534
+    hostname: StrictStr = "gristmill"
+    tmpfs_bytes: StrictInt = 64 * _MiB
     # Size of the tmpfs the job directory is copied into: the job cannot fill the host disk.
-    job_dir_bytes: int = 64 * 1024 * 1024
-    file_size_bytes: int = 64 * 1024 * 1024
+    job_dir_bytes: StrictInt = 64 * _MiB
+    file_size_bytes: StrictInt = 64 * _MiB
     # Size of the job's private /dev/shm (POSIX shared memory and semaphores).
-    shm_bytes: int = 64 * 1024 * 1024
-    overhead_processes: int = 2
-    mounts: tuple[BindMount, ...] = ()
-    symlinks: tuple[Symlink, ...] = ()
-    devices: tuple[str, ...] = ()
+    shm_bytes: StrictInt = 64 * _MiB
+    overhead_processes: StrictInt = 2
+    mounts: tuple[BindMount, ...] = Field(default=(), validation_alias="mount")
+    symlinks: tuple[Symlink, ...] = Field(default=(), validation_alias="symlink")
+    devices: tuple[StrictStr, ...] = ()
     # /proc entries hidden from the job (a file under /dev/null, a directory under an
     # empty read-only tmpfs); entries this kernel lacks are skipped.
-    masked_paths: tuple[str, ...] = ()
-    env: Mapping[str, str] = field(default_factory=dict)
+    masked_paths: tuple[StrictStr, ...] = ()
+    env: Mapping[StrictStr, StrictStr] = Field(default_factory=dict)
     rlimits: Rlimits = Rlimits()
     seccomp: SeccompPolicy = SeccompPolicy()
 
@@ -82,58 +92,35 @@ class SandboxProfile:
         return replace(self, mounts=self.mounts + mounts)
 
 
-_SCALARS = (
-    "uid",
-    "gid",
-    "hostname",
-    "tmpfs_bytes",
-    "job_dir_bytes",
-    "file_size_bytes",
-    "shm_bytes",
-    "overhead_processes",
-)
+def _merged(base: Any, delta: Any, given: Mapping[str, Any]) -> Any:
+    """`base` with the keys a file gives (`given`, read as `delta`): lists are appended
+    to, tables merged key by key, other values replaced."""
+    fields = type(base).__pydantic_fields__.items()
+    names = {info.validation_alias: name for name, info in fields if info.validation_alias}
+    changes: dict[str, Any] = {}
+    for key, value in given.items():
+        name = names.get(key) or key
+        old, new = getattr(base, name), getattr(delta, name)
+        if isinstance(old, tuple):
+            changes[name] = old + new
+        elif isinstance(old, Mapping):
+            changes[name] = {**old, **new}
+        elif is_dataclass(old):
+            changes[name] = _merged(old, new, value)
+        else:
+            changes[name] = new
+    return replace(base, **changes)
 
 
-def _merge(base: SandboxProfile, data: Mapping[str, Any], origin: Path) -> SandboxProfile:
-    unknown = set(data) - {
-        *_SCALARS,
-        "mount",
-        "symlink",
-        "devices",
-        "masked_paths",
-        "env",
-        "rlimits",
-        "seccomp",
-    }
-    if unknown:
-        raise ProfileError(f"{origin}: unknown keys {sorted(unknown)}")
-    try:
-        scalars = {key: data[key] for key in _SCALARS if key in data}
-        mounts = tuple(BindMount(**m) for m in data.get("mount", ()))
-        symlinks = tuple(Symlink(**s) for s in data.get("symlink", ()))
-        rlimits = replace(base.rlimits, **data.get("rlimits", {}))
-        deny = tuple(data.get("seccomp", {}).get("deny", ()))
-        nosys = tuple(data.get("seccomp", {}).get("nosys", ()))
-    except TypeError as error:
-        raise ProfileError(f"{origin}: {error}") from error
-    return replace(
-        base,
-        **scalars,
-        mounts=base.mounts + mounts,
-        symlinks=base.symlinks + symlinks,
-        devices=base.devices + tuple(data.get("devices", ())),
-        masked_paths=base.masked_paths + tuple(data.get("masked_paths", ())),
-        env={**base.env, **data.get("env", {})},
-        rlimits=rlimits,
-        seccomp=SeccompPolicy(deny=base.seccomp.deny + deny, nosys=base.seccomp.nosys + nosys),
-    )
+def _apply(base: SandboxProfile, path: Path) -> SandboxProfile:
+    data, text = typed_toml.read(path, ProfileError)
+    delta = typed_toml.validate(SandboxProfile, data, path, text, ProfileError)
+    merged: SandboxProfile = _merged(base, delta, data)
+    return merged
 
 
 def load_profile(profiles_dir: Path, language: str) -> SandboxProfile:
     """The base profile with `language`'s delta applied (a language may have none)."""
-    base_file = profiles_dir / "base.toml"
-    profile = _merge(SandboxProfile(), tomllib.loads(base_file.read_text()), base_file)
+    profile = _apply(SandboxProfile(), profiles_dir / "base.toml")
     delta = profiles_dir / f"{language}.toml"
-    if delta.exists():
-        profile = _merge(profile, tomllib.loads(delta.read_text()), delta)
-    return profile
+    return _apply(profile, delta) if delta.exists() else profile
