@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from gristmill.languages.registry import REPO_ROOT
+from gristmill.languages.registry import REPO_ROOT, Registry
 
 RUNTIMES = REPO_ROOT / "runtimes"
 API = "gristmill.languages"
@@ -61,3 +61,14 @@ def test_the_api_exports_what_a_plugin_builds_on(name: str) -> None:
 
     assert name in gristmill.languages.__all__
     assert getattr(gristmill.languages, name).__module__.startswith(API)
+
+
+def test_each_languages_resolver_lives_in_its_resolver_py() -> None:
+    """The same role has the same file name in every folder: a newcomer finds Maven's
+    rules where uv's are."""
+    resolvers = {r.name: r.plugin.resolver() for r in Registry()}
+    modules = {name: type(tool).__module__ for name, tool in resolvers.items() if tool}
+    assert len(modules) >= 5
+    assert {name: module.rsplit(".", 1)[-1] for name, module in modules.items()} == {
+        name: "resolver" for name in modules
+    }
