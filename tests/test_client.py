@@ -219,7 +219,7 @@ def test_run_returns_a_typed_outcome(fake_server, connect):
 def test_a_misspelt_keyword_is_refused_at_once(fake_server, connect):
     address, _ = fake_server()
     with connect(address) as client, pytest.raises(TypeError):
-        client.execute("fake", "now", job_idd="x")  # type: ignore[call-arg]
+        client.execute("fake", "now", job_idd="x")
 
 
 def test_service_config_retries_unavailable_and_waits_for_ready():
@@ -289,7 +289,7 @@ def test_a_full_server_is_retried_until_a_slot_frees(fake_server, connect):
         assert running.result().verdict == pb.SUCCESS
 
 
-class _MetadataRecorder(grpc.GenericRpcHandler):
+class _MetadataRecorder(grpc.GenericRpcHandler):  # type: ignore[misc]
     """Answers every method of the service with an empty message, recording each call's
     metadata (the keys in `KEYS`) by method name."""
 
