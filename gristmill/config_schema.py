@@ -15,15 +15,22 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, ValidationError
+from pydantic import ConfigDict, Field, ValidationError
 
+from gristmill.errors import GristmillError
 from gristmill.typed_toml import adapter, explain, line_of, read, suggest
 
-__all__ = ["ENV_PREFIX", "NAME", "Leaf", "leaves", "load", "setting"]
+__all__ = ["ENV_PREFIX", "NAME", "TABLE", "ConfigError", "Leaf", "leaves", "load", "setting"]
 
 ENV_PREFIX = "GRISTMILL_"
+TABLE = ConfigDict(extra="forbid")
+"""Every table of settings refuses keys it does not declare."""
 NAME = "<name>"
 """A table of names (`databases.<name>`) in a key: the name is the operator's."""
+
+
+class ConfigError(GristmillError):
+    """A setting is unknown or its value is malformed or inconsistent."""
 
 
 def setting(

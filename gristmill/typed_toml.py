@@ -176,7 +176,7 @@ def explain(problem: Mapping[str, Any], known: Sequence[str] = ()) -> str:
     if kind in ("int_type", "int_parsing", "int_from_float"):
         return f"expected int{got}"
     if kind in ("bool_type", "bool_parsing"):
-        return f"must be true or false{got}"
+        return f"not a boolean (true or false){got}"
     if kind in ("string_type", "float_type", "list_type", "tuple_type", "dict_type"):
         noun = {"string": "a string", "float": "a number", "dict": "a table"}
         return f"must be {noun.get(kind[:-5], 'a list')}{got}"
