@@ -20,7 +20,7 @@ WAIT_S = 60.0
 
 @contextlib.asynccontextmanager
 async def running_worker(
-    database: str, targets: Sequence[str], **overrides: Any
+    database: str, targets: Sequence[str], tracer: Any = None, **overrides: Any
 ) -> AsyncIterator[Worker]:
     settings: dict[str, Any] = {
         "lease_s": 10.0,
@@ -30,7 +30,9 @@ async def running_worker(
         "grace_s": 5.0,
         **overrides,
     }
-    worker = Worker(WorkerConfig(conninfo=database, targets=tuple(targets), **settings))
+    worker = Worker(
+        WorkerConfig(conninfo=database, targets=tuple(targets), **settings), tracer=tracer
+    )
     task = asyncio.create_task(worker.run())
     try:
         yield worker
