@@ -110,7 +110,7 @@ def gristmill_command() -> list[str]:
 
 @functools.cache
 def usage(*words: str) -> str | None:
-    """The usage line `gristmill WORDS --help` prints, or None when WORDS is no command."""
+    """The usage `gristmill WORDS --help` prints, on one line, or None when WORDS is no command."""
     result = subprocess.run(
         [*gristmill_command(), *words, "--help"],
         capture_output=True,
@@ -121,8 +121,8 @@ def usage(*words: str) -> str | None:
     )
     if result.returncode != 0:
         return None
-    first = result.stdout.splitlines()[0] if result.stdout else ""
-    return first if first.startswith("usage: gristmill " + " ".join(words)) else None
+    block = " ".join(result.stdout.split("\n\n", 1)[0].split())  # usage may wrap
+    return block if block.startswith("usage: gristmill " + " ".join(words)) else None
 
 
 def named_commands(text: str) -> set[tuple[str, str | None]]:
@@ -139,7 +139,7 @@ def unknown_commands(page: Path) -> list[str]:
         if line is None:
             unknown.append(f"gristmill {command}")
             continue
-        choices = re.search(r"\{([a-z,-]+)\}", line)
+        choices = re.search(r"\{([a-z,-]+)\} \.\.\.", line)  # sub-commands: `{a,b} ...`
         if choices and word is not None and word not in choices.group(1).split(","):
             unknown.append(f"gristmill {command} {word}")
     return unknown
