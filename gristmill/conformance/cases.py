@@ -19,13 +19,25 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gristmill.v1 import runtime_pb2
+from gristmill.conformance.expectations import Expectation, merge_expect, parse_expect
+from gristmill.conformance.fields import (
+    CaseFileError,
+    Where,
+    get_table,
+    only_keys,
+    optional_bool,
+    optional_int,
+    optional_str,
+    read_toml,
+    required_str,
+    string_list,
+    string_table,
+)
 
 __all__ = [
     "PLACEHOLDERS",
@@ -39,9 +51,6 @@ __all__ = [
     "load_language_cases",
     "not_applicable",
 ]
-
-VERDICTS = frozenset(name for name, number in runtime_pb2.Verdict.items() if number != 0)
-"""Verdict names a case may expect: the contract's enum, never its zero value."""
 
 PLACEHOLDERS = ("{service_host}", "{service_port}")
 """Tokens in a case's code replaced with the address of the server under test."""
@@ -73,25 +82,6 @@ _CASE_KEYS = frozenset(
 )
 KNOWN_TAGS = frozenset({"attack"})
 """`attack`: the case attacks the sandbox; the report counts attacks tried and contained."""
-_EXPECT_KEYS = frozenset(
-    {
-        "verdict",
-        "verdict_in",
-        "result",
-        "result_json",
-        "stdout",
-        "stderr",
-        "stdout_truncated",
-        "stderr_truncated",
-        "error_name",
-        "error_message",
-        "error_line",
-        "exit_code",
-        "signal",
-        "within_ms",
-        "files",
-    }
-)
 _LIMIT_KEYS = frozenset(
     {
         "wall_time_ms",
@@ -107,10 +97,6 @@ _LIMIT_KEYS = frozenset(
 )
 
 
-class CaseFileError(Exception):
-    """A case file is malformed; the message names the file, the case and the key."""
-
-
 @dataclass(frozen=True)
 class CaseLimits:
     """The job's limits as sent; zero asks for the server's default."""
@@ -124,31 +110,6 @@ class CaseLimits:
     cpu_millicores: int = 0
     network_bytes: int = 0
     network_connections: int = 0
-
-
-@dataclass(frozen=True)
-class Expectation:
-    """What the outcome must show; `None` leaves that part of the outcome unchecked."""
-
-    # Any one of these verdicts passes (one, unless the kernel may answer several ways).
-    verdicts: tuple[str, ...]
-    # Compared as JSON values, exactly: 1 and 1.0 differ, and so do 1 and true.
-    result_json: str | None = None
-    # Searched (`re.search`) in the stream decoded as UTF-8; anchor with \A and \Z.
-    stdout: re.Pattern[str] | None = None
-    stderr: re.Pattern[str] | None = None
-    stdout_truncated: bool | None = None
-    stderr_truncated: bool | None = None
-    error_name: str | None = None
-    error_message: re.Pattern[str] | None = None
-    # The line of the innermost stack frame, in the user's own file.
-    error_line: int | None = None
-    exit_code: int | None = None
-    signal: int | None = None
-    # The whole Execute call, as the runner measures it, must answer within this.
-    within_ms: int | None = None
-    # Exactly these files came back (`Outcome.files`), by path, with this UTF-8 text.
-    files: Mapping[str, str] | None = None
 
 
 @dataclass(frozen=True)
@@ -229,24 +190,25 @@ def load_language_cases(path: Path, shared: Mapping[str, Mapping[str, Any]]) -> 
     `[[case]]`: a case of its own, as in the shared files, `language` defaulting.
     """
     language = path.parent.name
-    data = _read_toml(path)
-    _only_keys(data, frozenset({"case", "translation", "not_applicable"}), str(path))
+    data = read_toml(path)
+    only_keys(data, frozenset({"case", "translation", "not_applicable"}), Where(path, (), ""))
     cases: list[Case] = []
     for index, raw in enumerate(data.get("translation", []), start=1):
         name = raw.get("name")
-        where = f"{path}: translation {name!r}" if isinstance(name, str) else f"{path}: #{index}"
-        _only_keys(raw, frozenset({"name", "code", "partner", "expect"}), where)
+        label = f"translation {name!r}" if isinstance(name, str) else f"translation #{index}"
+        where = Where(path, ("translation", index - 1), label)
+        only_keys(raw, frozenset({"name", "code", "partner", "expect"}), where)
         if not isinstance(name, str) or name not in shared:
             raise CaseFileError(f"{where}: names no shared case written for several languages")
         base = {k: v for k, v in shared[name].items() if k not in {"expect_for", "partner"}}
-        base["code"] = {language: _required_str(raw, "code", where)}
+        base["code"] = {language: required_str(raw, "code", where)}
         if "partner" in shared[name] or "partner" in raw:
-            base["partner"] = {language: _required_str(raw, "partner", where)}
-        base["expect_for"] = {language: _table(raw, "expect", where)}
+            base["partner"] = {language: required_str(raw, "partner", where)}
+        base["expect_for"] = {language: get_table(raw, "expect", where)}
         cases.extend(_parse_case(base, path, where))
     for index, raw in enumerate(data.get("case", []), start=1):
         name = raw.get("name")
-        where = f"{path}: case {name!r}" if isinstance(name, str) else f"{path}: case #{index}"
+        where = Where(path, ("case", index - 1), _label(name, index))
         if not isinstance(raw.get("code"), dict):
             raw = {"language": language, **raw}
         cases.extend(_parse_case(raw, path, where))
@@ -258,7 +220,7 @@ def not_applicable(language_files: Sequence[Path]) -> dict[str, dict[str, str]]:
     (`[not_applicable]` of its `conformance.toml`: case name = "why")."""
     found: dict[str, dict[str, str]] = {}
     for path in language_files:
-        table = _table(_read_toml(path), "not_applicable", str(path))
+        table = get_table(read_toml(path), "not_applicable", str(path))
         for name, why in table.items():
             if not isinstance(why, str) or not why.strip():
                 raise CaseFileError(f"{path}: not_applicable.{name} must give the reason")
@@ -289,74 +251,71 @@ def coverage(
     }
 
 
-def _read_toml(path: Path) -> dict[str, Any]:
-    try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
-        raise CaseFileError(f"{path}: cannot be read as TOML: {error}") from error
-
-
 def _raw_cases(path: Path) -> list[dict[str, Any]]:
-    raw_cases = _read_toml(path).get("case")
+    raw_cases = read_toml(path).get("case")
     return (
         [raw for raw in raw_cases if isinstance(raw, dict)] if isinstance(raw_cases, list) else []
     )
 
 
+def _label(name: Any, index: int) -> str:
+    return f"case {name!r}" if isinstance(name, str) else f"case #{index}"
+
+
 def load_case_file(path: Path) -> list[Case]:
     """The cases of one file, expanded to one `Case` per language."""
-    data = _read_toml(path)
-    _only_keys(data, frozenset({"case"}), str(path))
+    data = read_toml(path)
+    only_keys(data, frozenset({"case"}), Where(path, (), ""))
     raw_cases = data.get("case")
     if not isinstance(raw_cases, list) or not raw_cases:
         raise CaseFileError(f"{path}: expected one or more [[case]] tables")
     cases: list[Case] = []
     for index, raw in enumerate(raw_cases, start=1):
         name = raw.get("name")
-        where = f"{path}: case {name!r}" if isinstance(name, str) else f"{path}: case #{index}"
+        where = Where(path, ("case", index - 1), _label(name, index))
         cases.extend(_parse_case(raw, path, where))
     return cases
 
 
-def _parse_case(raw: dict[str, Any], path: Path, where: str) -> list[Case]:
-    _only_keys(raw, _CASE_KEYS, where)
-    name = _required_str(raw, "name", where)
+def _parse_case(raw: dict[str, Any], path: Path, where: Where) -> list[Case]:
+    only_keys(raw, _CASE_KEYS, where)
+    name = required_str(raw, "name", where)
     if not _NAME.fullmatch(name):
         raise CaseFileError(f"{where}: name must match {_NAME.pattern}")
     codes = _parse_codes(raw, where)
 
     if "args" in raw and "args_json" in raw:
         raise CaseFileError(f"{where}: give args or args_json, not both")
-    args = _table(raw, "args", where) if "args" in raw else None
+    args = get_table(raw, "args", where) if "args" in raw else None
     args_json = _parse_args_json(raw, where)
-    env = _string_table(raw, "env", where)
-    context = _string_table(raw, "context", where)
-    stdin = _optional_str(raw, "stdin", where) or ""
-    output_files = _string_list(raw, "output_files", where) or ()
-    script = _string_list(raw, "script", where)
+    env = string_table(raw, "env", where)
+    context = string_table(raw, "context", where)
+    stdin = optional_str(raw, "stdin", where) or ""
+    output_files = string_list(raw, "output_files", where) or ()
+    script = string_list(raw, "script", where)
     limits = _parse_limits(raw, where)
-    entry_point = _optional_str(raw, "entry_point", where) or ""
-    cancel_after_ms = _optional_int(raw, "cancel_after_ms", where, minimum=1)
+    entry_point = optional_str(raw, "entry_point", where) or ""
+    cancel_after_ms = optional_int(raw, "cancel_after_ms", where, minimum=1)
     needs = _parse_needs(raw, codes, where)
     tags = _parse_tags(raw, where)
     partners = _parse_partners(raw, codes, where)
 
-    base_expect = _table(raw, "expect", where)
-    overrides = _table(raw, "expect_for", where) if "expect_for" in raw else {}
+    base_expect = get_table(raw, "expect", where)
+    overrides = get_table(raw, "expect_for", where) if "expect_for" in raw else {}
     for language in overrides:
         if language not in codes:
             raise CaseFileError(f"{where}: expect_for.{language} names a language without code")
 
     cases = []
     for language, code in codes.items():
-        expect_where = f"{where} [{language}]"
-        merged = _merge_expect(base_expect, _table(overrides, language, where, "expect_for."))
+        expect_where = where.at(label=f" [{language}]")
+        merged = merge_expect(base_expect, get_table(overrides, language, where, "expect_for."))
         cases.append(
             Case(
                 name=name,
                 language=language,
                 code=code,
-                expect=_parse_expect(merged, expect_where),
+                expect=parse_expect(merged, expect_where),
                 source=path,
                 args=args,
                 args_json=args_json,
@@ -376,11 +335,11 @@ def _parse_case(raw: dict[str, Any], path: Path, where: str) -> list[Case]:
     return cases
 
 
-def _parse_codes(raw: dict[str, Any], where: str) -> dict[str, str]:
+def _parse_codes(raw: dict[str, Any], where: Where) -> dict[str, str]:
     """`language` + `code` text, or a `code.<language>` table: the case once per language."""
     code = raw.get("code")
     if isinstance(code, str):
-        language = _required_str(raw, "language", where)
+        language = required_str(raw, "language", where)
         codes = {language: code}
     elif isinstance(code, dict):
         if "language" in raw:
@@ -402,8 +361,8 @@ def _parse_codes(raw: dict[str, Any], where: str) -> dict[str, str]:
     return codes
 
 
-def _parse_args_json(raw: dict[str, Any], where: str) -> str | None:
-    text = _optional_str(raw, "args_json", where)
+def _parse_args_json(raw: dict[str, Any], where: Where) -> str | None:
+    text = optional_str(raw, "args_json", where)
     if text is None:
         return None
     try:
@@ -415,37 +374,20 @@ def _parse_args_json(raw: dict[str, Any], where: str) -> str | None:
     return text
 
 
-def _string_table(raw: Mapping[str, Any], key: str, where: str) -> dict[str, str]:
-    table = _table(raw, key, where) if key in raw else {}
-    for name, value in table.items():
-        if not isinstance(value, str):
-            raise CaseFileError(f"{where}: {key}.{name} must be a string")
-    return table
-
-
-def _string_list(raw: Mapping[str, Any], key: str, where: str) -> tuple[str, ...] | None:
-    if key not in raw:
-        return None
-    values = raw[key]
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise CaseFileError(f"{where}: {key} must be a list of strings")
-    return tuple(values)
-
-
-def _parse_limits(raw: dict[str, Any], where: str) -> CaseLimits:
+def _parse_limits(raw: dict[str, Any], where: Where) -> CaseLimits:
     if "limits" not in raw:
         return CaseLimits()
-    table = _table(raw, "limits", where)
-    _only_keys(table, _LIMIT_KEYS, f"{where}: limits")
+    table = get_table(raw, "limits", where)
+    only_keys(table, _LIMIT_KEYS, where.at("limits", label=": limits"))
     numbers = {
-        key: _optional_int(table, key, where, minimum=0, prefix="limits.") or 0
+        key: optional_int(table, key, where, minimum=0, prefix="limits.") or 0
         for key in _LIMIT_KEYS - {"network"}
     }
-    network = _optional_bool(table, "network", where, prefix="limits.") or False
+    network = optional_bool(table, "network", where, prefix="limits.") or False
     return CaseLimits(network=network, **numbers)
 
 
-def _parse_needs(raw: dict[str, Any], codes: Mapping[str, str], where: str) -> frozenset[str]:
+def _parse_needs(raw: dict[str, Any], codes: Mapping[str, str], where: Where) -> frozenset[str]:
     """What the case needs of the runner; a placeholder without its need would stay literal."""
     needs_list = raw.get("needs", [])
     if not isinstance(needs_list, list) or not all(isinstance(n, str) for n in needs_list):
@@ -469,7 +411,7 @@ def _parse_needs(raw: dict[str, Any], codes: Mapping[str, str], where: str) -> f
     return needs
 
 
-def _parse_tags(raw: dict[str, Any], where: str) -> frozenset[str]:
+def _parse_tags(raw: dict[str, Any], where: Where) -> frozenset[str]:
     tags = raw.get("tags", [])
     if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
         raise CaseFileError(f"{where}: tags must be a list of strings")
@@ -478,11 +420,11 @@ def _parse_tags(raw: dict[str, Any], where: str) -> frozenset[str]:
     return frozenset(tags)
 
 
-def _parse_partners(raw: dict[str, Any], codes: Mapping[str, str], where: str) -> dict[str, str]:
+def _parse_partners(raw: dict[str, Any], codes: Mapping[str, str], where: Where) -> dict[str, str]:
     """`partner.<language>`: the concurrent second job, one for every language of the case."""
     if "partner" not in raw:
         return {}
-    partners = _table(raw, "partner", where)
+    partners = get_table(raw, "partner", where)
     if set(partners) != set(codes):
         raise CaseFileError(f"{where}: partner must give code for exactly the case's languages")
     for language, text in partners.items():
@@ -491,137 +433,3 @@ def _parse_partners(raw: dict[str, Any], codes: Mapping[str, str], where: str) -
     if "cancel_after_ms" in raw:
         raise CaseFileError(f"{where}: a case with a partner cannot be cancelled")
     return dict(partners)
-
-
-def _merge_expect(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    """`expect` with one language's `expect_for` on top; a verdict replaces a verdict_in."""
-    merged = dict(base)
-    if "verdict" in override or "verdict_in" in override:
-        merged.pop("verdict", None)
-        merged.pop("verdict_in", None)
-    merged.update(override)
-    return merged
-
-
-def _parse_expect(table: dict[str, Any], where: str) -> Expectation:
-    _only_keys(table, _EXPECT_KEYS, f"{where}: expect")
-    return Expectation(
-        verdicts=_parse_verdicts(table, where),
-        result_json=_parse_result(table, where),
-        stdout=_optional_regex(table, "stdout", where),
-        stderr=_optional_regex(table, "stderr", where),
-        stdout_truncated=_optional_bool(table, "stdout_truncated", where, prefix="expect."),
-        stderr_truncated=_optional_bool(table, "stderr_truncated", where, prefix="expect."),
-        error_name=_optional_str(table, "error_name", where, prefix="expect."),
-        error_message=_optional_regex(table, "error_message", where),
-        error_line=_optional_int(table, "error_line", where, minimum=1, prefix="expect."),
-        exit_code=_optional_int(table, "exit_code", where, prefix="expect."),
-        signal=_optional_int(table, "signal", where, minimum=0, prefix="expect."),
-        within_ms=_optional_int(table, "within_ms", where, minimum=1, prefix="expect."),
-        files=_string_table(table, "files", f"{where}: expect") if "files" in table else None,
-    )
-
-
-def _parse_verdicts(table: dict[str, Any], where: str) -> tuple[str, ...]:
-    if ("verdict" in table) == ("verdict_in" in table):
-        raise CaseFileError(f"{where}: give exactly one of expect.verdict, expect.verdict_in")
-    if "verdict" in table:
-        verdicts = [_required_str(table, "verdict", where, prefix="expect.")]
-    else:
-        verdicts = table["verdict_in"]
-        if (
-            not isinstance(verdicts, list)
-            or not verdicts
-            or not all(isinstance(v, str) for v in verdicts)
-        ):
-            raise CaseFileError(f"{where}: expect.verdict_in must be a non-empty list of names")
-    for verdict in verdicts:
-        if verdict not in VERDICTS:
-            raise CaseFileError(
-                f"{where}: unknown verdict {verdict!r}; known: {', '.join(sorted(VERDICTS))}"
-            )
-    return tuple(verdicts)
-
-
-def _parse_result(table: dict[str, Any], where: str) -> str | None:
-    """The expected result as JSON text, whether written as TOML or as JSON text."""
-    if "result" in table and "result_json" in table:
-        raise CaseFileError(f"{where}: give expect.result or expect.result_json, not both")
-    if "result" in table:
-        try:
-            return json.dumps(table["result"], ensure_ascii=False)
-        except TypeError as error:
-            raise CaseFileError(f"{where}: expect.result has no JSON form: {error}") from error
-    text = _optional_str(table, "result_json", where, prefix="expect.")
-    if text is not None:
-        try:
-            json.loads(text)
-        except ValueError as error:
-            raise CaseFileError(f"{where}: expect.result_json is not JSON: {error}") from error
-    return text
-
-
-def _only_keys(table: Mapping[str, Any], allowed: frozenset[str], where: str) -> None:
-    if unknown := set(table) - allowed:
-        raise CaseFileError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; "
-            f"allowed: {', '.join(sorted(allowed))}"
-        )
-
-
-def _table(table: Mapping[str, Any], key: str, where: str, prefix: str = "") -> dict[str, Any]:
-    value = table.get(key, {})
-    if not isinstance(value, dict):
-        raise CaseFileError(f"{where}: {prefix}{key} must be a table")
-    return value
-
-
-def _required_str(table: Mapping[str, Any], key: str, where: str, prefix: str = "") -> str:
-    if key not in table:
-        raise CaseFileError(f"{where}: {prefix}{key} is required")
-    value = _optional_str(table, key, where, prefix)
-    assert value is not None
-    return value
-
-
-def _optional_str(table: Mapping[str, Any], key: str, where: str, prefix: str = "") -> str | None:
-    value = table.get(key)
-    if value is not None and not isinstance(value, str):
-        raise CaseFileError(f"{where}: {prefix}{key} must be a string")
-    return value
-
-
-def _optional_int(
-    table: Mapping[str, Any],
-    key: str,
-    where: str,
-    *,
-    minimum: int | None = None,
-    prefix: str = "",
-) -> int | None:
-    value = table.get(key)
-    if value is None:
-        return None
-    # bool is an int in Python but never a number in a case file.
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise CaseFileError(f"{where}: {prefix}{key} must be an integer")
-    if minimum is not None and value < minimum:
-        raise CaseFileError(f"{where}: {prefix}{key} must be at least {minimum}")
-    return value
-
-
-def _optional_bool(table: Mapping[str, Any], key: str, where: str, prefix: str = "") -> bool | None:
-    value = table.get(key)
-    if value is not None and not isinstance(value, bool):
-        raise CaseFileError(f"{where}: {prefix}{key} must be true or false")
-    return value
-
-
-def _optional_regex(table: Mapping[str, Any], key: str, where: str) -> re.Pattern[str] | None:
-    pattern = _optional_str(table, key, where, prefix="expect.")
-    if pattern is None:
-        return None
-    try:
-        return re.compile(pattern)
-    except re.error as error:
-        raise CaseFileError(f"{where}: expect.{key} is not a valid regex: {error}") from error
