@@ -4,6 +4,7 @@ every `gristmill COMMAND` it shows is a command the installed CLI has."""
 from __future__ import annotations
 
 import functools
+import importlib
 import re
 import subprocess
 import sys
@@ -180,3 +181,36 @@ def test_a_broken_link_and_anchor_are_caught(tmp_path: Path) -> None:
         f"{page}#no-such-heading",
         "#gone",
     ]
+
+
+IMPORT = re.compile(r"^from (gristmill[\w.]*) import ([\w, ]+)$", re.M)
+
+
+def python_imports(page: Path) -> list[tuple[str, str]]:
+    """(module, name) of every `from gristmill... import ...` in a page's Python examples."""
+    blocks = re.findall(r"^```python\n(.*?)^```", page.read_text(encoding="utf-8"), re.M | re.S)
+    return [
+        (module, name.strip())
+        for block in blocks
+        for module, names in IMPORT.findall(block)
+        for name in names.split(",")
+    ]
+
+
+@pytest.mark.parametrize(
+    "page",
+    [README, *sorted((ROOT / "docs").glob("*.md"))],
+    ids=lambda page: str(page.relative_to(ROOT)),
+)
+def test_every_import_in_an_example_works(page: Path) -> None:
+    """An example whose names moved would fail at its first line for whoever copies it."""
+    missing = [
+        f"{module}.{name}"
+        for module, name in python_imports(page)
+        if not hasattr(importlib.import_module(module), name)
+    ]
+    assert missing == []
+
+
+def test_imports_are_found_in_examples() -> None:
+    assert ("gristmill.client", "Verdict") in python_imports(README)
