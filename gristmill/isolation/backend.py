@@ -30,9 +30,9 @@ class StopReason(enum.Enum):
     PROCESSES = "processes"
     # Past the job's cap on network bytes (`Limits.network_bytes`).
     NETWORK = "network"
-    # Thrashing at the memory limit, which the kernel's OOM killer lets go on (`thrash.py`).
+    # Thrashing at the memory limit, which the kernel's OOM killer lets go on (the supervisor).
     MEMORY = "memory"
-    # Socket buffers that, with its memory, fill the job's memory limit (`thrash.py`).
+    # Socket buffers that, with its memory, fill the job's memory limit (the supervisor's rule).
     SOCKET_MEMORY = "socket_memory"
 
 

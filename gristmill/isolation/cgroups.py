@@ -165,7 +165,7 @@ class JobCgroup:
     @property
     def memory_files(self) -> tuple[Path, Path, Path]:
         """The group's memory usage, its limit and its memory.stat: what the supervisor
-        watches for a job thrashing at its limit (`thrash.py`)."""
+        watches for a job thrashing at its limit (`nsjail_supervisor.c`)."""
         if self.version is Version.V2:
             d = self.dirs[""]
             return d / "memory.current", d / "memory.max", d / "memory.stat"

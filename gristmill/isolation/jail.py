@@ -116,7 +116,7 @@ class JailSpec:
     # The cgroup's pids.events: the supervisor stops a job that stays stuck at the limit.
     pids_events_file: str = ""
     # The memory group's usage, limit and memory.stat (`JobCgroup.memory_files`): the
-    # supervisor stops a job that thrashes at its memory limit (`thrash.py`).
+    # supervisor stops a job that thrashes at its memory limit (`nsjail_supervisor.c`).
     memory_files: list[str] = field(default_factory=list)
     # What the process backend's supervisor joins (`JobCgroup.supervisor_join_files`).
     supervisor_cgroup_files: list[str] = field(default_factory=list)

@@ -530,10 +530,21 @@ static int stuck_at_process_limit(long long now) {
     return now - job.episode_first >= PIDS_GRACE_NS;
 }
 
-/* Whether the job has thrashed at its memory limit for longer than the grace: the group
- * and its anonymous and tmpfs memory within a sixteenth of the limit, and its evicted file
- * pages read again; the kernel's OOM killer lets that go on. Room ends an episode; only a
- * second without a new refault does too (see `thrash.py`). */
+/* Whether the job has thrashed at its memory limit for longer than the grace.
+ *
+ * A job whose anonymous memory fills its cgroup's limit is OOM-killed, unless the group
+ * also holds file pages: its program, libraries, the files it reads. Reclaim then evicts
+ * those, the job reads them again at once, and to the kernel that is progress, so its OOM
+ * killer never comes: the job runs on at a crawl, its CPU time spent in reclaim (a Go
+ * goroutine bomb whose binary had left the page cache spent 9 s of system time at its
+ * 128 MiB limit, then met its CPU limit). Thrashing is told by three things, for longer
+ * than the grace: the group within a sixteenth of its limit; its anonymous and tmpfs
+ * memory (nothing reclaims those without swap) too; its evicted file pages read again
+ * (`workingset_refault_file` rising). A job at its limit that streams files, with room
+ * left, does not refault; one that re-reads files with a sixteenth of its limit free of
+ * anonymous memory is let run. Room ends an episode at once; a poll that finds no new
+ * refault does not (a poll comes late on a busy host, and a thrashing job's usage
+ * wavers): only a second without one does. Tested by tests/isolation/test_thrash.py. */
 static int thrashing_at_memory_limit(long long now) {
     char text[8192];
     if (job.memory_stat < 0) {
@@ -751,6 +762,8 @@ static void add_log(struct text *t) {
     free(joined.data);
 }
 
+static void run_commands(char *commands);
+
 /* The service's commands, one a line (two written quickly may come in one read): a stop
  * reason, or a warm sandbox's "go ..."; its end (the service gone) stops the job. */
 static void read_control(struct pollfd *control) {
@@ -763,6 +776,11 @@ static void read_control(struct pollfd *control) {
         return;
     }
     commands[length] = 0;
+    run_commands(commands);
+}
+
+/* Each command of `commands` (a NUL-ended buffer, changed in place), one a line. */
+static void run_commands(char *commands) {
     for (char *line = strtok(commands, "\n"); line; line = strtok(NULL, "\n")) {
         while (*line == ' ' || *line == '\r' || *line == '\t') line++;
         size_t end = strlen(line);

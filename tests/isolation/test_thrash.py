@@ -1,13 +1,56 @@
-"""A job thrashing at its memory limit is told apart from one merely using its memory."""
+"""A job thrashing at its memory limit is told apart from one merely using its memory:
+the compiled supervisor's rule (`thrashing_at_memory_limit` in `nsjail_supervisor.c`),
+polled through its harness over memory files written here."""
 
 from __future__ import annotations
 
+import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
-from gristmill.isolation.thrash import EPISODE_NS, GRACE_NS, ThrashWatch
+import pytest
+
+from tests.isolation.harness import harness
 
 LIMIT = 128 << 20
 POLL_NS = 20_000_000
+GRACE_NS = 500_000_000
+"""The supervisor's MEMORY_GRACE_NS: a job thrashing this long is stopped."""
+EPISODE_NS = 1_000_000_000
+"""Its MEMORY_EPISODE_NS: refaults further apart are separate episodes."""
+
+
+class Watch:
+    """One supervisor's view of a group: a poll of its rule per `stuck(now)`."""
+
+    def __init__(self, usage: Path, limit: Path, stat: Path) -> None:
+        self._process = subprocess.Popen(
+            [harness(), "thrash", str(usage), str(limit), str(stat)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+
+    def stuck(self, now: int) -> bool:
+        assert self._process.stdin is not None and self._process.stdout is not None
+        self._process.stdin.write(f"{now}\n")
+        self._process.stdin.flush()
+        return self._process.stdout.readline().strip() == "1"
+
+    def close(self) -> None:
+        assert self._process.stdin is not None
+        self._process.stdin.close()
+        assert self._process.wait(60) == 0
+
+
+WATCHES: list[Watch] = []
+
+
+@pytest.fixture(autouse=True)
+def _closed_watches() -> Iterator[None]:
+    yield
+    while WATCHES:
+        WATCHES.pop().close()
 
 
 class Group:
@@ -28,11 +71,12 @@ class Group:
             f"workingset_refault_anon 0\nworkingset_refault_file {refaults}\n"
         )
 
-    def watch(self) -> ThrashWatch:
-        return ThrashWatch(str(self.usage), str(self.limit), str(self.stat))
+    def watch(self) -> Watch:
+        WATCHES.append(Watch(self.usage, self.limit, self.stat))
+        return WATCHES[-1]
 
 
-def _polls(group: Group, watch: ThrashWatch, anonymous: int, shmem: int = 0) -> int | None:
+def _polls(group: Group, watch: Watch, anonymous: int, shmem: int = 0) -> int | None:
     """Polls a group at its limit whose refaults keep rising; the poll that stops it."""
     for poll in range(1, 100):
         group.set(LIMIT, anonymous, refaults=poll * 1000, shmem=shmem)
