@@ -1,5 +1,6 @@
-"""The README and docs/ stay usable: links lead somewhere, the README stays short, and
-every `gristmill COMMAND` it shows is a command the installed CLI has."""
+"""The README and docs/ stay usable: links lead somewhere, the README stays short, every
+`gristmill COMMAND` they show is a command the installed CLI has, and every name their
+Python examples import exists."""
 
 from __future__ import annotations
 
