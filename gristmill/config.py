@@ -330,6 +330,7 @@ class ServerConfig:
     default_limits: Limits = setting(
         DEFAULT_LIMITS,
         "A job's limits where its request gives none (a limit of 0 asks for the default).",
+        each_ge=0,
         flags={
             "wall_time_ms": "--default-timeout-ms",
             "memory_bytes": "--default-memory-bytes",
@@ -338,6 +339,7 @@ class ServerConfig:
     max_limits: Limits = setting(
         MAX_LIMITS,
         "A request over any of these is refused, never clipped; `network` is the policy.",
+        each_ge=0,
         flags={
             "wall_time_ms": "--max-timeout-ms",
             "memory_bytes": "--max-memory-bytes",

@@ -13,8 +13,9 @@ import functools
 import typing
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+from annotated_types import Ge
 from pydantic import ConfigDict, Field, ValidationError
 
 from gristmill.errors import GristmillError
@@ -38,14 +39,18 @@ def setting(
     description: str,
     *,
     ge: float | None = None,
+    each_ge: float | None = None,
     flag: str | None = None,
     flags: Mapping[str, str] | None = None,
 ) -> Any:
     """One setting: its default (a function: computed when read), what it means, its
-    lower bound, and the `serve` flag that sets it (`flags`: a table's members')."""
-    extra: dict[str, Any] = {"flag": flag} if flag else {"flags": dict(flags)} if flags else {}
-    if callable(default) or isinstance(default, dict):
-        factory = default if callable(default) else dict
+    lower bound (`each_ge`: that of each number of a plain dataclass table, `Limits`),
+    and the `serve` flag that sets it (`flags`: a table's members')."""
+    extra: dict[str, Any] = {"flag": flag} if flag else {"flags": dict(flags or {})}
+    if each_ge is not None:
+        extra["each_ge"] = each_ge
+    factory = default if callable(default) else dict if isinstance(default, dict) else None
+    if factory is not None:
         return Field(
             default_factory=factory, description=description, ge=ge, json_schema_extra=extra
         )
@@ -97,15 +102,22 @@ def _fields(cls: type) -> Iterator[tuple[str, Any, Any, str, float | None, dict[
 
 
 def _walk(
-    cls: type, prefix: str, value: Any, context: str, flags: Mapping[str, Any]
+    cls: type,
+    prefix: str,
+    value: Any,
+    context: str,
+    flags: Mapping[str, Any],
+    bound: float | None = None,
 ) -> Iterator[Leaf]:
+    """The leaves under `cls`; `bound`: the lower bound a plain dataclass table's
+    declaration gives its numbers (`Limits` has none of its own)."""
     for name, kind, default, description, minimum, extra in _fields(cls):
         key, meaning = prefix + name, description or context
         current = default if value is _UNSET else getattr(value, name)
         if dataclasses.is_dataclass(kind):
-            yield from _walk(
-                typing.cast(type, kind), f"{key}.", current, meaning, extra.get("flags", {})
-            )
+            table = typing.cast(type, kind)
+            flags_of, bound_of = extra.get("flags", {}), extra.get("each_ge")
+            yield from _walk(table, f"{key}.", current, meaning, flags_of, bound_of)
         elif typing.get_origin(kind) in (Mapping, dict):
             names, element = typing.get_args(kind)
             for entry in typing.get_args(names) or (NAME,):
@@ -116,6 +128,8 @@ def _walk(
         else:
             flag = extra.get("flag") or flags.get(name)
             member = not hasattr(cls, "__pydantic_fields__")
+            if member and kind in (int, float):
+                minimum = bound
             yield Leaf(key, kind, current, meaning, minimum, flag, member)
 
 
@@ -154,9 +168,12 @@ def _typed(leaf: Leaf, value: Any, text: bool) -> Any:
     if text and isinstance(value, str):
         if not value and leaf.optional:
             return None
-        return adapter(leaf.kind).validate_strings(value)
+        value = adapter(leaf.kind).validate_strings(value)
     lax = Path in (leaf.kind, *typing.get_args(leaf.kind))
-    return adapter(leaf.kind).validate_python(value, strict=not lax)
+    kind = leaf.kind
+    if leaf.member and leaf.minimum is not None:  # pydantic does not see a plain dataclass's
+        kind = Annotated[kind, Ge(leaf.minimum)]
+    return adapter(kind).validate_python(value, strict=not lax)
 
 
 def _flatten(data: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:

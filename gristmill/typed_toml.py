@@ -156,6 +156,8 @@ def _shown(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, str):
         return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
     return str(value)
 
 
@@ -168,9 +170,9 @@ def explain(problem: Mapping[str, Any], known: Sequence[str] = ()) -> str:
     if kind in ("missing", "missing_argument", "missing_keyword_only_argument"):
         return "is required"
     if kind == "greater_than_equal":
-        return f"must be at least {ctx['ge']}{got}"
+        return f"must be at least {_shown(ctx['ge'])}{got}"
     if kind == "less_than_equal":
-        return f"must be at most {ctx['le']}{got}"
+        return f"must be at most {_shown(ctx['le'])}{got}"
     if kind == "literal_error":
         return f"must be one of {ctx['expected']}{got}"
     if kind in ("int_type", "int_parsing", "int_from_float"):
