@@ -102,8 +102,8 @@ def test_every_setting_round_trips_from_set_and_from_its_own_flag() -> None:
         leaf.flag for leaf in flagged
     }
     for leaf in flagged:
-        value = EVERY[leaf.key]
-        argv = [leaf.flag] if leaf.kind is bool else [leaf.flag, _text(value)]
+        value, flag = EVERY[leaf.key], str(leaf.flag)
+        argv = [flag] if leaf.kind is bool else [flag, _text(value)]
         others = {k: v for k, v in EVERY.items() if k != leaf.key}  # its companions
         config = load_config(environ={}, overrides={**others, **overrides(_parse(*argv))})
         assert _read(config, leaf.key) == value, leaf.flag
