@@ -39,7 +39,7 @@ IDLE_EXIT_S = 900.0
 """A local server with no call for this long exits."""
 START_TIMEOUT_S = 120.0
 PROBE_TIMEOUT_S = 0.5
-SERVER_MODULES = ("prometheus_client", "psutil", "seccomp", "rich")
+SERVER_MODULES = ("prometheus_client", "psutil", "pyseccomp", "rich")
 """Modules of the `server` extra a server cannot start without: the client alone has none."""
 
 

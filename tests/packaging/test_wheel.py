@@ -122,6 +122,9 @@ def test_installed_server_runs_jobs_from_its_own_data(server_bin: Path, outside:
     where = _run(
         server_bin / "python", "-c", "import gristmill.resources as r; print(r.RUNTIMES_DIR)"
     ).stdout.strip()
+    # The check a client-only install fails: the server part's modules are all there.
+    missing = "from gristmill.local import server_part_missing as m; print(m())"
+    assert _run(server_bin / "python", "-c", missing).stdout.strip() == "[]"
     assert where.startswith(str(outside / "server")), where
     job = outside / "job.py"
     job.write_text("def main(a: int, b: int):\n    return {'sum': a + b}\n")
