@@ -114,12 +114,12 @@ def language(options: argparse.Namespace) -> str:
     directly: loading the registry's plugins would cost a tenth of a second per command)."""
     if options.lang:
         return str(options.lang)
+    from gristmill.languages.registry import language_folders
     from gristmill.languages.spec import load_spec
 
     suffix = options.file.suffix
-    for folder in sorted(config(options).runtimes_dir.iterdir()):
-        if (folder / "runtime.toml").is_file():
-            spec = load_spec(folder)
-            if suffix in spec.extensions:
-                return spec.name
+    for folder in language_folders(config(options).runtimes_dir):
+        spec = load_spec(folder)
+        if suffix in spec.extensions:
+            return spec.name
     raise UsageError(f"no language for {suffix!r} files: pass --lang")

@@ -17,7 +17,10 @@ other module of the service (tests/languages/test_plugin_api.py holds them to it
     DependencyFailure, LockfileRefused,    how dependencies and lockfiles are refused
       json_line
     InvalidRequest                         a request this server cannot take, by field
-    strictjson, syntax                     JSON as RFC 8259 has it; tree-sitter parsing
+    strictjson                             JSON as RFC 8259 has it
+    syntax (a submodule, imported by name) tree-sitter parsing: the server's extra, so
+                                           not imported here (a client's CLI reads
+                                           runtime.toml through this package too)
     BindMount, DatabaseConfig, ConfigError what a plugin attaching service resources needs
 """
 
@@ -26,7 +29,6 @@ from gristmill.config import ConfigError, DatabaseConfig
 from gristmill.errors import InvalidRequest
 from gristmill.isolation.layout import JAIL_ENV_DIR
 from gristmill.isolation.profile import BindMount
-from gristmill.languages import syntax
 from gristmill.languages.errors import DependencyFailure
 from gristmill.languages.lockfiles import LockfileRefused, json_line
 from gristmill.languages.plugin import ArgumentsRejected, LanguagePlugin
@@ -58,5 +60,4 @@ __all__ = [
     "ToolContext",
     "json_line",
     "strictjson",
-    "syntax",
 ]

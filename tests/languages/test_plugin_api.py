@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -72,3 +74,11 @@ def test_each_languages_resolver_lives_in_its_resolver_py() -> None:
     assert {name: module.rsplit(".", 1)[-1] for name, module in modules.items()} == {
         name: "resolver" for name in modules
     }
+
+
+def test_the_api_imports_no_part_of_the_server_extra() -> None:
+    """A client-only install's CLI reads runtime.toml through this package (guessing a
+    file's language): tree-sitter, the server's extra, is the plugins' own import."""
+    probe = "import sys, gristmill.languages.spec; print('tree_sitter' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert (done.returncode, done.stdout.strip()) == (0, "False"), done.stderr
