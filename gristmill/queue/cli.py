@@ -75,6 +75,13 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         default=7.0,
         help="keep finished jobs this long; older days of history are dropped whole (7)",
     )
+    worker.add_argument(
+        "--otlp-endpoint",
+        metavar="URL",
+        default=os.environ.get("GRISTMILL_OTLP_ENDPOINT", ""),
+        help="export the worker's spans of each job (in the job's trace) to this OTLP/gRPC"
+        " collector, e.g. http://127.0.0.1:4317 (default: $GRISTMILL_OTLP_ENDPOINT; none)",
+    )
     add_credential_flags(worker)
 
     enqueue = command(
@@ -103,6 +110,11 @@ def add_commands(commands: Any, command: Callable[..., argparse.ArgumentParser])
         default=[],
         dest="tags",
         help="a label its server must have (repeat for several)",
+    )
+    enqueue.add_argument(
+        "--traceparent",
+        default=os.environ.get("TRACEPARENT"),
+        help="the W3C trace the job's spans join (default: $TRACEPARENT; else a new trace)",
     )
     enqueue.add_argument("--wait", action="store_true", help="wait for its outcome, print it")
     enqueue.add_argument("--wait-timeout-s", type=float, default=None, help="give up after (never)")
@@ -181,6 +193,7 @@ def _enqueue(options: argparse.Namespace) -> int:
             priority=options.priority,
             max_attempts=options.max_attempts,
             tags=options.tags,
+            traceparent=options.traceparent,
         )
         print(job_id)
         if not options.wait:
@@ -219,14 +232,23 @@ def _queue(options: argparse.Namespace) -> int:
     return _exit_for(job) if action == "wait" else EXIT_OK
 
 
-async def _work(config: WorkerConfig) -> None:
+async def _work(config: WorkerConfig, otlp_endpoint: str) -> None:
     from gristmill.queue.worker import Worker
 
-    worker = Worker(config)
+    tracing = None
+    if otlp_endpoint:
+        from gristmill.observability.tracing import Tracing
+
+        tracing = Tracing.otlp(otlp_endpoint, "gristmill-worker")
+    worker = Worker(config, tracer=tracing.tracer if tracing else None)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, worker.stop)
-    await worker.run()
+    try:
+        await worker.run()
+    finally:
+        if tracing is not None:
+            tracing.close()
 
 
 def _worker(options: argparse.Namespace) -> int:
@@ -252,7 +274,7 @@ def _worker(options: argparse.Namespace) -> int:
         retention_s=options.retention_days * 86400,
         credentials=credentials,
     )
-    asyncio.run(_work(config))
+    asyncio.run(_work(config, options.otlp_endpoint))
     return EXIT_OK
 
 

@@ -9,11 +9,15 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
+import psycopg
 
-from gristmill.client import AsyncClient
+from gristmill.client import AsyncClient, RetryPolicy
+from gristmill.credentials import Credentials
 from gristmill.queue.database import Database
 from gristmill.queue.records import JobRecord
 
@@ -63,6 +67,24 @@ class Routes:
     def __init__(self) -> None:
         self.targets: list[Target] = []
 
+    def connect(
+        self, targets: Sequence[str], credentials: Credentials, client: AsyncClient | None
+    ) -> None:
+        """A client for each `--target` (or `client` for all: a bench's instant target)."""
+        # Not waiting for a server to come back: the queue retries with its own backoff,
+        # routed to the other servers meanwhile.
+        retry = RetryPolicy(wait_for_ready=False)
+        options: list[tuple[str, Any]] = [
+            *retry.channel_options(),
+            ("grpc.lb_policy_name", "round_robin"),
+        ]
+        for text in targets:
+            address, labels = parse_target(text)
+            if client is None:
+                channel = credentials.aio_channel(channel_target(address), options)
+                own = AsyncClient("", retry=retry, channel=channel, credentials=credentials)
+            self.targets.append(Target(address, labels, client or own))
+
     def route(self, job: JobRecord) -> Target | None:
         """The server for a job: of those that run its language and have its labels, one
         reachable with the most free room (random among equals); None when none runs it."""
@@ -87,9 +109,16 @@ class Routes:
         """Each server's client once (a bench may give all one)."""
         return list({id(t.client): t.client for t in self.targets}.values())
 
-    async def discover(self, db: Database, worker_id: str, seen_within_s: float) -> None:
+    async def keep_discovering(self, db: Database, worker_id: str, every_s: float) -> None:
+        """`discover` every `every_s`, until cancelled."""
+        while True:
+            await asyncio.sleep(every_s)
+            await self.discover(db, worker_id, every_s)
+
+    async def discover(self, db: Database, worker_id: str, every_s: float) -> None:
         """Asks each server not known yet what it runs (`ListRuntimes`), then tells the
-        queue (`gristmill.routes`), which marks the jobs no worker can run."""
+        queue (`gristmill.routes`), which marks the jobs no worker (seen within six
+        rounds of `every_s`) can run."""
 
         async def ask(target: Target) -> None:
             try:
@@ -102,9 +131,13 @@ class Routes:
 
         await asyncio.gather(*(ask(t) for t in self.targets if t.languages is None))
         languages, labels = self.can_run()
-        marked = await db.fetch(
-            "select gristmill.routes(%s, %s, %s, %s * interval '1 second')",
-            (worker_id, languages, labels, seen_within_s),
-        )
+        try:
+            marked = await db.fetch(
+                "select gristmill.routes(%s, %s, %s, %s * interval '1 second')",
+                (worker_id, languages, labels, 6 * every_s),
+            )
+        except psycopg.Error:
+            log.exception("discovery failed")
+            return
         if marked and marked[0][0]:
             log.info("%d queued job(s) marked or unmarked as no worker's to run", marked[0][0])

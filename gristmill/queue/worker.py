@@ -21,8 +21,7 @@ One worker runs up to `concurrency` jobs at once:
   call is abandoned and its outcome, if any, never written.
 - **Reap**: every worker puts jobs whose lease expired (a worker lost) back in the queue
   with a backoff, or fails them once their attempts are used up.
-- **Maintain**: now and then a worker creates the history's partitions ahead and drops
-  those past `retention_s` (`gristmill.maintain`, one worker at a time).
+- **Housekeeping**: partitions and vacuum (see `gristmill.queue.housekeeping`).
 - **Execute** runs with the job's id as the server's idempotency key, so a job re-claimed
   after a lost lease joins the run already in flight on that server instead of a second one.
 - **Write-back** of the outcome moves the job from the live queue to the history
@@ -52,19 +51,20 @@ import random
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Any
 
 import grpc
 import psycopg
 from opentelemetry import trace
 
-from gristmill.client import AsyncClient, RetryPolicy
+from gristmill.client import AsyncClient
 from gristmill.credentials import Credentials
+from gristmill.queue import leases
+from gristmill.queue.cancellation import cancel_everywhere, cancelled_outcome, listen
 from gristmill.queue.database import Database
 from gristmill.queue.housekeeping import housekeeping
 from gristmill.queue.migrations import migrate
 from gristmill.queue.records import JOB_COLUMNS, JobRecord, execute_arguments, outcome_columns
-from gristmill.queue.routing import Routes, Target, channel_target, parse_target
+from gristmill.queue.routing import Routes, channel_target, parse_target
 from gristmill.queue.settings import WorkerConfig, WorkerStats
 from gristmill.queue.tracing import JobSpans
 from gristmill.queue.writeback import WriteBack
@@ -146,27 +146,17 @@ class Worker:
         config = self.config
         if config.migrate:
             await self._migrate()
-        # Not waiting for a server to come back: the queue retries with its own backoff,
-        # routed to the other servers meanwhile.
-        retry = RetryPolicy(wait_for_ready=False)
-        options: list[tuple[str, Any]] = [
-            *retry.channel_options(),
-            ("grpc.lb_policy_name", "round_robin"),
-        ]
-        credentials = config.credentials or Credentials.from_env()
-        for text in config.targets:
-            address, labels = parse_target(text)
-            client = self._given_client or AsyncClient(
-                "",
-                retry=retry,
-                channel=credentials.aio_channel(channel_target(address), options),
-                credentials=credentials,
-            )
-            self._routes.targets.append(Target(address, labels, client))
-        await self._discover_logged()
+        self._routes.connect(
+            config.targets, config.credentials or Credentials.from_env(), self._given_client
+        )
+        discovery = (self._housekeeping_db, config.worker_id, config.discover_s)
+        await self._routes.discover(*discovery)
         helpers = [
-            asyncio.create_task(self._discovery(), name="discovery"),
-            asyncio.create_task(self._listen(), name="listen"),
+            asyncio.create_task(self._routes.keep_discovering(*discovery), name="discovery"),
+            asyncio.create_task(
+                listen(config.conninfo, self._wake.set, self._wake_soon, self._cancel_requested),
+                name="listen",
+            ),
             asyncio.create_task(self._heartbeats(), name="heartbeats"),
             asyncio.create_task(self._writer.run(), name="write-back"),
             asyncio.create_task(housekeeping(self._housekeeping_db, config), name="housekeeping"),
@@ -291,32 +281,17 @@ class Worker:
         for running in held:
             self._held.remove(running)
             running.spans.end("handed back")
-        rows = await self._db.fetch(
-            """
-            with back as (
-                update gristmill.queue j
-                   set state = 'queued', attempts = j.attempts - 1, run_after = now(),
-                       lease_expires_at = null
-                  from unnest(%(uids)s::uuid[], %(tokens)s::bigint[]) as h(uid, token)
-                 where j.uid = h.uid and j.lease_token = h.token and j.state = 'running'
-                returning j.uid
-            )
-            select count(*), pg_notify('gristmill_jobs', '') from back
-            """,
-            {"uids": [r.job.uid for r in held], "tokens": [r.job.lease_token for r in held]},
-        )
-        self.stats.handed_back += int(rows[0][0]) if rows else 0
+        self.stats.handed_back += await leases.give_back(self._db, [r.job for r in held])
         self._prefetch_paused = True
 
     async def _reap(self) -> None:
         """Puts back the jobs of lost workers (their lease expired)."""
-        rows = await self._db.fetch(
-            "select gristmill.reap(%s, %s)",
-            (self.config.backoff_initial_s, self.config.backoff_max_s),
+        reaped = await leases.reap(
+            self._db, self.config.backoff_initial_s, self.config.backoff_max_s
         )
-        if rows and rows[0][0]:
-            self.stats.reaped += int(rows[0][0])
-            log.warning("put back %d job(s) of lost workers", rows[0][0])
+        if reaped:
+            self.stats.reaped += reaped
+            log.warning("put back %d job(s) of lost workers", reaped)
 
     def _start(self, running: _Running) -> None:
         job = running.job
@@ -379,7 +354,7 @@ class Worker:
             if running.lease_lost:
                 self.stats.fenced += 1
             elif running.cancel_requested:
-                await self._record(job, _cancelled_outcome(job.id))
+                await self._record(job, cancelled_outcome(job.id))
             elif self._leaving.is_set() or self._stop.is_set():
                 await self._release(job)
             return
@@ -418,13 +393,10 @@ class Worker:
             self.config.backoff_max_s,
             self.config.backoff_initial_s * 2 ** max(job.attempts - 1, 0),
         ) * random.uniform(0.5, 1.0)
-        rows = await self._db.fetch(
-            "select gristmill.retry(%s, %s, %s, %s, %s)",
-            (job.uid, job.lease_token, message, backoff, exhausted),
-        )
-        if not rows or rows[0][0] is None:
+        state = await leases.retry(self._db, job, message, backoff, exhausted)
+        if state is None:
             self.stats.fenced += 1
-        elif rows[0][0] != "queued":
+        elif state != "queued":
             self.stats.failed += 1
             log.warning("job %s failed: %s (attempts used up)", job.id, message)
         else:
@@ -440,32 +412,7 @@ class Worker:
 
     async def _release(self, job: JobRecord, reason: str | None = None) -> None:
         """Gives a claimed job back to the queue without using up an attempt."""
-        rows = await self._db.fetch(
-            """
-            update gristmill.queue
-               set state = 'queued', attempts = attempts - 1, run_after = now(),
-                   lease_expires_at = null, last_error = coalesce(%(reason)s, last_error)
-             where uid = %(uid)s and lease_token = %(token)s and state = 'running'
-            returning uid
-            """,
-            {"uid": job.uid, "token": job.lease_token, "reason": reason},
-        )
-        self.stats.released += len(rows)
-
-    # --- routing --------------------------------------------------------------------
-
-    async def _discover_logged(self) -> None:
-        try:
-            await self._routes.discover(
-                self._housekeeping_db, self.config.worker_id, 6 * self.config.discover_s
-            )
-        except psycopg.Error:
-            log.exception("discovery failed")
-
-    async def _discovery(self) -> None:
-        while True:
-            await asyncio.sleep(self.config.discover_s)
-            await self._discover_logged()
+        self.stats.released += await leases.give_back(self._db, [job], reason)
 
     # --- cancellation -----------------------------------------------------------------
 
@@ -478,41 +425,17 @@ class Worker:
         task.add_done_callback(self._cancelling.discard)
 
     async def _cancel(self, running: _Running) -> None:
-        job_id = running.job.id
-        # It must reach the server running the job: ask each one.
-        answers = await asyncio.gather(
-            *(client.cancel(job_id, timeout_s=10) for client in self._routes.clients()),
-            return_exceptions=True,
-        )
-        if any(answer is True for answer in answers):
-            log.info("job %s cancelled on its server", job_id)
-            return  # its Execute answers with the CANCELLED outcome
-        # No server had it running (not yet there, or a name we cannot enumerate): give
-        # the call a moment to reach a server, then abandon it, which kills the run.
-        await asyncio.sleep(1.0)
-        if running.call is not None and not running.call.done():
-            running.call.cancel()
+        def abandon() -> None:
+            if running.call is not None and not running.call.done():
+                running.call.cancel()
 
-    # --- background --------------------------------------------------------------------
+        await cancel_everywhere(running.job.id, self._routes.clients(), abandon)
 
-    async def _listen(self) -> None:
-        """Wakes the claim loop on `gristmill_jobs`, cancels on `gristmill_cancel`."""
-        while True:
-            try:
-                async with await psycopg.AsyncConnection.connect(
-                    self.config.conninfo, autocommit=True, connect_timeout=5
-                ) as conn:
-                    await conn.execute("listen gristmill_jobs")
-                    await conn.execute("listen gristmill_cancel")
-                    self._wake.set()  # anything sent while not listening
-                    async for note in conn.notifies():
-                        if note.channel == "gristmill_jobs":
-                            self._wake_soon()
-                        elif (running := self._running.get(note.payload)) is not None:
-                            self._request_cancel(running)
-            except psycopg.Error as error:
-                log.info("listener lost the database (%s); polling until it is back", error)
-            await asyncio.sleep(1.0)
+    def _cancel_requested(self, job_id: str) -> None:
+        if (running := self._running.get(job_id)) is not None:
+            self._request_cancel(running)
+
+    # --- background -------------------------------------------------------------------
 
     def _wake_soon(self) -> None:
         """Wakes the claim loop after a random pause (not every worker at the same
@@ -537,21 +460,7 @@ class Worker:
         if not held:
             return
         sent = time.monotonic()
-        rows = await self._db.fetch(
-            """
-            update gristmill.queue j
-               set lease_expires_at = now() + make_interval(secs => %(lease)s)
-              from unnest(%(uids)s::uuid[], %(tokens)s::bigint[]) as h(uid, token)
-             where j.uid = h.uid and j.lease_token = h.token and j.state = 'running'
-            returning j.uid, j.cancel_requested
-            """,
-            {
-                "lease": self.config.lease_s,
-                "uids": [r.job.uid for r in held],
-                "tokens": [r.job.lease_token for r in held],
-            },
-        )
-        kept = {uid: bool(cancel) for uid, cancel in rows}
+        kept = await leases.extend(self._db, [r.job for r in held], self.config.lease_s)
         for running in held:
             if running.job.uid not in kept:
                 if running.task is not None and running.task.done():
@@ -578,11 +487,3 @@ class Worker:
                 if running.call is not None:
                     running.call.cancel()
             await asyncio.wait(pending, timeout=30)
-
-
-def _cancelled_outcome(job_id: str) -> pb.Outcome:
-    return pb.Outcome(
-        job_id=job_id,
-        verdict=pb.CANCELLED,
-        detail="cancelled from the queue before a server acknowledged it; its call abandoned",
-    )
