@@ -19,10 +19,10 @@ from pathlib import Path
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend, SandboxPlan
 from gristmill.isolation.cgroups import Cgroups, CgroupsUnavailable, detect
+from gristmill.isolation.jail_builders import NsjailArgv, OwnNamespaces
 from gristmill.isolation.nsjail import NSJAIL_INIT
-from gristmill.isolation.nsjail_backend import NsjailBackend
-from gristmill.isolation.process_backend import ProcessBackend
 from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
+from gristmill.isolation.supervised_backend import SupervisedBackend
 from gristmill.isolation.supervisor import SUPERVISOR
 from gristmill.model import Limits
 
@@ -134,7 +134,8 @@ def choose_backend(name: str | None, work_dir: Path, fork_interpreters: bool = F
         elif init is None:
             problem = f"no {NSJAIL_INIT} on PATH or beside the interpreter (`make install`)"
         else:
-            backend = NsjailBackend(nsjail, init, supervisor, cgroups, cgroups_problem)
+            builder = NsjailArgv(nsjail, init)
+            backend = SupervisedBackend(builder, supervisor, cgroups, cgroups_problem)
             problem = _probe(backend, work_dir)
             if not problem:
                 return Choice(backend, f"nsjail at {nsjail} ran a probe jail")
@@ -143,10 +144,12 @@ def choose_backend(name: str | None, work_dir: Path, fork_interpreters: bool = F
             cgroups, cgroups_problem = _cgroups()
         if name == "nsjail":
             raise SandboxFailure(f"the nsjail backend cannot run here: {problem}")
-        process = ProcessBackend(supervisor, cgroups, cgroups_problem, fork_interpreters)
+        process = SupervisedBackend(
+            OwnNamespaces(fork_interpreters), supervisor, cgroups, cgroups_problem
+        )
         return Choice(process, f"nsjail unusable: {problem}")
     return Choice(
-        ProcessBackend(supervisor, cgroups, cgroups_problem, fork_interpreters),
+        SupervisedBackend(OwnNamespaces(fork_interpreters), supervisor, cgroups, cgroups_problem),
         "forced by configuration",
     )
 

@@ -234,7 +234,7 @@ def _charge_template_memory(spec: JailSpec) -> None:
     without this a forked job could hold that much more than an exec'd one, whose
     interpreter is charged to it, and its own count of its memory (RssAnon) would be past
     what its group says. The service lowers a warm sandbox's job's limit by the same
-    (`ProcessSandbox.hand_over`).
+    (`SupervisedSandbox.hand_over`).
     """
     if not spec.memory_files:
         return  # no cgroup: RLIMIT_AS counts the template's mappings as an exec'd one's

@@ -18,11 +18,12 @@ import pytest
 from gristmill.isolation.backend import SandboxExit, SandboxPlan
 from gristmill.isolation.cgroups import Cgroups, CgroupsUnavailable, detect
 from gristmill.isolation.jail import JailSpec
+from gristmill.isolation.jail_builders import NsjailArgv
 from gristmill.isolation.nsjail import LOG_KEPT, SHIM, parse_log, render_argv
-from gristmill.isolation.nsjail_backend import NsjailBackend
 from gristmill.isolation.profile import BindMount, SandboxProfile, Symlink
 from gristmill.isolation.seccomp import render_kafel, rules
 from gristmill.isolation.select import find_nsjail, find_nsjail_init, find_nsjail_supervisor
+from gristmill.isolation.supervised_backend import SupervisedBackend
 from gristmill.model import Limits
 
 MiB = 1 << 20
@@ -207,7 +208,7 @@ def _run_jail(
     `while_running(root_dir)` is called once the program runs, before it is waited for."""
     init, supervisor = find_nsjail_init(), find_nsjail_supervisor()
     assert init is not None and supervisor is not None, "make install compiles them"
-    backend = NsjailBackend(nsjail, init, supervisor, cgroups)
+    backend = SupervisedBackend(NsjailArgv(nsjail, init), supervisor, cgroups)
     base = Path(tempfile.mkdtemp(prefix="gristmill-test-", dir="/var/tmp"))
     try:
         for part in ("job", "root"):

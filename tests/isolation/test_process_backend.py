@@ -19,8 +19,9 @@ import psutil
 import pytest
 
 from gristmill.isolation.backend import Sandbox, StopReason
-from gristmill.isolation.process_backend import ProcessBackend, _supervisor_gone
 from gristmill.isolation.select import open_backend
+from gristmill.isolation.supervised_backend import SupervisedBackend
+from gristmill.isolation.supervised_sandbox import _supervisor_gone
 from gristmill.jobs.executor import Executor
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
@@ -446,7 +447,7 @@ async def test_closing_the_backend_ends_a_sandbox_nobody_waited_for(executor: Ex
     """A backend closing (the server stopping) while one of its sandboxes still runs and
     nobody waits for it: the job is killed, its group removed, and close returns."""
     backend = open_backend(executor.backend.name, executor.work_dir)
-    assert isinstance(backend, ProcessBackend)
+    assert isinstance(backend, SupervisedBackend)
     runtime = executor.registry.get("bash")
     workspace = Workspace.empty(executor.jobs_dir, runtime.profile.uid, runtime.profile.gid)
     marker = f"gristmill-unwaited-{os.getpid()}"

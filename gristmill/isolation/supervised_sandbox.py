@@ -1,8 +1,8 @@
-"""The `process` backend: our own namespaces, cgroup, rlimits and seccomp, no nsjail.
+"""One supervised sandbox, seen from the service through its pipes (either backend's).
 
-The asyncio side lives here; the jail is built by the fork server's children
-(`forkserver.py`, `jail.py`), because the gRPC server is threaded and must not
-fork-and-configure itself.
+The asyncio side of a job: its streams, its hand-over, its supervisor's report
+(`nsjail_supervisor.c`) and its end; the jail itself is built and supervised by the
+fork server's children (`forkserver.py`).
 """
 
 from __future__ import annotations
@@ -13,30 +13,20 @@ import json
 import os
 import select
 import signal
-import socket
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
-from gristmill.errors import SandboxFailure
 from gristmill.isolation import files_out
-from gristmill.isolation.backend import SandboxExit, SandboxInfo, SandboxPlan, StopReason
-from gristmill.isolation.cgroups import Cgroups, JobCgroup, Version
-from gristmill.isolation.egress import host_addresses, policy
-from gristmill.isolation.forkserver import FD_NAMES
+from gristmill.isolation.backend import SandboxExit, StopReason
+from gristmill.isolation.cgroups import JobCgroup
 from gristmill.isolation.jail import JailSpec, copy_job_files
-from gristmill.isolation.layout import JAIL_JOB_DIR
 from gristmill.isolation.nsjail import log_outcome
-from gristmill.isolation.seccomp import compile_bpf
-from gristmill.isolation.template import template_command
 from gristmill.model import Limits
 
 STREAM_LIMIT = 1 << 20
-_FORK_SERVER_MAIN = "from gristmill.isolation.forkserver import main; main()"
 
 
-async def _reader(fd: int) -> asyncio.StreamReader:
+async def reader(fd: int) -> asyncio.StreamReader:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=STREAM_LIMIT)
     await loop.connect_read_pipe(
@@ -117,7 +107,7 @@ def _take_files_out(job_dir: str, workspace: str) -> dict[str, Any]:
         return {"files": 0, "bytes": 0, "overflow": f"files could not be taken out: {error}"}
 
 
-class ProcessSandbox:
+class SupervisedSandbox:
     """One job's sandbox, seen from the service through its pipes."""
 
     def __init__(
@@ -129,7 +119,7 @@ class ProcessSandbox:
         spec: JailSpec,
         cgroup: JobCgroup | None,
         cleanups: set[asyncio.Future[None]],
-        live: dict[asyncio.Future[None], ProcessSandbox],
+        live: dict[asyncio.Future[None], SupervisedSandbox],
         overhead_processes: int = 0,
         memory_limit: int = 0,
     ) -> None:
@@ -321,195 +311,3 @@ class ProcessSandbox:
             network_sent_bytes=m.get("network_sent_bytes", 0),
             network_received_bytes=m.get("network_received_bytes", 0),
         )
-
-
-class ProcessBackend:
-    """Starts jails through a fork server process it owns.
-
-    The fork server, the supervisor, the cgroup and the accounting are shared with
-    the nsjail backend, which only changes how the jail itself is built (`_spec`).
-    """
-
-    name = "process"
-    jail_detail = "own namespaces + seccomp (libseccomp)"
-
-    def __init__(
-        self,
-        supervisor: str,
-        cgroups: Cgroups | None,
-        cgroups_problem: str = "",
-        fork_interpreters: bool = False,
-    ) -> None:
-        # The compiled supervisor of every job (`nsjail_supervisor.c`).
-        self.supervisor = supervisor
-        self.cgroups = cgroups
-        # Python's program forked from a template, not exec'd (`template.py`); never for a
-        # network-on job, whose network namespace is its supervisor's.
-        self.fork_interpreters = fork_interpreters
-        self._cgroups_problem = cgroups_problem
-        self._server: subprocess.Popen[bytes] | None = None
-        self._sock: socket.socket | None = None
-        # Cgroups being removed in the background once their last process has gone.
-        self._cleanups: set[asyncio.Future[None]] = set()
-        # Sandboxes whose supervisor has not exited yet, by the task reading its report.
-        self._live: dict[asyncio.Future[None], ProcessSandbox] = {}
-
-    def _start_fork_server(self) -> socket.socket:
-        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._server = subprocess.Popen(
-            [sys.executable, "-c", _FORK_SERVER_MAIN, str(theirs.fileno())],
-            pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL,
-            cwd="/",
-        )
-        theirs.close()
-        self._sock = ours
-        return ours
-
-    def info(self) -> SandboxInfo:
-        enforced = ["wall_time", "cpu_time", "output", "network", "file_size", "disk"]
-        if self.cgroups is not None:
-            enforced[1:1] = ["memory", "processes"]
-            if self.cgroups.cpu_quota:
-                enforced.append("cpu_millicores")
-            detail = self.cgroups.describe()
-        else:
-            enforced[1:1] = ["memory (RLIMIT_AS)", "processes (RLIMIT_NPROC)"]
-            detail = f"no cgroups ({self._cgroups_problem}); memory by RLIMIT_AS"
-        return SandboxInfo(self.name, tuple(enforced), f"{self.jail_detail}; {detail}")
-
-    def _spec(self, plan: SandboxPlan, cgroup: JobCgroup | None) -> JailSpec:
-        limits = plan.limits
-        profile, ruleset = plan.profile, ""
-        if limits.network:
-            egress = plan.egress or policy(())
-            profile = egress.applied_to(profile, plan.root_dir.with_name("network"))
-            ruleset = egress.nft_ruleset(host_addresses(), limits.network_connections)
-        return JailSpec.from_profile(
-            profile,
-            argv=list(plan.argv),
-            env=dict(plan.env),
-            job_dir=str(plan.job_dir),
-            root_dir=str(plan.root_dir),
-            jail_job_dir=JAIL_JOB_DIR,
-            network=limits.network,
-            wall_time_ms=limits.wall_time_ms,
-            cpu_time_ms=limits.cpu_time_ms,
-            address_space_bytes=0 if cgroup else limits.memory_bytes,
-            nproc_limit=0 if cgroup else limits.processes + plan.profile.overhead_processes,
-            cgroup_join_files=[str(p) for p in cgroup.join_files] if cgroup else [],
-            cpu_usage_file=str(cgroup.cpu_usage_file) if cgroup else "",
-            pids_events_file=str(cgroup.pids_events_file) if cgroup else "",
-            memory_files=[str(p) for p in cgroup.memory_files] if cgroup else [],
-            supervisor_cgroup_files=[str(p) for p in cgroup.supervisor_join_files]
-            if cgroup
-            else [],
-            cpu_usage_v2=bool(cgroup and cgroup.version is Version.V2),
-            seccomp_bpf=compile_bpf(
-                plan.profile.seccomp.deny, network=limits.network, nosys=plan.profile.seccomp.nosys
-            ).hex(),
-            warm=plan.warm,
-            supervisor=self.supervisor,
-            fork_template=template_command(plan.argv, plan.profile.mounts)
-            if self.fork_interpreters and not limits.network
-            else [],
-            egress_ruleset=ruleset,
-            network_bytes=limits.network_bytes,
-            network_connections=limits.network_connections if limits.network else 0,
-            **(self._network_cgroup(cgroup) if limits.network and cgroup else {}),
-        )
-
-    @staticmethod
-    def _network_cgroup(cgroup: JobCgroup) -> dict[str, object]:
-        """A network-on job's: where its helper is accounted, and what its sockets hold."""
-        sockets = cgroup.socket_memory_file
-        return {
-            "helper_cgroup_files": [str(p) for p in cgroup.helper_join_files],
-            "socket_memory_file": str(sockets) if sockets else "",
-        }
-
-    def _send(self, payload: bytes, fds: list[int]) -> None:
-        for attempt in range(2):
-            sock = self._sock or self._start_fork_server()
-            try:
-                socket.send_fds(sock, [payload], fds)
-                return
-            except OSError as error:
-                self._sock = None
-                if attempt:
-                    raise SandboxFailure(f"the fork server is gone: {error}") from error
-
-    async def start(self, plan: SandboxPlan) -> ProcessSandbox:
-        processes = plan.limits.processes + plan.profile.overhead_processes
-        # A warm sandbox starts at the least CPU weight: it takes only what running jobs
-        # leave (started beside a job at full weight, it slowed that job by a third).
-        cgroup = (
-            self.cgroups.create(
-                plan.limits.memory_bytes,
-                processes,
-                plan.limits.cpu_millicores,
-                background=plan.warm,
-            )
-            if self.cgroups
-            else None
-        )
-        pipes = {name: os.pipe() for name in FD_NAMES}
-        # The child gets the write ends of its output channels and the read ends of its inputs.
-        theirs = {
-            "stdin": pipes["stdin"][0],
-            "stdout": pipes["stdout"][1],
-            "stderr": pipes["stderr"][1],
-            "result": pipes["result"][1],
-            "job": pipes["job"][0],
-            "control": pipes["control"][0],
-            "report": pipes["report"][1],
-        }
-        ours = {name: (r if theirs[name] == w else w) for name, (r, w) in pipes.items()}
-        try:
-            spec = self._spec(plan, cgroup)
-            self._send(spec.to_json(), [theirs[n] for n in FD_NAMES])
-        except BaseException:
-            for fd in (*theirs.values(), *ours.values()):
-                os.close(fd)
-            if cgroup:
-                cgroup.remove()
-            raise
-        for fd in theirs.values():
-            os.close(fd)
-        readers = {
-            name: await _reader(ours[name]) for name in ("stdout", "stderr", "result", "report")
-        }
-        return ProcessSandbox(
-            readers,
-            ours["job"],
-            ours["stdin"],
-            ours["control"],
-            spec,
-            cgroup,
-            self._cleanups,
-            self._live,
-            plan.profile.overhead_processes,
-            plan.limits.memory_bytes,
-        )
-
-    async def close(self) -> None:
-        """Ends every sandbox still running (nothing started here outlives the backend),
-        waits for their supervisors and groups to go, then for the fork server."""
-        running = list(self._live.values())
-        for sandbox in running:
-            sandbox.stop(StopReason.CANCEL)
-        # wait() once more for those nobody waited for: their groups are accounted, emptied
-        # and removed like any other's.
-        await asyncio.gather(*(sandbox.wait() for sandbox in running), return_exceptions=True)
-        await asyncio.gather(*self._live, *self._cleanups, return_exceptions=True)
-        if self.cgroups is not None:
-            self.cgroups.remove()
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
-        if self._server is not None:
-            try:
-                await asyncio.to_thread(self._server.wait, 5)
-            except subprocess.TimeoutExpired:
-                self._server.kill()
-            self._server = None
