@@ -63,22 +63,16 @@ def _read_int(path: Path) -> int:
         return 0
 
 
-def keyed(text: str, key: str) -> int:
-    """A value from a flat keyed text such as memory.events ("oom_kill 3"); -1 if absent.
-    Raises ValueError for a value that is not a number."""
-    for line in text.splitlines():
-        name, _, value = line.partition(" ")
-        if name == key:
-            return int(value)
-    return -1
-
-
 def _read_keyed(path: Path, key: str) -> int:
-    """A value from a flat keyed file; 0 if absent or unreadable."""
+    """A value of a flat keyed file ("oom_kill 3" in memory.events); 0 if none or bad."""
     try:
-        return max(keyed(_read(path).decode(), key), 0)
+        for line in _read(path).decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return max(int(value), 0)
     except (OSError, ValueError):
-        return 0
+        pass
+    return 0
 
 
 def _write(path: Path, value: str) -> None:
@@ -132,12 +126,9 @@ class JobCgroup:
 
     @property
     def supervisor_join_files(self) -> tuple[Path, ...]:
-        """What the process backend's supervisor joins: every controller but memory (v1).
-
-        Outside the job's memory group, a job that fills its memory cannot get its
-        supervisor OOM-killed; in the pids group it is counted as before (the profile's
-        `overhead_processes`). v2 has one group for all: there it joins the whole.
-        """
+        """What the process backend's supervisor joins: every controller but memory (v1),
+        so that a job filling its memory cannot get it OOM-killed; counted in the pids group
+        (the profile's `overhead_processes`). v2 has one group for all: it joins the whole."""
         if self.version is Version.V2:
             return self.join_files
         return tuple(d / "tasks" for name, d in self.dirs.items() if name != "memory")
