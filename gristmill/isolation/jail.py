@@ -8,11 +8,14 @@ exec in a threaded process is almost nothing.
 The process tree of one job:
 
     fork server (root)
-    └── supervisor   joins the job's cgroup, becomes uid 65534, unshares the
-        │            user/mount/pid/ipc/uts/cgroup(/net) namespaces, builds the root
-        └── init     pid 1 of the job: mounts /proc, pivots into the root, reaps;
-            │        when the program ends, init exits and the kernel kills the rest
-            └── program   rlimits, no_new_privs, seccomp, then exec of the runtime
+    └── supervisor   forked, a subreaper; once the jail is built it execs the compiled
+        │            supervisor (`nsjail_supervisor.c`), which init is then the child of
+        └── builder  joins the job's cgroup, becomes uid 65534, unshares the
+            │        user/mount/pid/ipc/uts/cgroup(/net) namespaces, builds the root,
+            │        forks init and exits
+            └── init     pid 1 of the job: mounts /proc, pivots into the root, reaps;
+                │        when the program ends, init exits and the kernel kills the rest
+                └── program   rlimits, no_new_privs, seccomp, then exec of the runtime
 """
 
 from __future__ import annotations
