@@ -51,9 +51,9 @@ def server_part_missing() -> list[str]:
 def client_only(missing: list[str]) -> str:
     """What to do when a command needs the server part and this install is the client's."""
     return (
-        "this install has the client only, and no --target was given: install the"
-        " server part (pip install 'gristmill[server]') to run jobs here, or pass"
-        f" --target HOST:PORT of a running server (missing: {', '.join(missing)})"
+        "this install has the gristmill client only: this command needs the server part,"
+        f" pip install 'gristmill[server]' (missing: {', '.join(missing)}); without it,"
+        " Python's gristmill.client.Client('HOST:PORT') calls a running server"
     )
 
 

@@ -200,13 +200,14 @@ def test_client_alone_installs_without_server_dependencies_and_calls_a_server(
         server.wait(timeout=60)
 
 
-def test_client_alone_says_in_one_line_that_a_local_server_needs_the_server_part(
-    client_bin: Path, outside: Path
+@pytest.mark.parametrize("where", [[], ["--target", "127.0.0.1:9"]], ids=["local", "target"])
+def test_client_alone_says_in_one_line_that_the_command_needs_the_server_part(
+    client_bin: Path, outside: Path, where: list[str]
 ):
     job = outside / "hello.sh"
     job.write_text("echo hello\n")
     done = subprocess.run(
-        [client_bin / "gristmill", "run", job, "--work-dir", outside / "w3"],
+        [client_bin / "gristmill", "run", job, "--work-dir", outside / "w3", *where],
         capture_output=True,
         text=True,
         check=False,
@@ -216,4 +217,4 @@ def test_client_alone_says_in_one_line_that_a_local_server_needs_the_server_part
     )
     assert done.returncode != 0
     assert "Traceback" not in done.stderr and done.stderr.count("\n") == 1, done.stderr
-    assert "gristmill[server]" in done.stderr and "--target" in done.stderr
+    assert "gristmill[server]" in done.stderr and "gristmill.client" in done.stderr
