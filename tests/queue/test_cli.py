@@ -27,7 +27,7 @@ def test_enqueue_and_wait_through_a_worker_that_stops_gracefully_on_sigterm(
 ) -> None:
     address, runner = scripted_server()
     migrated = gristmill("queue", "migrate", "--database", database)
-    assert (migrated.returncode, migrated.stdout.strip()) == (0, "applied: [1, 2, 3, 4, 5]")
+    assert (migrated.returncode, migrated.stdout.strip()) == (0, "applied: [1, 2, 3, 4, 5, 6]")
     worker = subprocess.Popen(
         [*GRISTMILL, "worker", "--database", database, "--target", address, "--grace-s", "30"],
         stdout=subprocess.PIPE,
@@ -64,7 +64,7 @@ def test_enqueue_and_wait_through_a_worker_that_stops_gracefully_on_sigterm(
         job = queue.get(slow_id)
     assert job is not None and (job.state, job.verdict) == ("done", "SUCCESS")
     status = gristmill("queue", "status", "--database", database)
-    assert json.loads(status.stdout) == {"version": 5, "jobs": {"done": 2}}
+    assert json.loads(status.stdout) == {"version": 6, "jobs": {"done": 2}}
     assert gristmill("queue", "cancel", slow_id, "--database", database).stdout.strip() == "done"
     assert gristmill("queue", "show", "nope", "--database", database).returncode == 1
     timeline = json.loads(gristmill("queue", "show", slow_id, "--database", database).stdout)[

@@ -22,7 +22,7 @@ def test_jobs_queued_under_the_previous_version_survive_the_upgrade(database: st
             "select gristmill.enqueue('python', 'def main(): return 1', priority => 3)"
         ).fetchone()
     assert row is not None
-    assert migrate(database) == [2, 3, 4, 5]
+    assert migrate(database) == [2, 3, 4, 5, 6]
     with Queue(database) as queue:
         job = queue.get(row[0])
         assert job is not None
@@ -45,7 +45,7 @@ def test_jobs_in_every_state_survive_the_fair_claims_upgrade(database: str) -> N
                 " values (%s, 'python', 'pass', 't', %s)",
                 (f"job-{state}", state),
             )
-        assert migrate(database) == [3, 4, 5]
+        assert migrate(database) == [3, 4, 5, 6]
         rows = conn.execute("select id, state from gristmill.jobs order by id").fetchall()
         assert sorted(rows) == sorted((f"job-{state}", state) for state in states)
         # The queued one is claimed by the new claim; the running one counts as running.
