@@ -63,9 +63,13 @@ def add_flags(
 ) -> None:
     """The flags of the server's settings (those of the keys `only`, when given, less
     those of `without`), and `--set KEY=VALUE` for any setting unless `only` is given."""
+    groups: dict[str, argparse._ActionsContainer] = {}
     for leaf in leaves(ServerConfig):
         if leaf.flag and (only is None or leaf.key in only) and leaf.key not in without:
-            _add(parser, leaf)
+            table = leaf.key.rpartition(".")[0]
+            if table and isinstance(parser, argparse.ArgumentParser) and table not in groups:
+                groups[table] = parser.add_argument_group(f"[{table}] settings")
+            _add(groups.get(table, parser), leaf)
     if only is None:
         parser.add_argument(
             "--set",
