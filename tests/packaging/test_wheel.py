@@ -157,7 +157,7 @@ def test_client_alone_installs_without_server_dependencies_and_calls_a_server(
     missing = _run(
         python,
         "-c",
-        "import importlib.util as u, pathlib, gristmill.client as c;"
+        "import importlib.util as u, pathlib, gristmill as c, gristmill.client;"
         "print([m for m in ('psutil', 'rich', 'seccomp', 'sqlglot') if u.find_spec(m)]);"
         "print(pathlib.Path(c.__file__).with_name('py.typed').exists())",
     ).stdout.split("\n")
@@ -195,19 +195,24 @@ def test_client_alone_installs_without_server_dependencies_and_calls_a_server(
                 break
         assert done is not None and done.returncode == 0, (done and done.stderr, server.poll())
         assert done.stdout.split() == ["SUCCESS", "hello", "wheel"]
+        # The CLI of a client-only install calls a server given by --target.
+        (outside / "who.sh").write_text(code)
+        cli = [client_bin / "gristmill", "run", outside / "who.sh", "--arg", "who=cli"]
+        done = _run(*cli, "--target", address, "--json", cwd=outside)
+        outcome = json.loads(done.stdout)
+        assert (outcome["verdict"], outcome["stdout"]["data"]) == ("SUCCESS", "hello cli\n")
     finally:
         server.terminate()
         server.wait(timeout=60)
 
 
-@pytest.mark.parametrize("where", [[], ["--target", "127.0.0.1:9"]], ids=["local", "target"])
-def test_client_alone_says_in_one_line_that_the_command_needs_the_server_part(
-    client_bin: Path, outside: Path, where: list[str]
+def test_client_alone_says_in_one_line_that_a_local_server_needs_the_server_part(
+    client_bin: Path, outside: Path
 ):
     job = outside / "hello.sh"
     job.write_text("echo hello\n")
     done = subprocess.run(
-        [client_bin / "gristmill", "run", job, "--work-dir", outside / "w3", *where],
+        [client_bin / "gristmill", "run", job, "--work-dir", outside / "w3"],
         capture_output=True,
         text=True,
         check=False,
