@@ -8,8 +8,7 @@ passes its own `Offload`, so one pool of worker processes serves the whole serve
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ from gristmill.deps import DependencyManager, EnvironmentCache
 from gristmill.errors import SandboxFailure
 from gristmill.isolation.backend import SandboxBackend
 from gristmill.jobs.build import Builds
-from gristmill.jobs.pool import Kind, WarmPool
+from gristmill.jobs.pool import WarmPool
 from gristmill.jobs.workspace import copy_runtimes, mount_jobs_dir, remove_stale
 from gristmill.languages import Registry
 from gristmill.model import Limits
@@ -80,25 +79,15 @@ def compose(
         deps.root / "builds", deps.config.build_cache_max_bytes, "deps.build_cache_max_bytes"
     )
     builds = Builds(backend, builds_cache, work_dir, runtime_dirs)
-
-    @contextlib.asynccontextmanager
-    async def lease(kind: Kind) -> AsyncIterator[tuple[Path | None, Path | None]]:
-        """A warm sandbox's hold on the environment and build its kind mounts."""
-        async with contextlib.AsyncExitStack() as stack:
-            paths = [
-                await stack.enter_async_context(cache.hold(digest)) if digest else None
-                for cache, digest in ((deps.cache, kind.environment), (builds_cache, kind.build))
-            ]
-            yield paths[0], paths[1]
-
     warm_pool = WarmPool(
         backend,
         work_dir / "jobs",
         runtime_dirs,
         pool or PoolConfig(enabled=False),
         pool_limits,
-        lease,
-        network,
+        environments=deps.cache,
+        builds=builds_cache,
+        network=network,
     )
     return Parts(
         registry,

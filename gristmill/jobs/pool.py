@@ -33,11 +33,12 @@ import dataclasses
 import logging
 import math
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from gristmill.config import NetworkConfig, PoolConfig
+from gristmill.deps import EnvironmentCache
 from gristmill.isolation.backend import Sandbox, SandboxBackend, StopReason
 from gristmill.jobs.mounts import job_plan
 from gristmill.jobs.workspace import Workspace
@@ -45,7 +46,7 @@ from gristmill.languages import Runtime
 from gristmill.model import Job, Limits
 from gristmill.observability import metrics
 
-__all__ = ["Kind", "Leaser", "Warm", "WarmPool"]
+__all__ = ["Kind", "Warm", "WarmPool"]
 
 log = logging.getLogger(__name__)
 
@@ -88,11 +89,6 @@ class Kind:
     network: bool = False
 
 
-Leaser = Callable[[Kind], contextlib.AbstractAsyncContextManager[tuple[Path | None, Path | None]]]
-"""Leases a kind's environment and build directories (or None) from their caches for a
-warm sandbox's wait, so that neither is evicted under it; raises if either is gone."""
-
-
 @dataclass
 class Warm:
     """A started sandbox waiting for its job, and the workspace its files go into."""
@@ -133,6 +129,16 @@ class _Demand:
         return (len(self.arrivals) - 1) / max(now - self.arrivals[0], RATE_SPAN_MIN_S)
 
 
+async def _leased(
+    leases: contextlib.AsyncExitStack, cache: EnvironmentCache | None, digest: str
+) -> Path | None:
+    """The directory of `digest` in `cache`, held until `leases` close; None for none
+    (raises if it is gone)."""
+    if not digest or cache is None:
+        return None
+    return await leases.enter_async_context(cache.hold(digest))
+
+
 class WarmPool:
     def __init__(
         self,
@@ -141,14 +147,18 @@ class WarmPool:
         runtime_dirs: Path,
         config: PoolConfig,
         limits: Limits,
-        leaser: Leaser | None = None,
+        environments: EnvironmentCache | None = None,
+        builds: EnvironmentCache | None = None,
         network: NetworkConfig | None = None,
     ) -> None:
         self._backend = backend
         self._jobs_dir = jobs_dir
         self._runtime_dirs = runtime_dirs
         self.config = config
-        self._leaser = leaser
+        # The caches of the environments and builds warm sandboxes mount, leased from
+        # for a sandbox's wait so that neither is evicted under it.
+        self._environments = environments
+        self._builds = builds
         # What a warm sandbox runs under until its hand-over: generous backstops.
         self._limits = dataclasses.replace(limits, network=False)
         # The server's egress policy, for warm network-on sandboxes; None: none of them.
@@ -305,9 +315,8 @@ class WarmPool:
         began = time.monotonic()
         top_up = False
         try:
-            environment_dir = build_dir = None
-            if (kind.environment or kind.build) and self._leaser is not None:
-                environment_dir, build_dir = await leases.enter_async_context(self._leaser(kind))
+            environment_dir = await _leased(leases, self._environments, kind.environment)
+            build_dir = await _leased(leases, self._builds, kind.build)
             uid, gid = runtime.profile.uid, runtime.profile.gid
             # Three directories: quicker made here than handed to a thread and back.
             workspace = Workspace.empty(self._jobs_dir, uid, gid)
