@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 from rich.console import Console
@@ -210,7 +210,7 @@ def _serve(
     fork_interpreters: bool = False,
 ) -> None:
     """Child process: runs the embedded server until told to stop."""
-    from gristmill.config import PoolConfig, ServerConfig, TelemetryConfig
+    from gristmill.config import BackendName, PoolConfig, ServerConfig, TelemetryConfig
     from gristmill.observability import logs
     from gristmill.server.app import BackgroundServer
 
@@ -222,7 +222,7 @@ def _serve(
         config = ServerConfig(
             address="127.0.0.1:0",
             work_dir=Path(work_dir),
-            sandbox_backend=backend,
+            sandbox_backend=cast(BackendName | None, backend),  # ServerConfig checks it
             pool=PoolConfig(enabled=pool, fork_interpreters=fork_interpreters),
             telemetry=telemetry_config,
         )

@@ -34,7 +34,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -53,13 +53,13 @@ def _serve(
     conn: multiprocessing.connection.Connection, work_dir: str, backend: str, warm: bool
 ) -> None:
     """Child process: a server that allows the network, with warm sandboxes or without."""
-    from gristmill.config import MAX_LIMITS, PoolConfig, ServerConfig
+    from gristmill.config import MAX_LIMITS, BackendName, PoolConfig, ServerConfig
     from gristmill.server.app import BackgroundServer
 
     config = ServerConfig(
         address="127.0.0.1:0",
         work_dir=Path(work_dir),
-        sandbox_backend=backend,
+        sandbox_backend=cast(BackendName, backend),  # ServerConfig checks it
         pool=PoolConfig(enabled=warm),
         max_limits=dataclasses.replace(MAX_LIMITS, network=True),
     )

@@ -39,6 +39,7 @@ __all__ = [
     "LOG_LEVELS",
     "MAX_LIMITS",
     "AuthConfig",
+    "BackendName",
     "Caps",
     "ConfigError",
     "DatabaseConfig",
@@ -50,6 +51,9 @@ __all__ = [
     "TenantConfig",
     "load_config",
 ]
+
+BackendName = Literal["process", "nsjail"]
+"""The sandbox backends `sandbox_backend` may name (gristmill.isolation.select has them)."""
 
 MiB = 1024 * 1024
 
@@ -348,7 +352,7 @@ class ServerConfig:
             "network": "--allow-network",
         },
     )
-    sandbox_backend: Literal["process", "nsjail"] | None = setting(
+    sandbox_backend: BackendName | None = setting(
         None, "A backend name; unset picks the best this machine supports.", flag="--sandbox"
     )
     work_dir: Path = setting(

@@ -197,8 +197,8 @@ def test_client_alone_installs_without_server_dependencies_and_calls_a_server(
         assert done.stdout.split() == ["SUCCESS", "hello", "wheel"]
         # The CLI of a client-only install calls a server given by --target.
         (outside / "who.sh").write_text(code)
-        cli = [client_bin / "gristmill", "run", outside / "who.sh", "--arg", "who=cli"]
-        done = _run(*cli, "--target", address, "--json", cwd=outside)
+        cli: list[str | Path] = [client_bin / "gristmill", "run", outside / "who.sh"]
+        done = _run(*cli, "--arg", "who=cli", "--target", address, "--json", cwd=outside)
         outcome = json.loads(done.stdout)
         assert (outcome["verdict"], outcome["stdout"]["data"]) == ("SUCCESS", "hello cli\n")
     finally:
