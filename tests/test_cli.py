@@ -382,3 +382,18 @@ def test_run_takes_stdin_context_and_script_argv_and_saves_output_files(
 def test_script_arguments_without_script_are_a_usage_error(script, work_dir, capsys):
     assert main(["run", str(script(ADD)), "--work-dir", work_dir, "--", "a"]) == 2
     assert "--script" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", [n for n in _subcommands() if n != "conformance"])
+def test_no_command_takes_a_flag_for_a_longer_one(name):
+    # `enqueue --arg n=1` was read as `--args n=1` and ended in a JSON error.
+    assert not _subcommands()[name].allow_abbrev
+
+
+def test_a_prefix_of_a_flag_is_refused_not_taken_for_it(tmp_path, capsys):
+    job = tmp_path / "job.sh"
+    job.write_text("echo hi\n")
+    with pytest.raises(SystemExit) as exit_:
+        main(["run", str(job), "--timeout", "5"])  # --timeout-ms is the flag
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --timeout" in capsys.readouterr().err

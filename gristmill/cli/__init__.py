@@ -50,6 +50,7 @@ def _build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         epilog=EXIT_CODES + "\nhelp on a command: gristmill COMMAND --help",
         formatter_class=Formatter,
+        allow_abbrev=False,
     )
     parser.add_argument("--version", action="version", version=__version__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

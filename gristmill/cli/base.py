@@ -87,6 +87,8 @@ def command(
         description=description,
         epilog=f"examples:\n{examples}\n\n{EXIT_CODES}",
         formatter_class=Formatter,
+        # `--arg` must never be taken for `--args` (or any flag for a longer one).
+        allow_abbrev=False,
     )
     return parser
 
