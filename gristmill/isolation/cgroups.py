@@ -92,7 +92,7 @@ def _limit_sockets(memory: Path, memory_bytes: int) -> None:
     """v1: the group's socket buffers (TCP and UDP alike, despite the name) limited to its
     memory limit. Until a limit is set v1 charges them to nobody: a job's 100 unread
     loopback connections held 395 MB of a 64 MiB job. The supervisor judges them with
-    the job's memory (`thrash.SocketWatch`). A kernel without the file charges nothing."""
+    the job's memory (`sockets_fill_memory`). A kernel without the file charges nothing."""
     with contextlib.suppress(FileNotFoundError):
         _write(memory / "memory.kmem.tcp.limit_in_bytes", str(memory_bytes))
 

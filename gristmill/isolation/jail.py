@@ -125,7 +125,7 @@ class JailSpec:
     supervisor_cgroup_files: list[str] = field(default_factory=list)
     # What the job's network helper joins (`JobCgroup.helper_join_files`), and what its
     # sockets hold (`JobCgroup.socket_memory_file`; empty: in memory.stat), which the
-    # supervisor judges with its memory (`thrash.SocketWatch`). Network-on jobs only.
+    # supervisor judges with its memory (`sockets_fill_memory`). Network-on jobs only.
     helper_cgroup_files: list[str] = field(default_factory=list)
     socket_memory_file: str = ""
     masked_paths: list[str] = field(default_factory=list)
