@@ -39,7 +39,8 @@ HOT share of the live table after, and `queue status`'s time. No server.
 
 `--ceiling 1,8,256` measures the queue alone: one worker with that many slots against
 an Execute target that answers at once, draining `--jobs` jobs: jobs/s, enqueue-to-start
-p50/p95/p99, the database connections it held and its write-back statements.
+p50/p95/p99, the database connections it held and its write-back statements; each
+without prefetch and with the default one, in the same run.
 
 PostgreSQL runs from `scripts/postgres.sh` in a temp dir on a port of its own, unless
 `--database` names one (its `gristmill` schema is then used as it is: use an empty one).
@@ -262,8 +263,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         migrate(database)
         if options.ceiling:
             ceilings = [
-                asyncio.run(queue_ceiling(database, options.jobs, int(slots)))
+                asyncio.run(queue_ceiling(database, options.jobs, int(slots), prefetch))
                 for slots in options.ceiling.split(",")
+                for prefetch in (0, None)  # without, then with the default prefetch
             ]
             print(
                 json.dumps(

@@ -205,19 +205,35 @@ class _InstantClient:
     async def cancel(self, job_id: str, timeout_s: float = 10) -> bool:
         return False
 
+    async def list_runtimes(self, timeout_s: float = 5) -> pb.ListRuntimesResponse:
+        """It runs Bash (the bench's jobs), with room for anything."""
+        return pb.ListRuntimesResponse(
+            runtimes=[pb.RuntimeInfo(language="bash", available=True)],
+            caller=pb.CallerInfo(max_concurrent_jobs=100_000),
+        )
+
     async def close(self) -> None:
         pass
 
 
-async def queue_ceiling(database: str, jobs: int, slots: int) -> dict[str, Any]:
-    """One worker with `slots` slots against an instant target: jobs/s through claim and
-    outcome, enqueue-to-start p50/p95/p99, and the database connections it held."""
+async def queue_ceiling(
+    database: str, jobs: int, slots: int, prefetch: int | None = None
+) -> dict[str, Any]:
+    """One worker with `slots` slots (and `prefetch`: None, the default) against an
+    instant target: jobs/s through claim and outcome, enqueue-to-start p50/p95/p99, and
+    the database connections it held."""
     with Queue(database) as queue:
         ids = queue.enqueue_many(NewJob("bash", "echo 1") for _ in range(jobs))
     with psycopg.connect(database, autocommit=True) as conn:
         conn.execute("select pg_stat_reset()")
     worker = Worker(
-        WorkerConfig(conninfo=database, targets=("127.0.0.1:1",), concurrency=slots, migrate=False),
+        WorkerConfig(
+            conninfo=database,
+            targets=("127.0.0.1:1",),
+            concurrency=slots,
+            prefetch=prefetch,
+            migrate=False,
+        ),
         client=cast(AsyncClient, _InstantClient()),
     )
     task = asyncio.create_task(worker.run())
@@ -253,6 +269,7 @@ async def queue_ceiling(database: str, jobs: int, slots: int) -> dict[str, Any]:
     seconds = max(float(r[2]) for r in rows) - min(float(r[1]) for r in rows)
     return {
         "slots": slots,
+        "prefetch": worker.config.prefetch_jobs,
         "jobs": jobs,
         "jobs_per_s": round(jobs / seconds),
         "enqueue_to_start": summary_ms([float(r[0]) for r in rows]),
