@@ -21,6 +21,7 @@ from bench.queue_common import (
     log,
     summary_ms,
 )
+from gristmill.credentials import Credentials
 from gristmill.queue import (
     JobRecord,
     Worker,
