@@ -127,8 +127,9 @@ def _cgroups() -> Iterator[Check]:
 
 
 def _nsjail() -> Iterator[Check]:
-    from gristmill.isolation.nsjail import NSJAIL_INIT, NSJAIL_SUPERVISOR
+    from gristmill.isolation.nsjail import NSJAIL_INIT
     from gristmill.isolation.select import find_nsjail, find_nsjail_init, find_nsjail_supervisor
+    from gristmill.isolation.supervisor import SUPERVISOR as NSJAIL_SUPERVISOR
 
     path, init, supervisor = find_nsjail(), find_nsjail_init(), find_nsjail_supervisor()
     if path is None:

@@ -4,7 +4,7 @@ A template is one `/usr/bin/python3` per command and locale, started by the fork
 with the wrapper's imports and this package's jail code loaded, and nothing of any job in
 it: it is given no job's spec, descriptors or data, only requests (a socket each). For
 each it forks a child, which takes its job's spec and descriptors from that socket and
-becomes the job's builder (`forkserver._build`): it joins the job's cgroup, becomes the
+becomes the job's builder (`builder.build`): it joins the job's cgroup, becomes the
 jail's user, unshares every namespace, builds the root and forks the job's init, whose
 child, the program, is given what an exec'd program is (`jail.prepare_program`: rlimits,
 descriptors 0 to 4 only, no capabilities, no_new_privs, seccomp) and then runs the
@@ -42,6 +42,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
+from gristmill.isolation import builder
 from gristmill.isolation.jail import JOB_FDS, JailSpec, join_cgroup, prepare_program, write_file
 from gristmill.isolation.linux import PR_SET_CHILD_SUBREAPER, default_signals, prctl
 
@@ -152,7 +153,7 @@ class Templates:
 
 def template_fork(template: int, spec: JailSpec, fds: dict[str, int], status: int) -> socket.socket:
     """In a supervisor: asks the template (its socket) for a child and gives the child its
-    job, status pipe and descriptors; the socket the child answers on, as `_build` does.
+    job, status pipe and descriptors; the socket the child answers on, as `builder.build` does.
 
     Raises TemplateGone if the template does not take the request. The template's socket
     is closed: nothing forked from the supervisor later needs it.
@@ -177,9 +178,6 @@ def template_fork(template: int, spec: JailSpec, fds: dict[str, int], status: in
 def serve(requests_fd: int, run: Callable[[], object]) -> NoReturn:
     """The template's loop: a child per request, until the fork server and every
     supervisor have closed their ends. `run` is the wrapper's `main`."""
-    # Imported here, once, before any fork: every child has it without importing it.
-    from gristmill.isolation import forkserver
-
     requests = socket.socket(fileno=requests_fd)
     # Builders are reaped by the kernel, and so is each job's init, reparented to us.
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
@@ -198,7 +196,7 @@ def serve(requests_fd: int, run: Callable[[], object]) -> NoReturn:
             continue
         if os.fork() == 0:
             os.close(requests.detach())
-            _child(passed[0], forkserver._build, run)
+            _child(passed[0], builder.build, run)
         os.close(passed[0])
 
 
